@@ -1,0 +1,1 @@
+"""nextstep evaluations: rubric, evaluator agent, statistics, calibration, reports."""

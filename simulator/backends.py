@@ -1,0 +1,63 @@
+"""From a Config to chat models per role: the local server, OpenAI, or any compatible endpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import openai
+
+from .config import Config
+from .errors import UserError
+from .local import MODEL_NAME, local_server
+from .openai_backend import OpenAIChatModel, OutputMode
+
+OPENAI_DEFAULT_MODEL = "gpt-4o-mini"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    backend: str
+    base_url: str | None
+    api_key: str
+    output_mode: OutputMode
+    default_model: str
+
+    def models(self, config: Config, *, max_retries: int = 2) -> dict[str, OpenAIChatModel]:
+        """One chat model per role, sharing one client (create inside the running event loop)."""
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=config.timeout, max_retries=max_retries)
+        name = config.model or self.default_model
+        roles = {"practitioner": config.practitioner_model, "persona": config.persona_model, "evaluator": config.evaluator_model}
+        return {role: OpenAIChatModel(client, model or name, output_mode=self.output_mode) for role, model in roles.items()}
+
+
+def check_reachable(base_url: str, timeout: float = 5.0) -> None:
+    """A UserError if nothing answers at base_url; any HTTP answer (even 401) counts as reachable."""
+    try:
+        urllib.request.urlopen(f"{base_url.rstrip('/')}/models", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(f"--base-url {base_url}: unreachable ({reason})") from None
+
+
+@contextlib.contextmanager
+def endpoint(config: Config) -> Iterator[Endpoint]:
+    """The endpoint the config names; the local server runs only inside this block."""
+    if config.base_url:
+        check_reachable(config.base_url)
+        key = os.environ.get(config.api_key_env) or "none"  # many self-hosted servers need no key
+        yield Endpoint("openai-compatible", config.base_url, key, config.output_mode or "json_schema", config.model or "default")
+    elif config.backend == "openai":
+        key = os.environ.get(config.api_key_env)
+        if not key:
+            raise UserError(f"--backend openai needs an API key in ${config.api_key_env}")
+        yield Endpoint("openai", None, key, config.output_mode or "json_schema", OPENAI_DEFAULT_MODEL)
+    else:
+        with local_server() as url:
+            yield Endpoint("local", url, "local", config.output_mode or "json_object", MODEL_NAME)

@@ -1,0 +1,81 @@
+"""An episode's turns, the stop rules and the outcome: pure functions over plain data."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .catalog import Rating
+
+Intent = Literal["small_talk", "bridge", "ask", "accept_no", "goodbye"]
+Exchanged = Literal["number", "email", "social_handle", "none"]
+EndReason = Literal["exchanged", "refused", "goodbye", "degenerate", "max_turns", "error"]
+
+
+class PractitionerLabel(BaseModel):
+    """What the practitioner declares its last line was doing."""
+
+    model_config = ConfigDict(extra="forbid", title="practitioner_intent")
+    intent: Intent = Field(description="What the line just said was doing.")
+
+
+class PersonaState(BaseModel):
+    """The persona's private state after its reply; never shown to the practitioner."""
+
+    model_config = ConfigDict(extra="forbid", title="persona_state")
+    interest: Rating = Field(description="How interested the persona is in the practitioner, 0-10.")
+    comfort: Rating = Field(description="How comfortable the persona feels, 0-10.")
+    shares_contact: bool = Field(description="Whether the persona would share contact details now.")
+
+
+_SOCIAL = re.compile(r"instagram|insta\b|snapchat|snap\b|tiktok|facebook|twitter|linkedin|handle|follow (you|me)|social media|\bdm\b", re.I)
+_EMAIL = re.compile(r"e-?mail", re.I)
+
+
+def contact_kind(text: str) -> Exchanged:
+    """What an ask asks for: `contact_kind('What is your insta?')` -> 'social_handle'."""
+    if _SOCIAL.search(text):
+        return "social_handle"
+    if _EMAIL.search(text):
+        return "email"
+    return "number"
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
+
+
+def stop_rule(turns: list[dict], max_turns: int) -> dict | None:
+    """{'reason', 'by'} when the conversation must end after the last turn, else None."""
+    last = turns[-1]
+    if _norm(last["text"]) in {_norm(t["text"]) for t in turns[:-1]}:
+        return {"reason": "degenerate", "by": last["speaker"]}
+    if last["speaker"] != "persona":
+        return None
+    said = turns[-2]["intent"]
+    if said == "ask" and last["shares_contact"]:
+        return {"reason": "exchanged", "by": "persona"}
+    if said in ("accept_no", "goodbye"):
+        return {"reason": "refused" if said == "accept_no" else "goodbye", "by": "practitioner"}
+    if len(turns) // 2 >= max_turns:
+        return {"reason": "max_turns", "by": "limit"}
+    return None
+
+
+def outcome(turns: list[dict], end: dict) -> dict:
+    """The outcome computed from the structured turns (the evaluator may refine it)."""
+    asks = [t for t in turns if t.get("intent") == "ask"]
+    persona_turns = [t for t in turns if t["speaker"] == "persona"]
+    exchanged = contact_kind(asks[-1]["text"]) if end["reason"] == "exchanged" else "none"
+    return {
+        "exchanged": exchanged,
+        "next_meeting": None,  # needs a reading of the text: the evaluator's job
+        "asked": bool(asks),
+        "first_ask_turn": asks[0]["index"] if asks else None,
+        "final_interest": persona_turns[-1]["interest"] if persona_turns else None,
+        "final_comfort": persona_turns[-1]["comfort"] if persona_turns else None,
+        "end_reason": end["reason"],
+        "ended_by": end["by"],
+    }

@@ -1,0 +1,162 @@
+"""The conversation as a LangGraph StateGraph: practitioner -> persona -> route -> ... -> finish."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Annotated, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+
+from .catalog import Catalog, Profile
+from .chat import Call, ChatModel, chat, structured
+from .episode import PersonaState, PractitionerLabel, outcome, stop_rule
+from .errors import ModelError, OutputError
+from .prompts import Prompts
+
+OPENING_CUE = "(You notice them nearby. Start the conversation.)"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    setting: str
+    persona: str
+    strategy: str
+    profile: Profile = Profile()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the nodes need, passed in the run config so one compiled graph serves every episode."""
+
+    practitioner: ChatModel
+    persona: ChatModel
+    catalog: Catalog
+    prompts: Prompts
+    scenario: Scenario
+    seed: int
+    temperature: float = 0.7
+    max_turns: int = 8
+    reasks: int = 2
+    max_tokens: int = 60
+
+    def call_seed(self, turn: int, k: int) -> int:
+        """A distinct, reproducible seed for the k-th call of a turn."""
+        return (self.seed * 10_007 + turn * 16 + k) % 2**31
+
+
+class State(TypedDict, total=False):
+    turns: Annotated[list[dict], operator.add]
+    calls: Annotated[list[dict], operator.add]
+    end: dict | None
+    error: str | None
+    outcome: dict | None
+
+
+def _ctx(config: RunnableConfig) -> Context:
+    return config["configurable"]["ctx"]
+
+
+def _history(turns: list[dict], me: str) -> list[dict]:
+    return [{"role": "assistant" if t["speaker"] == me else "user", "content": t["text"]} for t in turns]
+
+
+def _transcript(turns: list[dict], me: str) -> str:
+    return "\n".join(f"{'Me' if t['speaker'] == me else 'Them'}: {t['text']}" for t in turns)
+
+
+def _clean(text: str) -> str:
+    """The first line, without a speaker label or wrapping quotes the model may add."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    for label in ("Me:", "You:", "Them:"):
+        line = line.removeprefix(label).strip()
+    return line.strip('"').strip()
+
+
+async def _say(ctx: Context, model: ChatModel, messages: list[dict], role: str, turn: int, calls: list[Call]) -> str:
+    """One line of dialogue; an empty answer is re-asked like invalid structured output."""
+    for attempt in range(ctx.reasks + 1):
+        text = _clean(await chat(
+            model, messages, role=role, purpose="utterance", calls=calls, seed=ctx.call_seed(turn, attempt),
+            max_tokens=ctx.max_tokens, temperature=ctx.temperature, stop=["\n"],
+        ))  # fmt: skip
+        if text:
+            return text
+    raise OutputError(f"{role} utterance: empty after {ctx.reasks + 1} attempts")
+
+
+def _failed(calls: list[Call], error: ModelError) -> dict:
+    return {"calls": [c.to_dict() for c in calls], "error": str(error), "end": {"reason": "error", "by": "error"}}
+
+
+async def practitioner_node(state: State, config: RunnableConfig) -> dict:
+    ctx, turns, calls = _ctx(config), state.get("turns", []), []
+    s, catalog = ctx.scenario, ctx.catalog
+    system = ctx.prompts.render(
+        "practitioner", setting=catalog.settings[s.setting], strategy=catalog.strategies[s.strategy],
+        practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
+        turn=len(turns) // 2 + 1, max_turns=ctx.max_turns,
+    )  # fmt: skip
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": OPENING_CUE}]
+    messages += _history(turns, "practitioner")
+    try:
+        text = await _say(ctx, ctx.practitioner, messages, "practitioner", len(turns), calls)
+        label_prompt = ctx.prompts.render(
+            "practitioner_intent", transcript=_transcript(turns, "practitioner"), utterance=text
+        )
+        label = await structured(
+            ctx.practitioner, [{"role": "user", "content": label_prompt}], PractitionerLabel,
+            role="practitioner", purpose="intent", calls=calls, reasks=ctx.reasks,
+            seed=ctx.call_seed(len(turns), 8), max_tokens=24, temperature=0.0,
+        )  # fmt: skip
+    except ModelError as e:
+        return _failed(calls, e)
+    turn = {"index": len(turns), "speaker": "practitioner", "text": text, "intent": label.intent}
+    return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns)}
+
+
+async def persona_node(state: State, config: RunnableConfig) -> dict:
+    ctx, turns, calls = _ctx(config), state["turns"], []
+    s, persona = ctx.scenario, ctx.catalog.personas[ctx.scenario.persona]
+    previous = next((t for t in reversed(turns) if t["speaker"] == "persona"), persona.baseline.model_dump())
+    system = ctx.prompts.render(
+        "persona", setting=ctx.catalog.settings[s.setting], persona=persona,
+        practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
+        interest=previous["interest"], comfort=previous["comfort"],
+    )  # fmt: skip
+    messages = [{"role": "system", "content": system}, *_history(turns, "persona")]
+    try:
+        text = await _say(ctx, ctx.persona, messages, "persona", len(turns), calls)
+        rating_prompt = ctx.prompts.render("persona_state", transcript=_transcript([*turns, {"speaker": "persona", "text": text}], "persona"))
+        rating = await structured(
+            ctx.persona, [{"role": "user", "content": rating_prompt}], PersonaState,
+            role="persona", purpose="state", calls=calls, reasks=ctx.reasks,
+            seed=ctx.call_seed(len(turns), 8), max_tokens=48, temperature=0.0,
+        )  # fmt: skip
+    except ModelError as e:
+        return _failed(calls, e)
+    turn = {"index": len(turns), "speaker": "persona", "text": text, **rating.model_dump()}
+    return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns)}
+
+
+def finish_node(state: State) -> dict:
+    """The evaluator's slot; for now, the outcome computed from the structured turns."""
+    return {"outcome": outcome(state.get("turns", []), state["end"])}
+
+
+def _route(next_node: str):
+    return lambda state: "finish" if state.get("end") else next_node
+
+
+def build_graph():
+    """The compiled conversation graph; pass a Context as config['configurable']['ctx']."""
+    graph = StateGraph(State)
+    graph.add_node("practitioner", practitioner_node)
+    graph.add_node("persona", persona_node)
+    graph.add_node("finish", finish_node)
+    graph.add_edge(START, "practitioner")
+    graph.add_conditional_edges("practitioner", _route("persona"), ["persona", "finish"])
+    graph.add_conditional_edges("persona", _route("practitioner"), ["practitioner", "finish"])
+    graph.add_edge("finish", END)
+    return graph.compile()

@@ -1,0 +1,80 @@
+"""Shared fixtures: a scripted chat model, and no real network outside loopback."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+
+import pytest
+
+from simulator import Completion, Context, Profile, Prompts, Scenario, load_catalog
+from simulator.errors import ModelError
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else None
+    if host is not None:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise OSError(f"tests may not reach the network: {address}")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Real model clients fail by default: only loopback (our own test servers) is reachable."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+
+
+class ScriptedModel:
+    """A chat model that answers from a script and records every call; each reply must be used."""
+
+    def __init__(self, replies, name: str = "scripted"):
+        self.replies = list(replies)
+        self.name = name
+        self.requests: list[dict] = []
+
+    async def complete(self, messages, *, schema=None, max_tokens=128, temperature=0.7, seed=None, stop=None):
+        self.requests.append({"messages": messages, "schema": schema, "seed": seed, "temperature": temperature})
+        if not self.replies:
+            raise AssertionError(f"{self.name}: no scripted reply left for call {len(self.requests)}")
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(reply, dict):
+            reply = json.dumps(reply)
+        return Completion(text=reply, finish_reason="stop", prompt_tokens=10, completion_tokens=5, latency_s=0.01, model=self.name)
+
+    def assert_used_up(self):
+        assert not self.replies, f"{self.name}: unused scripted replies: {self.replies}"
+
+
+def practitioner_says(text, intent):
+    return [text, {"intent": intent}]
+
+
+def persona_says(text, interest=5, comfort=5, shares=False):
+    return [text, {"interest": interest, "comfort": comfort, "shares_contact": shares}]
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return load_catalog()
+
+
+@pytest.fixture
+def make_context(catalog):
+    def make(practitioner, persona, *, max_turns=6, seed=7, scenario=None, **options):
+        scenario = scenario or Scenario("supermarket", "unsure", "common_interest", Profile())
+        return Context(practitioner, persona, catalog, Prompts(catalog.prompt_dirs), scenario, seed,
+                       max_turns=max_turns, **options)
+    return make
+
+
+__all__ = ["ModelError", "ScriptedModel", "persona_says", "practitioner_says"]

@@ -1,0 +1,146 @@
+"""The conversation graph on a scripted model: routing, every stop rule, re-asks, failures."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ScriptedModel, persona_says, practitioner_says
+
+from simulator import run_episode
+from simulator.errors import ModelError
+
+
+def script(*rounds):
+    """Split rounds of (practitioner replies, persona replies) into the two models' scripts."""
+    p, q = [], []
+    for practitioner, persona in rounds:
+        p += practitioner
+        q += persona
+    return ScriptedModel(p, "p"), ScriptedModel(q, "q")
+
+
+async def episode(make_context, p, q, **options):
+    record = await run_episode(make_context(p, q, **options), backend="scripted")
+    p.assert_used_up()
+    q.assert_used_up()
+    return record
+
+
+async def test_exchange_ends_the_episode(make_context):
+    p, q = script(
+        (practitioner_says("Are those mangoes any good?", "small_talk"), persona_says("They look ripe to me.", 4, 6)),
+        (practitioner_says("I'm cooking Thai on Sunday, want to swap numbers?", "ask"), persona_says("Sure, here it is.", 7, 7, True)),
+    )
+    record = await episode(make_context, p, q)
+    assert record["status"] == "succeeded"
+    assert [t["speaker"] for t in record["turns"]] == ["practitioner", "persona"] * 2
+    assert record["outcome"] | {} == {
+        "exchanged": "number", "next_meeting": None, "asked": True, "first_ask_turn": 2,
+        "final_interest": 7, "final_comfort": 7, "end_reason": "exchanged", "ended_by": "persona",
+    }  # fmt: skip
+    assert record["usage"] == {"calls": 8, "prompt_tokens": 80, "completion_tokens": 40, "latency_s": 0.08}
+
+
+async def test_refusal_accepted(make_context):
+    p, q = script(
+        (practitioner_says("Can I get your email?", "ask"), persona_says("I'd rather not.", 3, 4)),
+        (practitioner_says("No problem, enjoy your evening.", "accept_no"), persona_says("You too.", 3, 5)),
+    )
+    outcome = (await episode(make_context, p, q))["outcome"]
+    assert (outcome["end_reason"], outcome["ended_by"], outcome["exchanged"]) == ("refused", "practitioner", "none")
+
+
+async def test_goodbye(make_context):
+    p, q = script((practitioner_says("Well, nice chatting, bye!", "goodbye"), persona_says("Bye!")))
+    assert (await episode(make_context, p, q))["outcome"]["end_reason"] == "goodbye"
+
+
+async def test_social_handle_and_email_are_told_apart(make_context):
+    p, q = script((practitioner_says("What's your Instagram?", "ask"), persona_says("It's @sam.", 6, 6, True)))
+    assert (await episode(make_context, p, q))["outcome"]["exchanged"] == "social_handle"
+
+
+async def test_verbatim_repeat_is_degenerate(make_context):
+    p, q = script(
+        (practitioner_says("Nice weather today.", "small_talk"), persona_says("It is.")),
+        (practitioner_says("Nice weather today!", "small_talk"), []),  # the same line again: no persona turn
+    )
+    record = await episode(make_context, p, q)
+    assert len(record["turns"]) == 3
+    assert record["outcome"]["end_reason"] == "degenerate" and record["outcome"]["ended_by"] == "practitioner"
+
+
+async def test_max_turns(make_context):
+    p, q = script(
+        (practitioner_says("Hi.", "small_talk"), persona_says("Hello.")),
+        (practitioner_says("Busy day?", "small_talk"), persona_says("Very.")),
+    )
+    record = await episode(make_context, p, q, max_turns=2)
+    assert len(record["turns"]) == 4 and record["outcome"]["end_reason"] == "max_turns"
+
+
+async def test_invalid_output_is_reasked_with_the_error(make_context):
+    p, q = script((["Bye now!", "not json", {"intent": "wave"}, {"intent": "goodbye"}], persona_says("Bye.")))
+    record = await episode(make_context, p, q)
+    assert record["status"] == "succeeded"
+    intents = [c for c in record["calls"] if c["purpose"] == "intent"]
+    assert [c["ok"] for c in intents] == [False, False, True]
+    assert "not JSON" in intents[0]["error"] and "intent" in intents[1]["error"]
+    assert "not JSON" in p.requests[2]["messages"][-1]["content"]  # the re-ask shows the model its error
+    assert len({c["seed"] for c in intents}) == 3
+
+
+async def test_output_still_invalid_fails_the_episode_without_a_made_up_turn(make_context):
+    p, q = script(
+        (practitioner_says("Hi there.", "small_talk"), persona_says("Hi.")),
+        (["Lovely day.", "{}", "{}", "{}"], []),
+    )
+    record = await episode(make_context, p, q, reasks=2)
+    assert record["status"] == "failed"
+    assert "practitioner intent: invalid output after 3 attempts" in record["error"]
+    assert len(record["turns"]) == 2  # the turn that could not be labelled is not invented
+    assert record["outcome"]["end_reason"] == "error"
+    assert len(record["calls"]) == 4 + 4
+
+
+async def test_empty_utterance_is_reasked_then_fails(make_context):
+    p, q = script((["", "  ", ""], []))
+    record = await episode(make_context, p, q, reasks=2)
+    assert record["status"] == "failed" and "empty after 3 attempts" in record["error"]
+
+
+async def test_endpoint_error_fails_the_episode_and_keeps_the_transcript(make_context):
+    p, q = script((practitioner_says("Hi.", "small_talk"), ["Hello.", ModelError("APIConnectionError: refused")]))
+    record = await episode(make_context, p, q)
+    assert record["status"] == "failed" and record["error"] == "APIConnectionError: refused"
+    assert [t["speaker"] for t in record["turns"]] == ["practitioner"]
+
+
+async def test_persona_private_state_never_reaches_the_practitioner(make_context):
+    p, q = script(
+        (practitioner_says("Hi.", "small_talk"), persona_says("Hello.", 9, 1)),
+        (practitioner_says("Bye.", "goodbye"), persona_says("Bye.")),
+    )
+    await episode(make_context, p, q)
+    seen = " ".join(m["content"] for r in p.requests for m in r["messages"])
+    assert "comfort" not in seen and "interest" not in seen.replace("interested", "")
+    # ... while the persona is reminded of its own state
+    assert "interest in them is 9 out of 10" in q.requests[2]["messages"][0]["content"]
+
+
+async def test_seeds_follow_the_episode_seed(make_context):
+    seeds = []
+    for seed in (7, 7, 8):
+        p, q = script((practitioner_says("Bye.", "goodbye"), persona_says("Bye.")))
+        await episode(make_context, p, q, seed=seed)
+        seeds.append([r["seed"] for r in p.requests + q.requests])
+    assert seeds[0] == seeds[1] != seeds[2]
+    assert len(set(seeds[0])) == 4
+
+
+async def test_provenance_records_prompts_and_catalog(make_context):
+    p, q = script((practitioner_says("Bye.", "goodbye"), persona_says("Bye.")))
+    prov = (await episode(make_context, p, q))["provenance"]
+    assert set(prov["prompts"]) == {"practitioner", "practitioner_intent", "persona", "persona_state"}
+    assert set(prov["prompt_texts"]) == set(prov["prompts"].values())
+    assert set(prov["catalog"]) == {"setting/supermarket", "persona/unsure", "strategy/common_interest"}
+    assert prov["models"] == {"practitioner": "p", "persona": "q"} and prov["seed"] == 7
