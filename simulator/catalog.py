@@ -83,7 +83,7 @@ class Catalog:
         """The entry `name` of `kind`, or a UserError listing the valid names."""
         entries = getattr(self, kind)
         if name not in entries:
-            raise UserError(f"unknown {kind[:-1]} {name!r}; choose from: {', '.join(entries)}")
+            raise UserError(f"unknown {_SINGULAR[kind]} {name!r}; choose from: {', '.join(entries)}")
         return entries[name]
 
     def names(self, kind: str, spec: str) -> list[str]:
@@ -96,6 +96,9 @@ class Catalog:
         for name in names:
             self.pick(kind, name)
         return names
+
+
+_SINGULAR = {"settings": "setting", "personas": "persona", "strategies": "strategy"}
 
 
 def _layered(name: str, user_dir: Path | None) -> Path:

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -25,13 +24,14 @@ from .prompts import Prompts
 from .runner import run_episode
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  add_completion=False, pretty_exceptions_enable=False)
 console = Console(highlight=False)
 
 # Options shared by the commands that talk to a model.
 Backend = Annotated[Optional[str], typer.Option(help="local (embedded model, default) or openai.", show_default=False)]
 BaseUrl = Annotated[Optional[str], typer.Option(help="Any OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")]
 ApiKeyEnv = Annotated[Optional[str], typer.Option(help="Environment variable holding the API key [default: OPENAI_API_KEY].")]
+OutputModeOpt = Annotated[Optional[str], typer.Option("--output-mode", help="json_schema (OpenAI, vLLM, Ollama) or json_object (llama.cpp).")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Model for every role.")]
 RoleModel = Annotated[Optional[str], typer.Option(help="Model for this role (overrides --model).")]
 Temperature = Annotated[Optional[float], typer.Option(help="Sampling temperature of the dialogue [default: 0.7].")]
@@ -96,14 +96,14 @@ def run(
     persona_gender: Annotated[str, typer.Option(help="man, woman or nonbinary.")] = "woman",
     seed: Annotated[int, typer.Option(help="Seed for every request; same seed, same conversation (local backend).")] = 0,
     out: Annotated[Path, typer.Option(help="Directory for the episode JSON.")] = Path("episodes"),
-    backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, model: ModelOpt = None,
-    practitioner_model: RoleModel = None, persona_model: RoleModel = None,
+    backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, output_mode: OutputModeOpt = None,
+    model: ModelOpt = None, practitioner_model: RoleModel = None, persona_model: RoleModel = None,
     temperature: Temperature = None, max_turns: MaxTurns = None,
     personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
 ) -> None:
     """Simulate one episode and print it turn by turn."""
     config = _config(
-        config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, model=model,
+        config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode, model=model,
         practitioner_model=practitioner_model, persona_model=persona_model, temperature=temperature,
         max_turns=max_turns, personas_dir=personas_dir, prompts_dir=prompts_dir,
     )  # fmt: skip
@@ -153,18 +153,19 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind (and stop servers) on SIGTERM too
     command = typer.main.get_command(app)
     try:
-        code = command.main(standalone_mode=False, prog_name="nextstep")
+        code = command.main(sys.argv[1:] or ["--help"], standalone_mode=False, prog_name="nextstep")
     except UserError as e:
-        print(f"nextstep: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except click.UsageError as e:
-        where = f"{e.ctx.command_path}: " if e.ctx else ""
-        print(f"nextstep: error: {where}{e.format_message()}", file=sys.stderr)
-        sys.exit(2)
-    except click.ClickException as e:
-        print(f"nextstep: error: {e.format_message()}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except (KeyboardInterrupt, click.Abort):
-        print("nextstep: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail(str(e), 2)
+    except typer.Abort:
+        _fail("interrupted", 130)
+    except typer.TyperException as e:  # usage errors from the command-line parser
+        ctx = getattr(e, "ctx", None)
+        _fail(f"{ctx.command_path}: {e.format_message()}" if ctx else e.format_message(), getattr(e, "exit_code", 2))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"nextstep: error: {message}" if code == 2 else f"nextstep: {message}", file=sys.stderr)
+    sys.exit(code)

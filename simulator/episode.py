@@ -47,6 +47,11 @@ def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
 
 
+def _was_refused(turns: list[dict]) -> bool:
+    """Whether some ask was answered by a persona that would not share its contact."""
+    return any(a.get("intent") == "ask" and not b["shares_contact"] for a, b in zip(turns[::2], turns[1::2]))
+
+
 def stop_rule(turns: list[dict], max_turns: int) -> dict | None:
     """{'reason', 'by'} when the conversation must end after the last turn, else None."""
     last = turns[-1]
@@ -57,8 +62,10 @@ def stop_rule(turns: list[dict], max_turns: int) -> dict | None:
     said = turns[-2]["intent"]
     if said == "ask" and last["shares_contact"]:
         return {"reason": "exchanged", "by": "persona"}
-    if said in ("accept_no", "goodbye"):
-        return {"reason": "refused" if said == "accept_no" else "goodbye", "by": "practitioner"}
+    if said == "goodbye":
+        return {"reason": "goodbye", "by": "practitioner"}
+    if said == "accept_no" and _was_refused(turns[:-2]):
+        return {"reason": "refused", "by": "practitioner"}
     if len(turns) // 2 >= max_turns:
         return {"reason": "max_turns", "by": "limit"}
     return None

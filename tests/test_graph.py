@@ -49,6 +49,14 @@ async def test_refusal_accepted(make_context):
     assert (outcome["end_reason"], outcome["ended_by"], outcome["exchanged"]) == ("refused", "practitioner", "none")
 
 
+async def test_accepting_a_no_that_was_never_said_does_not_end_it(make_context):
+    p, q = script(
+        (practitioner_says("Fair enough, no worries.", "accept_no"), persona_says("Sorry, what?")),
+        (practitioner_says("Bye then.", "goodbye"), persona_says("Bye.")),
+    )
+    assert (await episode(make_context, p, q))["outcome"]["end_reason"] == "goodbye"
+
+
 async def test_goodbye(make_context):
     p, q = script((practitioner_says("Well, nice chatting, bye!", "goodbye"), persona_says("Bye!")))
     assert (await episode(make_context, p, q))["outcome"]["end_reason"] == "goodbye"

@@ -1,0 +1,41 @@
+"""The cassette setup shared by the tests and by record_cassettes.py, so both send identical requests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import vcr
+
+from simulator import Context, Profile, Prompts, Scenario, load_catalog
+from simulator.local import MODEL_NAME
+from simulator.openai_backend import OpenAIChatModel
+
+CASSETTES = Path(__file__).parent / "cassettes"
+SECRET_HEADERS = ["authorization", "api-key", "x-api-key", "openai-organization", "openai-project", "cookie", "set-cookie"]
+
+
+def cassette(name: str, record_mode: str):
+    """Match on method, path and body only, so a cassette replays against any host and port."""
+    recorder = vcr.VCR(
+        match_on=("method", "path", "body"),
+        filter_headers=SECRET_HEADERS,
+        record_mode=record_mode,
+        decode_compressed_response=True,
+    )
+    return recorder.use_cassette(str(CASSETTES / f"{name}.yaml"))
+
+
+def local_models(base_url: str) -> tuple[OpenAIChatModel, OpenAIChatModel]:
+    """Practitioner and persona on the embedded model's server, as the local backend makes them."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="local", max_retries=0)
+    return (OpenAIChatModel(client, MODEL_NAME, output_mode="json_object"),
+            OpenAIChatModel(client, MODEL_NAME, output_mode="json_object"))
+
+
+def short_episode(base_url: str) -> Context:
+    """The short episode the 'episode' cassette holds."""
+    catalog = load_catalog()
+    practitioner, persona = local_models(base_url)
+    scenario = Scenario("bar_club", "friendly", "high_point_exit", Profile())
+    return Context(practitioner, persona, catalog, Prompts(catalog.prompt_dirs), scenario, seed=11, max_turns=2)

@@ -1,0 +1,31 @@
+"""Re-record every cassette from the real embedded model: `python tests/record_cassettes.py`.
+
+Starts the local llama server (needs the `local` extra), runs each recorded scenario through
+the real OpenAI-compatible path, and overwrites tests/cassettes/*.yaml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from cassettes import CASSETTES, cassette, short_episode  # noqa: E402
+
+from simulator.local import local_server  # noqa: E402
+from simulator.runner import run_episode  # noqa: E402
+
+
+def main() -> None:
+    CASSETTES.mkdir(exist_ok=True)
+    with local_server() as url:
+        (CASSETTES / "episode.yaml").unlink(missing_ok=True)
+        with cassette("episode", record_mode="all"):
+            record = asyncio.run(run_episode(short_episode(url), backend="local"))
+        print(f"episode.yaml: {record['status']}, {len(record['turns'])} turns, {record['usage']['calls']} calls")
+
+
+if __name__ == "__main__":
+    main()

