@@ -38,6 +38,13 @@ class Baseline(_Strict):
     comfort: Rating
 
 
+class FirstTurn(_Strict):
+    """Inclusive ranges the persona's first private state should fall in, e.g. aloof interest [0, 5]."""
+
+    interest: tuple[Rating, Rating]
+    comfort: tuple[Rating, Rating]
+
+
 class Persona(_Strict):
     id: str
     summary: str
@@ -46,6 +53,7 @@ class Persona(_Strict):
     on_ambiguity: str
     on_pressure: str
     baseline: Baseline
+    expected_first_turn: FirstTurn
 
 
 class Profile(_Strict):

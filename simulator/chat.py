@@ -78,7 +78,7 @@ def parse(output_type: type[T], completion: Completion) -> T:
     if completion.finish_reason == "length":
         raise ValueError("output was cut off at max_tokens")
     try:
-        return output_type.model_validate(json.loads(completion.text))
+        return output_type.model_validate(json.loads(completion.text, strict=False))  # allow raw newlines in strings
     except json.JSONDecodeError as e:
         raise ValueError(f"not JSON ({e.msg} at character {e.pos})") from None
     except ValidationError as e:

@@ -43,7 +43,8 @@ def contact_kind(text: str) -> Exchanged:
     return "number"
 
 
-def _norm(text: str) -> str:
+def normalize(text: str) -> str:
+    """Lowercase words without punctuation: `normalize("Hi,  THERE!")` -> 'hi there'."""
     return " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
 
 
@@ -55,7 +56,7 @@ def _was_refused(turns: list[dict]) -> bool:
 def stop_rule(turns: list[dict], max_turns: int) -> dict | None:
     """{'reason', 'by'} when the conversation must end after the last turn, else None."""
     last = turns[-1]
-    if _norm(last["text"]) in {_norm(t["text"]) for t in turns[:-1]}:
+    if normalize(last["text"]) in {normalize(t["text"]) for t in turns[:-1]}:
         return {"reason": "degenerate", "by": last["speaker"]}
     if last["speaker"] != "persona":
         return None
@@ -86,3 +87,18 @@ def outcome(turns: list[dict], end: dict) -> dict:
         "end_reason": end["reason"],
         "ended_by": end["by"],
     }
+
+
+def fidelity_problems(turns: list[dict], expected: dict[str, tuple[int, int]]) -> list[str]:
+    """Rules on the telemetry: the first persona turn's values outside the persona's expected ranges.
+
+    `expected` maps 'interest'/'comfort' to an inclusive (low, high) range from the persona file.
+    """
+    first = next((t for t in turns if t["speaker"] == "persona" and "interest" in t), None)
+    if first is None:
+        return []
+    return [
+        f"first-turn {key} {first[key]} is outside the expected {low}-{high}"
+        for key, (low, high) in expected.items()
+        if not low <= first[key] <= high
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Annotated, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -11,7 +12,7 @@ from langgraph.graph import END, START, StateGraph
 
 from .catalog import Catalog, Profile
 from .chat import Call, ChatModel, chat, structured
-from .episode import PersonaState, PractitionerLabel, outcome, stop_rule
+from .episode import PersonaState, PractitionerLabel, fidelity_problems, outcome, stop_rule
 from .errors import ModelError, OutputError
 from .prompts import Prompts
 
@@ -39,7 +40,8 @@ class Context:
     temperature: float = 0.7
     max_turns: int = 8
     reasks: int = 2
-    max_tokens: int = 60
+    max_tokens: int = 48
+    evaluate: Callable[[dict], Awaitable[list[dict]]] | None = None  # the evaluator slot: episode -> verdicts
 
     def call_seed(self, turn: int, k: int) -> int:
         """A distinct, reproducible seed for the k-th call of a turn."""
@@ -52,6 +54,8 @@ class State(TypedDict, total=False):
     end: dict | None
     error: str | None
     outcome: dict | None
+    fidelity: dict | None
+    verdicts: list[dict]
 
 
 def _ctx(config: RunnableConfig) -> Context:
@@ -62,8 +66,9 @@ def _history(turns: list[dict], me: str) -> list[dict]:
     return [{"role": "assistant" if t["speaker"] == me else "user", "content": t["text"]} for t in turns]
 
 
-def _transcript(turns: list[dict], me: str) -> str:
-    return "\n".join(f"{'Me' if t['speaker'] == me else 'Them'}: {t['text']}" for t in turns)
+def _transcript(turns: list[dict], me: str, last: int = 6) -> str:
+    """The last few turns from one side's view: enough to label a turn, short enough to be fast."""
+    return "\n".join(f"{'Me' if t['speaker'] == me else 'Them'}: {t['text']}" for t in turns[-last:])
 
 
 def _clean(text: str) -> str:
@@ -140,9 +145,16 @@ async def persona_node(state: State, config: RunnableConfig) -> dict:
     return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns)}
 
 
-def finish_node(state: State) -> dict:
-    """The evaluator's slot; for now, the outcome computed from the structured turns."""
-    return {"outcome": outcome(state.get("turns", []), state["end"])}
+async def finish_node(state: State, config: RunnableConfig) -> dict:
+    """The outcome from the structured turns, persona-fidelity rules, and the evaluator if there is one."""
+    ctx, turns = _ctx(config), state.get("turns", [])
+    persona = ctx.catalog.personas[ctx.scenario.persona]
+    problems = fidelity_problems(turns, persona.expected_first_turn.model_dump())
+    update = {"outcome": outcome(turns, state["end"]), "fidelity": {"ok": not problems, "problems": problems}}
+    if ctx.evaluate is not None and not state.get("error"):
+        s = ctx.scenario
+        update["verdicts"] = await ctx.evaluate({"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy})
+    return update
 
 
 def _route(next_node: str):

@@ -79,13 +79,15 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
             if on_turn:
                 on_turn(turn)
         seen = len(state.get("turns", []))
-    error = state.get("error")
+    error, verdicts = state.get("error"), state.get("verdicts", [])
     return record | {
         "status": "failed" if error else "succeeded",
         "error": error,
         "turns": state.get("turns", []),
         "outcome": state.get("outcome"),
+        "fidelity": state.get("fidelity"),
+        "verdicts": verdicts,
         "calls": state.get("calls", []),
-        "usage": usage(state.get("calls", [])),
+        "usage": usage(state.get("calls", []) + [c for v in verdicts for c in v["calls"]]),
         "duration_s": round(time.perf_counter() - start, 3),
     }

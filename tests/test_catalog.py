@@ -45,11 +45,11 @@ def test_user_directories_override_file_by_file(tmp_path, catalog):
     [
         ("id: aloof\nsummary: [unclosed\n", r"aloof.yaml: line 3, column 1: invalid YAML"),
         ("", r"aloof.yaml: file is empty"),
-        ("id: aloof\nsummary: x\ntemperament: x\non_agendas: x\non_ambiguity: x\non_pressure: x\nbaseline: {interest: 2, comfort: 4}\nmood: x\n",
+        ("id: aloof\nsummary: x\ntemperament: x\non_agendas: x\non_ambiguity: x\non_pressure: x\nbaseline: {interest: 2, comfort: 4}\nexpected_first_turn: {interest: [0, 5], comfort: [0, 8]}\nmood: x\n",
          r"aloof.yaml: mood: Extra inputs are not permitted"),
-        ("id: aloof\nsummary: x\ntemperament: x\non_agendas: x\non_ambiguity: x\non_pressure: x\nbaseline: {interest: high, comfort: 4}\n",
+        ("id: aloof\nsummary: x\ntemperament: x\non_agendas: x\non_ambiguity: x\non_pressure: x\nbaseline: {interest: high, comfort: 4}\nexpected_first_turn: {interest: [0, 5], comfort: [0, 8]}\n",
          r"aloof.yaml: baseline.interest: Input should be 0, 1, 2"),
-        ("id: shy\nsummary: x\ntemperament: x\non_agendas: x\non_ambiguity: x\non_pressure: x\nbaseline: {interest: 2, comfort: 4}\n",
+        ("id: shy\nsummary: x\ntemperament: x\non_agendas: x\non_ambiguity: x\non_pressure: x\nbaseline: {interest: 2, comfort: 4}\nexpected_first_turn: {interest: [0, 5], comfort: [0, 8]}\n",
          r"aloof.yaml: id 'shy' does not match the file name 'aloof'"),
     ],
 )

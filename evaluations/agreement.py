@@ -1,0 +1,99 @@
+"""Agreement: between several judges, and between the judge and a labelled gold set."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+
+from .gold import GoldItem
+from .rubric import CONDITIONS, FLAGS
+from .rules import episode_scores
+from .stats import agreement, krippendorff_alpha, paired_statistic_ci, precision_recall, weighted_kappa
+
+
+def panel_scores(verdicts: list[dict]) -> dict[str, int | None]:
+    """Each condition's median over the judges that scored it (halves round up); None if none did.
+
+    `panel_scores([v1, v2, v3])` -> {'timing': 4, 'congruence': None, ...}
+    """
+    per_judge = [episode_scores(v) for v in verdicts]
+    panel = {}
+    for c in CONDITIONS:
+        scores = [s[c] for s in per_judge if s.get(c) is not None]
+        panel[c] = math.floor(float(np.median(scores)) + 0.5) if scores else None
+    return panel
+
+
+def raised_flags(verdicts: list[dict]) -> set[str]:
+    """Flags raised, with accepted evidence, by a majority of the judges."""
+    counts = Counter(f["flag"] for v in verdicts for f in (v.get("flags") or {}).get("raised", []))
+    return {flag for flag, n in counts.items() if n > len(verdicts) / 2}
+
+
+def panel_exchanged(verdicts: list[dict]) -> str | None:
+    """The judges' most common reading of what was exchanged (None if no judge answered)."""
+    said = [v["outcome"]["exchanged"] for v in verdicts if v.get("outcome", {}).get("status") == "scored"]
+    return Counter(said).most_common(1)[0][0] if said else None
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else round(x, 3)
+
+
+def judge_alpha(verdicts_per_episode: list[list[dict]]) -> dict[str, float | None]:
+    """Krippendorff's alpha (ordinal) per condition between judges; units are episodes."""
+    k = max((len(v) for v in verdicts_per_episode), default=0)
+    if k < 2:
+        return {c: None for c in CONDITIONS}
+    result = {}
+    for c in CONDITIONS:
+        data = np.full((k, len(verdicts_per_episode)), np.nan)
+        for unit, verdicts in enumerate(verdicts_per_episode):
+            for judge, verdict in enumerate(verdicts):
+                score = episode_scores(verdict).get(c)
+                data[judge, unit] = np.nan if score is None else score
+        result[c] = _nan_to_none(krippendorff_alpha(data, level="ordinal"))
+    return result
+
+
+def _alpha2(a, b) -> float:
+    return krippendorff_alpha(np.vstack([a, b]), level="ordinal")
+
+
+def calibration(items: list[GoldItem], verdicts_per_item: list[list[dict]], *, seed: int = 0) -> dict:
+    """How far the judge panel agrees with the gold labels, per condition, per flag, and on outcomes."""
+    panels = [panel_scores(v) for v in verdicts_per_item]
+    conditions = {}
+    for c in CONDITIONS:
+        gold = [getattr(item.labels, c) for item in items]
+        pred = [p[c] for p in panels]
+        g = np.array([np.nan if x is None else x for x in gold], dtype=float)
+        p = np.array([np.nan if x is None else x for x in pred], dtype=float)
+        agree = agreement(g, p)
+        kappa_ci = paired_statistic_ci(g, p, weighted_kappa, seed=seed)
+        alpha_ci = paired_statistic_ci(g, p, _alpha2, seed=seed)
+        conditions[c] = {
+            "n": agree["n"], "gold_labelled": sum(x is not None for x in gold),
+            "unscored": sum(x is not None and y is None for x, y in zip(gold, pred)),
+            "exact": _nan_to_none(agree["exact"]), "within_1": _nan_to_none(agree["within_1"]),
+            "kappa": _nan_to_none(weighted_kappa(g, p)), "kappa_ci": [_nan_to_none(x) for x in kappa_ci],
+            "alpha": _nan_to_none(_alpha2(g, p)), "alpha_ci": [_nan_to_none(x) for x in alpha_ci],
+        }  # fmt: skip
+    raised = [raised_flags(v) for v in verdicts_per_item]
+    flags = {}
+    for f in FLAGS:
+        pr = precision_recall([f in item.flags for item in items], [f in r for r in raised])
+        flags[f] = {k: _nan_to_none(v) if isinstance(v, float) else v for k, v in pr.items()}
+    exchanged = [panel_exchanged(v) for v in verdicts_per_item]
+    answered = [(item.exchanged, e) for item, e in zip(items, exchanged) if e is not None]
+    return {
+        "items": len(items),
+        "judges": max((len(v) for v in verdicts_per_item), default=0),
+        "conditions": conditions,
+        "flags": flags,
+        "outcome": {"n": len(answered), "unscored": len(items) - len(answered),
+                    "accuracy": _nan_to_none(sum(a == b for a, b in answered) / len(answered)) if answered else None},
+        "judge_alpha": judge_alpha(verdicts_per_item),
+    }

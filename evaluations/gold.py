@@ -1,0 +1,77 @@
+"""Gold sets: JSONL of labelled transcripts for calibrating the judge; a bad line is named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from simulator.catalog import Catalog
+from simulator.episode import Exchanged
+from simulator.errors import UserError
+from simulator.files import read_text, validate
+
+from .rubric import FLAGS
+
+Label = Optional[Literal[1, 2, 3, 4, 5]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GoldTurn(_Strict):
+    speaker: Literal["practitioner", "persona"]
+    text: str = Field(min_length=1)
+
+
+class Labels(_Strict):
+    agenda_clarity: Label = None
+    congruence: Label = None
+    genuine_interest: Label = None
+    timing: Label = None
+    natural_bridge: Label = None
+    setting_fit: Label = None
+
+
+class GoldItem(_Strict):
+    id: str
+    setting: str
+    persona: str
+    strategy: Optional[str] = None
+    turns: list[GoldTurn] = Field(min_length=2)
+    labels: Labels
+    flags: list[Literal[FLAGS]] = []
+    exchanged: Exchanged
+
+    def episode(self) -> dict:
+        """The transcript in the shape the evaluator grades (numbered turns, no telemetry)."""
+        turns = [{"index": i, **t.model_dump()} for i, t in enumerate(self.turns)]
+        return {"turns": turns, "setting": self.setting, "persona": self.persona, "strategy": self.strategy}
+
+
+def load_gold(path: Path, catalog: Catalog) -> list[GoldItem]:
+    """Every item of a gold file; the first bad line is reported as 'FILE:LINE: problem'."""
+    items, seen = [], set()
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}: invalid JSON: {e.msg} at column {e.colno}") from None
+        item = validate(GoldItem, data, where)
+        for kind, name in (("settings", item.setting), ("personas", item.persona), ("strategies", item.strategy)):
+            if name is not None:
+                try:
+                    catalog.pick(kind, name)
+                except UserError as e:
+                    raise UserError(f"{where}: {e}") from None
+        if item.id in seen:
+            raise UserError(f"{where}: duplicate id {item.id!r}")
+        seen.add(item.id)
+        items.append(item)
+    return items

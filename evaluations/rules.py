@@ -1,0 +1,81 @@
+"""Pure rules over a transcript: transitions, evidence checks, objective timing, persona fidelity."""
+
+from __future__ import annotations
+
+from simulator.episode import normalize
+
+MOVES = ("bridge", "ask")
+
+
+def transitions(turns: list[dict], judged: list[int]) -> list[dict]:
+    """Runs of practitioner turns that move toward the exchange, by declared intent or the judge.
+
+    `transitions(turns, [4])` -> [{'turns': [2, 4], 'turn': 2, 'ask_turn': 4, 'has_ask': True, 'source': 'both'}] when
+    turn 2 was declared a bridge and turn 4 an ask.
+    """
+    practitioner = [t for t in turns if t["speaker"] == "practitioner"]
+    declared = {t["index"] for t in practitioner if t.get("intent") in MOVES}
+    moving = declared | {i for i in judged if any(t["index"] == i for t in practitioner)}
+    runs, run = [], []
+    for t in practitioner:
+        if t["index"] in moving:
+            run.append(t["index"])
+        elif run:
+            runs.append(run)
+            run = []
+    if run:
+        runs.append(run)
+    by_index = {t["index"]: t for t in turns}
+    result = []
+    for run in runs:
+        from_intent, from_judge = bool(declared & set(run)), bool(set(judged) & set(run))
+        asks = [i for i in run if by_index[i].get("intent") == "ask"]
+        result.append({
+            "turns": run, "turn": run[0], "ask_turn": asks[0] if asks else run[-1], "has_ask": bool(asks),
+            "source": "both" if from_intent and from_judge else "declared" if from_intent else "judge",
+        })  # fmt: skip
+    return result
+
+
+def quote_problem(quote: str, turns: list[dict], turn: int) -> str | None:
+    """Why a quote is not evidence from `turn`, or None when it occurs there word for word."""
+    wanted = normalize(quote)
+    if len(wanted) < 3:
+        return f"the quote {quote!r} is too short to be evidence"
+    text = next((t["text"] for t in turns if t["index"] == turn), None)
+    if text is None:
+        return f"there is no turn {turn}"
+    if wanted not in normalize(text):
+        return f"the quote {quote!r} does not occur in turn {turn}"
+    return None
+
+
+def objective_timing(turns: list[dict], ask_turn: int) -> dict | None:
+    """Where the ask fell on the persona's private interest curve; None without telemetry.
+
+    turns_from_peak > 0: asked after the interest peak; < 0: before it. interest_at_ask is the
+    persona's interest just before the ask.
+    """
+    curve = [(t["index"], t["interest"]) for t in turns if t["speaker"] == "persona" and "interest" in t]
+    before = [v for i, v in curve if i < ask_turn]
+    if not curve or not before:
+        return None
+    peak = max(v for _, v in curve)
+    peak_turn = next(i for i, v in curve if v == peak)
+    return {"ask_turn": ask_turn, "peak_turn": peak_turn, "turns_from_peak": ask_turn - peak_turn,
+            "interest_at_ask": before[-1], "peak_interest": peak, "gap_to_peak": peak - before[-1]}
+
+
+def main_transition(verdict: dict) -> dict | None:
+    """The transition an episode is scored by: the first with an ask, else the first."""
+    found = verdict.get("transitions") or []
+    with_ask = [t for t in found if t.get("has_ask")]
+    return (with_ask or found or [None])[0]
+
+
+def episode_scores(verdict: dict) -> dict[str, int | None]:
+    """{condition: score} at the main transition; unscored and not-applicable conditions are None."""
+    main = main_transition(verdict)
+    if main is None:
+        return {}
+    return {c: g.get("score") if g.get("status") == "scored" else None for c, g in main["conditions"].items()}

@@ -1,0 +1,229 @@
+"""Statistics for grading runs: intervals, agreement, and tests between conditions.
+
+Every function accepts tiny or empty input and answers nan where a quantity is
+undefined, never a made-up 0. Missing values (NaN or None) are dropped, pairwise
+where the function takes pairs. Effects compare the second group with the first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import krippendorff
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "wilson_ci",
+    "bootstrap_ci",
+    "paired_bootstrap_ci",
+    "paired_statistic_ci",
+    "krippendorff_alpha",
+    "weighted_kappa",
+    "agreement",
+    "precision_recall",
+    "holm",
+    "rates_test",
+    "scores_test",
+    "mcnemar",
+    "wilcoxon_paired",
+]
+
+NAN = float("nan")
+
+
+def _floats(values) -> np.ndarray:
+    """1-D float array with None as NaN: _floats([1, None]) -> [1., nan]."""
+    return np.asarray(values, dtype=float).ravel()
+
+
+def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Keep only pairs where both sides are present: _pairs([1, None], [2, 3]) -> ([1.], [2.])."""
+    a, b = _floats(a), _floats(b)
+    if len(a) != len(b):
+        raise ValueError(f"paired inputs differ in length: {len(a)} != {len(b)}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    return a[keep], b[keep]
+
+
+def _share(mask: np.ndarray) -> float:
+    """Mean of a boolean mask, nan when empty: _share(np.array([True, False])) -> 0.5."""
+    return float(mask.mean()) if mask.size else NAN
+
+
+def wilson_ci(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion: wilson_ci(0, 20) -> (0.0, 0.161)."""
+    if n == 0:
+        return NAN, NAN
+    ci = stats.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def bootstrap_ci(values, *, statistic=np.mean, confidence: float = 0.95, n_resamples: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a statistic: bootstrap_ci([0, 1]) -> (0.0, 1.0)."""
+    x = _floats(values)
+    x = x[~np.isnan(x)]
+    if x.size < 2:
+        return NAN, NAN
+    if np.all(x == x[0]):
+        return float(x[0]), float(x[0])
+    # Percentile, not BCa: BCa degenerates on the small, discrete samples that ratings give.
+    res = stats.bootstrap((x,), statistic, confidence_level=confidence, n_resamples=n_resamples,
+                          method="percentile", rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def paired_bootstrap_ci(a, b, *, confidence: float = 0.95, n_resamples: int = 2000,
+                        seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of mean(b - a) over complete pairs: paired_bootstrap_ci([1, 2], [2, 3]) -> (1.0, 1.0)."""
+    a, b = _pairs(a, b)
+    return bootstrap_ci(b - a, confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+
+def krippendorff_alpha(data, *, level: str = "ordinal") -> float:
+    """Krippendorff's alpha for a raters x units array with NaN for missing: 1.0 for perfect agreement."""
+    data = np.atleast_2d(np.asarray(data, dtype=float))
+    # Only units coded by at least two raters carry information about agreement.
+    pairable = data[:, (~np.isnan(data)).sum(axis=0) >= 2]
+    values = pairable[~np.isnan(pairable)]
+    if values.size < 2 or np.unique(values).size < 2:
+        return NAN
+    return float(krippendorff.alpha(reliability_data=pairable, level_of_measurement=level))
+
+
+def weighted_kappa(a, b, *, categories=(1, 2, 3, 4, 5), weights: str = "linear") -> float:
+    """Cohen's kappa with linear or quadratic weights: weighted_kappa([1, 2, 3], [1, 2, 3]) -> 1.0."""
+    if weights not in ("linear", "quadratic"):
+        raise ValueError(f"weights must be 'linear' or 'quadratic', not {weights!r}")
+    a, b = _pairs(a, b)
+    position = {float(c): i for i, c in enumerate(categories)}
+    if a.size == 0 or len(position) < 2:
+        return NAN
+    unknown = sorted(set(a.tolist() + b.tolist()) - position.keys())
+    if unknown:
+        raise ValueError(f"ratings outside categories {tuple(categories)}: {unknown}")
+    k = len(position)
+    observed = np.zeros((k, k))
+    np.add.at(observed, ([position[x] for x in a.tolist()], [position[x] for x in b.tolist()]), 1)
+    observed /= observed.sum()
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
+    # Disagreement weights grow with distance between category positions, not values.
+    distance = np.abs(np.subtract.outer(np.arange(k), np.arange(k))) / (k - 1)
+    disagree = distance if weights == "linear" else distance**2
+    chance = (disagree * expected).sum()
+    if chance == 0:  # both raters used one and the same category: kappa is 0/0
+        return NAN
+    return float(1 - (disagree * observed).sum() / chance)
+
+
+def agreement(gold, pred) -> dict:
+    """Exact and within-one agreement over complete pairs: agreement([1, 3], [2, 3])['exact'] -> 0.5."""
+    gold, pred = _pairs(gold, pred)
+    diff = np.abs(gold - pred)
+    return {"n": int(diff.size), "exact": _share(diff == 0), "within_1": _share(diff <= 1)}
+
+
+def precision_recall(gold, pred) -> dict:
+    """Precision and recall of pred against gold, pairs with None dropped: precision_recall([True], [True])['recall'] -> 1.0."""
+    gold, pred = (x.astype(bool) for x in _pairs(gold, pred))
+    tp, fp, fn = int((gold & pred).sum()), int((~gold & pred).sum()), int((gold & ~pred).sum())
+    return {"precision": tp / (tp + fp) if tp + fp else NAN, "recall": tp / (tp + fn) if tp + fn else NAN,
+            "tp": tp, "fp": fp, "fn": fn}
+
+
+def holm(pvalues) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, NaN kept as NaN: holm([0.01, 0.04]) -> [0.02, 0.04]."""
+    p = _floats(pvalues)
+    present = np.flatnonzero(~np.isnan(p))
+    order = present[np.argsort(p[present], kind="stable")]
+    m = order.size
+    # The i-th smallest p is multiplied by (m - i); the running max keeps the order monotone.
+    scaled = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    adjusted = p.copy()
+    adjusted[order] = np.minimum(scaled, 1.0)
+    return adjusted.tolist()
+
+
+def rates_test(successes: list[int], totals: list[int]) -> dict:
+    """Test that k groups share one success rate: Fisher for 2 groups, chi-squared for more."""
+    used = [(s, t) for s, t in zip(successes, totals) if t > 0]
+    if len(used) < 2:
+        return {"test": "none (fewer than 2 groups)", "statistic": NAN, "p": NAN, "effect": NAN, "effect_name": ""}
+    table = np.array([[s, t - s] for s, t in used])
+    if len(used) == 2:
+        odds, p = stats.fisher_exact(table)
+        (p1, p2) = table[:, 0] / table.sum(axis=1)
+        h = 2 * math.asin(math.sqrt(p2)) - 2 * math.asin(math.sqrt(p1))
+        return {"test": "fisher exact", "statistic": float(odds), "p": float(p), "effect": h,
+                "effect_name": "Cohen's h (group 2 - group 1)"}
+    if (table.sum(axis=0) == 0).any():  # every group all successes or all failures: chi2 is 0/0
+        return {"test": "chi2", "statistic": NAN, "p": NAN, "effect": NAN, "effect_name": "Cramér's V"}
+    res = stats.chi2_contingency(table)
+    small = (res.expected_freq < 5).any()
+    return {"test": "chi2 (small expected counts)" if small else "chi2", "statistic": float(res.statistic),
+            "p": float(res.pvalue), "effect": float(stats.contingency.association(table, method="cramer")),
+            "effect_name": "Cramér's V"}
+
+
+def scores_test(groups: list[list[float]]) -> dict:
+    """Test that k groups of scores come from one distribution: Mann-Whitney for 2, Kruskal-Wallis for more."""
+    clean = [x[~np.isnan(x)] for x in map(_floats, groups)]
+    clean = [x for x in clean if x.size >= 1]
+    two = len(clean) == 2
+    result = {"test": "mann-whitney u" if two else "kruskal-wallis", "statistic": NAN, "p": NAN, "effect": NAN,
+              "effect_name": "rank-biserial (group 2 > group 1 positive)" if two else "epsilon-squared"}
+    if len(clean) < 2 or np.unique(np.concatenate(clean)).size < 2:
+        return result
+    if two:
+        x, y = clean
+        res = stats.mannwhitneyu(x, y, alternative="two-sided")
+        # U counts pairs where x wins; 1 - 2U/(n1 n2) is +1 when every y beats every x.
+        effect = 1 - 2 * res.statistic / (x.size * y.size)
+    else:
+        res = stats.kruskal(*clean)
+        n = sum(x.size for x in clean)
+        effect = res.statistic / (n - 1)  # Tomczak & Tomczak (2014): H / ((n^2 - 1) / (n + 1))
+    return result | {"statistic": float(res.statistic), "p": float(res.pvalue), "effect": float(effect)}
+
+
+def mcnemar(a, b) -> dict:
+    """Exact McNemar test on paired booleans: b01 counts a False/b True, b10 counts a True/b False."""
+    a, b = (x.astype(bool) for x in _pairs(a, b))
+    b01, b10 = int((~a & b).sum()), int((a & ~b).sum())
+    p = stats.binomtest(b01, b01 + b10).pvalue if b01 + b10 else 1.0
+    return {"test": "exact mcnemar", "b01": b01, "b10": b10, "p": float(p)}
+
+
+def wilcoxon_paired(a, b) -> dict:
+    """Wilcoxon signed-rank test on b - a over complete pairs, with matched-pairs rank-biserial effect."""
+    a, b = _pairs(a, b)
+    d = b - a
+    result = {"test": "wilcoxon signed-rank", "statistic": NAN, "p": NAN, "n": int(d.size), "effect": NAN,
+              "effect_name": "matched-pairs rank-biserial (b > a positive)"}
+    nonzero = d[d != 0]
+    if d.size < 2 or nonzero.size == 0:
+        return result
+    res = stats.wilcoxon(d)
+    ranks = stats.rankdata(np.abs(nonzero))
+    # Kerby (2014): (R+ - R-) / (R+ + R-), with zero differences discarded as the test does.
+    effect = (ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum()
+    return result | {"statistic": float(res.statistic), "p": float(res.pvalue), "effect": float(effect)}
+
+
+def paired_statistic_ci(a, b, statistic, *, confidence: float = 0.95, n_resamples: int = 1000,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap over complete pairs of statistic(a, b), e.g. of weighted_kappa.
+
+    Resamples where the statistic is undefined (say, no variation left) are skipped, not zeroed.
+    """
+    a, b = _pairs(a, b)
+    if a.size < 2:
+        return NAN, NAN
+    rows = np.random.default_rng(seed).integers(0, a.size, size=(n_resamples, a.size))
+    values = np.array([statistic(a[r], b[r]) for r in rows], dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return NAN, NAN
+    tail = (1 - confidence) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
