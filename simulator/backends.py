@@ -27,12 +27,20 @@ class Endpoint:
     output_mode: OutputMode
     default_model: str
 
-    def models(self, config: Config, *, max_retries: int = 2) -> dict[str, OpenAIChatModel]:
-        """One chat model per role, sharing one client (create inside the running event loop)."""
+    def models(self, config: Config, *, max_retries: int = 2) -> dict:
+        """Chat models by role, sharing one client (create inside the running event loop).
+
+        'evaluators' is a list: --evaluator-model may name several models, which judges take in turn.
+        """
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=config.timeout, max_retries=max_retries)
-        name = config.model or self.default_model
-        roles = {"practitioner": config.practitioner_model, "persona": config.persona_model, "evaluator": config.evaluator_model}
-        return {role: OpenAIChatModel(client, model or name, output_mode=self.output_mode) for role, model in roles.items()}
+        default = config.model or self.default_model
+
+        def model(name: str | None) -> OpenAIChatModel:
+            return OpenAIChatModel(client, name or default, output_mode=self.output_mode)
+
+        evaluators = [n.strip() for n in (config.evaluator_model or "").split(",") if n.strip()] or [None]
+        return {"practitioner": model(config.practitioner_model), "persona": model(config.persona_model),
+                "evaluators": [model(n) for n in evaluators]}
 
 
 def check_reachable(base_url: str, timeout: float = 5.0) -> None:

@@ -11,21 +11,22 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from evaluations import Judge, calibration, grade as grade_episode, judge_alpha, load_gold, load_rubric, make_evaluator
 
 from .backends import endpoint
 from .catalog import Catalog, Gender, Profile, load_catalog
-from .config import load_config
+from .config import Config, load_config
 from .errors import UserError
 from .graph import Context, Scenario
 from .local import serve as serve_local
 from .prompts import Prompts
 from .runner import run_episode
+from .show import console, print_result, print_turn, print_verdict
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
                   add_completion=False, pretty_exceptions_enable=False)
-console = Console(highlight=False)
 
 # Options shared by the commands that talk to a model.
 Backend = Annotated[Optional[str], typer.Option(help="local (embedded model, default) or openai.", show_default=False)]
@@ -38,6 +39,10 @@ Temperature = Annotated[Optional[float], typer.Option(help="Sampling temperature
 MaxTurns = Annotated[Optional[int], typer.Option(help="Most rounds (practitioner + persona) per episode [default: 8].")]
 PersonasDir = Annotated[Optional[Path], typer.Option("--personas", help="Directory of persona YAML files overriding the shipped ones.")]
 PromptsDir = Annotated[Optional[Path], typer.Option("--prompts", help="Directory of prompt files overriding the shipped ones.")]
+EvaluatorModel = Annotated[Optional[str], typer.Option(help="Evaluator model(s), comma-separated; judges take them in turn.")]
+Judges = Annotated[int, typer.Option(min=0, help="Independent judges per episode (0: no grading).")]
+RubricFile = Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML overriding the shipped one.")]
+FidelityJudge = Annotated[bool, typer.Option(help="Also ask the judge whether the persona stayed in character.")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML config file [default: ./nextstep.toml if present].")]
 
 
@@ -63,28 +68,13 @@ def catalog(personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, co
     console.print(f"[bold]profile[/]: --practitioner-gender and --persona-gender, each one of {genders}")
 
 
-def _print_turn(turn: dict) -> None:
-    if turn["speaker"] == "practitioner":
-        side = f"[cyan]practitioner[/] [dim]{turn['intent']:>10}[/]"
-    else:
-        share = "shares" if turn["shares_contact"] else "keeps"
-        side = f"[magenta]persona[/]      [dim]i{turn['interest']:>2} c{turn['comfort']:>2} {share}[/]"
-    console.print(f"{turn['index']:>3} {side}  {turn['text']}", soft_wrap=True)
-
-
-def _print_result(record: dict, path: Path) -> None:
-    o, u = record.get("outcome") or {}, record["usage"]
-    if record["status"] == "failed":
-        console.print(f"[red]failed[/]: {record['error']}")
-    console.print(
-        f"\n[bold]outcome[/]: exchanged {o.get('exchanged')}; ended by {o.get('ended_by')} ({o.get('end_reason')}); "
-        f"final interest {o.get('final_interest')}, comfort {o.get('final_comfort')}"
-    )
-    console.print(
-        f"[bold]tokens[/]: {u['prompt_tokens']} prompt + {u['completion_tokens']} completion in {u['calls']} calls; "
-        f"[bold]time[/]: {record['duration_s']:.1f}s"
-    )
-    console.print(f"[bold]saved[/]: {path}")
+def _judges(models: list, cat: Catalog, config: Config, k: int, rubric_file: Path | None, seed: int,
+            fidelity_judge: bool = False) -> list[Judge]:
+    """k judges over the evaluator models in turn, each with its own seed."""
+    rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
+    prompts = Prompts(cat.prompt_dirs)
+    return [Judge(models[i % len(models)], prompts, rubric, rubric_hash, seed=seed + i, index=i, reasks=config.reasks,
+                  fidelity_judge=fidelity_judge) for i in range(k)]  # fmt: skip
 
 
 @app.command()
@@ -98,14 +88,15 @@ def run(
     out: Annotated[Path, typer.Option(help="Directory for the episode JSON.")] = Path("episodes"),
     backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, output_mode: OutputModeOpt = None,
     model: ModelOpt = None, practitioner_model: RoleModel = None, persona_model: RoleModel = None,
-    temperature: Temperature = None, max_turns: MaxTurns = None,
+    evaluator_model: EvaluatorModel = None, judges: Judges = 1, rubric_file: RubricFile = None,
+    fidelity_judge: FidelityJudge = False, temperature: Temperature = None, max_turns: MaxTurns = None,
     personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
 ) -> None:
-    """Simulate one episode and print it turn by turn."""
+    """Simulate one episode, print it turn by turn, and grade it."""
     config = _config(
         config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode, model=model,
-        practitioner_model=practitioner_model, persona_model=persona_model, temperature=temperature,
-        max_turns=max_turns, personas_dir=personas_dir, prompts_dir=prompts_dir,
+        practitioner_model=practitioner_model, persona_model=persona_model, evaluator_model=evaluator_model,
+        temperature=temperature, max_turns=max_turns, personas_dir=personas_dir, prompts_dir=prompts_dir,
     )  # fmt: skip
     cat = _catalog(config)
     for kind, name in (("settings", setting), ("personas", persona), ("strategies", strategy)):
@@ -117,15 +108,16 @@ def run(
 
         async def go():
             models = ep.models(config)
+            evaluate = make_evaluator(_judges(models["evaluators"], cat, config, judges, rubric_file, seed, fidelity_judge), cat) if judges else None
             ctx = Context(models["practitioner"], models["persona"], cat, Prompts(cat.prompt_dirs), scenario, seed,
-                          temperature=config.temperature, max_turns=config.max_turns, reasks=config.reasks)
-            return await run_episode(ctx, backend=ep.backend, on_turn=_print_turn)
+                          temperature=config.temperature, max_turns=config.max_turns, reasks=config.reasks, evaluate=evaluate)
+            return await run_episode(ctx, backend=ep.backend, on_turn=print_turn)
 
         record = asyncio.run(go())
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{record['id']}.json"
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
-    _print_result(record, path)
+    print_result(record, path)
     if record["status"] == "failed":
         raise typer.Exit(1)
 
@@ -135,6 +127,138 @@ def _profile(practitioner_gender: str, persona_gender: str) -> Profile:
         if value not in Gender.__args__:
             raise UserError(f"{flag} {value!r}: choose from {', '.join(Gender.__args__)}")
     return Profile(practitioner_gender=practitioner_gender, persona_gender=persona_gender)
+
+
+def _episode_files(paths: list[Path]) -> list[Path]:
+    files = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(path.glob("*.json"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{path}: no such episode file or directory")
+    if not files:
+        raise UserError(f"no episode files in {', '.join(map(str, paths))}")
+    return files
+
+
+def _read_episode(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not an episode JSON file ({e})") from None
+    if not isinstance(record, dict) or not {"turns", "setting", "persona"} <= record.keys():
+        raise UserError(f"{path}: not an episode record (needs turns, setting, persona)")
+    return record
+
+
+def _print_alpha(verdicts_per_episode: list[list[dict]]) -> None:
+    alpha = judge_alpha(verdicts_per_episode)
+    console.print("[bold]agreement between judges[/] (Krippendorff's alpha, ordinal): "
+                  + ", ".join(f"{c} {'n/a' if a is None else f'{a:.2f}'}" for c, a in alpha.items()))
+
+
+@app.command()
+def grade(
+    episodes: Annotated[list[Path], typer.Argument(help="Episode JSON files, or directories of them.", show_default=False)],
+    judges: Judges = 1, seed: Annotated[int, typer.Option(help="Seed of the first judge.")] = 0,
+    rubric_file: RubricFile = None, fidelity_judge: FidelityJudge = False,
+    backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, output_mode: OutputModeOpt = None,
+    model: ModelOpt = None, evaluator_model: EvaluatorModel = None,
+    personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
+) -> None:
+    """Re-grade stored episodes without re-simulating; earlier verdicts move to verdict_history."""
+    config = _config(config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode,
+                     model=model, evaluator_model=evaluator_model, personas_dir=personas_dir, prompts_dir=prompts_dir)
+    cat = _catalog(config)
+    files = _episode_files(episodes)
+    records = [_read_episode(f) for f in files]
+    if judges < 1:
+        raise UserError("--judges must be at least 1 to grade")
+    with endpoint(config) as ep:
+
+        async def go():
+            panel = _judges(ep.models(config)["evaluators"], cat, config, judges, rubric_file, seed, fidelity_judge)
+            results = []
+            for path, record in zip(files, records):
+                console.print(f"[dim]grading {path}[/]")
+                verdicts = [await grade_episode(record, judge, cat) for judge in panel]
+                for verdict in verdicts:
+                    print_verdict(verdict)
+                record["verdict_history"] = record.get("verdict_history", []) + record.get("verdicts", [])
+                record["verdicts"] = verdicts
+                path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+                results.append(verdicts)
+            return results
+
+        results = asyncio.run(go())
+    if judges > 1:
+        _print_alpha(results)
+    console.print(f"[bold]saved[/]: verdicts written into {len(files)} episode file(s)")
+
+
+def _fmt(x, ci=None) -> str:
+    if x is None:
+        return "n/a"
+    text = f"{x:.2f}"
+    if ci and None not in ci:
+        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return text
+
+
+def print_calibration(report: dict) -> None:
+    console.print(f"\n[bold]calibration[/] on {report['items']} gold transcripts, {report['judges']} judge(s)")
+    table = Table("condition", "n", "unscored", "exact", "within 1", "weighted κ [95% CI]", "α [95% CI]", title_justify="left")
+    for c, r in report["conditions"].items():
+        table.add_row(c, str(r["n"]), f"{r['unscored']}/{r['gold_labelled']}", _fmt(r["exact"]), _fmt(r["within_1"]),
+                      _fmt(r["kappa"], r["kappa_ci"]), _fmt(r["alpha"], r["alpha_ci"]))
+    console.print(table)
+    flags = Table("flag", "tp", "fp", "fn", "precision", "recall", title_justify="left")
+    for f, r in report["flags"].items():
+        flags.add_row(f, str(r["tp"]), str(r["fp"]), str(r["fn"]), _fmt(r["precision"]), _fmt(r["recall"]))
+    console.print(flags)
+    o = report["outcome"]
+    console.print(f"[bold]outcome[/] (what was exchanged): accuracy {_fmt(o['accuracy'])} over {o['n']} ({o['unscored']} unscored)")
+    if report["judges"] > 1:
+        console.print("[bold]agreement between judges[/] (α): " + ", ".join(f"{c} {_fmt(a)}" for c, a in report["judge_alpha"].items()))
+
+
+@app.command()
+def calibrate(
+    gold: Annotated[Path, typer.Argument(help="Gold set JSONL (see DESIGN: one labelled transcript a line).")],
+    judges: Judges = 1, seed: Annotated[int, typer.Option(help="Seed of the first judge.")] = 0,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the report and every verdict as JSON.")] = None,
+    rubric_file: RubricFile = None,
+    backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, output_mode: OutputModeOpt = None,
+    model: ModelOpt = None, evaluator_model: EvaluatorModel = None,
+    personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
+) -> None:
+    """Grade a labelled gold set and report how far the judge agrees with it."""
+    config = _config(config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode,
+                     model=model, evaluator_model=evaluator_model, personas_dir=personas_dir, prompts_dir=prompts_dir)
+    cat = _catalog(config)
+    items = load_gold(gold, cat)
+    if judges < 1:
+        raise UserError("--judges must be at least 1 to calibrate")
+    with endpoint(config) as ep:
+
+        async def go():
+            panel = _judges(ep.models(config)["evaluators"], cat, config, judges, rubric_file, seed)
+            results = []
+            for n, item in enumerate(items, start=1):
+                verdicts = [await grade_episode(item.episode(), judge, cat) for judge in panel]
+                unscored = sum(len(v["unscored"]) for v in verdicts)
+                console.print(f"[dim]{n}/{len(items)} {item.id}: graded, {unscored} part(s) unscored[/]")
+                results.append(verdicts)
+            return results
+
+        verdicts = asyncio.run(go())
+    report = calibration(items, verdicts, seed=seed)
+    print_calibration(report)
+    if output:
+        output.write_text(json.dumps({"report": report, "verdicts": dict(zip((i.id for i in items), verdicts))}, indent=2))
+        console.print(f"[bold]saved[/]: {output}")
 
 
 @app.command()

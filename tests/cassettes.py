@@ -33,6 +33,18 @@ def local_models(base_url: str) -> tuple[OpenAIChatModel, OpenAIChatModel]:
             OpenAIChatModel(client, MODEL_NAME, output_mode="json_object"))
 
 
+def gold_judge(base_url: str):
+    """The judge and the gold transcript the 'verdict' cassette holds."""
+    import evaluations
+    from evaluations import Judge, load_gold, load_rubric
+
+    catalog = load_catalog()
+    item = load_gold(Path(evaluations.__file__).parent / "gold" / "team.jsonl", catalog)[0]
+    rubric, rubric_hash = load_rubric()
+    judge = Judge(local_models(base_url)[0], Prompts(catalog.prompt_dirs), rubric, rubric_hash, seed=5)
+    return judge, item.episode(), catalog
+
+
 def short_episode(base_url: str) -> Context:
     """The short episode the 'episode' cassette holds."""
     catalog = load_catalog()

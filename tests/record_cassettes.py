@@ -12,8 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cassettes import CASSETTES, cassette, short_episode  # noqa: E402
+from cassettes import CASSETTES, cassette, gold_judge, short_episode  # noqa: E402
 
+from evaluations import grade  # noqa: E402
 from simulator.local import local_server  # noqa: E402
 from simulator.runner import run_episode  # noqa: E402
 
@@ -25,6 +26,11 @@ def main() -> None:
         with cassette("episode", record_mode="all"):
             record = asyncio.run(run_episode(short_episode(url), backend="local"))
         print(f"episode.yaml: {record['status']}, {len(record['turns'])} turns, {record['usage']['calls']} calls")
+        (CASSETTES / "verdict.yaml").unlink(missing_ok=True)
+        with cassette("verdict", record_mode="all"):
+            judge, episode, catalog = gold_judge(url)
+            verdict = asyncio.run(grade(episode, judge, catalog))
+        print(f"verdict.yaml: {len(verdict['calls'])} calls, {len(verdict['unscored'])} part(s) unscored")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from cassettes import CASSETTES, cassette, short_episode
+from cassettes import CASSETTES, cassette, gold_judge, short_episode
 
+from evaluations import CONDITIONS, grade
+from evaluations.rules import quote_problem
 from simulator.runner import run_episode
 
 UNUSED_PORT_URL = "http://127.0.0.1:9/v1"  # nothing listens here: replay must not need a server
@@ -19,6 +21,22 @@ async def test_short_episode_replays_offline_on_any_port():
     assert all(0 <= t["interest"] <= 10 and 0 <= t["comfort"] <= 10 for t in record["turns"][1::2])
     assert record["usage"]["prompt_tokens"] > 0 and record["usage"]["completion_tokens"] > 0
     assert record["outcome"]["end_reason"] in {"exchanged", "goodbye", "refused", "degenerate", "max_turns"}
+
+
+async def test_real_evaluator_verdict_replays_and_holds_its_invariants():
+    judge, episode, catalog = gold_judge(UNUSED_PORT_URL)
+    with cassette("verdict", record_mode="none") as tape:
+        verdict = await grade(episode, judge, catalog)
+        assert tape.all_played
+    assert len(verdict["calls"]) == len(tape) and all(c["completion_tokens"] > 0 for c in verdict["calls"])
+    for transition in verdict["transitions"]:
+        assert set(transition["conditions"]) == set(CONDITIONS)
+        for grade_ in transition["conditions"].values():
+            if grade_["status"] == "scored":  # a number only ever comes with evidence found in the transcript
+                assert grade_["score"] in range(1, 6) and quote_problem(grade_["quote"], episode["turns"], grade_["turn"]) is None
+            else:
+                assert grade_["score"] is None and grade_["reason"]
+    assert verdict["outcome"]["status"] in {"scored", "unscored"}
 
 
 def test_no_credential_reaches_a_cassette():

@@ -1,0 +1,109 @@
+"""Agreement between judges and with a gold set, against values worked by hand; gold file errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evaluations import CONDITIONS, calibration, judge_alpha, load_gold, panel_scores
+from evaluations.gold import GoldItem
+from simulator import UserError
+
+
+def verdict(scores: dict, raised=(), exchanged="number") -> dict:
+    conditions = {c: ({"status": "scored", "score": s} if s is not None else {"status": "unscored", "score": None})
+                  for c, s in scores.items()}
+    return {"transitions": [{"has_ask": True, "conditions": conditions}],
+            "flags": {"status": "scored", "raised": [{"flag": f} for f in raised]},
+            "outcome": {"status": "scored", "exchanged": exchanged}}
+
+
+def test_panel_takes_the_median_of_the_judges_that_scored():
+    v = [verdict({"timing": 2, "congruence": None}), verdict({"timing": 3, "congruence": None}),
+         verdict({"timing": 5, "congruence": 4})]
+    assert panel_scores(v)["timing"] == 3
+    assert panel_scores(v)["congruence"] == 4  # one judge scored it
+    assert panel_scores(v[:2])["timing"] == 3  # median 2.5 rounds half up
+    assert panel_scores(v[:2])["congruence"] is None  # nobody scored it: no number is made up
+
+
+def test_judge_alpha_by_hand():
+    # Two judges, two episodes, perfectly crossed: (1, 2) and (2, 1). Ordinal metric: n1 = n2 = 2,
+    # delta(1,2) = (n1/2 + n2/2)^2 = 4. D_o = (2*4 + 2*4)/4 = 4; D_e = (2*2*4 + 2*2*4)/(4*3) = 8/3.
+    # alpha = 1 - D_o/D_e = 1 - 1.5 = -0.5.
+    crossed = [[verdict({"timing": 1}), verdict({"timing": 2})], [verdict({"timing": 2}), verdict({"timing": 1})]]
+    assert judge_alpha(crossed)["timing"] == pytest.approx(-0.5)
+    agreeing = [[verdict({"timing": s}), verdict({"timing": s})] for s in (1, 3, 5)]
+    assert judge_alpha(agreeing)["timing"] == pytest.approx(1.0)
+    assert judge_alpha(agreeing)["congruence"] is None  # never scored: undefined, not 0
+    assert judge_alpha([[verdict({"timing": 1})]])["timing"] is None  # one judge: no agreement to measure
+
+
+def _item(i, labels, flags=(), exchanged="number"):
+    return GoldItem(id=f"g{i}", setting="bar_club", persona="aloof", turns=[{"speaker": "practitioner", "text": "hi"},
+                    {"speaker": "persona", "text": "hi"}], labels=labels, flags=list(flags), exchanged=exchanged)
+
+
+def test_calibration_by_hand():
+    items = [_item(1, {"timing": 5}, ["rude"]), _item(2, {"timing": 3}), _item(3, {"timing": 1}, exchanged="none"),
+             _item(4, {"timing": 2})]
+    verdicts = [[verdict({"timing": 5}, ["rude"])], [verdict({"timing": 4}, ["nervous"])],
+                [verdict({"timing": 1}, exchanged="none")], [verdict({"timing": None})]]
+    report = calibration(items, verdicts)
+    timing = report["conditions"]["timing"]
+    # pairs (5,5), (3,4), (1,1); item 4 unscored. exact 2/3, within-1 3/3.
+    assert (timing["n"], timing["unscored"], timing["gold_labelled"]) == (3, 1, 4)
+    assert timing["exact"] == pytest.approx(0.667, abs=1e-3) and timing["within_1"] == 1.0
+    # linear-weighted kappa over categories 1..5 for pairs (5,5), (3,4), (1,1):
+    # weights w = |i-j|/4; observed disagreement = (0 + 1/4 + 0)/3 = 1/12;
+    # expected: gold marginals {1,3,5}, pred {1,4,5}, each 1/3; mean |g-p|/4 over the 9 combinations
+    # = (0+3+4 + 2+1+2 + 4+1+0)/4/9 = 17/36; kappa = 1 - (1/12)/(17/36) = 1 - 3/17 = 14/17.
+    assert timing["kappa"] == pytest.approx(14 / 17, abs=1e-3)
+    assert report["conditions"]["congruence"]["n"] == 0 and report["conditions"]["congruence"]["kappa"] is None
+    assert report["flags"]["rude"] | {} == {"precision": 1.0, "recall": 1.0, "tp": 1, "fp": 0, "fn": 0}
+    assert report["flags"]["nervous"]["fp"] == 1 and report["flags"]["nervous"]["precision"] == 0.0
+    assert report["outcome"] == {"n": 4, "unscored": 0, "accuracy": 1.0}
+
+
+def test_shipped_gold_set_covers_every_strategy_persona_and_flag(catalog):
+    import evaluations
+
+    items = load_gold(Path(evaluations.__file__).parent / "gold" / "team.jsonl", catalog)
+    assert len(items) >= 12
+    assert {i.strategy for i in items} == set(catalog.strategies)
+    assert {i.persona for i in items} == set(catalog.personas)
+    assert {f for i in items for f in i.flags} == set(evaluations.FLAGS)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"id": "g1",', r"gold.jsonl:2: invalid JSON"),
+        ('{"id": "g9", "setting": "bar_club", "persona": "aloof", "turns": [], "labels": {}, "exchanged": "none"}',
+         r"gold.jsonl:2: turns: List should have at least 2 items"),
+        ('{"id": "g9", "setting": "moon", "persona": "aloof", "turns": [{"speaker": "persona", "text": "a"}, {"speaker": "persona", "text": "b"}], "labels": {}, "exchanged": "none"}',
+         r"gold.jsonl:2: unknown setting 'moon'"),
+        ('{"id": "g9", "setting": "bar_club", "persona": "aloof", "turns": [{"speaker": "persona", "text": "a"}, {"speaker": "persona", "text": "b"}], "labels": {"charm": 3}, "exchanged": "none", "mood": 1}',
+         r"gold.jsonl:2: labels.charm: Extra inputs are not permitted; mood: Extra inputs are not permitted"),
+        ('{"id": "g1", "setting": "bar_club", "persona": "aloof", "turns": [{"speaker": "persona", "text": "a"}, {"speaker": "persona", "text": "b"}], "labels": {"timing": 6}, "exchanged": "none"}',
+         r"gold.jsonl:2: labels.timing: Input should be 1, 2, 3, 4 or 5"),
+    ],
+)
+def test_bad_gold_line_is_named(tmp_path, catalog, line, message):
+    good = {"id": "g1", "setting": "bar_club", "persona": "aloof", "turns": [{"speaker": "practitioner", "text": "hi"},
+            {"speaker": "persona", "text": "hey"}], "labels": {"timing": None}, "exchanged": "none"}
+    path = tmp_path / "gold.jsonl"
+    path.write_text(json.dumps(good) + "\n" + line + "\n")
+    with pytest.raises(UserError, match=message):
+        load_gold(path, catalog)
+
+
+def test_duplicate_gold_ids(tmp_path, catalog):
+    good = {"id": "g1", "setting": "bar_club", "persona": "aloof", "turns": [{"speaker": "practitioner", "text": "hi"},
+            {"speaker": "persona", "text": "hey"}], "labels": {}, "exchanged": "none"}
+    (tmp_path / "gold.jsonl").write_text(json.dumps(good) + "\n\n" + json.dumps(good) + "\n")
+    with pytest.raises(UserError, match=r"gold.jsonl:3: duplicate id 'g1'"):
+        load_gold(tmp_path / "gold.jsonl", catalog)
+

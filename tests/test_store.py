@@ -1,0 +1,195 @@
+"""The SQLite store: round trips, retries, concurrency, re-grading, and plain-SQL readability."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+
+import pytest
+
+from simulator.errors import UserError
+from simulator.store import Store
+
+SPEC = {"settings": ["supermarket"], "personas": ["unsure"], "strategies": ["common_interest"], "reps": 2}
+
+
+def call(role: str, tokens: int = 10) -> dict:
+    return {"role": role, "purpose": "utterance", "model": "m", "seed": 1, "prompt_tokens": tokens,
+            "completion_tokens": 2, "latency_s": 0.5, "finish_reason": "stop", "ok": True, "error": None}  # fmt: skip
+
+
+def verdict(judge: int = 0, score: int = 3) -> dict:
+    grade = {"status": "scored", "score": score, "turn": 2, "quote": "coffee?", "reason": "asked warmly"}
+    return {
+        "judge": judge, "model": "judge-m", "seed": 5, "temperature": 0.0, "rubric_hash": "r1", "prompts": {"evaluator_flags": "h9"},
+        "unscored": ["turn 2 timing: no evidence"],
+        "transitions": [{"turns": [2], "turn": 2, "ask_turn": 2, "has_ask": True, "source": "judge", "timing_objective": None,
+                         "conditions": {"rapport": grade, "timing": {"status": "unscored", "score": None, "reason": "no evidence"}}}],
+        "flags": {"status": "scored", "raised": [{"flag": "pushy", "turn": 2, "quote": "coffee?", "reason": "too soon"}], "rejected": []},
+        "outcome": {"status": "scored"}, "fidelity": None, "calls": [call("judge", 100)],
+    }  # fmt: skip
+
+
+def record(episode_id: str, *, persona: str = "unsure", failed: bool = False, score: int = 3) -> dict:
+    """A small episode record in the runner's shape; a failed one has no outcome or verdicts."""
+    base = {
+        "id": episode_id, "setting": "supermarket", "persona": persona, "strategy": "common_interest",
+        "profile": {"practitioner_gender": "man", "persona_gender": "woman"}, "seed": 7,
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "provenance": {"backend": "fake", "models": {"practitioner": "p-m", "persona": "q-m"}, "temperature": 0.7,
+                       "seed": 7, "max_turns": 4, "reasks": 2, "prompts": {"practitioner": "h1", "persona": "h2"},
+                       "prompt_texts": {"h1": "You are {{ x }}.", "h2": "You are {{ y }}."}, "catalog": {}, "version": "0"},
+    }  # fmt: skip
+    if failed:
+        return base | {"status": "failed", "error": "ModelError: endpoint down", "turns": [], "outcome": None,
+                       "fidelity": None, "verdicts": [], "calls": [call("practitioner")], "usage": None, "duration_s": 0.1}  # fmt: skip
+    return base | {
+        "status": "succeeded", "error": None,
+        "turns": [{"index": 0, "speaker": "practitioner", "text": "Hi", "intent": "rapport"},
+                  {"index": 1, "speaker": "persona", "text": "Hello", "interest": 3, "comfort": 3, "shares_contact": False},
+                  {"index": 2, "speaker": "practitioner", "text": "coffee?", "intent": "ask"}],
+        "outcome": {"exchanged": "none", "next_meeting": None, "asked": True, "first_ask_turn": 2, "final_interest": 3,
+                    "final_comfort": 3, "end_reason": "max_turns", "ended_by": "limit"},
+        "fidelity": {"ok": True, "problems": []}, "verdicts": [verdict(score=score)],
+        "calls": [call("practitioner"), call("persona")],
+        "usage": {"calls": 3, "prompt_tokens": 120, "completion_tokens": 6, "latency_s": 1.5}, "duration_s": 2.0,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def db(tmp_path):
+    with Store(tmp_path / "runs.db") as store:
+        store.create_run("r1", SPEC)
+        yield store
+
+
+def count(store: Store, table: str) -> int:
+    return store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_round_trip(db):
+    rec = record("aaaa11112222")
+    db.save_episode("r1", "cell-a", 0, rec)
+    assert db.episode("aaaa11112222") == rec
+    assert db.episode("aaaa") == rec  # a unique prefix is enough
+    assert db.episodes("r1") == [rec]
+    assert db.done("r1") == {("cell-a", 0)}
+    assert (count(db, "turns"), count(db, "calls"), count(db, "verdicts"), count(db, "scores"), count(db, "flags")) == (3, 3, 1, 2, 1)
+    judged = db.conn.execute("SELECT count(*) FROM calls WHERE judge = 0").fetchone()[0]
+    assert judged == 1
+    assert db.conn.execute("SELECT text FROM prompts WHERE hash = 'h1'").fetchone()[0] == "You are {{ x }}."
+    assert db.run("r1")["counts"] == {"succeeded": 1}
+    assert db.runs()[0] | {"created_at": None} == {"id": "r1", "created_at": None, "episodes": 1, "succeeded": 1,
+                                                    "failed": 0, "tokens": 126}  # fmt: skip
+    with pytest.raises(UserError, match="no episode 'zzz'"):
+        db.episode("zzz")
+
+
+def test_retry_replaces_failed_attempt_and_keeps_error(db):
+    db.save_episode("r1", "cell-a", 0, record("fail00000001", failed=True))
+    db.save_episode("r1", "cell-a", 0, record("fail00000002", failed=True))
+    assert db.done("r1") == set()
+    assert db.episodes("r1", include_failed=False) == []
+    db.save_episode("r1", "cell-a", 0, record("good00000001"))
+    assert [e["id"] for e in db.episodes("r1")] == ["good00000001"]
+    assert db.done("r1") == {("cell-a", 0)}
+    errors = db.conn.execute("SELECT episode_id, error FROM errors ORDER BY id").fetchall()
+    assert [tuple(e) for e in errors] == [("fail00000001", "ModelError: endpoint down"), ("fail00000002", "ModelError: endpoint down")]
+    # The failed attempts' child rows went with them.
+    assert db.conn.execute("SELECT count(*) FROM calls WHERE episode_id LIKE 'fail%'").fetchone()[0] == 0
+
+
+def test_same_cell_twice_makes_no_duplicates(db):
+    db.save_episode("r1", "cell-a", 0, record("aaaa00000001"))
+    db.save_episode("r1", "cell-a", 0, record("aaaa00000001"))
+    assert (count(db, "episodes"), count(db, "turns"), count(db, "scores"), count(db, "prompts")) == (1, 3, 2, 2)
+
+
+def test_not_a_nextstep_database(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, not a database\n" * 50)
+    with pytest.raises(UserError, match="notes.txt: not a nextstep database$"):
+        Store(text)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE birds (name TEXT)")
+    conn.close()
+    with pytest.raises(UserError, match="other.db: not a nextstep database$"):
+        Store(other)
+    assert not (tmp_path / "other.db-wal").exists()  # we left their file alone
+
+
+def test_reopen_existing(tmp_path):
+    Store(tmp_path / "runs.db").close()
+    with Store(tmp_path / "runs.db") as store:
+        assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == "nextstep/1"
+
+
+def test_create_run_idempotent_and_conflict(db):
+    db.create_run("r1", dict(SPEC))
+    assert db.run("r1")["spec"] == SPEC
+    with pytest.raises(UserError, match="different spec"):
+        db.create_run("r1", SPEC | {"reps": 3})
+    with pytest.raises(UserError, match="no run 'r2'"):
+        db.run("r2")
+    with pytest.raises(UserError, match="no run 'r2'"):
+        db.save_episode("r2", "cell-a", 0, record("aaaa00000001"))
+
+
+def test_runs_newest_first(db):
+    db.create_run("r2", SPEC)
+    db.save_episode("r2", "c", 0, record("bbbb00000001", failed=True))
+    assert [(r["id"], r["failed"]) for r in db.runs()] == [("r2", 1), ("r1", 0)]
+
+
+def _save_many(path, worker: int) -> None:
+    with Store(path) as store:
+        store.create_run("r1", SPEC)
+        for rep in range(50):
+            store.save_episode("r1", f"worker-{worker}", rep, record(f"w{worker}-{rep:09d}"))
+
+
+def test_two_processes_lose_nothing(tmp_path):
+    path = tmp_path / "runs.db"
+    ctx = mp.get_context("spawn")
+    workers = [ctx.Process(target=_save_many, args=(path, w)) for w in (1, 2)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(timeout=120)
+    assert [p.exitcode for p in workers] == [0, 0]
+    with Store(path) as store:
+        assert len(store.done("r1")) == 100
+        assert count(store, "turns") == 300
+        assert store.integrity_ok()
+
+
+def test_integrity_ok(db):
+    db.save_episode("r1", "cell-a", 0, record("aaaa00000001"))
+    assert db.integrity_ok()
+
+
+def test_replace_verdicts_keeps_history(db):
+    db.save_episode("r1", "cell-a", 0, record("aaaa00000001", score=1))
+    db.replace_verdicts("aaaa", [verdict(score=4), verdict(judge=1, score=5)])
+    assert [s for (s,) in db.conn.execute("SELECT score FROM scores WHERE condition = 'rapport' ORDER BY judge")] == [4, 5]
+    assert [v["judge"] for v in db.episode("aaaa00000001")["verdicts"]] == [0, 1]
+    assert db.episode("aaaa00000001")["usage"]["prompt_tokens"] == 220
+    assert count(db, "verdict_history") == 1 and count(db, "flags") == 2
+    assert db.conn.execute("SELECT count(*) FROM calls WHERE judge IS NOT NULL").fetchone()[0] == 2
+    db.replace_verdicts("aaaa00000001", [verdict(score=2)])
+    assert count(db, "verdict_history") == 3  # every earlier verdict is still on record
+
+
+def test_readable_with_plain_sql(tmp_path):
+    path = tmp_path / "runs.db"
+    with Store(path) as store:
+        store.create_run("r1", SPEC)
+        store.save_episode("r1", "a", 0, record("aaaa00000001", persona="unsure", score=2))
+        store.save_episode("r1", "a", 1, record("aaaa00000002", persona="unsure", score=4))
+        store.save_episode("r1", "b", 0, record("bbbb00000001", persona="keen", score=5))
+    conn = sqlite3.connect(path)
+    rows = conn.execute("""SELECT e.persona, AVG(s.score) FROM episodes e JOIN scores s ON s.episode_id = e.id
+                           WHERE s.status = 'scored' GROUP BY e.persona ORDER BY e.persona""").fetchall()
+    conn.close()
+    assert rows == [("keen", 5.0), ("unsure", 3.0)]
