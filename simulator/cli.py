@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -13,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from evaluations import Judge, calibration, grade as grade_episode, judge_alpha, load_gold, load_rubric, make_evaluator
+from evaluations import CONDITIONS, Judge, calibration, grade as grade_episode, judge_alpha, load_gold, load_rubric, make_evaluator
 
 from .backends import endpoint
 from .catalog import Catalog, Gender, Profile, load_catalog
@@ -259,6 +260,180 @@ def calibrate(
     if output:
         output.write_text(json.dumps({"report": report, "verdicts": dict(zip((i.id for i in items), verdicts))}, indent=2))
         console.print(f"[bold]saved[/]: {output}")
+
+
+Db = Annotated[Path, typer.Option(help="SQLite database of runs.")]
+
+
+def _progress_printer():
+    """A rich progress bar on a terminal; nothing otherwise (logs and CI stay clean)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+    if not console.is_terminal:
+        return contextlib.nullcontext(lambda progress: None)
+    bar = Bar(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+              TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console)  # fmt: skip
+    task = bar.add_task("episodes", total=None, status="")
+
+    def update(p) -> None:
+        status = (f"done {p.done} · failed {p.failed} · running {p.running} · {p.per_minute:.1f}/min · "
+                  f"{p.tokens:,} tokens")  # fmt: skip
+        bar.update(task, total=p.total, completed=p.done + p.failed, status=status)
+
+    @contextlib.contextmanager
+    def live():
+        with bar:
+            yield update
+
+    return live()
+
+
+def _print_summary(run_id: str, db: Path, progress) -> None:
+    from evaluations.frame import load_run, summary
+
+    frame = load_run(run_id, db)
+    rows = summary(frame)
+    table = Table("persona", "setting", "episodes", "failed", "unfaithful", "contact rate",
+                  *[c.replace("_", " ") for c in CONDITIONS], title=f"run {run_id}", title_justify="left")
+    for r in rows:
+        table.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["unfaithful"]),
+                      _fmt(r["contact_rate"]), *[_fmt(r[c]) for c in CONDITIONS])  # fmt: skip
+    console.print(table)
+    ok = frame[frame["status"] == "succeeded"]
+    per_episode = (ok["prompt_tokens"] + ok["completion_tokens"]).mean() if len(ok) else 0
+    console.print(f"this session: {progress.done} succeeded, {progress.failed} failed, {progress.skipped} already done; "
+                  f"{progress.tokens:,} tokens ({per_episode:,.0f} per episode)")
+    if progress.stopped:
+        console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: nextstep batch --resume {run_id} --db {db}")
+    elif progress.failed:
+        console.print(f"retry the failed episodes with: nextstep batch --resume {run_id} --db {db}")
+    console.print(f"see more: nextstep show {run_id} --db {db} · nextstep export {run_id} --format csv -o {run_id}.csv --db {db}")
+
+
+@app.command()
+def batch(
+    settings: Annotated[Optional[str], typer.Option(help="Comma list or 'all' [default: supermarket].")] = None,
+    personas: Annotated[Optional[str], typer.Option(help="Comma list or 'all' [default: all].")] = None,
+    strategies: Annotated[Optional[str], typer.Option(help="Comma list or 'all' [default: common_interest].")] = None,
+    profiles: Annotated[Optional[str], typer.Option(help="Practitioner-persona gender pairs, e.g. man-woman,woman-man.")] = None,
+    reps: Annotated[Optional[int], typer.Option(help="Repetitions per cell [default: 1].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run seed; each cell's seed derives from it [default: 0].")] = None,
+    max_turns: MaxTurns = None, temperature: Temperature = None,
+    judges: Annotated[Optional[int], typer.Option(help="Judges per episode, 0 for none [default: 1].")] = None,
+    experiment: Annotated[Optional[Path], typer.Option(help="Experiment YAML with the same fields; flags override it.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue RUN_ID: skip succeeded episodes, retry failed ones.")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Name the run [default: a hash of grid, prompts and models].")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Calls in flight [default: 1 local, 8 otherwise].")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent.")] = None,
+    max_failures: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes after this many failures.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the cells and an estimate, run nothing.")] = False,
+    db: Db = Path("nextstep.db"), rubric_file: RubricFile = None,
+    backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, output_mode: OutputModeOpt = None,
+    model: ModelOpt = None, practitioner_model: RoleModel = None, persona_model: RoleModel = None,
+    evaluator_model: EvaluatorModel = None,
+    personas_dir: Annotated[Optional[Path], typer.Option("--personas-dir", help="Directory of persona YAML files overriding the shipped ones.")] = None,
+    prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
+) -> None:
+    """Run a grid of episodes concurrently into the SQLite store (resumable)."""
+    from .batch import Experiment, estimate, expand, load_experiment, profiles_from, run_grid
+
+    config = _config(
+        config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode, model=model,
+        practitioner_model=practitioner_model, persona_model=persona_model, evaluator_model=evaluator_model,
+        personas_dir=personas_dir, prompts_dir=prompts_dir,
+    )  # fmt: skip
+    flags = {"settings": settings, "personas": personas, "strategies": strategies, "reps": reps, "seed": seed,
+             "max_turns": max_turns, "temperature": temperature, "judges": judges,
+             "profiles": profiles_from(profiles) if profiles else None}  # fmt: skip
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if resume and (flags or experiment):
+        raise UserError("--resume takes the grid stored in the run; leave out the grid flags and --experiment")
+    base = load_experiment(experiment).model_dump() if experiment else {}
+    from .files import validate
+
+    grid = validate(Experiment, base | flags, str(experiment) if experiment else "grid flags")
+    if dry_run:
+        grid = grid.resolved(_catalog(config))
+        cells = expand(grid)
+        table = Table(title="cells", title_justify="left")
+        for column in ("cell", "reps", "seeds"):
+            table.add_column(column, overflow="fold")
+        for key in dict.fromkeys(c.key for c in cells):
+            seeds = [c.seed for c in cells if c.key == key]
+            table.add_row(key, str(len(seeds)), ", ".join(map(str, seeds[:5])) + (" …" if len(seeds) > 5 else ""))
+        console.print(table)
+        e = estimate(grid, len(cells))
+        console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls, roughly {e['tokens_roughly']:,} tokens")
+        return
+    final = {}
+
+    def remember(p) -> None:
+        final["progress"] = p
+        show(p)
+
+    with _progress_printer() as show:
+        run = asyncio.run(run_grid(None if resume else grid, db=db, run_id=run_id, resume=resume, concurrency=concurrency,
+                                   max_tokens=max_tokens, max_failures=max_failures, config=config, on_progress=remember))
+    _print_summary(run, db, final["progress"])
+
+
+@app.command()
+def runs(db: Db = Path("nextstep.db")) -> None:
+    """List the runs in the database."""
+    from .store import Store
+
+    _existing_db(db)
+    with Store(db) as store:
+        table = Table("run", "created", "episodes", "succeeded", "failed", "tokens", title_justify="left")
+        for r in store.runs():
+            table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["failed"]), f"{r['tokens']:,}")
+    console.print(table)
+
+
+def _existing_db(db: Path) -> None:
+    if not db.is_file():
+        raise UserError(f"{db}: no such database (run a batch first, or pass --db)")
+
+
+@app.command("show")
+def show_cmd(
+    run_or_episode: Annotated[str, typer.Argument(help="A run id, or an episode id (or a unique prefix).")],
+    db: Db = Path("nextstep.db"),
+) -> None:
+    """A run's summary, or one episode's transcript with its verdicts."""
+    from .store import Store
+
+    _existing_db(db)
+    with Store(db) as store:
+        is_run = any(r["id"] == run_or_episode for r in store.runs())
+        record = None if is_run else store.episode(run_or_episode)
+        spec = store.run(run_or_episode)["spec"] if is_run else None
+    if record is not None:
+        console.print(f"[dim]{record['id']} · {record['setting']} · {record['persona']} · {record['strategy']} · seed {record['seed']} · {record['status']}[/]")
+        for turn in record.get("turns", []):
+            print_turn(turn)
+        print_result(record, None)
+        return
+    console.print(f"[bold]run {run_or_episode}[/]: {json.dumps(spec['experiment'])}")
+    console.print(f"models: {json.dumps(spec['models'])} · backend {spec['backend']}")
+    from .batch import Progress
+
+    _print_summary(run_or_episode, db, Progress(total=0))
+
+
+@app.command("export")
+def export_cmd(
+    run_id: Annotated[str, typer.Argument(help="The run to export.")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl (full records), csv or parquet (one row per episode).")] = "jsonl",
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")] = Path("episodes.jsonl"),
+    db: Db = Path("nextstep.db"),
+) -> None:
+    """Export a run's episodes."""
+    from evaluations.frame import export
+
+    _existing_db(db)
+    n = export(run_id, db, fmt, output)
+    console.print(f"wrote {n} episodes to {output}")
 
 
 @app.command()

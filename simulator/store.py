@@ -77,7 +77,8 @@ class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
         # Autocommit mode: every write goes through `_tx`, which takes the write lock up front.
-        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        # check_same_thread=False: a batch hands all its writes to one dedicated writer thread.
+        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.conn.row_factory = sqlite3.Row
         try:
             self._open()
@@ -141,8 +142,9 @@ class Store:
             row = conn.execute("SELECT spec_json FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 insert(conn, "runs", {"id": run_id, "created_at": now(), "spec_json": dumps(spec), "version": package_version()})
-            elif json.loads(row[0]) != json.loads(dumps(spec)):
-                raise UserError(f"run {run_id!r} already exists in {self.path} with a different spec; use another run id")
+            elif (stored := json.loads(row[0])) != json.loads(dumps(spec)):
+                differ = ", ".join(k for k in sorted(stored.keys() | spec.keys()) if stored.get(k) != json.loads(dumps(spec)).get(k))
+                raise UserError(f"run {run_id!r} in {self.path} was made with a different {differ}; start a new run instead")
 
     def run(self, run_id: str) -> dict:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()

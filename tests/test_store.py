@@ -128,7 +128,7 @@ def test_reopen_existing(tmp_path):
 def test_create_run_idempotent_and_conflict(db):
     db.create_run("r1", dict(SPEC))
     assert db.run("r1")["spec"] == SPEC
-    with pytest.raises(UserError, match="different spec"):
+    with pytest.raises(UserError, match="was made with a different reps; start a new run"):
         db.create_run("r1", SPEC | {"reps": 3})
     with pytest.raises(UserError, match="no run 'r2'"):
         db.run("r2")

@@ -1,0 +1,94 @@
+"""Runs as tables: one flat row per episode (pandas), the end-of-batch summary, exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from simulator.errors import UserError
+from simulator.store import Store
+
+from .agreement import panel_exchanged, panel_scores, raised_flags
+from .rubric import CONDITIONS, FLAGS
+
+
+def episode_row(record: dict) -> dict:
+    """One episode as flat columns: factors, outcome, private state, panel scores, flags."""
+    o, profile = record.get("outcome") or {}, record.get("profile") or {}
+    verdicts = record.get("verdicts") or []
+    scores = panel_scores(verdicts) if verdicts else {c: None for c in CONDITIONS}
+    raised = raised_flags(verdicts) if verdicts else set()
+    persona_turns = [t for t in record.get("turns") or [] if t.get("speaker") == "persona"]
+    return {
+        "episode_id": record["id"], "run_id": record.get("run_id"), "cell": record.get("cell"), "rep": record.get("rep"),
+        "setting": record["setting"], "persona": record["persona"], "strategy": record["strategy"],
+        "practitioner_gender": profile.get("practitioner_gender"), "persona_gender": profile.get("persona_gender"),
+        "seed": record.get("seed"), "status": record["status"], "error": record.get("error"),
+        "fidelity_ok": (record.get("fidelity") or {}).get("ok"),
+        "exchanged": o.get("exchanged"), "contact": None if not o else o.get("exchanged") not in (None, "none"),
+        "judged_exchanged": panel_exchanged(verdicts) if verdicts else None,
+        "asked": o.get("asked"), "first_ask_turn": o.get("first_ask_turn"), "end_reason": o.get("end_reason"),
+        "ended_by": o.get("ended_by"), "turns": len(record.get("turns") or []),
+        "final_interest": o.get("final_interest"), "final_comfort": o.get("final_comfort"),
+        "mean_interest": sum(t["interest"] for t in persona_turns) / len(persona_turns) if persona_turns else None,
+        "mean_comfort": sum(t["comfort"] for t in persona_turns) / len(persona_turns) if persona_turns else None,
+        "judges": len(verdicts),
+        **{c: scores.get(c) for c in CONDITIONS},
+        **{f"flag_{f}": (f in raised) if verdicts else None for f in FLAGS},
+        "prompt_tokens": (record.get("usage") or {}).get("prompt_tokens"),
+        "completion_tokens": (record.get("usage") or {}).get("completion_tokens"),
+        "duration_s": record.get("duration_s"),
+    }  # fmt: skip
+
+
+def load_run(run_id: str, db: Path | str = "nextstep.db"):
+    """A pandas DataFrame of a run's episodes, one row each (see `episode_row` for the columns)."""
+    import pandas as pd
+
+    with Store(Path(db)) as store:
+        store.run(run_id)
+        return pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
+
+
+def usable(frame, *, include_unfaithful: bool = False):
+    """Succeeded episodes, without fidelity-flagged ones unless asked: what aggregates are built on."""
+    keep = frame["status"] == "succeeded"
+    if not include_unfaithful:
+        keep &= frame["fidelity_ok"].fillna(True).astype(bool)
+    return frame[keep]
+
+
+def summary(frame, by=("persona", "setting")) -> list[dict]:
+    """Per group: episodes, failed, excluded by fidelity, contact rate, mean score per condition."""
+    rows = []
+    for key, group in frame.groupby(list(by), sort=True):
+        ok = usable(group)
+        rows.append({
+            **dict(zip(by, key if isinstance(key, tuple) else (key,))),
+            "episodes": len(group), "failed": int((group["status"] != "succeeded").sum()),
+            "unfaithful": int(((group["status"] == "succeeded") & (group["fidelity_ok"] == False)).sum()),  # noqa: E712
+            "n": len(ok), "contact_rate": float(ok["contact"].mean()) if len(ok) else None,
+            **{c: (float(ok[c].dropna().mean()) if ok[c].notna().any() else None) for c in CONDITIONS},
+        })  # fmt: skip
+    return rows
+
+
+def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
+    """Write a run as jsonl (full records), csv or parquet (flat rows); returns the number of episodes."""
+    if fmt == "jsonl":
+        with Store(Path(db)) as store:
+            store.run(run_id)
+            records = store.episodes(run_id)
+        output.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        return len(records)
+    frame = load_run(run_id, db)
+    if fmt == "csv":
+        frame.to_csv(output, index=False)
+    elif fmt == "parquet":
+        try:
+            frame.to_parquet(output, index=False)
+        except ImportError:
+            raise UserError("parquet export needs pyarrow: pip install 'nextstep[parquet]'") from None
+    else:
+        raise UserError(f"--format {fmt!r}: choose from jsonl, csv, parquet")
+    return len(frame)

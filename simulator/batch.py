@@ -1,0 +1,280 @@
+"""Batch runs: a factorial grid of episodes, run concurrently, stored as they end, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .backends import Endpoint, endpoint
+from .catalog import Catalog, Profile, entry_hash, load_catalog
+from .config import Config, load_config
+from .errors import UserError
+from .files import read_yaml, validate
+from .graph import Context, Scenario
+from .prompts import Prompts, text_hash
+from .runner import run_episode
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = {"local": 1, "openai": 8, "openai-compatible": 8}  # llama.cpp's server answers one request at a time
+SIMULATION_PROMPTS = ("practitioner", "practitioner_intent", "persona", "persona_state")
+
+
+class Experiment(BaseModel):
+    """The grid: settings x personas x strategies x profiles x reps, each cell seeded from `seed`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    settings: list[str] = ["supermarket"]
+    personas: list[str] = ["friendly", "aloof", "unsure"]
+    strategies: list[str] = ["common_interest"]
+    profiles: list[Profile] = [Profile()]
+    reps: int = Field(1, ge=1)
+    seed: int = 0
+    max_turns: int = Field(4, ge=1, le=100)
+    temperature: float = Field(0.7, ge=0, le=2)
+    judges: int = Field(1, ge=0, le=10)
+
+    @field_validator("settings", "personas", "strategies", "profiles", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    def resolved(self, catalog: Catalog) -> Experiment:
+        """With 'all' expanded and every name checked against the catalog."""
+        names = {kind: catalog.names(kind, ",".join(getattr(self, kind))) for kind in ("settings", "personas", "strategies")}
+        return self.model_copy(update=names)
+
+
+def load_experiment(path: Path) -> Experiment:
+    return validate(Experiment, read_yaml(path), str(path))
+
+
+def profiles_from(spec: str) -> list[Profile]:
+    """`profiles_from('man-woman,woman-man')` -> two profiles (practitioner-persona genders)."""
+    profiles = []
+    for pair in filter(None, (p.strip() for p in spec.split(","))):
+        genders = pair.split("-")
+        if len(genders) != 2:
+            raise UserError(f"--profiles {pair!r}: write practitioner-persona genders, e.g. man-woman")
+        profiles.append(validate(Profile, {"practitioner_gender": genders[0], "persona_gender": genders[1]}, f"--profiles {pair}"))
+    return profiles
+
+
+@dataclass(frozen=True)
+class Cell:
+    scenario: Scenario
+    rep: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        s = self.scenario
+        return f"{s.setting}/{s.persona}/{s.strategy}/{s.profile.id}"
+
+
+def cell_seed(run_seed: int, key: str, rep: int) -> int:
+    """A stable seed per cell and repetition: the same grid always gets the same seeds."""
+    return int(hashlib.sha256(f"{run_seed}/{key}/{rep}".encode()).hexdigest()[:8], 16) % 2**31
+
+
+def expand(exp: Experiment) -> list[Cell]:
+    """Every episode of the grid, in a stable order."""
+    cells = []
+    for setting in exp.settings:
+        for persona in exp.personas:
+            for strategy in exp.strategies:
+                for profile in exp.profiles:
+                    scenario = Scenario(setting, persona, strategy, profile)
+                    key = Cell(scenario, 0, 0).key
+                    cells += [Cell(scenario, rep, cell_seed(exp.seed, key, rep)) for rep in range(exp.reps)]
+    return cells
+
+
+def estimate(exp: Experiment, cells: int) -> dict:
+    """Upper bounds on calls and tokens: 4 calls a round, ~6 per judge, ~500 tokens a call (small prompts)."""
+    calls = cells * (4 * exp.max_turns + 6 * exp.judges)
+    return {"episodes": cells, "calls_at_most": calls, "tokens_roughly": calls * 500}
+
+
+def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, models: dict, rubric_hash: str | None) -> dict:
+    """What makes a run what it is; its hash is the default run id, so an edited prompt makes a new run."""
+    prompts = Prompts(catalog.prompt_dirs)
+    return {
+        "experiment": exp.model_dump(mode="json"),
+        "backend": backend,
+        "models": {"practitioner": models["practitioner"].name, "persona": models["persona"].name,
+                   "evaluators": [m.name for m in models["evaluators"]]},
+        "reasks": config.reasks,
+        "prompts": {name: text_hash(prompts.source(name)) for name in SIMULATION_PROMPTS},
+        "rubric_hash": rubric_hash,
+        "catalog": {f"{kind}/{name}": entry_hash(getattr(catalog, kind)[name])
+                    for kind in ("settings", "personas", "strategies") for name in getattr(exp, kind)},
+    }  # fmt: skip
+
+
+def spec_id(spec: dict) -> str:
+    return "run-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Progress:
+    """Counters a batch updates as episodes end; the CLI renders them."""
+
+    total: int
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+    stopped: str | None = None
+    run_id: str | None = None
+    finished: bool = False
+
+    @property
+    def per_minute(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return 60 * (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
+
+
+def _crashed(cell: Cell, error: BaseException) -> dict:
+    """The record of an episode that raised instead of ending: stored as failed, with the error."""
+    s = cell.scenario
+    log.debug("episode crashed: %s", "".join(traceback.format_exception(error)))
+    return {"id": uuid.uuid4().hex[:12], "setting": s.setting, "persona": s.persona, "strategy": s.strategy,
+            "profile": s.profile.model_dump(), "seed": cell.seed, "status": "failed",
+            "error": f"{type(error).__name__}: {error}", "turns": [], "calls": [], "verdicts": [],
+            "usage": {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0}, "duration_s": 0.0}  # fmt: skip
+
+
+@dataclass
+class Batch:
+    """Everything one batch needs; `run()` works through the cells not yet succeeded."""
+
+    experiment: Experiment
+    catalog: Catalog
+    config: Config
+    endpoint: Endpoint
+    store: Store
+    run_id: str | None = None
+    concurrency: int | None = None
+    max_tokens: int | None = None
+    max_failures: int | None = None
+    rubric_file: Path | None = None
+    on_progress: Callable[[Progress], None] | None = None
+
+    async def run(self) -> tuple[str, Progress]:
+        from evaluations import Judge, load_rubric, make_evaluator  # the evaluator package sits above the simulator
+
+        exp, cat, config = self.experiment, self.catalog, self.config
+        models = self.endpoint.models(config, max_retries=2)
+        rubric, rubric_hash = load_rubric(self.rubric_file, config.prompts_dir) if exp.judges else (None, None)
+        spec = run_spec(exp, cat, config, self.endpoint.backend, models, rubric_hash)
+        run_id = self.run_id or spec_id(spec)
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextstep-store")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(writer, self.store.create_run, run_id, spec)
+        done = await loop.run_in_executor(writer, self.store.done, run_id)
+        cells = [c for c in expand(exp) if (c.key, c.rep) not in done]
+        progress = Progress(total=len(cells), skipped=len(done), run_id=run_id)
+        prompts = Prompts(cat.prompt_dirs)
+        limit = asyncio.Semaphore(self.concurrency or DEFAULT_CONCURRENCY.get(self.endpoint.backend, 4))
+
+        async def one(cell: Cell) -> None:
+            async with limit:
+                if progress.stopped:
+                    return
+                progress.running += 1
+                self._report(progress)
+                judges = [Judge(models["evaluators"][i % len(models["evaluators"])], prompts, rubric, rubric_hash,
+                                seed=cell.seed + i, index=i, reasks=config.reasks) for i in range(exp.judges)]  # fmt: skip
+                ctx = Context(models["practitioner"], models["persona"], cat, prompts, cell.scenario, cell.seed,
+                              temperature=exp.temperature, max_turns=exp.max_turns, reasks=config.reasks,
+                              evaluate=make_evaluator(judges, cat) if judges else None)  # fmt: skip
+                try:
+                    record = await run_episode(ctx, backend=self.endpoint.backend)
+                except UserError:
+                    raise  # bad input (e.g. a prompt with an undefined variable) fails every episode alike
+                except Exception as e:  # a bug must not lose the episode: it is stored as failed
+                    record = _crashed(cell, e)
+                record |= {"run_id": run_id, "cell": cell.key, "rep": cell.rep}
+                await loop.run_in_executor(writer, self.store.save_episode, run_id, cell.key, cell.rep, record)
+                progress.running -= 1
+                progress.tokens += record["usage"]["prompt_tokens"] + record["usage"]["completion_tokens"]
+                if record["status"] == "succeeded":
+                    progress.done += 1
+                else:
+                    progress.failed += 1
+                    log.warning("episode %s (%s rep %d) failed: %s", record["id"], cell.key, cell.rep, record["error"])
+                if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
+                    progress.stopped = f"token budget of {self.max_tokens:,} reached"
+                if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
+                    progress.stopped = f"{progress.failed} failures reached --max-failures"
+                self._report(progress)
+
+        try:
+            await asyncio.gather(*(one(c) for c in cells))
+        finally:
+            writer.shutdown(wait=True)
+        progress.finished = True
+        self._report(progress)
+        return run_id, progress
+
+    def _report(self, progress: Progress) -> None:
+        if self.on_progress:
+            self.on_progress(progress)
+
+
+async def run_grid(
+    experiment: Experiment | dict | Path | None = None,
+    *,
+    db: Path | str = "nextstep.db",
+    run_id: str | None = None,
+    resume: str | None = None,
+    concurrency: int | None = None,
+    max_tokens: int | None = None,
+    max_failures: int | None = None,
+    config: Config | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    **config_flags,
+) -> str:
+    """Run a grid (an Experiment, a dict of its fields, or an experiment YAML path) and return the run id.
+
+    The same call again resumes the run: succeeded episodes are skipped, failed ones retried;
+    `resume=RUN_ID` does the same for a run by id, with the grid stored in it.
+    `config_flags` are Config fields (backend, base_url, model, ...), as on the command line.
+    `on_progress` gets the counters whenever an episode starts or ends, and once at the end.
+    """
+    if resume:
+        with Store(Path(db)) as store:
+            experiment, run_id = store.run(resume)["spec"]["experiment"], resume
+    if isinstance(experiment, (str, Path)):
+        experiment = load_experiment(Path(experiment))
+    elif isinstance(experiment, dict) or experiment is None:
+        experiment = validate(Experiment, experiment or {}, "experiment")
+    config = config or load_config(**config_flags)
+    catalog = load_catalog(config.personas_dir, config.prompts_dir)
+    experiment = experiment.resolved(catalog)
+    with Store(Path(db)) as store, endpoint(config) as ep:
+        batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures,
+                      on_progress=on_progress)  # fmt: skip
+        run_id, _ = await batch.run()
+    return run_id
+
+
+def run_grid_sync(*args, **kwargs) -> str:
+    """`run_grid` for code without an event loop: `run_id = run_grid_sync({'reps': 2})`."""
+    return asyncio.run(run_grid(*args, **kwargs))
