@@ -38,7 +38,7 @@ ModelOpt = Annotated[Optional[str], typer.Option(help="Model for every role.")]
 RoleModel = Annotated[Optional[str], typer.Option(help="Model for this role (overrides --model).")]
 Temperature = Annotated[Optional[float], typer.Option(help="Sampling temperature of the dialogue [default: 0.7].")]
 MaxTurns = Annotated[Optional[int], typer.Option(help="Most rounds (practitioner + persona) per episode [default: 8].")]
-PersonasDir = Annotated[Optional[Path], typer.Option("--personas", help="Directory of persona YAML files overriding the shipped ones.")]
+PersonasDir = Annotated[Optional[Path], typer.Option("--personas", "--personas-dir", help="Directory of persona YAML files overriding the shipped ones.")]
 PromptsDir = Annotated[Optional[Path], typer.Option("--prompts", help="Directory of prompt files overriding the shipped ones.")]
 EvaluatorModel = Annotated[Optional[str], typer.Option(help="Evaluator model(s), comma-separated; judges take them in turn.")]
 Judges = Annotated[int, typer.Option(min=0, help="Independent judges per episode (0: no grading).")]
@@ -130,18 +130,32 @@ def _profile(practitioner_gender: str, persona_gender: str) -> Profile:
     return Profile(practitioner_gender=practitioner_gender, persona_gender=persona_gender)
 
 
-def _episode_files(paths: list[Path]) -> list[Path]:
-    files = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(path.glob("*.json"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise UserError(f"{path}: no such episode file or directory")
-    if not files:
-        raise UserError(f"no episode files in {', '.join(map(str, paths))}")
-    return files
+def _grading_targets(names: list[str], db: Path) -> list[tuple[str, dict, object]]:
+    """(label, record, save) for each episode file, directory of them, run id or episode id in --db."""
+    from .store import Store
+
+    targets = []
+    for name in names:
+        path = Path(name)
+        if path.exists():
+            files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+            for f in files:
+                targets.append((str(f), _read_episode(f), lambda record, f=f: f.write_text(json.dumps(record, indent=2, ensure_ascii=False))))
+            continue
+        if not db.is_file():
+            raise UserError(f"{name}: no such episode file or directory, and no database {db} to look it up in")
+        with Store(db) as store:
+            is_run = any(r["id"] == name for r in store.runs())
+            records = [r for r in store.episodes(name) if r["status"] == "succeeded"] if is_run else [store.episode(name)]
+
+        def save(record, db=db):
+            with Store(db) as store:
+                store.replace_verdicts(record["id"], record["verdicts"])
+
+        targets += [(f"{r['id']} ({r['cell'] or r['setting']})", r, save) for r in records]
+    if not targets:
+        raise UserError(f"nothing to grade in {', '.join(names)}")
+    return targets
 
 
 def _read_episode(path: Path) -> dict:
@@ -162,19 +176,18 @@ def _print_alpha(verdicts_per_episode: list[list[dict]]) -> None:
 
 @app.command()
 def grade(
-    episodes: Annotated[list[Path], typer.Argument(help="Episode JSON files, or directories of them.", show_default=False)],
-    judges: Judges = 1, seed: Annotated[int, typer.Option(help="Seed of the first judge.")] = 0,
+    episodes: Annotated[list[str], typer.Argument(help="Episode JSON files or directories, run ids or episode ids.", show_default=False)],
+    db: Db = Path("nextstep.db"), judges: Judges = 1, seed: Annotated[int, typer.Option(help="Seed of the first judge.")] = 0,
     rubric_file: RubricFile = None, fidelity_judge: FidelityJudge = False,
     backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, output_mode: OutputModeOpt = None,
     model: ModelOpt = None, evaluator_model: EvaluatorModel = None,
     personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
 ) -> None:
-    """Re-grade stored episodes without re-simulating; earlier verdicts move to verdict_history."""
+    """Re-grade stored episodes without re-simulating; earlier verdicts are kept as history."""
     config = _config(config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode,
                      model=model, evaluator_model=evaluator_model, personas_dir=personas_dir, prompts_dir=prompts_dir)
     cat = _catalog(config)
-    files = _episode_files(episodes)
-    records = [_read_episode(f) for f in files]
+    targets = _grading_targets(episodes, db)
     if judges < 1:
         raise UserError("--judges must be at least 1 to grade")
     with endpoint(config) as ep:
@@ -182,21 +195,21 @@ def grade(
         async def go():
             panel = _judges(ep.models(config)["evaluators"], cat, config, judges, rubric_file, seed, fidelity_judge)
             results = []
-            for path, record in zip(files, records):
-                console.print(f"[dim]grading {path}[/]")
+            for label, record, save in targets:
+                console.print(f"[dim]grading {label}[/]")
                 verdicts = [await grade_episode(record, judge, cat) for judge in panel]
                 for verdict in verdicts:
                     print_verdict(verdict)
                 record["verdict_history"] = record.get("verdict_history", []) + record.get("verdicts", [])
                 record["verdicts"] = verdicts
-                path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+                save(record)
                 results.append(verdicts)
             return results
 
         results = asyncio.run(go())
     if judges > 1:
         _print_alpha(results)
-    console.print(f"[bold]saved[/]: verdicts written into {len(files)} episode file(s)")
+    console.print(f"[bold]saved[/]: new verdicts for {len(targets)} episode(s); earlier ones kept as history")
 
 
 def _fmt(x, ci=None) -> str:
@@ -293,8 +306,10 @@ def _print_summary(run_id: str, db: Path, progress) -> None:
 
     frame = load_run(run_id, db)
     rows = summary(frame)
-    table = Table("persona", "setting", "episodes", "failed", "unfaithful", "contact rate",
-                  *[c.replace("_", " ") for c in CONDITIONS], title=f"run {run_id}", title_justify="left")
+    short = {"agenda_clarity": "agenda", "congruence": "congr", "genuine_interest": "genuine", "timing": "timing",
+             "natural_bridge": "bridge", "setting_fit": "fit"}  # fmt: skip
+    table = Table("persona", "setting", "episodes", "failed", "unfaithful", "contact rate", *[short[c] for c in CONDITIONS],
+                  title=f"run {run_id}: contact rate and mean score (1-5) per condition", title_justify="left")
     for r in rows:
         table.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["unfaithful"]),
                       _fmt(r["contact_rate"]), *[_fmt(r[c]) for c in CONDITIONS])  # fmt: skip

@@ -117,3 +117,36 @@ async def test_token_budget_stops_scheduling(tmp_path):
     assert final.finished and final.stopped == "token budget of 1 reached" and final.total == 18
     # the first episode to end spends the budget; the one already in flight beside it still ends and is kept
     assert final.done == 2 and len(load_run(run_id, tmp_path / "n.db")) == 2
+
+
+def nextstep(*args):
+    return subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_cli_batch_runs_show_grade_export(tmp_path):
+    db = str(tmp_path / "n.db")
+    with StubServer() as url:
+        batch = nextstep("batch", "--personas", "aloof,unsure", "--max-turns", "2", "--run-id", "r1", "--base-url", url, "--db", db)
+        assert batch.returncode == 0, batch.stderr
+        assert "run r1" in batch.stdout and "contact rate" in batch.stdout and "nextstep show r1" in batch.stdout
+        listing = nextstep("runs", "--db", db)
+        assert "r1" in listing.stdout and listing.returncode == 0
+        regrade = nextstep("grade", "r1", "--judges", "2", "--base-url", url, "--db", db)
+        assert regrade.returncode == 0, regrade.stderr
+        assert "agreement between judges" in regrade.stdout
+    with Store(tmp_path / "n.db") as store:
+        episode = store.episodes("r1")[0]
+        history = store.conn.execute("SELECT count(*) FROM verdict_history").fetchone()[0]
+    assert len(episode["verdicts"]) == 2 and history == 2  # one old verdict per episode kept
+    shown = nextstep("show", episode["id"][:8], "--db", db)
+    assert shown.returncode == 0 and episode["turns"][0]["text"][:20] in shown.stdout
+    out = tmp_path / "r1.csv"
+    assert nextstep("export", "r1", "--format", "csv", "-o", str(out), "--db", db).returncode == 0
+    assert len(pd.read_csv(out)) == 2
+    missing = nextstep("show", "nope", "--db", db)
+    assert missing.returncode == 2 and "no episode" in missing.stderr.lower()
+    not_ours = tmp_path / "other.db"
+    sqlite3.connect(not_ours).execute("CREATE TABLE t (x)").connection.commit()
+    bad = nextstep("runs", "--db", str(not_ours))
+    assert bad.returncode == 2 and "not a nextstep database" in bad.stderr
