@@ -36,6 +36,11 @@ class Judge:
     temperature: float = 0.3  # above 0 so judges with different seeds are independent draws
     fidelity_judge: bool = False
 
+    def texts(self) -> dict[str, tuple[str, str]]:
+        """{hash: (name, text)} of the rubric and every evaluator prompt, for the store's provenance."""
+        texts = {p: self.prompts.source(p) for p in PROMPTS} | {"rubric": self.rubric.model_dump_json(indent=1)}
+        return {text_hash(t) if n != "rubric" else self.rubric_hash: (n, t) for n, t in texts.items()}
+
     async def ask(self, prompt: str, output_type: type[BaseModel], purpose: str, calls: list[Call], k: int, max_tokens: int):
         return await structured(
             self.model, [{"role": "user", "content": prompt}], output_type, role="evaluator", purpose=purpose,

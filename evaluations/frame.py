@@ -12,6 +12,13 @@ from .agreement import panel_exchanged, panel_scores, raised_flags
 from .rubric import CONDITIONS, FLAGS
 
 
+def faithful(record: dict) -> bool | None:
+    """False if the telemetry rules or any judge's fidelity check found the persona out of character."""
+    rules = (record.get("fidelity") or {}).get("ok")
+    judged = [(v.get("fidelity") or {}).get("in_character") for v in record.get("verdicts") or []]
+    return False if rules is False or False in judged else rules
+
+
 def episode_row(record: dict) -> dict:
     """One episode as flat columns: factors, outcome, private state, panel scores, flags."""
     o, profile = record.get("outcome") or {}, record.get("profile") or {}
@@ -24,7 +31,7 @@ def episode_row(record: dict) -> dict:
         "setting": record["setting"], "persona": record["persona"], "strategy": record["strategy"],
         "practitioner_gender": profile.get("practitioner_gender"), "persona_gender": profile.get("persona_gender"),
         "seed": record.get("seed"), "status": record["status"], "error": record.get("error"),
-        "fidelity_ok": (record.get("fidelity") or {}).get("ok"),
+        "fidelity_ok": faithful(record),
         "exchanged": o.get("exchanged"), "contact": None if not o else o.get("exchanged") not in (None, "none"),
         "judged_exchanged": panel_exchanged(verdicts) if verdicts else None,
         "asked": o.get("asked"), "first_ask_turn": o.get("first_ask_turn"), "end_reason": o.get("end_reason"),

@@ -189,8 +189,11 @@ class Batch:
         await loop.run_in_executor(writer, self.store.create_run, run_id, spec)
         done = await loop.run_in_executor(writer, self.store.done, run_id)
         cells = [c for c in expand(exp) if (c.key, c.rep) not in done]
-        progress = Progress(total=len(cells), skipped=len(done), run_id=run_id)
         prompts = Prompts(cat.prompt_dirs)
+        if exp.judges:
+            texts = Judge(models["evaluators"][0], prompts, rubric, rubric_hash).texts()
+            await loop.run_in_executor(writer, self.store.save_texts, texts)
+        progress = Progress(total=len(cells), skipped=len(done), run_id=run_id)
         limit = asyncio.Semaphore(self.concurrency or DEFAULT_CONCURRENCY.get(self.endpoint.backend, 4))
 
         async def one(cell: Cell) -> None:

@@ -272,5 +272,11 @@ class Store:
                          (json.dumps(record, ensure_ascii=False), spent["calls"], spent["prompt_tokens"],
                           spent["completion_tokens"], spent["latency_s"], eid))  # fmt: skip
 
+    def save_texts(self, texts: dict[str, tuple[str, str]]) -> None:
+        """Keep texts by hash ({hash: (name, text)}), e.g. the rubric and evaluator prompts of a run."""
+        with self._tx() as conn:
+            for digest, (name, text) in texts.items():
+                insert(conn, "prompts", {"hash": digest, "name": name, "text": text}, "INSERT OR IGNORE")
+
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -97,6 +97,9 @@ async def test_export_round_trips(tmp_path):
         run_id = await run_grid({"personas": "aloof,unsure", "max_turns": 2}, db=db, base_url=url)
     with Store(db) as store:
         records = store.episodes(run_id)
+        texts = dict(store.conn.execute("SELECT name, text FROM prompts").fetchall())
+    assert {"practitioner", "persona", "evaluator_transition", "rubric"} <= texts.keys()  # provenance: the texts hashed
+    assert "agenda_clarity" in texts["rubric"]
     export(run_id, db, "jsonl", tmp_path / "e.jsonl")
     assert [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()] == records
     frame = load_run(run_id, db)

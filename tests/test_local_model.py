@@ -83,3 +83,36 @@ def test_no_server_outlives_the_command(tmp_path, sig, code):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_serve_runs_in_the_foreground_on_loopback_and_stops_with_its_parent():
+    import urllib.request
+
+    from simulator.local import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "serve", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1) as r:
+                    assert b"SmolLM2" in r.read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("nextstep serve did not answer")
+        [server] = _servers_of(proc.pid)
+        listening = Path(f"/proc/{server}/net/tcp").read_text()
+        assert f"0100007F:{port:04X}" in listening and f"00000000:{port:04X}" not in listening  # 127.0.0.1 only
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while _alive(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(server)
+    finally:
+        proc.kill()
+        proc.wait()
