@@ -27,12 +27,12 @@ class Endpoint:
     output_mode: OutputMode
     default_model: str
 
-    def models(self, config: Config, *, max_retries: int = 2) -> dict:
+    def models(self, config: Config) -> dict:
         """Chat models by role, sharing one client (create inside the running event loop).
 
         'evaluators' is a list: --evaluator-model may name several models, which judges take in turn.
         """
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=config.timeout, max_retries=max_retries)
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=config.timeout, max_retries=0)
         default = config.model or self.default_model
 
         def model(name: str | None) -> OpenAIChatModel:

@@ -23,6 +23,7 @@ class Completion:
     completion_tokens: int = 0
     latency_s: float = 0.0
     model: str = ""
+    retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Call:
     completion_tokens: int
     latency_s: float
     finish_reason: str | None
+    retries: int = 0
     ok: bool = True
     error: str | None = None
 
@@ -63,7 +65,7 @@ class ChatModel(Protocol):
 
 def _call(role: str, purpose: str, model: ChatModel, seed: int | None, c: Completion, error: str | None = None) -> Call:
     return Call(role, purpose, c.model or model.name, seed, c.prompt_tokens, c.completion_tokens,
-                round(c.latency_s, 4), c.finish_reason, ok=error is None, error=error)
+                round(c.latency_s, 4), c.finish_reason, c.retries, ok=error is None, error=error)
 
 
 async def chat(model: ChatModel, messages: list[Message], *, role: str, purpose: str, calls: list[Call], **options) -> str:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
+import random
 import time
+from dataclasses import dataclass
 from typing import Literal
 
+import httpx
 import openai
 
 from .chat import Completion, Message
@@ -20,13 +25,62 @@ def response_format(schema: dict, mode: OutputMode) -> dict:
     return {"type": "json_schema", "json_schema": {"name": schema.get("title", "output"), "schema": schema, "strict": True}}
 
 
+RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter; the server's Retry-After wins when it gives one."""
+
+    attempts: int = 5
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    max_retry_after_s: float = 120.0  # a server may ask for a long pause; beyond this we would rather fail
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before try `attempt + 1`: `RetryPolicy(base_s=1).delay(2, None)` is in [0, 4]."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after_s)
+        return random.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+
+
+def retry_after(response: httpx.Response | None) -> float | None:
+    """Seconds from a `retry-after-ms` or `retry-after` header (seconds or an HTTP date), else None."""
+    if response is None:
+        return None
+    headers = response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError):
+        return None
+
+
+def retryable(error: openai.APIError) -> bool:
+    """Timeouts, dropped connections, 408/409/429 and 5xx are worth another try; other 4xx are not."""
+    if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    status = getattr(error, "status_code", None)
+    return status is not None and (status in RETRYABLE_STATUS or status >= 500)
+
+
 class OpenAIChatModel:
     """One model name on one OpenAI-compatible endpoint; several roles may share the client."""
 
-    def __init__(self, client: openai.AsyncOpenAI, name: str, *, output_mode: OutputMode = "json_schema"):
-        self.client = client
+    def __init__(self, client: openai.AsyncOpenAI, name: str, *, output_mode: OutputMode = "json_schema",
+                 retry: RetryPolicy = RetryPolicy()):
+        # Ours is the only retry layer: the client's own retries would multiply with it.
+        self.client = client.with_options(max_retries=0)
         self.name = name
         self.output_mode = output_mode
+        self.retry = retry
 
     async def complete(
         self,
@@ -43,13 +97,18 @@ class OpenAIChatModel:
             extra["seed"] = seed
         if stop:
             extra["stop"] = stop
-        start = time.perf_counter()
-        try:
-            response = await self.client.chat.completions.create(
-                model=self.name, messages=messages, max_tokens=max_tokens, temperature=temperature, **extra
-            )
-        except openai.APIError as e:
-            raise ModelError(f"{type(e).__name__}: {e}") from None
+        for attempt in range(self.retry.attempts):
+            start = time.perf_counter()
+            try:
+                response = await self.client.chat.completions.create(
+                    model=self.name, messages=messages, max_tokens=max_tokens, temperature=temperature, **extra
+                )
+                break
+            except openai.APIError as e:
+                if not retryable(e) or attempt == self.retry.attempts - 1:
+                    tries = f" after {attempt + 1} tries" if attempt else ""
+                    raise ModelError(f"{type(e).__name__}: {e}{tries}") from None
+                await asyncio.sleep(self.retry.delay(attempt, retry_after(getattr(e, "response", None))))
         latency = time.perf_counter() - start
         if not response.choices:
             raise ModelError("the endpoint returned no choices")
@@ -62,4 +121,5 @@ class OpenAIChatModel:
             completion_tokens=usage.completion_tokens if usage else 0,
             latency_s=latency,
             model=response.model or self.name,
+            retries=attempt,
         )

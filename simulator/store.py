@@ -27,7 +27,7 @@ CREATE TABLE turns (episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE C
     text TEXT, intent TEXT, interest INTEGER, comfort INTEGER, shares_contact INTEGER, PRIMARY KEY (episode_id, turn));
 CREATE TABLE calls (episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE, n INTEGER NOT NULL, judge INTEGER,
     role TEXT, purpose TEXT, model TEXT, seed INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER, latency_s REAL,
-    finish_reason TEXT, ok INTEGER, error TEXT);
+    finish_reason TEXT, retries INTEGER, ok INTEGER, error TEXT);
 CREATE TABLE verdicts (episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE, judge INTEGER NOT NULL,
     model TEXT, seed INTEGER, temperature REAL, rubric_hash TEXT, n_unscored INTEGER, flags_status TEXT, outcome_status TEXT,
     verdict_json TEXT NOT NULL, PRIMARY KEY (episode_id, judge));
@@ -205,7 +205,7 @@ class Store:
         for n, call in enumerate(calls):
             insert(self.conn, "calls", {"episode_id": episode_id, "n": n, "judge": judge, **pick(
                 call, "role", "purpose", "model", "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason",
-                "ok", "error")})  # fmt: skip
+                "retries", "ok", "error")})  # fmt: skip
 
     def _insert_verdicts(self, episode_id: str, verdicts: list[dict]) -> None:
         for v in verdicts:

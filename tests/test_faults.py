@@ -1,0 +1,101 @@
+"""Endpoint faults from the scriptable loopback server: what is retried, what is re-asked, what fails."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+from stub_server import StubServer, completion
+
+from simulator.chat import structured
+from simulator.episode import PersonaState
+from simulator.errors import ModelError, OutputError
+from simulator.openai_backend import OpenAIChatModel, RetryPolicy, retry_after
+
+FAST = RetryPolicy(attempts=3, base_s=0.01, cap_s=0.05)
+HI = [{"role": "user", "content": "hi"}]
+
+
+def model(url, *, timeout=5.0, retry=FAST):
+    client = openai.AsyncOpenAI(base_url=url, api_key="sk-test", timeout=timeout, max_retries=2)
+    return OpenAIChatModel(client, "m", output_mode="json_object", retry=retry)
+
+
+def first(n_faulty, outcome):
+    """A fault script: the first n requests get `outcome`, the rest are answered normally."""
+    return lambda n, body: outcome if n < n_faulty else None
+
+
+@pytest.mark.parametrize("outcome", [
+    (429, {"retry-after": "0.2"}, {"error": {"message": "slow down"}}),
+    (500, {}, {"error": {"message": "boom"}}),
+    (503, {}, {"error": {"message": "unavailable"}}),
+    (408, {}, {"error": {"message": "timeout"}}),
+    "reset",
+])  # fmt: skip
+async def test_transient_faults_are_retried(outcome):
+    stub = StubServer(fault=first(2, outcome))
+    with stub as url:
+        start = time.monotonic()
+        c = await model(url).complete(HI)
+        waited = time.monotonic() - start
+    assert c.retries == 2 and c.text
+    assert len(stub.requests) == 3  # our retries only: the client's own max_retries=2 was switched off
+    if outcome[0] == 429:
+        assert waited >= 0.4  # Retry-After honoured twice
+
+
+async def test_a_call_that_hangs_past_the_timeout_is_retried():
+    stub = StubServer(fault=first(1, "hang"))
+    with stub as url:
+        c = await model(url, timeout=0.5).complete(HI)
+    assert c.retries == 1 and len(stub.requests) == 2
+
+
+async def test_persistent_5xx_fails_after_the_bounded_attempts():
+    stub = StubServer(fault=lambda n, body: (502, {}, {"error": {"message": "bad gateway"}}))
+    with stub as url, pytest.raises(ModelError, match=r"InternalServerError: .*bad gateway.* after 3 tries"):
+        await model(url).complete(HI)
+    assert len(stub.requests) == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 422])
+async def test_other_client_errors_are_not_retried(status):
+    stub = StubServer(fault=lambda n, body: (status, {}, {"error": {"message": "no"}}))
+    with stub as url, pytest.raises(ModelError):
+        await model(url).complete(HI)
+    assert len(stub.requests) == 1
+
+
+@pytest.mark.parametrize("bad", [
+    completion({}, '{"interest": 3, "comf'),                       # invalid JSON
+    completion({}, '{"interest": 3, "comfort": 4', "length"),       # cut off at max_tokens
+    completion({}, ""),                                             # empty content
+    completion({}, '{"interest": 30, "comfort": 4, "shares_contact": true}'),  # out of the schema
+])  # fmt: skip
+async def test_malformed_output_goes_to_the_bounded_reask(bad):
+    stub = StubServer(fault=first(1, (200, {}, bad)))
+    calls = []
+    with stub as url:
+        state = await structured(model(url), HI, PersonaState, role="persona", purpose="state", calls=calls, reasks=2)
+    assert isinstance(state, PersonaState)
+    assert [c.ok for c in calls] == [False, True] and calls[0].error
+    assert "That answer was invalid" in stub.requests[1]["messages"][-1]["content"]
+
+
+async def test_output_that_stays_malformed_is_an_output_error():
+    stub = StubServer(fault=lambda n, body: (200, {}, completion(body, "not json")))
+    with stub as url, pytest.raises(OutputError, match="invalid output after 3 attempts"):
+        await structured(model(url), HI, PersonaState, role="persona", purpose="state", calls=[], reasks=2)
+
+
+def test_retry_after_forms():
+    import httpx
+
+    assert retry_after(httpx.Response(429, headers={"retry-after": "3"})) == 3.0
+    assert retry_after(httpx.Response(429, headers={"retry-after-ms": "250"})) == 0.25
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 10))
+    assert 8 <= retry_after(httpx.Response(429, headers={"retry-after": date})) <= 10
+    assert retry_after(httpx.Response(429)) is None and retry_after(None) is None
+    assert RetryPolicy(cap_s=5).delay(10, None) <= 5 and RetryPolicy(cap_s=5).delay(0, 60) == 60 and RetryPolicy().delay(0, 1e6) == 120
