@@ -21,6 +21,8 @@ from .stats import bootstrap_ci, holm, mcnemar, paired_bootstrap_ci, rates_test,
 SMALL = 5  # groups with fewer usable episodes are marked small: shown, but read with care
 MEASURES = ("mean_interest", "mean_comfort", *CONDITIONS)  # per-episode numbers compared with rank tests
 PAIR_KEY = ["cell", "rep", "seed"]
+SHORT = {"mean_interest": "interest", "mean_comfort": "comfort", "agenda_clarity": "agenda", "congruence": "congr",
+         "genuine_interest": "genuine", "timing": "timing", "natural_bridge": "bridge", "setting_fit": "fit"}  # fmt: skip
 
 
 def clean(value):

@@ -6,7 +6,7 @@ import contextlib
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import openai
@@ -26,6 +26,7 @@ class Endpoint:
     api_key: str
     output_mode: OutputMode
     default_model: str
+    exit_reason: Callable[[], str | None] = lambda: None  # the local server: why it is gone, if it died
 
     def models(self, config: Config) -> dict:
         """Chat models by role, sharing one client (create inside the running event loop).
@@ -67,5 +68,5 @@ def endpoint(config: Config) -> Iterator[Endpoint]:
             raise UserError(f"--backend openai needs an API key in ${config.api_key_env}")
         yield Endpoint("openai", None, key, config.output_mode or "json_schema", OPENAI_DEFAULT_MODEL)
     else:
-        with local_server() as url:
-            yield Endpoint("local", url, "local", config.output_mode or "json_object", MODEL_NAME)
+        with local_server() as server:
+            yield Endpoint("local", server.url, "local", config.output_mode or "json_object", MODEL_NAME, server.exit_reason)

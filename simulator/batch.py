@@ -141,6 +141,7 @@ class Progress:
     tokens: int = 0
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None
+    fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
     run_id: str | None = None
     finished: bool = False
 
@@ -222,10 +223,12 @@ class Batch:
                 else:
                     progress.failed += 1
                     log.warning("episode %s (%s rep %d) failed: %s", record["id"], cell.key, cell.rep, record["error"])
+                    if (reason := self.endpoint.exit_reason()) and not progress.stopped:
+                        progress.stopped, progress.fault = reason, True
                 if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
                     progress.stopped = f"token budget of {self.max_tokens:,} reached"
                 if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
-                    progress.stopped = f"{progress.failed} failures reached --max-failures"
+                    progress.stopped, progress.fault = f"{progress.failed} failures reached --max-failures", True
                 self._report(progress)
 
         try:

@@ -390,6 +390,8 @@ def batch(
         run = asyncio.run(run_grid(None if resume else grid, db=db, run_id=run_id, resume=resume, concurrency=concurrency,
                                    max_tokens=max_tokens, max_failures=max_failures, config=config, on_progress=remember))
     _print_summary(run, db, final["progress"])
+    if final["progress"].fault:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -11,13 +11,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from evaluations.compare import SHORT
 from evaluations.rubric import CONDITIONS
 
 from .errors import UserError
 
-SHORT = {"mean_interest": "interest", "mean_comfort": "comfort", "agenda_clarity": "agenda", "congruence": "congr",
-         "genuine_interest": "genuine", "timing": "timing", "natural_bridge": "bridge", "setting_fit": "fit"}  # fmt: skip
 FORMATS = ("text", "json")
+Db = Annotated[Path, typer.Option(help="SQLite database of runs.")]
 
 
 def _flags(stats: dict) -> str:
@@ -45,7 +45,7 @@ def print_reactions(run_id: str, r: dict, console) -> None:
                   fmt_ci(row["mean_comfort"]), _flags(row))
     console.print(t)
     t = Table("condition", *[escape(str(row["persona"])) for row in r["personas"]],
-              title="condition scores 1-5 by persona: mean [bootstrap 95% CI]", title_justify="left")
+              title=escape("condition scores 1-5 by persona: mean [bootstrap 95% CI]"), title_justify="left")
     for c in CONDITIONS:
         t.add_row(c, *[fmt_ci(row[c]) for row in r["personas"]])
     console.print(t)
@@ -60,7 +60,7 @@ def print_reactions(run_id: str, r: dict, console) -> None:
               title="differences between personas", title_justify="left")
     for measure, test in r["tests"].items():
         o = test["omnibus"]
-        pairs = "; ".join(f"{p['a']}-{p['b']} {fmt_p(p['p_holm'])}, {fmt(p['effect'])}" for p in test["pairwise"])
+        pairs = "\n".join(f"{p['a']}-{p['b']}: {fmt_p(p['p_holm'])}, {fmt(p['effect'])}" for p in test["pairwise"])
         t.add_row(SHORT.get(measure, measure), o["test"], fmt(o["statistic"]), fmt_p(o["p"]),
                   f"{fmt(o['effect'])} {o['effect_name']}", escape(pairs))
     console.print(t)
@@ -108,8 +108,6 @@ def print_comparison(c: dict, console) -> None:
 
 def register(app: typer.Typer, console) -> None:
     """Add `compare` and `report` to the nextstep app."""
-    Db = Annotated[Path, typer.Option(help="SQLite database of runs.")]
-
     def existing(db: Path) -> None:
         if not db.is_file():
             raise UserError(f"{db}: no such database (run a batch first, or pass --db)")

@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
@@ -75,9 +76,30 @@ def _wait_ready(process: subprocess.Popen, url: str, log_file, timeout: float) -
     raise UserError(f"the local model server did not answer within {timeout:.0f}s")
 
 
+def check_port_free(port: int) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            raise UserError(f"port {port} on {HOST} is already in use; pick another with --port") from None
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    url: str
+    process: subprocess.Popen
+
+    def exit_reason(self) -> str | None:
+        """Why the server is gone (it died mid-run), or None while it runs."""
+        code = self.process.poll()
+        return None if code is None else f"the local model server exited with code {code}"
+
+
 @contextlib.contextmanager
-def local_server(*, port: int | None = None, n_ctx: int = 4096, timeout: float = 120.0) -> Iterator[str]:
-    """Run the embedded model on 127.0.0.1 and yield its base URL; stop it on any exit."""
+def local_server(*, port: int | None = None, n_ctx: int = 4096, timeout: float = 120.0) -> Iterator[LocalServer]:
+    """Run the embedded model on 127.0.0.1 and yield it (`.url` is the base URL); stop it on any exit."""
+    if port:
+        check_port_free(port)
     port = port or free_port()
     with tempfile.TemporaryFile() as log_file:
         process = subprocess.Popen(
@@ -88,7 +110,7 @@ def local_server(*, port: int | None = None, n_ctx: int = 4096, timeout: float =
         try:
             log.info("starting the local model server on %s (pid %d)", url, process.pid)
             _wait_ready(process, url, log_file, timeout)
-            yield url
+            yield LocalServer(url, process)
         finally:
             stop(process)
 
@@ -105,6 +127,7 @@ def stop(process: subprocess.Popen) -> None:
 
 def serve(port: int, n_ctx: int) -> int:
     """Run the server in the foreground (for `nextstep serve`) and return its exit code."""
+    check_port_free(port)
     process = subprocess.Popen(server_command(port, n_ctx), preexec_fn=_die_with_parent)
     try:
         return process.wait()

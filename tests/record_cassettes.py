@@ -21,7 +21,8 @@ from simulator.runner import run_episode  # noqa: E402
 
 def main() -> None:
     CASSETTES.mkdir(exist_ok=True)
-    with local_server() as url:
+    with local_server() as server:
+        url = server.url
         (CASSETTES / "episode.yaml").unlink(missing_ok=True)
         with cassette("episode", record_mode="all"):
             record = asyncio.run(run_episode(short_episode(url), backend="local"))

@@ -65,6 +65,7 @@ class StubServer:
     def __init__(self, latency: float = 0.0, fault: Callable[[int, dict], object] | None = None, port: int = 0):
         self.latency, self.fault = latency, fault
         self.requests: list[dict] = []
+        self.authorizations: list[str | None] = []  # the Authorization header of each request, to check keys are used
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
         stub = self
@@ -87,6 +88,7 @@ class StubServer:
                 with stub._lock:
                     n = len(stub.requests)
                     stub.requests.append(body)
+                    stub.authorizations.append(self.headers.get("authorization"))
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                 try:

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.local_model
 
 @pytest.fixture(scope="module")
 def server_url():
-    with local_server() as url:
-        yield url
+    with local_server() as server:
+        yield server.url
 
 
 def _transcript(record):
@@ -116,3 +116,28 @@ def test_serve_runs_in_the_foreground_on_loopback_and_stops_with_its_parent():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_server_that_dies_mid_batch_stops_the_batch_and_keeps_the_episode_in_flight(tmp_path):
+    from simulator.store import Store
+
+    db = tmp_path / "n.db"
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "batch", "--db", str(db), "--judges", "0", "--max-turns", "6",
+                             "--run-id", "dies"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _servers_of(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(4)  # the server is up and the first episode is under way
+        [server] = _servers_of(proc.pid)
+        os.kill(server, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert "the local model server exited with code -9" in out
+    with Store(db) as store:
+        episodes = store.episodes("dies")
+        assert store.integrity_ok()
+    assert len(episodes) == 1 and episodes[0]["status"] == "failed"  # in flight: stored as failed; nothing else started
+    assert "APIConnectionError" in episodes[0]["error"]

@@ -1,0 +1,198 @@
+"""Persona reactions and run comparisons: each statistic is the stats function on the same numbers, wired right."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import typer
+from rich.console import Console
+from stub_server import StubServer
+from typer.testing import CliRunner
+
+from evaluations.compare import compare_runs, load_pair, persona_reactions
+from evaluations.rubric import CONDITIONS, FLAGS
+from evaluations.stats import (bootstrap_ci, holm, mcnemar, paired_bootstrap_ci, rates_test, scores_test,
+                               wilcoxon_paired, wilson_ci)
+from simulator.batch import run_grid
+from simulator.cli_compare import register
+from simulator.errors import UserError
+
+IDS = itertools.count()
+
+
+def episode(persona="friendly", setting="bar_club", strategy="turn_back", contact=False, interest=5.0, score=3, **extra):
+    """One frame row as `frame.episode_row` makes it, with every condition scored `score`."""
+    rep = extra.pop("rep", 0)
+    row = {"episode_id": f"e{next(IDS)}", "cell": f"{setting}/{persona}/{strategy}/man-woman", "rep": rep, "seed": 100 + rep,
+           "setting": setting, "persona": persona, "strategy": strategy, "status": "succeeded", "fidelity_ok": True,
+           "contact": contact, "mean_interest": interest, "mean_comfort": None if interest is None else 10 - interest,
+           **{c: score for c in CONDITIONS}, **{f"flag_{f}": False for f in FLAGS}}  # fmt: skip
+    return row | extra
+
+
+def personas_frame() -> pd.DataFrame:
+    """aloof 2/10 contacts, friendly 8/10, unsure 5/10; plus 1 failed and 2 out-of-character episodes."""
+    rows = []
+    for persona, hits in (("aloof", 2), ("friendly", 8), ("unsure", 5)):
+        for i in range(10):
+            rows.append(episode(persona, "bar_club" if i < 7 else "supermarket", contact=i < hits, interest=i % 4 + hits / 2,
+                                score=1 + (i + hits) % 5, rep=i, flag_rude=persona == "aloof" and i < 3))
+    rows.append(episode("aloof", "workplace", status="failed", contact=None, interest=None, score=None))
+    rows += [episode("unsure", contact=True, fidelity_ok=False, rep=20 + i) for i in range(2)]
+    return pd.DataFrame(rows)
+
+
+def test_persona_reactions_match_the_stats_functions():
+    frame = personas_frame()
+    r = persona_reactions(frame)
+    json.dumps(r, allow_nan=False)  # plain JSON: NaN became None
+    assert r["excluded"] == {"failed": 1, "unfaithful": 2} and r["n"] == 30 and r["episodes"] == 33
+    rows = {row["persona"]: row for row in r["personas"]}
+    assert rows["friendly"]["contact"] == {"k": 8, "n": 10, "rate": 0.8, "ci": list(wilson_ci(8, 10))}
+    used = frame[(frame.status == "succeeded") & frame.fidelity_ok]
+    aloof = used[used.persona == "aloof"]
+    assert rows["aloof"]["mean_interest"]["mean"] == pytest.approx(aloof.mean_interest.mean())
+    assert rows["aloof"]["timing"]["ci"] == pytest.approx(list(bootstrap_ci(aloof.timing.to_numpy(float))))
+    assert rows["aloof"]["flags"]["rude"]["rate"] == pytest.approx(0.3) and rows["unsure"]["flags"]["rude"]["k"] == 0
+
+    contact = r["tests"]["contact"]
+    assert contact["omnibus"]["p"] == pytest.approx(rates_test([2, 8, 5], [10, 10, 10])["p"])
+    assert contact["omnibus"]["test"].startswith("chi2")
+    pairs = {(p["a"], p["b"]): p for p in contact["pairwise"]}
+    assert pairs[("aloof", "friendly")]["p"] == pytest.approx(rates_test([2, 8], [10, 10])["p"])
+    assert pairs[("aloof", "friendly")]["effect"] == pytest.approx(rates_test([2, 8], [10, 10])["effect"])  # Cohen's h
+    raw = [p["p"] for p in contact["pairwise"]]
+    assert [p["p_holm"] for p in contact["pairwise"]] == pytest.approx(holm(raw))
+    smallest = pairs[("aloof", "friendly")]  # 2/10 against 8/10: Holm multiplies the smallest p by 3
+    assert smallest["p"] == min(raw) and smallest["p_holm"] == pytest.approx(3 * smallest["p"]) and smallest["p_holm"] < 0.1
+
+    groups = [used[used.persona == p].timing.to_numpy(float) for p in ("aloof", "friendly", "unsure")]
+    assert r["tests"]["timing"]["omnibus"]["p"] == pytest.approx(scores_test(groups)["p"])
+    assert r["tests"]["timing"]["omnibus"]["test"] == "kruskal-wallis"
+    assert r["tests"]["timing"]["pairwise"][0]["p"] == pytest.approx(scores_test(groups[:2])["p"])
+
+
+def test_small_and_empty_cells_are_marked_not_dropped():
+    r = persona_reactions(personas_frame())
+    cells = {(row["persona"], row["setting"]): row for row in r["persona_setting"]}
+    assert cells[("aloof", "supermarket")]["n"] == 3 and cells[("aloof", "supermarket")]["small"] is True
+    assert cells[("aloof", "bar_club")]["small"] is False
+    # Its only episode failed: still listed, with n 0 and no rate rather than a made-up 0.
+    assert cells[("aloof", "workplace")]["n"] == 0 and cells[("aloof", "workplace")]["contact"]["rate"] is None
+
+
+def test_include_unfaithful_keeps_fidelity_flagged_episodes():
+    r = persona_reactions(personas_frame(), include_unfaithful=True)
+    assert r["n"] == 32 and r["excluded"] == {"failed": 1, "unfaithful": 0}
+    assert {row["persona"]: row["contact"]["k"] for row in r["personas"]}["unsure"] == 7
+
+
+def run_dict(run_id, *, practitioner="abc", model="m1", seed=0):
+    return {"id": run_id, "version": "0.1.0", "spec": {
+        "experiment": {"seed": seed, "reps": 6}, "backend": "openai-compatible", "reasks": 2, "catalog": {},
+        "models": {"practitioner": model, "persona": "m1", "evaluators": ["m1"]},
+        "prompts": {"practitioner": practitioner, "persona": "p1"}, "rubric_hash": "r1"}}  # fmt: skip
+
+
+def paired_frames():
+    """Six pairs in one cell and four in another; B raises contact and timing scores."""
+    a, b = [], []
+    for rep in range(10):
+        persona = "aloof" if rep < 6 else "friendly"
+        a.append(episode(persona, rep=rep, contact=rep % 3 == 0, interest=rep, score=1 + rep % 3))
+        b.append(episode(persona, rep=rep, contact=rep % 2 == 0, interest=rep + (rep % 4), score=2 + rep % 4))
+    return pd.DataFrame(a), pd.DataFrame(b)
+
+
+def test_compare_runs_pairs_and_tests():
+    fa, fb = paired_frames()
+    texts = {"abc": "Say hello.\nBe kind.\n", "xyz": "Say hello.\nBe direct.\n"}
+    c = compare_runs(run_dict("A"), run_dict("B", practitioner="xyz", model="m2"), fa, fb, texts)
+    json.dumps(c, allow_nan=False)
+    fields = {d["field"]: d for d in c["differences"]}
+    assert set(fields) == {"prompts.practitioner", "models.practitioner"}
+    assert "-Be kind." in fields["prompts.practitioner"]["diff"] and "+Be direct." in fields["prompts.practitioner"]["diff"]
+    assert c["pairing"] == {"paired": 10, "matched": 10, "only_a": 0, "only_b": 0, "reason": None, "excluded": 0}
+
+    t = c["tests"]
+    assert t["contact"]["p"] == pytest.approx(mcnemar(fa.contact, fb.contact)["p"])
+    assert (t["contact"]["b01"], t["contact"]["b10"]) == (mcnemar(fa.contact, fb.contact)["b01"], mcnemar(fa.contact, fb.contact)["b10"])
+    assert t["timing"]["p"] == pytest.approx(wilcoxon_paired(fa.timing, fb.timing)["p"])
+    assert t["timing"]["delta"] == pytest.approx((fb.timing - fa.timing).mean())
+    assert t["timing"]["ci"] == pytest.approx(list(paired_bootstrap_ci(fa.timing, fb.timing)))
+    assert t["mean_interest"]["p"] == pytest.approx(wilcoxon_paired(fa.mean_interest, fb.mean_interest)["p"])
+    assert [x["p_holm"] for x in t.values()] == pytest.approx(holm([x["p"] for x in t.values()]))
+
+    cells = {row["cell"]: row for row in c["cells"]}
+    aloof = cells["bar_club/aloof/turn_back/man-woman"]
+    assert aloof["n"] == 6 and not aloof["small"] and cells["bar_club/friendly/turn_back/man-woman"]["small"]
+    assert aloof["timing"] == pytest.approx((fb.timing[:6] - fa.timing[:6]).mean())
+    assert aloof["contact_a"] == pytest.approx(fa.contact[:6].mean())
+
+
+def test_compare_runs_says_when_it_cannot_pair():
+    fa, fb = paired_frames()
+    other_grid = fb.assign(cell=fb.cell.str.replace("bar_club", "workplace"))
+    c = compare_runs(run_dict("A"), run_dict("B"), fa, other_grid, {})
+    assert c["pairing"]["paired"] == 0 and c["tests"] == {} and c["cells"] == []
+    assert c["pairing"]["reason"].startswith("cannot pair") and "different grids" in c["pairing"]["reason"]
+    assert c["differences"] == []
+    reseeded = compare_runs(run_dict("A"), run_dict("B", seed=1), fa, fb.assign(seed=fb.seed + 1), {})
+    assert "not seeds" in reseeded["pairing"]["reason"]
+    assert reseeded["differences"] == [{"field": "experiment.seed", "a": 0, "b": 1}]
+
+
+def test_excluded_episodes_are_counted_in_pairing():
+    fa, fb = paired_frames()
+    fb.loc[0, "fidelity_ok"], fb.loc[1, "status"] = False, "failed"
+    c = compare_runs(run_dict("A"), run_dict("B"), fa, fb, {})
+    assert c["pairing"]["paired"] == 8 and c["pairing"]["excluded"] == 2
+
+
+async def test_two_stub_runs_with_an_edited_prompt(tmp_path):
+    """The real path: two batches, the second with an edited practitioner prompt, compared from the store."""
+    from simulator.files import data_dir
+
+    edited = tmp_path / "prompts"
+    edited.mkdir()
+    original = (data_dir("prompts") / "practitioner.j2").read_text()
+    (edited / "practitioner.j2").write_text(original.replace("Be genuine", "Be bold and genuine"))
+    grid = {"personas": "all", "strategies": "turn_back,no_ask", "reps": 3, "max_turns": 2}
+    db = tmp_path / "n.db"
+    with StubServer() as url:
+        a = await run_grid(grid, db=db, base_url=url)
+        b = await run_grid(grid, db=db, base_url=url, prompts_dir=edited)
+    c = compare_runs(*load_pair(a, b, db))
+    diff = {d["field"]: d for d in c["differences"]}["prompts.practitioner"]["diff"]
+    assert "+" + next(line for line in original.replace("Be genuine", "Be bold and genuine").splitlines() if "Be bold" in line) in diff
+    assert c["pairing"]["matched"] == 18 and c["pairing"]["reason"] is None
+
+    console = Console(file=io.StringIO(), width=200)
+    app = typer.Typer()
+    register(app, console)
+    app.command("noop")(lambda: None)  # typer runs a lone command without its name; two keep names
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", a, b, "--db", str(db), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["pairing"]["matched"] == 18
+    result = runner.invoke(app, ["compare", a, "--db", str(db)])
+    assert result.exit_code == 0 and "persona reactions" in console.file.getvalue() and "aloof" in console.file.getvalue()
+    result = runner.invoke(app, ["compare", a, "--db", str(db), "--format", "xml"])
+    assert isinstance(result.exception, UserError) and "--format 'xml'" in str(result.exception)
+    result = runner.invoke(app, ["compare", "no-such-run", "--db", str(db)])
+    assert isinstance(result.exception, UserError) and "no run 'no-such-run'" in str(result.exception)
+
+
+def test_bad_format_is_one_line_exit_2(tmp_path):
+    code = ("import sys; from simulator.cli import app, console, main; from simulator.cli_compare import register; "
+            "register(app, console); sys.argv = ['nextstep', *sys.argv[1:]]; main()")  # fmt: skip
+    (tmp_path / "x.db").touch()
+    result = subprocess.run([sys.executable, "-c", code, "compare", "r", "--db", str(tmp_path / "x.db"), "--format", "yaml"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.strip() == "nextstep: error: --format 'yaml': choose from text, json"

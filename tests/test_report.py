@@ -1,0 +1,107 @@
+"""The HTML report: self-contained, model text escaped, plots inline; looked at in headless Chromium when present."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+
+import pytest
+import typer
+from graded_stub import graded
+from rich.console import Console
+from stub_server import StubServer
+from typer.testing import CliRunner
+
+from evaluations.report import highlight, render_report
+from simulator.batch import run_grid
+from simulator.cli_compare import register
+from simulator.files import data_dir
+from simulator.store import Store
+
+HOSTILE = "Hi <script>alert(1)</script> and **bold**, that sounds lovely"
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if shutil.os.path.exists("/usr/bin/chromium") else None)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two graded stub runs (the second with an edited practitioner prompt); one turn of the first is hostile."""
+    import asyncio
+
+    tmp = tmp_path_factory.mktemp("report")
+    edited = tmp / "prompts"
+    edited.mkdir()
+    (edited / "practitioner.j2").write_text((data_dir("prompts") / "practitioner.j2").read_text().replace("Be genuine", "Be bold"))
+    grid = {"personas": "all", "strategies": "turn_back,no_ask", "reps": 3, "max_turns": 2}
+    db = tmp / "n.db"
+
+    async def both():
+        with StubServer(fault=graded) as url:
+            return await run_grid(grid, db=db, base_url=url), await run_grid(grid, db=db, base_url=url, prompts_dir=edited)
+
+    a, b = asyncio.run(both())
+    with Store(db) as store:
+        record = store.episodes(a)[0]
+        record["turns"][0]["text"] = HOSTILE
+        store.save_episode(a, record["cell"], record["rep"], record)
+    return db, a, b
+
+
+def test_highlight_escapes_around_marks():
+    out = highlight("say <b>hi</b> now", [("<b>hi", "ev", 'timing 5/5: "good"')])
+    assert out == 'say <mark class="ev" title="timing 5/5: &quot;good&quot;">&lt;b&gt;hi</mark>&lt;/b&gt; now'
+    assert highlight("no quote here", [("absent", "ev", "x")]) == "no quote here"
+
+
+def test_report_is_self_contained_and_escaped(runs):
+    db, a, b = runs
+    page = render_report(a, db)
+    assert "<script" not in page  # the hostile turn is text, not an element, and we ship no scripts
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "**bold**" in page
+    assert page.count("<svg") == 3  # heatmap, interest curves, condition bars
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
+    assert not re.search(r"url\((?!#)", page) and "@import" not in page  # only in-page references: no web fonts
+    for text in ("aloof", "friendly", "unsure", "contact rate", "kruskal-wallis", "<details>", "Provenance", a):
+        assert text in page
+
+
+def test_report_with_vs_shows_the_paired_comparison(runs):
+    db, a, b = runs
+    page = render_report(b, db, vs=a)
+    assert "What changed" in page and "prompts.practitioner" in page
+    assert re.search(r'<span class="add">\+.*Be bold', page) and "exact mcnemar" in page
+    assert f"A = {a} (baseline)" in page
+
+
+def test_report_command_writes_the_file(runs, tmp_path):
+    db, a, b = runs
+    app = typer.Typer()
+    register(app, Console(file=io.StringIO()))
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["report", b, "--vs", a, "-o", str(out), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith("<!doctype html>")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_report_renders_in_headless_chromium(runs, tmp_path):
+    from PIL import Image
+
+    db, a, b = runs
+    page = tmp_path / "report.html"
+    page.write_text(render_report(b, db, vs=a), encoding="utf-8")
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    dom = subprocess.run([*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    text = re.sub(r"<[^>]+>", " ", dom)
+    for name in ("aloof", "friendly", "unsure", "What changed", "Transcripts"):
+        assert name in text
+    assert dom.count("<svg") == 3 and "<script" not in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 2000)
+    assert len(image.getcolors(maxcolors=1 << 20)) > 50  # plots and tables, not a blank page
