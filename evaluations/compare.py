@@ -183,25 +183,34 @@ def differences(run_a: dict, run_b: dict, texts: dict[str, str]) -> list[dict]:
     return rows
 
 
+def _keys(frame: pd.DataFrame) -> set[tuple]:
+    """(cell, rep, seed) of every episode: what pairs an episode with its twin in another run."""
+    return set(map(tuple, frame[PAIR_KEY].to_numpy().tolist())) if len(frame) else set()
+
+
+def _unpairable(ka: set[tuple], kb: set[tuple]) -> str:
+    """Why two runs share no (cell, rep, seed)."""
+    if not ka or not kb:
+        return "cannot pair: a run has no episodes"
+    if {k[:2] for k in ka} & {k[:2] for k in kb}:
+        return "cannot pair: the runs share cells but not seeds (different experiment seed?)"
+    cells_a, cells_b = sorted({k[0] for k in ka}), {k[0] for k in kb}
+    return (f"cannot pair: the runs share no cells (different grids); A has {len(cells_a)} cells such as "
+            f"{', '.join(cells_a[:3])}, B has {len(cells_b)}")
+
+
 def pair(frame_a: pd.DataFrame, frame_b: pd.DataFrame, *, include_unfaithful: bool = False) -> tuple[pd.DataFrame, dict]:
     """Episodes matched by cell, rep and seed (columns suffixed _a, _b), and how the matching went."""
-    keys = lambda f: set(map(tuple, f[PAIR_KEY].to_numpy().tolist())) if len(f) else set()  # noqa: E731
-    ka, kb = keys(frame_a), keys(frame_b)
-    cells = lambda k: {c for c, _, _ in k}  # noqa: E731
-    info = {"paired": 0, "matched": len(ka & kb), "only_a": len(ka - kb), "only_b": len(kb - ka), "reason": None}
-    if not ka & kb:
-        if not ka or not kb:
-            info["reason"] = "cannot pair: a run has no episodes"
-        elif {k[:2] for k in ka} & {k[:2] for k in kb}:
-            info["reason"] = "cannot pair: the runs share cells but not seeds (different experiment seed?)"
-        else:
-            only = ", ".join(sorted(cells(ka))[:3])
-            info["reason"] = (f"cannot pair: the runs share no cells (different grids); A has {len(cells(ka))} cells "
-                              f"such as {only}, B has {len(cells(kb))}")  # fmt: skip
+    ka, kb = _keys(frame_a), _keys(frame_b)
+    info = {"paired": 0, "matched": len(ka & kb), "excluded": 0, "only_a": len(ka - kb), "only_b": len(kb - ka),
+            "reason": None if ka & kb else _unpairable(ka, kb)}  # fmt: skip
+    if info["reason"]:
         return pd.DataFrame(), info
     ua, ub = (usable(f, include_unfaithful=include_unfaithful) for f in (frame_a, frame_b))
     paired = ua.merge(ub, on=PAIR_KEY, suffixes=("_a", "_b"))
     info |= {"paired": len(paired), "excluded": info["matched"] - len(paired)}
+    if paired.empty:
+        info["reason"] = "cannot pair: every matched episode failed or was out of character in one of the runs"
     return paired, info
 
 

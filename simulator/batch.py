@@ -43,7 +43,7 @@ class Experiment(BaseModel):
     profiles: list[Profile] = [Profile()]
     reps: int = Field(1, ge=1)
     seed: int = 0
-    max_turns: int = Field(4, ge=1, le=100)
+    max_turns: int = Field(3, ge=1, le=100)
     temperature: float = Field(0.7, ge=0, le=2)
     judges: int = Field(1, ge=0, le=10)
 

@@ -18,6 +18,7 @@ from evaluations import CONDITIONS, Judge, calibration, grade as grade_episode, 
 
 from .backends import endpoint
 from .catalog import Catalog, Gender, Profile, load_catalog
+from .cli_compare import register as register_compare
 from .config import Config, load_config
 from .errors import UserError
 from .graph import Context, Scenario
@@ -302,27 +303,35 @@ def _progress_printer():
 
 
 def _print_summary(run_id: str, db: Path, progress) -> None:
+    """Per persona x setting: episodes, exclusions and contact rate; then mean score per condition."""
     from evaluations.frame import load_run, summary
 
     frame = load_run(run_id, db)
     rows = summary(frame)
-    short = {"agenda_clarity": "agenda", "congruence": "congr", "genuine_interest": "genuine", "timing": "timing",
-             "natural_bridge": "bridge", "setting_fit": "fit"}  # fmt: skip
-    table = Table("persona", "setting", "episodes", "failed", "unfaithful", "contact rate", *[short[c] for c in CONDITIONS],
-                  title=f"run {run_id}: contact rate and mean score (1-5) per condition", title_justify="left")
+    counts = Table("persona", "setting", "episodes", "failed", "out of character", "contact rate",
+                   title=f"run {run_id}", title_justify="left")  # fmt: skip
+    scores = Table("persona", "setting", *(c.replace("_", " ") for c in CONDITIONS),
+                   title="mean score (1-5) per condition, usable episodes", title_justify="left")  # fmt: skip
     for r in rows:
-        table.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["unfaithful"]),
-                      _fmt(r["contact_rate"]), *[_fmt(r[c]) for c in CONDITIONS])  # fmt: skip
-    console.print(table)
+        counts.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["unfaithful"]), _fmt(r["contact_rate"]))
+        scores.add_row(r["persona"], r["setting"], *[_fmt(r[c]) for c in CONDITIONS])
+    console.print(counts, scores)
+    console.print("[dim]failed and out-of-character episodes are kept but left out of rates and means; n/a: nothing "
+                  "scored there (no usable episode, or the judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
     ok = frame[frame["status"] == "succeeded"]
     per_episode = (ok["prompt_tokens"] + ok["completion_tokens"]).mean() if len(ok) else 0
-    console.print(f"this session: {progress.done} succeeded, {progress.failed} failed, {progress.skipped} already done; "
-                  f"{progress.tokens:,} tokens ({per_episode:,.0f} per episode)")
-    if progress.stopped:
-        console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: nextstep batch --resume {run_id} --db {db}")
-    elif progress.failed:
-        console.print(f"retry the failed episodes with: nextstep batch --resume {run_id} --db {db}")
-    console.print(f"see more: nextstep show {run_id} --db {db} · nextstep export {run_id} --format csv -o {run_id}.csv --db {db}")
+    console.print(f"tokens per succeeded episode: {per_episode:,.0f}")
+    if progress is not None:
+        console.print(f"this session: {progress.done} succeeded, {progress.failed} failed, {progress.skipped} already done; "
+                      f"{progress.tokens:,} tokens")
+        resume = f"nextstep batch --resume {run_id} --db {db}"
+        if progress.stopped:
+            console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")
+        elif progress.failed:
+            console.print(f"retry the failed episodes with: {resume}")
+    console.print(f"see more: nextstep show {run_id} --db {db}\n          nextstep compare {run_id} --db {db}\n"
+                  f"          nextstep report {run_id} --db {db} -o {run_id}.html\n"
+                  f"          nextstep export {run_id} --format csv -o {run_id}.csv --db {db}")
 
 
 @app.command()
@@ -433,9 +442,7 @@ def show_cmd(
         return
     console.print(f"[bold]run {run_or_episode}[/]: {json.dumps(spec['experiment'])}")
     console.print(f"models: {json.dumps(spec['models'])} · backend {spec['backend']}")
-    from .batch import Progress
-
-    _print_summary(run_or_episode, db, Progress(total=0))
+    _print_summary(run_or_episode, db, None)
 
 
 @app.command("export")
@@ -461,6 +468,9 @@ def serve(
     """Run the embedded model's OpenAI-compatible server in the foreground (127.0.0.1 only)."""
     console.print(f"serving the embedded model at http://127.0.0.1:{port}/v1 (Ctrl-C to stop)")
     raise typer.Exit(serve_local(port, n_ctx))
+
+
+register_compare(app, console)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from evaluations.compare import SHORT
 from evaluations.rubric import CONDITIONS
 
 from .errors import UserError
@@ -32,12 +31,14 @@ def _n(row: dict) -> str:
 
 def print_reactions(run_id: str, r: dict, console) -> None:
     """Persona reactions as rich tables; '*' marks groups smaller than the small-cell threshold."""
-    from evaluations.compare import fmt, fmt_ci, fmt_p
+    from evaluations.compare import SHORT, fmt, fmt_ci, fmt_p
 
     ex = r["excluded"]
     why = f"excluded {ex['failed']} failed, {ex['unfaithful']} fidelity-flagged" + (
         "" if r["include_unfaithful"] else " (keep those with --include-unfaithful)")
     console.print(f"[bold]run {escape(run_id)}[/]: {r['episodes']} episodes, {r['n']} used; {why}")
+    if not r["n"]:
+        return
     t = Table("persona", "n", "contact [95% CI]", "interest 0-10", "comfort 0-10", "flags",
               title="persona reactions", title_justify="left")
     for row in r["personas"]:
@@ -70,7 +71,7 @@ def print_reactions(run_id: str, r: dict, console) -> None:
 
 def print_comparison(c: dict, console) -> None:
     """What differs between two runs, then the paired tests and per-cell deltas."""
-    from evaluations.compare import fmt, fmt_p
+    from evaluations.compare import SHORT, fmt, fmt_p
 
     console.print(f"[bold]A[/] {escape(c['a'])}  vs  [bold]B[/] {escape(c['b'])}  (deltas are B - A)")
     if c["differences"]:

@@ -118,7 +118,7 @@ def test_compare_runs_pairs_and_tests():
     fields = {d["field"]: d for d in c["differences"]}
     assert set(fields) == {"prompts.practitioner", "models.practitioner"}
     assert "-Be kind." in fields["prompts.practitioner"]["diff"] and "+Be direct." in fields["prompts.practitioner"]["diff"]
-    assert c["pairing"] == {"paired": 10, "matched": 10, "only_a": 0, "only_b": 0, "reason": None, "excluded": 0}
+    assert c["pairing"] == {"paired": 10, "matched": 10, "excluded": 0, "only_a": 0, "only_b": 0, "reason": None}
 
     t = c["tests"]
     assert t["contact"]["p"] == pytest.approx(mcnemar(fa.contact, fb.contact)["p"])
@@ -153,6 +153,9 @@ def test_excluded_episodes_are_counted_in_pairing():
     fb.loc[0, "fidelity_ok"], fb.loc[1, "status"] = False, "failed"
     c = compare_runs(run_dict("A"), run_dict("B"), fa, fb, {})
     assert c["pairing"]["paired"] == 8 and c["pairing"]["excluded"] == 2
+    fb["status"] = "failed"
+    c = compare_runs(run_dict("A"), run_dict("B"), fa, fb, {})
+    assert c["pairing"]["paired"] == 0 and "every matched episode failed" in c["pairing"]["reason"]
 
 
 async def test_two_stub_runs_with_an_edited_prompt(tmp_path):

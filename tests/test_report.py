@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import typer
@@ -21,14 +23,12 @@ from simulator.files import data_dir
 from simulator.store import Store
 
 HOSTILE = "Hi <script>alert(1)</script> and **bold**, that sounds lovely"
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if shutil.os.path.exists("/usr/bin/chromium") else None)
+CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two graded stub runs (the second with an edited practitioner prompt); one turn of the first is hostile."""
-    import asyncio
-
     tmp = tmp_path_factory.mktemp("report")
     edited = tmp / "prompts"
     edited.mkdir()
