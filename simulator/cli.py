@@ -175,10 +175,30 @@ def _print_alpha(verdicts_per_episode: list[list[dict]]) -> None:
                   + ", ".join(f"{c} {'n/a' if a is None else f'{a:.2f}'}" for c, a in alpha.items()))
 
 
+PanelSize = Annotated[int, typer.Option("--judges", min=1, help="Independent judges per episode.")]
+
+
+def _grade_all(config: Config, cat: Catalog, episodes: list[tuple[str, dict]], judges: int, rubric_file: Path | None,
+               seed: int, fidelity_judge: bool = False, on_graded=None) -> list[list[dict]]:
+    """Every judge's verdict on each (label, episode), in order; `on_graded(n, label, verdicts)` after each."""
+    with endpoint(config) as ep:
+
+        async def go():
+            panel = _judges(ep.models(config)["evaluators"], cat, config, judges, rubric_file, seed, fidelity_judge)
+            results = []
+            for n, (label, episode) in enumerate(episodes, start=1):
+                results.append([await grade_episode(episode, judge, cat) for judge in panel])
+                if on_graded:
+                    on_graded(n, label, results[-1])
+            return results
+
+        return asyncio.run(go())
+
+
 @app.command()
 def grade(
     episodes: Annotated[list[str], typer.Argument(help="Episode JSON files or directories, run ids or episode ids.", show_default=False)],
-    db: Db = Path("nextstep.db"), judges: Judges = 1, seed: Annotated[int, typer.Option(help="Seed of the first judge.")] = 0,
+    db: Db = Path("nextstep.db"), judges: PanelSize = 1, seed: Annotated[int, typer.Option(help="Seed of the first judge.")] = 0,
     rubric_file: RubricFile = None, fidelity_judge: FidelityJudge = False,
     backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, output_mode: OutputModeOpt = None,
     model: ModelOpt = None, evaluator_model: EvaluatorModel = None,
@@ -189,25 +209,18 @@ def grade(
                      model=model, evaluator_model=evaluator_model, personas_dir=personas_dir, prompts_dir=prompts_dir)
     cat = _catalog(config)
     targets = _grading_targets(episodes, db)
-    if judges < 1:
-        raise UserError("--judges must be at least 1 to grade")
-    with endpoint(config) as ep:
 
-        async def go():
-            panel = _judges(ep.models(config)["evaluators"], cat, config, judges, rubric_file, seed, fidelity_judge)
-            results = []
-            for label, record, save in targets:
-                console.print(f"[dim]grading {label}[/]")
-                verdicts = [await grade_episode(record, judge, cat) for judge in panel]
-                for verdict in verdicts:
-                    print_verdict(verdict)
-                record["verdict_history"] = record.get("verdict_history", []) + record.get("verdicts", [])
-                record["verdicts"] = verdicts
-                save(record)
-                results.append(verdicts)
-            return results
+    def graded(n: int, label: str, verdicts: list[dict]) -> None:
+        console.print(f"[dim]graded {label}[/]")
+        for verdict in verdicts:
+            print_verdict(verdict)
+        _, record, save = targets[n - 1]
+        record["verdict_history"] = record.get("verdict_history", []) + record.get("verdicts", [])
+        record["verdicts"] = verdicts
+        save(record)
 
-        results = asyncio.run(go())
+    results = _grade_all(config, cat, [(label, record) for label, record, _ in targets], judges, rubric_file, seed,
+                         fidelity_judge, graded)  # fmt: skip
     if judges > 1:
         _print_alpha(results)
     console.print(f"[bold]saved[/]: new verdicts for {len(targets)} episode(s); earlier ones kept as history")
@@ -242,7 +255,7 @@ def print_calibration(report: dict) -> None:
 @app.command()
 def calibrate(
     gold: Annotated[Path, typer.Argument(help="Gold set JSONL (see DESIGN: one labelled transcript a line).")],
-    judges: Judges = 1, seed: Annotated[int, typer.Option(help="Seed of the first judge.")] = 0,
+    judges: PanelSize = 1, seed: Annotated[int, typer.Option(help="Seed of the first judge.")] = 0,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the report and every verdict as JSON.")] = None,
     rubric_file: RubricFile = None,
     backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, output_mode: OutputModeOpt = None,
@@ -254,21 +267,13 @@ def calibrate(
                      model=model, evaluator_model=evaluator_model, personas_dir=personas_dir, prompts_dir=prompts_dir)
     cat = _catalog(config)
     items = load_gold(gold, cat)
-    if judges < 1:
-        raise UserError("--judges must be at least 1 to calibrate")
-    with endpoint(config) as ep:
 
-        async def go():
-            panel = _judges(ep.models(config)["evaluators"], cat, config, judges, rubric_file, seed)
-            results = []
-            for n, item in enumerate(items, start=1):
-                verdicts = [await grade_episode(item.episode(), judge, cat) for judge in panel]
-                unscored = sum(len(v["unscored"]) for v in verdicts)
-                console.print(f"[dim]{n}/{len(items)} {item.id}: graded, {unscored} part(s) unscored[/]")
-                results.append(verdicts)
-            return results
+    def graded(n: int, label: str, verdicts: list[dict]) -> None:
+        unscored = sum(len(v["unscored"]) for v in verdicts)
+        console.print(f"[dim]{n}/{len(items)} {label}: graded, {unscored} part(s) unscored[/]")
 
-        verdicts = asyncio.run(go())
+    verdicts = _grade_all(config, cat, [(item.id, item.episode()) for item in items], judges, rubric_file, seed,
+                          on_graded=graded)  # fmt: skip
     report = calibration(items, verdicts, seed=seed)
     print_calibration(report)
     if output:
