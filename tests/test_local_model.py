@@ -141,3 +141,24 @@ def test_a_server_that_dies_mid_batch_stops_the_batch_and_keeps_the_episode_in_f
         assert store.integrity_ok()
     assert len(episodes) == 1 and episodes[0]["status"] == "failed"  # in flight: stored as failed; nothing else started
     assert "APIConnectionError" in episodes[0]["error"]
+
+
+@pytest.mark.parametrize("case", ["success", "error"])
+def test_no_server_outlives_success_or_error(tmp_path, case):
+    if case == "success":
+        args, code = ["--max-turns", "1", "--judges", "0"], 0
+    else:  # a prompt with an undefined variable fails the first turn, after the server has started
+        (tmp_path / "persona.j2").write_text("You are {{ mood }}.")
+        args, code = ["--prompts", str(tmp_path)], 2
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "run", "--out", str(tmp_path), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = set()
+    while proc.poll() is None:
+        seen.update(_servers_of(proc.pid))
+        time.sleep(0.05)
+    assert proc.returncode == code, proc.stderr.read()
+    assert seen, "the server should have been running"
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in seen) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in seen)
