@@ -324,6 +324,11 @@ def _print_summary(run_id: str, db: Path, progress) -> None:
     console.print("[dim]failed and out-of-character episodes are kept but left out of rates and means; n/a: nothing "
                   "scored there (no usable episode, or the judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
     ok = frame[frame["status"] == "succeeded"]
+    if len(ok) and ok["judges"].max() > 1:
+        from .store import Store
+
+        with Store(db) as store:
+            _print_alpha([r["verdicts"] for r in store.episodes(run_id) if r["status"] == "succeeded"])
     per_episode = (ok["prompt_tokens"] + ok["completion_tokens"]).mean() if len(ok) else 0
     console.print(f"tokens per succeeded episode: {per_episode:,.0f}")
     if progress is not None:
