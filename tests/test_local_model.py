@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -41,6 +42,18 @@ async def test_short_episode_on_the_real_model_is_reproducible(server_url):
     assert len(first["turns"]) >= 2 and all(t["text"] for t in first["turns"])
     assert all(c["completion_tokens"] > 0 and c["latency_s"] > 0 for c in first["calls"])
     assert _transcript(first) == _transcript(second)
+
+
+def _wait_for(url: str, timeout: float = 60) -> bytes:
+    """The body of the first answer from url, polling until it comes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.read()
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"{url} did not answer within {timeout}s")
 
 
 def _servers_of(pid: int) -> list[int]:
@@ -86,24 +99,13 @@ def test_no_server_outlives_the_command(tmp_path, sig, code):
 
 
 def test_serve_runs_in_the_foreground_on_loopback_and_stops_with_its_parent():
-    import urllib.request
-
     from simulator.local import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "simulator", "serve", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1) as r:
-                    assert b"SmolLM2" in r.read()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("nextstep serve did not answer")
+        assert b"SmolLM2" in _wait_for(f"http://127.0.0.1:{port}/v1/models")
         [server] = _servers_of(proc.pid)
         listening = Path(f"/proc/{server}/net/tcp").read_text()
         assert f"0100007F:{port:04X}" in listening and f"00000000:{port:04X}" not in listening  # 127.0.0.1 only
@@ -128,8 +130,10 @@ def test_a_server_that_dies_mid_batch_stops_the_batch_and_keeps_the_episode_in_f
         deadline = time.monotonic() + 60
         while not _servers_of(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(4)  # the server is up and the first episode is under way
         [server] = _servers_of(proc.pid)
+        args = (Path("/proc") / str(server) / "cmdline").read_bytes().split(b"\0")
+        _wait_for(f"http://127.0.0.1:{int(args[args.index(b'--port') + 1])}/v1/models")
+        time.sleep(2)  # the server answers and the first episode is under way
         os.kill(server, signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
     finally:
