@@ -50,13 +50,17 @@ def print_reactions(run_id: str, r: dict, console) -> None:
     for c in CONDITIONS:
         t.add_row(c, *[fmt_ci(row[c]) for row in r["personas"]])
     console.print(t)
-    for by in ("setting", "strategy"):
-        t = Table("persona", by, "n", "contact [95% CI]", "interest", "comfort", *[SHORT[c] for c in CONDITIONS],
-                  title=f"persona x {by} (* fewer than {r['small_below']} episodes)", title_justify="left")
+    for by in ("setting", "strategy"):  # two narrow tables rather than one too wide to read
+        rates = Table("persona", by, "n", "contact [95% CI]", "interest", "comfort",
+                      title=f"persona x {by} (* fewer than {r['small_below']} episodes)", title_justify="left")
+        scores = Table("persona", by, *[SHORT[c] for c in CONDITIONS], title=f"mean score 1-5, persona x {by}",
+                       title_justify="left")
         for row in r[f"persona_{by}"]:
-            t.add_row(escape(str(row["persona"])), escape(str(row[by])), _n(row), fmt_ci(row["contact"], percent=True),
-                      fmt(row["mean_interest"]["mean"]), fmt(row["mean_comfort"]["mean"]), *[fmt(row[c]["mean"]) for c in CONDITIONS])
-        console.print(t)
+            key = (escape(str(row["persona"])), escape(str(row[by])))
+            rates.add_row(*key, _n(row), fmt_ci(row["contact"], percent=True), fmt(row["mean_interest"]["mean"]),
+                          fmt(row["mean_comfort"]["mean"]))
+            scores.add_row(*key, *[fmt(row[c]["mean"]) for c in CONDITIONS])
+        console.print(rates, scores)
     t = Table("measure", "test", "statistic", "p", "effect", "pairwise: p (Holm), effect",
               title="differences between personas", title_justify="left")
     for measure, test in r["tests"].items():
