@@ -3,9 +3,10 @@
 A fresh process per measurement keeps peak RSS and the heap of one trial out of the next.
 
     python benchmarks/trial.py toolkit --url URL --concurrency 64 --grid '{"reps": 4, ...}'
+    python benchmarks/trial.py toolkit-before ...   # the same, with the toolkit as it was before issue 7
     python benchmarks/trial.py bare --url URL --concurrency 64 --requests requests.jsonl
     python benchmarks/trial.py capture --url URL --grid '{...}'
-    python benchmarks/trial.py local-toolkit|local-llama|local-standin --prompts prompts.json
+    python benchmarks/trial.py local --prompts prompts.json [--url STUB]
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def measured(wall: float, cpu: float, **counts) -> dict:
 
 async def toolkit(url: str, concurrency: int, grid: dict) -> dict:
     """The whole toolkit: run_grid with graph, evaluator and SQLite store, as a user would call it."""
+    imports = time.process_time()
+    import evaluations  # noqa: F401  (run_grid imports it lazily: a one-off cost, reported apart like the bare loop's)
     from simulator.batch import run_grid
+
+    imports = time.process_time() - imports
 
     in_flight = 0
 
@@ -50,7 +55,50 @@ async def toolkit(url: str, concurrency: int, grid: dict) -> dict:
         with sqlite3.connect(db) as conn:
             episodes, succeeded = conn.execute("SELECT count(*), sum(status = 'succeeded') FROM episodes").fetchone()
             calls = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
-    return measured(wall, cpu, episodes=episodes, succeeded=succeeded, calls=calls, in_flight=in_flight)
+    return measured(wall, cpu, episodes=episodes, succeeded=succeeded, calls=calls, in_flight=in_flight, import_cpu_s=imports)
+
+
+def undo_issue_7() -> None:
+    """Put the toolkit back as it was before issue 7, for the 'before' rows (see benchmarks/README.md).
+
+    The client call goes back to chat.completions.create(), and the caches added for issue 7 (JSON
+    schema per output type, the evaluator's output models, the package version) are bypassed.
+    """
+    import evaluations.evaluator as evaluator
+    import simulator.chat
+    import simulator.runner
+    from simulator.chat import Completion
+    from simulator.errors import ModelError
+    from simulator.openai_backend import OpenAIChatModel, response_format
+
+    async def complete(self, messages, *, schema=None, max_tokens=128, temperature=0.7, seed=None, stop=None):
+        extra = {"response_format": response_format(schema, self.output_mode)} if schema else {}
+        if seed is not None:
+            extra["seed"] = seed
+        if stop:
+            extra["stop"] = stop
+        start = time.perf_counter()  # no retry loop: nothing fails against the stub
+        response = await self.client.chat.completions.create(
+            model=self.name, messages=messages, max_tokens=max_tokens, temperature=temperature, **extra
+        )
+        if not response.choices:
+            raise ModelError("the endpoint returned no choices")
+        choice, usage = response.choices[0], response.usage
+        return Completion(text=(choice.message.content or "").strip(), finish_reason=choice.finish_reason,
+                          prompt_tokens=usage.prompt_tokens if usage else 0,
+                          completion_tokens=usage.completion_tokens if usage else 0,
+                          latency_s=time.perf_counter() - start, model=response.model or self.name)  # fmt: skip
+
+    OpenAIChatModel.complete = complete
+    simulator.chat.json_schema = lambda output_type: output_type.model_json_schema()
+    simulator.runner.package_version = simulator.runner.package_version.__wrapped__
+    for name in ("_evidence_model", "_grades_model", "_flags_model", "_transitions_model"):
+        setattr(evaluator, name, getattr(evaluator, name).__wrapped__)
+
+
+async def toolkit_before(url: str, concurrency: int, grid: dict) -> dict:
+    undo_issue_7()
+    return await toolkit(url, concurrency, grid)
 
 
 def load_requests(path: Path) -> list[list[dict]]:
@@ -65,8 +113,10 @@ def load_requests(path: Path) -> list[list[dict]]:
 
 async def bare(url: str, concurrency: int, requests: Path) -> dict:
     """The floor: the same requests through a plain openai client, sequential within an episode."""
+    imports = time.process_time()
     import openai
 
+    imports = time.process_time() - imports
     episodes = load_requests(requests)
     client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0)
     limit = asyncio.Semaphore(concurrency)
@@ -95,7 +145,7 @@ async def bare(url: str, concurrency: int, requests: Path) -> dict:
     await asyncio.gather(*(episode(b) for b in episodes))
     watcher.cancel()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return measured(wall, cpu, episodes=len(episodes), succeeded=len(episodes), calls=calls, in_flight=peak)
+    return measured(wall, cpu, episodes=len(episodes), succeeded=len(episodes), calls=calls, in_flight=peak, import_cpu_s=imports)
 
 
 async def capture(url: str, grid: dict) -> dict:
@@ -121,66 +171,81 @@ def prompts_file(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-async def local_toolkit(spec: dict, url: str | None = None) -> dict:
-    """The embedded model through OpenAIChatModel, against simulator.local.local_server() (or a stub)."""
+def without_logits_all_flag(command: list[str]) -> list[str]:
+    """`without_logits_all_flag(['x', '--logits_all', 'False'])` -> ['x']."""
+    if "--logits_all" not in command:
+        return command
+    i = command.index("--logits_all")
+    return command[:i] + command[i + 2 :]
+
+
+async def local(spec: dict, url: str | None = None) -> dict:
+    """B4: the embedded model through the toolkit vs llama_cpp.Llama in this process, prompt by prompt.
+
+    The toolkit side is OpenAIChatModel.complete() against simulator.local.local_server(); the sides
+    take turns per prompt, in a rotating order, so drift on a shared machine hits them alike. A
+    third side, for the 'before' row, is the server as started before issue 7 (llama_cpp.server's
+    default logits_all, without `--logits_all False`).
+    With `url` (smoke mode) the toolkit talks to that stub and a fixed pause stands in for the model.
+    """
     import contextlib
 
     import openai
 
-    from simulator.local import MODEL_NAME, local_server
+    import simulator.local
+    from simulator.local import MODEL_NAME, local_server, model_path
     from simulator.openai_backend import OpenAIChatModel
 
-    with contextlib.ExitStack() as stack:
-        url = url or stack.enter_context(local_server(n_ctx=spec["n_ctx"])).url
-        model = OpenAIChatModel(openai.AsyncOpenAI(base_url=url, api_key="local", max_retries=0), MODEL_NAME,
+    options = {"max_tokens": spec["max_tokens"], "temperature": spec["temperature"], "seed": spec["seed"]}
+
+    def through_toolkit(server_url: str):
+        model = OpenAIChatModel(openai.AsyncOpenAI(base_url=server_url, api_key="local", max_retries=0), MODEL_NAME,
                                 output_mode="json_object")  # fmt: skip
 
         async def generate(messages: list[dict]) -> int:
-            completion = await model.complete(messages, max_tokens=spec["max_tokens"], temperature=spec["temperature"],
-                                              seed=spec["seed"])  # fmt: skip
-            return completion.completion_tokens
+            return (await model.complete(messages, **options)).completion_tokens
 
-        return await timed_generation(spec, generate)
+        return generate
 
+    with contextlib.ExitStack() as stack:
+        if url:
+            async def standin(messages: list[dict]) -> int:
+                await asyncio.sleep(spec["standin_latency"])
+                return 10  # what the stub reports
 
-async def local_llama(spec: dict) -> dict:
-    """The same GGUF through llama_cpp.Llama in this process: no server, no HTTP."""
-    from llama_cpp import Llama
+            sides = {"toolkit": through_toolkit(url), "inprocess": standin}
+        else:
+            from llama_cpp import Llama
 
-    from simulator.local import model_path
+            shipped = stack.enter_context(local_server(n_ctx=spec["n_ctx"])).url
+            command = simulator.local.server_command
+            simulator.local.server_command = lambda port, n_ctx: without_logits_all_flag(command(port, n_ctx))
+            before = stack.enter_context(local_server(n_ctx=spec["n_ctx"])).url
+            simulator.local.server_command = command
+            llm = Llama(model_path=str(model_path()), n_ctx=spec["n_ctx"], n_threads=spec["n_threads"], seed=spec["seed"],
+                        verbose=False)  # fmt: skip
 
-    llm = Llama(model_path=str(model_path()), n_ctx=spec["n_ctx"], n_threads=spec["n_threads"], seed=spec["seed"], verbose=False)
+            async def inprocess(messages: list[dict]) -> int:
+                # repeat_penalty: the server's default for a request that does not set it (the method's is 1.0)
+                response = llm.create_chat_completion(messages, repeat_penalty=1.1, **options)
+                return response["usage"]["completion_tokens"]
 
-    async def generate(messages: list[dict]) -> int:
-        response = llm.create_chat_completion(messages, max_tokens=spec["max_tokens"], temperature=spec["temperature"],
-                                              seed=spec["seed"])  # fmt: skip
-        return response["usage"]["completion_tokens"]
-
-    return await timed_generation(spec, generate)
-
-
-async def local_standin(spec: dict) -> dict:
-    """Smoke mode only: a fixed pause per prompt stands in for the in-process model."""
-
-    async def generate(messages: list[dict]) -> int:
-        await asyncio.sleep(spec["standin_latency"])
-        return 10  # what the stub reports
-
-    return await timed_generation(spec, generate)
-
-
-async def timed_generation(spec: dict, generate) -> dict:
-    await generate(spec["prompts"][0])  # warm-up, not timed: first-call set-up on either side
-    tokens, wall, cpu = 0, time.perf_counter(), time.process_time()
-    for messages in spec["prompts"]:
-        tokens += await generate(messages)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return measured(wall, cpu, tokens=tokens, calls=len(spec["prompts"]))
+            sides = {"toolkit": through_toolkit(shipped), "inprocess": inprocess, "toolkit_before": through_toolkit(before)}
+        totals = {side: {"tokens": 0, "wall_s": 0.0} for side in sides}
+        for generate in sides.values():
+            await generate(spec["prompts"][0])  # warm-up, not timed: first-call set-up on every side
+        names = list(sides)
+        for i, messages in enumerate(spec["prompts"]):
+            for side in names[i % len(names):] + names[: i % len(names)]:
+                start = time.perf_counter()
+                totals[side]["tokens"] += await sides[side](messages)
+                totals[side]["wall_s"] += time.perf_counter() - start
+    return {"wall_s": sum(t["wall_s"] for t in totals.values()), "calls": len(spec["prompts"]), **totals}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["toolkit", "bare", "capture", "local-toolkit", "local-llama", "local-standin"])
+    parser.add_argument("mode", choices=["toolkit", "toolkit-before", "bare", "capture", "local"])
     parser.add_argument("--url")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--grid", type=json.loads, default={})
@@ -193,11 +258,10 @@ def main() -> None:
         os.sched_setaffinity(0, {args.cpu})
     trial = {
         "toolkit": lambda: toolkit(args.url, args.concurrency, args.grid),
+        "toolkit-before": lambda: toolkit_before(args.url, args.concurrency, args.grid),
         "bare": lambda: bare(args.url, args.concurrency, args.requests),
         "capture": lambda: capture(args.url, args.grid),
-        "local-toolkit": lambda: local_toolkit(prompts_file(args.prompts), args.url),
-        "local-llama": lambda: local_llama(prompts_file(args.prompts)),
-        "local-standin": lambda: local_standin(prompts_file(args.prompts)),
+        "local": lambda: local(prompts_file(args.prompts), args.url),
     }[args.mode]
     if args.profile:
         import cProfile

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -49,11 +50,14 @@ class Judge:
         )  # fmt: skip
 
 
-def _turn_type(indices: list[int]):
-    return Literal[tuple(indices)] if indices else int
+# The output models depend only on which conditions are asked and which turns exist, so each is built
+# once: pydantic's create_model is costly, and a judge asks for these on every call.
+def _turn_type(indices: tuple[int, ...]):
+    return Literal[indices] if indices else int
 
 
-def _evidence_model(indices: list[int]) -> type[BaseModel]:
+@functools.lru_cache(maxsize=256)
+def _evidence_model(indices: tuple[int, ...]) -> type[BaseModel]:
     return create_model(
         "evidence", __config__=_STRICT,
         turn=(_turn_type(indices), Field(description="The turn the quote comes from.")),
@@ -63,17 +67,24 @@ def _evidence_model(indices: list[int]) -> type[BaseModel]:
     )  # fmt: skip
 
 
-def _grades_model(conditions: list[str], indices: list[int]) -> type[BaseModel]:
+@functools.lru_cache(maxsize=256)
+def _grades_model(conditions: tuple[str, ...], indices: tuple[int, ...]) -> type[BaseModel]:
     evidence = _evidence_model(indices)
     return create_model("transition_grades", __config__=_STRICT, **{c: (evidence, ...) for c in conditions})
 
 
-def _flags_model(indices: list[int]) -> type[BaseModel]:
+@functools.lru_cache(maxsize=256)
+def _flags_model(indices: tuple[int, ...]) -> type[BaseModel]:
     raised = create_model(
         "raised_flag", __config__=_STRICT, flag=(Literal[FLAGS], ...), turn=(_turn_type(indices), ...),
         quote=(str, Field(max_length=QUOTE_CHARS)), reason=(str, Field(max_length=REASON_CHARS)),
     )  # fmt: skip
     return create_model("flags", __config__=_STRICT, flags=(list[raised], ...))
+
+
+@functools.lru_cache(maxsize=256)
+def _transitions_model(indices: tuple[int, ...]) -> type[BaseModel]:
+    return create_model("transition_turns", __config__=_STRICT, turns=(list[_turn_type(indices)], ...))
 
 
 class _Outcome(BaseModel):
@@ -102,7 +113,7 @@ async def _grade_transition(judge: Judge, ep: dict, transition: dict, calls: lis
     """{condition: grade}; evidence that does not occur in the named turn is re-asked, then unscored."""
     turns, results, problems, feedback = ep["turns"], {}, {}, []
     pending = list(CONDITIONS)
-    indices = [t["index"] for t in turns]
+    indices = tuple(t["index"] for t in turns)
     for attempt in range(judge.reasks + 1):
         prompt = judge.prompts.render(
             "evaluator_transition", setting=ep["setting_entry"], persona=ep["persona_entry"], transcript=numbered(turns),
@@ -110,7 +121,7 @@ async def _grade_transition(judge: Judge, ep: dict, transition: dict, calls: lis
             conditions={c: judge.rubric.conditions[c] for c in pending}, feedback=feedback,
         )  # fmt: skip
         try:
-            answer = await judge.ask(prompt, _grades_model(pending, indices), "transition", calls, k + attempt, 800)
+            answer = await judge.ask(prompt, _grades_model(tuple(pending), indices), "transition", calls, k + attempt, 800)
         except ModelError as e:
             return results | {c: _unscored(str(e)) for c in pending}
         feedback = []
@@ -134,7 +145,7 @@ async def _grade_transition(judge: Judge, ep: dict, transition: dict, calls: lis
 
 async def _flags(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
     turns = ep["turns"]
-    practitioner = [t["index"] for t in turns if t["speaker"] == "practitioner"]
+    practitioner = tuple(t["index"] for t in turns if t["speaker"] == "practitioner")
     raised, rejected, feedback = {}, {}, []
     for attempt in range(judge.reasks + 1):
         prompt = judge.prompts.render("evaluator_flags", setting=ep["setting_entry"], transcript=numbered(turns),
@@ -184,15 +195,14 @@ async def grade(episode: dict, judge: Judge, catalog: Catalog) -> dict:
     ep = episode | {"setting_entry": catalog.settings[episode["setting"]],
                     "persona_entry": catalog.personas[episode["persona"]]}  # fmt: skip
     turns, calls = ep["turns"], []
-    practitioner = [t["index"] for t in turns if t["speaker"] == "practitioner"]
+    practitioner = tuple(t["index"] for t in turns if t["speaker"] == "practitioner")
     verdict = {"judge": judge.index, "model": judge.model.name, "seed": judge.seed, "temperature": judge.temperature,
                "rubric_hash": judge.rubric_hash, "prompts": {p: text_hash(judge.prompts.source(p)) for p in PROMPTS},
                "unscored": []}  # fmt: skip
     judged = []
     try:
         prompt = judge.prompts.render("evaluator_transitions", setting=ep["setting_entry"], transcript=numbered(turns))
-        found = await judge.ask(prompt, create_model("transition_turns", __config__=_STRICT, turns=(list[_turn_type(practitioner)], ...)),
-                                "transitions", calls, 0, 60)  # fmt: skip
+        found = await judge.ask(prompt, _transitions_model(practitioner), "transitions", calls, 0, 60)
         judged = sorted(set(found.turns))
     except ModelError as e:
         verdict["unscored"].append(f"transitions: {e}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from typing import Protocol, TypeVar
@@ -75,6 +76,12 @@ async def chat(model: ChatModel, messages: list[Message], *, role: str, purpose:
     return completion.text
 
 
+@functools.lru_cache(maxsize=None)
+def json_schema(output_type: type[BaseModel]) -> dict:
+    """The output type's JSON schema, built once per type (pydantic rebuilds it on every call)."""
+    return output_type.model_json_schema()
+
+
 def parse(output_type: type[T], completion: Completion) -> T:
     """The completion as `output_type`, or ValueError saying why it is not."""
     if completion.finish_reason == "length":
@@ -103,7 +110,7 @@ async def structured(
 
     Every attempt is appended to `calls`; after the last one fails, OutputError is raised.
     """
-    schema = output_type.model_json_schema()
+    schema = json_schema(output_type)
     for attempt in range(reasks + 1):
         attempt_seed = None if seed is None else seed + attempt
         completion = await model.complete(messages, schema=schema, seed=attempt_seed, **options)

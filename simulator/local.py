@@ -62,6 +62,8 @@ def server_command(port: int, n_ctx: int) -> list[str]:
         # Every core for generation (the server's default is half of them). No --cache: measured on an
         # episode it was no faster, and it makes a transcript depend on what the server answered before.
         "--n_threads", str(os.cpu_count() or 1),
+        # The server computes logits for every prompt token by default; we use none of them (no logprobs).
+        "--logits_all", "False",
     ]  # fmt: skip
 
 

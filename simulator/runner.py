@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from .prompts import text_hash
 _GRAPH = None
 
 
+@functools.lru_cache(maxsize=1)
 def package_version() -> str:
     try:
         return version("nextstep")

@@ -1,0 +1,42 @@
+"""The benchmark command still runs: its smoke mode writes every benchmark's row, with numbers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = [
+    r"B1 efficiency, ideal = scheduled makespan",
+    r"B1 efficiency, ideal = Σ calls",
+    r"B2 c=64 toolkit / bare episodes/s",
+    r"B2 c=128 toolkit / bare episodes/s",
+    r"B3 c=64 toolkit − bare CPU ms/call",
+    r"B3 c=128 toolkit client CPU ms/call",
+    r"B3 peak RSS, toolkit, 128 in flight, MB",
+    r"B4 toolkit / in-process tokens/s",
+]
+NUMBER = r"\d+(\.\d+)?"
+
+
+def test_smoke_run_writes_every_row(tmp_path):
+    out = tmp_path / "results.md"
+    results = ROOT / "benchmarks" / "RESULTS.md"
+    before = results.read_bytes() if results.exists() else None
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    for name in ROWS:
+        line = next((line for line in text.splitlines() if line.startswith(f"| {name}")), None)
+        assert line, f"no row for {name!r} in:\n{text}"
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all(re.fullmatch(NUMBER, c) for c in cells[1:4]), f"median, min, max must be numbers: {line}"
+    assert (results.read_bytes() if results.exists() else None) == before, "a smoke run must not touch RESULTS.md"
+
+
+def test_smoke_needs_an_output_path():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke"], capture_output=True, text=True)
+    assert done.returncode == 2 and "--smoke needs --out" in done.stderr
