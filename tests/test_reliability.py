@@ -122,9 +122,10 @@ def test_a_sentinel_key_reaches_no_file(tmp_path):
     assert batch.returncode == 0 and run.returncode == 0, batch.stderr + run.stderr
     for fmt in ("jsonl", "csv", "parquet"):
         assert nextstep("export", "s", "--format", fmt, "-o", str(out / f"e.{fmt}"), "--db", str(out / "n.db")).returncode == 0
+    assert nextstep("report", "s", "-o", str(out / "report.html"), "--db", str(out / "n.db")).returncode == 0
     assert stub.authorizations and set(stub.authorizations) == {f"Bearer {SENTINEL}"}  # the key was in use, yet:
     written = [p for p in out.rglob("*") if p.is_file()]
-    assert len(written) >= 5  # the database, three exports, the episode JSON
+    assert len(written) >= 6  # the database, three exports, the report, the episode JSON
     for path in written + list((Path(__file__).parent / "cassettes").glob("*.yaml")):
         assert SENTINEL.encode() not in path.read_bytes(), path
     assert SENTINEL not in batch.stdout + batch.stderr + run.stdout + run.stderr
