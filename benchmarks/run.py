@@ -235,7 +235,9 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
         f"Each figure is over {plan.runs} run(s); toolkit and bare-loop trials alternate within a run, and ratios are "
         "taken within a run, then summarised.",
         "",
-        f"- machine: {cpu_model()}, {os.cpu_count()} cores, {mem_gb():.0f} GB; {platform.platform()}",
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores, {mem_gb():.0f} GB; {platform.platform()}; "
+        f"1-minute load average {results['load'][0]:.2f} at the start, {results['load'][1]:.2f} at the end "
+        "(the run itself keeps one or two cores busy; more at the start means other work on this shared VM)",
         "- versions: " + ", ".join(f"{p} {v}" for p, v in versions().items()),
         f"- cores: the stub is pinned to CPU {STUB_CPU} and each measured client process to CPU {CLIENT_CPU} "
         "(`os.sched_setaffinity`) for B1-B3; B4 is unpinned, llama.cpp using every core on both sides.",
@@ -292,8 +294,10 @@ def main() -> None:
     if args.smoke and args.out is None:
         parser.error("--smoke needs --out: a smoke run must not overwrite benchmarks/RESULTS.md")
     plan = SMOKE if args.smoke else FULL
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as work:
         results = run(plan, Path(work))
+    results["load"] = (load, os.getloadavg()[0])
     out = args.out or HERE / "RESULTS.md"
     out.write_text(report(plan, results, args.smoke))
     print(f"wrote {out}", file=sys.stderr)
