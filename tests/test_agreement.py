@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluations import CONDITIONS, calibration, judge_alpha, load_gold, panel_scores
+from evaluations import calibration, judge_alpha, load_gold, panel_scores
 from evaluations.gold import GoldItem
 from simulator import UserError
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from conftest import ScriptedModel, persona_says, practitioner_says
 
 from simulator import run_episode
