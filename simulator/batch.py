@@ -142,7 +142,6 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None
     fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
-    run_id: str | None = None
     finished: bool = False
 
     @property
@@ -194,7 +193,7 @@ class Batch:
         if exp.judges:
             texts = Judge(models["evaluators"][0], prompts, rubric, rubric_hash).texts()
             await loop.run_in_executor(writer, self.store.save_texts, texts)
-        progress = Progress(total=len(cells), skipped=len(done), run_id=run_id)
+        progress = Progress(total=len(cells), skipped=len(done))
         limit = asyncio.Semaphore(self.concurrency or DEFAULT_CONCURRENCY.get(self.endpoint.backend, 4))
 
         async def one(cell: Cell) -> None:

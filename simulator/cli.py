@@ -48,10 +48,6 @@ FidelityJudge = Annotated[bool, typer.Option(help="Also ask the judge whether th
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML config file [default: ./nextstep.toml if present].")]
 
 
-def _config(config_file, **flags):
-    return load_config(config_file, **flags)
-
-
 def _catalog(config) -> Catalog:
     return load_catalog(config.personas_dir, config.prompts_dir)
 
@@ -59,7 +55,7 @@ def _catalog(config) -> Catalog:
 @app.command()
 def catalog(personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, config_file: ConfigFile = None) -> None:
     """List the settings, personas, strategies and profile factors."""
-    cat = _catalog(_config(config_file, personas_dir=personas_dir, prompts_dir=prompts_dir))
+    cat = _catalog(load_config(config_file, personas_dir=personas_dir, prompts_dir=prompts_dir))
     for kind, entries in (("settings", cat.settings), ("personas", cat.personas), ("strategies", cat.strategies)):
         table = Table(title=kind, title_justify="left", show_header=False, box=None)
         for name, entry in entries.items():
@@ -95,7 +91,7 @@ def run(
     personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
 ) -> None:
     """Simulate one episode, print it turn by turn, and grade it."""
-    config = _config(
+    config = load_config(
         config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode, model=model,
         practitioner_model=practitioner_model, persona_model=persona_model, evaluator_model=evaluator_model,
         temperature=temperature, max_turns=max_turns, personas_dir=personas_dir, prompts_dir=prompts_dir,
@@ -205,7 +201,7 @@ def grade(
     personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
 ) -> None:
     """Re-grade stored episodes without re-simulating; earlier verdicts are kept as history."""
-    config = _config(config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode,
+    config = load_config(config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode,
                      model=model, evaluator_model=evaluator_model, personas_dir=personas_dir, prompts_dir=prompts_dir)
     cat = _catalog(config)
     targets = _grading_targets(episodes, db)
@@ -263,7 +259,7 @@ def calibrate(
     personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
 ) -> None:
     """Grade a labelled gold set and report how far the judge agrees with it."""
-    config = _config(config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode,
+    config = load_config(config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode,
                      model=model, evaluator_model=evaluator_model, personas_dir=personas_dir, prompts_dir=prompts_dir)
     cat = _catalog(config)
     items = load_gold(gold, cat)
@@ -371,7 +367,7 @@ def batch(
     """Run a grid of episodes concurrently into the SQLite store (resumable)."""
     from .batch import Experiment, estimate, expand, load_experiment, profiles_from, run_grid
 
-    config = _config(
+    config = load_config(
         config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode, model=model,
         practitioner_model=practitioner_model, persona_model=persona_model, evaluator_model=evaluator_model,
         personas_dir=personas_dir, prompts_dir=prompts_dir,

@@ -13,9 +13,6 @@ from .catalog import entry_hash
 from .graph import Context, build_graph
 from .prompts import text_hash
 
-_GRAPH = None
-
-
 @functools.lru_cache(maxsize=1)
 def package_version() -> str:
     try:
@@ -24,12 +21,10 @@ def package_version() -> str:
         return "unknown"
 
 
+@functools.lru_cache(maxsize=1)
 def graph():
     """The compiled graph, built once per process: episodes differ only in their Context."""
-    global _GRAPH
-    if _GRAPH is None:
-        _GRAPH = build_graph()
-    return _GRAPH
+    return build_graph()
 
 
 def usage(calls: list[dict]) -> dict:
