@@ -125,7 +125,8 @@ def run(plan: Plan, work: Path) -> dict:
     with Stub(0.0, capture) as stub:
         trial("capture", "--url", stub.url, "--grid", grid)
     calls = episode_calls(capture, plan.grid)
-    results = {"calls": calls, "b1": [], "b2": {c: {"toolkit": [], "bare": [], "before": []} for c in plan.b2_concurrency}}
+    results = {"calls": calls, "b1": [], "b2": {c: {"toolkit": [], "bare": [], "bare_aiohttp": [], "before": []}
+                                                for c in plan.b2_concurrency}}  # fmt: skip
     with Stub(plan.latency) as stub:
         for run_index in range(plan.runs):
             print(f"run {run_index + 1}/{plan.runs}", file=sys.stderr)
@@ -134,6 +135,8 @@ def run(plan: Plan, work: Path) -> dict:
                 b2 = results["b2"][c]
                 b2["toolkit"].append(trial("toolkit", "--url", stub.url, "--concurrency", str(c), "--grid", grid))
                 b2["bare"].append(trial("bare", "--url", stub.url, "--concurrency", str(c), "--requests", str(capture)))
+                b2["bare_aiohttp"].append(trial("bare", "--url", stub.url, "--concurrency", str(c), "--requests", str(capture),
+                                                "--aiohttp"))  # fmt: skip
                 if c in plan.before_concurrency:
                     b2["before"].append(trial("toolkit-before", "--url", stub.url, "--concurrency", str(c), "--grid", grid))
         results["b4"] = b4(plan, work, capture, stub.url)
@@ -193,7 +196,7 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
         row("B1 wall time, s", [r["wall_s"] for r in results["b1"]]),
     ]  # fmt: skip
     for c, b2 in results["b2"].items():
-        check(b2["toolkit"] + b2["bare"] + b2["before"], n, total)
+        check(b2["toolkit"] + b2["bare"] + b2["bare_aiohttp"] + b2["before"], n, total)
         lines += [
             row(f"B2 c={c} toolkit episodes/s", [eps(r) for r in b2["toolkit"]]),
             row(f"B2 c={c} bare loop episodes/s", [eps(r) for r in b2["bare"]]),
@@ -201,6 +204,11 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
             row(f"B3 c={c} toolkit client CPU ms/call", [cpu_ms(r) for r in b2["toolkit"]]),
             row(f"B3 c={c} bare loop client CPU ms/call", [cpu_ms(r) for r in b2["bare"]]),
             row(f"B3 c={c} toolkit − bare CPU ms/call", per_run(b2["toolkit"], b2["bare"], lambda t, b: cpu_ms(t) - cpu_ms(b)), "≤ 0.50"),
+            row(f"same transport: c={c} bare loop on aiohttp episodes/s", [eps(r) for r in b2["bare_aiohttp"]]),
+            row(f"same transport: c={c} toolkit / bare loop on aiohttp episodes/s",
+                per_run(b2["toolkit"], b2["bare_aiohttp"], lambda t, b: eps(t) / eps(b)), "", 3),
+            row(f"same transport: c={c} toolkit − bare loop on aiohttp CPU ms/call",
+                per_run(b2["toolkit"], b2["bare_aiohttp"], lambda t, b: cpu_ms(t) - cpu_ms(b))),
         ]  # fmt: skip
         if b2["before"]:
             lines += [
@@ -248,13 +256,16 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
         f"{plan.b1_concurrency} = {ideal_sum:.1f} s ignores the tail of the last episodes, so it is the stricter row.",
         "- B2 bare loop: the requests the toolkit sent (captured at the stub, tagged per episode), replayed with "
         "`openai.AsyncOpenAI().chat.completions.create(**body)`, one episode's requests in order, "
-        "episodes under the same semaphore; no graph, no store.",
+        "episodes under the same semaphore; no graph, no store. The toolkit uses openai's aiohttp transport "
+        "(`openai.DefaultAioHttpClient`); the 'same transport' rows replay the bare loop on that transport too, "
+        "so they show what the graph, evaluator and store cost on top of the same client.",
         "- B3: client CPU = `time.process_time()` over the batch (all threads, the store's too) / calls; "
         f"peak RSS = `ru_maxrss` of the trial process (a fresh process per trial); the toolkit reached {max(in_flight)} episodes in flight.",
         "- Imports happen before the clock on both sides (the toolkit's lazy `evaluations` import included); "
         "their CPU is the one-off import row.",
         "- 'before' rows: the toolkit as it was before issue 7, rebuilt in the trial process by undoing the "
-        "changes (client call back to `chat.completions.create()`, schema/model/version caches bypassed, the "
+        "changes (the default httpx2 transport, the client call back to `chat.completions.create()`, "
+        "schema/model/version caches bypassed, the "
         "local server without `--logits_all False`); see benchmarks/README.md.",
         f"- B4: {b4['spec']['prompts']} dialogue prompts the toolkit sent, max_tokens {b4['spec']['max_tokens']}, "
         f"temperature {b4['spec']['temperature']}, seed {b4['spec']['seed']}, n_ctx {b4['spec']['n_ctx']}, "
@@ -278,7 +289,7 @@ def mem_gb() -> float:
 
 def versions() -> dict:
     out = {"python": platform.python_version()}
-    for package in ("nextstep", "openai", "httpx2", "langgraph", "pydantic", "llama_cpp_python"):
+    for package in ("nextstep", "openai", "httpx2", "aiohttp", "langgraph", "pydantic", "llama_cpp_python"):
         try:
             out[package] = version(package)
         except Exception:

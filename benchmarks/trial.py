@@ -61,10 +61,14 @@ async def toolkit(url: str, concurrency: int, grid: dict) -> dict:
 def undo_issue_7() -> None:
     """Put the toolkit back as it was before issue 7, for the 'before' rows (see benchmarks/README.md).
 
-    The client call goes back to chat.completions.create(), and the caches added for issue 7 (JSON
-    schema per output type, the evaluator's output models, the package version) are bypassed.
+    The client goes back to openai's default httpx2 transport and chat.completions.create(), and the
+    caches added for issue 7 (JSON schema per output type, the evaluator's output models, the package
+    version) are bypassed.
     """
+    import openai
+
     import evaluations.evaluator as evaluator
+    import simulator.backends
     import simulator.chat
     import simulator.runner
     from simulator.chat import Completion
@@ -89,6 +93,10 @@ def undo_issue_7() -> None:
                           completion_tokens=usage.completion_tokens if usage else 0,
                           latency_s=time.perf_counter() - start, model=response.model or self.name)  # fmt: skip
 
+    def httpx2_client(base_url, api_key, timeout=None):
+        return openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, **({"timeout": timeout} if timeout else {}))
+
+    simulator.backends.async_client = httpx2_client
     OpenAIChatModel.complete = complete
     simulator.chat.json_schema = lambda output_type: output_type.model_json_schema()
     simulator.runner.package_version = simulator.runner.package_version.__wrapped__
@@ -111,14 +119,18 @@ def load_requests(path: Path) -> list[list[dict]]:
     return list(episodes.values())
 
 
-async def bare(url: str, concurrency: int, requests: Path) -> dict:
-    """The floor: the same requests through a plain openai client, sequential within an episode."""
+async def bare(url: str, concurrency: int, requests: Path, aiohttp: bool = False) -> dict:
+    """The floor: the same requests through a plain openai client, sequential within an episode.
+
+    With `aiohttp`, the client uses openai's aiohttp transport, as the toolkit does.
+    """
     imports = time.process_time()
     import openai
 
     imports = time.process_time() - imports
     episodes = load_requests(requests)
-    client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0)
+    http = {"http_client": openai.DefaultAioHttpClient()} if aiohttp else {}
+    client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, **http)
     limit = asyncio.Semaphore(concurrency)
     in_flight = calls = 0
 
@@ -145,6 +157,7 @@ async def bare(url: str, concurrency: int, requests: Path) -> dict:
     await asyncio.gather(*(episode(b) for b in episodes))
     watcher.cancel()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    await client.close()
     return measured(wall, cpu, episodes=len(episodes), succeeded=len(episodes), calls=calls, in_flight=peak, import_cpu_s=imports)
 
 
@@ -190,17 +203,17 @@ async def local(spec: dict, url: str | None = None) -> dict:
     """
     import contextlib
 
-    import openai
-
     import simulator.local
     from simulator.local import MODEL_NAME, local_server, model_path
-    from simulator.openai_backend import OpenAIChatModel
+    from simulator.openai_backend import OpenAIChatModel, async_client
 
     options = {"max_tokens": spec["max_tokens"], "temperature": spec["temperature"], "seed": spec["seed"]}
 
+    clients = []
+
     def through_toolkit(server_url: str):
-        model = OpenAIChatModel(openai.AsyncOpenAI(base_url=server_url, api_key="local", max_retries=0), MODEL_NAME,
-                                output_mode="json_object")  # fmt: skip
+        clients.append(async_client(server_url, "local"))
+        model = OpenAIChatModel(clients[-1], MODEL_NAME, output_mode="json_object")
 
         async def generate(messages: list[dict]) -> int:
             return (await model.complete(messages, **options)).completion_tokens
@@ -240,6 +253,8 @@ async def local(spec: dict, url: str | None = None) -> dict:
                 start = time.perf_counter()
                 totals[side]["tokens"] += await sides[side](messages)
                 totals[side]["wall_s"] += time.perf_counter() - start
+        for client in clients:
+            await client.close()
     return {"wall_s": sum(t["wall_s"] for t in totals.values()), "calls": len(spec["prompts"]), **totals}
 
 
@@ -251,6 +266,7 @@ def main() -> None:
     parser.add_argument("--grid", type=json.loads, default={})
     parser.add_argument("--requests", type=Path)
     parser.add_argument("--prompts", type=Path)
+    parser.add_argument("--aiohttp", action="store_true", help="bare: use openai's aiohttp transport")
     parser.add_argument("--cpu", type=int, help="pin this process to one core")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the trial here")
     args = parser.parse_args()
@@ -259,7 +275,7 @@ def main() -> None:
     trial = {
         "toolkit": lambda: toolkit(args.url, args.concurrency, args.grid),
         "toolkit-before": lambda: toolkit_before(args.url, args.concurrency, args.grid),
-        "bare": lambda: bare(args.url, args.concurrency, args.requests),
+        "bare": lambda: bare(args.url, args.concurrency, args.requests, args.aiohttp),
         "capture": lambda: capture(args.url, args.grid),
         "local": lambda: local(prompts_file(args.prompts), args.url),
     }[args.mode]

@@ -6,15 +6,13 @@ import contextlib
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-
-import openai
 
 from .config import Config
 from .errors import UserError
 from .local import MODEL_NAME, local_server
-from .openai_backend import OpenAIChatModel, OutputMode
+from .openai_backend import OpenAIChatModel, OutputMode, async_client
 
 OPENAI_DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -28,20 +26,24 @@ class Endpoint:
     default_model: str
     exit_reason: Callable[[], str | None] = lambda: None  # the local server: why it is gone, if it died
 
-    def models(self, config: Config) -> dict:
-        """Chat models by role, sharing one client (create inside the running event loop).
+    @contextlib.asynccontextmanager
+    async def models(self, config: Config) -> AsyncIterator[dict]:
+        """Chat models by role, sharing one client that is closed when the block ends.
 
         'evaluators' is a list: --evaluator-model may name several models, which judges take in turn.
         """
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=config.timeout, max_retries=0)
+        client = async_client(self.base_url, self.api_key, config.timeout)
         default = config.model or self.default_model
 
         def model(name: str | None) -> OpenAIChatModel:
             return OpenAIChatModel(client, name or default, output_mode=self.output_mode)
 
         evaluators = [n.strip() for n in (config.evaluator_model or "").split(",") if n.strip()] or [None]
-        return {"practitioner": model(config.practitioner_model), "persona": model(config.persona_model),
-                "evaluators": [model(n) for n in evaluators]}
+        try:
+            yield {"practitioner": model(config.practitioner_model), "persona": model(config.persona_model),
+                   "evaluators": [model(n) for n in evaluators]}  # fmt: skip
+        finally:
+            await client.close()
 
 
 def check_reachable(base_url: str, timeout: float = 5.0) -> None:

@@ -177,10 +177,13 @@ class Batch:
     on_progress: Callable[[Progress], None] | None = None
 
     async def run(self) -> tuple[str, Progress]:
+        async with self.endpoint.models(self.config) as models:
+            return await self._run(models)
+
+    async def _run(self, models: dict) -> tuple[str, Progress]:
         from evaluations import Judge, load_rubric, make_evaluator  # the evaluator package sits above the simulator
 
         exp, cat, config = self.experiment, self.catalog, self.config
-        models = self.endpoint.models(config)
         rubric, rubric_hash = load_rubric(self.rubric_file, config.prompts_dir) if exp.judges else (None, None)
         spec = run_spec(exp, cat, config, self.endpoint.backend, models, rubric_hash)
         run_id = self.run_id or spec_id(spec)

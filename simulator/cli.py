@@ -105,11 +105,11 @@ def run(
         console.print(f"[dim]{scenario.setting} · {scenario.persona} · {scenario.strategy} · {profile.id} · seed {seed} · {ep.backend}[/]")
 
         async def go():
-            models = ep.models(config)
-            evaluate = make_evaluator(_judges(models["evaluators"], cat, config, judges, rubric_file, seed, fidelity_judge), cat) if judges else None
-            ctx = Context(models["practitioner"], models["persona"], cat, Prompts(cat.prompt_dirs), scenario, seed,
-                          temperature=config.temperature, max_turns=config.max_turns, reasks=config.reasks, evaluate=evaluate)
-            return await run_episode(ctx, backend=ep.backend, on_turn=print_turn)
+            async with ep.models(config) as models:
+                evaluate = make_evaluator(_judges(models["evaluators"], cat, config, judges, rubric_file, seed, fidelity_judge), cat) if judges else None
+                ctx = Context(models["practitioner"], models["persona"], cat, Prompts(cat.prompt_dirs), scenario, seed,
+                              temperature=config.temperature, max_turns=config.max_turns, reasks=config.reasks, evaluate=evaluate)
+                return await run_episode(ctx, backend=ep.backend, on_turn=print_turn)
 
         record = asyncio.run(go())
     out.mkdir(parents=True, exist_ok=True)
@@ -180,13 +180,14 @@ def _grade_all(config: Config, cat: Catalog, episodes: list[tuple[str, dict]], j
     with endpoint(config) as ep:
 
         async def go():
-            panel = _judges(ep.models(config)["evaluators"], cat, config, judges, rubric_file, seed, fidelity_judge)
-            results = []
-            for n, (label, episode) in enumerate(episodes, start=1):
-                results.append([await grade_episode(episode, judge, cat) for judge in panel])
-                if on_graded:
-                    on_graded(n, label, results[-1])
-            return results
+            async with ep.models(config) as models:
+                panel = _judges(models["evaluators"], cat, config, judges, rubric_file, seed, fidelity_judge)
+                results = []
+                for n, (label, episode) in enumerate(episodes, start=1):
+                    results.append([await grade_episode(episode, judge, cat) for judge in panel])
+                    if on_graded:
+                        on_graded(n, label, results[-1])
+                return results
 
         return asyncio.run(go())
 

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-import httpx
 import openai
 
 from .chat import Completion, Message
@@ -23,6 +22,17 @@ def response_format(schema: dict, mode: OutputMode) -> dict:
     if mode == "json_object":
         return {"type": "json_object", "schema": schema}
     return {"type": "json_schema", "json_schema": {"name": schema.get("title", "output"), "schema": schema, "strict": True}}
+
+
+def async_client(base_url: str | None, api_key: str, timeout: float | None = None) -> openai.AsyncOpenAI:
+    """The client the roles share: openai's aiohttp transport, with no retries of its own (ours is the only layer).
+
+    aiohttp takes about half the client CPU per call of the default httpx2 transport, whose pool probes
+    every idle connection on each request (benchmarks/README.md); close it with `await client.close()`.
+    """
+    options = {"timeout": timeout} if timeout else {}
+    return openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0,
+                              http_client=openai.DefaultAioHttpClient(**options), **options)  # fmt: skip
 
 
 RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
@@ -44,7 +54,7 @@ class RetryPolicy:
         return random.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
 
 
-def retry_after(response: httpx.Response | None) -> float | None:
+def retry_after(response) -> float | None:
     """Seconds from a `retry-after-ms` or `retry-after` header (seconds or an HTTP date), else None."""
     if response is None:
         return None
@@ -69,6 +79,18 @@ def retryable(error: openai.APIError) -> bool:
         return True
     status = getattr(error, "status_code", None)
     return status is not None and (status in RETRYABLE_STATUS or status >= 500)
+
+
+def failure(error: openai.APIError) -> str:
+    """`BadRequestError: …`; a transport failure is named by its root cause (the aiohttp transport reports
+    a refused or dropped connection as a timeout): `APIConnectionError: Server disconnected`."""
+    if not isinstance(error, openai.APIConnectionError):
+        return f"{type(error).__name__}: {error}"
+    root = error
+    while root.__cause__ or root.__context__:
+        root = root.__cause__ or root.__context__
+    timeout = isinstance(root, (TimeoutError, asyncio.TimeoutError)) or (root is error and isinstance(error, openai.APITimeoutError))
+    return f"{'APITimeoutError' if timeout else 'APIConnectionError'}: {root}"
 
 
 class OpenAIChatModel:
@@ -113,7 +135,7 @@ class OpenAIChatModel:
             except openai.APIError as e:
                 if not retryable(e) or attempt == self.retry.attempts - 1:
                     tries = f" after {attempt + 1} tries" if attempt else ""
-                    raise ModelError(f"{type(e).__name__}: {e}{tries}") from None
+                    raise ModelError(f"{failure(e)}{tries}") from None
                 await asyncio.sleep(self.retry.delay(attempt, retry_after(getattr(e, "response", None))))
         latency = time.perf_counter() - start
         return completion(response, self.name, latency, attempt)

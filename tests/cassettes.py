@@ -26,14 +26,13 @@ def cassette(name: str, record_mode: str):
     return recorder.use_cassette(str(CASSETTES / f"{name}.yaml"))
 
 
-def local_models(base_url: str) -> tuple[OpenAIChatModel, OpenAIChatModel]:
+def local_models(client: openai.AsyncOpenAI) -> tuple[OpenAIChatModel, OpenAIChatModel]:
     """Practitioner and persona on the embedded model's server, as the local backend makes them."""
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="local", max_retries=0)
     return (OpenAIChatModel(client, MODEL_NAME, output_mode="json_object"),
             OpenAIChatModel(client, MODEL_NAME, output_mode="json_object"))
 
 
-def gold_judge(base_url: str):
+def gold_judge(client: openai.AsyncOpenAI):
     """The judge and the gold transcript the 'verdict' cassette holds."""
     import evaluations
     from evaluations import Judge, load_gold, load_rubric
@@ -41,13 +40,13 @@ def gold_judge(base_url: str):
     catalog = load_catalog()
     item = load_gold(Path(evaluations.__file__).parent / "gold" / "team.jsonl", catalog)[0]
     rubric, rubric_hash = load_rubric()
-    judge = Judge(local_models(base_url)[0], Prompts(catalog.prompt_dirs), rubric, rubric_hash, seed=5)
+    judge = Judge(local_models(client)[0], Prompts(catalog.prompt_dirs), rubric, rubric_hash, seed=5)
     return judge, item.episode(), catalog
 
 
-def short_episode(base_url: str) -> Context:
+def short_episode(client: openai.AsyncOpenAI) -> Context:
     """The short episode the 'episode' cassette holds."""
     catalog = load_catalog()
-    practitioner, persona = local_models(base_url)
+    practitioner, persona = local_models(client)
     scenario = Scenario("bar_club", "friendly", "high_point_exit", Profile())
     return Context(practitioner, persona, catalog, Prompts(catalog.prompt_dirs), scenario, seed=11, max_turns=2)

@@ -10,6 +10,7 @@ import pytest
 
 from simulator import Completion, Context, Profile, Prompts, Scenario, load_catalog
 from simulator.errors import ModelError
+from simulator.openai_backend import async_client
 
 _real_connect = socket.socket.connect
 
@@ -61,6 +62,20 @@ def practitioner_says(text, intent):
 
 def persona_says(text, interest=5, comfort=5, shares=False):
     return [text, {"interest": interest, "comfort": comfort, "shares_contact": shares}]
+
+
+@pytest.fixture
+async def client():
+    """Makes clients as nextstep does (`async_client`) and closes each one when the test ends."""
+    made = []
+
+    def make(url: str, api_key: str = "sk-test", timeout: float = 5.0):
+        made.append(async_client(url, api_key, timeout))
+        return made[-1]
+
+    yield make
+    for c in made:
+        await c.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,17 @@ from cassettes import CASSETTES, cassette, gold_judge, short_episode  # noqa: E4
 
 from evaluations import grade  # noqa: E402
 from simulator.local import local_server  # noqa: E402
+from simulator.openai_backend import async_client  # noqa: E402
 from simulator.runner import run_episode  # noqa: E402
+
+
+async def recorded(url: str, make):
+    """`make(client)` awaited with a client to the server at url, closed afterwards."""
+    client = async_client(url, "local")
+    try:
+        return await make(client)
+    finally:
+        await client.close()
 
 
 def main() -> None:
@@ -25,12 +35,11 @@ def main() -> None:
         url = server.url
         (CASSETTES / "episode.yaml").unlink(missing_ok=True)
         with cassette("episode", record_mode="all"):
-            record = asyncio.run(run_episode(short_episode(url), backend="local"))
+            record = asyncio.run(recorded(url, lambda client: run_episode(short_episode(client), backend="local")))
         print(f"episode.yaml: {record['status']}, {len(record['turns'])} turns, {record['usage']['calls']} calls")
         (CASSETTES / "verdict.yaml").unlink(missing_ok=True)
         with cassette("verdict", record_mode="all"):
-            judge, episode, catalog = gold_judge(url)
-            verdict = asyncio.run(grade(episode, judge, catalog))
+            verdict = asyncio.run(recorded(url, lambda client: grade(*gold_judge(client))))
         print(f"verdict.yaml: {len(verdict['calls'])} calls, {len(verdict['unscored'])} part(s) unscored")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import openai
 import pytest
 from stub_server import StubServer
 
@@ -12,16 +11,16 @@ from simulator.errors import ModelError
 from simulator.openai_backend import OpenAIChatModel
 
 
-def model(url, mode):
-    return OpenAIChatModel(openai.AsyncOpenAI(base_url=url, api_key="sk-test", max_retries=0), "m", output_mode=mode)
+def model(client, mode):
+    return OpenAIChatModel(client, "m", output_mode=mode)
 
 
 @pytest.mark.parametrize("mode", ["json_schema", "json_object"])
-async def test_structured_request_shape(mode):
+async def test_structured_request_shape(mode, client):
     stub = StubServer()
     with stub as url:
         schema = PersonaState.model_json_schema()
-        completion = await model(url, mode).complete([{"role": "user", "content": "hi"}], schema=schema, seed=5,
+        completion = await model(client(url), mode).complete([{"role": "user", "content": "hi"}], schema=schema, seed=5,
                                                       temperature=0.2, max_tokens=30, stop=["\n"])
     body = stub.requests[0]
     assert (body["seed"], body["temperature"], body["max_tokens"], body["stop"]) == (5, 0.2, 30, ["\n"])
@@ -34,19 +33,19 @@ async def test_structured_request_shape(mode):
     assert completion.prompt_tokens == 50 and completion.completion_tokens == 10 and completion.latency_s > 0
 
 
-async def test_plain_request_has_no_response_format():
+async def test_plain_request_has_no_response_format(client):
     stub = StubServer()
     with stub as url:
-        await model(url, "json_schema").complete([{"role": "user", "content": "hi"}])
+        await model(client(url), "json_schema").complete([{"role": "user", "content": "hi"}])
     assert "response_format" not in stub.requests[0] and "seed" not in stub.requests[0]
 
 
-async def test_endpoint_errors_become_model_errors():
+async def test_endpoint_errors_become_model_errors(client):
     with StubServer(fault=lambda n, body: (400, {}, {"error": {"message": "bad request"}})) as url:
         with pytest.raises(ModelError, match="BadRequestError"):
-            await model(url, "json_schema").complete([{"role": "user", "content": "hi"}])
+            await model(client(url), "json_schema").complete([{"role": "user", "content": "hi"}])
     with pytest.raises(ModelError, match="APIConnectionError"):
-        await model("http://127.0.0.1:9/v1", "json_schema").complete([{"role": "user", "content": "hi"}])
+        await model(client("http://127.0.0.1:9/v1"), "json_schema").complete([{"role": "user", "content": "hi"}])
 
 
 def test_fidelity_counts_rules_and_judges():

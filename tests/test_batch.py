@@ -70,7 +70,7 @@ def test_resume_after_sigkill_yields_exactly_the_grid(tmp_path):
         common = ["--base-url", url, "--db", str(db), "--concurrency", "4"]
         grid = ["--personas", "all", "--strategies", "all", "--reps", "2", "--max-turns", "2", "--judges", "0", "--run-id", "crash"]
         proc = subprocess.Popen([sys.executable, "-m", "simulator", "batch", *grid, *common],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while _stored(db) < 5 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)

@@ -11,9 +11,9 @@ from simulator.runner import run_episode
 UNUSED_PORT_URL = "http://127.0.0.1:9/v1"  # nothing listens here: replay must not need a server
 
 
-async def test_short_episode_replays_offline_on_any_port():
+async def test_short_episode_replays_offline_on_any_port(client):
     with cassette("episode", record_mode="none") as tape:
-        record = await run_episode(short_episode(UNUSED_PORT_URL), backend="local")
+        record = await run_episode(short_episode(client(UNUSED_PORT_URL, "local")), backend="local")
         assert tape.all_played and tape.play_count == len(tape) == 8
     assert record["status"] == "succeeded", record["error"]
     assert [t["speaker"] for t in record["turns"]] == ["practitioner", "persona"] * 2
@@ -23,8 +23,8 @@ async def test_short_episode_replays_offline_on_any_port():
     assert record["outcome"]["end_reason"] in {"exchanged", "goodbye", "refused", "degenerate", "max_turns"}
 
 
-async def test_real_evaluator_verdict_replays_and_holds_its_invariants():
-    judge, episode, catalog = gold_judge(UNUSED_PORT_URL)
+async def test_real_evaluator_verdict_replays_and_holds_its_invariants(client):
+    judge, episode, catalog = gold_judge(client(UNUSED_PORT_URL, "local"))
     with cassette("verdict", record_mode="none") as tape:
         verdict = await grade(episode, judge, catalog)
         assert tape.all_played

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import openai
 import pytest
 from stub_server import StubServer, completion
 
@@ -17,9 +16,9 @@ FAST = RetryPolicy(attempts=3, base_s=0.01, cap_s=0.05)
 HI = [{"role": "user", "content": "hi"}]
 
 
-def model(url, *, timeout=5.0, retry=FAST):
-    client = openai.AsyncOpenAI(base_url=url, api_key="sk-test", timeout=timeout, max_retries=2)
-    return OpenAIChatModel(client, "m", output_mode="json_object", retry=retry)
+def model(client, *, retry=FAST):
+    # the client's own retries on: the model must turn them off (ours is the only retry layer)
+    return OpenAIChatModel(client.with_options(max_retries=2), "m", output_mode="json_object", retry=retry)
 
 
 def first(n_faulty, outcome):
@@ -34,11 +33,11 @@ def first(n_faulty, outcome):
     (408, {}, {"error": {"message": "timeout"}}),
     "reset",
 ])  # fmt: skip
-async def test_transient_faults_are_retried(outcome):
+async def test_transient_faults_are_retried(outcome, client):
     stub = StubServer(fault=first(2, outcome))
     with stub as url:
         start = time.monotonic()
-        c = await model(url).complete(HI)
+        c = await model(client(url)).complete(HI)
         waited = time.monotonic() - start
     assert c.retries == 2 and c.text
     assert len(stub.requests) == 3  # our retries only: the client's own max_retries=2 was switched off
@@ -46,25 +45,25 @@ async def test_transient_faults_are_retried(outcome):
         assert waited >= 0.4  # Retry-After honoured twice
 
 
-async def test_a_call_that_hangs_past_the_timeout_is_retried():
+async def test_a_call_that_hangs_past_the_timeout_is_retried(client):
     stub = StubServer(fault=first(1, "hang"))
     with stub as url:
-        c = await model(url, timeout=0.5).complete(HI)
+        c = await model(client(url, timeout=0.5)).complete(HI)
     assert c.retries == 1 and len(stub.requests) == 2
 
 
-async def test_persistent_5xx_fails_after_the_bounded_attempts():
+async def test_persistent_5xx_fails_after_the_bounded_attempts(client):
     stub = StubServer(fault=lambda n, body: (502, {}, {"error": {"message": "bad gateway"}}))
     with stub as url, pytest.raises(ModelError, match=r"InternalServerError: .*bad gateway.* after 3 tries"):
-        await model(url).complete(HI)
+        await model(client(url)).complete(HI)
     assert len(stub.requests) == 3
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
-async def test_other_client_errors_are_not_retried(status):
+async def test_other_client_errors_are_not_retried(status, client):
     stub = StubServer(fault=lambda n, body: (status, {}, {"error": {"message": "no"}}))
     with stub as url, pytest.raises(ModelError):
-        await model(url).complete(HI)
+        await model(client(url)).complete(HI)
     assert len(stub.requests) == 1
 
 
@@ -74,20 +73,20 @@ async def test_other_client_errors_are_not_retried(status):
     completion({}, ""),                                             # empty content
     completion({}, '{"interest": 30, "comfort": 4, "shares_contact": true}'),  # out of the schema
 ])  # fmt: skip
-async def test_malformed_output_goes_to_the_bounded_reask(bad):
+async def test_malformed_output_goes_to_the_bounded_reask(bad, client):
     stub = StubServer(fault=first(1, (200, {}, bad)))
     calls = []
     with stub as url:
-        state = await structured(model(url), HI, PersonaState, role="persona", purpose="state", calls=calls, reasks=2)
+        state = await structured(model(client(url)), HI, PersonaState, role="persona", purpose="state", calls=calls, reasks=2)
     assert isinstance(state, PersonaState)
     assert [c.ok for c in calls] == [False, True] and calls[0].error
     assert "That answer was invalid" in stub.requests[1]["messages"][-1]["content"]
 
 
-async def test_output_that_stays_malformed_is_an_output_error():
+async def test_output_that_stays_malformed_is_an_output_error(client):
     stub = StubServer(fault=lambda n, body: (200, {}, completion(body, "not json")))
     with stub as url, pytest.raises(OutputError, match="invalid output after 3 attempts"):
-        await structured(model(url), HI, PersonaState, role="persona", purpose="state", calls=[], reasks=2)
+        await structured(model(client(url)), HI, PersonaState, role="persona", purpose="state", calls=[], reasks=2)
 
 
 def test_retry_after_forms():

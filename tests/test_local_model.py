@@ -35,9 +35,9 @@ def _transcript(record):
     return [(t["speaker"], t["text"], t.get("intent"), t.get("interest"), t.get("comfort")) for t in record["turns"]]
 
 
-async def test_short_episode_on_the_real_model_is_reproducible(server_url):
-    first = await run_episode(short_episode(server_url), backend="local")
-    second = await run_episode(short_episode(server_url), backend="local")
+async def test_short_episode_on_the_real_model_is_reproducible(server_url, client):
+    first = await run_episode(short_episode(client(server_url, "local")), backend="local")
+    second = await run_episode(short_episode(client(server_url, "local")), backend="local")
     assert first["status"] == "succeeded", first["error"]
     assert len(first["turns"]) >= 2 and all(t["text"] for t in first["turns"])
     assert all(c["completion_tokens"] > 0 and c["latency_s"] > 0 for c in first["calls"])

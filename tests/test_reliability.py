@@ -139,7 +139,8 @@ def test_two_batches_writing_one_database_lose_nothing(tmp_path):
                                    "--base-url", url, "--db", db], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for i in range(2)]  # fmt: skip
         for p in procs:
-            assert p.wait(timeout=300) == 0, p.stderr.read()
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
     with Store(tmp_path / "n.db") as store:
         assert [r["succeeded"] for r in store.runs()] == [18, 18]
         assert store.integrity_ok()
