@@ -29,6 +29,11 @@ async def recorded(url: str, make):
         await client.close()
 
 
+async def grade_gold(client):
+    judge, episode, catalog = gold_judge(client)
+    return await grade(episode, judge, catalog)
+
+
 def main() -> None:
     CASSETTES.mkdir(exist_ok=True)
     with local_server() as server:
@@ -39,7 +44,7 @@ def main() -> None:
         print(f"episode.yaml: {record['status']}, {len(record['turns'])} turns, {record['usage']['calls']} calls")
         (CASSETTES / "verdict.yaml").unlink(missing_ok=True)
         with cassette("verdict", record_mode="all"):
-            verdict = asyncio.run(recorded(url, lambda client: grade(*gold_judge(client))))
+            verdict = asyncio.run(recorded(url, grade_gold))
         print(f"verdict.yaml: {len(verdict['calls'])} calls, {len(verdict['unscored'])} part(s) unscored")
 
 

@@ -95,6 +95,7 @@ def test_no_server_outlives_the_command(tmp_path, sig, code):
         assert not _alive(servers[0])
     finally:
         proc.kill()
+        proc.communicate()  # closes the pipes
         proc.wait()
 
 
@@ -160,7 +161,8 @@ def test_no_server_outlives_success_or_error(tmp_path, case):
     while proc.poll() is None:
         seen.update(_servers_of(proc.pid))
         time.sleep(0.05)
-    assert proc.returncode == code, proc.stderr.read()
+    err = proc.communicate()[1]
+    assert proc.returncode == code, err
     assert seen, "the server should have been running"
     deadline = time.monotonic() + 15
     while any(_alive(pid) for pid in seen) and time.monotonic() < deadline:
