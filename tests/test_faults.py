@@ -59,6 +59,13 @@ async def test_persistent_5xx_fails_after_the_bounded_attempts(client):
     assert len(stub.requests) == 3
 
 
+@pytest.mark.parametrize("fault, named", [("reset", "APIConnectionError: "), ("hang", "APITimeoutError: ")])
+async def test_a_transport_failure_is_named_by_its_root_cause(fault, named, client):
+    # aiohttp's transport raises every dropped connection as a timeout; the stored error must say what happened
+    with StubServer(fault=lambda n, body: fault) as url, pytest.raises(ModelError, match=f"^{named}.* after 3 tries"):
+        await model(client(url, timeout=0.3)).complete(HI)
+
+
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
 async def test_other_client_errors_are_not_retried(status, client):
     stub = StubServer(fault=lambda n, body: (status, {}, {"error": {"message": "no"}}))
