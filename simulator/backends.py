@@ -32,18 +32,15 @@ class Endpoint:
 
         'evaluators' is a list: --evaluator-model may name several models, which judges take in turn.
         """
-        client = async_client(self.base_url, self.api_key, config.timeout)
         default = config.model or self.default_model
-
-        def model(name: str | None) -> OpenAIChatModel:
-            return OpenAIChatModel(client, name or default, output_mode=self.output_mode)
-
         evaluators = [n.strip() for n in (config.evaluator_model or "").split(",") if n.strip()] or [None]
-        try:
+        async with async_client(self.base_url, self.api_key, config.timeout) as client:
+
+            def model(name: str | None) -> OpenAIChatModel:
+                return OpenAIChatModel(client, name or default, output_mode=self.output_mode)
+
             yield {"practitioner": model(config.practitioner_model), "persona": model(config.persona_model),
                    "evaluators": [model(n) for n in evaluators]}  # fmt: skip
-        finally:
-            await client.close()
 
 
 def check_reachable(base_url: str, timeout: float = 5.0) -> None:

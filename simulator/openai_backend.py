@@ -28,7 +28,7 @@ def async_client(base_url: str | None, api_key: str, timeout: float | None = Non
     """The client the roles share: openai's aiohttp transport, with no retries of its own (ours is the only layer).
 
     aiohttp takes about half the client CPU per call of the default httpx2 transport, whose pool probes
-    every idle connection on each request (benchmarks/README.md); close it with `await client.close()`.
+    every idle connection on each request (benchmarks/README.md); use it as `async with async_client(...) as client`.
     """
     options = {"timeout": timeout} if timeout else {}
     return openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0,

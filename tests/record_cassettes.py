@@ -22,11 +22,8 @@ from simulator.runner import run_episode  # noqa: E402
 
 async def recorded(url: str, make):
     """`make(client)` awaited with a client to the server at url, closed afterwards."""
-    client = async_client(url, "local")
-    try:
+    async with async_client(url, "local") as client:
         return await make(client)
-    finally:
-        await client.close()
 
 
 async def grade_gold(client):
