@@ -144,9 +144,9 @@ def run(plan: Plan, work: Path) -> dict:
 
 
 def b4(plan: Plan, work: Path, capture: Path, stub_url: str) -> dict:
-    """The embedded model through the toolkit vs llama_cpp.Llama in-process: same prompts and settings."""
+    """The embedded model through the toolkit vs xllamacpp.Server in-process: same prompts and settings."""
     spec = {"prompts": dialogue_prompts(capture, plan.b4_prompts), "max_tokens": plan.b4_max_tokens, "temperature": 0.7,
-            "seed": 1, "n_ctx": 4096, "n_threads": os.cpu_count() or 1, "standin_latency": plan.latency}  # fmt: skip
+            "seed": 1, "slots": 1, "n_threads": os.cpu_count() or 1, "standin_latency": plan.latency}  # fmt: skip
     prompts = work / "prompts.json"
     prompts.write_text(json.dumps(spec))
     runs = []
@@ -154,7 +154,6 @@ def b4(plan: Plan, work: Path, capture: Path, stub_url: str) -> dict:
         args = ["--prompts", str(prompts)] + ([] if plan.local_model else ["--url", stub_url])
         runs.append(trial("local", *args, cpu=None))
     return {"toolkit": [r["toolkit"] for r in runs], "inprocess": [r["inprocess"] for r in runs],
-            "before": [r["toolkit_before"] for r in runs if "toolkit_before" in r],
             "spec": {k: v for k, v in spec.items() if k != "prompts"} | {"prompts": len(spec["prompts"])}}  # fmt: skip
 
 
@@ -225,15 +224,12 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
     ]  # fmt: skip
     b4 = results["b4"]
     tps = lambda r: r["tokens"] / r["wall_s"]  # noqa: E731
-    inprocess = "llama_cpp.Llama in-process" if plan.local_model else "smoke stand-in (a fixed pause, no model)"
+    inprocess = "xllamacpp.Server in-process" if plan.local_model else "smoke stand-in (a fixed pause, no model)"
     lines += [
         row("B4 toolkit tokens/s" + ("" if plan.local_model else " (smoke: against the stub)"), [tps(r) for r in b4["toolkit"]], "", 1),
         row(f"B4 {inprocess} tokens/s", [tps(r) for r in b4["inprocess"]], "", 1),
         row("B4 toolkit / in-process tokens/s", per_run(b4["toolkit"], b4["inprocess"], lambda t, i: tps(t) / tps(i)), "≥ 0.90", 3),
     ]  # fmt: skip
-    if b4["before"]:
-        lines.append(row("before: B4 toolkit / in-process tokens/s (server with its default logits_all)",
-                         per_run(b4["before"], b4["inprocess"], lambda t, i: tps(t) / tps(i)), "", 3))  # fmt: skip
     in_flight = [r["in_flight"] for r in results["b2"][top]["toolkit"]]
     tokens = f"{b4['toolkit'][0]['tokens']} (toolkit) and {b4['inprocess'][0]['tokens']} (in-process) completion tokens per run"
     header = [
@@ -243,7 +239,7 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
         f"Each figure is over {plan.runs} run(s); toolkit and bare-loop trials alternate within a run, and ratios are "
         "taken within a run, then summarised.",
         "",
-        f"- machine: {cpu_model()}, {os.cpu_count()} cores, {mem_gb():.0f} GB; {platform.platform()}; "
+        f"- machine: {cpu_model()} (flags: {cpu_flags()}), {os.cpu_count()} cores, {mem_gb():.0f} GB; {platform.platform()}; "
         f"1-minute load average {results['load'][0]:.2f} at the start, {results['load'][1]:.2f} at the end "
         "(the run itself keeps one or two cores busy; more at the start means other work on this shared VM)",
         "- versions: " + ", ".join(f"{p} {v}" for p, v in versions().items()),
@@ -265,11 +261,12 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
         "their CPU is the one-off import row.",
         "- 'before' rows: the toolkit as it was before issue 7, rebuilt in the trial process by undoing the "
         "changes (the default httpx2 transport, the client call back to `chat.completions.create()`, "
-        "schema/model/version caches bypassed, the "
-        "local server without `--logits_all False`); see benchmarks/README.md.",
+        "schema/model/version caches bypassed); see benchmarks/README.md.",
         f"- B4: {b4['spec']['prompts']} dialogue prompts the toolkit sent, max_tokens {b4['spec']['max_tokens']}, "
-        f"temperature {b4['spec']['temperature']}, seed {b4['spec']['seed']}, n_ctx {b4['spec']['n_ctx']}, "
-        f"n_threads {b4['spec']['n_threads']}; the toolkit is `OpenAIChatModel.complete()` against `simulator.local.local_server()`; "
+        f"temperature {b4['spec']['temperature']}, seed {b4['spec']['seed']}, slots {b4['spec']['slots']}, "
+        f"n_threads {b4['spec']['n_threads']}; the toolkit is `OpenAIChatModel.complete()` against `simulator.local.local_server()` "
+        "(the engine in its own process, over HTTP), the other side `handle_chat_completions` on a `xllamacpp.Server` built "
+        "with the same `simulator.engine.params`; "
         f"one untimed warm-up call each; {tokens}.",
         "",
     ]
@@ -283,13 +280,23 @@ def cpu_model() -> str:
         return platform.processor() or "unknown CPU"
 
 
+def cpu_flags() -> str:
+    """The instruction-set flags that matter for a prebuilt engine: AVX2, AVX-512*, AMX* (or 'none of them')."""
+    try:
+        flags = next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    shown = [f for f in flags if f == "avx2" or f.startswith(("avx512", "amx"))]
+    return " ".join(shown) or "none of avx2/avx512/amx"
+
+
 def mem_gb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
 def versions() -> dict:
     out = {"python": platform.python_version()}
-    for package in ("nextstep", "openai", "httpx2", "aiohttp", "langgraph", "pydantic", "llama_cpp_python"):
+    for package in ("nextstep", "openai", "httpx2", "aiohttp", "langgraph", "pydantic", "xllamacpp"):
         try:
             out[package] = version(package)
         except Exception:

@@ -184,66 +184,48 @@ def prompts_file(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def without_logits_all_flag(command: list[str]) -> list[str]:
-    """`without_logits_all_flag(['x', '--logits_all', 'False'])` -> ['x']."""
-    if "--logits_all" not in command:
-        return command
-    i = command.index("--logits_all")
-    return command[:i] + command[i + 2 :]
-
-
 async def local(spec: dict, url: str | None = None) -> dict:
-    """B4: the embedded model through the toolkit vs llama_cpp.Llama in this process, prompt by prompt.
+    """B4: the embedded model through the toolkit vs `xllamacpp.Server` in this process, prompt by prompt.
 
-    The toolkit side is OpenAIChatModel.complete() against simulator.local.local_server(); the sides
-    take turns per prompt, in a rotating order, so drift on a shared machine hits them alike. A
-    third side, for the 'before' row, is the server as started before issue 7 (llama_cpp.server's
-    default logits_all, without `--logits_all False`).
+    The toolkit side is OpenAIChatModel.complete() against simulator.local.local_server() (the engine in its
+    own process, over HTTP); the in-process side hands the same request to a Server built with the same
+    parameters (`simulator.engine.params`) through `handle_completions`, no HTTP. The sides take turns per
+    prompt, in a rotating order, so drift on a shared machine hits them alike.
     With `url` (smoke mode) the toolkit talks to that stub and a fixed pause stands in for the model.
     """
     import contextlib
 
-    import simulator.local
     from simulator.local import MODEL_NAME, local_server, model_path
     from simulator.openai_backend import OpenAIChatModel, async_client
 
     options = {"max_tokens": spec["max_tokens"], "temperature": spec["temperature"], "seed": spec["seed"]}
 
-    clients = []
-
-    def through_toolkit(server_url: str):
-        clients.append(async_client(server_url, "local"))
-        model = OpenAIChatModel(clients[-1], MODEL_NAME, output_mode="json_object")
-
-        async def generate(messages: list[dict]) -> int:
-            return (await model.complete(messages, **options)).completion_tokens
-
-        return generate
-
-    with contextlib.ExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:
         if url:
-            async def standin(messages: list[dict]) -> int:
-                await asyncio.sleep(spec["standin_latency"])
-                return 10  # what the stub reports
-
-            sides = {"toolkit": through_toolkit(url), "inprocess": standin}
-        else:
-            from llama_cpp import Llama
-
-            shipped = stack.enter_context(local_server(n_ctx=spec["n_ctx"])).url
-            command = simulator.local.server_command
-            simulator.local.server_command = lambda port, n_ctx: without_logits_all_flag(command(port, n_ctx))
-            before = stack.enter_context(local_server(n_ctx=spec["n_ctx"])).url
-            simulator.local.server_command = command
-            llm = Llama(model_path=str(model_path()), n_ctx=spec["n_ctx"], n_threads=spec["n_threads"], seed=spec["seed"],
-                        verbose=False)  # fmt: skip
+            server_url = url
 
             async def inprocess(messages: list[dict]) -> int:
-                # repeat_penalty: the server's default for a request that does not set it (the method's is 1.0)
-                response = llm.create_chat_completion(messages, repeat_penalty=1.1, **options)
+                await asyncio.sleep(spec["standin_latency"])
+                return 10  # what the stub reports
+        else:
+            import xllamacpp
+
+            from simulator.engine import params
+
+            server_url = stack.enter_context(local_server(slots=spec["slots"])).url
+            server = xllamacpp.Server(params(str(model_path()), MODEL_NAME, 0, spec["slots"], spec["n_threads"]))
+
+            async def inprocess(messages: list[dict]) -> int:
+                body = {"model": MODEL_NAME, "messages": messages, **options}
+                response = await asyncio.to_thread(server.handle_chat_completions, body)
                 return response["usage"]["completion_tokens"]
 
-            sides = {"toolkit": through_toolkit(shipped), "inprocess": inprocess, "toolkit_before": through_toolkit(before)}
+        model = OpenAIChatModel(await stack.enter_async_context(async_client(server_url, "local")), MODEL_NAME)
+
+        async def toolkit(messages: list[dict]) -> int:
+            return (await model.complete(messages, **options)).completion_tokens
+
+        sides = {"toolkit": toolkit, "inprocess": inprocess}
         totals = {side: {"tokens": 0, "wall_s": 0.0} for side in sides}
         for generate in sides.values():
             await generate(spec["prompts"][0])  # warm-up, not timed: first-call set-up on every side
@@ -253,8 +235,6 @@ async def local(spec: dict, url: str | None = None) -> dict:
                 start = time.perf_counter()
                 totals[side]["tokens"] += await sides[side](messages)
                 totals[side]["wall_s"] += time.perf_counter() - start
-        for client in clients:
-            await client.close()
     return {"wall_s": sum(t["wall_s"] for t in totals.values()), "calls": len(spec["prompts"]), **totals}
 
 

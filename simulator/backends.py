@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .config import Config
 from .errors import UserError
-from .local import MODEL_NAME, local_server
+from .local import DEFAULT_SLOTS, MODEL_NAME, local_server
 from .openai_backend import OpenAIChatModel, OutputMode, async_client
 
 OPENAI_DEFAULT_MODEL = "gpt-4o-mini"
@@ -24,6 +24,7 @@ class Endpoint:
     api_key: str
     output_mode: OutputMode
     default_model: str
+    concurrency: int = 8  # episodes in flight unless --concurrency says otherwise: the slots of the local engine
     exit_reason: Callable[[], str | None] = lambda: None  # the local server: why it is gone, if it died
 
     @contextlib.asynccontextmanager
@@ -55,17 +56,20 @@ def check_reachable(base_url: str, timeout: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def endpoint(config: Config) -> Iterator[Endpoint]:
-    """The endpoint the config names; the local server runs only inside this block."""
+def endpoint(config: Config, concurrency: int | None = None) -> Iterator[Endpoint]:
+    """The endpoint the config names; the local server runs only inside this block, with one parallel slot
+    per episode in flight (`concurrency`, default DEFAULT_SLOTS)."""
     if config.base_url:
         check_reachable(config.base_url)
         key = os.environ.get(config.api_key_env) or "none"  # many self-hosted servers need no key
-        yield Endpoint("openai-compatible", config.base_url, key, config.output_mode or "json_schema", config.model or "default")
+        yield Endpoint("openai-compatible", config.base_url, key, config.output_mode or "json_schema", config.model or "default",
+                       concurrency or 8)
     elif config.backend == "openai":
         key = os.environ.get(config.api_key_env)
         if not key:
             raise UserError(f"--backend openai needs an API key in ${config.api_key_env}")
-        yield Endpoint("openai", None, key, config.output_mode or "json_schema", OPENAI_DEFAULT_MODEL)
+        yield Endpoint("openai", None, key, config.output_mode or "json_schema", OPENAI_DEFAULT_MODEL, concurrency or 8)
     else:
-        with local_server() as server:
-            yield Endpoint("local", server.url, "local", config.output_mode or "json_object", MODEL_NAME, server.exit_reason)
+        with local_server(slots=concurrency or DEFAULT_SLOTS) as server:
+            yield Endpoint("local", server.url, "local", config.output_mode or "llguidance", MODEL_NAME,
+                           server.slots, server.exit_reason)  # fmt: skip

@@ -28,7 +28,6 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = {"local": 1, "openai": 8, "openai-compatible": 8}  # llama.cpp's server answers one request at a time
 SIMULATION_PROMPTS = ("practitioner", "practitioner_intent", "persona", "persona_state")
 
 
@@ -197,7 +196,7 @@ class Batch:
             texts = Judge(models["evaluators"][0], prompts, rubric, rubric_hash).texts()
             await loop.run_in_executor(writer, self.store.save_texts, texts)
         progress = Progress(total=len(cells), skipped=len(done))
-        limit = asyncio.Semaphore(self.concurrency or DEFAULT_CONCURRENCY.get(self.endpoint.backend, 4))
+        limit = asyncio.Semaphore(self.concurrency or self.endpoint.concurrency)
 
         async def one(cell: Cell) -> None:
             async with limit:
@@ -276,7 +275,7 @@ async def run_grid(
     config = config or load_config(**config_flags)
     catalog = load_catalog(config.personas_dir, config.prompts_dir)
     experiment = experiment.resolved(catalog)
-    with Store(Path(db)) as store, endpoint(config) as ep:
+    with Store(Path(db)) as store, endpoint(config, concurrency) as ep:
         batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures,
                       on_progress=on_progress)  # fmt: skip
         run_id, _ = await batch.run()

@@ -25,6 +25,7 @@ class Completion:
     latency_s: float = 0.0
     model: str = ""
     retries: int = 0
+    cached_tokens: int | None = None  # prompt tokens the server reused from its cache, where it says
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Call:
     retries: int = 0
     ok: bool = True
     error: str | None = None
+    cached_tokens: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +68,7 @@ class ChatModel(Protocol):
 
 def _call(role: str, purpose: str, model: ChatModel, seed: int | None, c: Completion, error: str | None = None) -> Call:
     return Call(role, purpose, c.model or model.name, seed, c.prompt_tokens, c.completion_tokens,
-                round(c.latency_s, 4), c.finish_reason, c.retries, ok=error is None, error=error)
+                round(c.latency_s, 4), c.finish_reason, c.retries, ok=error is None, error=error, cached_tokens=c.cached_tokens)
 
 
 async def chat(model: ChatModel, messages: list[Message], *, role: str, purpose: str, calls: list[Call], **options) -> str:

@@ -22,7 +22,7 @@ from .cli_compare import register as register_compare
 from .config import Config, load_config
 from .errors import UserError
 from .graph import Context, Scenario
-from .local import serve as serve_local
+from .local import DEFAULT_SLOTS, serve as serve_local
 from .prompts import Prompts
 from .runner import run_episode
 from .show import console, print_result, print_turn, print_verdict
@@ -34,7 +34,7 @@ app = typer.Typer(help="Simulate the step from a pleasant chat to swapping conta
 Backend = Annotated[Optional[str], typer.Option(help="local (embedded model, default) or openai.", show_default=False)]
 BaseUrl = Annotated[Optional[str], typer.Option(help="Any OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")]
 ApiKeyEnv = Annotated[Optional[str], typer.Option(help="Environment variable holding the API key [default: OPENAI_API_KEY].")]
-OutputModeOpt = Annotated[Optional[str], typer.Option("--output-mode", help="json_schema (OpenAI, vLLM, Ollama) or json_object (llama.cpp).")]
+OutputModeOpt = Annotated[Optional[str], typer.Option("--output-mode", help="json_schema (OpenAI, vLLM, Ollama), json_object (llama.cpp) or llguidance (llama.cpp built with it; the local default).")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Model for every role.")]
 RoleModel = Annotated[Optional[str], typer.Option(help="Model for this role (overrides --model).")]
 Temperature = Annotated[Optional[float], typer.Option(help="Sampling temperature of the dialogue [default: 0.7].")]
@@ -101,7 +101,7 @@ def run(
         cat.pick(kind, name)
     profile = _profile(practitioner_gender, persona_gender)
     scenario = Scenario(setting, persona, strategy, profile)
-    with endpoint(config) as ep:
+    with endpoint(config, concurrency=1) as ep:  # one episode: one slot
         console.print(f"[dim]{scenario.setting} · {scenario.persona} · {scenario.strategy} · {profile.id} · seed {seed} · {ep.backend}[/]")
 
         async def go():
@@ -177,7 +177,7 @@ PanelSize = Annotated[int, typer.Option("--judges", min=1, help="Independent jud
 def _grade_all(config: Config, cat: Catalog, episodes: list[tuple[str, dict]], judges: int, rubric_file: Path | None,
                seed: int, fidelity_judge: bool = False, on_graded=None) -> list[list[dict]]:
     """Every judge's verdict on each (label, episode), in order; `on_graded(n, label, verdicts)` after each."""
-    with endpoint(config) as ep:
+    with endpoint(config, concurrency=1) as ep:  # graded one at a time
 
         async def go():
             async with ep.models(config) as models:
@@ -354,7 +354,7 @@ def batch(
     experiment: Annotated[Optional[Path], typer.Option(help="Experiment YAML with the same fields; flags override it.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Continue RUN_ID: skip succeeded episodes, retry failed ones.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Name the run [default: a hash of grid, prompts and models].")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Calls in flight [default: 1 local, 8 otherwise].")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help=f"Episodes in flight; on the local engine also its parallel slots [default: {DEFAULT_SLOTS} local, 8 otherwise].")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent.")] = None,
     max_failures: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes after this many failures.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the cells and an estimate, run nothing.")] = False,
@@ -470,11 +470,11 @@ def export_cmd(
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
-    n_ctx: Annotated[int, typer.Option(help="Context window in tokens.")] = 4096,
+    slots: Annotated[int, typer.Option(min=1, help="Parallel slots (requests answered at once).")] = DEFAULT_SLOTS,
 ) -> None:
     """Run the embedded model's OpenAI-compatible server in the foreground (127.0.0.1 only)."""
     console.print(f"serving the embedded model at http://127.0.0.1:{port}/v1 (Ctrl-C to stop)")
-    raise typer.Exit(serve_local(port, n_ctx))
+    raise typer.Exit(serve_local(port, slots))
 
 
 register_compare(app, console)

@@ -26,7 +26,7 @@ class Config(BaseSettings):
     practitioner_model: str | None = None
     persona_model: str | None = None
     evaluator_model: str | None = None
-    output_mode: Literal["json_schema", "json_object"] | None = Field(None, description="Structured output request style.")
+    output_mode: Literal["json_schema", "json_object", "llguidance"] | None = Field(None, description="Structured output request style.")
     temperature: float = Field(0.7, ge=0, le=2)
     max_turns: int = Field(8, ge=1, le=100)
     reasks: int = Field(2, ge=0, le=10)

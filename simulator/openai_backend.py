@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -14,14 +15,24 @@ import openai
 from .chat import Completion, Message
 from .errors import ModelError
 
-OutputMode = Literal["json_schema", "json_object"]
+OutputMode = Literal["json_schema", "json_object", "llguidance"]
+# Compact JSON: llama.cpp's default JSON grammar lets a small model pad between tokens with newlines until
+# max_tokens runs out; LLGuidance's options fix the separators instead.
+COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
-def response_format(schema: dict, mode: OutputMode) -> dict:
-    """The request's response_format: OpenAI's strict json_schema, or llama.cpp's json_object+schema."""
+def structured_fields(schema: dict, mode: OutputMode) -> dict:
+    """The request fields that constrain the answer to `schema`.
+
+    json_schema: OpenAI's strict response_format; json_object: llama.cpp's json_object with a schema;
+    llguidance: a llama.cpp `grammar` (servers built with LLGuidance, as the embedded engine is) for compact JSON.
+    """
+    if mode == "llguidance":
+        return {"grammar": "%llguidance {}\nstart: %json " + json.dumps(schema | {"x-guidance": COMPACT})}
     if mode == "json_object":
-        return {"type": "json_object", "schema": schema}
-    return {"type": "json_schema", "json_schema": {"name": schema.get("title", "output"), "schema": schema, "strict": True}}
+        return {"response_format": {"type": "json_object", "schema": schema}}
+    name = schema.get("title", "output")
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}}
 
 
 def async_client(base_url: str | None, api_key: str, timeout: float | None = None) -> openai.AsyncOpenAI:
@@ -119,7 +130,7 @@ class OpenAIChatModel:
         # costs: benchmarks/RESULTS.md) which are identities for plain dicts of strings and numbers.
         body = {"model": self.name, "messages": messages, "max_tokens": max_tokens}
         if schema:
-            body["response_format"] = response_format(schema, self.output_mode)
+            body |= structured_fields(schema, self.output_mode)
         if seed is not None:
             body["seed"] = seed
         if stop:
@@ -158,4 +169,5 @@ def completion(response: object, name: str, latency: float, retries: int) -> Com
         latency_s=latency,
         model=response.get("model") or name,
         retries=retries,
+        cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
     )

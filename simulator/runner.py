@@ -33,6 +33,7 @@ def usage(calls: list[dict]) -> dict:
         "calls": len(calls),
         "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
         "completion_tokens": sum(c["completion_tokens"] for c in calls),
+        "cached_tokens": sum(c.get("cached_tokens") or 0 for c in calls),  # of the prompt tokens; 0 where not reported
         "latency_s": round(sum(c["latency_s"] for c in calls), 3),
     }
 

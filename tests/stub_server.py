@@ -54,6 +54,8 @@ def answer(body: dict) -> str:
     rng = random.Random(digest)
     fmt = body.get("response_format") or {}
     schema = fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
+    if body.get("grammar", "").startswith("%llguidance"):  # the local engine's output mode: the schema follows %json
+        schema = json.loads(body["grammar"].partition("%json ")[2])
     if schema:
         return json.dumps(instance(schema, rng))
     return f"That sounds lovely, tell me more about it ({digest[:6]})."

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from stub_server import StubServer
 
 from evaluations.frame import faithful
 from simulator.episode import PersonaState
 from simulator.errors import ModelError
+from simulator.local import exit_message
 from simulator.openai_backend import OpenAIChatModel
 
 
@@ -15,7 +18,7 @@ def model(client, mode):
     return OpenAIChatModel(client, "m", output_mode=mode)
 
 
-@pytest.mark.parametrize("mode", ["json_schema", "json_object"])
+@pytest.mark.parametrize("mode", ["json_schema", "json_object", "llguidance"])
 async def test_structured_request_shape(mode, client):
     stub = StubServer()
     with stub as url:
@@ -24,7 +27,12 @@ async def test_structured_request_shape(mode, client):
                                                       temperature=0.2, max_tokens=30, stop=["\n"])
     body = stub.requests[0]
     assert (body["seed"], body["temperature"], body["max_tokens"], body["stop"]) == (5, 0.2, 30, ["\n"])
-    if mode == "json_schema":
+    if mode == "llguidance":  # a grammar with LLGuidance's compact separators, not llama.cpp's padded JSON
+        assert "response_format" not in body
+        directive, _, grammar_schema = body["grammar"].partition("\nstart: %json ")
+        assert directive == "%llguidance {}"
+        assert json.loads(grammar_schema) == schema | {"x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}}
+    elif mode == "json_schema":
         assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "persona_state", "schema": schema, "strict": True}}
     else:
         assert body["response_format"] == {"type": "json_object", "schema": schema}
@@ -53,3 +61,9 @@ def test_fidelity_counts_rules_and_judges():
     assert faithful({"fidelity": {"ok": False}, "verdicts": []}) is False
     assert faithful({"fidelity": {"ok": True}, "verdicts": [{"fidelity": {"in_character": False}}]}) is False
     assert faithful({"verdicts": []}) is None
+
+
+def test_a_dead_engine_is_named_by_its_signal_in_words():
+    assert exit_message(-4) == "was killed by SIGILL (illegal instruction)"
+    assert exit_message(-9) == "was killed by SIGKILL (killed)"
+    assert exit_message(1) == "exited with code 1"

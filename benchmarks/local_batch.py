@@ -1,0 +1,98 @@
+"""B5: the README's default batch on the embedded engine, at several slot counts (issue 11).
+
+    python benchmarks/local_batch.py --slots 1,2,4,8            # one fresh `nextstep batch` per slot count
+    python benchmarks/local_batch.py --slots 2 --repeat 2        # the same batch twice: are transcripts identical?
+    python benchmarks/local_batch.py --slots 2 --output-mode json_schema   # the engine's padded JSON, for comparison
+
+Each batch is the `nextstep batch` command a user types (default grid: supermarket x 3 personas x
+common_interest, 3 rounds, 1 judge), in a fresh database, with `--concurrency N`, which on the local
+engine is also its number of parallel slots. Prints one JSON line per batch and a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from simulator.store import Store  # noqa: E402
+
+STRUCTURED = ("intent", "state", "transitions", "transition", "flags", "outcome", "fidelity")
+
+
+def batch(slots: int, work: Path, output_mode: str | None, extra: list[str]) -> dict:
+    """One default batch in a fresh database; its wall time, tokens and per-purpose call figures."""
+    db = work / f"b5-{slots}-{time.monotonic_ns()}.db"
+    cmd = [sys.executable, "-m", "simulator", "batch", "--db", str(db), "--run-id", "b5", "--concurrency", str(slots), *extra]
+    if output_mode:
+        cmd += ["--output-mode", output_mode]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"batch failed ({done.returncode}): {done.stderr[-2000:]}")
+    with Store(db) as store:
+        episodes = store.episodes("b5")
+    calls = [c for e in episodes for c in e["calls"] + [c for v in e.get("verdicts", []) for c in v["calls"]]]
+    purposes = defaultdict(list)
+    for c in calls:
+        purposes[c["purpose"]].append(c)
+    return {
+        "slots": slots, "output_mode": output_mode or "llguidance", "wall_s": round(wall, 1), "episodes": len(episodes),
+        "succeeded": sum(e["status"] == "succeeded" for e in episodes),
+        "episodes_per_min": round(60 * len(episodes) / wall, 3), "calls": len(calls),
+        "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
+        "cached_tokens": sum(c.get("cached_tokens") or 0 for c in calls),
+        "completion_tokens": sum(c["completion_tokens"] for c in calls),
+        "structured": {p: {"calls": len(cs), "mean_completion_tokens": round(statistics.mean(c["completion_tokens"] for c in cs), 1),
+                           "mean_latency_s": round(statistics.mean(c["latency_s"] for c in cs), 2),
+                           "cut_off": sum(c["finish_reason"] == "length" for c in cs)}
+                       for p, cs in sorted(purposes.items()) if p in STRUCTURED},
+        "transcripts": {f"{e['cell']}/{e['rep']}": [t["text"] for t in e["turns"]] for e in episodes},
+    }  # fmt: skip
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| slots | output mode | wall s | episodes/min | prompt tokens (from cache) | completion tokens | structured calls: mean output tokens, cut off |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results:
+        structured = [c for c in r["structured"].values()]
+        n = sum(c["calls"] for c in structured)
+        mean_out = sum(c["mean_completion_tokens"] * c["calls"] for c in structured) / n if n else 0
+        lines.append(f"| {r['slots']} | {r['output_mode']} | {r['wall_s']} | {r['episodes_per_min']} | "
+                     f"{r['prompt_tokens']:,} ({r['cached_tokens']:,}) | {r['completion_tokens']:,} | "
+                     f"{mean_out:.1f} over {n}, {sum(c['cut_off'] for c in structured)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slots", default="1,2,4,8", help="comma list of slot counts")
+    parser.add_argument("--repeat", type=int, default=1, help="batches per slot count")
+    parser.add_argument("--output-mode", help="as `nextstep batch --output-mode` [default: the local engine's]")
+    parser.add_argument("extra", nargs="*", help="more `nextstep batch` flags, after --")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as work:
+        for slots in map(int, args.slots.split(",")):
+            for _ in range(args.repeat):
+                results.append(batch(slots, Path(work), args.output_mode, args.extra))
+                print(json.dumps({k: v for k, v in results[-1].items() if k != "transcripts"}), flush=True)
+    if args.repeat > 1:
+        for slots in sorted({r["slots"] for r in results}):
+            runs = [r["transcripts"] for r in results if r["slots"] == slots]
+            same = sum(all(run.get(k) == runs[0][k] for run in runs[1:]) for k in runs[0])
+            print(f"slots {slots}: {same} of {len(runs[0])} episodes identical across {len(runs)} batches")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
