@@ -77,7 +77,8 @@ def _warmth(p: Persona) -> int:
 
 
 def _n_note(*ns: int) -> str:
-    return f" (n {' and '.join(map(str, ns))}" + ("; fewer than %d: read with care)" % SMALL if min(ns) < SMALL else ")")
+    """The n behind a warning, marked when small: `_n_note(3, 9)` -> ' (n 3 and 9; fewer than 5: read with care)'."""
+    return f" (n {' and '.join(map(str, ns))}" + (f"; fewer than {SMALL}: read with care)" if min(ns) < SMALL else ")")
 
 
 def warnings(by_type: dict[str, list[dict]], personas: dict[str, Persona], profiles: dict, pairs: list[dict]) -> list[dict]:
