@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .frame import episode_row, usable
+from .frame import MEASURES, episode_row, usable
+from .power import detectable
 from .rubric import CONDITIONS, FLAGS
 from .stats import bootstrap_ci, holm, mcnemar, paired_bootstrap_ci, rates_test, scores_test, wilcoxon_paired, wilson_ci
+from .variance import contact_at_k, variance_report
 
 SMALL = 5  # groups with fewer usable episodes are marked small: shown, but read with care
-MEASURES = ("mean_interest", "mean_comfort", *CONDITIONS)  # per-episode numbers compared with rank tests
 PAIR_KEY = ["cell", "rep", "seed"]
 SHORT = {"mean_interest": "interest", "mean_comfort": "comfort", "agenda_clarity": "agenda", "congruence": "congr",
          "genuine_interest": "genuine", "timing": "timing", "natural_bridge": "bridge", "setting_fit": "fit"}  # fmt: skip
@@ -141,6 +142,13 @@ def persona_reactions(frame: pd.DataFrame, *, include_unfaithful: bool = False) 
     })  # fmt: skip
 
 
+def run_analysis(frame: pd.DataFrame, judges: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
+    """`compare RUN`: persona reactions, where the variance comes from, and repeat reliability (contact@k)."""
+    return clean(persona_reactions(frame, include_unfaithful=include_unfaithful) | {
+        "variance": variance_report(frame, judges, include_unfaithful=include_unfaithful),
+        "repeats": contact_at_k(frame, include_unfaithful=include_unfaithful)})  # fmt: skip
+
+
 # --- two runs -------------------------------------------------------------------------------------
 
 
@@ -255,7 +263,7 @@ def compare_runs(run_a: dict, run_b: dict, frame_a: pd.DataFrame, frame_b: pd.Da
     # One family: a prompt edit is judged on all these measures at once.
     for t, adjusted in zip(tests.values(), holm([t["p"] for t in tests.values()])):
         t["p_holm"] = adjusted
-    return clean(out | {"tests": tests, "cells": cell_deltas(paired)})
+    return clean(out | {"tests": tests, "cells": cell_deltas(paired), "detectable": detectable(paired)})
 
 
 def load_pair(run_a: str, run_b: str, db: Path | str) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame, dict]:

@@ -10,6 +10,9 @@ from simulator.store import Store
 
 from .agreement import panel_exchanged, panel_scores, raised_flags
 from .rubric import CONDITIONS, FLAGS
+from .rules import episode_scores
+
+MEASURES = ("mean_interest", "mean_comfort", *CONDITIONS)  # per-episode numbers compared with rank tests
 
 
 def faithful(record: dict) -> bool | None:
@@ -55,6 +58,32 @@ def load_run(run_id: str, db: Path | str = "nextstep.db"):
     with Store(Path(db)) as store:
         store.run(run_id)
         return pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
+
+
+def judge_rows(record: dict) -> list[dict]:
+    """One row per judge of an episode: its score for each condition and its reading of whether contact was made."""
+    rows = []
+    for i, v in enumerate(record.get("verdicts") or []):
+        scores, said = episode_scores(v), (v.get("outcome") or {})
+        judged = said.get("exchanged") not in (None, "none") if said.get("status") == "scored" else None
+        rows.append({"episode_id": record["id"], "cell": record.get("cell"), "judge": v.get("judge", i),
+                     "judged_contact": judged, **{c: scores.get(c) for c in CONDITIONS}})  # fmt: skip
+    return rows
+
+
+def judges_frame(records: list[dict]):
+    """A pandas DataFrame with one row per episode and judge (see `judge_rows`)."""
+    import pandas as pd
+
+    columns = ["episode_id", "cell", "judge", "judged_contact", *CONDITIONS]
+    return pd.DataFrame([row for r in records for row in judge_rows(r)], columns=columns)
+
+
+def load_judges(run_id: str, db: Path | str = "nextstep.db"):
+    """A run's per-judge frame (`judges_frame`)."""
+    with Store(Path(db)) as store:
+        store.run(run_id)
+        return judges_frame(store.episodes(run_id))
 
 
 def usable(frame, *, include_unfaithful: bool = False):

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .compare import SHORT, compare_runs, fmt, fmt_ci, fmt_p, load_pair, persona_reactions, run_prompts
-from .frame import episode_row, faithful, usable
+from .compare import SHORT, compare_runs, fmt, fmt_ci, fmt_p, load_pair, run_analysis, run_prompts
+from .fidelity import audit
+from .frame import episode_row, faithful, judges_frame, usable
 from .plots import condition_bars, heatmap, interest_curves
 from .rubric import CONDITIONS
+from .tables import (agreement_rows, curve_rows, detectable_rows, pair_rows, persona_rows, repeats_rows,
+                     variance_rows)
 
 MAX_EPISODES = 300  # transcripts shown; beyond this the file gets heavy and the statistics say more
 CSS = """
@@ -174,6 +177,35 @@ def reactions_section(r: dict, records: list[dict]) -> list[str]:
     ]
 
 
+def variance_section(r: dict) -> list[str]:
+    """Variance components, the judges' agreement and contact@k."""
+    v = r["variance"]
+    out = [table(*variance_rows(v), set(range(1, 8))),
+           '<p class="muted">Method-of-moments nested random-effects ANOVA: episodes (repetitions, one seed each) '
+           "within cells, judges' scores within episodes; negative estimates are set to 0 and said. Contact is read "
+           "from the turns (no judge level); judged contact is each judge's reading.</p>"]
+    if v["agreement"]["judges"] > 1:
+        out += [table(*agreement_rows(v["agreement"]), {1, 2, 3, 4}),
+                '<p class="muted">Krippendorff\'s α (ordinal) across judges; effective judges = k / (1 + (k − 1) r̄), '
+                "r̄ the mean inter-judge Pearson correlation (Kish's design effect).</p>"]
+    return out + ["<h3>Repeat reliability: contact@k</h3>", table(*repeats_rows(r["repeats"]), {1, 2, 3, 4}),
+                  '<p class="muted">Per cell, the unbiased estimates from its repetitions of the chance that k repetitions '
+                  "all end in an exchange (pass^k) and that at least one does (pass@k), averaged over cells.</p>"]
+
+
+def audit_section(a: dict) -> list[str]:
+    """The persona fidelity audit: types against their files, curves, separation, and warnings with episodes."""
+    warnings = [f"<li><b>{escape(w['message'])}</b>" + (f'<br><span class="muted">episodes: {escape(", ".join(w["episodes"]))}'
+                "</span>" if w["episodes"] else "") + "</li>" for w in a["warnings"]]  # fmt: skip
+    return [
+        table(*persona_rows(a), {1, 2}), table(*curve_rows(a)), table(*pair_rows(a)),
+        f"<ul>{''.join(warnings)}</ul>" if warnings else "<p>No warnings: every type behaves within its file and the "
+        "types are told apart.</p>",
+        '<p class="muted">All succeeded episodes, out-of-character ones included. Shares when asked: episodes with an ask '
+        "that ended in an exchange (Wilson CI). Effects: Cohen's h and Hedges' g with normal 95% intervals.</p>",
+    ]
+
+
 def comparison_section(c: dict) -> list[str]:
     """What differs between the baseline and this run, and the paired tests."""
     out = [f"<p>A = {escape(c['a'])} (baseline), B = {escape(c['b'])}; deltas are B − A.</p>"]
@@ -197,23 +229,28 @@ def comparison_section(c: dict) -> list[str]:
         "pairs (b01: only B made contact, b10: only A).</p>",
         table(["cell", "pairs", "contact", "interest", *[f"Δ {SHORT[x]}" for x in CONDITIONS]], cells, set(range(1, 10)),
               "tight"),
+        "<h3>What these pairs could detect</h3>", table(*detectable_rows(c["detectable"]), {1}),
     ]
 
 
-def render_report(run_id: str, db: Path | str, *, vs: str | None = None) -> str:
+def render_report(run_id: str, db: Path | str, *, vs: str | None = None, personas_dir: Path | None = None) -> str:
     """The whole report as one HTML string; `vs` names a baseline run to compare this one with, paired."""
+    from simulator.catalog import load_catalog
     from simulator.store import Store
 
     with Store(Path(db)) as store:
         run, records = store.run(run_id), store.episodes(run_id)
     frame = pd.DataFrame([episode_row(r) for r in records])
-    r, spec = persona_reactions(frame), run["spec"]
+    r, spec = run_analysis(frame, judges_frame(records)), run["spec"]
+    fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.get("catalog"))
     used = set(usable(frame)["episode_id"]) if len(frame) else set()
     body = [f"<h1>nextstep report: {escape(run_id)}</h1>",
             f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
             f'{r["excluded"]["failed"]} failed and {r["excluded"]["unfaithful"]} out of character. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
-            "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x["id"] in used])]
+            "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x["id"] in used]),
+            "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),
+            "<h2>Where the variance comes from</h2>", *variance_section(r)]
     if vs:
         body += ["<h2>What changed</h2>", *comparison_section(compare_runs(*load_pair(vs, run_id, db)))]
     order = lambda x: tuple(str(x.get(k) or "") for k in ("persona", "setting", "strategy")) + (x.get("rep") or 0,)  # noqa: E731

@@ -27,6 +27,12 @@ __all__ = [
     "scores_test",
     "mcnemar",
     "wilcoxon_paired",
+    "pass_at_k",
+    "pass_hat_k",
+    "effective_judges",
+    "mean_pairwise_r",
+    "cohens_h_ci",
+    "hedges_g_ci",
 ]
 
 NAN = float("nan")
@@ -227,3 +233,82 @@ def paired_statistic_ci(a, b, statistic, *, confidence: float = 0.95, n_resample
         return NAN, NAN
     tail = (1 - confidence) / 2 * 100
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+# --- repeats, judge panels and effect sizes (issue 16) -------------------------------------------
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Chance that k of n repetitions drawn without replacement hold at least one of the c successes.
+
+    The unbiased pass@k estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k). pass_at_k(5, 2, 2) -> 0.7.
+    """
+    if not 0 < k <= n:
+        return NAN
+    return 1 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_hat_k(n: int, c: int, k: int) -> float:
+    """Chance that k of n repetitions drawn without replacement are all successes: C(c, k) / C(n, k).
+
+    The pass^k of tau-bench (Yao et al. 2024), unbiased for p^k. pass_hat_k(5, 2, 2) -> 0.1.
+    """
+    if not 0 < k <= n:
+        return NAN
+    return math.comb(c, k) / math.comb(n, k)
+
+
+def mean_pairwise_r(data) -> float:
+    """Mean Pearson correlation over pairs of raters (rows; NaN missing, pairwise complete): 1.0 when they agree."""
+    data = np.atleast_2d(np.asarray(data, dtype=float))
+    rs = []
+    for i in range(data.shape[0]):
+        for j in range(i + 1, data.shape[0]):
+            a, b = _pairs(data[i], data[j])
+            if a.size >= 3 and a.std() > 0 and b.std() > 0:  # a correlation needs variation on both sides
+                rs.append(float(np.corrcoef(a, b)[0, 1]))
+    return float(np.mean(rs)) if rs else NAN
+
+
+def effective_judges(k: int, r: float) -> float:
+    """How many independent judges k judges with mean inter-judge correlation r are worth: k / (1 + (k - 1) r).
+
+    The mean of k ratings with pairwise correlation r has the variance of the mean of that many independent
+    ones (Kish's design effect). r below 0 is taken as 0, so the answer never exceeds k.
+    effective_judges(3, 0.5) -> 1.5.
+    """
+    if k < 1 or r is None or math.isnan(r):
+        return NAN
+    return k / (1 + (k - 1) * min(max(r, 0.0), 1.0))
+
+
+def cohens_h_ci(k1: int, n1: int, k2: int, n2: int, *, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Cohen's h of rate 2 against rate 1 with the normal interval h +- z sqrt(1/n1 + 1/n2): (h, low, high).
+
+    cohens_h_ci(1, 4, 3, 4) -> (1.047, -0.339, 2.433): h = 2 asin(sqrt(.75)) - 2 asin(sqrt(.25)) = pi/3.
+    """
+    if n1 == 0 or n2 == 0:
+        return NAN, NAN, NAN
+    h = 2 * math.asin(math.sqrt(k2 / n2)) - 2 * math.asin(math.sqrt(k1 / n1))
+    half = stats.norm.ppf(0.5 + confidence / 2) * math.sqrt(1 / n1 + 1 / n2)
+    return h, h - half, h + half
+
+
+def hedges_g_ci(x, y, *, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Hedges' g of y against x (bias-corrected Cohen's d) with its normal interval: (g, low, high).
+
+    SE = sqrt((n1 + n2) / (n1 n2) + g^2 / (2 (n1 + n2))) (Hedges & Olkin 1985); NaN when a side has
+    fewer than 2 values or neither side varies.
+    """
+    x, y = _floats(x), _floats(y)
+    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    n1, n2 = x.size, y.size
+    if n1 < 2 or n2 < 2:
+        return NAN, NAN, NAN
+    pooled = math.sqrt(((n1 - 1) * x.var(ddof=1) + (n2 - 1) * y.var(ddof=1)) / (n1 + n2 - 2))
+    if pooled == 0:
+        return NAN, NAN, NAN
+    g = (y.mean() - x.mean()) / pooled * (1 - 3 / (4 * (n1 + n2) - 9))
+    se = math.sqrt((n1 + n2) / (n1 * n2) + g**2 / (2 * (n1 + n2)))
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    return float(g), float(g - z * se), float(g + z * se)

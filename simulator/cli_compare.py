@@ -1,4 +1,4 @@
-"""`nextstep compare` and `nextstep report`: persona reactions, two runs side by side, the HTML report."""
+"""`nextstep compare`, `plan`, `personas` and `report`: persona reactions, variance, power, the persona audit, HTML."""
 
 from __future__ import annotations
 
@@ -27,6 +27,44 @@ def _flags(stats: dict) -> str:
 
 def _n(row: dict) -> str:
     return f"{row['n']}*" if row["small"] else str(row["n"])
+
+
+def print_rows(console, title: str, head_rows: tuple[list[str], list[list[str]]]) -> None:
+    """A (head, rows) pair from `evaluations.tables` as a rich table, every cell escaped."""
+    head, rows = head_rows
+    t = Table(*map(escape, head), title=escape(title), title_justify="left")
+    for row in rows:
+        t.add_row(*map(escape, row))
+    console.print(t)
+
+
+def print_variance(r: dict, console) -> None:
+    """Where the variance comes from, the judges' agreement, and contact@k."""
+    from evaluations.tables import agreement_rows, repeats_rows, variance_rows
+
+    print_rows(console, "where the variance comes from (share of each measure's variance; * fewer than 5 cells)",
+               variance_rows(r["variance"]))
+    if r["variance"]["agreement"]["judges"] > 1:
+        print_rows(console, "agreement between judges (effective judges = k / (1 + (k - 1) mean r))",
+                   agreement_rows(r["variance"]["agreement"]))
+    print_rows(console, "repeat reliability: contact@k over cells (* fewer than 5 cells)", repeats_rows(r["repeats"]))
+
+
+def print_audit(run_id: str, a: dict, console) -> None:
+    """The persona fidelity audit: per type, curves, pairwise separation, then the warnings with their episodes."""
+    from evaluations.tables import curve_rows, episode_list, pair_rows, persona_rows
+
+    console.print(f"[bold]persona audit of {escape(run_id)}[/]: {a['n']} succeeded episodes of {a['episodes']} "
+                  f"(* fewer than {a['small_below']})")
+    print_rows(console, "persona types against their files", persona_rows(a))
+    print_rows(console, "private state by persona turn", curve_rows(a))
+    print_rows(console, "are the types told apart? (95% intervals; effect of the second against the first)", pair_rows(a))
+    for w in a["warnings"]:
+        console.print(f"[bold yellow]warning[/] {escape(w['message'])}")
+        if w["episodes"]:
+            console.print(f"  [dim]episodes: {escape(episode_list(w['episodes']))}[/]")
+    if not a["warnings"]:
+        console.print("no warnings: every type behaves within its file and the types are told apart")
 
 
 def print_reactions(run_id: str, r: dict, console) -> None:
@@ -109,6 +147,10 @@ def print_comparison(c: dict, console) -> None:
         t.add_row(escape(row["cell"]), _n(row), f"{fmt(row['contact_a'])} -> {fmt(row['contact_b'])}",
                   f"{fmt(row['interest_a'])} -> {fmt(row['interest_b'])}", *[fmt(row[x]) for x in CONDITIONS])
     console.print(t)
+    if c.get("detectable"):
+        from evaluations.tables import detectable_rows
+
+        print_rows(console, "what these pairs could detect", detectable_rows(c["detectable"]))
 
 
 def register(app: typer.Typer, console) -> None:
@@ -116,6 +158,13 @@ def register(app: typer.Typer, console) -> None:
     def existing(db: Path) -> None:
         if not db.is_file():
             raise UserError(f"{db}: no such database (run a batch first, or pass --db)")
+
+    def check_format(fmt: str) -> None:
+        if fmt not in FORMATS:
+            raise UserError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+
+    def emit(result: dict) -> None:
+        typer.echo(json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False))
 
     @app.command()
     def compare(
@@ -126,22 +175,72 @@ def register(app: typer.Typer, console) -> None:
         include_unfaithful: Annotated[bool, typer.Option(help="Keep fidelity-flagged episodes in the statistics.")] = False,
     ) -> None:
         """Compare personas within a run, or two runs (e.g. before and after a prompt edit)."""
-        from evaluations.compare import compare_runs, load_pair, persona_reactions
-        from evaluations.frame import load_run
+        from evaluations.compare import compare_runs, load_pair, run_analysis
+        from evaluations.frame import load_judges, load_run
 
-        if fmt not in FORMATS:
-            raise UserError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+        check_format(fmt)
         existing(db)
         if run_b is None:
-            result = persona_reactions(load_run(run_a, db), include_unfaithful=include_unfaithful)
+            result = run_analysis(load_run(run_a, db), load_judges(run_a, db), include_unfaithful=include_unfaithful)
         else:
             result = compare_runs(*load_pair(run_a, run_b, db), include_unfaithful=include_unfaithful)
         if fmt == "json":
-            typer.echo(json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False))
+            emit(result)
         elif run_b is None:
             print_reactions(run_a, result, console)
+            print_variance(result, console)
         else:
             print_comparison(result, console)
+
+    @app.command()
+    def plan(
+        run_id: Annotated[str, typer.Argument(help="A run whose variance the plan is built on (a pilot).")],
+        contact_change: Annotated[float, typer.Option(help="Change in contact rate to detect, e.g. 0.1 for 10 points.")] = 0.1,
+        score_change: Annotated[float, typer.Option(help="Change in a mean score or state to detect.")] = 0.5,
+        alpha: Annotated[float, typer.Option(help="Two-sided level; compare adjusts 9 measures with Holm, so 0.05/9 is safe.")] = 0.05,
+        power: Annotated[float, typer.Option(help="Chance of detecting the change if it is real.")] = 0.8,
+        db: Db = Path("nextstep.db"),
+        fmt: Annotated[str, typer.Option("--format", help="text (tables) or json (for scripts).")] = "text",
+        include_unfaithful: Annotated[bool, typer.Option(help="Keep fidelity-flagged episodes in the statistics.")] = False,
+    ) -> None:
+        """Repetitions per cell a paired `compare A B` needs to detect given changes, from this run's variance."""
+        from evaluations.frame import load_run
+        from evaluations.power import plan as make_plan
+        from evaluations.tables import plan_rows
+
+        check_format(fmt)
+        if not (0 < alpha < 1 and 0 < power < 1):
+            raise UserError(f"--alpha {alpha} and --power {power} must both lie between 0 and 1")
+        existing(db)
+        result = make_plan(load_run(run_id, db), contact_change=contact_change, score_change=score_change, alpha=alpha,
+                           power=power, include_unfaithful=include_unfaithful)  # fmt: skip
+        if fmt == "json":
+            return emit(result)
+        print_rows(console, f"plan from {run_id} ({result['n']} usable episodes): {power:.0%} power at alpha {alpha}, "
+                            "paired by cell and seed", plan_rows(result))  # fmt: skip
+        console.print("[dim]contact: exact McNemar power, twins independent given their cell; scores: paired t "
+                      "sample size divided by the Wilcoxon efficiency 3/pi.[/]")
+
+    @app.command()
+    def personas(
+        run_id: Annotated[str, typer.Argument(help="The run whose personas to audit.")],
+        personas_dir: Annotated[Optional[Path], typer.Option("--personas-dir", help="The persona files the run used, if not the shipped ones.")] = None,
+        db: Db = Path("nextstep.db"),
+        fmt: Annotated[str, typer.Option("--format", help="text (tables) or json (for scripts).")] = "text",
+    ) -> None:
+        """Audit persona fidelity: does each type behave as its file says, and are the types told apart?"""
+        from evaluations.fidelity import audit
+        from simulator.catalog import load_catalog
+        from simulator.store import Store
+
+        check_format(fmt)
+        existing(db)
+        with Store(db) as store:
+            run, records = store.run(run_id), store.episodes(run_id)
+        result = audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].get("catalog"))
+        if fmt == "json":
+            return emit(result)
+        print_audit(run_id, result, console)
 
     @app.command()
     def report(
@@ -149,10 +248,11 @@ def register(app: typer.Typer, console) -> None:
         vs: Annotated[Optional[str], typer.Option(help="A baseline run: adds the paired comparison (deltas: RUN_ID - VS).")] = None,
         output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path("report.html"),
         db: Db = Path("nextstep.db"),
+        personas_dir: Annotated[Optional[Path], typer.Option("--personas-dir", help="The persona files the run used, for the audit.")] = None,
     ) -> None:
         """Write one self-contained HTML report (plots, tests, transcripts), viewable offline."""
         from evaluations.report import render_report
 
         existing(db)
-        output.write_text(render_report(run_id, db, vs=vs), encoding="utf-8")
+        output.write_text(render_report(run_id, db, vs=vs, personas_dir=personas_dir), encoding="utf-8")
         console.print(f"wrote {output}")

@@ -190,6 +190,41 @@ async def test_two_stub_runs_with_an_edited_prompt(tmp_path):
     assert isinstance(result.exception, UserError) and "--format 'xml'" in str(result.exception)
     result = runner.invoke(app, ["compare", "no-such-run", "--db", str(db)])
     assert isinstance(result.exception, UserError) and "no run 'no-such-run'" in str(result.exception)
+    analyses_in_the_cli(runner, app, console, db, a, b)
+
+
+def analyses_in_the_cli(runner, app, console, db, a, b):
+    """compare's JSON carries variance, repeats and the detectable effects; plan and personas print and emit JSON."""
+    from evaluations.compare import pair, run_analysis
+    from evaluations.fidelity import audit
+    from evaluations.frame import load_judges, load_run
+    from evaluations.power import detectable, plan
+    from simulator.catalog import load_catalog
+    from simulator.store import Store
+
+    def as_json(*args):
+        result = runner.invoke(app, [*args, "--db", str(db), "--format", "json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    within = as_json("compare", a)
+    expected = run_analysis(load_run(a, db), load_judges(a, db))
+    assert within["variance"] == json.loads(json.dumps(expected["variance"])) and within["repeats"] == expected["repeats"]
+    assert within["repeats"]["overall"][-1]["k"] == 3  # three repetitions per cell
+    paired, _ = pair(load_run(a, db), load_run(b, db))
+    assert as_json("compare", a, b)["detectable"] == json.loads(json.dumps(detectable(paired), allow_nan=False))
+    assert as_json("plan", a, "--contact-change", "0.2") == json.loads(json.dumps(plan(load_run(a, db), contact_change=0.2)))
+    with Store(db) as store:
+        records, spec = store.episodes(a), store.run(a)["spec"]
+    assert as_json("personas", a) == audit(records, load_catalog().personas, run_catalog=spec["catalog"])
+
+    for args, title in ((["compare", a], "where the variance comes from"), (["compare", a, b], "what these pairs could detect"),
+                        (["plan", a], "reps per cell"), (["personas", a], "are the types told apart")):
+        result = runner.invoke(app, [*args, "--db", str(db)])
+        assert result.exit_code == 0, result.output
+        assert title in console.file.getvalue()
+    result = runner.invoke(app, ["plan", a, "--db", str(db), "--power", "1.5"])
+    assert isinstance(result.exception, UserError) and "--power 1.5" in str(result.exception)
 
 
 def test_bad_format_is_one_line_exit_2(tmp_path):

@@ -33,7 +33,7 @@ def runs(tmp_path_factory):
     edited = tmp / "prompts"
     edited.mkdir()
     (edited / "practitioner.j2").write_text((data_dir("prompts") / "practitioner.j2").read_text().replace("Be genuine", "Be bold"))
-    grid = {"personas": "all", "strategies": "turn_back,no_ask", "reps": 3, "max_turns": 2}
+    grid = {"personas": "all", "strategies": "turn_back,no_ask", "reps": 3, "max_turns": 2, "judges": 3}
     db = tmp / "n.db"
 
     async def both():
@@ -66,11 +66,44 @@ def test_report_is_self_contained_and_escaped(runs):
         assert text in page
 
 
+def test_report_shows_variance_repeats_and_the_persona_audit(runs):
+    from evaluations.compare import run_analysis
+    from evaluations.fidelity import audit
+    from evaluations.frame import load_judges, load_run
+    from evaluations.report import table
+    from evaluations.tables import agreement_rows, pair_rows, persona_rows, repeats_rows, variance_rows
+    from simulator.catalog import load_catalog
+
+    db, a, b = runs
+    plain = lambda html: re.sub(r"<td[^>]*>", "<td>", html)  # noqa: E731  (alignment classes aside)
+    page = plain(render_report(a, db))
+    r = run_analysis(load_run(a, db), load_judges(a, db))
+    assert r["variance"]["judges"] == 3
+    for rows in (variance_rows(r["variance"]), agreement_rows(r["variance"]["agreement"]), repeats_rows(r["repeats"])):
+        assert plain(table(*rows)).split("<tr>", 2)[2] in page  # the same body rows
+    with Store(db) as store:
+        fidelity = audit(store.episodes(a), load_catalog().personas, run_catalog=store.run(a)["spec"]["catalog"])
+    for rows in (persona_rows(fidelity), pair_rows(fidelity)):
+        assert plain(table(*rows)).split("<tr>", 2)[2] in page
+    for text in ("Where the variance comes from", "Repeat reliability", "Persona fidelity audit", "effective judges"):
+        assert text in page
+    assert all(w["message"].replace("'", "&#x27;") in page for w in fidelity["warnings"])
+
+
+def test_audit_section_escapes_warnings():
+    from evaluations.report import audit_section
+
+    hostile = {"kind": "x", "personas": ["<b>"], "episodes": ["<i>e1</i>"], "message": "<script>x</script>"}
+    html = "".join(audit_section({"types": {}, "pairs": [], "warnings": [hostile]}))
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;i&gt;e1&lt;/i&gt;" in html
+
+
 def test_report_with_vs_shows_the_paired_comparison(runs):
     db, a, b = runs
     page = render_report(b, db, vs=a)
     assert "What changed" in page and "prompts.practitioner" in page
     assert re.search(r'<span class="add">\+.*Be bold', page) and "exact mcnemar" in page
+    assert "What these pairs could detect" in page and "minimum detectable change" in page
     assert f"A = {a} (baseline)" in page
 
 

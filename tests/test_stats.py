@@ -239,3 +239,49 @@ def test_paired_statistic_ci_resamples_pairs_together():
     # Mean difference of pairs shifted by exactly 2: resampling pairs together keeps it 2.
     assert paired_statistic_ci([1, 5, 9], [3, 7, 11], lambda x, y: float((y - x).mean())) == (2.0, 2.0)
     assert all(math.isnan(x) for x in paired_statistic_ci([1], [1], weighted_kappa))  # one pair: no interval
+
+
+# --- repeats, judge panels and effect sizes (issue 16) --------------------------------------------
+
+
+def test_pass_at_k_and_pass_hat_k_by_hand():
+    from evaluations.stats import pass_at_k, pass_hat_k
+
+    # n = 5 repetitions, c = 2 contacts, k = 2: C(5,2) = 10 draws; C(3,2) = 3 hold no contact, C(2,2) = 1 holds two.
+    assert pass_at_k(5, 2, 2) == approx(0.7) and pass_hat_k(5, 2, 2) == approx(0.1)
+    assert pass_at_k(5, 2, 1) == approx(0.4) == pass_hat_k(5, 2, 1)  # k = 1: both are the plain rate
+    assert pass_at_k(4, 4, 4) == 1.0 and pass_hat_k(4, 3, 4) == 0.0 and pass_at_k(3, 0, 3) == 0.0
+    assert is_nan(pass_at_k(2, 1, 3)) and is_nan(pass_hat_k(2, 1, 0))  # k outside 1..n
+
+
+def test_effective_judges_and_mean_pairwise_r_by_hand():
+    from evaluations.stats import effective_judges, mean_pairwise_r
+
+    assert effective_judges(3, 0.5) == approx(1.5)  # 3 / (1 + 2 * 0.5)
+    assert effective_judges(3, 0.0) == 3.0 and effective_judges(3, 1.0) == 1.0 and effective_judges(4, -0.2) == 4.0
+    assert is_nan(effective_judges(3, float("nan")))
+    # Rows 1 and 2 correlate perfectly (r = 1); row 3 is row 1 reversed (r = -1 with both): mean (1 - 1 - 1) / 3.
+    data = [[1, 2, 3, 4], [2, 4, 6, 8], [4, 3, 2, 1]]
+    assert mean_pairwise_r(data) == approx(-1 / 3)
+    # Pairwise complete: the NaN drops unit 4 for pairs with row 2 only; a constant row has no correlation.
+    assert mean_pairwise_r([[1, 2, 3, 4], [1, 2, 3, _], [5, 5, 5, 5]]) == approx(1.0)
+    assert is_nan(mean_pairwise_r([[1, 2], [2, 1]]))  # fewer than 3 common units
+
+
+def test_cohens_h_ci_by_hand():
+    from evaluations.stats import cohens_h_ci
+
+    # h = 2 asin(sqrt(.75)) - 2 asin(sqrt(.25)) = 2pi/3 - pi/3 = pi/3; half-width 1.959964 * sqrt(1/4 + 1/4) = 1.385904.
+    h, lo, hi = cohens_h_ci(1, 4, 3, 4)
+    assert (h, lo, hi) == (approx(math.pi / 3), approx(math.pi / 3 - 1.385904, abs=1e-6), approx(math.pi / 3 + 1.385904, abs=1e-6))
+    assert all(map(is_nan, cohens_h_ci(1, 0, 1, 2)))
+
+
+def test_hedges_g_ci_by_hand():
+    from evaluations.stats import hedges_g_ci
+
+    # x = [1, 2, 3], y = [3, 4, 5]: means 2 and 4, both variances 1, pooled sd 1, d = 2;
+    # J = 1 - 3 / (4 * 6 - 9) = 0.8, g = 1.6; SE = sqrt(6/9 + 1.6^2 / 12) = sqrt(0.666667 + 0.213333) = 0.938083.
+    g, lo, hi = hedges_g_ci([1, 2, 3, None], [3, 4, 5])
+    assert g == approx(1.6) and lo == approx(1.6 - 1.959964 * 0.938083, abs=1e-5) and hi == approx(1.6 + 1.959964 * 0.938083, abs=1e-5)
+    assert all(map(is_nan, hedges_g_ci([1], [2, 3]))) and all(map(is_nan, hedges_g_ci([2, 2], [2, 2])))
