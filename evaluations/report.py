@@ -90,7 +90,7 @@ def _badges(record: dict, flags: list[str]) -> str:
     if o.get("exchanged") not in (None, "none"):
         out += f'<span class="badge contact">{escape(str(o["exchanged"]))}</span>'
     if record.get("status") != "succeeded":
-        return out + '<span class="badge bad">failed</span>'
+        return out + f'<span class="badge bad">{escape(str(record.get("status")))}</span>'
     return out + ('<span class="badge bad">out of character</span>' if faithful(record) is False else "")
 
 
@@ -211,7 +211,8 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None) -> str:
     used = set(usable(frame)["episode_id"]) if len(frame) else set()
     body = [f"<h1>nextstep report: {escape(run_id)}</h1>",
             f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
-            f'{r["excluded"]["failed"]} failed and {r["excluded"]["unfaithful"]} out of character. '
+            f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
+            'out of character. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
             "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x["id"] in used])]
     if vs:

@@ -34,7 +34,7 @@ def print_reactions(run_id: str, r: dict, console) -> None:
     from evaluations.compare import SHORT, fmt, fmt_ci, fmt_p
 
     ex = r["excluded"]
-    why = f"excluded {ex['failed']} failed, {ex['unfaithful']} fidelity-flagged" + (
+    why = f"excluded {ex['failed']} failed, {ex['ungraded']} ungraded, {ex['unfaithful']} fidelity-flagged" + (
         "" if r["include_unfaithful"] else " (keep those with --include-unfaithful)")
     console.print(f"[bold]run {escape(run_id)}[/]: {r['episodes']} episodes, {r['n']} used; {why}")
     if not r["n"]:

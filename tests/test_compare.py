@@ -52,7 +52,7 @@ def test_persona_reactions_match_the_stats_functions():
     frame = personas_frame()
     r = persona_reactions(frame)
     json.dumps(r, allow_nan=False)  # plain JSON: NaN became None
-    assert r["excluded"] == {"failed": 1, "unfaithful": 2} and r["n"] == 30 and r["episodes"] == 33
+    assert r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 2} and r["n"] == 30 and r["episodes"] == 33
     rows = {row["persona"]: row for row in r["personas"]}
     assert rows["friendly"]["contact"] == {"k": 8, "n": 10, "rate": 0.8, "ci": list(wilson_ci(8, 10))}
     used = frame[(frame.status == "succeeded") & frame.fidelity_ok]
@@ -89,7 +89,7 @@ def test_small_and_empty_cells_are_marked_not_dropped():
 
 def test_include_unfaithful_keeps_fidelity_flagged_episodes():
     r = persona_reactions(personas_frame(), include_unfaithful=True)
-    assert r["n"] == 32 and r["excluded"] == {"failed": 1, "unfaithful": 0}
+    assert r["n"] == 32 and r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 0}
     assert {row["persona"]: row["contact"]["k"] for row in r["personas"]}["unsure"] == 7
 
 
