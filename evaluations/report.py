@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .compare import SHORT, compare_runs, fmt, fmt_ci, fmt_p, load_pair, persona_reactions, run_prompts
+from .compare import SHORT, compare_runs, fmt, fmt_ci, fmt_p, load_pair, persona_reactions, run_prompts, which_test
 from .frame import episode_row, faithful, usable
 from .plots import condition_bars, heatmap, interest_curves
 from .rubric import CONDITIONS
@@ -156,7 +156,7 @@ def reactions_section(r: dict, records: list[dict]) -> list[str]:
     people = [[row["persona"], _n(row), fmt_ci(row["contact"], percent=True), fmt_ci(row["mean_interest"]),
                fmt_ci(row["mean_comfort"]), flags(row)] for row in rows]
     scores = [[c, *[fmt_ci(row[c]) for row in rows]] for c in CONDITIONS]
-    tests = [[m, t["omnibus"]["test"], fmt(t["omnibus"]["statistic"]), fmt_p(t["omnibus"]["p"]),
+    tests = [[m, which_test(t["omnibus"]), fmt(t["omnibus"]["statistic"]), fmt_p(t["omnibus"]["p"]),
               f"{fmt(t['omnibus']['effect'])} {t['omnibus']['effect_name']}", _pairs(t)] for m, t in r["tests"].items()]
     by_strategy = [[row["persona"], row["strategy"], _n(row), fmt_ci(row["contact"], percent=True),
                     fmt(row["mean_interest"]["mean"]), *[fmt(row[c]["mean"]) for c in CONDITIONS]]

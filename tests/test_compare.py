@@ -78,6 +78,23 @@ def test_persona_reactions_match_the_stats_functions():
     assert r["tests"]["timing"]["pairwise"][0]["p"] == pytest.approx(scores_test(groups[:2])["p"])
 
 
+def test_a_test_names_the_groups_it_left_out():
+    frame = personas_frame()
+    frame.loc[frame.persona == "friendly", "timing"] = None  # no friendly episode has a timing score
+    r = persona_reactions(frame)
+    timing = r["tests"]["timing"]["omnibus"]
+    used = frame[(frame.status == "succeeded") & frame.fidelity_ok.astype(bool)]
+    two = [used[used.persona == p].timing.to_numpy(float) for p in ("aloof", "unsure")]
+    assert timing["test"] == "mann-whitney u" and timing["p"] == pytest.approx(scores_test(two)["p"])
+    assert (timing["compared"], timing["left_out"]) == (["aloof", "unsure"], ["friendly"])
+    assert r["tests"]["contact"]["omnibus"]["left_out"] == []
+    from simulator.cli_compare import print_reactions
+
+    out = io.StringIO()
+    print_reactions("r", r, Console(file=out, width=300))
+    assert "mann-whitney u (without friendly: no values)" in out.getvalue()
+
+
 def test_small_and_empty_cells_are_marked_not_dropped():
     r = persona_reactions(personas_frame())
     cells = {(row["persona"], row["setting"]): row for row in r["persona_setting"]}
