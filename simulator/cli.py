@@ -234,11 +234,17 @@ def _fmt(x, ci=None) -> str:
 
 def print_calibration(report: dict) -> None:
     console.print(f"\n[bold]calibration[/] on {report['items']} gold transcripts, {report['judges']} judge(s)")
-    table = Table("condition", "n", "unscored", "exact", "within 1", "weighted κ [95% CI]", "α [95% CI]", title_justify="left")
+    applies = Table("condition", "n", "agree", "both scored", "both n/a", "gold n/a, judge scored", "gold scored, judge n/a",
+                    "unscored", title="does the condition apply? (gold null = not applicable)", title_justify="left")
+    table = Table("condition", "n", "exact", "within 1", "weighted κ [95% CI]", "α [95% CI]",
+                  title="scores, where both gold and judge scored", title_justify="left")
     for c, r in report["conditions"].items():
-        table.add_row(c, str(r["n"]), f"{r['unscored']}/{r['gold_labelled']}", _fmt(r["exact"]), _fmt(r["within_1"]),
-                      _fmt(r["kappa"], r["kappa_ci"]), _fmt(r["alpha"], r["alpha_ci"]))
-    console.print(table)
+        a = r["applicability"]
+        applies.add_row(c, str(a["n"]), _fmt(a["agreement"]), str(a["both_scored"]), str(a["both_na"]),
+                        str(a["gold_na_judge_scored"]), str(a["gold_scored_judge_na"]), str(a["unscored"]))
+        table.add_row(c, str(r["n"]), _fmt(r["exact"]), _fmt(r["within_1"]), _fmt(r["kappa"], r["kappa_ci"]),
+                      _fmt(r["alpha"], r["alpha_ci"]))
+    console.print(applies, table)
     flags = Table("flag", "tp", "fp", "fn", "precision", "recall", title_justify="left")
     for f, r in report["flags"].items():
         flags.add_row(f, str(r["tp"]), str(r["fp"]), str(r["fn"]), _fmt(r["precision"]), _fmt(r["recall"]))
