@@ -271,11 +271,6 @@ async def grade(episode: dict, judge: Judge, catalog: Catalog) -> dict:
     return verdict
 
 
-def ungraded(verdicts: list[dict]) -> list[dict]:
-    """The verdicts whose judge never answered (the endpoint failed): what a resumed batch grades again."""
-    return [v for v in verdicts if v.get("status") == "ungraded"]
-
-
 def make_evaluator(judges: list[Judge], catalog: Catalog):
     """The graph's evaluator slot: every judge grades the episode in turn; all verdicts are kept.
 
