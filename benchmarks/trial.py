@@ -100,7 +100,7 @@ def undo_issue_7() -> None:
     OpenAIChatModel.complete = complete
     simulator.chat.json_schema = lambda output_type: output_type.model_json_schema()
     simulator.runner.package_version = simulator.runner.package_version.__wrapped__
-    for name in ("_evidence_model", "_grades_model", "_flags_model", "_transitions_model"):
+    for name in ("_grades_model", "_flags_model", "_transitions_model"):
         setattr(evaluator, name, getattr(evaluator, name).__wrapped__)
 
 

@@ -23,7 +23,7 @@ from .errors import UserError
 from .files import read_yaml, validate
 from .graph import Context, Scenario
 from .prompts import Prompts, text_hash
-from .runner import run_episode
+from .runner import episode_status, judge_errors, run_episode, usage
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -190,13 +190,20 @@ class Batch:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(writer, self.store.create_run, run_id, spec)
         done = await loop.run_in_executor(writer, self.store.done, run_id)
-        cells = [c for c in expand(exp) if (c.key, c.rep) not in done]
+        regrade = await loop.run_in_executor(writer, self.store.ungraded, run_id)  # simulated; a judge's endpoint failed
+        stored = done | {(r["cell"], r["rep"]) for r in regrade}
+        cells = [c for c in expand(exp) if (c.key, c.rep) not in stored]
         prompts = Prompts(cat.prompt_dirs)
         if exp.judges:
             texts = Judge(models["evaluators"][0], prompts, rubric, rubric_hash).texts()
             await loop.run_in_executor(writer, self.store.save_texts, texts)
-        progress = Progress(total=len(cells), skipped=len(done))
+        progress = Progress(total=len(cells) + len(regrade), skipped=len(done))
         limit = asyncio.Semaphore(self.concurrency or self.endpoint.concurrency)
+
+        def evaluator(seed: int):
+            judges = [Judge(models["evaluators"][i % len(models["evaluators"])], prompts, rubric, rubric_hash,
+                            seed=seed + i, index=i, reasks=config.reasks) for i in range(exp.judges)]  # fmt: skip
+            return make_evaluator(judges, cat) if judges else None
 
         async def one(cell: Cell) -> None:
             async with limit:
@@ -204,11 +211,9 @@ class Batch:
                     return
                 progress.running += 1
                 self._report(progress)
-                judges = [Judge(models["evaluators"][i % len(models["evaluators"])], prompts, rubric, rubric_hash,
-                                seed=cell.seed + i, index=i, reasks=config.reasks) for i in range(exp.judges)]  # fmt: skip
                 ctx = Context(models["practitioner"], models["persona"], cat, prompts, cell.scenario, cell.seed,
                               temperature=exp.temperature, max_turns=exp.max_turns, reasks=config.reasks,
-                              evaluate=make_evaluator(judges, cat) if judges else None)  # fmt: skip
+                              evaluate=evaluator(cell.seed))  # fmt: skip
                 try:
                     record = await run_episode(ctx, backend=self.endpoint.backend)
                 except UserError:
@@ -217,23 +222,40 @@ class Batch:
                     record = _crashed(cell, e)
                 record |= {"run_id": run_id, "cell": cell.key, "rep": cell.rep}
                 await loop.run_in_executor(writer, self.store.save_episode, run_id, cell.key, cell.rep, record)
-                progress.running -= 1
-                progress.tokens += record["usage"]["prompt_tokens"] + record["usage"]["completion_tokens"]
-                if record["status"] == "succeeded":
-                    progress.done += 1
-                else:
-                    progress.failed += 1
-                    log.warning("episode %s (%s rep %d) failed: %s", record["id"], cell.key, cell.rep, record["error"])
-                    if (reason := self.endpoint.exit_reason()) and not progress.stopped:
-                        progress.stopped, progress.fault = reason, True
-                if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
-                    progress.stopped = f"token budget of {self.max_tokens:,} reached"
-                if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
-                    progress.stopped, progress.fault = f"{progress.failed} failures reached --max-failures", True
+                ended(record, record["usage"])
+
+        async def grade_again(record: dict) -> None:
+            """Grade an ungraded episode with the judges that did not answer; its conversation is kept as it is."""
+            async with limit:
+                if progress.stopped:
+                    return
+                progress.running += 1
                 self._report(progress)
+                episode = {k: record[k] for k in ("turns", "setting", "persona", "strategy")}
+                verdicts = await evaluator(record["seed"])(episode, previous=record["verdicts"])
+                await loop.run_in_executor(writer, self.store.replace_verdicts, record["id"], verdicts)
+                new = [c for v in verdicts if v not in record["verdicts"] for c in v["calls"]]
+                ended(record | {"status": episode_status(verdicts), "error": judge_errors(verdicts)}, usage(new))
+
+        def ended(record: dict, spent: dict) -> None:
+            progress.running -= 1
+            progress.tokens += spent["prompt_tokens"] + spent["completion_tokens"]
+            if record["status"] == "succeeded":
+                progress.done += 1
+            else:
+                progress.failed += 1
+                log.warning("episode %s (%s rep %d) %s: %s", record["id"], record["cell"], record["rep"], record["status"],
+                            record["error"])  # fmt: skip
+                if (reason := self.endpoint.exit_reason()) and not progress.stopped:
+                    progress.stopped, progress.fault = reason, True
+            if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
+                progress.stopped = f"token budget of {self.max_tokens:,} reached"
+            if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
+                progress.stopped, progress.fault = f"{progress.failed} failures reached --max-failures", True
+            self._report(progress)
 
         try:
-            await asyncio.gather(*(one(c) for c in cells))
+            await asyncio.gather(*(grade_again(r) for r in regrade), *(one(c) for c in cells))
         finally:
             writer.shutdown(wait=True)
         progress.finished = True

@@ -116,7 +116,7 @@ def run(
     path = out / f"{record['id']}.json"
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
     print_result(record, path)
-    if record["status"] == "failed":
+    if record["status"] != "succeeded":
         raise typer.Exit(1)
 
 
@@ -143,7 +143,7 @@ def _grading_targets(names: list[str], db: Path) -> list[tuple[str, dict, object
             raise UserError(f"{name}: no such episode file or directory, and no database {db} to look it up in")
         with Store(db) as store:
             is_run = any(r["id"] == name for r in store.runs())
-            records = [r for r in store.episodes(name) if r["status"] == "succeeded"] if is_run else [store.episode(name)]
+            records = [r for r in store.episodes(name) if r["status"] != "failed"] if is_run else [store.episode(name)]
 
         def save(record, db=db):
             with Store(db) as store:
@@ -234,11 +234,17 @@ def _fmt(x, ci=None) -> str:
 
 def print_calibration(report: dict) -> None:
     console.print(f"\n[bold]calibration[/] on {report['items']} gold transcripts, {report['judges']} judge(s)")
-    table = Table("condition", "n", "unscored", "exact", "within 1", "weighted κ [95% CI]", "α [95% CI]", title_justify="left")
+    applies = Table("condition", "n", "agree", "both scored", "both n/a", "gold n/a, judge scored", "gold scored, judge n/a",
+                    "unscored", title="does the condition apply? (gold null = not applicable)", title_justify="left")
+    table = Table("condition", "n", "exact", "within 1", "weighted κ [95% CI]", "α [95% CI]",
+                  title="scores, where both gold and judge scored", title_justify="left")
     for c, r in report["conditions"].items():
-        table.add_row(c, str(r["n"]), f"{r['unscored']}/{r['gold_labelled']}", _fmt(r["exact"]), _fmt(r["within_1"]),
-                      _fmt(r["kappa"], r["kappa_ci"]), _fmt(r["alpha"], r["alpha_ci"]))
-    console.print(table)
+        a = r["applicability"]
+        applies.add_row(c, str(a["n"]), _fmt(a["agreement"]), str(a["both_scored"]), str(a["both_na"]),
+                        str(a["gold_na_judge_scored"]), str(a["gold_scored_judge_na"]), str(a["unscored"]))
+        table.add_row(c, str(r["n"]), _fmt(r["exact"]), _fmt(r["within_1"]), _fmt(r["kappa"], r["kappa_ci"]),
+                      _fmt(r["alpha"], r["alpha_ci"]))
+    console.print(applies, table)
     flags = Table("flag", "tp", "fp", "fn", "precision", "recall", title_justify="left")
     for f, r in report["flags"].items():
         flags.add_row(f, str(r["tp"]), str(r["fp"]), str(r["fn"]), _fmt(r["precision"]), _fmt(r["recall"]))
@@ -310,16 +316,18 @@ def _print_summary(run_id: str, db: Path, progress) -> None:
 
     frame = load_run(run_id, db)
     rows = summary(frame)
-    counts = Table("persona", "setting", "episodes", "failed", "out of character", "contact rate",
+    counts = Table("persona", "setting", "episodes", "failed", "ungraded", "out of character", "contact rate",
                    title=f"run {run_id}", title_justify="left")  # fmt: skip
     scores = Table("persona", "setting", *(c.replace("_", " ") for c in CONDITIONS),
                    title="mean score (1-5) per condition, usable episodes", title_justify="left")  # fmt: skip
     for r in rows:
-        counts.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["unfaithful"]), _fmt(r["contact_rate"]))
+        counts.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["ungraded"]), str(r["unfaithful"]),
+                       _fmt(r["contact_rate"]))
         scores.add_row(r["persona"], r["setting"], *[_fmt(r[c]) for c in CONDITIONS])
     console.print(counts, scores)
-    console.print("[dim]failed and out-of-character episodes are kept but left out of rates and means; n/a: nothing "
-                  "scored there (no usable episode, or the judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
+    console.print("[dim]failed, ungraded (a judge's endpoint failed; --resume grades them again) and out-of-character "
+                  "episodes are kept but left out of rates and means; n/a: nothing scored there (no usable episode, or the "
+                  "judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
     ok = frame[frame["status"] == "succeeded"]
     if len(ok) and ok["judges"].max() > 1:
         from .store import Store
@@ -335,7 +343,7 @@ def _print_summary(run_id: str, db: Path, progress) -> None:
         if progress.stopped:
             console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")
         elif progress.failed:
-            console.print(f"retry the failed episodes with: {resume}")
+            console.print(f"retry the failed episodes and grade the ungraded ones with: {resume}")
     console.print(f"see more: nextstep show {run_id} --db {db}\n          nextstep compare {run_id} --db {db}\n"
                   f"          nextstep report {run_id} --db {db} -o {run_id}.html\n"
                   f"          nextstep export {run_id} --format csv -o {run_id}.csv --db {db}")
@@ -352,7 +360,7 @@ def batch(
     max_turns: MaxTurns = None, temperature: Temperature = None,
     judges: Annotated[Optional[int], typer.Option(help="Judges per episode, 0 for none [default: 1].")] = None,
     experiment: Annotated[Optional[Path], typer.Option(help="Experiment YAML with the same fields; flags override it.")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Continue RUN_ID: skip succeeded episodes, retry failed ones.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue RUN_ID: skip succeeded episodes, retry failed ones, grade ungraded ones again.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Name the run [default: a hash of grid, prompts and models].")] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, help=f"Episodes in flight; on the local engine also its parallel slots [default: {DEFAULT_SLOTS} local, 8 otherwise].")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent.")] = None,
@@ -417,9 +425,9 @@ def runs(db: Db = Path("nextstep.db")) -> None:
 
     _existing_db(db)
     with Store(db) as store:
-        table = Table("run", "created", "episodes", "succeeded", "failed", "tokens", title_justify="left")
+        table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens", title_justify="left")
         for r in store.runs():
-            table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["failed"]), f"{r['tokens']:,}")
+            table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["ungraded"]), str(r["failed"]), f"{r['tokens']:,}")
     console.print(table)
 
 

@@ -59,9 +59,20 @@ def provenance(ctx: Context, backend: str) -> dict:
     }
 
 
+def episode_status(verdicts: list[dict]) -> str:
+    """'ungraded' when a judge's endpoint failed (a resumed batch grades it again, the conversation is kept), else 'succeeded'."""
+    return "ungraded" if any(v.get("status") == "ungraded" for v in verdicts) else "succeeded"
+
+
+def judge_errors(verdicts: list[dict]) -> str | None:
+    """Why the ungraded verdicts are ungraded: `judge 1: APIConnectionError: ...`, or None."""
+    errors = [f"judge {v['judge']}: {v['error']}" for v in verdicts if v.get("status") == "ungraded"]
+    return "; ".join(errors) or None
+
+
 async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = None,
                       on_turn: Callable[[dict], None] | None = None) -> dict:
-    """Simulate one episode; a model failure ends it as 'failed' with the error, never raised."""
+    """Simulate one episode; a model failure ends it as 'failed' ('ungraded' if only a judge's endpoint failed), never raised."""
     s = ctx.scenario
     record = {
         "id": episode_id or uuid.uuid4().hex[:12],
@@ -79,8 +90,8 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
         seen = len(state.get("turns", []))
     error, verdicts = state.get("error"), state.get("verdicts", [])
     return record | {
-        "status": "failed" if error else "succeeded",
-        "error": error,
+        "status": "failed" if error else episode_status(verdicts),
+        "error": error or judge_errors(verdicts),
         "turns": state.get("turns", []),
         "outcome": state.get("outcome"),
         "fidelity": state.get("fidelity"),

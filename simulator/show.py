@@ -32,6 +32,9 @@ def _score(grade: dict) -> str:
 def print_verdict(verdict: dict) -> None:
     """Each transition's condition scores with evidence and reason, then flags, outcome, timing."""
     console.print(f"\n[bold]verdict[/] (judge {verdict['judge']}, {verdict['model']}, seed {verdict['seed']})")
+    if verdict.get("status") == "ungraded":
+        console.print(f"[red]ungraded[/]: the endpoint failed ({escape(verdict['error'])}); `nextstep batch --resume` grades it again")
+        return
     for t in verdict.get("transitions", []):
         where = f"turns {', '.join(map(str, t['turns']))} ({t['source']})" if t["turns"] else "whole conversation (no transition found)"
         table = Table(title=f"transition at {where}", title_justify="left", expand=True)
@@ -61,8 +64,8 @@ def print_verdict(verdict: dict) -> None:
 
 def print_result(record: dict, path) -> None:
     o, u = record.get("outcome") or {}, record["usage"]
-    if record["status"] == "failed":
-        console.print(f"[red]failed[/]: {escape(record['error'])}")
+    if record["status"] != "succeeded":
+        console.print(f"[red]{record['status']}[/]: {escape(record['error'])}")
     console.print(
         f"\n[bold]outcome[/]: exchanged {o.get('exchanged')}; ended by {o.get('ended_by')} ({o.get('end_reason')}); "
         f"final interest {o.get('final_interest')}, comfort {o.get('final_comfort')}"

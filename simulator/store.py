@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
-from .runner import package_version, usage
+from .runner import episode_status, judge_errors, package_version, usage
 
 SCHEMA = "nextstep/1"
 
@@ -158,7 +158,8 @@ class Store:
         """Every run, newest first, with episode counts and tokens spent."""
         rows = self.conn.execute("""
             SELECT r.id, r.created_at, count(e.id) AS episodes,
-                   coalesce(sum(e.status = 'succeeded'), 0) AS succeeded, coalesce(sum(e.status = 'failed'), 0) AS failed,
+                   coalesce(sum(e.status = 'succeeded'), 0) AS succeeded, coalesce(sum(e.status = 'ungraded'), 0) AS ungraded,
+                   coalesce(sum(e.status = 'failed'), 0) AS failed,
                    coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) AS tokens
             FROM runs r LEFT JOIN episodes e ON e.run_id = r.id
             GROUP BY r.id ORDER BY r.created_at DESC, r.rowid DESC""")  # fmt: skip
@@ -232,6 +233,12 @@ class Store:
         rows = self.conn.execute("SELECT cell, rep FROM episodes WHERE run_id = ? AND status = 'succeeded'", (run_id,))
         return {(cell, rep) for cell, rep in rows}
 
+    def ungraded(self, run_id: str) -> list[dict]:
+        """The run's episodes whose conversation is stored but a judge's endpoint failed: a resumed run grades them again."""
+        rows = self.conn.execute("SELECT record_json FROM episodes WHERE run_id = ? AND status = 'ungraded' ORDER BY cell, rep",
+                                 (run_id,))  # fmt: skip
+        return [json.loads(row[0]) for row in rows]
+
     def episodes(self, run_id: str, *, include_failed: bool = True) -> list[dict]:
         only = "" if include_failed else " AND status = 'succeeded'"
         rows = self.conn.execute(f"SELECT record_json FROM episodes WHERE run_id = ?{only} ORDER BY cell, rep", (run_id,))
@@ -253,7 +260,10 @@ class Store:
         return json.loads(row[0])
 
     def replace_verdicts(self, episode_id: str, verdicts: list[dict]) -> None:
-        """Re-grade an episode: the old verdicts move to verdict_history, the new ones take their place."""
+        """Re-grade an episode: the old verdicts move to verdict_history, the new ones take their place.
+
+        A simulated episode becomes 'ungraded' or 'succeeded' by its new verdicts; a failed one stays failed.
+        """
         with self._tx() as conn:
             eid = self._resolve(episode_id)
             conn.execute("""INSERT INTO verdict_history (episode_id, judge, model, verdict_json, replaced_at)
@@ -267,10 +277,12 @@ class Store:
             # Usage counts the simulation's calls plus the current verdicts' calls, as run_episode does.
             spent = usage((record.get("calls") or []) + [c for v in verdicts for c in v.get("calls") or []])
             record |= {"verdicts": verdicts, "usage": spent}
-            conn.execute("""UPDATE episodes SET record_json = ?, n_calls = ?, prompt_tokens = ?, completion_tokens = ?,
-                            latency_s = ? WHERE id = ?""",
-                         (json.dumps(record, ensure_ascii=False), spent["calls"], spent["prompt_tokens"],
-                          spent["completion_tokens"], spent["latency_s"], eid))  # fmt: skip
+            if record.get("status") in ("succeeded", "ungraded"):
+                record |= {"status": episode_status(verdicts), "error": judge_errors(verdicts)}
+            conn.execute("""UPDATE episodes SET record_json = ?, status = ?, error = ?, n_calls = ?, prompt_tokens = ?,
+                            completion_tokens = ?, latency_s = ? WHERE id = ?""",
+                         (json.dumps(record, ensure_ascii=False), record["status"], record.get("error"), spent["calls"],
+                          spent["prompt_tokens"], spent["completion_tokens"], spent["latency_s"], eid))  # fmt: skip
 
     def save_texts(self, texts: dict[str, tuple[str, str]]) -> None:
         """Keep texts by hash ({hash: (name, text)}), e.g. the rubric and evaluator prompts of a run."""
