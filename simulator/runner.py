@@ -27,13 +27,19 @@ def graph():
     return build_graph()
 
 
+def _known_sum(values) -> int | None:
+    """The sum of the values reported, or None when none was: `_known_sum([None, 2, 3])` -> 5."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
 def usage(calls: list[dict]) -> dict:
     """Token and latency totals: `usage([])` -> {'calls': 0, 'prompt_tokens': 0, ...}."""
     return {
         "calls": len(calls),
         "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
         "completion_tokens": sum(c["completion_tokens"] for c in calls),
-        "cached_tokens": sum(c.get("cached_tokens") or 0 for c in calls),  # of the prompt tokens; 0 where not reported
+        "cached_tokens": _known_sum(c.get("cached_tokens") for c in calls),  # prompt tokens the server had cached
         "latency_s": round(sum(c["latency_s"] for c in calls), 3),
     }
 

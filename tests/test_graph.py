@@ -36,7 +36,7 @@ async def test_exchange_ends_the_episode(make_context):
         "exchanged": "number", "next_meeting": None, "asked": True, "first_ask_turn": 2,
         "final_interest": 7, "final_comfort": 7, "end_reason": "exchanged", "ended_by": "persona",
     }  # fmt: skip
-    assert record["usage"] == {"calls": 8, "prompt_tokens": 80, "completion_tokens": 40, "latency_s": 0.08}
+    assert record["usage"] == {"calls": 8, "prompt_tokens": 80, "completion_tokens": 40, "cached_tokens": None, "latency_s": 0.08}
 
 
 async def test_refusal_accepted(make_context):
