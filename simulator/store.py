@@ -12,6 +12,7 @@ from .errors import UserError
 from .runner import package_version, usage
 
 SCHEMA = "nextstep/1"
+SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
 
 _TABLES = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +60,13 @@ def plain(value):
 def pick(d: dict, *keys: str) -> dict:
     """Those keys of d, None where missing: `pick({'a': 1}, 'a', 'b')` -> {'a': 1, 'b': None}."""
     return {k: d.get(k) for k in keys}
+
+
+def covers(new, old) -> bool:
+    """Whether `new` has everything `old` has, unchanged: `covers({'a': 1, 'b': 2}, {'a': 1})` -> True."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        return all(k in new and covers(new[k], v) for k, v in old.items())
+    return new == old
 
 
 def dumps(value) -> str:
@@ -136,22 +144,37 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def create_run(self, run_id: str, spec: dict) -> None:
-        """Register a run; the same id with the same spec is a no-op, so an experiment can be resumed."""
+    def create_run(self, run_id: str, spec: dict, settings: dict | None = None) -> None:
+        """Register a run, or resume it: the same spec again is accepted, a different one refused.
+
+        `settings` (endpoint, models, directories: what a resume needs) are kept in spec_json under 'run_settings', are
+        no part of the run's identity, and are replaced by the latest ones. A run stored before settings were kept
+        has fewer spec fields: it resumes as long as every field it has is unchanged.
+        """
+        spec = json.loads(dumps(spec))
         with self._tx() as conn:
             row = conn.execute("SELECT spec_json FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
-                insert(conn, "runs", {"id": run_id, "created_at": now(), "spec_json": dumps(spec), "version": package_version()})
-            elif (stored := json.loads(row[0])) != json.loads(dumps(spec)):
-                differ = ", ".join(k for k in sorted(stored.keys() | spec.keys()) if stored.get(k) != json.loads(dumps(spec)).get(k))
-                raise UserError(f"run {run_id!r} in {self.path} was made with a different {differ}; start a new run instead")
+                insert(conn, "runs", {"id": run_id, "created_at": now(), "spec_json": dumps(spec | {SETTINGS_KEY: settings or {}}),
+                                      "version": package_version()})  # fmt: skip
+                return
+            stored = json.loads(row[0])
+            older = SETTINGS_KEY not in stored
+            stored.pop(SETTINGS_KEY, None)
+            same = (lambda k: covers(spec.get(k), stored[k])) if older else (lambda k: spec.get(k) == stored.get(k))
+            if differ := [k for k in sorted(stored.keys() | spec.keys()) if (k in stored or not older) and not same(k)]:
+                raise UserError(f"run {run_id!r} in {self.path} was made with a different {', '.join(differ)}; start a new run instead")
+            if settings is not None:
+                conn.execute("UPDATE runs SET spec_json = ? WHERE id = ?", (dumps(spec | {SETTINGS_KEY: settings}), run_id))
 
     def run(self, run_id: str) -> dict:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise UserError(f"no run {run_id!r} in {self.path}")
         counts = self.conn.execute("SELECT status, count(*) FROM episodes WHERE run_id = ? GROUP BY status", (run_id,))
-        return {"id": row["id"], "created_at": row["created_at"], "spec": json.loads(row["spec_json"]),
+        spec = json.loads(row["spec_json"])
+        settings = spec.pop(SETTINGS_KEY, None)  # None: stored before settings were kept
+        return {"id": row["id"], "created_at": row["created_at"], "spec": spec, "settings": settings,
                 "version": row["version"], "counts": dict(counts.fetchall())}  # fmt: skip
 
     def runs(self) -> list[dict]:
