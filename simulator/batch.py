@@ -24,7 +24,7 @@ from .errors import UserError
 from .files import read_yaml, validate
 from .graph import Context, Scenario
 from .prompts import Prompts, text_hash
-from .runner import run_episode
+from .runner import episode_calls, run_episode
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,8 @@ class Progress:
     done: int = 0
     failed: int = 0
     running: int = 0
-    tokens: int = 0
+    tokens: int = 0  # reported by the endpoint; calls without usage are counted apart
+    unknown_usage_calls: int = 0
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None
     fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
@@ -280,7 +281,7 @@ class Batch:
                 record |= {"run_id": run_id, "cell": cell.key, "rep": cell.rep}
                 await loop.run_in_executor(writer, self.store.save_episode, run_id, cell.key, cell.rep, record)
                 progress.running -= 1
-                progress.tokens += record["usage"]["prompt_tokens"] + record["usage"]["completion_tokens"]
+                self._count_tokens(progress, episode_calls(record))
                 if record["status"] == "succeeded":
                     progress.done += 1
                 else:
@@ -301,6 +302,16 @@ class Batch:
         progress.finished = True
         self._report(progress)
         return run_id, progress
+
+    def _count_tokens(self, progress: Progress, calls: list[dict]) -> None:
+        """Add the tokens the endpoint reported; warn once per run about calls it reported none for."""
+        unknown = sum(c["prompt_tokens"] is None or c["completion_tokens"] is None for c in calls)
+        if unknown and not progress.unknown_usage_calls:
+            budget = f"; --max-tokens {self.max_tokens:,} cannot be enforced for them" if self.max_tokens is not None else ""
+            log.warning("the endpoint reported no token usage for some calls: their tokens are stored as unknown (null), "
+                        "not counted in token totals%s", budget)  # fmt: skip
+        progress.unknown_usage_calls += unknown
+        progress.tokens += sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in calls)
 
     def _report(self, progress: Progress) -> None:
         if self.on_progress:

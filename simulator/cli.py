@@ -332,11 +332,18 @@ def _print_summary(run_id: str, db: Path, progress) -> None:
 
         with Store(db) as store:
             _print_alpha([r["verdicts"] for r in store.episodes(run_id) if r["status"] == "succeeded"])
-    per_episode = (ok["prompt_tokens"] + ok["completion_tokens"]).mean() if len(ok) else 0
-    console.print(f"tokens per succeeded episode: {per_episode:,.0f}")
+    known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()]
+    if len(known):
+        per_episode = (known["prompt_tokens"] + known["completion_tokens"]).mean()
+        unknown = f" (over {len(known)} of {len(ok)}: the endpoint reported no usage for the others)" if len(known) < len(ok) else ""
+        console.print(f"tokens per succeeded episode: {per_episode:,.0f}{unknown}")
+    elif len(ok):
+        console.print("tokens per succeeded episode: unknown (the endpoint reported no usage)")
     if progress is not None:
+        unknown = (f" + {progress.unknown_usage_calls:,} calls whose endpoint reported no usage (not counted, so not "
+                   "held to --max-tokens)") if progress.unknown_usage_calls else ""  # fmt: skip
         console.print(f"this session: {progress.done} succeeded, {progress.failed} failed, {progress.skipped} already done; "
-                      f"{progress.tokens:,} tokens")
+                      f"{progress.tokens:,} tokens{unknown}")
         resume = f"nextstep batch --resume {run_id} --db {db}"
         if progress.stopped:
             console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")
@@ -436,7 +443,8 @@ def runs(db: Db = Path("nextstep.db")) -> None:
     with Store(db) as store:
         table = Table("run", "created", "episodes", "succeeded", "failed", "tokens", title_justify="left")
         for r in store.runs():
-            table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["failed"]), f"{r['tokens']:,}")
+            table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["failed"]),
+                          "unknown" if r["tokens"] is None else f"{r['tokens']:,}")  # fmt: skip
     console.print(table)
 
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
-from .runner import package_version, usage
+from .runner import episode_calls, package_version, usage
 
 SCHEMA = "nextstep/1"
 SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
@@ -178,11 +178,12 @@ class Store:
                 "version": row["version"], "counts": dict(counts.fetchall())}  # fmt: skip
 
     def runs(self) -> list[dict]:
-        """Every run, newest first, with episode counts and tokens spent."""
+        """Every run, newest first, with episode counts and tokens spent (None: some endpoint reported no usage)."""
         rows = self.conn.execute("""
             SELECT r.id, r.created_at, count(e.id) AS episodes,
                    coalesce(sum(e.status = 'succeeded'), 0) AS succeeded, coalesce(sum(e.status = 'failed'), 0) AS failed,
-                   coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) AS tokens
+                   CASE WHEN sum(e.n_calls > 0 AND (e.prompt_tokens IS NULL OR e.completion_tokens IS NULL)) > 0 THEN NULL
+                        ELSE coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) END AS tokens
             FROM runs r LEFT JOIN episodes e ON e.run_id = r.id
             GROUP BY r.id ORDER BY r.created_at DESC, r.rowid DESC""")  # fmt: skip
         return [dict(row) for row in rows]
@@ -288,7 +289,7 @@ class Store:
             self._insert_verdicts(eid, verdicts)
             record = json.loads(conn.execute("SELECT record_json FROM episodes WHERE id = ?", (eid,)).fetchone()[0])
             # Usage counts the simulation's calls plus the current verdicts' calls, as run_episode does.
-            spent = usage((record.get("calls") or []) + [c for v in verdicts for c in v.get("calls") or []])
+            spent = usage(episode_calls({"calls": record.get("calls"), "verdicts": verdicts}))
             record |= {"verdicts": verdicts, "usage": spent}
             conn.execute("""UPDATE episodes SET record_json = ?, n_calls = ?, prompt_tokens = ?, completion_tokens = ?,
                             latency_s = ? WHERE id = ?""",
