@@ -271,6 +271,17 @@ async def grade(episode: dict, judge: Judge, catalog: Catalog) -> dict:
     return verdict
 
 
+def judge_max_calls(max_turns: int, reasks: int, fidelity_judge: bool = False) -> int:
+    """The most calls one judge makes on an episode of at most `max_turns` rounds, every re-ask counted.
+
+    Each structured call takes up to reasks + 1 attempts; a transition's grades and the flags are asked again
+    up to `reasks` times when evidence is rejected; runs of practitioner turns split by other turns give at most
+    ceil(max_turns / 2) transitions (or one over the whole conversation). `judge_max_calls(3, 2)` -> 33.
+    """
+    attempts, transitions = reasks + 1, max(1, (max_turns + 1) // 2)
+    return attempts + transitions * attempts**2 + attempts**2 + attempts + (attempts if fidelity_judge else 0)
+
+
 def make_evaluator(judges: list[Judge], catalog: Catalog):
     """The graph's evaluator slot: every judge grades the episode in turn; all verdicts are kept.
 

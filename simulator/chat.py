@@ -21,8 +21,8 @@ T = TypeVar("T", bound=BaseModel)
 class Completion:
     text: str
     finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int | None = None  # None: the endpoint reported no usage
+    completion_tokens: int | None = None
     latency_s: float = 0.0
     model: str = ""
     retries: int = 0
@@ -37,8 +37,8 @@ class Call:
     purpose: str
     model: str
     seed: int | None
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int | None  # None: unknown, the endpoint reported no usage
+    completion_tokens: int | None
     latency_s: float
     finish_reason: str | None
     retries: int = 0

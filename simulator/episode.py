@@ -53,20 +53,30 @@ def _was_refused(turns: list[dict]) -> bool:
     return any(a.get("intent") == "ask" and not b["shares_contact"] for a, b in zip(turns[::2], turns[1::2]))
 
 
+def _repeats(turns: list[dict], turn: dict) -> bool:
+    """Whether `turn` says word for word a line its own speaker said earlier in `turns`."""
+    return normalize(turn["text"]) in {normalize(t["text"]) for t in turns if t["speaker"] == turn["speaker"]}
+
+
 def stop_rule(turns: list[dict], max_turns: int) -> dict | None:
-    """{'reason', 'by'} when the conversation must end after the last turn, else None."""
-    last = turns[-1]
-    if normalize(last["text"]) in {normalize(t["text"]) for t in turns[:-1]}:
-        return {"reason": "degenerate", "by": last["speaker"]}
-    if last["speaker"] != "persona":
+    """{'reason', 'by'} when the conversation must end after the last turn, else None.
+
+    Checked when a round ends (after the persona's reply), in this order: an exchange, the practitioner's
+    goodbye, an accepted refusal; then a speaker repeating one of their own earlier lines; then the turn limit.
+    Echoing the other speaker ("Bye." / "Bye.") is not a repeat.
+    """
+    if turns[-1]["speaker"] != "persona":
         return None
-    said = turns[-2]["intent"]
-    if said == "ask" and last["shares_contact"]:
+    said, answer = turns[-2], turns[-1]
+    if said["intent"] == "ask" and answer["shares_contact"]:
         return {"reason": "exchanged", "by": "persona"}
-    if said == "goodbye":
+    if said["intent"] == "goodbye":
         return {"reason": "goodbye", "by": "practitioner"}
-    if said == "accept_no" and _was_refused(turns[:-2]):
+    if said["intent"] == "accept_no" and _was_refused(turns[:-2]):
         return {"reason": "refused", "by": "practitioner"}
+    for turn in (said, answer):
+        if _repeats(turns[:-2], turn):
+            return {"reason": "degenerate", "by": turn["speaker"]}
     if len(turns) // 2 >= max_turns:
         return {"reason": "max_turns", "by": "limit"}
     return None

@@ -27,21 +27,25 @@ def graph():
     return build_graph()
 
 
-def _known_sum(values) -> int | None:
-    """The sum of the values reported, or None when none was: `_known_sum([None, 2, 3])` -> 5."""
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
+def total(values: list[int | None]) -> int | None:
+    """A sum that is unknown if any part is: `total([3, 4])` -> 7; `total([3, None])` -> None."""
+    return None if None in values else sum(values)
 
 
 def usage(calls: list[dict]) -> dict:
-    """Token and latency totals: `usage([])` -> {'calls': 0, 'prompt_tokens': 0, ...}."""
+    """Token and latency totals: `usage([])` -> {'calls': 0, 'prompt_tokens': 0, ...}; a call without usage makes tokens None."""
     return {
         "calls": len(calls),
-        "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
-        "completion_tokens": sum(c["completion_tokens"] for c in calls),
-        "cached_tokens": _known_sum(c.get("cached_tokens") for c in calls),  # prompt tokens the server had cached
+        "prompt_tokens": total([c["prompt_tokens"] for c in calls]),
+        "completion_tokens": total([c["completion_tokens"] for c in calls]),
+        "cached_tokens": total([c.get("cached_tokens") for c in calls]),  # of the prompt tokens, where the server says
         "latency_s": round(sum(c["latency_s"] for c in calls), 3),
     }
+
+
+def episode_calls(record: dict) -> list[dict]:
+    """Every call an episode made: the simulation's, then each verdict's."""
+    return (record.get("calls") or []) + [c for v in record.get("verdicts") or [] for c in v.get("calls") or []]
 
 
 def provenance(ctx: Context, backend: str) -> dict:
@@ -103,6 +107,6 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
         "fidelity": state.get("fidelity"),
         "verdicts": verdicts,
         "calls": state.get("calls", []),
-        "usage": usage(state.get("calls", []) + [c for v in verdicts for c in v["calls"]]),
+        "usage": usage(episode_calls({"calls": state.get("calls", []), "verdicts": verdicts})),
         "duration_s": round(time.perf_counter() - start, 3),
     }

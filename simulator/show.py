@@ -62,6 +62,11 @@ def print_verdict(verdict: dict) -> None:
         console.print(f"[dim]{len(verdict['unscored'])} part(s) unscored; see the episode record for reasons[/]")
 
 
+def _count(tokens: int | None) -> str:
+    """`_count(None)` -> 'unknown' (the endpoint reported no usage)."""
+    return "unknown" if tokens is None else str(tokens)
+
+
 def print_result(record: dict, path) -> None:
     o, u = record.get("outcome") or {}, record["usage"]
     if record["status"] != "succeeded":
@@ -76,7 +81,7 @@ def print_result(record: dict, path) -> None:
     for verdict in record.get("verdicts", []):
         print_verdict(verdict)
     console.print(
-        f"\n[bold]tokens[/]: {u['prompt_tokens']} prompt + {u['completion_tokens']} completion in {u['calls']} calls; "
+        f"\n[bold]tokens[/]: {_count(u['prompt_tokens'])} prompt + {_count(u['completion_tokens'])} completion in {u['calls']} calls; "
         f"[bold]time[/]: {record['duration_s']:.1f}s"
     )
     if path:

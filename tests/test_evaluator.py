@@ -229,6 +229,7 @@ async def test_aloof_persona_at_high_interest_from_the_first_turn_is_flagged(mak
     q = ScriptedModel(persona_says("Oh hi!!", 9, 9) + persona_says("Bye."), "q")
     ctx = make_context(p, q, scenario=Scenario("bar_club", "aloof", "turn_back", Profile()))
     record = await run_episode(ctx, backend="scripted")
+    assert record["outcome"]["end_reason"] == "goodbye"  # "Bye." / "Bye." is a goodbye, not a repeat
     assert record["fidelity"] == {"ok": False, "problems": ["first-turn interest 9 is outside the expected 0-5",
                                                              "first-turn comfort 9 is outside the expected 0-8"]}
 
