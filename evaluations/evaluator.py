@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 from simulator.catalog import Catalog
-from simulator.chat import Call, ChatModel, structured
+from simulator.chat import MAX_STRING_CHARS, Call, ChatModel, structured
 from simulator.episode import Exchanged
 from simulator.errors import ModelError, OutputError
 from simulator.prompts import Prompts, text_hash
@@ -19,7 +19,7 @@ from .rules import citation_problem, evidence_turns, objective_timing, sentence_
 
 Score = Literal[1, 2, 3, 4, 5]
 _STRICT = ConfigDict(extra="forbid")
-REASON_CHARS = 300  # one sentence, with room; checked after parsing (strict schemas carry no length limits)
+REASON_CHARS = MAX_STRING_CHARS  # one sentence, with room; checked after parsing (strict schemas carry no length limits)
 PROMPTS = ("evaluator_transitions", "evaluator_transition", "evaluator_flags", "evaluator_outcome", "evaluator_fidelity")
 
 

@@ -14,6 +14,9 @@ from .errors import OutputError
 from .files import validation_message
 
 Message = dict[str, str]
+# The longest free text an output type may hold (a judge's reason): checked after parsing on every backend;
+# strict json_schema carries no length limits, a grammar (the local engine's llguidance mode) enforces it.
+MAX_STRING_CHARS = 300
 T = TypeVar("T", bound=BaseModel)
 
 

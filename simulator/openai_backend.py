@@ -12,23 +12,35 @@ from typing import Literal
 
 import openai
 
-from .chat import Completion, Message
+from .chat import MAX_STRING_CHARS, Completion, Message
 from .errors import ModelError
 
 OutputMode = Literal["json_schema", "json_object", "llguidance"]
 # Compact JSON: llama.cpp's default JSON grammar lets a small model pad between tokens with newlines until
 # max_tokens runs out; LLGuidance's options fix the separators instead.
 COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+def bounded(schema):
+    """Every free string capped at MAX_STRING_CHARS, which a grammar enforces while decoding (so a small model
+    cannot ramble until max_tokens runs out): `bounded({'type': 'string'})` -> {'type': 'string', 'maxLength': 300}."""
+    if isinstance(schema, list):
+        return [bounded(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded(v) for k, v in schema.items()}
+    if out.get("type") == "string" and "enum" not in out:
+        out.setdefault("maxLength", MAX_STRING_CHARS)
+    return out
 
 
 def structured_fields(schema: dict, mode: OutputMode) -> dict:
     """The request fields that constrain the answer to `schema`.
 
     json_schema: OpenAI's strict response_format; json_object: llama.cpp's json_object with a schema;
-    llguidance: a llama.cpp `grammar` (servers built with LLGuidance, as the embedded engine is) for compact JSON.
+    llguidance: a llama.cpp `grammar` (servers built with LLGuidance, as the embedded engine is): compact JSON,
+    strings no longer than any output type accepts.
     """
     if mode == "llguidance":
-        return {"grammar": "%llguidance {}\nstart: %json " + json.dumps(schema | {"x-guidance": COMPACT})}
+        return {"grammar": "%llguidance {}\nstart: %json " + json.dumps(bounded(schema) | {"x-guidance": COMPACT})}
     if mode == "json_object":
         return {"response_format": {"type": "json_object", "schema": schema}}
     name = schema.get("title", "output")

@@ -28,8 +28,8 @@ def cassette(name: str, record_mode: str):
 
 def local_models(client: openai.AsyncOpenAI) -> tuple[OpenAIChatModel, OpenAIChatModel]:
     """Practitioner and persona on the embedded model's server, as the local backend makes them."""
-    return (OpenAIChatModel(client, MODEL_NAME, output_mode="json_object"),
-            OpenAIChatModel(client, MODEL_NAME, output_mode="json_object"))
+    return (OpenAIChatModel(client, MODEL_NAME, output_mode="llguidance"),
+            OpenAIChatModel(client, MODEL_NAME, output_mode="llguidance"))
 
 
 def gold_judge(client: openai.AsyncOpenAI):

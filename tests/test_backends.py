@@ -11,7 +11,7 @@ from evaluations.frame import faithful
 from simulator.episode import PersonaState
 from simulator.errors import ModelError
 from simulator.local import exit_message
-from simulator.openai_backend import OpenAIChatModel
+from simulator.openai_backend import MAX_STRING_CHARS, OpenAIChatModel, bounded
 
 
 def model(client, mode):
@@ -67,3 +67,11 @@ def test_a_dead_engine_is_named_by_its_signal_in_words():
     assert exit_message(-4) == "was killed by SIGILL (illegal instruction)"
     assert exit_message(-9) == "was killed by SIGKILL (killed)"
     assert exit_message(1) == "exited with code 1"
+
+
+def test_a_grammar_bounds_free_strings_but_not_choices():
+    schema = {"type": "object", "properties": {"reason": {"type": "string"}, "flag": {"type": "string", "enum": ["rude"]},
+                                               "items": {"type": "array", "items": {"type": "string", "maxLength": 5}}}}
+    assert bounded(schema)["properties"] == {"reason": {"type": "string", "maxLength": MAX_STRING_CHARS},
+                                             "flag": {"type": "string", "enum": ["rude"]},
+                                             "items": {"type": "array", "items": {"type": "string", "maxLength": 5}}}
