@@ -40,7 +40,7 @@ async def test_the_engine_answers_concurrent_requests_in_parallel(client):
     body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Tell me a long story about a cat."}],
             "max_tokens": 64, "temperature": 0}  # fmt: skip
     with local_server(slots=4) as server:
-        openai_client = client(server.url, "local")
+        openai_client = client(server.url, "local", timeout=120)
         await openai_client.post("/chat/completions", body=body, cast_to=object)  # warm up
         start = time.perf_counter()
         answers = await asyncio.gather(*(openai_client.post("/chat/completions", body=body, cast_to=object) for _ in range(4)))
@@ -55,8 +55,8 @@ def _transcript(record):
 
 
 async def test_short_episode_on_the_real_model_is_reproducible(server_url, client):
-    first = await run_episode(short_episode(client(server_url, "local")), backend="local")
-    second = await run_episode(short_episode(client(server_url, "local")), backend="local")
+    first = await run_episode(short_episode(client(server_url, "local", timeout=120)), backend="local")
+    second = await run_episode(short_episode(client(server_url, "local", timeout=120)), backend="local")
     assert first["status"] == "succeeded", first["error"]
     assert len(first["turns"]) >= 2 and all(t["text"] for t in first["turns"])
     assert all(c["completion_tokens"] > 0 and c["latency_s"] > 0 for c in first["calls"])

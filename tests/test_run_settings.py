@@ -122,7 +122,9 @@ def test_resume_needs_only_the_run_id(tmp_path):
                          "--prompts", str(prompts), "--api-key-env", "MY_KEY", "--concurrency", "2", "--db", str(db),
                          env=secret, cwd=tmp_path)  # fmt: skip
         assert first.returncode == 0, first.stderr
-        command = re.search(r"retry the failed episodes with: (nextstep batch .*)", first.stdout).group(1).split()
+        found = re.search(r"retry the failed episodes and grade the ungraded ones with: (nextstep batch .*)", first.stdout)
+        assert found, first.stdout
+        command = found.group(1).split()
         assert command[2:] == ["--resume", command[3], "--db", str(db)]  # nothing else is needed
         failing["on"], seen = False, len(stub.requests)
         elsewhere = tmp_path / "elsewhere"
