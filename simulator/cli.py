@@ -39,7 +39,7 @@ ModelOpt = Annotated[Optional[str], typer.Option(help="Model for every role.")]
 RoleModel = Annotated[Optional[str], typer.Option(help="Model for this role (overrides --model).")]
 Temperature = Annotated[Optional[float], typer.Option(help="Sampling temperature of the dialogue [default: 0.7].")]
 MaxTurns = Annotated[Optional[int], typer.Option(help="Most rounds (practitioner + persona) per episode [default: 8].")]
-PersonasDir = Annotated[Optional[Path], typer.Option("--personas", "--personas-dir", help="Directory of persona YAML files overriding the shipped ones.")]
+PersonasDir = Annotated[Optional[Path], typer.Option("--personas", "--personas-dir", help="Directory of persona YAML files overriding the shipped ones, or a shipped set: ablation.")]
 PromptsDir = Annotated[Optional[Path], typer.Option("--prompts", help="Directory of prompt files overriding the shipped ones.")]
 EvaluatorModel = Annotated[Optional[str], typer.Option(help="Evaluator model(s), comma-separated; judges take them in turn.")]
 Judges = Annotated[int, typer.Option(min=0, help="Independent judges per episode (0: no grading).")]
@@ -362,7 +362,7 @@ def batch(
     backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, output_mode: OutputModeOpt = None,
     model: ModelOpt = None, practitioner_model: RoleModel = None, persona_model: RoleModel = None,
     evaluator_model: EvaluatorModel = None,
-    personas_dir: Annotated[Optional[Path], typer.Option("--personas-dir", help="Directory of persona YAML files overriding the shipped ones.")] = None,
+    personas_dir: Annotated[Optional[Path], typer.Option("--personas-dir", help="Directory of persona YAML files overriding the shipped ones, or a shipped set: ablation.")] = None,
     prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
 ) -> None:
     """Run a grid of episodes concurrently into the SQLite store (resumable)."""

@@ -1,0 +1,50 @@
+"""Issue 13: the article's techniques, personas and grading, each checked against what the article says."""
+
+from __future__ import annotations
+
+from itertools import product
+from pathlib import Path
+
+from simulator import Profile, Prompts, Scenario, load_catalog
+
+
+# --- personas (point 8) and their ablation (point 9) -----------------------------------------------
+
+
+def _fits(persona, interest: int, comfort: int) -> bool:
+    r = persona.expected_first_turn
+    return r.interest[0] <= interest <= r.interest[1] and r.comfort[0] <= comfort <= r.comfort[1]
+
+
+def test_a_first_state_fits_one_persona_at_most(catalog):
+    # Before, interest 3 / comfort 5 passed all three ranges, so the fidelity rule could not tell them apart.
+    for interest, comfort in product(range(11), repeat=2):
+        fitting = [p for p in catalog.personas.values() if _fits(p, interest, comfort)]
+        assert len(fitting) <= 1, (interest, comfort, [p.id for p in fitting])
+    for persona in catalog.personas.values():  # and each persona's own baseline fits her own range
+        assert _fits(persona, persona.baseline.interest, persona.baseline.comfort), persona.id
+
+
+def test_each_persona_decides_by_its_own_rules(catalog):
+    personas = list(catalog.personas.values())
+    for a, b in [(a, b) for i, a in enumerate(personas) for b in personas[i + 1:]]:
+        for rule in ("on_agendas", "on_ambiguity", "on_pressure"):
+            words_a, words_b = set(getattr(a, rule).lower().split()), set(getattr(b, rule).lower().split())
+            overlap = len(words_a & words_b) / len(words_a | words_b)
+            assert overlap < 0.35, f"{a.id} and {b.id} share most of {rule} ({overlap:.2f})"
+    # The article's aloof person may like him and only plays it down: her first interest can be above the unsure one's.
+    assert catalog.personas["aloof"].expected_first_turn.interest[1] > catalog.personas["unsure"].expected_first_turn.interest[1]
+
+
+def test_the_ablation_set_keeps_the_people_and_drops_the_article_rules(catalog):
+    ablation = load_catalog(Path("ablation"))  # a shipped persona set, named like a directory
+    assert sorted(ablation.personas) == sorted(catalog.personas)
+    for name, persona in ablation.personas.items():
+        assert (persona.on_agendas, persona.on_ambiguity, persona.on_pressure) == (None, None, None)
+        assert persona.baseline == catalog.personas[name].baseline
+        assert persona.expected_first_turn == catalog.personas[name].expected_first_turn
+        prompt = Prompts(ablation.prompt_dirs).render(
+            "persona", setting=ablation.settings["bar_club"], persona=persona, practitioner_gender="man",
+            persona_gender="woman", interest=5, comfort=5)  # fmt: skip
+        assert "None" not in prompt and persona.temperament in prompt
+        assert catalog.personas[name].on_agendas not in prompt
