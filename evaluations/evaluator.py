@@ -128,7 +128,10 @@ async def _grade_transition(judge: Judge, ep: dict, transition: dict, calls: lis
         for c in pending:
             g = getattr(answer, c)
             grade = {"turn": g.turn, "quote": g.quote, "reason": g.reason, "score": g.score}
-            if g.score is None:
+            if g.score is None and judge.rubric.conditions[c].not_applicable is None:
+                problems[c] = f"{c} always applies (a conversation without an ask scores timing 1); give a score"
+                feedback.append(problems[c])
+            elif g.score is None:
                 results[c] = grade | {"status": "not_applicable"}
             elif problem := quote_problem(g.quote, turns, g.turn):
                 problems[c] = problem

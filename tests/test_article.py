@@ -48,3 +48,30 @@ def test_the_ablation_set_keeps_the_people_and_drops_the_article_rules(catalog):
             persona_gender="woman", interest=5, comfort=5)  # fmt: skip
         assert "None" not in prompt and persona.temperament in prompt
         assert catalog.personas[name].on_agendas not in prompt
+
+
+# --- the rubric (point 12) ------------------------------------------------------------------------
+
+
+def test_every_condition_has_anchors_and_a_null_rule_and_the_toolkit_flag_is_marked():
+    from evaluations.rubric import load_rubric
+
+    rubric, _ = load_rubric()
+    for c in rubric.conditions.values():
+        assert set(c.anchors) == {1, 3, 5}
+    assert rubric.conditions["timing"].not_applicable is None  # no ask is scored low, never left blank
+    assert "purpose" not in rubric.conditions["setting_fit"].description  # that is agenda_clarity's job
+    assert {f for f, x in rubric.flags.items() if x.source == "toolkit"} == {"ignores_no"}
+    assert "softly" in rubric.flags["ignores_no"].description
+
+
+def test_the_judge_prompt_shows_the_anchors_and_null_rules(catalog):
+    from evaluations.rubric import load_rubric
+
+    rubric, _ = load_rubric()
+    prompt = Prompts(catalog.prompt_dirs).render(
+        "evaluator_transition", setting=catalog.settings["bar_club"], persona=catalog.personas["aloof"], transcript="[0] x",
+        transition_turns=[0], conditions=rubric.conditions, feedback=[])  # fmt: skip
+    for c in rubric.conditions.values():
+        assert c.anchors[1] in prompt and c.anchors[5] in prompt
+    assert "Null: never; always give a score." in prompt

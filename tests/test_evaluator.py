@@ -84,6 +84,16 @@ async def test_null_score_means_not_applicable(judge, catalog):
     assert verdict["unscored"] == []
 
 
+async def test_a_condition_that_always_applies_cannot_be_null(judge, catalog):
+    """Issue 13 point 12: timing is never 'not applicable'; a conversation without an ask scores low, so a null is re-asked."""
+    null = {"turn": 4, "quote": "", "reason": "no ask", "score": None}
+    j, model = judge([{"turns": []}, all_good(timing=null), {"timing": good(score=1)}, {"flags": []}, OUTCOME])
+    verdict = await grade(EPISODE, j, catalog)
+    model.assert_used_up()
+    assert "timing always applies" in model.requests[2]["messages"][-1]["content"]
+    assert verdict["transitions"][0]["conditions"]["timing"]["score"] == 1
+
+
 async def test_unparseable_output_makes_parts_unscored_with_reasons(judge, catalog):
     j, model = judge(["nope"] * 3 + ["{"] * 3 + [ModelError("APITimeoutError: timed out")] + ["[]"] * 3, reasks=2)
     verdict = await grade(EPISODE, j, catalog)
@@ -131,8 +141,8 @@ async def test_aloof_persona_at_high_interest_from_the_first_turn_is_flagged(mak
     q = ScriptedModel(persona_says("Oh hi!!", 9, 9) + persona_says("Bye."), "q")
     ctx = make_context(p, q, scenario=Scenario("bar_club", "aloof", "turn_back", Profile()))
     record = await run_episode(ctx, backend="scripted")
-    assert record["fidelity"] == {"ok": False, "problems": ["first-turn interest 9 is outside the expected 0-5",
-                                                             "first-turn comfort 9 is outside the expected 0-8"]}
+    assert record["fidelity"] == {"ok": False, "problems": ["first-turn interest 9 is outside the expected 3-7",
+                                                             "first-turn comfort 9 is outside the expected 1-3"]}
 
 
 async def test_several_judges_grade_in_the_graph_and_all_verdicts_are_kept(make_context, catalog, judge):
