@@ -31,6 +31,9 @@ class Strategy(_Strict):
     summary: str
     baseline: bool = Field(description="A baseline a good evaluator should score lower.")
     instructions: str = Field(description="What the practitioner is told to do.")
+    situation: str | None = Field(None, description="A fact about the practitioner's circumstances, true in this scenario.")
+    parting: str | None = Field(None, description="What to do with the one more line the practitioner gets at the parting.")
+    caution: str | None = Field(None, description="Shown wherever its transcripts are, e.g. a negative baseline's.")
 
 
 class Baseline(_Strict):
