@@ -34,6 +34,7 @@ details{border:1px solid #ddd;border-radius:4px;margin:4px 0;padding:4px 8px} su
 .turn.persona{border-color:#9bc;margin-left:28px} .turn.moving{border-color:#e69500;background:#fff7e6}
 .who{font-size:12px;color:#666} mark.ev{background:#ffe58a} mark.flag{background:#ffb3b3}
 .badge{display:inline-block;border-radius:3px;padding:0 5px;font-size:12px;margin-left:4px;background:#eee}
+.caution{background:#fff3c4;padding:2px 6px;margin:4px 0}
 .badge.flag{background:#ffb3b3} .badge.contact{background:#b7e4b7} .badge.bad{background:#f3c6a5}
 pre.diff{background:#f7f7f7;padding:8px;white-space:pre-wrap} .add{color:#161} .del{color:#a11} .hunk{color:#16a}
 """
@@ -115,6 +116,8 @@ def episode(record: dict) -> Html:
     quotes = evidence(record)
     head = " · ".join(escape(str(record.get(k))) for k in ("persona", "setting", "strategy", "rep"))
     parts = [f"<details><summary>{head}{_badges(record, sorted({f['flag'] for _, f in raised}))}</summary>"]
+    if record.get("caution"):
+        parts.append(f'<div class="caution">{escape(record["caution"])}</div>')
     parts += [_turn(t, moving, quotes.get(t["index"], [])) for t in record.get("turns") or []]
     grades = [[v.get("judge"), ", ".join(map(str, t.get("turns") or [])) or "(none)", c, g.get("status"),
                g.get("score") or "", "" if g.get("turn") is None else g["turn"], g.get("quote") or "", g.get("reason") or ""]
@@ -174,7 +177,14 @@ def reactions_section(r: dict, records: list[dict]) -> list[str]:
         "Kruskal–Wallis, effect ε², pairs Mann–Whitney with rank-biserial r. Pairwise p Holm-adjusted per measure.</p>",
         "<h3>Persona × strategy</h3>",
         table(["persona", "strategy", "n", "contact [95% CI]", "interest", *CONDITIONS], by_strategy, set(range(2, 11))),
+        *cautions(records),
     ]
+
+
+def cautions(records: list[dict]) -> list[str]:
+    """One warning per strategy that carries a caution (a negative baseline), wherever its numbers are shown."""
+    found = {r["strategy"]: r["caution"] for r in records if r.get("caution")}
+    return [f'<div class="caution">{escape(s)}: {escape(c)}</div>' for s, c in sorted(found.items())]
 
 
 def variance_section(r: dict) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from evaluations import CONDITIONS, Judge, calibration, grade as grade_episode, judge_alpha, load_gold, load_rubric, make_evaluator
@@ -25,7 +26,7 @@ from .graph import Context, Scenario
 from .local import DEFAULT_SLOTS, serve as serve_local
 from .prompts import Prompts
 from .runner import run_episode
-from .show import console, print_result, print_turn, print_verdict
+from .show import console, print_caution, print_result, print_turn, print_verdict
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
                   add_completion=False, pretty_exceptions_enable=False)
@@ -60,7 +61,8 @@ def catalog(personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, co
         table = Table(title=kind, title_justify="left", show_header=False, box=None)
         for name, entry in entries.items():
             baseline = " [dim](baseline)[/]" if getattr(entry, "baseline", False) is True else ""
-            table.add_row(f"[bold]{name}[/]", entry.summary + baseline)
+            caution = f"\n[yellow]{escape(entry.caution)}[/]" if getattr(entry, "caution", None) else ""
+            table.add_row(f"[bold]{name}[/]", escape(entry.summary) + baseline + caution)
         console.print(table, "")
     genders = ", ".join(Gender.__args__)
     console.print(f"[bold]profile[/]: --practitioner-gender and --persona-gender, each one of {genders}")
@@ -103,6 +105,7 @@ def run(
     scenario = Scenario(setting, persona, strategy, profile)
     with endpoint(config, concurrency=1) as ep:  # one episode: one slot
         console.print(f"[dim]{scenario.setting} · {scenario.persona} · {scenario.strategy} · {profile.id} · seed {seed} · {ep.backend}[/]")
+        print_caution({"caution": cat.strategies[strategy].caution})
 
         async def go():
             async with ep.models(config) as models:
@@ -318,14 +321,17 @@ def _print_summary(run_id: str, db: Path, progress) -> None:
         counts.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["unfaithful"]), _fmt(r["contact_rate"]))
         scores.add_row(r["persona"], r["setting"], *[_fmt(r[c]) for c in CONDITIONS])
     console.print(counts, scores)
+    from .store import Store
+
+    with Store(db) as store:
+        records = store.episodes(run_id)
+    for strategy, caution in sorted({r["strategy"]: r["caution"] for r in records if r.get("caution")}.items()):
+        console.print(f"[bold yellow]caution[/] ({escape(strategy)}): {escape(caution)}")
     console.print("[dim]failed and out-of-character episodes are kept but left out of rates and means; n/a: nothing "
                   "scored there (no usable episode, or the judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
     ok = frame[frame["status"] == "succeeded"]
     if len(ok) and ok["judges"].max() > 1:
-        from .store import Store
-
-        with Store(db) as store:
-            _print_alpha([r["verdicts"] for r in store.episodes(run_id) if r["status"] == "succeeded"])
+        _print_alpha([r["verdicts"] for r in records if r["status"] == "succeeded"])
     per_episode = (ok["prompt_tokens"] + ok["completion_tokens"]).mean() if len(ok) else 0
     console.print(f"tokens per succeeded episode: {per_episode:,.0f}")
     if progress is not None:
@@ -443,6 +449,7 @@ def show_cmd(
         spec = store.run(run_or_episode)["spec"] if is_run else None
     if record is not None:
         console.print(f"[dim]{record['id']} · {record['setting']} · {record['persona']} · {record['strategy']} · seed {record['seed']} · {record['status']}[/]")
+        print_caution(record)
         for turn in record.get("turns", []):
             print_turn(turn)
         print_result(record, None)

@@ -59,6 +59,12 @@ def print_verdict(verdict: dict) -> None:
         console.print(f"[dim]{len(verdict['unscored'])} part(s) unscored; see the episode record for reasons[/]")
 
 
+def print_caution(record: dict) -> None:
+    """A negative baseline's warning, so its transcript is never read as advice."""
+    if record.get("caution"):
+        console.print(f"[bold yellow]caution[/]: {escape(record['caution'])}")
+
+
 def print_result(record: dict, path) -> None:
     o, u = record.get("outcome") or {}, record["usage"]
     if record["status"] == "failed":

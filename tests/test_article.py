@@ -75,3 +75,36 @@ def test_the_judge_prompt_shows_the_anchors_and_null_rules(catalog):
     for c in rubric.conditions.values():
         assert c.anchors[1] in prompt and c.anchors[5] in prompt
     assert "Null: never; always give a score." in prompt
+
+
+# --- friends_pretext, a labelled negative baseline (point 14) ------------------------------------------
+
+
+async def test_a_negative_baseline_is_labelled_wherever_its_transcripts_are_shown(tmp_path, catalog):
+    from stub_server import StubServer
+    from typer.testing import CliRunner
+
+    from evaluations.report import render_report
+    from simulator.batch import run_grid
+    from simulator.cli import app
+
+    caution = catalog.strategies["friends_pretext"].caution
+    assert caution and "not advice" in caution
+    assert [s for s, x in catalog.strategies.items() if x.caution] == ["friends_pretext"]
+    db = tmp_path / "n.db"
+    with StubServer() as url:
+        run_id = await run_grid({"strategies": "friends_pretext,no_ask", "personas": "aloof", "max_turns": 2, "judges": 0},
+                                db=db, base_url=url)
+    from simulator.store import Store
+
+    with Store(db) as store:
+        records = {r["strategy"]: r for r in store.episodes(run_id)}
+    assert records["friends_pretext"]["caution"] == caution and records["no_ask"]["caution"] is None
+    html = render_report(run_id, db)
+    assert html.count("not advice") == 2  # under the strategy table, and on its one transcript
+    runner = CliRunner()
+    shown = runner.invoke(app, ["show", records["friends_pretext"]["id"], "--db", str(db)])
+    assert shown.exit_code == 0 and "not advice" in shown.output
+    assert "not advice" not in runner.invoke(app, ["show", records["no_ask"]["id"], "--db", str(db)]).output
+    assert "not advice" in runner.invoke(app, ["show", run_id, "--db", str(db)]).output
+    assert "not advice" in runner.invoke(app, ["catalog"]).output.replace("\n", " ")
