@@ -177,7 +177,6 @@ def reactions_section(r: dict, records: list[dict]) -> list[str]:
         "Kruskal–Wallis, effect ε², pairs Mann–Whitney with rank-biserial r. Pairwise p Holm-adjusted per measure.</p>",
         "<h3>Persona × strategy</h3>",
         table(["persona", "strategy", "n", "contact [95% CI]", "interest", *CONDITIONS], by_strategy, set(range(2, 11))),
-        *cautions(records),
     ]
 
 
@@ -258,7 +257,7 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
             f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
             f'{r["excluded"]["failed"]} failed and {r["excluded"]["unfaithful"]} out of character. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
-            "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x["id"] in used]),
+            "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x["id"] in used]), *cautions(records),
             "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),
             "<h2>Where the variance comes from</h2>", *variance_section(r)]
     if vs:

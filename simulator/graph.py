@@ -100,8 +100,7 @@ async def practitioner_node(state: State, config: RunnableConfig) -> dict:
     s, catalog = ctx.scenario, ctx.catalog
     system = ctx.prompts.render(
         "practitioner", setting=catalog.settings[s.setting], strategy=catalog.strategies[s.strategy],
-        practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
-        turn=len(turns) // 2 + 1, max_turns=ctx.max_turns,
+        practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender, parting=False,
     )  # fmt: skip
     messages = [{"role": "system", "content": system}, {"role": "user", "content": OPENING_CUE}]
     messages += _history(turns, "practitioner")

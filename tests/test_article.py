@@ -108,3 +108,40 @@ async def test_a_negative_baseline_is_labelled_wherever_its_transcripts_are_show
     assert "not advice" not in runner.invoke(app, ["show", records["no_ask"]["id"], "--db", str(db)]).output
     assert "not advice" in runner.invoke(app, ["show", run_id, "--db", str(db)]).output
     assert "not advice" in runner.invoke(app, ["catalog"]).output.replace("\n", " ")
+
+
+# --- the practitioner's prompt: no turn counter (point 2), a real reason to leave (point 3), a work need (point 4) ---
+
+
+def _practitioner_prompt(catalog, strategy: str, **extra) -> str:
+    return Prompts(catalog.prompt_dirs).render(
+        "practitioner", setting=catalog.settings["workplace"], strategy=catalog.strategies[strategy],
+        practitioner_gender="man", persona_gender="woman", **({"parting": False} | extra))  # fmt: skip
+
+
+async def test_the_practitioner_is_not_told_the_turn_limit(make_context):
+    """The ask should land where the conversation says, so every turn's system prompt is the same."""
+    from conftest import ScriptedModel, persona_says, practitioner_says
+
+    p = ScriptedModel(practitioner_says("Hi.", "small_talk") + practitioner_says("Nice day.", "small_talk")
+                      + practitioner_says("Lovely.", "small_talk"), "p")  # fmt: skip
+    q = ScriptedModel(persona_says("Hello.") + persona_says("It is.") + persona_says("Yes."), "q")
+    from simulator import run_episode
+
+    await run_episode(make_context(p, q, max_turns=3), backend="scripted")
+    systems = {r["messages"][0]["content"] for r in p.requests if r["schema"] is None}
+    assert len(systems) == 1, systems
+    assert "of at most" not in systems.pop()
+
+
+def test_high_point_exit_has_a_real_reason_to_leave(catalog):
+    situation = catalog.strategies["high_point_exit"].situation
+    assert situation and "leave" in situation
+    assert f"Your situation: {situation}" in _practitioner_prompt(catalog, "high_point_exit")
+    assert "Your situation" not in _practitioner_prompt(catalog, "common_interest")
+
+
+def test_work_need_gives_a_practical_reason_and_keeps_the_agenda_open(catalog):
+    work = catalog.strategies["work_need"]
+    assert not work.baseline and "reach" in work.situation and "plainly" in work.instructions
+    assert f"Your situation: {work.situation}" in _practitioner_prompt(catalog, "work_need")
