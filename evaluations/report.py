@@ -101,9 +101,9 @@ def _badges(record: dict, flags: list[str]) -> str:
 def _turn(t: dict, moving: set[int], quotes: list) -> str:
     """One turn: who, intent or private state, and the text with evidence marked."""
     who = f"[{t['index']}] {t['speaker']}" + (f" · intent {t['intent']}" if t.get("intent") else "")
+    who += " · at the parting" if t.get("phase") == "parting" else ""
     if t.get("speaker") == "persona":
         who += f" · interest {t.get('interest')} · comfort {t.get('comfort')}"
-        who += f" · would share: {'yes' if t.get('shares_contact') else 'no'}"
     cls = f"turn {escape(str(t.get('speaker')))}" + (" moving" if t["index"] in moving else "")
     return f'<div class="{cls}"><div class="who">{escape(who)}</div>{highlight(t.get("text") or "", quotes)}</div>'
 

@@ -12,10 +12,11 @@ console = Console(highlight=False)
 def turn_line(turn: dict) -> str:
     """One turn, with the practitioner's intent or the persona's private state beside it."""
     if turn["speaker"] == "practitioner":
-        side = f"[cyan]practitioner[/] [dim]{turn['intent']:>10}[/]"
-    else:
-        share = "shares" if turn["shares_contact"] else "keeps"
-        side = f"[magenta]persona[/]      [dim]i{turn['interest']:>2} c{turn['comfort']:>2} {share}[/]"
+        parting = " (parting)" if turn.get("phase") == "parting" else ""
+        side = f"[cyan]practitioner[/] [dim]{turn['intent']:>10}{parting}[/]"
+    else:  # records from before persona intents have only shares_contact
+        said = turn.get("intent") or ("give_contact" if turn.get("shares_contact") else "")
+        side = f"[magenta]persona[/]      [dim]i{turn['interest']:>2} c{turn['comfort']:>2} {said}[/]"
     return f"{turn['index']:>3} {side}  {escape(turn['text'])}"
 
 

@@ -60,8 +60,9 @@ def practitioner_says(text, intent):
     return [text, {"intent": intent}]
 
 
-def persona_says(text, interest=5, comfort=5, shares=False):
-    return [text, {"interest": interest, "comfort": comfort, "shares_contact": shares}]
+def persona_says(text, interest=5, comfort=5, shares=False, intent=None):
+    """A persona line and its state call; `shares` is short for intent give_contact (gave contact in this line)."""
+    return [text, {"interest": interest, "comfort": comfort, "intent": intent or ("give_contact" if shares else "chat")}]
 
 
 @pytest.fixture

@@ -145,3 +145,105 @@ def test_work_need_gives_a_practical_reason_and_keeps_the_agenda_open(catalog):
     work = catalog.strategies["work_need"]
     assert not work.baseline and "reach" in work.situation and "plainly" in work.instructions
     assert f"Your situation: {work.situation}" in _practitioner_prompt(catalog, "work_need")
+
+
+# --- the persona's state call (point 5), what a line did (points 6, 7), the parting (point 1) -----------------
+
+from conftest import ScriptedModel, persona_says, practitioner_says  # noqa: E402
+
+from simulator import run_episode  # noqa: E402
+
+
+def _scripted(*rounds):
+    p = ScriptedModel([x for r in rounds for x in r[0]], "practitioner")
+    q = ScriptedModel([x for r in rounds for x in r[1]], "persona")
+    return p, q
+
+
+async def _run(make_context, p, q, setting="workplace", persona="aloof", strategy="common_interest", **options):
+    ctx = make_context(p, q, scenario=Scenario(setting, persona, strategy, Profile()), **options)
+    record = await run_episode(ctx, backend="scripted")
+    p.assert_used_up(), q.assert_used_up()
+    assert record["status"] == "succeeded", record["error"]
+    return record
+
+
+def _state_prompts(q: ScriptedModel) -> list[str]:
+    return [r["messages"][0]["content"] for r in q.requests if r["schema"] is not None]
+
+
+async def test_the_state_call_sees_the_persona_the_setting_and_its_previous_state(make_context, catalog):
+    p, q = _scripted(
+        (practitioner_says("Busy day?", "small_talk"), persona_says("Very.", 6, 2)),
+        (practitioner_says("Coffee helps.", "small_talk"), persona_says("It does.", 7, 3)),
+    )
+    await _run(make_context, p, q, max_turns=2)
+    first, second = _state_prompts(q)
+    aloof, workplace = catalog.personas["aloof"], catalog.settings["workplace"]
+    for prompt in (first, second):
+        assert aloof.temperament in prompt and aloof.on_agendas in prompt and workplace.assumption in prompt
+    assert "interest 5 out of 10, comfort 2 out of 10" in first  # her baseline before her first line
+    assert "interest 6 out of 10, comfort 2 out of 10" in second  # then her own previous state
+    assert 'Your last line was: "It does."' in second
+
+
+async def test_a_spoken_no_is_not_an_exchange_however_warm_the_state(make_context):
+    """Before, the state call's 'would you share now' decided: a warm rating beside a spoken no ended as exchanged."""
+    p, q = _scripted(
+        (practitioner_says("Can I get your number?", "ask"), persona_says("No, sorry, I'd rather not.", 9, 9, intent="decline")),
+        (practitioner_says("No worries at all.", "accept_no"), persona_says("Thanks.", 8, 8)),
+    )
+    record = await _run(make_context, p, q)
+    assert record["outcome"]["end_reason"] == "refused" and record["outcome"]["exchanged"] == "none"
+    assert record["turns"][1]["shares_contact"] is False and record["turns"][1]["intent"] == "decline"
+
+
+async def test_the_persona_can_leave(make_context):
+    p, q = _scripted(
+        (practitioner_says("Do you climb?", "small_talk"), persona_says("Sometimes. I'm going back to my desk now.", 3, 2, intent="leave")),
+    )
+    record = await _run(make_context, p, q)
+    assert (record["outcome"]["end_reason"], record["outcome"]["ended_by"]) == ("left", "persona")
+
+
+async def test_asking_again_after_a_soft_no_is_counted(make_context):
+    p, q = _scripted(
+        (practitioner_says("Want to swap numbers?", "ask"), persona_says("Maybe another time, I'm swamped.", 4, 4, intent="decline")),
+        (practitioner_says("Come on, just your number.", "ask"), persona_says("I should go.", 3, 2, intent="leave")),
+    )
+    record = await _run(make_context, p, q, persona="unsure")
+    assert record["outcome"]["asks_after_no"] == 1 and record["outcome"]["end_reason"] == "left"
+
+
+async def test_turn_back_parts_then_turns_back_and_asks_for_email(make_context, catalog):
+    """The article's first technique: goodbye, then one more line at the parting, asking for email."""
+    p, q = _scripted(
+        (practitioner_says("This printer hates me.", "small_talk"), persona_says("It hates everyone.", 5, 2)),
+        (practitioner_says("Well, I'll let you get back to it.", "goodbye"), persona_says("Sure, see you.", 5, 2)),
+        (practitioner_says("Oh - do you have email? I'd like to send you that printer hack.", "ask"),
+         persona_says("It's nadia at the company domain.", 6, 3, shares=True)),
+    )
+    record = await _run(make_context, p, q, strategy="turn_back", max_turns=2)  # the parting may pass the limit by one round
+    parting = record["turns"][4]
+    assert parting["phase"] == "parting" and "phase" not in record["turns"][2]
+    systems = [r["messages"][0]["content"] for r in p.requests if r["schema"] is None]
+    assert catalog.strategies["turn_back"].parting in systems[2] and catalog.strategies["turn_back"].parting not in systems[1]
+    assert "email" in catalog.strategies["turn_back"].parting
+    o = record["outcome"]
+    assert (o["end_reason"], o["exchanged"], o["turned_back"], o["first_ask_turn"]) == ("exchanged", "email", True, 4)
+
+
+async def test_the_persona_leaving_also_opens_the_parting_and_it_comes_once(make_context):
+    p, q = _scripted(
+        (practitioner_says("Nice mock-ups.", "small_talk"), persona_says("Thanks. I should get back to my desk.", 5, 2, intent="leave")),
+        (practitioner_says("Before you go - do you have email?", "ask"), persona_says("Not for this, sorry. Bye.", 4, 2, intent="leave")),
+    )
+    record = await _run(make_context, p, q, strategy="turn_back")
+    assert [t.get("phase") for t in record["turns"]] == [None, None, "parting", None]
+    assert (record["outcome"]["end_reason"], record["outcome"]["turned_back"]) == ("left", True)
+
+
+async def test_without_a_parting_line_a_goodbye_ends_it(make_context):
+    p, q = _scripted((practitioner_says("Enjoy your day!", "goodbye"), persona_says("You too.")))
+    record = await _run(make_context, p, q, strategy="no_ask")
+    assert record["outcome"]["end_reason"] == "goodbye" and len(record["turns"]) == 2

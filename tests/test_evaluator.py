@@ -139,7 +139,7 @@ async def test_aloof_persona_at_high_interest_from_the_first_turn_is_flagged(mak
 
     p = ScriptedModel(practitioner_says("Hi.", "small_talk") + practitioner_says("Bye.", "goodbye"), "p")
     q = ScriptedModel(persona_says("Oh hi!!", 9, 9) + persona_says("Bye."), "q")
-    ctx = make_context(p, q, scenario=Scenario("bar_club", "aloof", "turn_back", Profile()))
+    ctx = make_context(p, q, scenario=Scenario("bar_club", "aloof", "common_interest", Profile()))
     record = await run_episode(ctx, backend="scripted")
     assert record["fidelity"] == {"ok": False, "problems": ["first-turn interest 9 is outside the expected 3-7",
                                                              "first-turn comfort 9 is outside the expected 1-3"]}

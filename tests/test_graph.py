@@ -33,8 +33,8 @@ async def test_exchange_ends_the_episode(make_context):
     assert record["status"] == "succeeded"
     assert [t["speaker"] for t in record["turns"]] == ["practitioner", "persona"] * 2
     assert record["outcome"] | {} == {
-        "exchanged": "number", "next_meeting": None, "asked": True, "first_ask_turn": 2,
-        "final_interest": 7, "final_comfort": 7, "end_reason": "exchanged", "ended_by": "persona",
+        "exchanged": "number", "next_meeting": None, "asked": True, "first_ask_turn": 2, "turned_back": False,
+        "asks_after_no": 0, "final_interest": 7, "final_comfort": 7, "end_reason": "exchanged", "ended_by": "persona",
     }  # fmt: skip
     assert record["usage"] == {"calls": 8, "prompt_tokens": 80, "completion_tokens": 40, "latency_s": 0.08}
 
@@ -69,10 +69,10 @@ async def test_social_handle_and_email_are_told_apart(make_context):
 async def test_verbatim_repeat_is_degenerate(make_context):
     p, q = script(
         (practitioner_says("Nice weather today.", "small_talk"), persona_says("It is.")),
-        (practitioner_says("Nice weather today!", "small_talk"), []),  # the same line again: no persona turn
+        (practitioner_says("Nice weather today!", "small_talk"), persona_says("Yes.")),  # the same line again
     )
     record = await episode(make_context, p, q)
-    assert len(record["turns"]) == 3
+    assert len(record["turns"]) == 4  # checked when the round ends
     assert record["outcome"]["end_reason"] == "degenerate" and record["outcome"]["ended_by"] == "practitioner"
 
 
