@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import typer
 from rich.console import Console
+from conftest import lenient_personas
 from stub_server import StubServer
 from typer.testing import CliRunner
 
@@ -167,10 +168,10 @@ async def test_two_stub_runs_with_an_edited_prompt(tmp_path):
     original = (data_dir("prompts") / "practitioner.j2").read_text()
     (edited / "practitioner.j2").write_text(original.replace("Be genuine", "Be bold and genuine"))
     grid = {"personas": "all", "strategies": "turn_back,no_ask", "reps": 3, "max_turns": 2}
-    db = tmp_path / "n.db"
+    db, personas = tmp_path / "n.db", lenient_personas(tmp_path / "personas")
     with StubServer() as url:
-        a = await run_grid(grid, db=db, base_url=url)
-        b = await run_grid(grid, db=db, base_url=url, prompts_dir=edited)
+        a = await run_grid(grid, db=db, base_url=url, personas_dir=personas)
+        b = await run_grid(grid, db=db, base_url=url, prompts_dir=edited, personas_dir=personas)
     c = compare_runs(*load_pair(a, b, db))
     diff = {d["field"]: d for d in c["differences"]}["prompts.practitioner"]["diff"]
     assert "+" + next(line for line in original.replace("Be genuine", "Be bold and genuine").splitlines() if "Be bold" in line) in diff
