@@ -4,7 +4,7 @@ A fresh process per measurement keeps peak RSS and the heap of one trial out of 
 
     python benchmarks/trial.py toolkit --url URL --concurrency 64 --grid '{"reps": 4, ...}'
     python benchmarks/trial.py toolkit-before ...   # the same, with the toolkit as it was before issue 7
-    python benchmarks/trial.py bare --url URL --concurrency 64 --requests requests.jsonl
+    python benchmarks/trial.py bare --url URL --concurrency 64 --requests requests.jsonl [--client create]
     python benchmarks/trial.py capture --url URL --grid '{...}'
     python benchmarks/trial.py local --prompts prompts.json [--url STUB]
 """
@@ -100,7 +100,7 @@ def undo_issue_7() -> None:
     OpenAIChatModel.complete = complete
     simulator.chat.json_schema = lambda output_type: output_type.model_json_schema()
     simulator.runner.package_version = simulator.runner.package_version.__wrapped__
-    for name in ("_evidence_model", "_grades_model", "_flags_model", "_transitions_model"):
+    for name in ("_grades_model", "_flags_model", "_transitions_model"):
         setattr(evaluator, name, getattr(evaluator, name).__wrapped__)
 
 
@@ -119,18 +119,29 @@ def load_requests(path: Path) -> list[list[dict]]:
     return list(episodes.values())
 
 
-async def bare(url: str, concurrency: int, requests: Path, aiohttp: bool = False) -> dict:
-    """The floor: the same requests through a plain openai client, sequential within an episode.
+async def bare(url: str, concurrency: int, requests: Path, client_call: str = "post") -> dict:
+    """The floor: the toolkit's captured request bodies through a plain openai client, sequential within an episode.
 
-    With `aiohttp`, the client uses openai's aiohttp transport, as the toolkit does.
+    'post' sends them as the toolkit does (simulator/openai_backend.py): `client.post("/chat/completions",
+    body=..., cast_to=object)` on openai's aiohttp transport. 'create' is the reference: openai's default
+    client (httpx2) and its typed `chat.completions.create(**body)`.
     """
     imports = time.process_time()
     import openai
 
     imports = time.process_time() - imports
     episodes = load_requests(requests)
-    http = {"http_client": openai.DefaultAioHttpClient()} if aiohttp else {}
-    client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, **http)
+    if client_call == "post":
+        client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, http_client=openai.DefaultAioHttpClient())
+
+        async def send(body: dict) -> str:
+            response = await client.post("/chat/completions", body=body, cast_to=object, options={"security": {"bearer_auth": True}})
+            return response["choices"][0]["message"]["content"]
+    else:
+        client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0)
+
+        async def send(body: dict) -> str:
+            return (await client.chat.completions.create(**body)).choices[0].message.content
     limit = asyncio.Semaphore(concurrency)
     in_flight = calls = 0
 
@@ -139,8 +150,7 @@ async def bare(url: str, concurrency: int, requests: Path, aiohttp: bool = False
         async with limit:
             in_flight += 1
             for body in bodies:
-                response = await client.chat.completions.create(**body)
-                assert response.choices[0].message.content
+                assert await send(body)
                 calls += 1
             in_flight -= 1
 
@@ -246,7 +256,8 @@ def main() -> None:
     parser.add_argument("--grid", type=json.loads, default={})
     parser.add_argument("--requests", type=Path)
     parser.add_argument("--prompts", type=Path)
-    parser.add_argument("--aiohttp", action="store_true", help="bare: use openai's aiohttp transport")
+    parser.add_argument("--client", choices=["post", "create"], default="post",
+                        help="bare: post the bodies on aiohttp as the toolkit does, or create() on the default client")
     parser.add_argument("--cpu", type=int, help="pin this process to one core")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the trial here")
     args = parser.parse_args()
@@ -255,7 +266,7 @@ def main() -> None:
     trial = {
         "toolkit": lambda: toolkit(args.url, args.concurrency, args.grid),
         "toolkit-before": lambda: toolkit_before(args.url, args.concurrency, args.grid),
-        "bare": lambda: bare(args.url, args.concurrency, args.requests, args.aiohttp),
+        "bare": lambda: bare(args.url, args.concurrency, args.requests, args.client),
         "capture": lambda: capture(args.url, args.grid),
         "local": lambda: local(prompts_file(args.prompts), args.url),
     }[args.mode]

@@ -9,8 +9,13 @@ import numpy as np
 
 from .gold import GoldItem, SecondPass
 from .rubric import CONDITIONS, FLAGS
-from .rules import episode_scores
+from .rules import episode_scores, main_transition
 from .stats import agreement, krippendorff_alpha, paired_statistic_ci, pearson_r, precision_recall, weighted_kappa
+
+
+def graded(verdicts: list[dict]) -> list[dict]:
+    """The verdicts a judge answered: an ungraded one (its endpoint failed) holds no grade."""
+    return [v for v in verdicts if v.get("status") != "ungraded"]
 
 
 def panel_scores(verdicts: list[dict]) -> dict[str, int | None]:
@@ -18,7 +23,7 @@ def panel_scores(verdicts: list[dict]) -> dict[str, int | None]:
 
     `panel_scores([v1, v2, v3])` -> {'timing': 4, 'congruence': None, ...}
     """
-    per_judge = [episode_scores(v) for v in verdicts]
+    per_judge = [episode_scores(v) for v in graded(verdicts)]
     panel = {}
     for c in CONDITIONS:
         scores = [s[c] for s in per_judge if s.get(c) is not None]
@@ -26,15 +31,24 @@ def panel_scores(verdicts: list[dict]) -> dict[str, int | None]:
     return panel
 
 
+def panel_applicable(verdicts: list[dict]) -> dict[str, bool | None]:
+    """Per condition, whether the panel found it applicable at the main transition: True if a judge scored it
+    (so the panel has a score), False if judges only said 'not applicable', None if no judge answered (unscored)."""
+    statuses = [{c: g["status"] for c, g in (main_transition(v) or {}).get("conditions", {}).items()} for v in graded(verdicts)]
+    said = {c: {s.get(c) for s in statuses} for c in CONDITIONS}
+    return {c: True if "scored" in said[c] else False if "not_applicable" in said[c] else None for c in CONDITIONS}
+
+
 def raised_flags(verdicts: list[dict]) -> set[str]:
     """Flags raised, with accepted evidence, by a majority of the judges."""
+    verdicts = graded(verdicts)
     counts = Counter(f["flag"] for v in verdicts for f in (v.get("flags") or {}).get("raised", []))
     return {flag for flag, n in counts.items() if n > len(verdicts) / 2}
 
 
 def panel_exchanged(verdicts: list[dict]) -> str | None:
     """The judges' most common reading of what was exchanged (None if no judge answered)."""
-    said = [v["outcome"]["exchanged"] for v in verdicts if v.get("outcome", {}).get("status") == "scored"]
+    said = [v["outcome"]["exchanged"] for v in graded(verdicts) if (v.get("outcome") or {}).get("status") == "scored"]
     return Counter(said).most_common(1)[0][0] if said else None
 
 
@@ -62,9 +76,29 @@ def _alpha2(a, b) -> float:
     return krippendorff_alpha(np.vstack([a, b]), level="ordinal")
 
 
+def applicability(gold: list[int | None], judged: list[bool | None]) -> dict:
+    """Does the judge find a condition applicable where gold does (a gold null is 'not applicable')?
+
+    Over the items the judge answered (scored or said not applicable); `unscored` counts the rest.
+    `applicability([5, None, 3], [True, True, None])` -> n 2, agreement 0.5, gold_na_judge_scored 1, unscored 1.
+    """
+    answered = [(g is not None, j) for g, j in zip(gold, judged) if j is not None]
+    count = Counter(answered)
+    agree = count[(True, True)] + count[(False, False)]
+    return {"n": len(answered), "agreement": _nan_to_none(agree / len(answered)) if answered else None,
+            "both_scored": count[(True, True)], "both_na": count[(False, False)],
+            "gold_na_judge_scored": count[(False, True)], "gold_scored_judge_na": count[(True, False)],
+            "unscored": len(gold) - len(answered)}  # fmt: skip
+
+
 def calibration(items: list[GoldItem], verdicts_per_item: list[list[dict]], *, seed: int = 0) -> dict:
-    """How far the judge panel agrees with the gold labels, per condition, per flag, and on outcomes."""
+    """How far the judge panel agrees with the gold labels, per condition, per flag, and on outcomes.
+
+    Per condition, `applicability` compares where gold and judge find the condition applicable at all;
+    the score agreement (n, exact, within 1, kappa, alpha) is over the items both scored.
+    """
     panels = [panel_scores(v) for v in verdicts_per_item]
+    applicable = [panel_applicable(v) for v in verdicts_per_item]
     conditions = {}
     for c in CONDITIONS:
         gold = [getattr(item.labels, c) for item in items]
@@ -76,7 +110,7 @@ def calibration(items: list[GoldItem], verdicts_per_item: list[list[dict]], *, s
         alpha_ci = paired_statistic_ci(g, p, _alpha2, seed=seed)
         conditions[c] = {
             "n": agree["n"], "gold_labelled": sum(x is not None for x in gold),
-            "unscored": sum(x is not None and y is None for x, y in zip(gold, pred)),
+            "applicability": applicability(gold, [a[c] for a in applicable]),
             "exact": _nan_to_none(agree["exact"]), "within_1": _nan_to_none(agree["within_1"]),
             "kappa": _nan_to_none(weighted_kappa(g, p)), "kappa_ci": [_nan_to_none(x) for x in kappa_ci],
             "alpha": _nan_to_none(_alpha2(g, p)), "alpha_ci": [_nan_to_none(x) for x in alpha_ci],

@@ -57,6 +57,12 @@ def fmt_p(p) -> str:
     return "n/a" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def which_test(result: dict) -> str:
+    """The test, naming groups it left out for want of values: 'mann-whitney u (without friendly: no values)'."""
+    left_out = result.get("left_out")
+    return result["test"] + (f" (without {', '.join(map(str, left_out))}: no values)" if left_out else "")
+
+
 def _bools(values) -> list[bool]:
     """Present booleans only: `_bools([True, None, float('nan')])` -> [True]."""
     return [bool(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
@@ -107,10 +113,16 @@ def _test(groups: dict[str, pd.Series], kind: str) -> dict:
         run = lambda gs: rates_test([sum(_bools(g)) for g in gs], [len(_bools(g)) for g in gs])  # noqa: E731
     else:
         run = lambda gs: scores_test([_numbers(g) for g in gs])  # noqa: E731
-    pairs = [{"a": a, "b": b, **run([groups[a], groups[b]])} for a, b in combinations(groups, 2)]
+    def named(names: list[str]) -> dict:
+        """The test over these groups; groups without a value are left out of it, so it names the ones compared."""
+        result = run([groups[n] for n in names])
+        compared = [names[i] for i in result.pop("groups")]
+        return result | {"compared": compared, "left_out": [n for n in names if n not in compared]}
+
+    pairs = [{"a": a, "b": b, **named([a, b])} for a, b in combinations(groups, 2)]
     for pair, adjusted in zip(pairs, holm([p["p"] for p in pairs])):
         pair["p_holm"] = adjusted
-    return {"omnibus": run(list(groups.values())), "pairwise": pairs}
+    return {"omnibus": named(list(groups)), "pairwise": pairs}
 
 
 def persona_tests(ok: pd.DataFrame) -> dict:
@@ -123,10 +135,11 @@ def persona_tests(ok: pd.DataFrame) -> dict:
 def excluded(frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
     """How many episodes aggregates leave out, and why."""
     if frame.empty:
-        return {"failed": 0, "unfaithful": 0}
+        return {"failed": 0, "ungraded": 0, "unfaithful": 0}
     succeeded = frame["status"] == "succeeded"
     unfaithful = succeeded & (frame["fidelity_ok"] == False)  # noqa: E712  (None means not checked: kept)
-    return {"failed": int((~succeeded).sum()), "unfaithful": 0 if include_unfaithful else int(unfaithful.sum())}
+    return {"failed": int((frame["status"] == "failed").sum()), "ungraded": int((frame["status"] == "ungraded").sum()),
+            "unfaithful": 0 if include_unfaithful else int(unfaithful.sum())}
 
 
 def persona_reactions(frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:

@@ -25,7 +25,8 @@ def faithful(record: dict) -> bool | None:
 def episode_row(record: dict) -> dict:
     """One episode as flat columns: factors, outcome, private state, panel scores, flags."""
     o, profile = record.get("outcome") or {}, record.get("profile") or {}
-    verdicts = record.get("verdicts") or []
+    # An ungraded episode's panel is incomplete (a judge's endpoint failed): no judge column until it is re-graded.
+    verdicts = [] if record["status"] == "ungraded" else record.get("verdicts") or []
     scores = panel_scores(verdicts) if verdicts else {c: None for c in CONDITIONS}
     raised = raised_flags(verdicts) if verdicts else set()
     persona_turns = [t for t in record.get("turns") or [] if t.get("speaker") == "persona"]
@@ -87,7 +88,10 @@ def load_judges(run_id: str, db: Path | str = "nextstep.db"):
 
 
 def usable(frame, *, include_unfaithful: bool = False):
-    """Succeeded episodes, without fidelity-flagged ones unless asked: what aggregates are built on."""
+    """Succeeded episodes, without fidelity-flagged ones unless asked: what aggregates are built on.
+
+    Failed and ungraded episodes are left out: an ungraded one waits for `nextstep batch --resume` to grade it.
+    """
     keep = frame["status"] == "succeeded"
     if not include_unfaithful:
         keep &= frame["fidelity_ok"].fillna(True).astype(bool)
@@ -95,13 +99,14 @@ def usable(frame, *, include_unfaithful: bool = False):
 
 
 def summary(frame, by=("persona", "setting")) -> list[dict]:
-    """Per group: episodes, failed, excluded by fidelity, contact rate, mean score per condition."""
+    """Per group: episodes, failed, ungraded, excluded by fidelity, contact rate, mean score per condition."""
     rows = []
     for key, group in frame.groupby(list(by), sort=True):
         ok = usable(group)
         rows.append({
             **dict(zip(by, key if isinstance(key, tuple) else (key,))),
-            "episodes": len(group), "failed": int((group["status"] != "succeeded").sum()),
+            "episodes": len(group), "failed": int((group["status"] == "failed").sum()),
+            "ungraded": int((group["status"] == "ungraded").sum()),
             "unfaithful": int(((group["status"] == "succeeded") & (group["fidelity_ok"] == False)).sum()),  # noqa: E712
             "n": len(ok), "contact_rate": float(ok["contact"].mean()) if len(ok) else None,
             **{c: (float(ok[c].dropna().mean()) if ok[c].notna().any() else None) for c in CONDITIONS},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .compare import SHORT, compare_runs, fmt, fmt_ci, fmt_p, load_pair, run_analysis, run_prompts
+from .compare import SHORT, compare_runs, fmt, fmt_ci, fmt_p, load_pair, run_analysis, run_prompts, which_test
 from .fidelity import audit
 from .frame import episode_row, faithful, judges_frame, usable
 from .plots import condition_bars, heatmap, interest_curves
@@ -94,7 +94,7 @@ def _badges(record: dict, flags: list[str]) -> str:
     if o.get("exchanged") not in (None, "none"):
         out += f'<span class="badge contact">{escape(str(o["exchanged"]))}</span>'
     if record.get("status") != "succeeded":
-        return out + '<span class="badge bad">failed</span>'
+        return out + f'<span class="badge bad">{escape(str(record.get("status")))}</span>'
     return out + ('<span class="badge bad">out of character</span>' if faithful(record) is False else "")
 
 
@@ -162,7 +162,7 @@ def reactions_section(r: dict, records: list[dict]) -> list[str]:
     people = [[row["persona"], _n(row), fmt_ci(row["contact"], percent=True), fmt_ci(row["mean_interest"]),
                fmt_ci(row["mean_comfort"]), flags(row)] for row in rows]
     scores = [[c, *[fmt_ci(row[c]) for row in rows]] for c in CONDITIONS]
-    tests = [[m, t["omnibus"]["test"], fmt(t["omnibus"]["statistic"]), fmt_p(t["omnibus"]["p"]),
+    tests = [[m, which_test(t["omnibus"]), fmt(t["omnibus"]["statistic"]), fmt_p(t["omnibus"]["p"]),
               f"{fmt(t['omnibus']['effect'])} {t['omnibus']['effect_name']}", _pairs(t)] for m, t in r["tests"].items()]
     by_strategy = [[row["persona"], row["strategy"], _n(row), fmt_ci(row["contact"], percent=True),
                     fmt(row["mean_interest"]["mean"]), *[fmt(row[c]["mean"]) for c in CONDITIONS]]
@@ -255,7 +255,8 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
     used = set(usable(frame)["episode_id"]) if len(frame) else set()
     body = [f"<h1>nextstep report: {escape(run_id)}</h1>",
             f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
-            f'{r["excluded"]["failed"]} failed and {r["excluded"]["unfaithful"]} out of character. '
+            f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
+            'out of character. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
             "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x["id"] in used]), *cautions(records),
             "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),

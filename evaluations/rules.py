@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simulator.episode import normalize
+import re
 
 MOVES = ("bridge", "ask")
 
@@ -37,16 +37,40 @@ def transitions(turns: list[dict], judged: list[int]) -> list[dict]:
     return result
 
 
-def quote_problem(quote: str, turns: list[dict], turn: int) -> str | None:
-    """Why a quote is not evidence from `turn`, or None when it occurs there word for word."""
-    wanted = normalize(quote)
-    if len(wanted) < 3:
-        return f"the quote {quote!r} is too short to be evidence"
-    text = next((t["text"] for t in turns if t["index"] == turn), None)
-    if text is None:
-        return f"there is no turn {turn}"
-    if wanted not in normalize(text):
-        return f"the quote {quote!r} does not occur in turn {turn}"
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"”’')\]])\s+")
+
+
+def sentences(text: str) -> list[str]:
+    """A turn's sentences, as the judge cites them: `sentences("Hi there! Coffee?")` -> ['Hi there!', 'Coffee?']."""
+    return [s for s in _SENTENCE_END.split(text.strip()) if s]
+
+
+def sentence_table(turns: list[dict]) -> dict[str, dict]:
+    """Every sentence by id, 'turn.n' counting from 1: {'4.2': {'turn': 4, 'text': 'Can I get your number?'}}."""
+    return {f"{t['index']}.{n}": {"turn": t["index"], "text": s}
+            for t in turns for n, s in enumerate(sentences(t["text"]), start=1)}  # fmt: skip
+
+
+def evidence_turns(turns: list[dict], transition_turns: list[int], condition: str) -> tuple[int, ...]:
+    """The turns a condition's evidence may come from: the transition's own turns.
+
+    Congruence compares what the practitioner says they want with how they act before and after the
+    ask, so it may cite any practitioner turn; so may every condition when no transition was found
+    (the whole conversation is graded then).
+    """
+    if condition == "congruence" or not transition_turns:
+        return tuple(t["index"] for t in turns if t["speaker"] == "practitioner")
+    return tuple(transition_turns)
+
+
+def citation_problem(sentence: str | None, table: dict[str, dict], allowed_turns: tuple[int, ...]) -> str | None:
+    """Why a cited sentence id is not evidence here, or None: with no sentence 9.1, '9.1' -> 'there is no sentence 9.1'."""
+    if sentence is None:
+        return "a score needs the id of the sentence it rests on"
+    if sentence not in table:
+        return f"there is no sentence {sentence}"
+    if table[sentence]["turn"] not in allowed_turns:
+        return f"sentence {sentence} is not from turns {', '.join(map(str, allowed_turns))}"
     return None
 
 

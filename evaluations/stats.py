@@ -152,33 +152,43 @@ def holm(pvalues) -> list[float]:
 
 
 def rates_test(successes: list[int], totals: list[int]) -> dict:
-    """Test that k groups share one success rate: Fisher for 2 groups, chi-squared for more."""
+    """Test that k groups share one success rate: Fisher for 2 groups, chi-squared for more.
+
+    Empty groups are left out: 'groups' lists the positions of the groups compared.
+    """
     used = [(s, t) for s, t in zip(successes, totals) if t > 0]
+    compared = {"groups": [i for i, t in enumerate(totals) if t > 0]}
     if len(used) < 2:
-        return {"test": "none (fewer than 2 groups)", "statistic": NAN, "p": NAN, "effect": NAN, "effect_name": ""}
+        return {"test": "none (fewer than 2 groups)", "statistic": NAN, "p": NAN, "effect": NAN, "effect_name": ""} | compared
     table = np.array([[s, t - s] for s, t in used])
     if len(used) == 2:
         odds, p = stats.fisher_exact(table)
         (p1, p2) = table[:, 0] / table.sum(axis=1)
         h = 2 * math.asin(math.sqrt(p2)) - 2 * math.asin(math.sqrt(p1))
         return {"test": "fisher exact", "statistic": float(odds), "p": float(p), "effect": h,
-                "effect_name": "Cohen's h (group 2 - group 1)"}
+                "effect_name": "Cohen's h (group 2 - group 1)"} | compared
     if (table.sum(axis=0) == 0).any():  # every group all successes or all failures: chi2 is 0/0
-        return {"test": "chi2", "statistic": NAN, "p": NAN, "effect": NAN, "effect_name": "Cramér's V"}
+        return {"test": "chi2", "statistic": NAN, "p": NAN, "effect": NAN, "effect_name": "Cramér's V"} | compared
     res = stats.chi2_contingency(table)
     small = (res.expected_freq < 5).any()
     return {"test": "chi2 (small expected counts)" if small else "chi2", "statistic": float(res.statistic),
             "p": float(res.pvalue), "effect": float(stats.contingency.association(table, method="cramer")),
-            "effect_name": "Cramér's V"}
+            "effect_name": "Cramér's V"} | compared
 
 
 def scores_test(groups: list[list[float]]) -> dict:
-    """Test that k groups of scores come from one distribution: Mann-Whitney for 2, Kruskal-Wallis for more."""
-    clean = [x[~np.isnan(x)] for x in map(_floats, groups)]
-    clean = [x for x in clean if x.size >= 1]
+    """Test that k groups of scores come from one distribution: Mann-Whitney for 2, Kruskal-Wallis for more.
+
+    Empty groups are left out, so three groups with one empty get a two-group test: 'groups' lists the
+    positions of the groups compared, `scores_test([[1, 2], [], [3, 4]])['groups']` -> [0, 2].
+    """
+    present = [(i, x[~np.isnan(x)]) for i, x in enumerate(map(_floats, groups))]
+    present = [(i, x) for i, x in present if x.size >= 1]
+    clean = [x for _, x in present]
     two = len(clean) == 2
     result = {"test": "mann-whitney u" if two else "kruskal-wallis", "statistic": NAN, "p": NAN, "effect": NAN,
-              "effect_name": "rank-biserial (group 2 > group 1 positive)" if two else "epsilon-squared"}
+              "effect_name": "rank-biserial (group 2 > group 1 positive)" if two else "epsilon-squared",
+              "groups": [i for i, _ in present]}
     if len(clean) < 2 or np.unique(np.concatenate(clean)).size < 2:
         return result
     if two:
@@ -194,11 +204,14 @@ def scores_test(groups: list[list[float]]) -> dict:
 
 
 def mcnemar(a, b) -> dict:
-    """Exact McNemar test on paired booleans: b01 counts a False/b True, b10 counts a True/b False."""
+    """Exact McNemar test on paired booleans: b01 counts a False/b True, b10 counts a True/b False.
+
+    No pairs: p is nan (nothing was tested). Pairs that all agree: p is 1 (no discordant pair, no evidence of a change).
+    """
     a, b = (x.astype(bool) for x in _pairs(a, b))
     b01, b10 = int((~a & b).sum()), int((a & ~b).sum())
-    p = stats.binomtest(b01, b01 + b10).pvalue if b01 + b10 else 1.0
-    return {"test": "exact mcnemar", "b01": b01, "b10": b10, "p": float(p)}
+    p = NAN if a.size == 0 else stats.binomtest(b01, b01 + b10).pvalue if b01 + b10 else 1.0
+    return {"test": "exact mcnemar", "n": int(a.size), "b01": b01, "b10": b10, "p": float(p)}
 
 
 def wilcoxon_paired(a, b) -> dict:

@@ -9,6 +9,7 @@ import logging
 import time
 import traceback
 import uuid
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,12 +24,15 @@ from .errors import UserError
 from .files import read_yaml, validate
 from .graph import Context, Scenario
 from .prompts import Prompts, text_hash
-from .runner import run_episode
+from .runner import episode_calls, episode_status, judge_errors, run_episode
 from .store import Store
 
 log = logging.getLogger(__name__)
 
 SIMULATION_PROMPTS = ("practitioner", "practitioner_intent", "persona", "persona_state")
+# Config fields stored with a run, so that `nextstep batch --resume RUN_ID` needs nothing else (never the key itself).
+RESUME_SETTINGS = ("backend", "base_url", "api_key_env", "model", "practitioner_model", "persona_model", "evaluator_model",
+                   "output_mode", "reasks", "timeout", "personas_dir", "prompts_dir")
 
 
 class Experiment(BaseModel):
@@ -59,6 +63,24 @@ class Experiment(BaseModel):
 
 def load_experiment(path: Path) -> Experiment:
     return validate(Experiment, read_yaml(path), str(path))
+
+
+def as_experiment(experiment: Experiment | dict | Path | None) -> Experiment:
+    """An Experiment from itself, a dict of its fields, or an experiment YAML path."""
+    if isinstance(experiment, (str, Path)):
+        return load_experiment(Path(experiment))
+    if isinstance(experiment, Experiment):
+        return experiment
+    return validate(Experiment, experiment or {}, "experiment")
+
+
+def with_config(exp: Experiment, config: Config) -> Experiment:
+    """max_turns and temperature from the environment or config file wherever the grid leaves them unset.
+
+    So flags > experiment file > NEXTSTEP_* environment > config file > the Experiment's defaults.
+    """
+    ambient = {"max_turns": config.max_turns, "temperature": config.temperature}
+    return exp.model_copy(update={k: v for k, v in ambient.items() if v is not None and k not in exp.model_fields_set})
 
 
 def profiles_from(spec: str) -> list[Profile]:
@@ -102,14 +124,21 @@ def expand(exp: Experiment) -> list[Cell]:
     return cells
 
 
-def estimate(exp: Experiment, cells: int) -> dict:
-    """Upper bounds on calls and tokens: 4 calls a round, ~6 per judge, ~500 tokens a call (small prompts)."""
-    calls = cells * (4 * exp.max_turns + 6 * exp.judges)
-    return {"episodes": cells, "calls_at_most": calls, "tokens_roughly": calls * 500}
+def estimate(exp: Experiment, cells: int, reasks: int, judge_max_calls: Callable[[int, int], int]) -> dict:
+    """A true upper bound on calls, and tokens at roughly 500 a call if nothing is re-asked.
+
+    A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
+    each tried up to reasks + 1 times; `judge_max_calls(max_turns, reasks)` bounds one judge on one episode.
+    """
+    at_most = cells * (4 * (reasks + 1) * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, reasks))
+    typical = cells * (4 * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, 0))
+    return {"episodes": cells, "reasks": reasks, "calls_at_most": at_most, "tokens_roughly": typical * 500}
 
 
-def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, models: dict, rubric_hash: str | None) -> dict:
-    """What makes a run what it is; its hash is the default run id, so an edited prompt makes a new run."""
+def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, models: dict, rubric_hash: str | None,
+             judge_prompts: dict[str, str] | None = None) -> dict:
+    """What makes a run what it is; its hash is the default run id, so an edited prompt, rubric or catalog entry
+    makes a new run. `judge_prompts` is {name: hash} of the evaluator prompts, when episodes are graded."""
     prompts = Prompts(catalog.prompt_dirs)
     return {
         "experiment": exp.model_dump(mode="json"),
@@ -117,7 +146,7 @@ def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, mo
         "models": {"practitioner": models["practitioner"].name, "persona": models["persona"].name,
                    "evaluators": [m.name for m in models["evaluators"]]},
         "reasks": config.reasks,
-        "prompts": {name: text_hash(prompts.source(name)) for name in SIMULATION_PROMPTS},
+        "prompts": {name: text_hash(prompts.source(name)) for name in SIMULATION_PROMPTS} | (judge_prompts or {}),
         "rubric_hash": rubric_hash,
         "catalog": {f"{kind}/{name}": entry_hash(getattr(catalog, kind)[name])
                     for kind in ("settings", "personas", "strategies") for name in getattr(exp, kind)},
@@ -126,6 +155,36 @@ def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, mo
 
 def spec_id(spec: dict) -> str:
     return "run-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def redact(url: str | None) -> str | None:
+    """A URL without its password: `redact('http://me:pw@host/v1')` -> 'http://me:***@host/v1'."""
+    parts = urllib.parse.urlsplit(url) if url else None
+    if not parts or parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def run_settings(config: Config, *, concurrency: int | None = None, rubric_file: Path | None = None) -> dict:
+    """The non-secret settings a run is resumed with: endpoint, models, output mode, files, limits; never the key."""
+    values = config.model_dump(mode="json", include=set(RESUME_SETTINGS))
+    values["base_url"] = redact(values["base_url"])
+    for key in ("personas_dir", "prompts_dir"):
+        values[key] = values[key] and str(Path(values[key]).resolve())
+    return values | {"rubric_file": rubric_file and str(Path(rubric_file).resolve()), "concurrency": concurrency}
+
+
+def run_config(config_file: Path | None, stored: dict, **flags) -> Config:
+    """Flags given > a resumed run's stored settings > NEXTSTEP_* environment > config file > defaults."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    return load_config(config_file, **({k: stored.get(k) for k in RESUME_SETTINGS} | given))
+
+
+def stored_run(db: Path | str, run_id: str) -> tuple[dict, dict]:
+    """(grid, settings) of a stored run; runs stored before settings were kept have none."""
+    with Store(Path(db)) as store:
+        run = store.run(run_id)
+    return run["spec"]["experiment"], run["settings"] or {}
 
 
 @dataclass
@@ -137,7 +196,8 @@ class Progress:
     done: int = 0
     failed: int = 0
     running: int = 0
-    tokens: int = 0
+    tokens: int = 0  # reported by the endpoint; calls without usage are counted apart
+    unknown_usage_calls: int = 0
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None
     fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
@@ -184,19 +244,28 @@ class Batch:
 
         exp, cat, config = self.experiment, self.catalog, self.config
         rubric, rubric_hash = load_rubric(self.rubric_file, config.prompts_dir) if exp.judges else (None, None)
-        spec = run_spec(exp, cat, config, self.endpoint.backend, models, rubric_hash)
+        prompts = Prompts(cat.prompt_dirs)
+        texts = Judge(models["evaluators"][0], prompts, rubric, rubric_hash).texts() if exp.judges else {}
+        judge_prompts = {name: digest for digest, (name, _) in texts.items() if name != "rubric"}
+        spec = run_spec(exp, cat, config, self.endpoint.backend, models, rubric_hash, judge_prompts)
         run_id = self.run_id or spec_id(spec)
+        settings = run_settings(config, concurrency=self.concurrency, rubric_file=self.rubric_file)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextstep-store")
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(writer, self.store.create_run, run_id, spec)
+        await loop.run_in_executor(writer, self.store.create_run, run_id, spec, settings)
         done = await loop.run_in_executor(writer, self.store.done, run_id)
-        cells = [c for c in expand(exp) if (c.key, c.rep) not in done]
-        prompts = Prompts(cat.prompt_dirs)
-        if exp.judges:
-            texts = Judge(models["evaluators"][0], prompts, rubric, rubric_hash).texts()
+        regrade = await loop.run_in_executor(writer, self.store.ungraded, run_id)  # simulated; a judge's endpoint failed
+        stored = done | {(r["cell"], r["rep"]) for r in regrade}
+        cells = [c for c in expand(exp) if (c.key, c.rep) not in stored]
+        if texts:
             await loop.run_in_executor(writer, self.store.save_texts, texts)
-        progress = Progress(total=len(cells), skipped=len(done))
+        progress = Progress(total=len(cells) + len(regrade), skipped=len(done))
         limit = asyncio.Semaphore(self.concurrency or self.endpoint.concurrency)
+
+        def evaluator(seed: int):
+            judges = [Judge(models["evaluators"][i % len(models["evaluators"])], prompts, rubric, rubric_hash,
+                            seed=seed + i, index=i, reasks=config.reasks) for i in range(exp.judges)]  # fmt: skip
+            return make_evaluator(judges, cat) if judges else None
 
         async def one(cell: Cell) -> None:
             async with limit:
@@ -204,11 +273,9 @@ class Batch:
                     return
                 progress.running += 1
                 self._report(progress)
-                judges = [Judge(models["evaluators"][i % len(models["evaluators"])], prompts, rubric, rubric_hash,
-                                seed=cell.seed + i, index=i, reasks=config.reasks) for i in range(exp.judges)]  # fmt: skip
                 ctx = Context(models["practitioner"], models["persona"], cat, prompts, cell.scenario, cell.seed,
                               temperature=exp.temperature, max_turns=exp.max_turns, reasks=config.reasks,
-                              evaluate=make_evaluator(judges, cat) if judges else None)  # fmt: skip
+                              evaluate=evaluator(cell.seed))  # fmt: skip
                 try:
                     record = await run_episode(ctx, backend=self.endpoint.backend)
                 except UserError:
@@ -217,28 +284,56 @@ class Batch:
                     record = _crashed(cell, e)
                 record |= {"run_id": run_id, "cell": cell.key, "rep": cell.rep}
                 await loop.run_in_executor(writer, self.store.save_episode, run_id, cell.key, cell.rep, record)
-                progress.running -= 1
-                progress.tokens += record["usage"]["prompt_tokens"] + record["usage"]["completion_tokens"]
-                if record["status"] == "succeeded":
-                    progress.done += 1
-                else:
-                    progress.failed += 1
-                    log.warning("episode %s (%s rep %d) failed: %s", record["id"], cell.key, cell.rep, record["error"])
-                    if (reason := self.endpoint.exit_reason()) and not progress.stopped:
-                        progress.stopped, progress.fault = reason, True
-                if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
-                    progress.stopped = f"token budget of {self.max_tokens:,} reached"
-                if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
-                    progress.stopped, progress.fault = f"{progress.failed} failures reached --max-failures", True
+                ended(record, episode_calls(record))
+
+        async def grade_again(record: dict) -> None:
+            """Grade an ungraded episode with the judges that did not answer; its conversation is kept as it is."""
+            async with limit:
+                if progress.stopped:
+                    return
+                progress.running += 1
                 self._report(progress)
+                episode = {k: record[k] for k in ("turns", "setting", "persona", "strategy")}
+                verdicts = await evaluator(record["seed"])(episode, previous=record["verdicts"])
+                await loop.run_in_executor(writer, self.store.replace_verdicts, record["id"], verdicts)
+                new = [c for v in verdicts if v not in record["verdicts"] for c in v["calls"]]
+                ended(record | {"status": episode_status(verdicts), "error": judge_errors(verdicts)}, new)
+
+        def ended(record: dict, calls: list[dict]) -> None:
+            """Count an episode that ended (simulated, or graded again) with the calls it made just now."""
+            progress.running -= 1
+            self._count_tokens(progress, calls)
+            if record["status"] == "succeeded":
+                progress.done += 1
+            else:
+                progress.failed += 1
+                log.warning("episode %s (%s rep %d) %s: %s", record["id"], record["cell"], record["rep"], record["status"],
+                            record["error"])  # fmt: skip
+                if (reason := self.endpoint.exit_reason()) and not progress.stopped:
+                    progress.stopped, progress.fault = reason, True
+            if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
+                progress.stopped = f"token budget of {self.max_tokens:,} reached"
+            if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
+                progress.stopped, progress.fault = f"{progress.failed} failures reached --max-failures", True
+            self._report(progress)
 
         try:
-            await asyncio.gather(*(one(c) for c in cells))
+            await asyncio.gather(*(grade_again(r) for r in regrade), *(one(c) for c in cells))
         finally:
             writer.shutdown(wait=True)
         progress.finished = True
         self._report(progress)
         return run_id, progress
+
+    def _count_tokens(self, progress: Progress, calls: list[dict]) -> None:
+        """Add the tokens the endpoint reported; warn once per run about calls it reported none for."""
+        unknown = sum(c["prompt_tokens"] is None or c["completion_tokens"] is None for c in calls)
+        if unknown and not progress.unknown_usage_calls:
+            budget = f"; --max-tokens {self.max_tokens:,} cannot be enforced for them" if self.max_tokens is not None else ""
+            log.warning("the endpoint reported no token usage for some calls: their tokens are stored as unknown (null), "
+                        "not counted in token totals%s", budget)  # fmt: skip
+        progress.unknown_usage_calls += unknown
+        progress.tokens += sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in calls)
 
     def _report(self, progress: Progress) -> None:
         if self.on_progress:
@@ -255,29 +350,31 @@ async def run_grid(
     max_tokens: int | None = None,
     max_failures: int | None = None,
     config: Config | None = None,
+    config_file: Path | None = None,
+    rubric_file: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     **config_flags,
 ) -> str:
     """Run a grid (an Experiment, a dict of its fields, or an experiment YAML path) and return the run id.
 
     The same call again resumes the run: succeeded episodes are skipped, failed ones retried;
-    `resume=RUN_ID` does the same for a run by id, with the grid stored in it.
-    `config_flags` are Config fields (backend, base_url, model, ...), as on the command line.
+    `resume=RUN_ID` does the same for a run by id, with the grid and settings stored in it.
+    `config_flags` are Config fields (backend, base_url, model, ...), as on the command line; they beat
+    a resumed run's stored settings, which beat the environment and `config_file`.
     `on_progress` gets the counters whenever an episode starts or ends, and once at the end.
     """
+    stored = {}
     if resume:
-        with Store(Path(db)) as store:
-            experiment, run_id = store.run(resume)["spec"]["experiment"], resume
-    if isinstance(experiment, (str, Path)):
-        experiment = load_experiment(Path(experiment))
-    elif isinstance(experiment, dict) or experiment is None:
-        experiment = validate(Experiment, experiment or {}, "experiment")
-    config = config or load_config(**config_flags)
+        experiment, stored = stored_run(db, resume)
+        run_id = resume
+    config = config or run_config(config_file, stored, **config_flags)
+    rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
+    concurrency = concurrency or stored.get("concurrency")
     catalog = load_catalog(config.personas_dir, config.prompts_dir)
-    experiment = experiment.resolved(catalog)
+    experiment = with_config(as_experiment(experiment), config).resolved(catalog)
     with Store(Path(db)) as store, endpoint(config, concurrency) as ep:
-        batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures,
-                      on_progress=on_progress)  # fmt: skip
+        batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
+                      on_progress)  # fmt: skip
         run_id, _ = await batch.run()
     return run_id
 

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Protocol, TypeVar
 
+from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, ValidationError
 
 from .errors import OutputError
@@ -20,8 +21,8 @@ T = TypeVar("T", bound=BaseModel)
 class Completion:
     text: str
     finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int | None = None  # None: the endpoint reported no usage
+    completion_tokens: int | None = None
     latency_s: float = 0.0
     model: str = ""
     retries: int = 0
@@ -36,8 +37,8 @@ class Call:
     purpose: str
     model: str
     seed: int | None
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int | None  # None: unknown, the endpoint reported no usage
+    completion_tokens: int | None
     latency_s: float
     finish_reason: str | None
     retries: int = 0
@@ -80,8 +81,13 @@ async def chat(model: ChatModel, messages: list[Message], *, role: str, purpose:
 
 @functools.lru_cache(maxsize=None)
 def json_schema(output_type: type[BaseModel]) -> dict:
-    """The output type's JSON schema, built once per type (pydantic rebuilds it on every call)."""
-    return output_type.model_json_schema()
+    """The output type's schema in OpenAI's strict form, built once per type (pydantic rebuilds it on every call).
+
+    The openai SDK's own conversion makes every property required and closes every object; the output
+    types keep inside the subset every strict provider takes (no length or range keywords: bounded
+    values are enums, lengths are checked by pydantic after parsing), which tests/test_schemas.py checks.
+    """
+    return to_strict_json_schema(output_type)
 
 
 def parse(output_type: type[T], completion: Completion) -> T:

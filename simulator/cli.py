@@ -18,6 +18,7 @@ from rich.table import Table
 from evaluations import CONDITIONS, Judge, calibration, grade as grade_episode, judge_alpha, load_gold, load_rubric, make_evaluator
 
 from .backends import endpoint
+from .batch import Experiment
 from .catalog import Catalog, Gender, Profile, load_catalog
 from .cli_compare import register as register_compare
 from .config import Config, load_config
@@ -34,19 +35,23 @@ app = typer.Typer(help="Simulate the step from a pleasant chat to swapping conta
 # Options shared by the commands that talk to a model.
 Backend = Annotated[Optional[str], typer.Option(help="local (embedded model, default) or openai.", show_default=False)]
 BaseUrl = Annotated[Optional[str], typer.Option(help="Any OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")]
-ApiKeyEnv = Annotated[Optional[str], typer.Option(help="Environment variable holding the API key [default: OPENAI_API_KEY].")]
+ApiKeyEnv = Annotated[Optional[str], typer.Option(help="Environment variable holding the API key \\[default: OPENAI_API_KEY].")]
 OutputModeOpt = Annotated[Optional[str], typer.Option("--output-mode", help="json_schema (OpenAI, vLLM, Ollama), json_object (llama.cpp) or llguidance (llama.cpp built with it; the local default).")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Model for every role.")]
 RoleModel = Annotated[Optional[str], typer.Option(help="Model for this role (overrides --model).")]
-Temperature = Annotated[Optional[float], typer.Option(help="Sampling temperature of the dialogue [default: 0.7].")]
-MaxTurns = Annotated[Optional[int], typer.Option(help="Most rounds (practitioner + persona) per episode [default: 8].")]
+RUN_MAX_TURNS = 8  # one episode watched turn by turn; the default batch is a quick demo of 3 (Experiment.max_turns)
+Temperature = Annotated[Optional[float], typer.Option(
+    help=f"Sampling temperature of the dialogue \\[default: {Config.model_fields['temperature'].default}].")]
+_MAX_TURNS = "Most rounds (practitioner + persona) per episode \\[default: {}; or NEXTSTEP_MAX_TURNS, or max_turns in the config file]."
+MaxTurns = Annotated[Optional[int], typer.Option(help=_MAX_TURNS.format(RUN_MAX_TURNS))]
+BatchMaxTurns = Annotated[Optional[int], typer.Option(help=_MAX_TURNS.format(Experiment.model_fields["max_turns"].default))]
 PersonasDir = Annotated[Optional[Path], typer.Option("--personas", "--personas-dir", help="Directory of persona YAML files overriding the shipped ones, or a shipped set: ablation.")]
 PromptsDir = Annotated[Optional[Path], typer.Option("--prompts", help="Directory of prompt files overriding the shipped ones.")]
 EvaluatorModel = Annotated[Optional[str], typer.Option(help="Evaluator model(s), comma-separated; judges take them in turn.")]
 Judges = Annotated[int, typer.Option(min=0, help="Independent judges per episode (0: no grading).")]
 RubricFile = Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML overriding the shipped one.")]
 FidelityJudge = Annotated[bool, typer.Option(help="Also ask the judge whether the persona stayed in character.")]
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML config file [default: ./nextstep.toml if present].")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML config file \\[default: ./nextstep.toml if present].")]
 
 
 def _catalog(config) -> Catalog:
@@ -111,7 +116,8 @@ def run(
             async with ep.models(config) as models:
                 evaluate = make_evaluator(_judges(models["evaluators"], cat, config, judges, rubric_file, seed, fidelity_judge), cat) if judges else None
                 ctx = Context(models["practitioner"], models["persona"], cat, Prompts(cat.prompt_dirs), scenario, seed,
-                              temperature=config.temperature, max_turns=config.max_turns, reasks=config.reasks, evaluate=evaluate)
+                              temperature=config.temperature, max_turns=config.max_turns or RUN_MAX_TURNS, reasks=config.reasks,
+                              evaluate=evaluate)  # fmt: skip
                 return await run_episode(ctx, backend=ep.backend, on_turn=print_turn)
 
         record = asyncio.run(go())
@@ -119,7 +125,7 @@ def run(
     path = out / f"{record['id']}.json"
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
     print_result(record, path)
-    if record["status"] == "failed":
+    if record["status"] != "succeeded":
         raise typer.Exit(1)
 
 
@@ -146,7 +152,7 @@ def _grading_targets(names: list[str], db: Path) -> list[tuple[str, dict, object
             raise UserError(f"{name}: no such episode file or directory, and no database {db} to look it up in")
         with Store(db) as store:
             is_run = any(r["id"] == name for r in store.runs())
-            records = [r for r in store.episodes(name) if r["status"] == "succeeded"] if is_run else [store.episode(name)]
+            records = [r for r in store.episodes(name) if r["status"] != "failed"] if is_run else [store.episode(name)]
 
         def save(record, db=db):
             with Store(db) as store:
@@ -237,11 +243,17 @@ def _fmt(x, ci=None) -> str:
 
 def print_calibration(report: dict) -> None:
     console.print(f"\n[bold]calibration[/] on {report['items']} gold transcripts, {report['judges']} judge(s)")
-    table = Table("condition", "n", "unscored", "exact", "within 1", "weighted κ [95% CI]", "α [95% CI]", title_justify="left")
+    applies = Table("condition", "n", "agree", "both scored", "both n/a", "gold n/a, judge scored", "gold scored, judge n/a",
+                    "unscored", title="does the condition apply? (gold null = not applicable)", title_justify="left")
+    table = Table("condition", "n", "exact", "within 1", "weighted κ [95% CI]", "α [95% CI]",
+                  title="scores, where both gold and judge scored", title_justify="left")
     for c, r in report["conditions"].items():
-        table.add_row(c, str(r["n"]), f"{r['unscored']}/{r['gold_labelled']}", _fmt(r["exact"]), _fmt(r["within_1"]),
-                      _fmt(r["kappa"], r["kappa_ci"]), _fmt(r["alpha"], r["alpha_ci"]))
-    console.print(table)
+        a = r["applicability"]
+        applies.add_row(c, str(a["n"]), _fmt(a["agreement"]), str(a["both_scored"]), str(a["both_na"]),
+                        str(a["gold_na_judge_scored"]), str(a["gold_scored_judge_na"]), str(a["unscored"]))
+        table.add_row(c, str(r["n"]), _fmt(r["exact"]), _fmt(r["within_1"]), _fmt(r["kappa"], r["kappa_ci"]),
+                      _fmt(r["alpha"], r["alpha_ci"]))
+    console.print(applies, table)
     flags = Table("flag", "tp", "fp", "fn", "precision", "recall", title_justify="left")
     for f, r in report["flags"].items():
         flags.add_row(f, str(r["tp"]), str(r["fp"]), str(r["fn"]), _fmt(r["precision"]), _fmt(r["recall"]))
@@ -313,12 +325,13 @@ def _print_summary(run_id: str, db: Path, progress) -> None:
 
     frame = load_run(run_id, db)
     rows = summary(frame)
-    counts = Table("persona", "setting", "episodes", "failed", "out of character", "contact rate",
+    counts = Table("persona", "setting", "episodes", "failed", "ungraded", "out of character", "contact rate",
                    title=f"run {run_id}", title_justify="left")  # fmt: skip
     scores = Table("persona", "setting", *(c.replace("_", " ") for c in CONDITIONS),
                    title="mean score (1-5) per condition, usable episodes", title_justify="left")  # fmt: skip
     for r in rows:
-        counts.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["unfaithful"]), _fmt(r["contact_rate"]))
+        counts.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["ungraded"]), str(r["unfaithful"]),
+                       _fmt(r["contact_rate"]))
         scores.add_row(r["persona"], r["setting"], *[_fmt(r[c]) for c in CONDITIONS])
     console.print(counts, scores)
     from .store import Store
@@ -327,43 +340,69 @@ def _print_summary(run_id: str, db: Path, progress) -> None:
         records = store.episodes(run_id)
     for strategy, caution in sorted({r["strategy"]: r["caution"] for r in records if r.get("caution")}.items()):
         console.print(f"[bold yellow]caution[/] ({escape(strategy)}): {escape(caution)}")
-    console.print("[dim]failed and out-of-character episodes are kept but left out of rates and means; n/a: nothing "
-                  "scored there (no usable episode, or the judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
+    console.print("[dim]failed, ungraded (a judge's endpoint failed; --resume grades them again) and out-of-character "
+                  "episodes are kept but left out of rates and means; n/a: nothing scored there (no usable episode, or the "
+                  "judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
     ok = frame[frame["status"] == "succeeded"]
     if len(ok) and ok["judges"].max() > 1:
         _print_alpha([r["verdicts"] for r in records if r["status"] == "succeeded"])
-    per_episode = (ok["prompt_tokens"] + ok["completion_tokens"]).mean() if len(ok) else 0
-    console.print(f"tokens per succeeded episode: {per_episode:,.0f}")
+    known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()]
+    if len(known):
+        per_episode = (known["prompt_tokens"] + known["completion_tokens"]).mean()
+        unknown = f" (over {len(known)} of {len(ok)}: the endpoint reported no usage for the others)" if len(known) < len(ok) else ""
+        console.print(f"tokens per succeeded episode: {per_episode:,.0f}{unknown}")
+    elif len(ok):
+        console.print("tokens per succeeded episode: unknown (the endpoint reported no usage)")
     if progress is not None:
+        unknown = (f" + {progress.unknown_usage_calls:,} calls whose endpoint reported no usage (not counted, so not "
+                   "held to --max-tokens)") if progress.unknown_usage_calls else ""  # fmt: skip
         console.print(f"this session: {progress.done} succeeded, {progress.failed} failed, {progress.skipped} already done; "
-                      f"{progress.tokens:,} tokens")
+                      f"{progress.tokens:,} tokens{unknown}")
         resume = f"nextstep batch --resume {run_id} --db {db}"
         if progress.stopped:
             console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")
         elif progress.failed:
-            console.print(f"retry the failed episodes with: {resume}")
+            console.print(f"retry the failed episodes and grade the ungraded ones with: {resume}")
     console.print(f"see more: nextstep show {run_id} --db {db}\n          nextstep compare {run_id} --db {db}\n"
                   f"          nextstep report {run_id} --db {db} -o {run_id}.html\n"
                   f"          nextstep export {run_id} --format csv -o {run_id}.csv --db {db}")
 
 
+def _print_plan(grid, cells: list, e: dict) -> None:
+    """The dry run: the cells with their seeds, the settings that shape an episode, and the bound on calls."""
+    table = Table(title="cells", title_justify="left")
+    for column in ("cell", "reps", "seeds"):
+        table.add_column(column, overflow="fold")
+    for key in dict.fromkeys(c.key for c in cells):
+        seeds = [c.seed for c in cells if c.key == key]
+        table.add_row(key, str(len(seeds)), ", ".join(map(str, seeds[:5])) + (" …" if len(seeds) > 5 else ""))
+    console.print(table)
+    console.print(f"max_turns {grid.max_turns} · temperature {grid.temperature} · judges {grid.judges} · reasks {e['reasks']}")
+    console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls (every possible re-ask counted), "
+                  f"roughly {e['tokens_roughly']:,} tokens")
+
+
 @app.command()
 def batch(
-    settings: Annotated[Optional[str], typer.Option(help="Comma list or 'all' [default: supermarket].")] = None,
-    personas: Annotated[Optional[str], typer.Option(help="Comma list or 'all' [default: all].")] = None,
-    strategies: Annotated[Optional[str], typer.Option(help="Comma list or 'all' [default: common_interest].")] = None,
+    settings: Annotated[Optional[str], typer.Option(help="Comma list or 'all' \\[default: supermarket].")] = None,
+    personas: Annotated[Optional[str], typer.Option(help="Comma list or 'all' \\[default: all].")] = None,
+    strategies: Annotated[Optional[str], typer.Option(help="Comma list or 'all' \\[default: common_interest].")] = None,
     profiles: Annotated[Optional[str], typer.Option(help="Practitioner-persona gender pairs, e.g. man-woman,woman-man.")] = None,
-    reps: Annotated[Optional[int], typer.Option(help="Repetitions per cell [default: 1].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Run seed; each cell's seed derives from it [default: 0].")] = None,
-    max_turns: MaxTurns = None, temperature: Temperature = None,
-    judges: Annotated[Optional[int], typer.Option(help="Judges per episode, 0 for none [default: 1].")] = None,
+    reps: Annotated[Optional[int], typer.Option(help="Repetitions per cell \\[default: 1].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run seed; each cell's seed derives from it \\[default: 0].")] = None,
+    max_turns: BatchMaxTurns = None, temperature: Temperature = None,
+    judges: Annotated[Optional[int], typer.Option(help="Judges per episode, 0 for none \\[default: 1].")] = None,
     experiment: Annotated[Optional[Path], typer.Option(help="Experiment YAML with the same fields; flags override it.")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Continue RUN_ID: skip succeeded episodes, retry failed ones.")] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="Name the run [default: a hash of grid, prompts and models].")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help=f"Episodes in flight; on the local engine also its parallel slots [default: {DEFAULT_SLOTS} local, 8 otherwise].")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue RUN_ID with its stored grid and settings (flags given override "
+                                                       "the settings): skip succeeded episodes, retry failed ones, grade "
+                                                       "ungraded ones again.")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Name the run \\[default: a hash of grid, prompts and models].")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Episodes in flight; on the local engine also its parallel "
+                                                                   f"slots \\[default: {DEFAULT_SLOTS} local, 8 otherwise].")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent "
+                                                                  "(counting the calls whose endpoint reports usage).")] = None,
     max_failures: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes after this many failures.")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the cells and an estimate, run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the cells and an upper bound on calls, run nothing.")] = False,
     db: Db = Path("nextstep.db"), rubric_file: RubricFile = None,
     backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, output_mode: OutputModeOpt = None,
     model: ModelOpt = None, practitioner_model: RoleModel = None, persona_model: RoleModel = None,
@@ -372,35 +411,29 @@ def batch(
     prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
 ) -> None:
     """Run a grid of episodes concurrently into the SQLite store (resumable)."""
-    from .batch import Experiment, estimate, expand, load_experiment, profiles_from, run_grid
+    from evaluations import judge_max_calls
 
-    config = load_config(
-        config_file, backend=backend, base_url=base_url, api_key_env=api_key_env, output_mode=output_mode, model=model,
-        practitioner_model=practitioner_model, persona_model=persona_model, evaluator_model=evaluator_model,
-        personas_dir=personas_dir, prompts_dir=prompts_dir,
-    )  # fmt: skip
+    from .batch import as_experiment, estimate, expand, profiles_from, run_config, run_grid, stored_run, with_config
+    from .files import validate
+
+    config_flags = {"backend": backend, "base_url": base_url, "api_key_env": api_key_env, "output_mode": output_mode,
+                    "model": model, "practitioner_model": practitioner_model, "persona_model": persona_model,
+                    "evaluator_model": evaluator_model, "personas_dir": personas_dir, "prompts_dir": prompts_dir}  # fmt: skip
     flags = {"settings": settings, "personas": personas, "strategies": strategies, "reps": reps, "seed": seed,
              "max_turns": max_turns, "temperature": temperature, "judges": judges,
              "profiles": profiles_from(profiles) if profiles else None}  # fmt: skip
     flags = {k: v for k, v in flags.items() if v is not None}
     if resume and (flags or experiment):
         raise UserError("--resume takes the grid stored in the run; leave out the grid flags and --experiment")
-    base = load_experiment(experiment).model_dump() if experiment else {}
-    from .files import validate
-
-    grid = validate(Experiment, base | flags, str(experiment) if experiment else "grid flags")
+    # Only the fields the file or the flags give are set: the environment and the config file fill in the rest.
+    base = as_experiment(experiment).model_dump(exclude_unset=True) if experiment else {}
+    grid = None if resume else validate(Experiment, base | flags, str(experiment or "grid flags"))
     if dry_run:
-        grid = grid.resolved(_catalog(config))
-        cells = expand(grid)
-        table = Table(title="cells", title_justify="left")
-        for column in ("cell", "reps", "seeds"):
-            table.add_column(column, overflow="fold")
-        for key in dict.fromkeys(c.key for c in cells):
-            seeds = [c.seed for c in cells if c.key == key]
-            table.add_row(key, str(len(seeds)), ", ".join(map(str, seeds[:5])) + (" …" if len(seeds) > 5 else ""))
-        console.print(table)
-        e = estimate(grid, len(cells))
-        console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls, roughly {e['tokens_roughly']:,} tokens")
+        stored_grid, stored = stored_run(db, resume) if resume else (grid, {})
+        config = run_config(config_file, stored, **config_flags)
+        plan = with_config(as_experiment(stored_grid), config).resolved(_catalog(config))
+        cells = expand(plan)
+        _print_plan(plan, cells, estimate(plan, len(cells), config.reasks, judge_max_calls))
         return
     final = {}
 
@@ -409,8 +442,9 @@ def batch(
         show(p)
 
     with _progress_printer() as show:
-        run = asyncio.run(run_grid(None if resume else grid, db=db, run_id=run_id, resume=resume, concurrency=concurrency,
-                                   max_tokens=max_tokens, max_failures=max_failures, config=config, on_progress=remember))
+        run = asyncio.run(run_grid(grid, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
+                                   max_failures=max_failures, config_file=config_file, rubric_file=rubric_file,
+                                   on_progress=remember, **config_flags))  # fmt: skip
     _print_summary(run, db, final["progress"])
     if final["progress"].fault:
         raise typer.Exit(1)
@@ -423,9 +457,10 @@ def runs(db: Db = Path("nextstep.db")) -> None:
 
     _existing_db(db)
     with Store(db) as store:
-        table = Table("run", "created", "episodes", "succeeded", "failed", "tokens", title_justify="left")
+        table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens", title_justify="left")
         for r in store.runs():
-            table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["failed"]), f"{r['tokens']:,}")
+            table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["ungraded"]), str(r["failed"]),
+                          "unknown" if r["tokens"] is None else f"{r['tokens']:,}")  # fmt: skip
     console.print(table)
 
 

@@ -69,10 +69,10 @@ def print_audit(run_id: str, a: dict, console) -> None:
 
 def print_reactions(run_id: str, r: dict, console) -> None:
     """Persona reactions as rich tables; '*' marks groups smaller than the small-cell threshold."""
-    from evaluations.compare import SHORT, fmt, fmt_ci, fmt_p
+    from evaluations.compare import SHORT, fmt, fmt_ci, fmt_p, which_test
 
     ex = r["excluded"]
-    why = f"excluded {ex['failed']} failed, {ex['unfaithful']} fidelity-flagged" + (
+    why = f"excluded {ex['failed']} failed, {ex['ungraded']} ungraded, {ex['unfaithful']} fidelity-flagged" + (
         "" if r["include_unfaithful"] else " (keep those with --include-unfaithful)")
     console.print(f"[bold]run {escape(run_id)}[/]: {r['episodes']} episodes, {r['n']} used; {why}")
     if not r["n"]:
@@ -104,7 +104,7 @@ def print_reactions(run_id: str, r: dict, console) -> None:
     for measure, test in r["tests"].items():
         o = test["omnibus"]
         pairs = "\n".join(f"{p['a']}-{p['b']}: {fmt_p(p['p_holm'])}, {fmt(p['effect'])}" for p in test["pairwise"])
-        t.add_row(SHORT.get(measure, measure), o["test"], fmt(o["statistic"]), fmt_p(o["p"]),
+        t.add_row(SHORT.get(measure, measure), escape(which_test(o)), fmt(o["statistic"]), fmt_p(o["p"]),
                   f"{fmt(o['effect'])} {o['effect_name']}", escape(pairs))
     console.print(t)
     console.print("[dim]contact: chi-squared (Fisher exact for two groups), effect Cramér's V (pairs: Cohen's h); "

@@ -28,7 +28,7 @@ class Config(BaseSettings):
     evaluator_model: str | None = None
     output_mode: Literal["json_schema", "json_object", "llguidance"] | None = Field(None, description="Structured output request style.")
     temperature: float = Field(0.7, ge=0, le=2)
-    max_turns: int = Field(8, ge=1, le=100)
+    max_turns: int | None = Field(None, ge=1, le=100, description="Most rounds per episode; unset, each command has its own default.")
     reasks: int = Field(2, ge=0, le=10)
     timeout: float = Field(120.0, gt=0, description="Seconds before one model call is abandoned.")
     personas_dir: Path | None = None

@@ -28,7 +28,10 @@ def params(model: str, alias: str, port: int, slots: int, threads: int):
     p.cpuparams.n_threads = threads  # generation on every core (llama.cpp's default leaves some idle)
     p.cpuparams_batch.n_threads = threads
     p.verbosity = 0
-    p.cache_prompt = os.environ.get("B5_CACHE", "0") == "1"  # TEMP measurement
+    # The prompt cache reuses a slot's KV for a shared prefix, but logits then differ in the last bits from a
+    # full prefill (llama.cpp documents it), and a sampled transcript with them. One slot without it is
+    # reproducible; several slots batch requests together and are not anyway, so they take the speed-up.
+    p.cache_prompt = slots > 1
     return p
 
 

@@ -87,6 +87,7 @@ def stop_rule(turns: list[dict], max_turns: int, *, parting: bool = False) -> di
     goodbye or the persona's leaving, unless `parting` (the strategy has a parting line) and it is still due,
     when the practitioner gets one more line; an accepted refusal; then a speaker repeating one of their own
     earlier lines; then the turn limit (which a due parting line may pass by one round).
+    Echoing the other speaker ("Bye." / "Bye.") is not a repeat.
     """
     if turns[-1]["speaker"] != "persona":
         return None

@@ -164,8 +164,8 @@ def completion(response: object, name: str, latency: float, retries: int) -> Com
     return Completion(
         text=((choice.get("message") or {}).get("content") or "").strip(),
         finish_reason=choice.get("finish_reason"),
-        prompt_tokens=usage.get("prompt_tokens") or 0,
-        completion_tokens=usage.get("completion_tokens") or 0,
+        prompt_tokens=usage.get("prompt_tokens"),  # None when not reported: unknown, not zero
+        completion_tokens=usage.get("completion_tokens"),
         latency_s=latency,
         model=response.get("model") or name,
         retries=retries,

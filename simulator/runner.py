@@ -27,15 +27,25 @@ def graph():
     return build_graph()
 
 
+def total(values: list[int | None]) -> int | None:
+    """A sum that is unknown if any part is: `total([3, 4])` -> 7; `total([3, None])` -> None."""
+    return None if None in values else sum(values)
+
+
 def usage(calls: list[dict]) -> dict:
-    """Token and latency totals: `usage([])` -> {'calls': 0, 'prompt_tokens': 0, ...}."""
+    """Token and latency totals: `usage([])` -> {'calls': 0, 'prompt_tokens': 0, ...}; a call without usage makes tokens None."""
     return {
         "calls": len(calls),
-        "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
-        "completion_tokens": sum(c["completion_tokens"] for c in calls),
-        "cached_tokens": sum(c.get("cached_tokens") or 0 for c in calls),  # of the prompt tokens; 0 where not reported
+        "prompt_tokens": total([c["prompt_tokens"] for c in calls]),
+        "completion_tokens": total([c["completion_tokens"] for c in calls]),
+        "cached_tokens": total([c.get("cached_tokens") for c in calls]),  # of the prompt tokens, where the server says
         "latency_s": round(sum(c["latency_s"] for c in calls), 3),
     }
+
+
+def episode_calls(record: dict) -> list[dict]:
+    """Every call an episode made: the simulation's, then each verdict's."""
+    return (record.get("calls") or []) + [c for v in record.get("verdicts") or [] for c in v.get("calls") or []]
 
 
 def provenance(ctx: Context, backend: str) -> dict:
@@ -59,9 +69,20 @@ def provenance(ctx: Context, backend: str) -> dict:
     }
 
 
+def episode_status(verdicts: list[dict]) -> str:
+    """'ungraded' when a judge's endpoint failed (a resumed batch grades it again, the conversation is kept), else 'succeeded'."""
+    return "ungraded" if any(v.get("status") == "ungraded" for v in verdicts) else "succeeded"
+
+
+def judge_errors(verdicts: list[dict]) -> str | None:
+    """Why the ungraded verdicts are ungraded: `judge 1: APIConnectionError: ...`, or None."""
+    errors = [f"judge {v['judge']}: {v['error']}" for v in verdicts if v.get("status") == "ungraded"]
+    return "; ".join(errors) or None
+
+
 async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = None,
                       on_turn: Callable[[dict], None] | None = None) -> dict:
-    """Simulate one episode; a model failure ends it as 'failed' with the error, never raised."""
+    """Simulate one episode; a model failure ends it as 'failed' ('ungraded' if only a judge's endpoint failed), never raised."""
     s = ctx.scenario
     record = {
         "id": episode_id or uuid.uuid4().hex[:12],
@@ -80,13 +101,13 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
         seen = len(state.get("turns", []))
     error, verdicts = state.get("error"), state.get("verdicts", [])
     return record | {
-        "status": "failed" if error else "succeeded",
-        "error": error,
+        "status": "failed" if error else episode_status(verdicts),
+        "error": error or judge_errors(verdicts),
         "turns": state.get("turns", []),
         "outcome": state.get("outcome"),
         "fidelity": state.get("fidelity"),
         "verdicts": verdicts,
         "calls": state.get("calls", []),
-        "usage": usage(state.get("calls", []) + [c for v in verdicts for c in v["calls"]]),
+        "usage": usage(episode_calls({"calls": state.get("calls", []), "verdicts": verdicts})),
         "duration_s": round(time.perf_counter() - start, 3),
     }

@@ -33,6 +33,9 @@ def _score(grade: dict) -> str:
 def print_verdict(verdict: dict) -> None:
     """Each transition's condition scores with evidence and reason, then flags, outcome, timing."""
     console.print(f"\n[bold]verdict[/] (judge {verdict['judge']}, {verdict['model']}, seed {verdict['seed']})")
+    if verdict.get("status") == "ungraded":
+        console.print(f"[red]ungraded[/]: the endpoint failed ({escape(verdict['error'])}); `nextstep batch --resume` grades it again")
+        return
     for t in verdict.get("transitions", []):
         where = f"turns {', '.join(map(str, t['turns']))} ({t['source']})" if t["turns"] else "whole conversation (no transition found)"
         table = Table(title=f"transition at {where}", title_justify="left", expand=True)
@@ -66,10 +69,15 @@ def print_caution(record: dict) -> None:
         console.print(f"[bold yellow]caution[/]: {escape(record['caution'])}")
 
 
+def _count(tokens: int | None) -> str:
+    """`_count(None)` -> 'unknown' (the endpoint reported no usage)."""
+    return "unknown" if tokens is None else str(tokens)
+
+
 def print_result(record: dict, path) -> None:
     o, u = record.get("outcome") or {}, record["usage"]
-    if record["status"] == "failed":
-        console.print(f"[red]failed[/]: {escape(record['error'])}")
+    if record["status"] != "succeeded":
+        console.print(f"[red]{record['status']}[/]: {escape(record['error'])}")
     console.print(
         f"\n[bold]outcome[/]: exchanged {o.get('exchanged')}; ended by {o.get('ended_by')} ({o.get('end_reason')}); "
         f"final interest {o.get('final_interest')}, comfort {o.get('final_comfort')}"
@@ -80,7 +88,7 @@ def print_result(record: dict, path) -> None:
     for verdict in record.get("verdicts", []):
         print_verdict(verdict)
     console.print(
-        f"\n[bold]tokens[/]: {u['prompt_tokens']} prompt + {u['completion_tokens']} completion in {u['calls']} calls; "
+        f"\n[bold]tokens[/]: {_count(u['prompt_tokens'])} prompt + {_count(u['completion_tokens'])} completion in {u['calls']} calls; "
         f"[bold]time[/]: {record['duration_s']:.1f}s"
     )
     if path:

@@ -9,9 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
-from .runner import package_version, usage
+from .runner import episode_calls, episode_status, judge_errors, package_version, usage
 
 SCHEMA = "nextstep/1"
+SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
 
 _TABLES = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +60,13 @@ def plain(value):
 def pick(d: dict, *keys: str) -> dict:
     """Those keys of d, None where missing: `pick({'a': 1}, 'a', 'b')` -> {'a': 1, 'b': None}."""
     return {k: d.get(k) for k in keys}
+
+
+def covers(new, old) -> bool:
+    """Whether `new` has everything `old` has, unchanged: `covers({'a': 1, 'b': 2}, {'a': 1})` -> True."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        return all(k in new and covers(new[k], v) for k, v in old.items())
+    return new == old
 
 
 def dumps(value) -> str:
@@ -136,30 +144,47 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def create_run(self, run_id: str, spec: dict) -> None:
-        """Register a run; the same id with the same spec is a no-op, so an experiment can be resumed."""
+    def create_run(self, run_id: str, spec: dict, settings: dict | None = None) -> None:
+        """Register a run, or resume it: the same spec again is accepted, a different one refused.
+
+        `settings` (endpoint, models, directories: what a resume needs) are kept in spec_json under 'run_settings', are
+        no part of the run's identity, and are replaced by the latest ones. A run stored before settings were kept
+        has fewer spec fields: it resumes as long as every field it has is unchanged.
+        """
+        spec = json.loads(dumps(spec))
         with self._tx() as conn:
             row = conn.execute("SELECT spec_json FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
-                insert(conn, "runs", {"id": run_id, "created_at": now(), "spec_json": dumps(spec), "version": package_version()})
-            elif (stored := json.loads(row[0])) != json.loads(dumps(spec)):
-                differ = ", ".join(k for k in sorted(stored.keys() | spec.keys()) if stored.get(k) != json.loads(dumps(spec)).get(k))
-                raise UserError(f"run {run_id!r} in {self.path} was made with a different {differ}; start a new run instead")
+                insert(conn, "runs", {"id": run_id, "created_at": now(), "spec_json": dumps(spec | {SETTINGS_KEY: settings or {}}),
+                                      "version": package_version()})  # fmt: skip
+                return
+            stored = json.loads(row[0])
+            older = SETTINGS_KEY not in stored
+            stored.pop(SETTINGS_KEY, None)
+            same = (lambda k: covers(spec.get(k), stored[k])) if older else (lambda k: spec.get(k) == stored.get(k))
+            if differ := [k for k in sorted(stored.keys() | spec.keys()) if (k in stored or not older) and not same(k)]:
+                raise UserError(f"run {run_id!r} in {self.path} was made with a different {', '.join(differ)}; start a new run instead")
+            if settings is not None:
+                conn.execute("UPDATE runs SET spec_json = ? WHERE id = ?", (dumps(spec | {SETTINGS_KEY: settings}), run_id))
 
     def run(self, run_id: str) -> dict:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise UserError(f"no run {run_id!r} in {self.path}")
         counts = self.conn.execute("SELECT status, count(*) FROM episodes WHERE run_id = ? GROUP BY status", (run_id,))
-        return {"id": row["id"], "created_at": row["created_at"], "spec": json.loads(row["spec_json"]),
+        spec = json.loads(row["spec_json"])
+        settings = spec.pop(SETTINGS_KEY, None)  # None: stored before settings were kept
+        return {"id": row["id"], "created_at": row["created_at"], "spec": spec, "settings": settings,
                 "version": row["version"], "counts": dict(counts.fetchall())}  # fmt: skip
 
     def runs(self) -> list[dict]:
-        """Every run, newest first, with episode counts and tokens spent."""
+        """Every run, newest first, with episode counts and tokens spent (None: some endpoint reported no usage)."""
         rows = self.conn.execute("""
             SELECT r.id, r.created_at, count(e.id) AS episodes,
-                   coalesce(sum(e.status = 'succeeded'), 0) AS succeeded, coalesce(sum(e.status = 'failed'), 0) AS failed,
-                   coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) AS tokens
+                   coalesce(sum(e.status = 'succeeded'), 0) AS succeeded, coalesce(sum(e.status = 'ungraded'), 0) AS ungraded,
+                   coalesce(sum(e.status = 'failed'), 0) AS failed,
+                   CASE WHEN sum(e.n_calls > 0 AND (e.prompt_tokens IS NULL OR e.completion_tokens IS NULL)) > 0 THEN NULL
+                        ELSE coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) END AS tokens
             FROM runs r LEFT JOIN episodes e ON e.run_id = r.id
             GROUP BY r.id ORDER BY r.created_at DESC, r.rowid DESC""")  # fmt: skip
         return [dict(row) for row in rows]
@@ -232,6 +257,12 @@ class Store:
         rows = self.conn.execute("SELECT cell, rep FROM episodes WHERE run_id = ? AND status = 'succeeded'", (run_id,))
         return {(cell, rep) for cell, rep in rows}
 
+    def ungraded(self, run_id: str) -> list[dict]:
+        """The run's episodes whose conversation is stored but a judge's endpoint failed: a resumed run grades them again."""
+        rows = self.conn.execute("SELECT record_json FROM episodes WHERE run_id = ? AND status = 'ungraded' ORDER BY cell, rep",
+                                 (run_id,))  # fmt: skip
+        return [json.loads(row[0]) for row in rows]
+
     def episodes(self, run_id: str, *, include_failed: bool = True) -> list[dict]:
         only = "" if include_failed else " AND status = 'succeeded'"
         rows = self.conn.execute(f"SELECT record_json FROM episodes WHERE run_id = ?{only} ORDER BY cell, rep", (run_id,))
@@ -253,7 +284,10 @@ class Store:
         return json.loads(row[0])
 
     def replace_verdicts(self, episode_id: str, verdicts: list[dict]) -> None:
-        """Re-grade an episode: the old verdicts move to verdict_history, the new ones take their place."""
+        """Re-grade an episode: the old verdicts move to verdict_history, the new ones take their place.
+
+        A simulated episode becomes 'ungraded' or 'succeeded' by its new verdicts; a failed one stays failed.
+        """
         with self._tx() as conn:
             eid = self._resolve(episode_id)
             conn.execute("""INSERT INTO verdict_history (episode_id, judge, model, verdict_json, replaced_at)
@@ -265,12 +299,14 @@ class Store:
             self._insert_verdicts(eid, verdicts)
             record = json.loads(conn.execute("SELECT record_json FROM episodes WHERE id = ?", (eid,)).fetchone()[0])
             # Usage counts the simulation's calls plus the current verdicts' calls, as run_episode does.
-            spent = usage((record.get("calls") or []) + [c for v in verdicts for c in v.get("calls") or []])
+            spent = usage(episode_calls({"calls": record.get("calls"), "verdicts": verdicts}))
             record |= {"verdicts": verdicts, "usage": spent}
-            conn.execute("""UPDATE episodes SET record_json = ?, n_calls = ?, prompt_tokens = ?, completion_tokens = ?,
-                            latency_s = ? WHERE id = ?""",
-                         (json.dumps(record, ensure_ascii=False), spent["calls"], spent["prompt_tokens"],
-                          spent["completion_tokens"], spent["latency_s"], eid))  # fmt: skip
+            if record.get("status") in ("succeeded", "ungraded"):
+                record |= {"status": episode_status(verdicts), "error": judge_errors(verdicts)}
+            conn.execute("""UPDATE episodes SET record_json = ?, status = ?, error = ?, n_calls = ?, prompt_tokens = ?,
+                            completion_tokens = ?, latency_s = ? WHERE id = ?""",
+                         (json.dumps(record, ensure_ascii=False), record["status"], record.get("error"), spent["calls"],
+                          spent["prompt_tokens"], spent["completion_tokens"], spent["latency_s"], eid))  # fmt: skip
 
     def save_texts(self, texts: dict[str, tuple[str, str]]) -> None:
         """Keep texts by hash ({hash: (name, text)}), e.g. the rubric and evaluator prompts of a run."""

@@ -1,7 +1,7 @@
-"""A stub judge whose grades pass the evidence check, so stub runs have scores and flags to report.
+"""A stub judge with a spread of scores and some flags, so stub runs have varied grades to report.
 
-The plain `StubServer` quotes 'ok', which the evaluator rightly rejects; every stub line of
-dialogue contains "sounds lovely", so quoting that is evidence from any turn.
+The plain `StubServer` answers from each schema too, so its citations are valid sentence ids (the
+schema enumerates them), but it never says "not applicable" and never raises a flag.
 
     with StubServer(fault=graded) as url: ...
 """
@@ -14,14 +14,10 @@ import random
 
 from stub_server import completion, instance
 
-QUOTE = "sounds lovely"
-
 
 def _fill(value, schema: dict, rng: random.Random):
-    """Give every quote real words and every score a spread of 1-5; now and then raise a flag."""
+    """Give every score a spread of 1-5 and null; now and then raise a flag."""
     if isinstance(value, dict):
-        if "quote" in value:
-            value["quote"] = QUOTE
         if "score" in value:
             value["score"] = rng.choice([1, 2, 3, 3, 4, 4, 5, 5, None])
         if value.get("flags") == [] and rng.random() < 0.25:
@@ -33,7 +29,7 @@ def _fill(value, schema: dict, rng: random.Random):
 
 
 def graded(n: int, body: dict):
-    """A `StubServer` fault hook: schema-valid answers with usable evidence; None leaves dialogue to the stub."""
+    """A `StubServer` fault hook: schema-valid answers with varied grades; None leaves dialogue to the stub."""
     fmt = body.get("response_format") or {}
     schema = fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
     if not schema:

@@ -42,7 +42,12 @@ def main() -> None:
         (CASSETTES / "verdict.yaml").unlink(missing_ok=True)
         with cassette("verdict", record_mode="all"):
             verdict = asyncio.run(recorded(url, grade_gold))
-        print(f"verdict.yaml: {len(verdict['calls'])} calls, {len(verdict['unscored'])} part(s) unscored")
+        scored = [c for t in verdict.get("transitions", []) for c, g in t["conditions"].items() if g["status"] == "scored"]
+        print(f"verdict.yaml: {len(verdict['calls'])} calls, {verdict['status']}, {len(scored)} condition(s) scored, "
+              f"{len(verdict.get('unscored', []))} part(s) unscored")
+        if verdict["status"] != "graded" or not scored:  # tests/test_cassettes.py checks a scored grade's evidence
+            sys.exit(f"verdict.yaml holds no scored grade, so the cassette test has no evidence to check: "
+                     f"{verdict.get('error') or verdict.get('unscored')}")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from evaluations import calibration, judge_alpha, load_gold, panel_scores
 from evaluations.gold import GoldItem
@@ -13,8 +15,9 @@ from simulator import UserError
 
 
 def verdict(scores: dict, raised=(), exchanged="number") -> dict:
-    conditions = {c: ({"status": "scored", "score": s} if s is not None else {"status": "unscored", "score": None})
-                  for c, s in scores.items()}
+    """A verdict with these scores at its transition; 'n/a' is a judge's not applicable, None an unscored grade."""
+    conditions = {c: {"status": "scored", "score": s} if isinstance(s, int) else
+                  {"status": "not_applicable" if s == "n/a" else "unscored", "score": None} for c, s in scores.items()}
     return {"transitions": [{"has_ask": True, "conditions": conditions}],
             "flags": {"status": "scored", "raised": [{"flag": f} for f in raised]},
             "outcome": {"status": "scored", "exchanged": exchanged}}
@@ -54,7 +57,7 @@ def test_calibration_by_hand():
     report = calibration(items, verdicts)
     timing = report["conditions"]["timing"]
     # pairs (5,5), (3,4), (1,1); item 4 unscored. exact 2/3, within-1 3/3.
-    assert (timing["n"], timing["unscored"], timing["gold_labelled"]) == (3, 1, 4)
+    assert (timing["n"], timing["applicability"]["unscored"], timing["gold_labelled"]) == (3, 1, 4)
     assert timing["exact"] == pytest.approx(0.667, abs=1e-3) and timing["within_1"] == 1.0
     # linear-weighted kappa over categories 1..5 for pairs (5,5), (3,4), (1,1):
     # weights w = |i-j|/4; observed disagreement = (0 + 1/4 + 0)/3 = 1/12;
@@ -65,6 +68,37 @@ def test_calibration_by_hand():
     assert report["flags"]["rude"] | {} == {"precision": 1.0, "recall": 1.0, "tp": 1, "fp": 0, "fn": 0}
     assert report["flags"]["nervous"]["fp"] == 1 and report["flags"]["nervous"]["precision"] == 0.0
     assert report["outcome"] == {"n": 4, "unscored": 0, "accuracy": 1.0}
+
+
+def test_applicability_is_reported_apart_from_scores_and_a_judge_na_is_not_unscored(monkeypatch):
+    # timing, by item: gold 5 / judge 4; gold 3 / judge n/a; gold null / judge 2; gold null / judge n/a;
+    # gold 4 / judge unscored; gold null / two judges, one n/a and one 3 (the panel has a score: applicable).
+    items = [_item(1, {"timing": 5}), _item(2, {"timing": 3}), _item(3, {}), _item(4, {}), _item(5, {"timing": 4}),
+             _item(6, {})]
+    verdicts = [[verdict({"timing": 4})], [verdict({"timing": "n/a"})], [verdict({"timing": 2})],
+                [verdict({"timing": "n/a"})], [verdict({"timing": None})], [verdict({"timing": "n/a"}), verdict({"timing": 3})]]
+    timing = calibration(items, verdicts)["conditions"]["timing"]
+    # answered: items 1, 2, 3, 4, 6 (item 5 unscored). Agree on applicability: item 1 (both scored), item 4
+    # (both n/a) -> 2/5. Gold n/a, judge scored: items 3 and 6. Gold scored, judge n/a: item 2.
+    assert timing["applicability"] == {"n": 5, "agreement": 0.4, "both_scored": 1, "both_na": 1,
+                                       "gold_na_judge_scored": 2, "gold_scored_judge_na": 1, "unscored": 1}
+    assert (timing["n"], timing["exact"], timing["within_1"]) == (1, 0.0, 1.0)  # scores: the one pair (5, 4)
+    assert timing["gold_labelled"] == 3
+    import simulator.cli as cli
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, width=250))
+    cli.print_calibration(calibration(items, verdicts))
+    row = next(line for line in out.getvalue().splitlines() if line.startswith("│ timing") and "0.40" in line)
+    assert [cell.strip() for cell in row.strip("│").split("│")] == ["timing", "5", "0.40", "1", "1", "2", "1", "1"]
+
+
+def test_an_ungraded_verdict_is_no_vote():
+    ungraded = {"status": "ungraded", "error": "APITimeoutError: x", "calls": []}
+    items = [_item(1, {"timing": 5}, ["rude"])]
+    report = calibration(items, [[verdict({"timing": 5}, ["rude"]), ungraded]])
+    assert report["flags"]["rude"]["tp"] == 1  # 1 of the 1 judges that answered: a majority
+    assert report["conditions"]["timing"]["applicability"]["both_scored"] == 1
 
 
 def test_shipped_gold_set_covers_every_strategy_persona_and_flag(catalog):

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from stub_server import StubServer
 
-from evaluations.frame import export, load_run
+from evaluations.frame import export, load_run, summary
 from simulator.batch import Experiment, cell_seed, expand, run_grid
 from simulator.catalog import Profile
 from simulator.errors import UserError
+from simulator.openai_backend import RetryPolicy
 from simulator.store import Store
 
 
@@ -120,6 +121,43 @@ async def test_token_budget_stops_scheduling(tmp_path):
     assert final.finished and final.stopped == "token budget of 1 reached" and final.total == 21
     # the first episode to end spends the budget; the one already in flight beside it still ends and is kept
     assert final.done == 2 and len(load_run(run_id, tmp_path / "n.db")) == 2
+
+
+JUDGE_OUTPUTS = {"transition_turns", "transition_grades", "flags", "outcome"}
+
+
+def _judge_call(body: dict) -> bool:
+    fmt = body.get("response_format") or {}
+    return ((fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema") or {}).get("title")) in JUDGE_OUTPUTS
+
+
+async def test_an_episode_whose_judge_endpoint_failed_is_graded_again_on_resume_without_simulating_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt, retry_after: 0.0)  # retry dropped connections at once
+    db, grid = tmp_path / "n.db", {"personas": "aloof,unsure", "max_turns": 2}
+    with StubServer(fault=lambda n, body: "reset" if _judge_call(body) else None) as url:  # every judge call dropped
+        run_id = await run_grid(grid, db=db, base_url=url)
+    with Store(db) as store:
+        before = {e["id"]: e for e in store.episodes(run_id)}
+        assert store.done(run_id) == set() and len(store.ungraded(run_id)) == 2
+    assert {e["status"] for e in before.values()} == {"ungraded"}
+    assert all(e["error"].startswith("judge 0: APIConnectionError") and e["turns"] for e in before.values())
+    frame = load_run(run_id, db)
+    assert frame[["agenda_clarity", "judged_exchanged"]].isna().all().all()  # no judge column from an ungraded episode
+    assert [(r["ungraded"], r["failed"], r["n"]) for r in summary(frame)] == [(1, 0, 0), (1, 0, 0)]
+
+    resumed = StubServer()
+    with resumed as url:
+        await run_grid(resume=run_id, db=db, base_url=url)
+    assert resumed.requests and all(_judge_call(body) for body in resumed.requests)  # graded again, never re-simulated
+    with Store(db) as store:
+        after = {e["id"]: e for e in store.episodes(run_id)}
+        history = store.conn.execute("SELECT count(*) FROM verdict_history").fetchone()[0]
+    assert after.keys() == before.keys() and history == 2  # the same episodes; the ungraded verdicts kept as history
+    for eid, episode in after.items():
+        assert episode["status"] == "succeeded" and episode["error"] is None
+        assert episode["turns"] == before[eid]["turns"] and episode["calls"] == before[eid]["calls"]
+        assert [v["status"] for v in episode["verdicts"]] == ["graded"]
+    assert [r["ungraded"] for r in summary(load_run(run_id, db))] == [0, 0]
 
 
 def nextstep(*args):

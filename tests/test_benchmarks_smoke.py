@@ -14,6 +14,7 @@ ROWS = [
     r"B2 c=64 toolkit / bare episodes/s",
     r"B2 c=128 toolkit / bare episodes/s",
     r"B3 c=64 toolkit − bare CPU ms/call",
+    r"reference: c=64 toolkit / bare loop with create() on httpx2 episodes/s",
     r"B3 c=128 toolkit client CPU ms/call",
     r"B3 peak RSS, toolkit, 128 in flight, MB",
     r"B4 toolkit / in-process tokens/s",

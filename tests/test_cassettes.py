@@ -5,7 +5,7 @@ from __future__ import annotations
 from cassettes import CASSETTES, cassette, gold_judge, short_episode
 
 from evaluations import CONDITIONS, grade
-from evaluations.rules import quote_problem
+from evaluations.rules import citation_problem, evidence_turns, sentence_table
 from simulator.runner import run_episode
 
 UNUSED_PORT_URL = "http://127.0.0.1:9/v1"  # nothing listens here: replay must not need a server
@@ -29,13 +29,22 @@ async def test_real_evaluator_verdict_replays_and_holds_its_invariants(client):
         verdict = await grade(episode, judge, catalog)
         assert tape.all_played
     assert len(verdict["calls"]) == len(tape) and all(c["completion_tokens"] > 0 for c in verdict["calls"])
+    assert verdict["status"] == "graded"
+    turns, table, scored = episode["turns"], sentence_table(episode["turns"]), 0
     for transition in verdict["transitions"]:
         assert set(transition["conditions"]) == set(CONDITIONS)
-        for grade_ in transition["conditions"].values():
-            if grade_["status"] == "scored":  # a number only ever comes with evidence found in the transcript
-                assert grade_["score"] in range(1, 6) and quote_problem(grade_["quote"], episode["turns"], grade_["turn"]) is None
+        for condition, grade_ in transition["conditions"].items():
+            if grade_["status"] == "scored":  # a number only ever comes with a sentence the condition may cite
+                allowed = evidence_turns(turns, transition["turns"], condition)
+                assert grade_["score"] in range(1, 6) and citation_problem(grade_["sentence"], table, allowed) is None
+                assert grade_["quote"] == table[grade_["sentence"]]["text"] and grade_["turn"] == table[grade_["sentence"]]["turn"]
+                scored += 1
             else:
                 assert grade_["score"] is None and grade_["reason"]
+    assert scored >= 1, "the replayed real-model verdict must hold a scored grade, or its evidence branch is never checked"
+    practitioner = tuple(t["index"] for t in turns if t["speaker"] == "practitioner")
+    for flag in verdict["flags"].get("raised", []):
+        assert citation_problem(flag["sentence"], table, practitioner) is None and flag["quote"] == table[flag["sentence"]]["text"]
     assert verdict["outcome"]["status"] in {"scored", "unscored"}
 
 

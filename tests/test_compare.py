@@ -53,7 +53,7 @@ def test_persona_reactions_match_the_stats_functions():
     frame = personas_frame()
     r = persona_reactions(frame)
     json.dumps(r, allow_nan=False)  # plain JSON: NaN became None
-    assert r["excluded"] == {"failed": 1, "unfaithful": 2} and r["n"] == 30 and r["episodes"] == 33
+    assert r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 2} and r["n"] == 30 and r["episodes"] == 33
     rows = {row["persona"]: row for row in r["personas"]}
     assert rows["friendly"]["contact"] == {"k": 8, "n": 10, "rate": 0.8, "ci": list(wilson_ci(8, 10))}
     used = frame[(frame.status == "succeeded") & frame.fidelity_ok]
@@ -79,6 +79,23 @@ def test_persona_reactions_match_the_stats_functions():
     assert r["tests"]["timing"]["pairwise"][0]["p"] == pytest.approx(scores_test(groups[:2])["p"])
 
 
+def test_a_test_names_the_groups_it_left_out():
+    frame = personas_frame()
+    frame.loc[frame.persona == "friendly", "timing"] = None  # no friendly episode has a timing score
+    r = persona_reactions(frame)
+    timing = r["tests"]["timing"]["omnibus"]
+    used = frame[(frame.status == "succeeded") & frame.fidelity_ok.astype(bool)]
+    two = [used[used.persona == p].timing.to_numpy(float) for p in ("aloof", "unsure")]
+    assert timing["test"] == "mann-whitney u" and timing["p"] == pytest.approx(scores_test(two)["p"])
+    assert (timing["compared"], timing["left_out"]) == (["aloof", "unsure"], ["friendly"])
+    assert r["tests"]["contact"]["omnibus"]["left_out"] == []
+    from simulator.cli_compare import print_reactions
+
+    out = io.StringIO()
+    print_reactions("r", r, Console(file=out, width=300))
+    assert "mann-whitney u (without friendly: no values)" in out.getvalue()
+
+
 def test_small_and_empty_cells_are_marked_not_dropped():
     r = persona_reactions(personas_frame())
     cells = {(row["persona"], row["setting"]): row for row in r["persona_setting"]}
@@ -90,7 +107,7 @@ def test_small_and_empty_cells_are_marked_not_dropped():
 
 def test_include_unfaithful_keeps_fidelity_flagged_episodes():
     r = persona_reactions(personas_frame(), include_unfaithful=True)
-    assert r["n"] == 32 and r["excluded"] == {"failed": 1, "unfaithful": 0}
+    assert r["n"] == 32 and r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 0}
     assert {row["persona"]: row["contact"]["k"] for row in r["personas"]}["unsure"] == 7
 
 

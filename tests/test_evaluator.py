@@ -1,4 +1,4 @@
-"""The evaluator on a scripted judge: evidence checks, re-asks, unscored parts, flags, timing, fidelity."""
+"""The evaluator on a scripted judge: cited sentences, re-asks, unscored and ungraded parts, flags, timing, fidelity."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from conftest import ScriptedModel, persona_says, practitioner_says
 
 from evaluations import CONDITIONS, Judge, grade, load_rubric, make_evaluator
-from evaluations.rules import objective_timing, transitions
+from evaluations.evaluator import numbered
+from evaluations.rules import citation_problem, evidence_turns, objective_timing, sentence_table, sentences, transitions
 from simulator import Prompts, run_episode
 from simulator.errors import ModelError
 
@@ -15,14 +16,15 @@ TURNS = [
     {"index": 1, "speaker": "persona", "text": "They do, I always get too many.", "interest": 4, "comfort": 6, "shares_contact": False},
     {"index": 2, "speaker": "practitioner", "text": "I make a mean peach cobbler, we should bake one sometime.", "intent": "bridge"},
     {"index": 3, "speaker": "persona", "text": "Ha, maybe! I love baking.", "interest": 7, "comfort": 7, "shares_contact": False},
-    {"index": 4, "speaker": "practitioner", "text": "Here's my number, what's yours?", "intent": "ask"},
+    {"index": 4, "speaker": "practitioner", "text": "I'd like that. Here's my number, what's yours?", "intent": "ask"},
     {"index": 5, "speaker": "persona", "text": "Sure, it's 555 0199.", "interest": 6, "comfort": 7, "shares_contact": True},
 ]
 EPISODE = {"turns": TURNS, "setting": "supermarket", "persona": "unsure", "strategy": "common_interest"}
+ASK = "Here's my number, what's yours?"
 
 
-def good(turn=4, quote="what's yours", score=4):
-    return {"turn": turn, "quote": quote, "reason": "Clear and friendly.", "score": score}
+def good(sentence="4.2", score=4):
+    return {"sentence": sentence, "reason": "Clear and friendly.", "score": score}
 
 
 def all_good(**overrides):
@@ -41,6 +43,41 @@ def judge(catalog):
     return make
 
 
+def sentence_enum(schema: dict, condition: str) -> list[str]:
+    evidence = schema["$defs"][f"evidence_{condition}"]["properties"]["sentence"]
+    return next(s["enum"] for s in evidence["anyOf"] if s["type"] == "string")
+
+
+def test_sentences_split_after_end_punctuation():
+    assert sentences("Hi there! Coffee?") == ["Hi there!", "Coffee?"]
+    assert sentences('She said "fine." Then left... Bye') == ['She said "fine."', "Then left...", "Bye"]
+    assert sentences("  no full stop here ") == ["no full stop here"] and sentences("") == []
+    assert sentences("Sure, it's 555 0199.") == ["Sure, it's 555 0199."]  # no sentence ends inside a number
+
+
+def test_the_judge_sees_every_sentence_with_its_id():
+    table = sentence_table(TURNS)
+    assert table["3.2"] == {"turn": 3, "text": "I love baking."} and table["4.2"] == {"turn": 4, "text": ASK}
+    assert len(table) == 8
+    assert numbered(TURNS[3:5]) == ("Turn 3, persona: [3.1] Ha, maybe! [3.2] I love baking.\n"
+                                    f"Turn 4, practitioner: [4.1] I'd like that. [4.2] {ASK}")
+
+
+def test_which_turns_a_condition_may_cite():
+    assert evidence_turns(TURNS, [2, 4], "timing") == (2, 4)
+    assert evidence_turns(TURNS, [2, 4], "congruence") == (0, 2, 4)  # words before and after the ask
+    assert evidence_turns(TURNS, [], "timing") == (0, 2, 4)  # no transition: the practitioner's whole conduct
+
+
+def test_every_kind_of_bad_citation_is_named():
+    table = sentence_table(TURNS)
+    assert citation_problem("4.2", table, (2, 4)) is None
+    assert citation_problem(None, table, (2, 4)) == "a score needs the id of the sentence it rests on"
+    assert citation_problem("9.1", table, (2, 4)) == "there is no sentence 9.1"
+    assert citation_problem("4.3", table, (2, 4)) == "there is no sentence 4.3"
+    assert citation_problem("3.2", table, (2, 4)) == "sentence 3.2 is not from turns 2, 4"
+
+
 async def test_a_clean_verdict(judge, catalog):
     j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, OUTCOME])
     verdict = await grade(EPISODE, j, catalog)
@@ -48,46 +85,61 @@ async def test_a_clean_verdict(judge, catalog):
     [t] = verdict["transitions"]
     assert (t["turns"], t["ask_turn"], t["source"]) == ([2, 4], 4, "both")  # bridge declared, ask declared and judged
     assert {c: g["score"] for c, g in t["conditions"].items()} == {c: 4 for c in CONDITIONS}
-    assert verdict["unscored"] == [] and verdict["outcome"]["exchanged"] == "number"
+    assert t["conditions"]["timing"] == {"sentence": "4.2", "turn": 4, "quote": ASK, "reason": "Clear and friendly.",
+                                         "score": 4, "status": "scored"}  # the cited sentence's own text is stored
+    assert verdict["status"] == "graded" and verdict["unscored"] == [] and verdict["outcome"]["exchanged"] == "number"
     assert verdict["outcome"]["final_interest"] == 6
     assert t["timing_objective"] == {"ask_turn": 4, "peak_turn": 3, "turns_from_peak": 1, "interest_at_ask": 7,
                                      "peak_interest": 7, "gap_to_peak": 0}
+    schema = model.requests[1]["schema"]  # the schema lets each condition cite only the sentences it may cite
+    assert sentence_enum(schema, "timing") == ["2.1", "4.1", "4.2"]
+    assert sentence_enum(schema, "congruence") == ["0.1", "2.1", "4.1", "4.2"]
 
 
-async def test_quote_not_in_the_turn_is_reasked_for_that_condition_only(judge, catalog):
-    bad = good(quote="I adore you")
-    j, model = judge([{"turns": [4]}, all_good(timing=bad), {"timing": good(quote="Here's my number", score=5)}, {"flags": []}, OUTCOME])
+async def test_a_citation_outside_the_transition_is_reasked_for_that_condition_only(judge, catalog):
+    # an endpoint that ignores the schema cites the persona's sentence 3.2 for timing
+    j, model = judge([{"turns": [4]}, all_good(timing=good("3.2")), {"timing": good("4.2", 5)}, {"flags": []}, OUTCOME])
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
     reask = model.requests[2]["messages"][-1]["content"]
-    assert "timing: the quote 'I adore you' does not occur in turn 4" in reask
+    assert "timing: sentence 3.2 is not from turns 2, 4" in reask
     assert set(model.requests[2]["schema"]["properties"]) == {"timing"}  # only the rejected condition is asked again
-    assert verdict["transitions"][0]["conditions"]["timing"] | {} == {
-        "turn": 4, "quote": "Here's my number", "reason": "Clear and friendly.", "score": 5, "status": "scored"}
+    assert verdict["transitions"][0]["conditions"]["timing"] == {
+        "sentence": "4.2", "turn": 4, "quote": ASK, "reason": "Clear and friendly.", "score": 5, "status": "scored"}
 
 
 async def test_persistently_bad_evidence_is_unscored_never_a_number(judge, catalog):
-    bad = good(turn=0, quote="peach cobbler")  # real words, wrong turn
+    bad = good("9.1")  # no such sentence
     j, model = judge([{"turns": [4]}, all_good(congruence=bad), {"congruence": bad}, {"congruence": bad}, {"flags": []}, OUTCOME])
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
     grade_ = verdict["transitions"][0]["conditions"]["congruence"]
-    assert grade_["status"] == "unscored" and grade_["score"] is None
-    assert "rejected 3 times" in grade_["reason"] and "does not occur in turn 0" in grade_["reason"]
+    assert grade_ == {"status": "unscored", "score": None,
+                      "reason": "evidence rejected 3 times; last: there is no sentence 9.1"}
     assert verdict["unscored"] == [f"turn 2 congruence: {grade_['reason']}"]
 
 
-async def test_null_score_means_not_applicable(judge, catalog):
-    j, _ = judge([{"turns": []}, all_good(setting_fit={"turn": 4, "quote": "", "reason": "n/a", "score": None}), {"flags": []}, OUTCOME])
+async def test_a_score_without_a_citation_is_rejected(judge, catalog):
+    j, model = judge([{"turns": [4]}, all_good(genuine_interest=good(None)), {"genuine_interest": good("2.1", 3)},
+                      {"flags": []}, OUTCOME])  # fmt: skip
     verdict = await grade(EPISODE, j, catalog)
-    assert verdict["transitions"][0]["conditions"]["setting_fit"]["status"] == "not_applicable"
+    model.assert_used_up()
+    assert "genuine_interest: a score needs the id of the sentence it rests on" in model.requests[2]["messages"][-1]["content"]
+    assert verdict["transitions"][0]["conditions"]["genuine_interest"]["quote"] == TURNS[2]["text"]
+
+
+async def test_null_score_means_not_applicable(judge, catalog):
+    j, _ = judge([{"turns": []}, all_good(setting_fit={"sentence": None, "reason": "n/a", "score": None}), {"flags": []}, OUTCOME])
+    verdict = await grade(EPISODE, j, catalog)
+    assert verdict["transitions"][0]["conditions"]["setting_fit"] == {
+        "sentence": None, "turn": None, "quote": None, "reason": "n/a", "score": None, "status": "not_applicable"}
     assert verdict["unscored"] == []
 
 
 async def test_a_condition_that_always_applies_cannot_be_null(judge, catalog):
     """Issue 13 point 12: timing is never 'not applicable'; a conversation without an ask scores low, so a null is re-asked."""
-    null = {"turn": 4, "quote": "", "reason": "no ask", "score": None}
-    j, model = judge([{"turns": []}, all_good(timing=null), {"timing": good(score=1)}, {"flags": []}, OUTCOME])
+    null = {"sentence": None, "reason": "no ask", "score": None}
+    j, model = judge([{"turns": []}, all_good(timing=null), {"timing": good("4.2", 1)}, {"flags": []}, OUTCOME])
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
     assert "timing always applies" in model.requests[2]["messages"][-1]["content"]
@@ -95,24 +147,70 @@ async def test_a_condition_that_always_applies_cannot_be_null(judge, catalog):
 
 
 async def test_unparseable_output_makes_parts_unscored_with_reasons(judge, catalog):
-    j, model = judge(["nope"] * 3 + ["{"] * 3 + [ModelError("APITimeoutError: timed out")] + ["[]"] * 3, reasks=2)
+    j, model = judge(["nope"] * 3 + ["{"] * 3 + ["[]"] * 3 + ["{}"] * 3, reasks=2)
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
+    assert verdict["status"] == "graded"  # the judge answered: unusable answers are its verdict, not a missing one
     assert verdict["unscored"][0].startswith("transitions: evaluator transitions: invalid output after 3 attempts")
     conditions = verdict["transitions"][0]["conditions"]  # declared intents still locate the transition
     assert all(g["status"] == "unscored" and g["score"] is None for g in conditions.values())
-    assert verdict["flags"]["status"] == "unscored" and "APITimeoutError" in verdict["flags"]["reason"]
-    assert verdict["outcome"]["status"] == "unscored"
+    assert verdict["flags"]["status"] == "unscored" and verdict["outcome"]["status"] == "unscored"
 
 
-async def test_flags_need_evidence(judge, catalog):
-    flags = {"flags": [{"flag": "demanding", "turn": 4, "quote": "what's yours", "reason": "Pushy."},
-                       {"flag": "creepy", "turn": 2, "quote": "your eyes", "reason": "Stares."}]}
+@pytest.mark.parametrize("failing_call", [0, 1, 2, 3])  # transitions, conditions, flags, outcome
+async def test_an_endpoint_failure_leaves_the_verdict_ungraded_not_unscored(judge, catalog, failing_call):
+    replies = [{"turns": [4]}, all_good(), {"flags": []}, OUTCOME][:failing_call] + [ModelError("APIConnectionError: reset")]
+    j, model = judge(replies)
+    verdict = await grade(EPISODE, j, catalog)
+    model.assert_used_up()
+    assert verdict["status"] == "ungraded" and verdict["error"] == "APIConnectionError: reset"
+    assert "transitions" not in verdict and "flags" not in verdict  # no grade is reported from a half-finished verdict
+    assert len(verdict["calls"]) == failing_call  # the calls that were answered still count
+
+
+async def test_grading_again_asks_only_the_judges_that_did_not_answer(judge, catalog):
+    j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, OUTCOME])
+    judges = [j, Judge(model, j.prompts, j.rubric, j.rubric_hash, seed=1, index=1)]
+    answered = {"judge": 0, "status": "graded", "calls": []}
+    previous = [answered, {"judge": 1, "status": "ungraded", "error": "APITimeoutError: x", "calls": []}]
+    verdicts = await make_evaluator(judges, catalog)(EPISODE, previous=previous)
+    model.assert_used_up()  # one judge's calls only
+    assert verdicts[0] is answered and verdicts[1]["status"] == "graded" and verdicts[1]["judge"] == 1
+
+
+async def test_flags_need_a_practitioner_sentence_and_only_rejected_flags_are_asked_again(judge, catalog):
+    flags = {"flags": [{"flag": "demanding", "sentence": "4.2", "reason": "Pushy."},
+                       {"flag": "creepy", "sentence": "3.2", "reason": "Stares."}]}  # 3.2 is the persona's
     j, model = judge([{"turns": [4]}, all_good(), flags, {"flags": []}, OUTCOME])
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
-    assert [f["flag"] for f in verdict["flags"]["raised"]] == ["demanding"]
-    assert verdict["flags"]["rejected"] == [{"flag": "creepy", "reason": "the quote 'your eyes' does not occur in turn 2"}]
+    assert verdict["flags"] == {"status": "scored", "rejected": [], "raised": [
+        {"flag": "demanding", "sentence": "4.2", "turn": 4, "quote": ASK, "reason": "Pushy."}]}
+    reask = model.requests[3]
+    assert reask["schema"]["$defs"]["raised_flag"]["properties"]["flag"]["enum"] == ["creepy"]
+    assert "creepy: sentence 3.2 is not from turns 0, 2, 4" in reask["messages"][0]["content"]
+    assert "- demanding:" not in reask["messages"][0]["content"]  # an accepted flag is not asked about again
+    assert reask["schema"]["$defs"]["raised_flag"]["properties"]["sentence"]["enum"] == ["0.1", "2.1", "4.1", "4.2"]
+
+
+async def test_a_reask_cannot_add_flags_the_first_answer_did_not_raise(judge, catalog):
+    # Flags are not pooled over draws: the re-ask about 'creepy' answers with a new 'rude' (an endpoint ignoring the
+    # schema), which is invalid there and asked again; the final answer drops both.
+    first = {"flags": [{"flag": "creepy", "sentence": "9.1", "reason": "Stares."}]}
+    j, model = judge([{"turns": [4]}, all_good(), first, {"flags": [{"flag": "rude", "sentence": "4.2", "reason": "Curt."}]},
+                      {"flags": []}, OUTCOME])  # fmt: skip
+    verdict = await grade(EPISODE, j, catalog)
+    model.assert_used_up()
+    assert verdict["flags"] == {"status": "scored", "raised": [], "rejected": []}
+
+
+async def test_a_flag_still_without_evidence_after_the_reasks_is_rejected_not_raised(judge, catalog):
+    bad = {"flags": [{"flag": "creepy", "sentence": "1.1", "reason": "Stares."}]}
+    j, model = judge([{"turns": [4]}, all_good(), bad, bad, bad, OUTCOME])
+    verdict = await grade(EPISODE, j, catalog)
+    model.assert_used_up()
+    assert verdict["flags"] == {"status": "scored", "raised": [], "rejected": [
+        {"flag": "creepy", "sentence": "1.1", "reason": "sentence 1.1 is not from turns 0, 2, 4"}]}
 
 
 def test_transitions_merge_runs_and_cross_check():
@@ -141,6 +239,7 @@ async def test_aloof_persona_at_high_interest_from_the_first_turn_is_flagged(mak
     q = ScriptedModel(persona_says("Oh hi!!", 9, 9) + persona_says("Bye."), "q")
     ctx = make_context(p, q, scenario=Scenario("bar_club", "aloof", "common_interest", Profile()))
     record = await run_episode(ctx, backend="scripted")
+    assert record["outcome"]["end_reason"] == "goodbye"  # "Bye." / "Bye." is a goodbye, not a repeat
     assert record["fidelity"] == {"ok": False, "problems": ["first-turn interest 9 is outside the expected 3-7",
                                                              "first-turn comfort 9 is outside the expected 1-3"]}
 
@@ -150,7 +249,7 @@ async def test_several_judges_grade_in_the_graph_and_all_verdicts_are_kept(make_
     q = ScriptedModel(persona_says("Sure.", 5, 5, True), "q")
     replies = []
     for score in (3, 5):
-        replies += [{"turns": [0]}, {c: good(0, "your number", score) for c in CONDITIONS}, {"flags": []}, OUTCOME]
+        replies += [{"turns": [0]}, {c: good("0.1", score) for c in CONDITIONS}, {"flags": []}, OUTCOME]
     j, model = judge(replies)
     judges = [j, Judge(model, j.prompts, j.rubric, j.rubric_hash, seed=1, index=1)]
     ctx = make_context(p, q, evaluate=make_evaluator(judges, catalog))

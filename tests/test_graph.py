@@ -36,7 +36,7 @@ async def test_exchange_ends_the_episode(make_context):
         "exchanged": "number", "next_meeting": None, "asked": True, "first_ask_turn": 2, "turned_back": False,
         "asks_after_no": 0, "final_interest": 7, "final_comfort": 7, "end_reason": "exchanged", "ended_by": "persona",
     }  # fmt: skip
-    assert record["usage"] == {"calls": 8, "prompt_tokens": 80, "completion_tokens": 40, "latency_s": 0.08}
+    assert record["usage"] == {"calls": 8, "prompt_tokens": 80, "completion_tokens": 40, "cached_tokens": None, "latency_s": 0.08}
 
 
 async def test_refusal_accepted(make_context):
@@ -66,14 +66,62 @@ async def test_social_handle_and_email_are_told_apart(make_context):
     assert (await episode(make_context, p, q))["outcome"]["exchanged"] == "social_handle"
 
 
-async def test_verbatim_repeat_is_degenerate(make_context):
+async def test_a_speaker_repeating_their_own_line_is_degenerate_once_the_round_ends(make_context):
     p, q = script(
         (practitioner_says("Nice weather today.", "small_talk"), persona_says("It is.")),
-        (practitioner_says("Nice weather today!", "small_talk"), persona_says("Yes.")),  # the same line again
+        (practitioner_says("Nice weather today!", "small_talk"), persona_says("Lovely, yes.")),  # the same line again
     )
     record = await episode(make_context, p, q)
-    assert len(record["turns"]) == 4  # checked when the round ends
+    assert len(record["turns"]) == 4
     assert record["outcome"]["end_reason"] == "degenerate" and record["outcome"]["ended_by"] == "practitioner"
+    p, q = script(
+        (practitioner_says("Nice weather today.", "small_talk"), persona_says("It is.")),
+        (practitioner_says("Been here long?", "small_talk"), persona_says("It is!")),
+    )
+    outcome = (await episode(make_context, p, q))["outcome"]
+    assert (outcome["end_reason"], outcome["ended_by"]) == ("degenerate", "persona")
+
+
+async def test_echoing_the_other_speaker_is_not_a_repeat(make_context):
+    p, q = script(
+        (practitioner_says("Nice weather today.", "small_talk"), persona_says("Nice weather today.")),
+        (practitioner_says("Been here long?", "small_talk"), persona_says("Been here long?")),
+    )
+    record = await episode(make_context, p, q, max_turns=2)
+    assert len(record["turns"]) == 4 and record["outcome"]["end_reason"] == "max_turns"
+
+
+async def test_an_exchange_counts_even_when_the_words_were_said_before(make_context):
+    # "Sure." twice from the persona: the second one answers an ask and shares contact
+    p, q = script(
+        (practitioner_says("Do you come here often?", "small_talk"), persona_says("Sure.")),
+        (practitioner_says("Can I get your number?", "ask"), persona_says("Sure.", 7, 7, True)),
+    )
+    outcome = (await episode(make_context, p, q))["outcome"]
+    assert (outcome["end_reason"], outcome["exchanged"]) == ("exchanged", "number")
+    # the practitioner asking again in the same words, and the persona sharing this time
+    p, q = script(
+        (practitioner_says("Can I get your number?", "ask"), persona_says("Maybe later.")),
+        (practitioner_says("Can I get your number?", "ask"), persona_says("Oh, all right: 555 0199.", 6, 6, True)),
+    )
+    outcome = (await episode(make_context, p, q))["outcome"]
+    assert (outcome["end_reason"], outcome["exchanged"]) == ("exchanged", "number")
+
+
+async def test_goodbye_and_refusal_come_before_a_repeat(make_context):
+    p, q = script(
+        (practitioner_says("Bye.", "small_talk"), persona_says("Bye.")),
+        (practitioner_says("Bye.", "goodbye"), persona_says("Bye.")),
+    )
+    outcome = (await episode(make_context, p, q))["outcome"]
+    assert (outcome["end_reason"], outcome["ended_by"]) == ("goodbye", "practitioner")
+    p, q = script(
+        (practitioner_says("Can I get your email?", "ask"), persona_says("No.", 3, 4)),
+        (practitioner_says("Okay.", "small_talk"), persona_says("Really, no.", 3, 4)),
+        (practitioner_says("Okay.", "accept_no"), persona_says("Thanks.", 3, 5)),  # "Okay." again, accepting the no
+    )
+    outcome = (await episode(make_context, p, q))["outcome"]
+    assert (outcome["end_reason"], outcome["ended_by"]) == ("refused", "practitioner")
 
 
 async def test_max_turns(make_context):
@@ -88,7 +136,7 @@ async def test_max_turns(make_context):
 async def test_invalid_output_is_reasked_with_the_error(make_context):
     p, q = script((["Bye now!", "not json", {"intent": "wave"}, {"intent": "goodbye"}], persona_says("Bye.")))
     record = await episode(make_context, p, q)
-    assert record["status"] == "succeeded"
+    assert record["status"] == "succeeded" and record["outcome"]["end_reason"] == "goodbye"
     intents = [c for c in record["calls"] if c["purpose"] == "intent"]
     assert [c["ok"] for c in intents] == [False, False, True]
     assert "not JSON" in intents[0]["error"] and "intent" in intents[1]["error"]
@@ -127,7 +175,7 @@ async def test_persona_private_state_never_reaches_the_practitioner(make_context
         (practitioner_says("Hi.", "small_talk"), persona_says("Hello.", 9, 1)),
         (practitioner_says("Bye.", "goodbye"), persona_says("Bye.")),
     )
-    await episode(make_context, p, q)
+    assert (await episode(make_context, p, q))["outcome"]["end_reason"] == "goodbye"
     seen = " ".join(m["content"] for r in p.requests for m in r["messages"])
     assert "comfort" not in seen and "interest" not in seen.replace("interested", "")
     # ... while the persona is reminded of its own state
@@ -138,7 +186,7 @@ async def test_seeds_follow_the_episode_seed(make_context):
     seeds = []
     for seed in (7, 7, 8):
         p, q = script((practitioner_says("Bye.", "goodbye"), persona_says("Bye.")))
-        await episode(make_context, p, q, seed=seed)
+        assert (await episode(make_context, p, q, seed=seed))["outcome"]["end_reason"] == "goodbye"
         seeds.append([r["seed"] for r in p.requests + q.requests])
     assert seeds[0] == seeds[1] != seeds[2]
     assert len(set(seeds[0])) == 4
@@ -146,7 +194,9 @@ async def test_seeds_follow_the_episode_seed(make_context):
 
 async def test_provenance_records_prompts_and_catalog(make_context):
     p, q = script((practitioner_says("Bye.", "goodbye"), persona_says("Bye.")))
-    prov = (await episode(make_context, p, q))["provenance"]
+    record = await episode(make_context, p, q)
+    prov = record["provenance"]
+    assert record["outcome"]["end_reason"] == "goodbye"
     assert set(prov["prompts"]) == {"practitioner", "practitioner_intent", "persona", "persona_state"}
     assert set(prov["prompt_texts"]) == set(prov["prompts"].values())
     assert set(prov["catalog"]) == {"setting/supermarket", "persona/unsure", "strategy/common_interest"}

@@ -165,8 +165,8 @@ def test_holm_by_hand():
 
 def test_rates_test_two_groups_is_fisher_tea_tasting():
     # Fisher's lady tasting tea, table [[3, 1], [1, 3]]: two-sided p = (1 + 16 + 16 + 1)/70 = 34/70.
-    r = rates_test([3, 1, 0], [4, 4, 0])  # the empty third group is left out
-    assert r["test"] == "fisher exact" and r["p"] == approx(34 / 70)
+    r = rates_test([3, 1, 0], [4, 4, 0])  # the empty third group is left out, and the result says so
+    assert r["test"] == "fisher exact" and r["p"] == approx(34 / 70) and r["groups"] == [0, 1]
     # h = 2 asin(sqrt(.25)) - 2 asin(sqrt(.75)) = 2*pi/6 - 2*pi/3 = -pi/3
     assert r["effect"] == approx(-math.pi / 3)
 
@@ -200,7 +200,9 @@ def test_scores_test_mann_whitney_by_hand():
     # x = [1, 2, 4], y = [3, 5, 6]: only 4 > 3, so U = 1; exact P(U <= 1) = 2/C(6,3) = 0.1, two-sided 0.2.
     # Rank-biserial = 1 - 2*1/9 = 7/9 (positive: the second group is higher).
     r = scores_test([[1, 2, 4], [3, 5, 6], []])
-    assert r["test"] == "mann-whitney u"
+    assert r["test"] == "mann-whitney u" and r["groups"] == [0, 1]  # the empty third group is named as left out
+    assert scores_test([[], [3, 5, 6], [1, 2, 4]])["groups"] == [1, 2]
+    assert scores_test([[1, 2], [3, 4], [5]])["groups"] == [0, 1, 2]
     assert (r["statistic"], r["p"], r["effect"]) == (1.0, approx(0.2), approx(7 / 9))
 
 
@@ -213,8 +215,14 @@ def test_mcnemar_by_hand():
     a = [True] * 6 + [False] * 3
     b = [False] * 6 + [True] + [False] * 2
     # Discordant: b10 = 6, b01 = 1; P(X <= 1 | n=7, 1/2) = 8/128, two-sided 16/128 = 0.125.
-    assert mcnemar(a, b) == {"test": "exact mcnemar", "b01": 1, "b10": 6, "p": approx(0.125)}
-    assert mcnemar([True, False], [True, False])["p"] == 1.0
+    assert mcnemar(a, b) == {"test": "exact mcnemar", "n": 9, "b01": 1, "b10": 6, "p": approx(0.125)}
+    assert mcnemar([True, False], [True, False])["p"] == 1.0  # pairs, none discordant: no evidence of a change
+
+
+def test_mcnemar_without_pairs_is_undefined():
+    r = mcnemar([], [])
+    assert is_nan(r["p"]) and (r["n"], r["b01"], r["b10"]) == (0, 0, 0)
+    assert is_nan(mcnemar([True, None], [None, False])["p"])  # no complete pair
 
 
 def test_wilcoxon_paired_by_hand():
