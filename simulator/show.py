@@ -56,7 +56,9 @@ def print_verdict(verdict: dict) -> None:
     console.print(f"[bold]flags[/]: {raised or 'none'}" + (f" [red]unscored: {escape(flags['reason'])}[/]" if flags.get("status") == "unscored" else ""))
     o = verdict.get("outcome") or {}
     if o.get("status") == "scored":
-        console.print(f"[bold]judged outcome[/]: exchanged {o['exchanged']}; concrete next meeting: {'yes' if o['next_meeting'] else 'no'} — {escape(o['reason'])}")
+        given = f" (sentence {o['sentence']}: \"{escape(o['quote'])}\")" if o.get("sentence") else ""
+        console.print(f"[bold]judged outcome[/]: exchanged {o['exchanged']}{given}; concrete next meeting: "
+                      f"{'yes' if o['next_meeting'] else 'no'} — {escape(o['reason'])}")
     else:
         console.print(f"[bold]judged outcome[/]: [red]unscored[/] {escape(o.get('reason', ''))}")
     if verdict.get("unscored"):

@@ -247,3 +247,40 @@ async def test_without_a_parting_line_a_goodbye_ends_it(make_context):
     p, q = _scripted((practitioner_says("Enjoy your day!", "goodbye"), persona_says("You too.")))
     record = await _run(make_context, p, q, strategy="no_ask")
     assert record["outcome"]["end_reason"] == "goodbye" and len(record["turns"]) == 2
+
+
+# --- no worked examples, and no output repeating a prompt's wording (point 10) ----------------------
+
+
+def _templates() -> dict[str, str]:
+    from simulator.files import data_dir
+
+    return {p.name: p.read_text() for p in sorted(data_dir("prompts").glob("*.j2"))}
+
+
+def test_prompts_carry_no_worked_examples():
+    import re
+
+    for name, source in _templates().items():
+        assert "example" not in source.lower(), name
+        assert not re.search(r'"\w+":\s*"[^".]{3,}"', source), f"{name} shows an answer with values a model could copy"
+
+
+def test_no_stored_output_repeats_a_prompts_wording():
+    """The recorded answers (cassettes) against every template's own words: before, the recorded judge answered
+    'She typed her number into his phone...', its prompt's example, for a conversation where nothing was exchanged."""
+    import json
+
+    import yaml
+
+    from simulator.prompts import repeated_run, static_text
+
+    outputs = []
+    for path in sorted((Path(__file__).parent / "cassettes").glob("*.yaml")):
+        for interaction in yaml.safe_load(path.read_text())["interactions"]:
+            body = json.loads(interaction["response"]["body"]["string"])
+            outputs += [(path.name, c["message"]["content"]) for c in body.get("choices", [])]
+    assert len(outputs) > 10
+    templates = {name: static_text(source) for name, source in _templates().items()}
+    copied = [(where, name, run) for where, out in outputs for name, text in templates.items() if (run := repeated_run(out, text))]
+    assert copied == []
