@@ -52,6 +52,12 @@ def panel_exchanged(verdicts: list[dict]) -> str | None:
     return Counter(said).most_common(1)[0][0] if said else None
 
 
+def panel_next_meeting(verdicts: list[dict]) -> bool | None:
+    """Whether most judges that read the outcome found a concrete next meeting (None if no judge answered)."""
+    said = [v["outcome"]["next_meeting"] for v in graded(verdicts) if (v.get("outcome") or {}).get("status") == "scored"]
+    return sum(said) > len(said) / 2 if said else None
+
+
 def _nan_to_none(x: float) -> float | None:
     return None if x is None or math.isnan(x) else round(x, 3)
 

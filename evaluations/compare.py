@@ -95,7 +95,8 @@ def mean_ci(values) -> dict:
 def group_stats(ok: pd.DataFrame) -> dict:
     """What one group of usable episodes did: contact, private state, condition scores, flags."""
     return {
-        "n": len(ok), "small": len(ok) < SMALL, "contact": rate(ok["contact"]),
+        "n": len(ok), "small": len(ok) < SMALL, "contact": rate(ok["contact"]), "social_handle": rate(ok["social_handle"]),
+        "next_meeting": rate(ok["next_meeting"]),
         **{m: mean_ci(ok[m]) for m in MEASURES},
         "flags": {f: rate(ok[f"flag_{f}"]) for f in FLAGS},
     }  # fmt: skip

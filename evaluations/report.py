@@ -159,8 +159,9 @@ def reactions_section(r: dict, records: list[dict]) -> list[str]:
         return ["<p>No usable episodes: nothing to compare.</p>"]
     rows, colors = r["personas"], {row["persona"]: f"C{i}" for i, row in enumerate(r["personas"])}
     flags = lambda row: ", ".join(f"{f} {x['rate']:.0%}" for f, x in row["flags"].items() if x["rate"]) or "-"  # noqa: E731
-    people = [[row["persona"], _n(row), fmt_ci(row["contact"], percent=True), fmt_ci(row["mean_interest"]),
-               fmt_ci(row["mean_comfort"]), flags(row)] for row in rows]
+    people = [[row["persona"], _n(row), fmt_ci(row["contact"], percent=True), fmt_ci(row["next_meeting"], percent=True),
+               fmt_ci(row["social_handle"], percent=True), fmt_ci(row["mean_interest"]), fmt_ci(row["mean_comfort"]), flags(row)]
+              for row in rows]  # fmt: skip
     scores = [[c, *[fmt_ci(row[c]) for row in rows]] for c in CONDITIONS]
     tests = [[m, which_test(t["omnibus"]), fmt(t["omnibus"]["statistic"]), fmt_p(t["omnibus"]["p"]),
               f"{fmt(t['omnibus']['effect'])} {t['omnibus']['effect_name']}", _pairs(t)] for m, t in r["tests"].items()]
@@ -169,7 +170,8 @@ def reactions_section(r: dict, records: list[dict]) -> list[str]:
                    for row in r["persona_strategy"]]
     return [
         f'<div class="plots">{heatmap(r["persona_setting"])}{interest_curves(records, colors)}</div>',
-        table(["persona", "n", "contact [95% CI]", "interest 0-10", "comfort 0-10", "flags"], people, {1}),
+        table(["persona", "n", "contact (number/email) [95% CI]", "next meeting [95% CI]", "social handle", "interest 0-10",
+               "comfort 0-10", "flags"], people, {1}),
         f'<div class="plots">{condition_bars(rows, colors)}'
         f'{table(["condition (mean, 95% CI)", *[row["persona"] for row in rows]], scores)}</div>',
         "<h3>Do the personas differ?</h3>", table(["measure", "test", "statistic", "p", "effect", "pairs"], tests),

@@ -325,13 +325,13 @@ def _print_summary(run_id: str, db: Path, progress) -> None:
 
     frame = load_run(run_id, db)
     rows = summary(frame)
-    counts = Table("persona", "setting", "episodes", "failed", "ungraded", "out of character", "contact rate",
-                   title=f"run {run_id}", title_justify="left")  # fmt: skip
+    counts = Table("persona", "setting", "episodes", "failed", "ungraded", "out of character", "contact (number/email)",
+                   "next meeting", "social handle only", title=f"run {run_id}", title_justify="left")  # fmt: skip
     scores = Table("persona", "setting", *(c.replace("_", " ") for c in CONDITIONS),
                    title="mean score (1-5) per condition, usable episodes", title_justify="left")  # fmt: skip
     for r in rows:
         counts.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["ungraded"]), str(r["unfaithful"]),
-                       _fmt(r["contact_rate"]))
+                       _fmt(r["contact_rate"]), _fmt(r["next_meeting_rate"]), _fmt(r["social_handle_rate"]))
         scores.add_row(r["persona"], r["setting"], *[_fmt(r[c]) for c in CONDITIONS])
     console.print(counts, scores)
     from .store import Store

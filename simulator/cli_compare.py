@@ -77,11 +77,11 @@ def print_reactions(run_id: str, r: dict, console) -> None:
     console.print(f"[bold]run {escape(run_id)}[/]: {r['episodes']} episodes, {r['n']} used; {why}")
     if not r["n"]:
         return
-    t = Table("persona", "n", "contact [95% CI]", "interest 0-10", "comfort 0-10", "flags",
-              title="persona reactions", title_justify="left")
+    t = Table("persona", "n", "contact [95% CI]", "next meeting [95% CI]", "social handle", "interest 0-10", "comfort 0-10",
+              "flags", title="persona reactions (contact: number or email)", title_justify="left")  # fmt: skip
     for row in r["personas"]:
-        t.add_row(escape(str(row["persona"])), _n(row), fmt_ci(row["contact"], percent=True), fmt_ci(row["mean_interest"]),
-                  fmt_ci(row["mean_comfort"]), _flags(row))
+        t.add_row(escape(str(row["persona"])), _n(row), fmt_ci(row["contact"], percent=True), fmt_ci(row["next_meeting"], percent=True),
+                  fmt_ci(row["social_handle"], percent=True), fmt_ci(row["mean_interest"]), fmt_ci(row["mean_comfort"]), _flags(row))
     console.print(t)
     t = Table("condition", *[escape(str(row["persona"])) for row in r["personas"]],
               title=escape("condition scores 1-5 by persona: mean [bootstrap 95% CI]"), title_justify="left")

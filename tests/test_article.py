@@ -284,3 +284,28 @@ def test_no_stored_output_repeats_a_prompts_wording():
     templates = {name: static_text(source) for name, source in _templates().items()}
     copied = [(where, name, run) for where, out in outputs for name, text in templates.items() if (run := repeated_run(out, text))]
     assert copied == []
+
+
+# --- contact apart from a social handle, and the next meeting beside it (point 11) ----------------------
+
+
+def test_a_social_handle_is_not_contact_and_the_next_meeting_is_a_headline():
+    import pandas as pd
+
+    from evaluations.compare import group_stats
+    from evaluations.frame import episode_row, summary
+
+    def record(i, exchanged, meetings):
+        verdicts = [{"status": "graded", "transitions": [], "flags": {"raised": []},
+                     "outcome": {"status": "scored", "exchanged": exchanged, "next_meeting": m}} for m in meetings]
+        return {"id": f"e{i}", "setting": "bar_club", "persona": "friendly", "strategy": "social_media", "status": "succeeded",
+                "fidelity": {"ok": True}, "turns": [], "verdicts": verdicts, "outcome": {"exchanged": exchanged}}
+
+    rows = [episode_row(r) for r in (record(0, "social_handle", [False]), record(1, "number", [True, True, False]),
+                                     record(2, "email", [False, False, True]), record(3, "none", []))]
+    assert [(r["contact"], r["social_handle"], r["next_meeting"]) for r in rows] == [
+        (False, True, False), (True, False, True), (True, False, False), (False, False, None)]
+    [s] = summary(pd.DataFrame(rows))
+    assert (s["contact_rate"], s["social_handle_rate"], s["next_meeting_rate"]) == (0.5, 0.25, 1 / 3)  # next meeting: 1 of 3 read
+    g = group_stats(pd.DataFrame(rows))
+    assert (g["contact"]["k"], g["social_handle"]["k"], g["next_meeting"]["k"], g["next_meeting"]["n"]) == (2, 1, 1, 3)

@@ -32,7 +32,7 @@ def episode(persona="friendly", setting="bar_club", strategy="turn_back", contac
     rep = extra.pop("rep", 0)
     row = {"episode_id": f"e{next(IDS)}", "cell": f"{setting}/{persona}/{strategy}/man-woman", "rep": rep, "seed": 100 + rep,
            "setting": setting, "persona": persona, "strategy": strategy, "status": "succeeded", "fidelity_ok": True,
-           "contact": contact, "mean_interest": interest, "mean_comfort": None if interest is None else 10 - interest,
+           "contact": contact, "social_handle": False, "next_meeting": None, "mean_interest": interest, "mean_comfort": None if interest is None else 10 - interest,
            **{c: score for c in CONDITIONS}, **{f"flag_{f}": False for f in FLAGS}}  # fmt: skip
     return row | extra
 
