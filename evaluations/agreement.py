@@ -7,10 +7,10 @@ from collections import Counter
 
 import numpy as np
 
-from .gold import GoldItem
+from .gold import GoldItem, SecondPass
 from .rubric import CONDITIONS, FLAGS
 from .rules import episode_scores, main_transition
-from .stats import agreement, krippendorff_alpha, paired_statistic_ci, precision_recall, weighted_kappa
+from .stats import agreement, krippendorff_alpha, paired_statistic_ci, pearson_r, precision_recall, weighted_kappa
 
 
 def graded(verdicts: list[dict]) -> list[dict]:
@@ -50,6 +50,12 @@ def panel_exchanged(verdicts: list[dict]) -> str | None:
     """The judges' most common reading of what was exchanged (None if no judge answered)."""
     said = [v["outcome"]["exchanged"] for v in graded(verdicts) if (v.get("outcome") or {}).get("status") == "scored"]
     return Counter(said).most_common(1)[0][0] if said else None
+
+
+def panel_next_meeting(verdicts: list[dict]) -> bool | None:
+    """Whether most judges that read the outcome found a concrete next meeting (None if no judge answered)."""
+    said = [v["outcome"]["next_meeting"] for v in graded(verdicts) if (v.get("outcome") or {}).get("status") == "scored"]
+    return sum(said) > len(said) / 2 if said else None
 
 
 def _nan_to_none(x: float) -> float | None:
@@ -131,3 +137,39 @@ def calibration(items: list[GoldItem], verdicts_per_item: list[list[dict]], *, s
                     "accuracy": _nan_to_none(sum(a == b for a, b in answered) / len(answered)) if answered else None},
         "judge_alpha": judge_alpha(verdicts_per_item),
     }
+
+
+def _labels(item, c: str) -> float:
+    x = getattr(item.labels, c)
+    return np.nan if x is None else float(x)
+
+
+def condition_correlations(items: list[GoldItem]) -> list[dict]:
+    """Pearson r between every two conditions over the items labelled on both, with that n: do the conditions
+    measure different things, or one overall impression?"""
+    rows = []
+    for i, a in enumerate(CONDITIONS):
+        for b in CONDITIONS[i + 1:]:
+            r, n = pearson_r([_labels(x, a) for x in items], [_labels(x, b) for x in items])
+            rows.append({"a": a, "b": b, "n": n, "r": _nan_to_none(r)})
+    return rows
+
+
+def labelling_agreement(first: list[GoldItem], second: list[SecondPass]) -> dict:
+    """Agreement between two labelling passes of the same items: per condition whether both found it applicable,
+    then on the items both scored exact, within-one and linearly weighted kappa; per flag Cohen's kappa; outcome."""
+    conditions = {}
+    for c in CONDITIONS:
+        a, b = np.array([_labels(x, c) for x in first]), np.array([_labels(x, c) for x in second])
+        agree = agreement(a, b)
+        conditions[c] = {"items": len(first), "applicable_agree": _nan_to_none(float(np.mean(np.isnan(a) == np.isnan(b)))),
+                         "n": agree["n"], "exact": _nan_to_none(agree["exact"]), "within_1": _nan_to_none(agree["within_1"]),
+                         "kappa": _nan_to_none(weighted_kappa(a, b))}  # fmt: skip
+    flags = {}
+    for f in FLAGS:
+        a, b = [float(f in x.flags) for x in first], [float(f in x.flags) for x in second]
+        flags[f] = {"first": int(sum(a)), "second": int(sum(b)), "both": int(sum(x and y for x, y in zip(a, b))),
+                    "kappa": _nan_to_none(weighted_kappa(a, b, categories=(0, 1)))}  # fmt: skip
+    same = [x.exchanged == y.exchanged for x, y in zip(first, second)]
+    return {"items": len(first), "conditions": conditions, "flags": flags,
+            "exchanged": {"n": len(same), "agree": _nan_to_none(sum(same) / len(same)) if same else None}}

@@ -17,7 +17,7 @@ import pandas as pd
 from .frame import MEASURES, episode_row, usable
 from .power import detectable
 from .rubric import CONDITIONS, FLAGS
-from .stats import bootstrap_ci, holm, mcnemar, paired_bootstrap_ci, rates_test, scores_test, wilcoxon_paired, wilson_ci
+from .stats import bootstrap_ci, holm, kendall_tau, mcnemar, paired_bootstrap_ci, rates_test, scores_test, wilcoxon_paired, wilson_ci
 from .variance import contact_at_k, variance_report
 
 SMALL = 5  # groups with fewer usable episodes are marked small: shown, but read with care
@@ -95,7 +95,8 @@ def mean_ci(values) -> dict:
 def group_stats(ok: pd.DataFrame) -> dict:
     """What one group of usable episodes did: contact, private state, condition scores, flags."""
     return {
-        "n": len(ok), "small": len(ok) < SMALL, "contact": rate(ok["contact"]),
+        "n": len(ok), "small": len(ok) < SMALL, "contact": rate(ok["contact"]), "social_handle": rate(ok["social_handle"]),
+        "next_meeting": rate(ok["next_meeting"]),
         **{m: mean_ci(ok[m]) for m in MEASURES},
         "flags": {f: rate(ok[f"flag_{f}"]) for f in FLAGS},
     }  # fmt: skip
@@ -268,7 +269,8 @@ def compare_runs(run_a: dict, run_b: dict, frame_a: pd.DataFrame, frame_b: pd.Da
     """
     paired, info = pair(frame_a, frame_b, include_unfaithful=include_unfaithful)
     out = {"a": run_a["id"], "b": run_b["id"], "differences": differences(run_a, run_b, texts), "pairing": info,
-           "include_unfaithful": include_unfaithful, "tests": {}, "cells": []}  # fmt: skip
+           "include_unfaithful": include_unfaithful, "tests": {}, "cells": [],
+           "ranking": strategy_ranking(frame_a, frame_b, include_unfaithful=include_unfaithful)}  # fmt: skip
     if paired.empty:
         return clean(out)
     tests = {"contact": _paired(paired["contact_a"], paired["contact_b"], "rate")}
@@ -277,6 +279,33 @@ def compare_runs(run_a: dict, run_b: dict, frame_a: pd.DataFrame, frame_b: pd.Da
     for t, adjusted in zip(tests.values(), holm([t["p"] for t in tests.values()])):
         t["p_holm"] = adjusted
     return clean(out | {"tests": tests, "cells": cell_deltas(paired), "detectable": detectable(paired)})
+
+
+RANKED = ("contact", "mean_interest")  # what strategies are ranked by: the outcome, and the persona's private view
+
+
+def strategy_ranking(frame_a: pd.DataFrame, frame_b: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
+    """Does the order of the strategies survive from run A to run B (an ablation, say)? Per measure, each
+    strategy's value and rank (1 = best) in both runs and Kendall's tau-b between the two orders.
+
+    Needs at least two strategies in both runs; otherwise {'reason': ...}.
+    """
+    ua, ub = (usable(f, include_unfaithful=include_unfaithful) for f in (frame_a, frame_b))
+    shared = sorted(set(ua.get("strategy", [])) & set(ub.get("strategy", [])))
+    if len(shared) < 2:
+        return {"reason": "ranking needs at least two strategies with usable episodes in both runs", "strategies": shared}
+    out = {"strategies": shared}
+    for m in RANKED:
+        def values(ok: pd.DataFrame) -> list:
+            return [rate(ok.loc[ok["strategy"] == s, m])["rate"] if m == "contact"
+                    else mean_ci(ok.loc[ok["strategy"] == s, m])["mean"] for s in shared]
+
+        a, b = values(ua), values(ub)
+        rank = lambda xs: pd.Series(_floats(xs)).rank(ascending=False, method="min").tolist()  # noqa: E731
+        out[m] = {"rows": [{"strategy": s, "a": x, "b": y, "rank_a": ra, "rank_b": rb}
+                           for s, x, y, ra, rb in zip(shared, a, b, rank(a), rank(b))],
+                  "n_a": len(ua), "n_b": len(ub), "tau": kendall_tau(a, b)}  # fmt: skip
+    return out
 
 
 def load_pair(run_a: str, run_b: str, db: Path | str) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame, dict]:

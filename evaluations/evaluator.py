@@ -15,7 +15,7 @@ from simulator.errors import ModelError, OutputError
 from simulator.prompts import Prompts, text_hash
 
 from .rubric import CONDITIONS, FLAGS, Rubric
-from .rules import citation_problem, evidence_turns, objective_timing, sentence_table, sentences, transitions
+from .rules import citation_problem, contact_problem, evidence_turns, objective_timing, sentence_table, sentences, transitions
 
 Score = Literal[1, 2, 3, 4, 5]
 _STRICT = ConfigDict(extra="forbid")
@@ -102,11 +102,15 @@ def _transitions_model(indices: tuple[int, ...]) -> type[BaseModel]:
     return create_model("transition_turns", __config__=_STRICT, turns=(list[_one_of(indices) if indices else int], ...))
 
 
-class _Outcome(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="outcome")
-    reason: Reason
-    exchanged: Exchanged
-    next_meeting: bool
+@functools.lru_cache(maxsize=256)
+def _outcome_model(ids: tuple[str, ...]) -> type[BaseModel]:
+    """The judged outcome, citing the stranger's sentence that gave the contact (`ids`: the stranger's sentences)."""
+    return create_model(
+        "outcome", __config__=_STRICT, reason=(Reason, Field(description="One sentence on what happened.")),
+        exchanged=(Exchanged, ...),
+        sentence=(Optional[_cited(ids)], Field(description="The id of the stranger's sentence that gives the contact; null if none was given.")),
+        next_meeting=(bool, ...),
+    )  # fmt: skip
 
 
 class _Fidelity(BaseModel):
@@ -158,7 +162,10 @@ async def _grade_transition(judge: Judge, ep: dict, transition: dict, calls: lis
             g = getattr(answer, c)
             problem = citation_problem(g.sentence, table, scope[c])
             grade = {**_evidence(None if problem else g.sentence, table), "reason": g.reason, "score": g.score}
-            if g.score is None:
+            if g.score is None and judge.rubric.conditions[c].not_applicable is None:
+                problems[c] = f"{c} always applies: give it a score, never null"
+                feedback.append(f"{c}: {problems[c]}")
+            elif g.score is None:
                 results[c] = grade | {"status": "not_applicable"}
             elif problem:
                 problems[c] = problem
@@ -209,14 +216,25 @@ async def _flags(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
 
 
 async def _outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
-    prompt = judge.prompts.render("evaluator_outcome", transcript=numbered(ep["turns"]))
-    try:
-        answer = await judge.ask(prompt, _Outcome, "outcome", calls, k, 200)
-    except OutputError as e:
-        return _unscored(str(e))
-    persona_turns = [t for t in ep["turns"] if t["speaker"] == "persona" and "interest" in t]
-    last = persona_turns[-1] if persona_turns else {}
-    return answer.model_dump() | {"status": "scored", "final_interest": last.get("interest"), "final_comfort": last.get("comfort")}
+    """What was exchanged, with the stranger's sentence that gave it: evidence that does not hold is re-asked, then
+    the outcome is unscored (a reading that cites nothing may be a prompt's wording copied, not the transcript's)."""
+    turns, feedback = ep["turns"], []
+    table = sentence_table(turns)
+    persona = tuple(t["index"] for t in turns if t["speaker"] == "persona")
+    for attempt in range(judge.reasks + 1):
+        prompt = judge.prompts.render("evaluator_outcome", transcript=numbered(turns), feedback=feedback)
+        try:
+            answer = await judge.ask(prompt, _outcome_model(_ids(table, persona)), "outcome", calls, k + attempt, 200)
+        except OutputError as e:
+            return _unscored(str(e))
+        if problem := contact_problem(answer.exchanged, answer.sentence, table, persona):
+            feedback = [problem]
+            continue
+        last = next((t for t in reversed(turns) if t["speaker"] == "persona" and "interest" in t), {})
+        return {"reason": answer.reason, "exchanged": answer.exchanged, **_evidence(answer.sentence, table),
+                "next_meeting": answer.next_meeting, "status": "scored", "final_interest": last.get("interest"),
+                "final_comfort": last.get("comfort")}  # fmt: skip
+    return _unscored(f"evidence rejected {judge.reasks + 1} times; last: {problem}")
 
 
 async def _fidelity_judge(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict | None:

@@ -8,11 +8,17 @@ from pathlib import Path
 from simulator.errors import UserError
 from simulator.store import Store
 
-from .agreement import panel_exchanged, panel_scores, raised_flags
+from .agreement import panel_exchanged, panel_next_meeting, panel_scores, raised_flags
 from .rubric import CONDITIONS, FLAGS
 from .rules import episode_scores
 
 MEASURES = ("mean_interest", "mean_comfort", *CONDITIONS)  # per-episode numbers compared with rank tests
+CONTACT = ("number", "email")  # a social handle only puts the real next step off (the article), so it is counted apart
+
+
+def is_contact(exchanged: str | None) -> bool | None:
+    """Whether what was exchanged is contact: `is_contact('email')` -> True, `is_contact('social_handle')` -> False."""
+    return None if exchanged is None else exchanged in CONTACT
 
 
 def faithful(record: dict) -> bool | None:
@@ -36,7 +42,9 @@ def episode_row(record: dict) -> dict:
         "practitioner_gender": profile.get("practitioner_gender"), "persona_gender": profile.get("persona_gender"),
         "seed": record.get("seed"), "status": record["status"], "error": record.get("error"),
         "fidelity_ok": faithful(record),
-        "exchanged": o.get("exchanged"), "contact": None if not o else o.get("exchanged") not in (None, "none"),
+        "exchanged": o.get("exchanged"), "contact": is_contact(o.get("exchanged")),
+        "social_handle": None if o.get("exchanged") is None else o["exchanged"] == "social_handle",
+        "next_meeting": panel_next_meeting(verdicts) if verdicts else None,  # needs a reading of the text: the judges'
         "judged_exchanged": panel_exchanged(verdicts) if verdicts else None,
         "asked": o.get("asked"), "first_ask_turn": o.get("first_ask_turn"), "end_reason": o.get("end_reason"),
         "ended_by": o.get("ended_by"), "turns": len(record.get("turns") or []),
@@ -66,7 +74,7 @@ def judge_rows(record: dict) -> list[dict]:
     rows = []
     for i, v in enumerate(record.get("verdicts") or []):
         scores, said = episode_scores(v), (v.get("outcome") or {})
-        judged = said.get("exchanged") not in (None, "none") if said.get("status") == "scored" else None
+        judged = is_contact(said.get("exchanged")) if said.get("status") == "scored" else None
         rows.append({"episode_id": record["id"], "cell": record.get("cell"), "judge": v.get("judge", i),
                      "judged_contact": judged, **{c: scores.get(c) for c in CONDITIONS}})  # fmt: skip
     return rows
@@ -99,7 +107,8 @@ def usable(frame, *, include_unfaithful: bool = False):
 
 
 def summary(frame, by=("persona", "setting")) -> list[dict]:
-    """Per group: episodes, failed, ungraded, excluded by fidelity, contact rate, mean score per condition."""
+    """Per group: episodes, failed, ungraded, excluded by fidelity, the rates of contact (number or email), of a
+    social handle and of a concrete next meeting, and the mean score per condition."""
     rows = []
     for key, group in frame.groupby(list(by), sort=True):
         ok = usable(group)
@@ -108,10 +117,16 @@ def summary(frame, by=("persona", "setting")) -> list[dict]:
             "episodes": len(group), "failed": int((group["status"] == "failed").sum()),
             "ungraded": int((group["status"] == "ungraded").sum()),
             "unfaithful": int(((group["status"] == "succeeded") & (group["fidelity_ok"] == False)).sum()),  # noqa: E712
-            "n": len(ok), "contact_rate": float(ok["contact"].mean()) if len(ok) else None,
+            "n": len(ok), **{f"{m}_rate": _share(ok[m]) for m in ("contact", "social_handle", "next_meeting")},
             **{c: (float(ok[c].dropna().mean()) if ok[c].notna().any() else None) for c in CONDITIONS},
         })  # fmt: skip
     return rows
+
+
+def _share(values) -> float | None:
+    """The share of True among the known values: `_share(pd.Series([True, None, False]))` -> 0.5."""
+    known = values.dropna()
+    return float(known.astype(bool).mean()) if len(known) else None
 
 
 def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:

@@ -45,11 +45,39 @@ class GoldItem(_Strict):
     labels: Labels
     flags: list[Literal[FLAGS]] = []
     exchanged: Exchanged
+    rationale: Optional[str] = None  # why the labels are what they are, for the next reader who disputes one
 
     def episode(self) -> dict:
         """The transcript in the shape the evaluator grades (numbered turns, no telemetry)."""
         turns = [{"index": i, **t.model_dump()} for i, t in enumerate(self.turns)]
         return {"turns": turns, "setting": self.setting, "persona": self.persona, "strategy": self.strategy}
+
+
+class SecondPass(_Strict):
+    """Another reader's labels for a gold item, made without seeing the first reader's."""
+
+    id: str
+    labels: Labels
+    flags: list[Literal[FLAGS]] = []
+    exchanged: Exchanged
+
+
+def load_second_pass(path: Path, items: list[GoldItem]) -> list[SecondPass]:
+    """A second labelling pass of `items`, in their order; a missing, unknown or bad line is named."""
+    by_id = {}
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if line.strip():
+            try:
+                label = validate(SecondPass, json.loads(line), f"{path}:{number}")
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{number}: invalid JSON: {e.msg} at column {e.colno}") from None
+            by_id[label.id] = label
+    ids = [item.id for item in items]
+    if missing := [i for i in ids if i not in by_id]:
+        raise UserError(f"{path}: no labels for {', '.join(missing)}")
+    if unknown := sorted(by_id.keys() - set(ids)):
+        raise UserError(f"{path}: labels for items not in the gold set: {', '.join(unknown)}")
+    return [by_id[i] for i in ids]
 
 
 def load_gold(path: Path, catalog: Catalog) -> list[GoldItem]:

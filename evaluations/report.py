@@ -34,6 +34,7 @@ details{border:1px solid #ddd;border-radius:4px;margin:4px 0;padding:4px 8px} su
 .turn.persona{border-color:#9bc;margin-left:28px} .turn.moving{border-color:#e69500;background:#fff7e6}
 .who{font-size:12px;color:#666} mark.ev{background:#ffe58a} mark.flag{background:#ffb3b3}
 .badge{display:inline-block;border-radius:3px;padding:0 5px;font-size:12px;margin-left:4px;background:#eee}
+.caution{background:#fff3c4;padding:2px 6px;margin:4px 0}
 .badge.flag{background:#ffb3b3} .badge.contact{background:#b7e4b7} .badge.bad{background:#f3c6a5}
 pre.diff{background:#f7f7f7;padding:8px;white-space:pre-wrap} .add{color:#161} .del{color:#a11} .hunk{color:#16a}
 """
@@ -100,9 +101,9 @@ def _badges(record: dict, flags: list[str]) -> str:
 def _turn(t: dict, moving: set[int], quotes: list) -> str:
     """One turn: who, intent or private state, and the text with evidence marked."""
     who = f"[{t['index']}] {t['speaker']}" + (f" · intent {t['intent']}" if t.get("intent") else "")
+    who += " · at the parting" if t.get("phase") == "parting" else ""
     if t.get("speaker") == "persona":
         who += f" · interest {t.get('interest')} · comfort {t.get('comfort')}"
-        who += f" · would share: {'yes' if t.get('shares_contact') else 'no'}"
     cls = f"turn {escape(str(t.get('speaker')))}" + (" moving" if t["index"] in moving else "")
     return f'<div class="{cls}"><div class="who">{escape(who)}</div>{highlight(t.get("text") or "", quotes)}</div>'
 
@@ -115,6 +116,8 @@ def episode(record: dict) -> Html:
     quotes = evidence(record)
     head = " · ".join(escape(str(record.get(k))) for k in ("persona", "setting", "strategy", "rep"))
     parts = [f"<details><summary>{head}{_badges(record, sorted({f['flag'] for _, f in raised}))}</summary>"]
+    if record.get("caution"):
+        parts.append(f'<div class="caution">{escape(record["caution"])}</div>')
     parts += [_turn(t, moving, quotes.get(t["index"], [])) for t in record.get("turns") or []]
     grades = [[v.get("judge"), ", ".join(map(str, t.get("turns") or [])) or "(none)", c, g.get("status"),
                g.get("score") or "", "" if g.get("turn") is None else g["turn"], g.get("quote") or "", g.get("reason") or ""]
@@ -156,8 +159,9 @@ def reactions_section(r: dict, records: list[dict]) -> list[str]:
         return ["<p>No usable episodes: nothing to compare.</p>"]
     rows, colors = r["personas"], {row["persona"]: f"C{i}" for i, row in enumerate(r["personas"])}
     flags = lambda row: ", ".join(f"{f} {x['rate']:.0%}" for f, x in row["flags"].items() if x["rate"]) or "-"  # noqa: E731
-    people = [[row["persona"], _n(row), fmt_ci(row["contact"], percent=True), fmt_ci(row["mean_interest"]),
-               fmt_ci(row["mean_comfort"]), flags(row)] for row in rows]
+    people = [[row["persona"], _n(row), fmt_ci(row["contact"], percent=True), fmt_ci(row["next_meeting"], percent=True),
+               fmt_ci(row["social_handle"], percent=True), fmt_ci(row["mean_interest"]), fmt_ci(row["mean_comfort"]), flags(row)]
+              for row in rows]  # fmt: skip
     scores = [[c, *[fmt_ci(row[c]) for row in rows]] for c in CONDITIONS]
     tests = [[m, which_test(t["omnibus"]), fmt(t["omnibus"]["statistic"]), fmt_p(t["omnibus"]["p"]),
               f"{fmt(t['omnibus']['effect'])} {t['omnibus']['effect_name']}", _pairs(t)] for m, t in r["tests"].items()]
@@ -166,7 +170,8 @@ def reactions_section(r: dict, records: list[dict]) -> list[str]:
                    for row in r["persona_strategy"]]
     return [
         f'<div class="plots">{heatmap(r["persona_setting"])}{interest_curves(records, colors)}</div>',
-        table(["persona", "n", "contact [95% CI]", "interest 0-10", "comfort 0-10", "flags"], people, {1}),
+        table(["persona", "n", "contact (number/email) [95% CI]", "next meeting [95% CI]", "social handle", "interest 0-10",
+               "comfort 0-10", "flags"], people, {1}),
         f'<div class="plots">{condition_bars(rows, colors)}'
         f'{table(["condition (mean, 95% CI)", *[row["persona"] for row in rows]], scores)}</div>',
         "<h3>Do the personas differ?</h3>", table(["measure", "test", "statistic", "p", "effect", "pairs"], tests),
@@ -175,6 +180,12 @@ def reactions_section(r: dict, records: list[dict]) -> list[str]:
         "<h3>Persona × strategy</h3>",
         table(["persona", "strategy", "n", "contact [95% CI]", "interest", *CONDITIONS], by_strategy, set(range(2, 11))),
     ]
+
+
+def cautions(records: list[dict]) -> list[str]:
+    """One warning per strategy that carries a caution (a negative baseline), wherever its numbers are shown."""
+    found = {r["strategy"]: r["caution"] for r in records if r.get("caution")}
+    return [f'<div class="caution">{escape(s)}: {escape(c)}</div>' for s, c in sorted(found.items())]
 
 
 def variance_section(r: dict) -> list[str]:
@@ -249,7 +260,7 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
             f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
             'out of character. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
-            "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x["id"] in used]),
+            "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x["id"] in used]), *cautions(records),
             "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),
             "<h2>Where the variance comes from</h2>", *variance_section(r)]
     if vs:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from simulator.files import data_dir, read_yaml, validate
@@ -20,10 +22,19 @@ class _Strict(BaseModel):
 class Condition(_Strict):
     description: str
     evidence: str
+    anchors: dict[Literal[1, 3, 5], str]  # what a 1, a 3 and a 5 look like
+    not_applicable: str | None  # when a null score is right; None: the condition always gets a score
+
+    @model_validator(mode="after")
+    def _three_anchors(self):
+        if set(self.anchors) != {1, 3, 5}:
+            raise ValueError("anchors must describe scores 1, 3 and 5")
+        return self
 
 
 class Flag(_Strict):
     description: str
+    source: Literal["article", "toolkit"]  # the article's own list of ways to fail, or our addition
 
 
 class Rubric(_Strict):

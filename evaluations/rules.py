@@ -74,6 +74,16 @@ def citation_problem(sentence: str | None, table: dict[str, dict], allowed_turns
     return None
 
 
+def contact_problem(exchanged: str, sentence: str | None, table: dict[str, dict], persona_turns: tuple[int, ...]) -> str | None:
+    """Why an outcome's evidence does not hold: contact given needs the stranger's sentence that gave it,
+    and 'none' cites nothing. `contact_problem('number', None, table, (1,))` -> 'number was given: cite ...'."""
+    if exchanged == "none":
+        return None if sentence is None else f"nothing was given, so cite no sentence (not {sentence})"
+    if sentence is None:
+        return f"{exchanged} was given: cite the id of the stranger's sentence that gives it"
+    return citation_problem(sentence, table, persona_turns)
+
+
 def objective_timing(turns: list[dict], ask_turn: int) -> dict | None:
     """Where the ask fell on the persona's private interest curve; None without telemetry.
 

@@ -325,3 +325,25 @@ def hedges_g_ci(x, y, *, confidence: float = 0.95) -> tuple[float, float, float]
     se = math.sqrt((n1 + n2) / (n1 * n2) + g**2 / (2 * (n1 + n2)))
     z = stats.norm.ppf(0.5 + confidence / 2)
     return float(g), float(g - z * se), float(g + z * se)
+
+
+def pearson_r(a, b) -> tuple[float, int]:
+    """Pearson r over the pairs where both are present, with that n: `pearson_r([1, 2, 3], [1, 2, 4])` -> (0.982, 3).
+
+    NaN when fewer than 3 pairs or a side does not vary.
+    """
+    a, b = _pairs(a, b)
+    if a.size < 3 or a.std() == 0 or b.std() == 0:
+        return NAN, int(a.size)
+    return float(np.corrcoef(a, b)[0, 1]), int(a.size)
+
+
+def kendall_tau(a, b) -> float:
+    """Kendall's tau-b between two orderings of the same items (ties allowed): reversed order -> -1.0.
+
+    `kendall_tau([0.9, 0.5, 0.1], [0.8, 0.6, 0.2])` -> 1.0; NaN for fewer than 2 items or a constant side.
+    """
+    a, b = _pairs(a, b)
+    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return NAN
+    return float(stats.kendalltau(a, b).statistic)

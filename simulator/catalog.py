@@ -31,6 +31,9 @@ class Strategy(_Strict):
     summary: str
     baseline: bool = Field(description="A baseline a good evaluator should score lower.")
     instructions: str = Field(description="What the practitioner is told to do.")
+    situation: str | None = Field(None, description="A fact about the practitioner's circumstances, true in this scenario.")
+    parting: str | None = Field(None, description="What to do with the one more line the practitioner gets at the parting.")
+    caution: str | None = Field(None, description="Shown wherever its transcripts are, e.g. a negative baseline's.")
 
 
 class Baseline(_Strict):
@@ -49,9 +52,10 @@ class Persona(_Strict):
     id: str
     summary: str
     temperament: str
-    on_agendas: str
-    on_ambiguity: str
-    on_pressure: str
+    # The decision rules; null in the ablation set (personas/ablation/), which leaves the article's rules out.
+    on_agendas: str | None
+    on_ambiguity: str | None
+    on_pressure: str | None
     baseline: Baseline
     expected_first_turn: FirstTurn
 
@@ -121,8 +125,20 @@ def _check_dir(path: Path | None, flag: str) -> None:
         raise UserError(f"{flag} {path}: not a directory")
 
 
+def personas_path(personas_dir: Path | None) -> Path | None:
+    """A directory, or the name of a shipped persona set: `personas_path(Path('ablation'))` -> .../personas/ablation."""
+    if personas_dir is None or personas_dir.is_dir() or len(personas_dir.parts) != 1:
+        return personas_dir
+    shipped = data_dir("personas") / personas_dir.name
+    return shipped if shipped.is_dir() else personas_dir
+
+
 def load_catalog(personas_dir: Path | None = None, prompts_dir: Path | None = None) -> Catalog:
-    """The shipped catalog, with files in `personas_dir`/`prompts_dir` overriding theirs by name."""
+    """The shipped catalog, with files in `personas_dir`/`prompts_dir` overriding theirs by name.
+
+    `personas_dir` may also name a shipped persona set, such as `ablation`.
+    """
+    personas_dir = personas_path(personas_dir)
     _check_dir(personas_dir, "--personas")
     _check_dir(prompts_dir, "--prompts")
     persona_files = {p.name: p for p in sorted(data_dir("personas").glob("*.yaml"))}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from evaluations import CONDITIONS, Judge, calibration, grade as grade_episode, judge_alpha, load_gold, load_rubric, make_evaluator
@@ -26,7 +27,7 @@ from .graph import Context, Scenario
 from .local import DEFAULT_SLOTS, serve as serve_local
 from .prompts import Prompts
 from .runner import run_episode
-from .show import console, print_result, print_turn, print_verdict
+from .show import console, print_caution, print_result, print_turn, print_verdict
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
                   add_completion=False, pretty_exceptions_enable=False)
@@ -44,7 +45,7 @@ Temperature = Annotated[Optional[float], typer.Option(
 _MAX_TURNS = "Most rounds (practitioner + persona) per episode \\[default: {}; or NEXTSTEP_MAX_TURNS, or max_turns in the config file]."
 MaxTurns = Annotated[Optional[int], typer.Option(help=_MAX_TURNS.format(RUN_MAX_TURNS))]
 BatchMaxTurns = Annotated[Optional[int], typer.Option(help=_MAX_TURNS.format(Experiment.model_fields["max_turns"].default))]
-PersonasDir = Annotated[Optional[Path], typer.Option("--personas", "--personas-dir", help="Directory of persona YAML files overriding the shipped ones.")]
+PersonasDir = Annotated[Optional[Path], typer.Option("--personas", "--personas-dir", help="Directory of persona YAML files overriding the shipped ones, or a shipped set: ablation.")]
 PromptsDir = Annotated[Optional[Path], typer.Option("--prompts", help="Directory of prompt files overriding the shipped ones.")]
 EvaluatorModel = Annotated[Optional[str], typer.Option(help="Evaluator model(s), comma-separated; judges take them in turn.")]
 Judges = Annotated[int, typer.Option(min=0, help="Independent judges per episode (0: no grading).")]
@@ -65,7 +66,8 @@ def catalog(personas_dir: PersonasDir = None, prompts_dir: PromptsDir = None, co
         table = Table(title=kind, title_justify="left", show_header=False, box=None)
         for name, entry in entries.items():
             baseline = " [dim](baseline)[/]" if getattr(entry, "baseline", False) is True else ""
-            table.add_row(f"[bold]{name}[/]", entry.summary + baseline)
+            caution = f"\n[yellow]{escape(entry.caution)}[/]" if getattr(entry, "caution", None) else ""
+            table.add_row(f"[bold]{name}[/]", escape(entry.summary) + baseline + caution)
         console.print(table, "")
     genders = ", ".join(Gender.__args__)
     console.print(f"[bold]profile[/]: --practitioner-gender and --persona-gender, each one of {genders}")
@@ -108,6 +110,7 @@ def run(
     scenario = Scenario(setting, persona, strategy, profile)
     with endpoint(config, concurrency=1) as ep:  # one episode: one slot
         console.print(f"[dim]{scenario.setting} · {scenario.persona} · {scenario.strategy} · {profile.id} · seed {seed} · {ep.backend}[/]")
+        print_caution({"caution": cat.strategies[strategy].caution})
 
         async def go():
             async with ep.models(config) as models:
@@ -322,24 +325,27 @@ def _print_summary(run_id: str, db: Path, progress) -> None:
 
     frame = load_run(run_id, db)
     rows = summary(frame)
-    counts = Table("persona", "setting", "episodes", "failed", "ungraded", "out of character", "contact rate",
-                   title=f"run {run_id}", title_justify="left")  # fmt: skip
+    counts = Table("persona", "setting", "episodes", "failed", "ungraded", "out of character", "contact (number/email)",
+                   "next meeting", "social handle only", title=f"run {run_id}", title_justify="left")  # fmt: skip
     scores = Table("persona", "setting", *(c.replace("_", " ") for c in CONDITIONS),
                    title="mean score (1-5) per condition, usable episodes", title_justify="left")  # fmt: skip
     for r in rows:
         counts.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["ungraded"]), str(r["unfaithful"]),
-                       _fmt(r["contact_rate"]))
+                       _fmt(r["contact_rate"]), _fmt(r["next_meeting_rate"]), _fmt(r["social_handle_rate"]))
         scores.add_row(r["persona"], r["setting"], *[_fmt(r[c]) for c in CONDITIONS])
     console.print(counts, scores)
+    from .store import Store
+
+    with Store(db) as store:
+        records = store.episodes(run_id)
+    for strategy, caution in sorted({r["strategy"]: r["caution"] for r in records if r.get("caution")}.items()):
+        console.print(f"[bold yellow]caution[/] ({escape(strategy)}): {escape(caution)}")
     console.print("[dim]failed, ungraded (a judge's endpoint failed; --resume grades them again) and out-of-character "
                   "episodes are kept but left out of rates and means; n/a: nothing scored there (no usable episode, or the "
                   "judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
     ok = frame[frame["status"] == "succeeded"]
     if len(ok) and ok["judges"].max() > 1:
-        from .store import Store
-
-        with Store(db) as store:
-            _print_alpha([r["verdicts"] for r in store.episodes(run_id) if r["status"] == "succeeded"])
+        _print_alpha([r["verdicts"] for r in records if r["status"] == "succeeded"])
     known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()]
     if len(known):
         per_episode = (known["prompt_tokens"] + known["completion_tokens"]).mean()
@@ -401,7 +407,7 @@ def batch(
     backend: Backend = None, base_url: BaseUrl = None, api_key_env: ApiKeyEnv = None, output_mode: OutputModeOpt = None,
     model: ModelOpt = None, practitioner_model: RoleModel = None, persona_model: RoleModel = None,
     evaluator_model: EvaluatorModel = None,
-    personas_dir: Annotated[Optional[Path], typer.Option("--personas-dir", help="Directory of persona YAML files overriding the shipped ones.")] = None,
+    personas_dir: Annotated[Optional[Path], typer.Option("--personas-dir", help="Directory of persona YAML files overriding the shipped ones, or a shipped set: ablation.")] = None,
     prompts_dir: PromptsDir = None, config_file: ConfigFile = None,
 ) -> None:
     """Run a grid of episodes concurrently into the SQLite store (resumable)."""
@@ -478,6 +484,7 @@ def show_cmd(
         spec = store.run(run_or_episode)["spec"] if is_run else None
     if record is not None:
         console.print(f"[dim]{record['id']} · {record['setting']} · {record['persona']} · {record['strategy']} · seed {record['seed']} · {record['status']}[/]")
+        print_caution(record)
         for turn in record.get("turns", []):
             print_turn(turn)
         print_result(record, None)

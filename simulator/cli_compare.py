@@ -77,11 +77,11 @@ def print_reactions(run_id: str, r: dict, console) -> None:
     console.print(f"[bold]run {escape(run_id)}[/]: {r['episodes']} episodes, {r['n']} used; {why}")
     if not r["n"]:
         return
-    t = Table("persona", "n", "contact [95% CI]", "interest 0-10", "comfort 0-10", "flags",
-              title="persona reactions", title_justify="left")
+    t = Table("persona", "n", "contact [95% CI]", "next meeting [95% CI]", "social handle", "interest 0-10", "comfort 0-10",
+              "flags", title="persona reactions (contact: number or email)", title_justify="left")  # fmt: skip
     for row in r["personas"]:
-        t.add_row(escape(str(row["persona"])), _n(row), fmt_ci(row["contact"], percent=True), fmt_ci(row["mean_interest"]),
-                  fmt_ci(row["mean_comfort"]), _flags(row))
+        t.add_row(escape(str(row["persona"])), _n(row), fmt_ci(row["contact"], percent=True), fmt_ci(row["next_meeting"], percent=True),
+                  fmt_ci(row["social_handle"], percent=True), fmt_ci(row["mean_interest"]), fmt_ci(row["mean_comfort"]), _flags(row))
     console.print(t)
     t = Table("condition", *[escape(str(row["persona"])) for row in r["personas"]],
               title=escape("condition scores 1-5 by persona: mean [bootstrap 95% CI]"), title_justify="left")
@@ -128,6 +128,7 @@ def print_comparison(c: dict, console) -> None:
             for line in d["diff"].splitlines():
                 style = "green" if line.startswith("+") else "red" if line.startswith("-") else "cyan" if line.startswith("@") else ""
                 console.print(Text(line, style=style))
+    print_ranking(c["ranking"], console)
     p = c["pairing"]
     if p["reason"]:
         console.print(f"[bold red]{escape(p['reason'])}[/]")
@@ -151,6 +152,22 @@ def print_comparison(c: dict, console) -> None:
         from evaluations.tables import detectable_rows
 
         print_rows(console, "what these pairs could detect", detectable_rows(c["detectable"]))
+
+
+def print_ranking(r: dict, console) -> None:
+    """The strategies' order in A and in B, per measure, with Kendall's tau between the orders."""
+    from evaluations.compare import SHORT, fmt
+
+    if r.get("reason"):
+        console.print(f"[dim]strategy ranking: {escape(r['reason'])}[/]")
+        return
+    for m in ("contact", "mean_interest"):
+        x = r[m]
+        t = Table("strategy", "A", "rank A", "B", "rank B", title=f"strategies ranked by {SHORT.get(m, m)} (A n={x['n_a']}, "
+                  f"B n={x['n_b']}): Kendall tau-b {fmt(x['tau'])}", title_justify="left")  # fmt: skip
+        for row in x["rows"]:
+            t.add_row(escape(row["strategy"]), fmt(row["a"]), fmt(row["rank_a"], 0), fmt(row["b"]), fmt(row["rank_b"], 0))
+        console.print(t)
 
 
 def register(app: typer.Typer, console) -> None:

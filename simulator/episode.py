@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from .catalog import Rating
 
 Intent = Literal["small_talk", "bridge", "ask", "accept_no", "goodbye"]
+PersonaIntent = Literal["chat", "decline", "leave", "give_contact"]
 Exchanged = Literal["number", "email", "social_handle", "none"]
-EndReason = Literal["exchanged", "refused", "goodbye", "degenerate", "max_turns", "error"]
+EndReason = Literal["exchanged", "refused", "goodbye", "left", "degenerate", "max_turns", "error"]
 
 
 class PractitionerLabel(BaseModel):
@@ -22,12 +23,16 @@ class PractitionerLabel(BaseModel):
 
 
 class PersonaState(BaseModel):
-    """The persona's private state after its reply; never shown to the practitioner."""
+    """The persona's private state after its reply, and what the reply did; never shown to the practitioner."""
 
     model_config = ConfigDict(extra="forbid", title="persona_state")
     interest: Rating = Field(description="How interested the persona is in the practitioner, 0-10.")
     comfort: Rating = Field(description="How comfortable the persona feels, 0-10.")
-    shares_contact: bool = Field(description="Whether the persona would share contact details now.")
+    intent: PersonaIntent = Field(description="What the line just said did: chat, decline (plain or soft), leave, give_contact.")
+
+    def turn_fields(self) -> dict:
+        """The turn's record: `shares_contact` means contact was given in this very line, as the intent says."""
+        return self.model_dump() | {"shares_contact": self.intent == "give_contact"}
 
 
 _SOCIAL = re.compile(r"instagram|insta\b|snapchat|snap\b|tiktok|facebook|twitter|linkedin|handle|follow (you|me)|social media|\bdm\b", re.I)
@@ -41,6 +46,15 @@ def contact_kind(text: str) -> Exchanged:
     if _EMAIL.search(text):
         return "email"
     return "number"
+
+
+def given_kind(turns: list[dict]) -> Exchanged:
+    """What the last line gave: what it names itself ('my email is...'), else what the last ask asked for."""
+    given = turns[-1]["text"]
+    if _SOCIAL.search(given) or _EMAIL.search(given):
+        return contact_kind(given)
+    asks = [t for t in turns if t.get("intent") == "ask"]
+    return contact_kind(asks[-1]["text"]) if asks else "number"
 
 
 def normalize(text: str) -> str:
@@ -58,20 +72,32 @@ def _repeats(turns: list[dict], turn: dict) -> bool:
     return normalize(turn["text"]) in {normalize(t["text"]) for t in turns if t["speaker"] == turn["speaker"]}
 
 
-def stop_rule(turns: list[dict], max_turns: int) -> dict | None:
+def parting_due(turns: list[dict]) -> bool:
+    """Whether the two are parting and the practitioner's one more line has not come yet: the last round
+    ended in the practitioner's goodbye or the persona's leaving, and no earlier line was the parting one."""
+    if len(turns) < 2 or turns[-1]["speaker"] != "persona" or any(t.get("phase") == "parting" for t in turns):
+        return False
+    return turns[-2].get("intent") == "goodbye" or turns[-1].get("intent") == "leave"
+
+
+def stop_rule(turns: list[dict], max_turns: int, *, parting: bool = False) -> dict | None:
     """{'reason', 'by'} when the conversation must end after the last turn, else None.
 
-    Checked when a round ends (after the persona's reply), in this order: an exchange, the practitioner's
-    goodbye, an accepted refusal; then a speaker repeating one of their own earlier lines; then the turn limit.
+    Checked when a round ends (after the persona's reply), in this order: contact given; the practitioner's
+    goodbye or the persona's leaving, unless `parting` (the strategy has a parting line) and it is still due,
+    when the practitioner gets one more line; an accepted refusal; then a speaker repeating one of their own
+    earlier lines; then the turn limit (which a due parting line may pass by one round).
     Echoing the other speaker ("Bye." / "Bye.") is not a repeat.
     """
     if turns[-1]["speaker"] != "persona":
         return None
     said, answer = turns[-2], turns[-1]
-    if said["intent"] == "ask" and answer["shares_contact"]:
+    if answer["intent"] == "give_contact":
         return {"reason": "exchanged", "by": "persona"}
-    if said["intent"] == "goodbye":
-        return {"reason": "goodbye", "by": "practitioner"}
+    if said["intent"] == "goodbye" or answer["intent"] == "leave":
+        if parting and parting_due(turns):
+            return None
+        return {"reason": "goodbye", "by": "practitioner"} if said["intent"] == "goodbye" else {"reason": "left", "by": "persona"}
     if said["intent"] == "accept_no" and _was_refused(turns[:-2]):
         return {"reason": "refused", "by": "practitioner"}
     for turn in (said, answer):
@@ -82,16 +108,27 @@ def stop_rule(turns: list[dict], max_turns: int) -> dict | None:
     return None
 
 
+def asks_after_no(turns: list[dict]) -> int:
+    """How many asks came after the persona had said no, plainly or softly: the turns' own record of pressing on."""
+    declined, asks = False, 0
+    for t in turns:
+        declined = declined or (t["speaker"] == "persona" and t.get("intent") == "decline")
+        asks += declined and t["speaker"] == "practitioner" and t.get("intent") == "ask"
+    return asks
+
+
 def outcome(turns: list[dict], end: dict) -> dict:
     """The outcome computed from the structured turns (the evaluator may refine it)."""
     asks = [t for t in turns if t.get("intent") == "ask"]
     persona_turns = [t for t in turns if t["speaker"] == "persona"]
-    exchanged = contact_kind(asks[-1]["text"]) if end["reason"] == "exchanged" else "none"
+    exchanged = given_kind(turns) if end["reason"] == "exchanged" else "none"
     return {
         "exchanged": exchanged,
         "next_meeting": None,  # needs a reading of the text: the evaluator's job
         "asked": bool(asks),
         "first_ask_turn": asks[0]["index"] if asks else None,
+        "turned_back": any(t.get("phase") == "parting" and t.get("intent") == "ask" for t in turns),
+        "asks_after_no": asks_after_no(turns),
         "final_interest": persona_turns[-1]["interest"] if persona_turns else None,
         "final_comfort": persona_turns[-1]["comfort"] if persona_turns else None,
         "end_reason": end["reason"],

@@ -12,7 +12,7 @@ from langgraph.graph import END, START, StateGraph
 
 from .catalog import Catalog, Profile
 from .chat import Call, ChatModel, chat, structured
-from .episode import PersonaState, PractitionerLabel, fidelity_problems, outcome, stop_rule
+from .episode import PersonaState, PractitionerLabel, fidelity_problems, outcome, parting_due, stop_rule
 from .errors import ModelError, OutputError
 from .prompts import Prompts
 
@@ -95,13 +95,18 @@ def _failed(calls: list[Call], error: ModelError) -> dict:
     return {"calls": [c.to_dict() for c in calls], "error": str(error), "end": {"reason": "error", "by": "error"}}
 
 
+def _parting(ctx: Context) -> bool:
+    """Whether this strategy uses the parting: after a goodbye by either side, one more practitioner line."""
+    return ctx.catalog.strategies[ctx.scenario.strategy].parting is not None
+
+
 async def practitioner_node(state: State, config: RunnableConfig) -> dict:
     ctx, turns, calls = _ctx(config), state.get("turns", []), []
     s, catalog = ctx.scenario, ctx.catalog
+    parting = _parting(ctx) and parting_due(turns)
     system = ctx.prompts.render(
         "practitioner", setting=catalog.settings[s.setting], strategy=catalog.strategies[s.strategy],
-        practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
-        turn=len(turns) // 2 + 1, max_turns=ctx.max_turns,
+        practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender, parting=parting,
     )  # fmt: skip
     messages = [{"role": "system", "content": system}, {"role": "user", "content": OPENING_CUE}]
     messages += _history(turns, "practitioner")
@@ -117,23 +122,27 @@ async def practitioner_node(state: State, config: RunnableConfig) -> dict:
         )  # fmt: skip
     except ModelError as e:
         return _failed(calls, e)
-    turn = {"index": len(turns), "speaker": "practitioner", "text": text, "intent": label.intent}
-    return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns)}
+    turn = {"index": len(turns), "speaker": "practitioner", "text": text, "intent": label.intent} | ({"phase": "parting"} if parting else {})
+    return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns, parting=_parting(ctx))}
 
 
 async def persona_node(state: State, config: RunnableConfig) -> dict:
     ctx, turns, calls = _ctx(config), state["turns"], []
     s, persona = ctx.scenario, ctx.catalog.personas[ctx.scenario.persona]
+    setting = ctx.catalog.settings[s.setting]
     previous = next((t for t in reversed(turns) if t["speaker"] == "persona"), persona.baseline.model_dump())
     system = ctx.prompts.render(
-        "persona", setting=ctx.catalog.settings[s.setting], persona=persona,
+        "persona", setting=setting, persona=persona,
         practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
         interest=previous["interest"], comfort=previous["comfort"],
     )  # fmt: skip
     messages = [{"role": "system", "content": system}, *_history(turns, "persona")]
     try:
         text = await _say(ctx, ctx.persona, messages, "persona", len(turns), calls)
-        rating_prompt = ctx.prompts.render("persona_state", transcript=_transcript([*turns, {"speaker": "persona", "text": text}], "persona"))
+        rating_prompt = ctx.prompts.render(
+            "persona_state", persona=persona, setting=setting, previous=previous, utterance=text,
+            transcript=_transcript([*turns, {"speaker": "persona", "text": text}], "persona"),
+        )  # fmt: skip
         rating = await structured(
             ctx.persona, [{"role": "user", "content": rating_prompt}], PersonaState,
             role="persona", purpose="state", calls=calls, reasks=ctx.reasks,
@@ -141,8 +150,8 @@ async def persona_node(state: State, config: RunnableConfig) -> dict:
         )  # fmt: skip
     except ModelError as e:
         return _failed(calls, e)
-    turn = {"index": len(turns), "speaker": "persona", "text": text, **rating.model_dump()}
-    return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns)}
+    turn = {"index": len(turns), "speaker": "persona", "text": text, **rating.turn_fields()}
+    return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns, parting=_parting(ctx))}
 
 
 async def finish_node(state: State, config: RunnableConfig) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import jinja2
@@ -15,6 +16,24 @@ from .files import read_text
 def text_hash(text: str) -> str:
     """sha256 of a text, 16 hex digits: `text_hash('hi')` -> '8f434346648f6b96'."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def static_text(source: str) -> str:
+    """A template's own words, its Jinja tags blanked: `static_text('Hi {{ name }}!')` -> 'Hi  !'."""
+    return re.sub(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", " ", source, flags=re.S)
+
+
+def repeated_run(output: str, text: str, words: int = 8) -> str | None:
+    """The first run of `words` consecutive words of `text` that `output` repeats (case and punctuation ignored),
+    or None: how a model's answer copying a prompt's own wording, e.g. an example, is caught."""
+    tokens = lambda s: re.sub(r"[^\w\s]", " ", s.lower()).split()  # noqa: E731
+    said = " " + " ".join(tokens(output)) + " "
+    source = tokens(text)
+    for i in range(len(source) - words + 1):
+        run = " ".join(source[i : i + words])
+        if f" {run} " in said:
+            return run
+    return None
 
 
 class Prompts:

@@ -88,6 +88,7 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
         "id": episode_id or uuid.uuid4().hex[:12],
         "setting": s.setting, "persona": s.persona, "strategy": s.strategy,
         "profile": s.profile.model_dump(), "seed": ctx.seed,
+        "caution": ctx.catalog.strategies[s.strategy].caution,  # a negative baseline's transcripts are not advice
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "provenance": provenance(ctx, backend),
     }  # fmt: skip

@@ -12,10 +12,11 @@ console = Console(highlight=False)
 def turn_line(turn: dict) -> str:
     """One turn, with the practitioner's intent or the persona's private state beside it."""
     if turn["speaker"] == "practitioner":
-        side = f"[cyan]practitioner[/] [dim]{turn['intent']:>10}[/]"
-    else:
-        share = "shares" if turn["shares_contact"] else "keeps"
-        side = f"[magenta]persona[/]      [dim]i{turn['interest']:>2} c{turn['comfort']:>2} {share}[/]"
+        parting = " (parting)" if turn.get("phase") == "parting" else ""
+        side = f"[cyan]practitioner[/] [dim]{turn['intent']:>10}{parting}[/]"
+    else:  # records from before persona intents have only shares_contact
+        said = turn.get("intent") or ("give_contact" if turn.get("shares_contact") else "")
+        side = f"[magenta]persona[/]      [dim]i{turn['interest']:>2} c{turn['comfort']:>2} {said}[/]"
     return f"{turn['index']:>3} {side}  {escape(turn['text'])}"
 
 
@@ -55,11 +56,19 @@ def print_verdict(verdict: dict) -> None:
     console.print(f"[bold]flags[/]: {raised or 'none'}" + (f" [red]unscored: {escape(flags['reason'])}[/]" if flags.get("status") == "unscored" else ""))
     o = verdict.get("outcome") or {}
     if o.get("status") == "scored":
-        console.print(f"[bold]judged outcome[/]: exchanged {o['exchanged']}; concrete next meeting: {'yes' if o['next_meeting'] else 'no'} — {escape(o['reason'])}")
+        given = f" (sentence {o['sentence']}: \"{escape(o['quote'])}\")" if o.get("sentence") else ""
+        console.print(f"[bold]judged outcome[/]: exchanged {o['exchanged']}{given}; concrete next meeting: "
+                      f"{'yes' if o['next_meeting'] else 'no'} — {escape(o['reason'])}")
     else:
         console.print(f"[bold]judged outcome[/]: [red]unscored[/] {escape(o.get('reason', ''))}")
     if verdict.get("unscored"):
         console.print(f"[dim]{len(verdict['unscored'])} part(s) unscored; see the episode record for reasons[/]")
+
+
+def print_caution(record: dict) -> None:
+    """A negative baseline's warning, so its transcript is never read as advice."""
+    if record.get("caution"):
+        console.print(f"[bold yellow]caution[/]: {escape(record['caution'])}")
 
 
 def _count(tokens: int | None) -> str:

@@ -105,10 +105,63 @@ def test_shipped_gold_set_covers_every_strategy_persona_and_flag(catalog):
     import evaluations
 
     items = load_gold(Path(evaluations.__file__).parent / "gold" / "team.jsonl", catalog)
-    assert len(items) >= 12
-    assert {i.strategy for i in items} == set(catalog.strategies)
-    assert {i.persona for i in items} == set(catalog.personas)
-    assert {f for i in items for f in i.flags} == set(evaluations.FLAGS)
+    assert {(i.persona, i.strategy) for i in items} == {(p, s) for p in catalog.personas for s in catalog.strategies}
+    for flag in evaluations.FLAGS:
+        assert sum(flag in i.flags for i in items) >= 3, flag
+    assert all(i.rationale for i in items)
+    assert all(i.turns[-1].speaker == "persona" for i in items)  # the simulator stops after a persona's reply
+
+
+def test_the_second_labelling_pass_covers_the_gold_set(catalog):
+    import evaluations
+    from evaluations.agreement import labelling_agreement
+    from evaluations.gold import load_second_pass
+
+    folder = Path(evaluations.__file__).parent / "gold"
+    items = load_gold(folder / "team.jsonl", catalog)
+    second = load_second_pass(folder / "team_second_pass.jsonl", items)
+    assert [s.id for s in second] == [i.id for i in items]
+    report = labelling_agreement(items, second)
+    assert report["items"] == len(items) and set(report["conditions"]) == set(evaluations.CONDITIONS)
+
+
+def test_labelling_agreement_by_hand(catalog):
+    from evaluations.agreement import labelling_agreement
+    from evaluations.gold import SecondPass
+
+    def item(i, timing, flags, exchanged="none"):
+        return GoldItem(id=f"g{i}", setting="bar_club", persona="aloof", turns=[{"speaker": "practitioner", "text": "hi"},
+                        {"speaker": "persona", "text": "hey"}], labels={"timing": timing}, flags=flags, exchanged=exchanged)
+
+    first = [item(1, 1, ["rude"]), item(2, 3, []), item(3, 5, ["rude"]), item(4, None, [])]
+    second = [SecondPass(id="g1", labels={"timing": 1}, flags=["rude"], exchanged="none"),
+              SecondPass(id="g2", labels={"timing": 4}, flags=["rude"], exchanged="none"),
+              SecondPass(id="g3", labels={"timing": 5}, flags=[], exchanged="none"),
+              SecondPass(id="g4", labels={"timing": 2}, flags=[], exchanged="number")]
+    r = labelling_agreement(first, second)
+    timing = r["conditions"]["timing"]
+    assert (timing["applicable_agree"], timing["n"], timing["exact"], timing["within_1"]) == (0.75, 3, 0.667, 1.0)
+    assert timing["kappa"] == pytest.approx(14 / 17, abs=1e-3)  # the same three pairs as the calibration test above
+    # rude: first [1, 0, 1, 0], second [1, 1, 0, 0]: p_o = 0.5, p_e = 0.5 -> kappa 0
+    assert r["flags"]["rude"] == {"first": 2, "second": 2, "both": 1, "kappa": 0.0}
+    assert r["exchanged"] == {"n": 4, "agree": 0.75}
+    assert r["conditions"]["congruence"]["applicable_agree"] == 1.0 and r["conditions"]["congruence"]["n"] == 0
+
+
+def test_condition_correlations_by_hand(catalog):
+    from evaluations.agreement import condition_correlations
+
+    def item(i, a, c, t):
+        return GoldItem(id=f"g{i}", setting="bar_club", persona="aloof", turns=[{"speaker": "practitioner", "text": "hi"},
+                        {"speaker": "persona", "text": "hey"}], labels={"agenda_clarity": a, "congruence": c, "timing": t},
+                        exchanged="none")
+
+    items = [item(1, 1, 1, 5), item(2, 2, 2, 4), item(3, 3, None, 1), item(4, 4, 4, 2)]
+    rows = {(r["a"], r["b"]): r for r in condition_correlations(items)}
+    assert rows[("agenda_clarity", "congruence")] == {"a": "agenda_clarity", "b": "congruence", "n": 3, "r": 1.0}
+    # agenda 1..4 against timing 5, 4, 1, 2: deviations (-1.5, -.5, .5, 1.5) and (2, 1, -2, -1): r = -6 / sqrt(5 * 10)
+    assert rows[("agenda_clarity", "timing")]["r"] == pytest.approx(-6 / 50**0.5, abs=1e-3)
+    assert rows[("agenda_clarity", "genuine_interest")] == {"a": "agenda_clarity", "b": "genuine_interest", "n": 0, "r": None}
 
 
 @pytest.mark.parametrize(

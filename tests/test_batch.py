@@ -78,7 +78,7 @@ def test_resume_after_sigkill_yields_exactly_the_grid(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         before = _stored(db)
-        assert 0 < before < 36, "the batch must be killed part way through"
+        assert 0 < before < 42, "the batch must be killed part way through"
         resumed = subprocess.run([sys.executable, "-m", "simulator", "batch", "--resume", "crash", *common],
                                  capture_output=True, text=True)
         assert resumed.returncode == 0, resumed.stderr
@@ -87,8 +87,8 @@ def test_resume_after_sigkill_yields_exactly_the_grid(tmp_path):
         episodes = store.episodes("crash")
     keys = [(e["cell"], e["rep"]) for e in episodes]
     expected = {(c.key, c.rep) for c in expand(Experiment(personas=["friendly", "aloof", "unsure"], strategies=[
-        "turn_back", "common_interest", "high_point_exit", "friends_pretext", "social_media", "no_ask"], reps=2))}
-    assert len(keys) == len(set(keys)) == 36 and set(keys) == expected
+        "turn_back", "common_interest", "high_point_exit", "work_need", "friends_pretext", "social_media", "no_ask"], reps=2))}
+    assert len(keys) == len(set(keys)) == 42 and set(keys) == expected
     assert {e["status"] for e in episodes} == {"succeeded"}
 
 
@@ -118,7 +118,7 @@ async def test_token_budget_stops_scheduling(tmp_path):
         run_id = await run_grid({"personas": "all", "strategies": "all", "max_turns": 2, "judges": 0}, db=tmp_path / "n.db",
                                 base_url=url, concurrency=2, max_tokens=1, on_progress=seen.append)
     final = seen[-1]
-    assert final.finished and final.stopped == "token budget of 1 reached" and final.total == 18
+    assert final.finished and final.stopped == "token budget of 1 reached" and final.total == 21
     # the first episode to end spends the budget; the one already in flight beside it still ends and is kept
     assert final.done == 2 and len(load_run(run_id, tmp_path / "n.db")) == 2
 
@@ -171,7 +171,7 @@ def test_cli_batch_runs_show_grade_export(tmp_path):
         batch = nextstep("batch", "--personas", "aloof,unsure", "--max-turns", "2", "--run-id", "r1", "--base-url", url, "--db", db)
         assert batch.returncode == 0, batch.stderr
         assert "agreement between judges" not in batch.stdout  # one judge: nothing to agree on
-        assert "run r1" in batch.stdout and "contact rate" in batch.stdout and "nextstep show r1" in batch.stdout
+        assert "run r1" in batch.stdout and "contact (number/email)" in batch.stdout and "nextstep show r1" in batch.stdout
         listing = nextstep("runs", "--db", db)
         assert "r1" in listing.stdout and listing.returncode == 0
         regrade = nextstep("grade", "r1", "--judges", "2", "--base-url", url, "--db", db)

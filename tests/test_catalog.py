@@ -10,7 +10,7 @@ from simulator import Prompts, UserError, load_catalog
 def test_catalog_has_the_article_entries(catalog):
     assert list(catalog.settings) == ["bar_club", "workplace", "supermarket", "elsewhere"]
     assert sorted(catalog.personas) == ["aloof", "friendly", "unsure"]
-    assert list(catalog.strategies) == ["turn_back", "common_interest", "high_point_exit", "friends_pretext", "social_media", "no_ask"]
+    assert list(catalog.strategies) == ["turn_back", "common_interest", "high_point_exit", "work_need", "friends_pretext", "social_media", "no_ask"]
     assert [s for s, v in catalog.strategies.items() if v.baseline] == ["friends_pretext", "social_media", "no_ask"]
     assert catalog.personas["aloof"].baseline.interest < catalog.personas["friendly"].baseline.interest
 

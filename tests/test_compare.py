@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import typer
 from rich.console import Console
+from conftest import lenient_personas
 from stub_server import StubServer
 from typer.testing import CliRunner
 
@@ -31,7 +32,7 @@ def episode(persona="friendly", setting="bar_club", strategy="turn_back", contac
     rep = extra.pop("rep", 0)
     row = {"episode_id": f"e{next(IDS)}", "cell": f"{setting}/{persona}/{strategy}/man-woman", "rep": rep, "seed": 100 + rep,
            "setting": setting, "persona": persona, "strategy": strategy, "status": "succeeded", "fidelity_ok": True,
-           "contact": contact, "mean_interest": interest, "mean_comfort": None if interest is None else 10 - interest,
+           "contact": contact, "social_handle": False, "next_meeting": None, "mean_interest": interest, "mean_comfort": None if interest is None else 10 - interest,
            **{c: score for c in CONDITIONS}, **{f"flag_{f}": False for f in FLAGS}}  # fmt: skip
     return row | extra
 
@@ -184,10 +185,10 @@ async def test_two_stub_runs_with_an_edited_prompt(tmp_path):
     original = (data_dir("prompts") / "practitioner.j2").read_text()
     (edited / "practitioner.j2").write_text(original.replace("Be genuine", "Be bold and genuine"))
     grid = {"personas": "all", "strategies": "turn_back,no_ask", "reps": 3, "max_turns": 2}
-    db = tmp_path / "n.db"
+    db, personas = tmp_path / "n.db", lenient_personas(tmp_path / "personas")
     with StubServer() as url:
-        a = await run_grid(grid, db=db, base_url=url)
-        b = await run_grid(grid, db=db, base_url=url, prompts_dir=edited)
+        a = await run_grid(grid, db=db, base_url=url, personas_dir=personas)
+        b = await run_grid(grid, db=db, base_url=url, prompts_dir=edited, personas_dir=personas)
     c = compare_runs(*load_pair(a, b, db))
     diff = {d["field"]: d for d in c["differences"]}["prompts.practitioner"]["diff"]
     assert "+" + next(line for line in original.replace("Be genuine", "Be bold and genuine").splitlines() if "Be bold" in line) in diff
@@ -251,3 +252,37 @@ def test_bad_format_is_one_line_exit_2(tmp_path):
     result = subprocess.run([sys.executable, "-c", code, "compare", "r", "--db", str(tmp_path / "x.db"), "--format", "yaml"],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2 and result.stderr.strip() == "nextstep: error: --format 'yaml': choose from text, json"
+
+
+def test_strategy_ranking_by_hand():
+    """A: s1 > s2 > s3 on contact; B reverses it (tau -1); interest keeps its order in both (tau 1)."""
+    from evaluations.compare import strategy_ranking
+
+    def run(hits: dict[str, int]) -> pd.DataFrame:
+        return pd.DataFrame([episode(strategy=s, contact=i < k, interest=float(k), rep=i) for s, k in hits.items() for i in range(4)])
+
+    a, b = run({"s1": 4, "s2": 2, "s3": 1}), run({"s1": 1, "s2": 2, "s3": 4})
+    b["mean_interest"] = b["mean_interest"].map({1.0: 0.0, 2.0: 1.0, 4.0: 9.0}.get).where(b["strategy"] != "s1", 9.5)
+    r = strategy_ranking(a, b)
+    assert [(x["strategy"], x["a"], x["rank_a"], x["b"], x["rank_b"]) for x in r["contact"]["rows"]] == [
+        ("s1", 1.0, 1.0, 0.25, 3.0), ("s2", 0.5, 2.0, 0.5, 2.0), ("s3", 0.25, 3.0, 1.0, 1.0)]
+    assert r["contact"]["tau"] == pytest.approx(-1.0) and r["contact"]["n_a"] == 12
+    assert r["mean_interest"]["tau"] == pytest.approx(1 / 3)  # s1 stays first; s2 and s3 swap: (2 - 1) / 3
+    assert "reason" in strategy_ranking(a, b[b["strategy"] == "s1"])
+
+
+async def test_ablation_personas_against_the_article_ones_on_the_stub(tmp_path):
+    """The plumbing of point 9: the same grid with the shipped ablation personas pairs with the normal run,
+    `compare` names the changed persona entries and ranks the strategies on both sides."""
+    grid = {"personas": "all", "strategies": "turn_back,common_interest,no_ask", "reps": 2, "max_turns": 2}
+    db = tmp_path / "n.db"
+    with StubServer() as url:
+        a = await run_grid(grid, db=db, base_url=url)
+        b = await run_grid(grid, db=db, base_url=url, personas_dir="ablation")
+    assert a != b
+    c = compare_runs(*load_pair(a, b, db), include_unfaithful=True)  # the stub's random states ignore the ranges
+    changed = {d["field"] for d in c["differences"]}
+    assert {"catalog.personas/aloof", "catalog.personas/friendly", "catalog.personas/unsure"} <= changed
+    assert c["pairing"]["matched"] == 18
+    assert [row["strategy"] for row in c["ranking"]["contact"]["rows"]] == ["common_interest", "no_ask", "turn_back"]
+    assert c["ranking"]["contact"]["n_a"] == c["ranking"]["contact"]["n_b"] == 18

@@ -31,7 +31,7 @@ def all_good(**overrides):
     return {c: overrides.get(c, good()) for c in CONDITIONS}
 
 
-OUTCOME = {"reason": "She gave her number.", "exchanged": "number", "next_meeting": False}
+OUTCOME = {"reason": "She gave her number.", "exchanged": "number", "sentence": "5.1", "next_meeting": False}
 
 
 @pytest.fixture
@@ -136,6 +136,16 @@ async def test_null_score_means_not_applicable(judge, catalog):
     assert verdict["unscored"] == []
 
 
+async def test_a_condition_that_always_applies_cannot_be_null(judge, catalog):
+    """Issue 13 point 12: timing is never 'not applicable'; a conversation without an ask scores low, so a null is re-asked."""
+    null = {"sentence": None, "reason": "no ask", "score": None}
+    j, model = judge([{"turns": []}, all_good(timing=null), {"timing": good("4.2", 1)}, {"flags": []}, OUTCOME])
+    verdict = await grade(EPISODE, j, catalog)
+    model.assert_used_up()
+    assert "timing always applies" in model.requests[2]["messages"][-1]["content"]
+    assert verdict["transitions"][0]["conditions"]["timing"]["score"] == 1
+
+
 async def test_unparseable_output_makes_parts_unscored_with_reasons(judge, catalog):
     j, model = judge(["nope"] * 3 + ["{"] * 3 + ["[]"] * 3 + ["{}"] * 3, reasks=2)
     verdict = await grade(EPISODE, j, catalog)
@@ -227,11 +237,11 @@ async def test_aloof_persona_at_high_interest_from_the_first_turn_is_flagged(mak
 
     p = ScriptedModel(practitioner_says("Hi.", "small_talk") + practitioner_says("Bye.", "goodbye"), "p")
     q = ScriptedModel(persona_says("Oh hi!!", 9, 9) + persona_says("Bye."), "q")
-    ctx = make_context(p, q, scenario=Scenario("bar_club", "aloof", "turn_back", Profile()))
+    ctx = make_context(p, q, scenario=Scenario("bar_club", "aloof", "common_interest", Profile()))
     record = await run_episode(ctx, backend="scripted")
     assert record["outcome"]["end_reason"] == "goodbye"  # "Bye." / "Bye." is a goodbye, not a repeat
-    assert record["fidelity"] == {"ok": False, "problems": ["first-turn interest 9 is outside the expected 0-5",
-                                                             "first-turn comfort 9 is outside the expected 0-8"]}
+    assert record["fidelity"] == {"ok": False, "problems": ["first-turn interest 9 is outside the expected 3-7",
+                                                             "first-turn comfort 9 is outside the expected 1-3"]}
 
 
 async def test_several_judges_grade_in_the_graph_and_all_verdicts_are_kept(make_context, catalog, judge):
@@ -239,7 +249,7 @@ async def test_several_judges_grade_in_the_graph_and_all_verdicts_are_kept(make_
     q = ScriptedModel(persona_says("Sure.", 5, 5, True), "q")
     replies = []
     for score in (3, 5):
-        replies += [{"turns": [0]}, {c: good("0.1", score) for c in CONDITIONS}, {"flags": []}, OUTCOME]
+        replies += [{"turns": [0]}, {c: good("0.1", score) for c in CONDITIONS}, {"flags": []}, OUTCOME | {"sentence": "1.1"}]
     j, model = judge(replies)
     judges = [j, Judge(model, j.prompts, j.rubric, j.rubric_hash, seed=1, index=1)]
     ctx = make_context(p, q, evaluate=make_evaluator(judges, catalog))
@@ -249,3 +259,23 @@ async def test_several_judges_grade_in_the_graph_and_all_verdicts_are_kept(make_
     assert [v["transitions"][0]["conditions"]["timing"]["score"] for v in record["verdicts"]] == [3, 5]
     assert record["usage"]["calls"] == 4 + 8  # simulation calls plus every judge call
     assert len({r["seed"] for r in model.requests}) == 8  # judges draw with their own seeds
+
+
+async def test_the_judged_outcome_cites_where_contact_was_given_or_is_unscored(judge, catalog):
+    """Issue 13 point 10: an outcome that says a number was given must cite the stranger's sentence that gives it."""
+    uncited = OUTCOME | {"sentence": None}
+    practitioners = OUTCOME | {"sentence": "4.2"}  # the ask itself is not the stranger giving anything
+    j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, uncited, practitioners, OUTCOME])
+    verdict = await grade(EPISODE, j, catalog)
+    model.assert_used_up()
+    assert "number was given: cite the id of the stranger's sentence" in model.requests[4]["messages"][-1]["content"]
+    assert "sentence 4.2 is not from turns 1, 3, 5" in model.requests[5]["messages"][-1]["content"]
+    o = verdict["outcome"]
+    assert (o["status"], o["exchanged"], o["sentence"], o["turn"], o["quote"]) == ("scored", "number", "5.1", 5, "Sure, it's 555 0199.")
+
+    j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, uncited, uncited, uncited])
+    o = (await grade(EPISODE, j, catalog))["outcome"]
+    assert o["status"] == "unscored" and o["score"] is None and "evidence rejected 3 times" in o["reason"]
+    j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, {"reason": "Nothing.", "exchanged": "none", "sentence": None,
+                                                                  "next_meeting": False}])  # fmt: skip
+    assert (await grade(EPISODE, j, catalog))["outcome"]["status"] == "scored"  # 'none' needs no sentence

@@ -78,7 +78,7 @@ async def test_other_client_errors_are_not_retried(status, client):
     completion({}, '{"interest": 3, "comf'),                       # invalid JSON
     completion({}, '{"interest": 3, "comfort": 4', "length"),       # cut off at max_tokens
     completion({}, ""),                                             # empty content
-    completion({}, '{"interest": 30, "comfort": 4, "shares_contact": true}'),  # out of the schema
+    completion({}, '{"interest": 30, "comfort": 4, "intent": "chat"}'),  # out of the schema
 ])  # fmt: skip
 async def test_malformed_output_goes_to_the_bounded_reask(bad, client):
     stub = StubServer(fault=first(1, (200, {}, bad)))

@@ -33,8 +33,8 @@ async def test_exchange_ends_the_episode(make_context):
     assert record["status"] == "succeeded"
     assert [t["speaker"] for t in record["turns"]] == ["practitioner", "persona"] * 2
     assert record["outcome"] | {} == {
-        "exchanged": "number", "next_meeting": None, "asked": True, "first_ask_turn": 2,
-        "final_interest": 7, "final_comfort": 7, "end_reason": "exchanged", "ended_by": "persona",
+        "exchanged": "number", "next_meeting": None, "asked": True, "first_ask_turn": 2, "turned_back": False,
+        "asks_after_no": 0, "final_interest": 7, "final_comfort": 7, "end_reason": "exchanged", "ended_by": "persona",
     }  # fmt: skip
     assert record["usage"] == {"calls": 8, "prompt_tokens": 80, "completion_tokens": 40, "cached_tokens": None, "latency_s": 0.08}
 

@@ -41,7 +41,7 @@ async def test_chaos_batch_stores_every_episode_once_and_resume_completes_it(tmp
     import simulator.openai_backend as backend
 
     monkeypatch.setattr(backend.RetryPolicy, "delay", lambda self, attempt, retry_after: 0.0)  # keep the test quick
-    grid = {"personas": "all", "strategies": "all", "reps": 3, "max_turns": 2, "judges": 1}  # 54 episodes
+    grid = {"personas": "all", "strategies": "all", "reps": 3, "max_turns": 2, "judges": 1}  # 63 episodes
     db = tmp_path / "n.db"
     stub = StubServer(fault=chaos(0.2))
     with stub as url:
@@ -50,7 +50,7 @@ async def test_chaos_batch_stores_every_episode_once_and_resume_completes_it(tmp
         first = store.episodes(run_id)
         errors = store.conn.execute("SELECT count(*) FROM errors").fetchone()[0]
     keys = [(e["cell"], e["rep"]) for e in first]
-    assert len(keys) == len(set(keys)) == 54  # none missing, none duplicated
+    assert len(keys) == len(set(keys)) == 63  # none missing, none duplicated
     failed = [e for e in first if e["status"] == "failed"]
     ungraded = [e for e in first if e["status"] == "ungraded"]  # a judge's call failed: the conversation is kept
     assert failed and errors == len(failed) + len(ungraded)  # 400s are not retried: some episodes must fail, each with its error
@@ -63,7 +63,7 @@ async def test_chaos_batch_stores_every_episode_once_and_resume_completes_it(tmp
         second = store.episodes(run_id)
         assert store.integrity_ok()
         assert store.conn.execute("SELECT count(*) FROM errors").fetchone()[0] == errors  # failures stay on record
-    assert len(second) == 54 and {e["status"] for e in second} == {"succeeded"}
+    assert len(second) == 63 and {e["status"] for e in second} == {"succeeded"}
     kept = {e["id"] for e in first if e["status"] == "succeeded"}
     assert kept <= {e["id"] for e in second}  # succeeded episodes were skipped, not re-run
     again = {e["id"]: e for e in second}
@@ -145,5 +145,5 @@ def test_two_batches_writing_one_database_lose_nothing(tmp_path):
             _, err = p.communicate(timeout=300)
             assert p.returncode == 0, err
     with Store(tmp_path / "n.db") as store:
-        assert [r["succeeded"] for r in store.runs()] == [18, 18]
+        assert [r["succeeded"] for r in store.runs()] == [21, 21]
         assert store.integrity_ok()

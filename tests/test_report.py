@@ -13,6 +13,7 @@ import pytest
 import typer
 from graded_stub import graded
 from rich.console import Console
+from conftest import lenient_personas
 from stub_server import StubServer
 from typer.testing import CliRunner
 
@@ -34,11 +35,12 @@ def runs(tmp_path_factory):
     edited.mkdir()
     (edited / "practitioner.j2").write_text((data_dir("prompts") / "practitioner.j2").read_text().replace("Be genuine", "Be bold"))
     grid = {"personas": "all", "strategies": "turn_back,no_ask", "reps": 3, "max_turns": 2, "judges": 3}
-    db = tmp / "n.db"
+    db, personas = tmp / "n.db", lenient_personas(tmp / "personas")
 
     async def both():
         with StubServer(fault=graded) as url:
-            return await run_grid(grid, db=db, base_url=url), await run_grid(grid, db=db, base_url=url, prompts_dir=edited)
+            return (await run_grid(grid, db=db, base_url=url, personas_dir=personas),
+                    await run_grid(grid, db=db, base_url=url, prompts_dir=edited, personas_dir=personas))
 
     a, b = asyncio.run(both())
     with Store(db) as store:

@@ -13,7 +13,7 @@ from stub_server import instance
 
 import evaluations
 from evaluations import CONDITIONS, FLAGS, Judge, grade, load_gold, load_rubric
-from evaluations.evaluator import _flags_model, _grades_model, _Outcome, _transitions_model
+from evaluations.evaluator import _flags_model, _grades_model, _outcome_model, _transitions_model
 from simulator import Completion, Context, Profile, Prompts, Scenario, run_episode
 from simulator.chat import json_schema
 from simulator.episode import PersonaState, PractitionerLabel
@@ -96,7 +96,7 @@ def test_every_schema_a_run_sends_is_strict(catalog):
 
 
 @pytest.mark.parametrize("output", [
-    PractitionerLabel, PersonaState, _Outcome,
+    PractitionerLabel, PersonaState, _outcome_model(("1.1", "3.1")), _outcome_model(()),
     _transitions_model((0,)), _transitions_model(()),              # one practitioner turn; none
     _grades_model((("timing", ("4.2",)),)),                        # a re-ask about one condition, one citable sentence
     _grades_model(tuple((c, ("0.1", "2.1")) for c in CONDITIONS)),

@@ -293,3 +293,16 @@ def test_hedges_g_ci_by_hand():
     g, lo, hi = hedges_g_ci([1, 2, 3, None], [3, 4, 5])
     assert g == approx(1.6) and lo == approx(1.6 - 1.959964 * 0.938083, abs=1e-5) and hi == approx(1.6 + 1.959964 * 0.938083, abs=1e-5)
     assert all(map(is_nan, hedges_g_ci([1], [2, 3]))) and all(map(is_nan, hedges_g_ci([2, 2], [2, 2])))
+
+
+def test_pearson_r_and_kendall_tau_by_hand():
+    from evaluations.stats import kendall_tau, pearson_r
+
+    r, n = pearson_r([1, 2, 3, None], [1, 2, 4, 5])  # pairwise complete: the last pair is dropped
+    assert n == 3 and r == pytest.approx(0.9819805)  # cov 1.5 / sqrt(1 * 2.3333)
+    assert math.isnan(pearson_r([1, 1, 1], [1, 2, 3])[0])
+    assert kendall_tau([0.9, 0.5, 0.1], [0.8, 0.6, 0.2]) == pytest.approx(1.0)
+    assert kendall_tau([3, 2, 1], [1, 2, 3]) == pytest.approx(-1.0)
+    # tau-b with one tie: concordant 2, discordant 0, tied in b 1 -> 2 / sqrt(3 * 2)
+    assert kendall_tau([1, 2, 3], [1, 2, 2]) == pytest.approx(2 / math.sqrt(6))
+    assert math.isnan(kendall_tau([1], [1]))
