@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from cassettes import CASSETTES, cassette, gold_judge, short_episode
 
 from evaluations import CONDITIONS, grade
 from evaluations.rules import citation_problem, evidence_turns, sentence_table
+from simulator.episode import EndReason, Intent, PersonaIntent
 from simulator.runner import run_episode
 
 UNUSED_PORT_URL = "http://127.0.0.1:9/v1"  # nothing listens here: replay must not need a server
@@ -14,13 +17,16 @@ UNUSED_PORT_URL = "http://127.0.0.1:9/v1"  # nothing listens here: replay must n
 async def test_short_episode_replays_offline_on_any_port(client):
     with cassette("episode", record_mode="none") as tape:
         record = await run_episode(short_episode(client(UNUSED_PORT_URL, "local")), backend="local")
-        assert tape.all_played and tape.play_count == len(tape) == 8
+        assert tape.all_played and tape.play_count == len(tape) >= 4  # every recorded call replayed, in order
     assert record["status"] == "succeeded", record["error"]
-    assert [t["speaker"] for t in record["turns"]] == ["practitioner", "persona"] * 2
-    assert all(t["intent"] in {"small_talk", "bridge", "ask", "accept_no", "goodbye"} for t in record["turns"][::2])
+    rounds = len(record["turns"]) // 2
+    assert rounds >= 1 and [t["speaker"] for t in record["turns"]] == ["practitioner", "persona"] * rounds
+    assert record["usage"]["calls"] == len(tape)  # the record accounts for every call the episode made
+    assert all(t["intent"] in get_args(Intent) for t in record["turns"][::2])
+    assert all(t["intent"] in get_args(PersonaIntent) for t in record["turns"][1::2])
     assert all(0 <= t["interest"] <= 10 and 0 <= t["comfort"] <= 10 for t in record["turns"][1::2])
     assert record["usage"]["prompt_tokens"] > 0 and record["usage"]["completion_tokens"] > 0
-    assert record["outcome"]["end_reason"] in {"exchanged", "goodbye", "refused", "degenerate", "max_turns"}
+    assert record["outcome"]["end_reason"] in set(get_args(EndReason)) - {"error"}
 
 
 async def test_real_evaluator_verdict_replays_and_holds_its_invariants(client):
