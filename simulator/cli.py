@@ -19,6 +19,7 @@ from evaluations import CONDITIONS, Judge, calibration, grade as grade_episode, 
 from .backends import endpoint
 from .batch import Experiment
 from .catalog import Catalog, Gender, Profile, load_catalog
+from .cli_branch import register as register_branch
 from .cli_compare import register as register_compare
 from .config import Config, load_config
 from .errors import UserError
@@ -513,6 +514,7 @@ def serve(
 
 
 register_compare(app, console)
+register_branch(app, console)
 
 
 def main() -> None:

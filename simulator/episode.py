@@ -11,7 +11,7 @@ from .catalog import Rating
 
 Intent = Literal["small_talk", "bridge", "ask", "accept_no", "goodbye"]
 Exchanged = Literal["number", "email", "social_handle", "none"]
-EndReason = Literal["exchanged", "refused", "goodbye", "degenerate", "max_turns", "error"]
+EndReason = Literal["exchanged", "refused", "goodbye", "degenerate", "max_turns", "error", "ended_by_person"]
 
 
 class PractitionerLabel(BaseModel):

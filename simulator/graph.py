@@ -9,6 +9,7 @@ from typing import Annotated, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
 
 from .catalog import Catalog, Profile
 from .chat import Call, ChatModel, chat, structured
@@ -42,6 +43,7 @@ class Context:
     reasks: int = 2
     max_tokens: int = 48
     evaluate: Callable[[dict], Awaitable[list[dict]]] | None = None  # the evaluator slot: episode -> verdicts
+    person: str | None = None  # 'practitioner' or 'persona' when a person plays that role (`nextstep play`)
 
     def call_seed(self, turn: int, k: int) -> int:
         """A distinct, reproducible seed for the k-th call of a turn."""
@@ -95,8 +97,14 @@ def _failed(calls: list[Call], error: ModelError) -> dict:
     return {"calls": [c.to_dict() for c in calls], "error": str(error), "end": {"reason": "error", "by": "error"}}
 
 
+def _ended_by_person(role: str) -> dict:
+    return {"end": {"reason": "ended_by_person", "by": role}}
+
+
 async def practitioner_node(state: State, config: RunnableConfig) -> dict:
     ctx, turns, calls = _ctx(config), state.get("turns", []), []
+    if ctx.person == "practitioner":
+        return await _person_practitioner(ctx, turns)
     s, catalog = ctx.scenario, ctx.catalog
     system = ctx.prompts.render(
         "practitioner", setting=catalog.settings[s.setting], strategy=catalog.strategies[s.strategy],
@@ -121,8 +129,39 @@ async def practitioner_node(state: State, config: RunnableConfig) -> dict:
     return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns)}
 
 
+async def _person_practitioner(ctx: Context, turns: list[dict]) -> dict:
+    """A person's line (the graph pauses for it), labelled with its intent by the practitioner model, as a model's line is."""
+    text = interrupt({"role": "practitioner", "turn": len(turns)})  # resumed with the line, or None: the person ended it
+    if not text:
+        return _ended_by_person("practitioner")
+    calls = []
+    try:
+        label = await structured(
+            ctx.practitioner, [{"role": "user", "content": ctx.prompts.render(
+                "practitioner_intent", transcript=_transcript(turns, "practitioner"), utterance=text)}],
+            PractitionerLabel, role="practitioner", purpose="intent", calls=calls, reasks=ctx.reasks,
+            seed=ctx.call_seed(len(turns), 8), max_tokens=24, temperature=0.0,
+        )  # fmt: skip
+    except ModelError as e:
+        return _failed(calls, e)
+    turn = {"index": len(turns), "speaker": "practitioner", "text": text, "intent": label.intent, "by": "person"}
+    return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns)}
+
+
+def _person_persona(ctx: Context, turns: list[dict]) -> dict:
+    """A person's line with the private state they report (the graph pauses for it); None ends the episode."""
+    said = interrupt({"role": "persona", "turn": len(turns)})  # {'text', 'interest', 'comfort', 'shares_contact'} or None
+    if not said:
+        return _ended_by_person("persona")
+    state = PersonaState.model_validate({k: said[k] for k in ("interest", "comfort", "shares_contact")})
+    turn = {"index": len(turns), "speaker": "persona", "text": said["text"], **state.model_dump(), "by": "person"}
+    return {"turns": [turn], "end": stop_rule([*turns, turn], ctx.max_turns)}
+
+
 async def persona_node(state: State, config: RunnableConfig) -> dict:
     ctx, turns, calls = _ctx(config), state["turns"], []
+    if ctx.person == "persona":
+        return _person_persona(ctx, turns)
     s, persona = ctx.scenario, ctx.catalog.personas[ctx.scenario.persona]
     previous = next((t for t in reversed(turns) if t["speaker"] == "persona"), persona.baseline.model_dump())
     system = ctx.prompts.render(
@@ -161,8 +200,12 @@ def _route(next_node: str):
     return lambda state: "finish" if state.get("end") else next_node
 
 
-def build_graph():
-    """The compiled conversation graph; pass a Context as config['configurable']['ctx']."""
+def build_graph(checkpointer=None):
+    """The compiled conversation graph; pass a Context as config['configurable']['ctx'].
+
+    A checkpointer (e.g. LangGraph's InMemorySaver) is what forking (`nextstep branch`) and pausing for a person
+    (`nextstep play`) need; plain runs go without.
+    """
     graph = StateGraph(State)
     graph.add_node("practitioner", practitioner_node)
     graph.add_node("persona", persona_node)
@@ -171,4 +214,4 @@ def build_graph():
     graph.add_conditional_edges("practitioner", _route("persona"), ["persona", "finish"])
     graph.add_conditional_edges("persona", _route("practitioner"), ["practitioner", "finish"])
     graph.add_edge("finish", END)
-    return graph.compile()
+    return graph.compile(checkpointer=checkpointer)
