@@ -35,6 +35,8 @@ def episode_row(record: dict) -> dict:
         "setting": record["setting"], "persona": record["persona"], "strategy": record["strategy"],
         "practitioner_gender": profile.get("practitioner_gender"), "persona_gender": profile.get("persona_gender"),
         "seed": record.get("seed"), "status": record["status"], "error": record.get("error"),
+        "prefix": (record.get("branch") or {}).get("prefix"), "arm": (record.get("branch") or {}).get("arm"),
+        "person": record.get("person"),
         "fidelity_ok": faithful(record),
         "exchanged": o.get("exchanged"), "contact": None if not o else o.get("exchanged") not in (None, "none"),
         "judged_exchanged": panel_exchanged(verdicts) if verdicts else None,

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import sqlite3
 
 import pytest
 from conftest import ScriptedModel, persona_says, practitioner_says
+from stub_server import StubServer
+from test_cli import assert_one_line_error, nextstep
 
 from simulator.branch import fork_turn
 from simulator.errors import UserError
 from simulator.runner import fork_point, run_episode
+from simulator.store import ADDED_COLUMNS, Store
 
 TURNS = [
     {"index": 0, "speaker": "practitioner", "text": "Hi.", "intent": "small_talk"},
@@ -61,3 +67,73 @@ async def test_continuations_fork_from_one_checkpoint_with_the_prefix_kept_exact
     history = q1.requests[0]["messages"][1:]
     assert [m["content"] for m in history] == ["Hi.", "Hello.", "Nice day."]
     assert [m["role"] for m in history] == ["user", "assistant", "user"]
+
+
+def _parent_db(tmp_path, turns=TURNS):
+    """A database with one stored episode of the given turns, in run 'base'."""
+    db = tmp_path / "n.db"
+    with Store(db) as store:
+        store.create_run("base", {"experiment": {}})
+        store.save_episode("base", "supermarket/unsure/common_interest/man-woman", 0, {
+            "id": "parent000001", "setting": "supermarket", "persona": "unsure", "strategy": "common_interest",
+            "seed": 5, "status": "succeeded", "turns": turns, "calls": [], "verdicts": [], "run_id": "base"})  # fmt: skip
+    return db
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["nosuch", "--at", "2", "--strategy", "turn_back"], "no run or episode 'nosuch' in"),
+    (["parent000001", "--at", "9", "--strategy", "turn_back"], "--at 9: episode parent000001 has turns 0-3: turn 9 is out of range"),
+    (["parent000001", "--at", "first-ask", "--strategy", "turn_back"], "--at first-ask: episode parent000001 has no ask"),
+    (["parent000001", "--at", "2"], "nothing to change"),
+    (["parent000001", "--at", "2", "--strategy", "beg"], "unknown strategy 'beg'"),
+])  # fmt: skip
+def test_branch_bad_input_is_one_line_and_exit_2(tmp_path, args, fragment):
+    db = _parent_db(tmp_path, TURNS[:4])
+    assert_one_line_error(nextstep("branch", *args, "--db", str(db), "--base-url", "http://127.0.0.1:9/v1"), fragment)
+
+
+def test_old_databases_open_and_gain_the_link_columns(tmp_path):
+    db = _parent_db(tmp_path)
+    with sqlite3.connect(db) as conn:  # as a database made before branches existed
+        for column in ADDED_COLUMNS:
+            conn.execute(f"ALTER TABLE episodes DROP COLUMN {column}")
+    with Store(db) as store:
+        assert store.episode("parent000001")["turns"] == TURNS
+        have = {row[1] for row in store.conn.execute("PRAGMA table_info(episodes)")}
+        assert set(ADDED_COLUMNS) <= have
+
+
+def test_branch_run_end_to_end_on_the_stub(tmp_path):
+    db = tmp_path / "n.db"
+    with StubServer() as url:
+        common = ["--db", str(db), "--base-url", url]
+        base = nextstep("batch", "--personas", "aloof,friendly", "--reps", "2", "--max-turns", "3", "--run-id", "base", *common)
+        assert base.returncode == 0, base.stderr
+        result = nextstep("branch", "base", "--at", "2", "--strategy", "high_point_exit", "--reps", "2", *common)
+        assert result.returncode == 0, result.stderr
+        run = re.search(r"branch run (branch-\w+)", result.stdout).group(1)
+        again = nextstep("branch", "base", "--at", "2", "--strategy", "high_point_exit", "--reps", "2", *common)
+        assert re.search(r"branch run (branch-\w+)", again.stdout).group(1) == run and "continuations this session" not in again.stdout
+    with Store(db) as store:
+        parents = {r["id"]: r for r in store.episodes("base")}
+        forked = [p for p in parents.values() if len(p["turns"]) > 2]
+        records = store.episodes(run)
+        links = store.conn.execute("SELECT id, parent_id, fork_turn, arm FROM episodes WHERE run_id = ?", (run,)).fetchall()
+    assert len(records) == len(forked) * 2 * 2 and forked  # every forkable parent, 2 reps, 2 arms; run again adds nothing
+    for r in records:
+        parent, b = parents[r["branch"]["parent"]], r["branch"]
+        assert r["turns"][:2] == parent["turns"][:2] and b["at"] == 2  # the identical prefix
+        assert r["strategy"] == ("high_point_exit" if b["arm"] == "treatment" else parent["strategy"])
+        assert r["status"] == "succeeded" and len(r["verdicts"]) == 1  # graded like any other
+    seeds = {(r["branch"]["prefix"], r["rep"], r["branch"]["arm"]): r["seed"] for r in records}
+    assert all(seeds[(p, k, "control")] == seeds[(p, k, "treatment")] for p, k, _ in seeds)
+    assert {(row["parent_id"], row["fork_turn"], row["arm"]) for row in links} == {
+        (p, 2, arm) for p in (r["id"] for r in forked) for arm in ("control", "strategy=high_point_exit")}
+    c = json.loads(nextstep("compare", run, "--db", str(db), "--format", "json", "--include-unfaithful").stdout)
+    assert c["pairing"]["paired"] == len(forked) * 2
+    assert c["tests"]["contact"]["test"] == "exact mcnemar" and c["tests"]["timing"]["test"].startswith("wilcoxon")
+    assert {p["persona"] for p in c["personas"]} == {parents[r["branch"]["parent"]]["persona"] for r in records}
+    text = nextstep("compare", run, "--db", str(db)).stdout
+    assert "treatment" in text and "control" in text
+    html = nextstep("report", run, "--db", str(db), "-o", str(tmp_path / "r.html"))
+    assert html.returncode == 0 and (tmp_path / "r.html").read_text().count('class="side"') == len(forked)
