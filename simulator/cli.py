@@ -21,6 +21,7 @@ from .batch import Experiment
 from .catalog import Catalog, Gender, Profile, load_catalog
 from .cli_branch import register as register_branch
 from .cli_compare import register as register_compare
+from .cli_play import register as register_play
 from .config import Config, load_config
 from .errors import UserError
 from .graph import Context, Scenario
@@ -515,6 +516,7 @@ def serve(
 
 register_compare(app, console)
 register_branch(app, console)
+register_play(app, console)
 
 
 def main() -> None:

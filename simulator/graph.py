@@ -131,7 +131,7 @@ async def practitioner_node(state: State, config: RunnableConfig) -> dict:
 
 async def _person_practitioner(ctx: Context, turns: list[dict]) -> dict:
     """A person's line (the graph pauses for it), labelled with its intent by the practitioner model, as a model's line is."""
-    text = interrupt({"role": "practitioner", "turn": len(turns)})  # resumed with the line, or None: the person ended it
+    text = interrupt({"role": "practitioner", "turn": len(turns)})["text"]  # an empty line: the person ended it
     if not text:
         return _ended_by_person("practitioner")
     calls = []
@@ -149,9 +149,9 @@ async def _person_practitioner(ctx: Context, turns: list[dict]) -> dict:
 
 
 def _person_persona(ctx: Context, turns: list[dict]) -> dict:
-    """A person's line with the private state they report (the graph pauses for it); None ends the episode."""
-    said = interrupt({"role": "persona", "turn": len(turns)})  # {'text', 'interest', 'comfort', 'shares_contact'} or None
-    if not said:
+    """A person's line with the private state they report (the graph pauses for it); an empty line ends the episode."""
+    said = interrupt({"role": "persona", "turn": len(turns)})  # {'text', 'interest', 'comfort', 'shares_contact'}
+    if not said["text"]:
         return _ended_by_person("persona")
     state = PersonaState.model_validate({k: said[k] for k in ("interest", "comfort", "shares_contact")})
     turn = {"index": len(turns), "speaker": "persona", "text": said["text"], **state.model_dump(), "by": "person"}
@@ -190,7 +190,7 @@ async def finish_node(state: State, config: RunnableConfig) -> dict:
     persona = ctx.catalog.personas[ctx.scenario.persona]
     problems = fidelity_problems(turns, persona.expected_first_turn.model_dump())
     update = {"outcome": outcome(turns, state["end"]), "fidelity": {"ok": not problems, "problems": problems}}
-    if ctx.evaluate is not None and not state.get("error"):
+    if ctx.evaluate is not None and not state.get("error") and turns:  # a person may end it before anything was said
         s = ctx.scenario
         update["verdicts"] = await ctx.evaluate({"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy})
     return update

@@ -103,7 +103,7 @@ def judge_errors(verdicts: list[dict]) -> str | None:
 
 async def _drive(app, start, config: dict, on_turn, answer, seen: int) -> dict:
     """Stream the graph to its end; where it pauses for a person, `answer(request)` gives the value it resumes with."""
-    state = {}
+    state, asked = {}, None
     while True:
         async for chunk in app.astream(start, config, stream_mode="values"):
             if "__interrupt__" in chunk:  # the pause itself, not a state
@@ -116,6 +116,9 @@ async def _drive(app, start, config: dict, on_turn, answer, seen: int) -> dict:
         paused = (await app.aget_state(config)).interrupts if answer else ()
         if not paused:
             return state
+        if paused[0].id == asked:
+            raise RuntimeError(f"the graph did not take the answer to {paused[0].value}")  # rather than ask forever
+        asked = paused[0].id
         start, config = Command(resume=answer(paused[0].value)), {**config, "configurable": {
             k: v for k, v in config["configurable"].items() if k != "checkpoint_id"}}  # resume the thread where it paused
 

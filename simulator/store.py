@@ -266,6 +266,11 @@ class Store:
         rows = self.conn.execute("SELECT cell, rep FROM episodes WHERE run_id = ? AND status = 'succeeded'", (run_id,))
         return {(cell, rep) for cell, rep in rows}
 
+    def next_rep(self, run_id: str, cell: str) -> int:
+        """The first repetition number not yet used in a cell: where one more episode of it goes."""
+        row = self.conn.execute("SELECT coalesce(max(rep) + 1, 0) FROM episodes WHERE run_id = ? AND cell = ?", (run_id, cell))
+        return row.fetchone()[0]
+
     def ungraded(self, run_id: str) -> list[dict]:
         """The run's episodes whose conversation is stored but a judge's endpoint failed: a resumed run grades them again."""
         rows = self.conn.execute("SELECT record_json FROM episodes WHERE run_id = ? AND status = 'ungraded' ORDER BY cell, rep",
