@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def register(app: typer.Typer, console) -> None:
@@ -69,7 +74,13 @@ def register(app: typer.Typer, console) -> None:
                                   reasks=config.reasks, evaluate=evaluate, person=role)  # fmt: skip
                     return await run_episode(ctx, backend=ep.backend, on_turn=heard, answer=Person(say=console.print).answer)
 
-            record = asyncio.run(go())
+            # asyncio.run swaps in its own Ctrl-C handler (cancel the task) unless one is set: this one makes Ctrl-C at a
+            # prompt reach input() as KeyboardInterrupt, which ends the episode cleanly.
+            previous = signal.signal(signal.SIGINT, _interrupt)
+            try:
+                record = asyncio.run(go())
+            finally:
+                signal.signal(signal.SIGINT, previous)
         console.print("\n[bold]the whole episode[/], with the persona's private state and the practitioner's intent:")
         for turn in record["turns"]:
             print_turn(turn)
