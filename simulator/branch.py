@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from .batch import cell_seed
+from .batch import SIMULATION_PROMPTS, cell_seed
 from .catalog import Catalog, Profile
 from .errors import UserError
 from .graph import Context, Scenario
@@ -28,7 +28,6 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 ARMS = ("control", "treatment")
-SIMULATION_PROMPTS = ("practitioner", "practitioner_intent", "persona", "persona_state")
 
 
 def fork_turn(turns: list[dict], at: str, episode_id: str = "episode") -> int:
