@@ -273,12 +273,43 @@ def compare_runs(run_a: dict, run_b: dict, frame_a: pd.DataFrame, frame_b: pd.Da
            "ranking": strategy_ranking(frame_a, frame_b, include_unfaithful=include_unfaithful)}  # fmt: skip
     if paired.empty:
         return clean(out)
+    return clean(out | {"tests": paired_tests(paired), "cells": cell_deltas(paired), "detectable": detectable(paired)})
+
+
+def paired_tests(paired: pd.DataFrame) -> dict:
+    """McNemar for contact, Wilcoxon with a paired bootstrap interval for each measure, Holm-adjusted as one family."""
     tests = {"contact": _paired(paired["contact_a"], paired["contact_b"], "rate")}
     tests |= {m: _paired(paired[f"{m}_a"], paired[f"{m}_b"], "scores") for m in MEASURES}
-    # One family: a prompt edit is judged on all these measures at once.
+    # One family: a change is judged on all these measures at once.
     for t, adjusted in zip(tests.values(), holm([t["p"] for t in tests.values()])):
         t["p_holm"] = adjusted
-    return clean(out | {"tests": tests, "cells": cell_deltas(paired), "detectable": detectable(paired)})
+    return tests
+
+
+def compare_branches(run: dict, frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
+    """A branch run: each treatment continuation paired with the control of the same prefix and rep (so seed);
+    deltas are treatment - control, overall, per persona (the prefix's) and per prefix."""
+    arms = [frame[frame["arm"] == arm].assign(cell=lambda f: f["prefix"]) if len(frame) else frame
+            for arm in ("control", "treatment")]  # fmt: skip
+    paired, info = pair(*arms, include_unfaithful=include_unfaithful)
+    out = {"run": run["id"], "branch": run["spec"]["branch"], "pairing": info, "include_unfaithful": include_unfaithful,
+           "tests": {}, "personas": [], "prefixes": []}  # fmt: skip
+    if paired.empty:
+        return clean(out)
+    personas = [{"persona": p, "n": len(g), "small": len(g) < SMALL, "tests": paired_tests(g)}
+                for p, g in paired.groupby("persona_a", sort=True)]  # fmt: skip
+    return clean(out | {"tests": paired_tests(paired), "personas": personas, "prefixes": cell_deltas(paired)})
+
+
+def load_branches(run_id: str, db: Path | str) -> tuple[dict, pd.DataFrame] | None:
+    """(run, frame) for `compare_branches` if `run_id` is a branch run, else None."""
+    from simulator.store import Store
+
+    with Store(Path(db)) as store:
+        run = store.run(run_id)
+        if "branch" not in run["spec"]:
+            return None
+        return run, pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
 
 
 RANKED = ("contact", "mean_interest")  # what strategies are ranked by: the outcome, and the persona's private view

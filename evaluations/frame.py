@@ -41,6 +41,8 @@ def episode_row(record: dict) -> dict:
         "setting": record["setting"], "persona": record["persona"], "strategy": record["strategy"],
         "practitioner_gender": profile.get("practitioner_gender"), "persona_gender": profile.get("persona_gender"),
         "seed": record.get("seed"), "status": record["status"], "error": record.get("error"),
+        "prefix": (record.get("branch") or {}).get("prefix"), "arm": (record.get("branch") or {}).get("arm"),
+        "person": record.get("person"),
         "fidelity_ok": faithful(record),
         "exchanged": o.get("exchanged"), "contact": is_contact(o.get("exchanged")),
         "social_handle": None if o.get("exchanged") is None else o["exchanged"] == "social_handle",

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .compare import SHORT, compare_runs, fmt, fmt_ci, fmt_p, load_pair, run_analysis, run_prompts, which_test
+from .compare import (SHORT, compare_branches, compare_runs, fmt, fmt_ci, fmt_p, load_pair, run_analysis, run_prompts,
+                      which_test)
 from .fidelity import audit
 from .frame import episode_row, faithful, judges_frame, usable
 from .plots import condition_bars, heatmap, interest_curves
@@ -28,6 +29,7 @@ table{border-collapse:collapse;margin:8px 0 16px;font-size:13px} th{background:#
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 td.num{text-align:right;font-variant-numeric:tabular-nums} .muted{color:#777}
 table.tight td,table.tight th{white-space:nowrap}
+.side{display:flex;gap:8px;overflow-x:auto} .side>div{flex:1 0 260px}
 .plots{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start} .plots svg{max-width:100%;height:auto}
 details{border:1px solid #ddd;border-radius:4px;margin:4px 0;padding:4px 8px} summary{cursor:pointer}
 .turn{margin:4px 0;padding:4px 8px;border-left:4px solid #ccc;background:#fafafa}
@@ -228,20 +230,58 @@ def comparison_section(c: dict) -> list[str]:
         return out + [f"<p><b>{escape(p['reason'])}</b></p>"]
     out.append(f"<p>{p['paired']} episodes paired by cell, rep and seed; {p['excluded']} matched but failed or out of "
                f"character on a side; {p['only_a']} only in A, {p['only_b']} only in B.</p>")
+    return out + [*tests_section(c["tests"]), cells_table(c["cells"]),
+                  "<h3>What these pairs could detect</h3>", table(*detectable_rows(c["detectable"]), {1})]
+
+
+def tests_section(tests: dict, a: str = "A", b: str = "B") -> list[str]:
+    """The paired tests (McNemar, Wilcoxon with a paired bootstrap interval), one measure a row."""
     effect = lambda m, r: f"b01 {r['b01']}, b10 {r['b10']}" if m == "contact" else fmt(r["effect"])  # noqa: E731
-    tests = [[m, r["n"], fmt(r["a"]), fmt(r["b"]), f"{fmt(r['delta'])} [{fmt(r['ci'][0])}, {fmt(r['ci'][1])}]",
-              r["test"], fmt_p(r["p"]), fmt_p(r["p_holm"]), effect(m, r)] for m, r in c["tests"].items()]
+    rows = [[m, r["n"], fmt(r["a"]), fmt(r["b"]), f"{fmt(r['delta'])} [{fmt(r['ci'][0])}, {fmt(r['ci'][1])}]",
+             r["test"], fmt_p(r["p"]), fmt_p(r["p_holm"]), effect(m, r)] for m, r in tests.items()]
+    return [table(["measure", "pairs", a, b, "delta [95% CI]", "test", "p", "p Holm", "effect"], rows, {1, 2, 3, 6, 7}),
+            f'<p class="muted">Effect: matched-pairs rank-biserial r ({escape(b)} &gt; {escape(a)} positive); for contact, '
+            f"the discordant pairs (b01: only {escape(b)} made contact, b10: only {escape(a)}).</p>"]
+
+
+def cells_table(cells: list[dict], key: str = "cell") -> Html:
+    """Per cell (or prefix): pairs, contact and interest on each side, and the mean delta of each condition."""
     pct = lambda x: "n/a" if x is None else f"{x:.0%}"  # noqa: E731
-    cells = [[r["cell"], _n(r), f"{pct(r['contact_a'])} → {pct(r['contact_b'])}",
-              f"{fmt(r['interest_a'])} → {fmt(r['interest_b'])}", *[fmt(r[x]) for x in CONDITIONS]] for r in c["cells"]]
-    return out + [
-        table(["measure", "pairs", "A", "B", "delta [95% CI]", "test", "p", "p Holm", "effect"], tests, {1, 2, 3, 6, 7}),
-        '<p class="muted">Effect: matched-pairs rank-biserial r (B &gt; A positive); for contact, the discordant '
-        "pairs (b01: only B made contact, b10: only A).</p>",
-        table(["cell", "pairs", "contact", "interest", *[f"Δ {SHORT[x]}" for x in CONDITIONS]], cells, set(range(1, 10)),
-              "tight"),
-        "<h3>What these pairs could detect</h3>", table(*detectable_rows(c["detectable"]), {1}),
-    ]
+    rows = [[r["cell"], _n(r), f"{pct(r['contact_a'])} → {pct(r['contact_b'])}",
+             f"{fmt(r['interest_a'])} → {fmt(r['interest_b'])}", *[fmt(r[x]) for x in CONDITIONS]] for r in cells]
+    return table([key, "pairs", "contact", "interest", *[f"Δ {SHORT[x]}" for x in CONDITIONS]], rows, set(range(1, 10)), "tight")
+
+
+def branches_section(c: dict, records: list[dict]) -> list[str]:
+    """A branch run: the paired tests, then each prefix once with its continuations side by side."""
+    change = ", ".join(f"{k}={v}" for k, v in c["branch"]["treatment"].items() if v is not None)
+    out = [f"<p>Treatment: {escape(change)}; control: nothing changed. Forked --at {escape(str(c['branch']['at']))}; "
+           "deltas are treatment − control, paired by prefix and rep (same seed).</p>"]
+    p = c["pairing"]
+    if p["reason"]:
+        out.append(f"<p><b>{escape(p['reason'])}</b></p>")
+    else:
+        out += [f"<p>{p['paired']} pairs; {p['excluded']} matched but failed or out of character on a side.</p>",
+                *tests_section(c["tests"], "control", "treatment")]
+        for row in c["personas"]:
+            out += [f"<h3>persona {escape(row['persona'])}: {_n(row)} pairs</h3>", *tests_section(row["tests"], "control", "treatment")[:1]]
+        out.append(cells_table(c["prefixes"], "prefix"))
+    by_prefix: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: (r["branch"]["arm"], r.get("rep") or 0)):
+        by_prefix.setdefault(r["branch"]["prefix"], []).append(r)
+    for prefix, group in sorted(by_prefix.items()):
+        at = group[0]["branch"]["at"]
+        kept = "".join(_turn(t, set(), []) for t in (group[0].get("turns") or [])[:at])
+        columns = []
+        for r in group:
+            o = r.get("outcome") or {}
+            said = f"{r['status']} · exchanged {o.get('exchanged')} · {o.get('end_reason')}"
+            new = "".join(_turn(t, set(), []) for t in (r.get("turns") or [])[at:])
+            columns.append(f"<div><b>{escape(r['branch']['arm'])} rep {escape(str(r.get('rep')))}</b>"
+                           f'<div class="muted">{escape(said)}</div>{new}</div>')
+        out.append(Html(f"<details><summary>prefix {escape(prefix)} · {escape(group[0]['persona'])} · kept turns 0–{at - 1}"
+                        f'</summary>{kept}<div class="side">{"".join(columns)}</div></details>'))
+    return out
 
 
 def render_report(run_id: str, db: Path | str, *, vs: str | None = None, personas_dir: Path | None = None) -> str:
@@ -265,6 +305,9 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
             "<h2>Where the variance comes from</h2>", *variance_section(r)]
     if vs:
         body += ["<h2>What changed</h2>", *comparison_section(compare_runs(*load_pair(vs, run_id, db)))]
+    if "branch" in spec:
+        body += ["<h2>Branches: treatment and control from identical prefixes</h2>",
+                 *branches_section(compare_branches(run, frame), [x for x in records if x.get("branch")])]
     order = lambda x: tuple(str(x.get(k) or "") for k in ("persona", "setting", "strategy")) + (x.get("rep") or 0,)  # noqa: E731
     shown = sorted(records, key=order)
     body += ["<h2>Transcripts</h2>", '<p class="muted">Orange: turns in a transition. Yellow: evidence a judge quoted '

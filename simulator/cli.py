@@ -20,7 +20,9 @@ from evaluations import CONDITIONS, Judge, calibration, grade as grade_episode, 
 from .backends import endpoint
 from .batch import Experiment
 from .catalog import Catalog, Gender, Profile, load_catalog
+from .cli_branch import register as register_branch
 from .cli_compare import register as register_compare
+from .cli_play import register as register_play
 from .config import Config, load_config
 from .errors import UserError
 from .graph import Context, Scenario
@@ -520,6 +522,8 @@ def serve(
 
 
 register_compare(app, console)
+register_branch(app, console)
+register_play(app, console)
 
 
 def main() -> None:

@@ -111,6 +111,44 @@ def print_reactions(run_id: str, r: dict, console) -> None:
                   "scores: Kruskal-Wallis, effect epsilon-squared (pairs: Mann-Whitney, rank-biserial).[/]")
 
 
+def print_paired_tests(tests: dict, title: str, console, a: str = "A", b: str = "B") -> None:
+    """The paired tests of `compare_runs` or `compare_branches`, one measure a row."""
+    from evaluations.compare import SHORT, fmt, fmt_p
+
+    t = Table("measure", "pairs", a, b, "delta [95% CI]", "test", "p", "p Holm", "effect", title=escape(title),
+              title_justify="left")
+    for m, r in tests.items():
+        effect = f"b01 {r['b01']}, b10 {r['b10']}" if m == "contact" else fmt(r["effect"])
+        t.add_row(SHORT.get(m, m), str(r["n"]), fmt(r["a"]), fmt(r["b"]), f"{fmt(r['delta'])} [{fmt(r['ci'][0])}, {fmt(r['ci'][1])}]",
+                  r["test"], fmt_p(r["p"]), fmt_p(r["p_holm"]), effect)
+    console.print(t)
+
+
+def print_branches(c: dict, console) -> None:
+    """A branch run: treatment against control from identical prefixes, overall, per persona and per prefix."""
+    from evaluations.compare import fmt
+
+    b, p = c["branch"], c["pairing"]
+    change = ", ".join(f"{k}={v}" for k, v in b["treatment"].items() if v is not None)
+    console.print(f"[bold]branch run {escape(c['run'])}[/]: {escape(change)} (treatment) vs nothing changed (control), "
+                  f"forked --at {escape(str(b['at']))} from {len(b['parents'])} episode(s); deltas are treatment - control")
+    if p["reason"]:
+        console.print(f"[bold red]{escape(p['reason'])}[/]")
+        return
+    console.print(f"paired {p['paired']} continuations by prefix and rep ({p['excluded']} matched but failed or "
+                  f"fidelity-flagged on a side; {p['only_a']} control only, {p['only_b']} treatment only)")
+    print_paired_tests(c["tests"], "paired tests, all prefixes", console, "control", "treatment")
+    for row in c["personas"]:
+        small = " (fewer than 5 pairs: read with care)" if row["small"] else ""
+        print_paired_tests(row["tests"], f"persona {row['persona']}: {row['n']} pairs{small}", console, "control", "treatment")
+    t = Table("prefix", "pairs", "contact control->treatment", "interest control->treatment",
+              title="per prefix (* fewer than 5 pairs)", title_justify="left")
+    for row in c["prefixes"]:
+        t.add_row(escape(row["cell"]), _n(row), f"{fmt(row['contact_a'])} -> {fmt(row['contact_b'])}",
+                  f"{fmt(row['interest_a'])} -> {fmt(row['interest_b'])}")
+    console.print(t)
+
+
 def print_comparison(c: dict, console) -> None:
     """What differs between two runs, then the paired tests and per-cell deltas."""
     from evaluations.compare import SHORT, fmt, fmt_p
@@ -135,13 +173,7 @@ def print_comparison(c: dict, console) -> None:
         return
     console.print(f"paired {p['paired']} episodes by cell, rep and seed ({p['excluded']} matched but failed or "
                   f"fidelity-flagged on a side; {p['only_a']} only in A, {p['only_b']} only in B)")
-    t = Table("measure", "pairs", "A", "B", "delta [95% CI]", "test", "p", "p Holm", "effect",
-              title="paired tests", title_justify="left")
-    for m, r in c["tests"].items():
-        effect = f"b01 {r['b01']}, b10 {r['b10']}" if m == "contact" else fmt(r["effect"])
-        t.add_row(SHORT.get(m, m), str(r["n"]), fmt(r["a"]), fmt(r["b"]), f"{fmt(r['delta'])} [{fmt(r['ci'][0])}, {fmt(r['ci'][1])}]",
-                  r["test"], fmt_p(r["p"]), fmt_p(r["p_holm"]), effect)
-    console.print(t)
+    print_paired_tests(c["tests"], "paired tests", console)
     t = Table("cell", "pairs", "contact A->B", "interest A->B", *[f"d {SHORT[c]}" for c in CONDITIONS],
               title="per cell (* fewer than 5 pairs)", title_justify="left")
     for row in c["cells"]:
@@ -185,18 +217,23 @@ def register(app: typer.Typer, console) -> None:
 
     @app.command()
     def compare(
-        run_a: Annotated[str, typer.Argument(help="A run id: persona reactions within it, or the baseline A.")],
+        run_a: Annotated[str, typer.Argument(help="A run id: persona reactions within it (a branch run: treatment vs "
+                                                  "control), or the baseline A.")],
         run_b: Annotated[Optional[str], typer.Argument(help="A second run: what changed from A to B, paired.")] = None,
         db: Db = Path("nextstep.db"),
         fmt: Annotated[str, typer.Option("--format", help="text (tables) or json (for scripts).")] = "text",
         include_unfaithful: Annotated[bool, typer.Option(help="Keep fidelity-flagged episodes in the statistics.")] = False,
     ) -> None:
         """Compare personas within a run, or two runs (e.g. before and after a prompt edit)."""
-        from evaluations.compare import compare_runs, load_pair, run_analysis
+        from evaluations.compare import compare_branches, compare_runs, load_branches, load_pair, run_analysis
         from evaluations.frame import load_judges, load_run
 
         check_format(fmt)
         existing(db)
+        branches = load_branches(run_a, db) if run_b is None else None
+        if branches:
+            result = compare_branches(*branches, include_unfaithful=include_unfaithful)
+            return emit(result) if fmt == "json" else print_branches(result, console)
         if run_b is None:
             result = run_analysis(load_run(run_a, db), load_judges(run_a, db), include_unfaithful=include_unfaithful)
         else:

@@ -12,7 +12,7 @@ from .catalog import Rating
 Intent = Literal["small_talk", "bridge", "ask", "accept_no", "goodbye"]
 PersonaIntent = Literal["chat", "decline", "leave", "give_contact"]
 Exchanged = Literal["number", "email", "social_handle", "none"]
-EndReason = Literal["exchanged", "refused", "goodbye", "left", "degenerate", "max_turns", "error"]
+EndReason = Literal["exchanged", "refused", "goodbye", "left", "degenerate", "max_turns", "error", "ended_by_person"]
 
 
 class PractitionerLabel(BaseModel):

@@ -9,6 +9,7 @@ from typing import Annotated, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
 
 from .catalog import Catalog, Profile
 from .chat import Call, ChatModel, chat, structured
@@ -42,6 +43,7 @@ class Context:
     reasks: int = 2
     max_tokens: int = 48
     evaluate: Callable[[dict], Awaitable[list[dict]]] | None = None  # the evaluator slot: episode -> verdicts
+    person: str | None = None  # 'practitioner' or 'persona' when a person plays that role (`nextstep play`)
 
     def call_seed(self, turn: int, k: int) -> int:
         """A distinct, reproducible seed for the k-th call of a turn."""
@@ -100,18 +102,27 @@ def _parting(ctx: Context) -> bool:
     return ctx.catalog.strategies[ctx.scenario.strategy].parting is not None
 
 
+def _ended_by_person(role: str) -> dict:
+    return {"end": {"reason": "ended_by_person", "by": role}}
+
+
 async def practitioner_node(state: State, config: RunnableConfig) -> dict:
     ctx, turns, calls = _ctx(config), state.get("turns", []), []
     s, catalog = ctx.scenario, ctx.catalog
     parting = _parting(ctx) and parting_due(turns)
-    system = ctx.prompts.render(
-        "practitioner", setting=catalog.settings[s.setting], strategy=catalog.strategies[s.strategy],
-        practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender, parting=parting,
-    )  # fmt: skip
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": OPENING_CUE}]
-    messages += _history(turns, "practitioner")
+    person = ctx.person == "practitioner"
     try:
-        text = await _say(ctx, ctx.practitioner, messages, "practitioner", len(turns), calls)
+        if person:  # the graph pauses for the person's line; an empty one ends the episode
+            text = interrupt({"role": "practitioner", "turn": len(turns)})["text"]
+            if not text:
+                return _ended_by_person("practitioner")
+        else:
+            system = ctx.prompts.render(
+                "practitioner", setting=catalog.settings[s.setting], strategy=catalog.strategies[s.strategy],
+                practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender, parting=parting,
+            )  # fmt: skip
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": OPENING_CUE}]
+            text = await _say(ctx, ctx.practitioner, messages + _history(turns, "practitioner"), "practitioner", len(turns), calls)
         label_prompt = ctx.prompts.render(
             "practitioner_intent", transcript=_transcript(turns, "practitioner"), utterance=text
         )
@@ -122,12 +133,26 @@ async def practitioner_node(state: State, config: RunnableConfig) -> dict:
         )  # fmt: skip
     except ModelError as e:
         return _failed(calls, e)
-    turn = {"index": len(turns), "speaker": "practitioner", "text": text, "intent": label.intent} | ({"phase": "parting"} if parting else {})
+    turn = ({"index": len(turns), "speaker": "practitioner", "text": text, "intent": label.intent}
+            | ({"phase": "parting"} if parting else {}) | ({"by": "person"} if person else {}))  # fmt: skip
     return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns, parting=_parting(ctx))}
+
+
+def _person_persona(ctx: Context, turns: list[dict]) -> dict:
+    """A person's line with the private state they report (the graph pauses for it); an empty line ends the episode."""
+    said = interrupt({"role": "persona", "turn": len(turns)})  # {'text', 'interest', 'comfort', 'intent', 'would_share'}
+    if not said["text"]:
+        return _ended_by_person("persona")
+    state = PersonaState.model_validate({k: said[k] for k in ("interest", "comfort", "intent")})
+    turn = {"index": len(turns), "speaker": "persona", "text": said["text"], **state.turn_fields(),
+            "would_share": said["would_share"], "by": "person"}  # fmt: skip
+    return {"turns": [turn], "end": stop_rule([*turns, turn], ctx.max_turns, parting=_parting(ctx))}
 
 
 async def persona_node(state: State, config: RunnableConfig) -> dict:
     ctx, turns, calls = _ctx(config), state["turns"], []
+    if ctx.person == "persona":
+        return _person_persona(ctx, turns)
     s, persona = ctx.scenario, ctx.catalog.personas[ctx.scenario.persona]
     setting = ctx.catalog.settings[s.setting]
     previous = next((t for t in reversed(turns) if t["speaker"] == "persona"), persona.baseline.model_dump())
@@ -160,7 +185,7 @@ async def finish_node(state: State, config: RunnableConfig) -> dict:
     persona = ctx.catalog.personas[ctx.scenario.persona]
     problems = fidelity_problems(turns, persona.expected_first_turn.model_dump())
     update = {"outcome": outcome(turns, state["end"]), "fidelity": {"ok": not problems, "problems": problems}}
-    if ctx.evaluate is not None and not state.get("error"):
+    if ctx.evaluate is not None and not state.get("error") and turns:  # a person may end it before anything was said
         s = ctx.scenario
         update["verdicts"] = await ctx.evaluate({"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy})
     return update
@@ -170,8 +195,12 @@ def _route(next_node: str):
     return lambda state: "finish" if state.get("end") else next_node
 
 
-def build_graph():
-    """The compiled conversation graph; pass a Context as config['configurable']['ctx']."""
+def build_graph(checkpointer=None):
+    """The compiled conversation graph; pass a Context as config['configurable']['ctx'].
+
+    A checkpointer (e.g. LangGraph's InMemorySaver) is what forking (`nextstep branch`) and pausing for a person
+    (`nextstep play`) need; plain runs go without.
+    """
     graph = StateGraph(State)
     graph.add_node("practitioner", practitioner_node)
     graph.add_node("persona", persona_node)
@@ -180,4 +209,4 @@ def build_graph():
     graph.add_conditional_edges("practitioner", _route("persona"), ["persona", "finish"])
     graph.add_conditional_edges("persona", _route("practitioner"), ["practitioner", "finish"])
     graph.add_edge("finish", END)
-    return graph.compile()
+    return graph.compile(checkpointer=checkpointer)

@@ -12,6 +12,8 @@ from .errors import UserError
 from .runner import episode_calls, episode_status, judge_errors, package_version, usage
 
 SCHEMA = "nextstep/1"
+# Columns added after databases were made: created on open when missing, so older files keep working.
+ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT"}
 SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
 
 _TABLES = """
@@ -116,6 +118,11 @@ class Store:
             ours = found.startswith("nextstep/")
             raise UserError(f"{self.path}: schema {found}, but this nextstep reads {SCHEMA}" if ours
                             else f"{self.path}: not a nextstep database")  # fmt: skip
+        with self._tx() as conn:
+            have = {row[1] for row in conn.execute("PRAGMA table_info(episodes)")}
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in have:
+                    conn.execute(f"ALTER TABLE episodes ADD COLUMN {column} {kind}")
 
     def _schema(self) -> str | None:
         """The schema named in meta: None for an empty file, '' for SQLite that is not ours."""
@@ -211,7 +218,7 @@ class Store:
                                         "error": record.get("error"), "at": now()})  # fmt: skip
 
     def _episode_row(self, run_id: str, cell: str, rep: int, record: dict) -> dict:
-        prov, use = record.get("provenance") or {}, record.get("usage") or {}
+        prov, use, branch = record.get("provenance") or {}, record.get("usage") or {}, record.get("branch") or {}
         models = prov.get("models") or {}
         return {
             "id": record["id"], "run_id": run_id, "cell": cell, "rep": rep, "status": record.get("status") or "failed",
@@ -221,6 +228,8 @@ class Store:
             "practitioner_model": models.get("practitioner"), "persona_model": models.get("persona"),
             **pick(record.get("outcome") or {}, "exchanged", "next_meeting", "asked", "first_ask_turn", "final_interest",
                    "final_comfort", "end_reason", "ended_by"),
+            "parent_id": branch.get("parent"), "fork_turn": branch.get("at"),
+            "arm": branch.get("treatment") or branch.get("arm"), "person": record.get("person"),
             "fidelity_ok": (record.get("fidelity") or {}).get("ok"), "n_turns": len(record.get("turns") or []),
             "n_calls": use.get("calls"), **pick(use, "prompt_tokens", "completion_tokens", "latency_s"), "saved_at": now(),
             "provenance_json": dumps(prov) if prov else None, "record_json": json.dumps(record, ensure_ascii=False),
@@ -256,6 +265,11 @@ class Store:
         """(cell, rep) of the run's succeeded episodes: what a resumed run can skip."""
         rows = self.conn.execute("SELECT cell, rep FROM episodes WHERE run_id = ? AND status = 'succeeded'", (run_id,))
         return {(cell, rep) for cell, rep in rows}
+
+    def next_rep(self, run_id: str, cell: str) -> int:
+        """The first repetition number not yet used in a cell: where one more episode of it goes."""
+        row = self.conn.execute("SELECT coalesce(max(rep) + 1, 0) FROM episodes WHERE run_id = ? AND cell = ?", (run_id, cell))
+        return row.fetchone()[0]
 
     def ungraded(self, run_id: str) -> list[dict]:
         """The run's episodes whose conversation is stored but a judge's endpoint failed: a resumed run grades them again."""

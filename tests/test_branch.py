@@ -1,0 +1,149 @@
+"""`nextstep branch`: fork points, continuations from one LangGraph checkpoint, the store's links, the paired compare."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+
+import pytest
+from conftest import ScriptedModel, persona_says, practitioner_says
+from stub_server import StubServer, completion
+from test_cli import assert_one_line_error, nextstep
+
+from simulator.branch import fork_turn
+from simulator.errors import UserError
+from simulator.runner import fork_point, run_episode
+from simulator.store import ADDED_COLUMNS, Store
+
+TURNS = [
+    {"index": 0, "speaker": "practitioner", "text": "Hi.", "intent": "small_talk"},
+    {"index": 1, "speaker": "persona", "text": "Hello.", "interest": 4, "comfort": 5, "shares_contact": False},
+    {"index": 2, "speaker": "practitioner", "text": "Nice day.", "intent": "small_talk"},
+    {"index": 3, "speaker": "persona", "text": "It is!", "interest": 7, "comfort": 6, "shares_contact": False},
+    {"index": 4, "speaker": "practitioner", "text": "Swap numbers?", "intent": "ask"},
+    {"index": 5, "speaker": "persona", "text": "Sure.", "interest": 6, "comfort": 6, "shares_contact": True},
+]
+
+
+def test_fork_turn_resolves_index_first_ask_and_peak():
+    assert fork_turn(TURNS, "3") == 3
+    assert fork_turn(TURNS, "first-ask") == 4  # the turns before the ask are kept
+    assert fork_turn(TURNS, "peak") == 4  # up to and including the persona's highest interest (turn 3)
+
+
+@pytest.mark.parametrize("turns, at, message", [
+    (TURNS, "6", "--at 6: episode e has turns 0-5: turn 6 is out of range (a fork keeps 1 to 5 turns)"),
+    (TURNS, "0", "turn 0 is out of range"),
+    (TURNS[:4], "first-ask", "--at first-ask: episode e has no ask"),
+    (TURNS[4:], "first-ask", "asks in its opening line"),
+    (TURNS[:4], "peak", "peaks in its last turn"),
+    (TURNS, "middle", "--at 'middle': give a turn index, first-ask or peak"),
+])  # fmt: skip
+def test_fork_turn_refuses_what_cannot_be_forked(turns, at, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        fork_turn(turns, at, "e")
+
+
+async def test_continuations_fork_from_one_checkpoint_with_the_prefix_kept_exactly(make_context):
+    config = await fork_point(TURNS[:3], "test-thread")  # the practitioner's line 2 is kept: the persona speaks next
+
+    def continuation(seed):
+        p = ScriptedModel(practitioner_says("Want to get a coffee sometime?", "ask"), "p")
+        q = ScriptedModel(persona_says("Why not.", 5, 5) + persona_says("Sure, here's my number.", 8, 7, True), "q")
+        return p, q, make_context(p, q, seed=seed)
+
+    (p1, q1, c1), (p2, q2, c2) = continuation(1), continuation(2)
+    a, b = await asyncio.gather(run_episode(c1, backend="scripted", fork=config), run_episode(c2, backend="scripted", fork=config))
+    for record, p, q in ((a, p1, q1), (b, p2, q2)):
+        p.assert_used_up()
+        q.assert_used_up()
+        assert record["turns"][:3] == TURNS[:3]  # the prefix exactly, private states included
+        assert [t["index"] for t in record["turns"]] == [0, 1, 2, 3, 4, 5]
+        assert record["outcome"]["end_reason"] == "exchanged"
+        assert len(record["calls"]) == 6  # only the continuation's own calls
+    # the persona continued from the prefix: its first request carried the kept lines, seen from its side
+    history = q1.requests[0]["messages"][1:]
+    assert [m["content"] for m in history] == ["Hi.", "Hello.", "Nice day."]
+    assert [m["role"] for m in history] == ["user", "assistant", "user"]
+
+
+def _parent_db(tmp_path, turns=TURNS):
+    """A database with one stored episode of the given turns, in run 'base'."""
+    db = tmp_path / "n.db"
+    with Store(db) as store:
+        store.create_run("base", {"experiment": {}})
+        store.save_episode("base", "supermarket/unsure/common_interest/man-woman", 0, {
+            "id": "parent000001", "setting": "supermarket", "persona": "unsure", "strategy": "common_interest",
+            "seed": 5, "status": "succeeded", "turns": turns, "calls": [], "verdicts": [], "run_id": "base"})  # fmt: skip
+    return db
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["nosuch", "--at", "2", "--strategy", "turn_back"], "no run or episode 'nosuch' in"),
+    (["parent000001", "--at", "9", "--strategy", "turn_back"], "--at 9: episode parent000001 has turns 0-3: turn 9 is out of range"),
+    (["parent000001", "--at", "first-ask", "--strategy", "turn_back"], "--at first-ask: episode parent000001 has no ask"),
+    (["parent000001", "--at", "2"], "nothing to change"),
+    (["parent000001", "--at", "2", "--strategy", "beg"], "unknown strategy 'beg'"),
+])  # fmt: skip
+def test_branch_bad_input_is_one_line_and_exit_2(tmp_path, args, fragment):
+    db = _parent_db(tmp_path, TURNS[:4])
+    assert_one_line_error(nextstep("branch", *args, "--db", str(db), "--base-url", "http://127.0.0.1:9/v1"), fragment)
+
+
+def test_old_databases_open_and_gain_the_link_columns(tmp_path):
+    db = _parent_db(tmp_path)
+    with sqlite3.connect(db) as conn:  # as a database made before branches existed
+        for column in ADDED_COLUMNS:
+            conn.execute(f"ALTER TABLE episodes DROP COLUMN {column}")
+    with Store(db) as store:
+        assert store.episode("parent000001")["turns"] == TURNS
+        have = {row[1] for row in store.conn.execute("PRAGMA table_info(episodes)")}
+        assert set(ADDED_COLUMNS) <= have
+
+
+def keep_talking(n, body):
+    """Stub answers that never end a conversation early (no goodbye, no leaving), so every parent can be forked."""
+    name = (body.get("response_format") or {}).get("json_schema", {}).get("name")
+    if name == "practitioner_intent":
+        return 200, {}, completion(body, '{"intent": "small_talk"}')
+    if name == "persona_state":
+        return 200, {}, completion(body, '{"interest": 5, "comfort": 5, "intent": "chat"}')
+    return None
+
+
+def test_branch_run_end_to_end_on_the_stub(tmp_path):
+    db = tmp_path / "n.db"
+    with StubServer(fault=keep_talking) as url:
+        common = ["--db", str(db), "--base-url", url]
+        base = nextstep("batch", "--personas", "aloof,friendly", "--reps", "2", "--max-turns", "3", "--run-id", "base", *common)
+        assert base.returncode == 0, base.stderr
+        result = nextstep("branch", "base", "--at", "2", "--strategy", "high_point_exit", "--reps", "2", *common)
+        assert result.returncode == 0, result.stderr
+        run = re.search(r"branch run (branch-\w+)", result.stdout).group(1)
+        again = nextstep("branch", "base", "--at", "2", "--strategy", "high_point_exit", "--reps", "2", *common)
+        assert re.search(r"branch run (branch-\w+)", again.stdout).group(1) == run and "continuations this session" not in again.stdout
+    with Store(db) as store:
+        parents = {r["id"]: r for r in store.episodes("base")}
+        forked = [p for p in parents.values() if len(p["turns"]) > 2]
+        records = store.episodes(run)
+        links = store.conn.execute("SELECT id, parent_id, fork_turn, arm FROM episodes WHERE run_id = ?", (run,)).fetchall()
+    assert len(records) == len(forked) * 2 * 2 and forked  # every forkable parent, 2 reps, 2 arms; run again adds nothing
+    for r in records:
+        parent, b = parents[r["branch"]["parent"]], r["branch"]
+        assert r["turns"][:2] == parent["turns"][:2] and b["at"] == 2  # the identical prefix
+        assert r["strategy"] == ("high_point_exit" if b["arm"] == "treatment" else parent["strategy"])
+        assert r["status"] == "succeeded" and len(r["verdicts"]) == 1  # graded like any other
+    seeds = {(r["branch"]["prefix"], r["rep"], r["branch"]["arm"]): r["seed"] for r in records}
+    assert all(seeds[(p, k, "control")] == seeds[(p, k, "treatment")] for p, k, _ in seeds)
+    assert {(row["parent_id"], row["fork_turn"], row["arm"]) for row in links} == {
+        (p, 2, arm) for p in (r["id"] for r in forked) for arm in ("control", "strategy=high_point_exit")}
+    c = json.loads(nextstep("compare", run, "--db", str(db), "--format", "json", "--include-unfaithful").stdout)
+    assert c["pairing"]["paired"] == len(forked) * 2
+    assert c["tests"]["contact"]["test"] == "exact mcnemar" and c["tests"]["timing"]["test"].startswith("wilcoxon")
+    assert {p["persona"] for p in c["personas"]} == {parents[r["branch"]["parent"]]["persona"] for r in records}
+    text = nextstep("compare", run, "--db", str(db)).stdout
+    assert "treatment" in text and "control" in text
+    html = nextstep("report", run, "--db", str(db), "-o", str(tmp_path / "r.html"))
+    assert html.returncode == 0 and (tmp_path / "r.html").read_text().count('class="side"') == len(forked)

@@ -1,0 +1,150 @@
+"""`nextstep play`: a person's turns through LangGraph interrupts, bad ratings asked again, ending cleanly, stored."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import ScriptedModel, persona_says, practitioner_says
+from stub_server import StubServer, completion
+
+from simulator.play import Person, parse_intent, parse_rating, parse_yes_no
+from simulator.runner import run_episode
+from simulator.store import Store
+
+
+def test_ratings_and_yes_no_say_what_is_wrong():
+    assert parse_rating(" 7 ") == 7 and parse_rating("0") == 0 and parse_yes_no("Y") is True and parse_yes_no("no") is False
+    with pytest.raises(ValueError, match="11 is outside 0-10"):
+        parse_rating("11")
+    with pytest.raises(ValueError, match="'seven' is not a whole number from 0 to 10"):
+        parse_rating("seven")
+    with pytest.raises(ValueError, match="'maybe': answer y or n"):
+        parse_yes_no("maybe")
+    assert [parse_intent(a) for a in ("c", "decline", "L", "g")] == ["chat", "decline", "leave", "give_contact"]
+    with pytest.raises(ValueError, match="'x': answer chat \\(c\\), decline \\(d\\), leave \\(l\\), give_contact \\(g\\)"):
+        parse_intent("x")
+
+
+def scripted_person(lines):
+    said, lines = [], list(lines)
+
+    def read(prompt):
+        reply = lines.pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    return Person(read=read, say=said.append), said
+
+
+async def test_a_person_plays_the_persona_through_interrupts(make_context):
+    p = ScriptedModel(practitioner_says("Hi there.", "small_talk") + practitioner_says("Coffee sometime?", "ask"), "p")
+    q = ScriptedModel([], "q")  # the persona is the person: the model is never asked for it
+    person, said = scripted_person(["Hello!", "6", "11", "5", "c", "x", "n", "Sure, why not.", "8", "7", "g", "y"])
+    record = await run_episode(make_context(p, q, person="persona"), backend="scripted", answer=person.answer)
+    p.assert_used_up()
+    assert [(t["speaker"], t["text"], t.get("by")) for t in record["turns"]] == [
+        ("practitioner", "Hi there.", None), ("persona", "Hello!", "person"),
+        ("practitioner", "Coffee sometime?", None), ("persona", "Sure, why not.", "person")]  # fmt: skip
+    assert {k: record["turns"][1][k] for k in ("interest", "comfort", "intent", "shares_contact", "would_share")} == {
+        "interest": 6, "comfort": 5, "intent": "chat", "shares_contact": False, "would_share": False}  # fmt: skip
+    assert record["outcome"]["end_reason"] == "exchanged"  # the stop rules read the person's answers as a model's
+    assert said == ["  11 is outside 0-10; try again (an empty line ends the episode)",
+                    "  'x': answer y or n; try again (an empty line ends the episode)"]  # fmt: skip
+
+
+@pytest.mark.parametrize("ending", ["", EOFError(), KeyboardInterrupt()])
+async def test_an_empty_line_end_of_input_or_ctrl_c_ends_the_episode_cleanly(make_context, ending):
+    p = ScriptedModel(practitioner_says("Hi there.", "small_talk") + practitioner_says("Nice shoes.", "small_talk"), "p")
+    person, said = scripted_person(["Hello!", "6", "5", "c", "n", ending])
+    record = await run_episode(make_context(p, ScriptedModel([], "q"), person="persona"), backend="scripted", answer=person.answer)
+    p.assert_used_up()
+    assert record["status"] == "succeeded" and len(record["turns"]) == 3  # the line left unanswered is kept
+    assert (record["outcome"]["end_reason"], record["outcome"]["ended_by"]) == ("ended_by_person", "persona")
+    assert said == ["(you ended the episode)"]
+
+
+async def test_a_person_plays_the_practitioner_and_the_model_labels_their_intent(make_context):
+    p = ScriptedModel([{"intent": "ask"}], "p")  # only the intent of the person's line is asked of the model
+    q = ScriptedModel(persona_says("Sure!", 8, 7, True), "q")  # gives contact
+    person, _ = scripted_person(["Can I get your number?"])
+    record = await run_episode(make_context(p, q, person="practitioner"), backend="scripted", answer=person.answer)
+    p.assert_used_up()
+    q.assert_used_up()
+    assert record["turns"][0] | {} == {"index": 0, "speaker": "practitioner", "text": "Can I get your number?", "intent": "ask", "by": "person"}
+    assert record["outcome"]["exchanged"] == "number"
+
+
+def play(*args, stdin: str):
+    return subprocess.run([sys.executable, "-m", "simulator", "play", *args], input=stdin, capture_output=True, text=True)
+
+
+def small_talk_only(n, body):
+    """The stub's practitioner labels every line small talk, so only the person can end the episode."""
+    if (body.get("response_format") or {}).get("json_schema", {}).get("name") == "practitioner_intent":
+        return 200, {}, completion(body, '{"intent": "small_talk"}')
+    return None
+
+
+def test_play_the_persona_end_to_end_on_the_stub(tmp_path):
+    db = tmp_path / "n.db"
+    with StubServer(fault=small_talk_only) as url:
+        result = play("--as", "persona", "--persona", "unsure", "--setting", "workplace", "--base-url", url, "--db", str(db),
+                      stdin="Hi, yes, it is.\n7\n11\nabc\n6\nchat\nmaybe\nn\n\n")
+    assert result.returncode == 0, result.stderr
+    assert "11 is outside 0-10; try again" in result.stdout and "'abc' is not a whole number" in result.stdout
+    assert "'maybe': answer y or n" in result.stdout and "Traceback" not in result.stderr
+    with Store(db) as store:
+        record, = store.episodes("play-persona")
+        row = store.conn.execute("SELECT person, end_reason, ended_by FROM episodes").fetchone()
+    assert tuple(row) == ("persona", "ended_by_person", "persona") and record["person"] == "persona"
+    mine = [t for t in record["turns"] if t.get("by") == "person"]
+    assert [(t["text"], t["interest"], t["comfort"], t["intent"], t["would_share"]) for t in mine] == [("Hi, yes, it is.", 7, 6, "chat", False)]
+    assert record["status"] == "succeeded" and len(record["verdicts"]) == 1  # graded like any other
+
+
+def test_play_the_practitioner_hides_the_persona_state_until_the_end(tmp_path):
+    db = tmp_path / "n.db"
+    with StubServer() as url:
+        result = play("--as", "practitioner", "--persona", "aloof", "--setting", "bar_club", "--strategy", "turn_back",
+                      "--base-url", url, "--db", str(db), "--max-turns", "2", stdin="Hi, great band tonight.\n")  # then EOF
+    assert result.returncode == 0, result.stderr
+    during, _, after = result.stdout.partition("the whole episode")
+    state = re.compile(r"persona\s+i\s*\d+ c\s*\d+")
+    assert "them: " in during and not state.search(during) and state.search(after)
+    with Store(db) as store:
+        record, = store.episodes("play-practitioner")
+    first = record["turns"][0]  # (how it ended depends on the stub's random intent label)
+    assert (record["person"], first["text"], first["by"]) == ("practitioner", "Hi, great band tonight.", "person")
+
+
+def test_play_refuses_an_unknown_role():
+    result = play("--as", "judge", stdin="")
+    assert result.returncode == 2 and result.stderr.strip() == "nextstep: error: --as 'judge': choose practitioner or persona"
+
+
+def test_ctrl_c_at_a_prompt_ends_the_episode_cleanly(tmp_path):
+    import os
+    import signal
+    import time
+
+    db, out = tmp_path / "n.db", tmp_path / "out.txt"
+    with StubServer() as url, out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "simulator", "play", "--as", "practitioner", "--base-url", url,
+                                 "--db", str(db)], stdin=subprocess.PIPE, stdout=sink, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while "you: " not in out.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGINT)  # as Ctrl-C at the prompt; stdin stays open, so only the signal can end it
+        try:
+            proc.wait(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, out.read_text()
+    assert "(you ended the episode)" in out.read_text()
+    with Store(db) as store:
+        record, = store.episodes("play-practitioner")
+    assert record["turns"] == [] and record["outcome"]["end_reason"] == "ended_by_person" and record["verdicts"] == []
