@@ -73,10 +73,10 @@ def undo_issue_7() -> None:
     import simulator.runner
     from simulator.chat import Completion
     from simulator.errors import ModelError
-    from simulator.openai_backend import OpenAIChatModel, response_format
+    from simulator.openai_backend import OpenAIChatModel, structured_fields
 
     async def complete(self, messages, *, schema=None, max_tokens=128, temperature=0.7, seed=None, stop=None):
-        extra = {"response_format": response_format(schema, self.output_mode)} if schema else {}
+        extra = structured_fields(schema, self.output_mode) if schema else {}
         if seed is not None:
             extra["seed"] = seed
         if stop:
