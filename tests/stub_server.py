@@ -48,6 +48,16 @@ def completion(body: dict, text: str, finish_reason: str = "stop") -> dict:
     }  # fmt: skip
 
 
+def pinned(**answers: dict) -> Callable[[int, dict], object]:
+    """A `fault` that answers structured requests by schema name: `pinned(practitioner_intent={"intent": "ask"})`."""
+
+    def fault(n: int, body: dict):
+        name = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+        return (200, {}, completion(body, json.dumps(answers[name]))) if name in answers else None
+
+    return fault
+
+
 def answer(body: dict) -> str:
     """Schema-valid JSON for structured requests; a distinct line of dialogue otherwise."""
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 from conftest import ScriptedModel, persona_says, practitioner_says
-from stub_server import StubServer, completion
+from stub_server import StubServer, pinned
 from test_cli import assert_one_line_error, nextstep
 
 from simulator.branch import fork_turn
@@ -103,14 +103,8 @@ def test_old_databases_open_and_gain_the_link_columns(tmp_path):
         assert set(ADDED_COLUMNS) <= have
 
 
-def keep_talking(n, body):
-    """Stub answers that never end a conversation early (no goodbye, no leaving), so every parent can be forked."""
-    name = (body.get("response_format") or {}).get("json_schema", {}).get("name")
-    if name == "practitioner_intent":
-        return 200, {}, completion(body, '{"intent": "small_talk"}')
-    if name == "persona_state":
-        return 200, {}, completion(body, '{"interest": 5, "comfort": 5, "intent": "chat"}')
-    return None
+# Stub answers that never end a conversation early (no goodbye, no leaving), so every parent can be forked.
+keep_talking = pinned(practitioner_intent={"intent": "small_talk"}, persona_state={"interest": 5, "comfort": 5, "intent": "chat"})
 
 
 def test_branch_run_end_to_end_on_the_stub(tmp_path):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from conftest import ScriptedModel, persona_says, practitioner_says
-from stub_server import StubServer, completion
+from stub_server import StubServer, pinned
 
 from simulator.play import Person, parse_intent, parse_rating, parse_yes_no
 from simulator.runner import run_episode
@@ -82,11 +82,8 @@ def play(*args, stdin: str):
     return subprocess.run([sys.executable, "-m", "simulator", "play", *args], input=stdin, capture_output=True, text=True)
 
 
-def small_talk_only(n, body):
-    """The stub's practitioner labels every line small talk, so only the person can end the episode."""
-    if (body.get("response_format") or {}).get("json_schema", {}).get("name") == "practitioner_intent":
-        return 200, {}, completion(body, '{"intent": "small_talk"}')
-    return None
+# The stub's practitioner labels every line small talk, so only the person can end the episode.
+small_talk_only = pinned(practitioner_intent={"intent": "small_talk"})
 
 
 def test_play_the_persona_end_to_end_on_the_stub(tmp_path):
