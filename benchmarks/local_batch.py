@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulator.store import Store  # noqa: E402
+from simulator.storage.store import Store  # noqa: E402
 
 STRUCTURED = ("intent", "state", "transitions", "transition", "flags", "outcome", "fidelity")
 

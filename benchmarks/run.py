@@ -80,8 +80,8 @@ def trial(mode: str, *args: str, cpu: int | None = CLIENT_CPU) -> dict:
 
 def episode_calls(capture: Path, grid: dict) -> list[int]:
     """Calls per episode from the captured requests, in the order the batch starts episodes."""
-    from simulator.batch import Experiment, expand
-    from simulator.catalog import load_catalog
+    from simulator.runs.batch import Experiment, expand
+    from simulator.conversation.catalog import load_catalog
 
     counts = Counter(json.loads(line)["episode"] for line in capture.open())
     order = [str(c.seed) for c in expand(Experiment(**grid).resolved(load_catalog()))]
@@ -266,9 +266,9 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
         "schema/model/version caches bypassed); see benchmarks/README.md.",
         f"- B4: {b4['spec']['prompts']} dialogue prompts the toolkit sent, max_tokens {b4['spec']['max_tokens']}, "
         f"temperature {b4['spec']['temperature']}, seed {b4['spec']['seed']}, slots {b4['spec']['slots']}, "
-        f"n_threads {b4['spec']['n_threads']}; the toolkit is `OpenAIChatModel.complete()` against `simulator.local.local_server()` "
+        f"n_threads {b4['spec']['n_threads']}; the toolkit is `OpenAIChatModel.complete()` against `simulator.models.local.local_server()` "
         "(the engine in its own process, over HTTP), the other side `handle_chat_completions` on a `xllamacpp.Server` built "
-        "with the same `simulator.engine.params`; "
+        "with the same `simulator.models.engine.params`; "
         f"one untimed warm-up call each; {tokens}.",
         "",
     ]

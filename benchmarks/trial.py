@@ -37,7 +37,7 @@ async def toolkit(url: str, concurrency: int, grid: dict) -> dict:
     """The whole toolkit: run_grid with graph, evaluator and SQLite store, as a user would call it."""
     imports = time.process_time()
     import evaluations  # noqa: F401  (run_grid imports it lazily: a one-off cost, reported apart like the bare loop's)
-    from simulator.batch import run_grid
+    from simulator.runs.batch import run_grid
 
     imports = time.process_time() - imports
 
@@ -67,13 +67,14 @@ def undo_issue_7() -> None:
     """
     import openai
 
-    import evaluations.evaluator as evaluator
-    import simulator.backends
-    import simulator.chat
-    import simulator.runner
-    from simulator.chat import Completion
-    from simulator.errors import ModelError
-    from simulator.openai_backend import OpenAIChatModel, structured_fields
+    import evaluations.judge.evaluator as evaluator
+    import simulator.conversation.runner
+    import simulator.models.backends
+    import simulator.models.chat
+    from simulator.core.errors import ModelError
+    from simulator.core.records import package_version
+    from simulator.models.chat import Completion
+    from simulator.models.openai_backend import OpenAIChatModel, structured_fields
 
     async def complete(self, messages, *, schema=None, max_tokens=128, temperature=0.7, seed=None, stop=None):
         extra = structured_fields(schema, self.output_mode) if schema else {}
@@ -96,10 +97,10 @@ def undo_issue_7() -> None:
     def httpx2_client(base_url, api_key, timeout=None):
         return openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, **({"timeout": timeout} if timeout else {}))
 
-    simulator.backends.async_client = httpx2_client
+    simulator.models.backends.async_client = httpx2_client
     OpenAIChatModel.complete = complete
-    simulator.chat.json_schema = lambda output_type: output_type.model_json_schema()
-    simulator.runner.package_version = simulator.runner.package_version.__wrapped__
+    simulator.models.chat.json_schema = lambda output_type: output_type.model_json_schema()
+    simulator.conversation.runner.package_version = package_version.__wrapped__
     for name in ("_grades_model", "_flags_model", "_transitions_model"):
         setattr(evaluator, name, getattr(evaluator, name).__wrapped__)
 
@@ -175,17 +176,17 @@ async def capture(url: str, grid: dict) -> dict:
     """Run the toolkit once, untimed, tagging each request with its episode (the cell seed) for the stub."""
     import openai
 
-    import simulator.batch
+    import simulator.runs.batch
 
     episode = contextvars.ContextVar("episode", default="")
-    run_episode = simulator.batch.run_episode
+    run_episode = simulator.runs.batch.run_episode
 
     async def tagged(ctx, **kwargs):
         episode.set(str(ctx.seed))  # the graph's node tasks copy this context
         return await run_episode(ctx, **kwargs)
 
     headers = openai.AsyncOpenAI.default_headers
-    simulator.batch.run_episode = tagged
+    simulator.runs.batch.run_episode = tagged
     openai.AsyncOpenAI.default_headers = property(lambda self: {**headers.fget(self), "x-episode": episode.get()})
     return await toolkit(url, 64, grid)
 
@@ -197,16 +198,16 @@ def prompts_file(path: Path) -> dict:
 async def local(spec: dict, url: str | None = None) -> dict:
     """B4: the embedded model through the toolkit vs `xllamacpp.Server` in this process, prompt by prompt.
 
-    The toolkit side is OpenAIChatModel.complete() against simulator.local.local_server() (the engine in its
+    The toolkit side is OpenAIChatModel.complete() against simulator.models.local.local_server() (the engine in its
     own process, over HTTP); the in-process side hands the same request to a Server built with the same
-    parameters (`simulator.engine.params`) through `handle_completions`, no HTTP. The sides take turns per
+    parameters (`simulator.models.engine.params`) through `handle_completions`, no HTTP. The sides take turns per
     prompt, in a rotating order, so drift on a shared machine hits them alike.
     With `url` (smoke mode) the toolkit talks to that stub and a fixed pause stands in for the model.
     """
     import contextlib
 
-    from simulator.local import MODEL_NAME, local_server, model_path
-    from simulator.openai_backend import OpenAIChatModel, async_client
+    from simulator.models.local import MODEL_NAME, local_server, model_path
+    from simulator.models.openai_backend import OpenAIChatModel, async_client
 
     options = {"max_tokens": spec["max_tokens"], "temperature": spec["temperature"], "seed": spec["seed"]}
 
@@ -220,7 +221,7 @@ async def local(spec: dict, url: str | None = None) -> dict:
         else:
             import xllamacpp
 
-            from simulator.engine import params
+            from simulator.models.engine import params
 
             server_url = stack.enter_context(local_server(slots=spec["slots"])).url
             server = xllamacpp.Server(params(str(model_path()), MODEL_NAME, 0, spec["slots"], spec["n_threads"]))

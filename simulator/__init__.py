@@ -1,13 +1,6 @@
-"""nextstep's simulator: catalog, backends, the conversation graph and the episode runner."""
+"""nextstep's simulator. Each folder is a layer; a module imports only from its own layer or the ones below.
 
-from .catalog import Catalog, Persona, Profile, Setting, Strategy, load_catalog
-from .chat import ChatModel, Completion
-from .errors import ModelError, OutputError, UserError
-from .graph import Context, Scenario, build_graph
-from .prompts import Prompts
-from .runner import run_episode
-
-__all__ = [
-    "Catalog", "ChatModel", "Completion", "Context", "ModelError", "OutputError", "Persona", "Profile",
-    "Prompts", "Scenario", "Setting", "Strategy", "UserError", "build_graph", "load_catalog", "run_episode",
-]  # fmt: skip
+core (errors, data files, records) < models (chat interface, backends, the embedded engine)
+< conversation (catalog, prompts, the conversation graph) < storage < runs (batch, branch) < api < cli.
+The evaluator (`evaluations.judge`) sits above conversation; the analysis (`evaluations.analysis`) above storage.
+"""

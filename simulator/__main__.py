@@ -1,3 +1,3 @@
-from .cli import main
+from simulator.cli.app import main
 
 main()

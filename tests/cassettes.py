@@ -7,9 +7,11 @@ from pathlib import Path
 import openai
 import vcr
 
-from simulator import Context, Profile, Prompts, Scenario, load_catalog
-from simulator.local import MODEL_NAME
-from simulator.openai_backend import OpenAIChatModel
+from simulator.conversation.catalog import Profile, load_catalog
+from simulator.conversation.graph import Context, Scenario
+from simulator.conversation.prompts import Prompts
+from simulator.models.local import MODEL_NAME
+from simulator.models.openai_backend import OpenAIChatModel
 
 CASSETTES = Path(__file__).parent / "cassettes"
 SECRET_HEADERS = ["authorization", "api-key", "x-api-key", "openai-organization", "openai-project", "cookie", "set-cookie"]
@@ -35,7 +37,9 @@ def local_models(client: openai.AsyncOpenAI) -> tuple[OpenAIChatModel, OpenAICha
 def gold_judge(client: openai.AsyncOpenAI):
     """The judge and the gold transcript the 'verdict' cassette holds."""
     import evaluations
-    from evaluations import Judge, load_gold, load_rubric
+    from evaluations.judge.evaluator import Judge
+    from evaluations.judge.gold import load_gold
+    from evaluations.judge.rubric import load_rubric
 
     catalog = load_catalog()
     item = load_gold(Path(evaluations.__file__).parent / "gold" / "team.jsonl", catalog)[0]

@@ -8,9 +8,12 @@ import socket
 
 import pytest
 
-from simulator import Completion, Context, Profile, Prompts, Scenario, load_catalog
-from simulator.errors import ModelError
-from simulator.openai_backend import async_client
+from simulator.conversation.catalog import Profile, load_catalog
+from simulator.conversation.graph import Context, Scenario
+from simulator.conversation.prompts import Prompts
+from simulator.core.errors import ModelError
+from simulator.models.chat import Completion
+from simulator.models.openai_backend import async_client
 
 _real_connect = socket.socket.connect
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from evaluations import calibration, judge_alpha, load_gold, panel_scores
-from evaluations.gold import GoldItem
-from simulator import UserError
+from evaluations.analysis.agreement import calibration, judge_alpha, panel_scores
+from evaluations.judge.gold import GoldItem, load_gold
+from evaluations.judge.rubric import CONDITIONS, FLAGS
+from simulator.core.errors import UserError
 
 
 def verdict(scores: dict, raised=(), exchanged="number") -> dict:
@@ -84,7 +85,7 @@ def test_applicability_is_reported_apart_from_scores_and_a_judge_na_is_not_unsco
                                        "gold_na_judge_scored": 2, "gold_scored_judge_na": 1, "unscored": 1}
     assert (timing["n"], timing["exact"], timing["within_1"]) == (1, 0.0, 1.0)  # scores: the one pair (5, 4)
     assert timing["gold_labelled"] == 3
-    import simulator.cli as cli
+    import simulator.cli.app as cli
 
     out = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=out, width=250))
@@ -106,7 +107,7 @@ def test_shipped_gold_set_covers_every_strategy_persona_and_flag(catalog):
 
     items = load_gold(Path(evaluations.__file__).parent / "gold" / "team.jsonl", catalog)
     assert {(i.persona, i.strategy) for i in items} == {(p, s) for p in catalog.personas for s in catalog.strategies}
-    for flag in evaluations.FLAGS:
+    for flag in FLAGS:
         assert sum(flag in i.flags for i in items) >= 3, flag
     assert all(i.rationale for i in items)
     assert all(i.turns[-1].speaker == "persona" for i in items)  # the simulator stops after a persona's reply
@@ -114,20 +115,20 @@ def test_shipped_gold_set_covers_every_strategy_persona_and_flag(catalog):
 
 def test_the_second_labelling_pass_covers_the_gold_set(catalog):
     import evaluations
-    from evaluations.agreement import labelling_agreement
-    from evaluations.gold import load_second_pass
+    from evaluations.analysis.agreement import labelling_agreement
+    from evaluations.judge.gold import load_second_pass
 
     folder = Path(evaluations.__file__).parent / "gold"
     items = load_gold(folder / "team.jsonl", catalog)
     second = load_second_pass(folder / "team_second_pass.jsonl", items)
     assert [s.id for s in second] == [i.id for i in items]
     report = labelling_agreement(items, second)
-    assert report["items"] == len(items) and set(report["conditions"]) == set(evaluations.CONDITIONS)
+    assert report["items"] == len(items) and set(report["conditions"]) == set(CONDITIONS)
 
 
 def test_labelling_agreement_by_hand(catalog):
-    from evaluations.agreement import labelling_agreement
-    from evaluations.gold import SecondPass
+    from evaluations.analysis.agreement import labelling_agreement
+    from evaluations.judge.gold import SecondPass
 
     def item(i, timing, flags, exchanged="none"):
         return GoldItem(id=f"g{i}", setting="bar_club", persona="aloof", turns=[{"speaker": "practitioner", "text": "hi"},
@@ -149,7 +150,7 @@ def test_labelling_agreement_by_hand(catalog):
 
 
 def test_condition_correlations_by_hand(catalog):
-    from evaluations.agreement import condition_correlations
+    from evaluations.analysis.agreement import condition_correlations
 
     def item(i, a, c, t):
         return GoldItem(id=f"g{i}", setting="bar_club", persona="aloof", turns=[{"speaker": "practitioner", "text": "hi"},

@@ -5,7 +5,9 @@ from __future__ import annotations
 from itertools import product
 from pathlib import Path
 
-from simulator import Profile, Prompts, Scenario, load_catalog
+from simulator.conversation.catalog import Profile, load_catalog
+from simulator.conversation.graph import Scenario
+from simulator.conversation.prompts import Prompts
 
 
 # --- personas (point 8) and their ablation (point 9) -----------------------------------------------
@@ -54,7 +56,7 @@ def test_the_ablation_set_keeps_the_people_and_drops_the_article_rules(catalog):
 
 
 def test_every_condition_has_anchors_and_a_null_rule_and_the_toolkit_flag_is_marked():
-    from evaluations.rubric import load_rubric
+    from evaluations.judge.rubric import load_rubric
 
     rubric, _ = load_rubric()
     for c in rubric.conditions.values():
@@ -66,7 +68,7 @@ def test_every_condition_has_anchors_and_a_null_rule_and_the_toolkit_flag_is_mar
 
 
 def test_the_judge_prompt_shows_the_anchors_and_null_rules(catalog):
-    from evaluations.rubric import load_rubric
+    from evaluations.judge.rubric import load_rubric
 
     rubric, _ = load_rubric()
     prompt = Prompts(catalog.prompt_dirs).render(
@@ -84,9 +86,9 @@ async def test_a_negative_baseline_is_labelled_wherever_its_transcripts_are_show
     from stub_server import StubServer
     from typer.testing import CliRunner
 
-    from evaluations.report import render_report
-    from simulator.batch import run_grid
-    from simulator.cli import app
+    from evaluations.analysis.report import render_report
+    from simulator.runs.batch import run_grid
+    from simulator.cli.app import app
 
     caution = catalog.strategies["friends_pretext"].caution
     assert caution and "not advice" in caution
@@ -95,7 +97,7 @@ async def test_a_negative_baseline_is_labelled_wherever_its_transcripts_are_show
     with StubServer() as url:
         run_id = await run_grid({"strategies": "friends_pretext,no_ask", "personas": "aloof", "max_turns": 2, "judges": 0},
                                 db=db, base_url=url)
-    from simulator.store import Store
+    from simulator.storage.store import Store
 
     with Store(db) as store:
         records = {r["strategy"]: r for r in store.episodes(run_id)}
@@ -126,7 +128,7 @@ async def test_the_practitioner_is_not_told_the_turn_limit(make_context):
     p = ScriptedModel(practitioner_says("Hi.", "small_talk") + practitioner_says("Nice day.", "small_talk")
                       + practitioner_says("Lovely.", "small_talk"), "p")  # fmt: skip
     q = ScriptedModel(persona_says("Hello.") + persona_says("It is.") + persona_says("Yes."), "q")
-    from simulator import run_episode
+    from simulator.conversation.runner import run_episode
 
     await run_episode(make_context(p, q, max_turns=3), backend="scripted")
     systems = {r["messages"][0]["content"] for r in p.requests if r["schema"] is None}
@@ -151,7 +153,7 @@ def test_work_need_gives_a_practical_reason_and_keeps_the_agenda_open(catalog):
 
 from conftest import ScriptedModel, persona_says, practitioner_says  # noqa: E402
 
-from simulator import run_episode  # noqa: E402
+from simulator.conversation.runner import run_episode  # noqa: E402
 
 
 def _scripted(*rounds):
@@ -253,7 +255,7 @@ async def test_without_a_parting_line_a_goodbye_ends_it(make_context):
 
 
 def _templates() -> dict[str, str]:
-    from simulator.files import data_dir
+    from simulator.core.files import data_dir
 
     return {p.name: p.read_text() for p in sorted(data_dir("prompts").glob("*.j2"))}
 
@@ -273,7 +275,7 @@ def test_no_stored_output_repeats_a_prompts_wording():
 
     import yaml
 
-    from simulator.prompts import repeated_run, static_text
+    from simulator.conversation.prompts import repeated_run, static_text
 
     outputs = []
     for path in sorted((Path(__file__).parent / "cassettes").glob("*.yaml")):
@@ -292,8 +294,8 @@ def test_no_stored_output_repeats_a_prompts_wording():
 def test_a_social_handle_is_not_contact_and_the_next_meeting_is_a_headline():
     import pandas as pd
 
-    from evaluations.compare import group_stats
-    from evaluations.frame import episode_row, summary
+    from evaluations.analysis.compare import group_stats
+    from evaluations.analysis.frame import episode_row, summary
 
     def record(i, exchanged, meetings):
         verdicts = [{"status": "graded", "transitions": [], "flags": {"raised": []},

@@ -7,11 +7,11 @@ import json
 import pytest
 from stub_server import StubServer
 
-from evaluations.frame import faithful
-from simulator.episode import PersonaState
-from simulator.errors import ModelError
-from simulator.local import exit_message
-from simulator.openai_backend import MAX_STRING_CHARS, OpenAIChatModel, bounded
+from evaluations.analysis.frame import faithful
+from simulator.conversation.episode import PersonaState
+from simulator.core.errors import ModelError
+from simulator.models.local import exit_message
+from simulator.models.openai_backend import MAX_STRING_CHARS, OpenAIChatModel, bounded
 
 
 def model(client, mode):

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from stub_server import StubServer
 
-from evaluations.frame import export, load_run, summary
-from simulator.batch import Experiment, cell_seed, expand, run_grid
-from simulator.catalog import Profile
-from simulator.errors import UserError
-from simulator.openai_backend import RetryPolicy
-from simulator.store import Store
+from evaluations.analysis.frame import export, load_run, summary
+from simulator.conversation.catalog import Profile
+from simulator.core.errors import UserError
+from simulator.models.openai_backend import RetryPolicy
+from simulator.runs.batch import Experiment, cell_seed, expand, run_grid
+from simulator.storage.store import Store
 
 
 def test_grid_expansion_and_seeds():
@@ -35,7 +35,7 @@ def test_grid_expansion_and_seeds():
 
 
 def test_experiment_file_is_validated(tmp_path):
-    from simulator.batch import load_experiment
+    from simulator.runs.batch import load_experiment
 
     (tmp_path / "exp.yaml").write_text("settings: [bar_club]\nrepetitions: 3\n")
     with pytest.raises(UserError, match=r"exp.yaml: repetitions: Extra inputs are not permitted"):

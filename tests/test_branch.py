@@ -12,10 +12,10 @@ from conftest import ScriptedModel, persona_says, practitioner_says
 from stub_server import StubServer, pinned
 from test_cli import assert_one_line_error, nextstep
 
-from simulator.branch import fork_turn
-from simulator.errors import UserError
-from simulator.runner import fork_point, run_episode
-from simulator.store import ADDED_COLUMNS, Store
+from simulator.conversation.runner import fork_point, run_episode
+from simulator.core.errors import UserError
+from simulator.runs.branch import fork_turn
+from simulator.storage.store import ADDED_COLUMNS, Store
 
 TURNS = [
     {"index": 0, "speaker": "practitioner", "text": "Hi.", "intent": "small_talk"},

@@ -6,10 +6,11 @@ from typing import get_args
 
 from cassettes import CASSETTES, cassette, gold_judge, short_episode
 
-from evaluations import CONDITIONS, grade
-from evaluations.rules import citation_problem, evidence_turns, sentence_table
-from simulator.episode import EndReason, Intent, PersonaIntent
-from simulator.runner import run_episode
+from evaluations.judge.evaluator import grade
+from evaluations.judge.rubric import CONDITIONS
+from evaluations.judge.rules import citation_problem, evidence_turns, sentence_table
+from simulator.conversation.episode import EndReason, Intent, PersonaIntent
+from simulator.conversation.runner import run_episode
 
 UNUSED_PORT_URL = "http://127.0.0.1:9/v1"  # nothing listens here: replay must not need a server
 

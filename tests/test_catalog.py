@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from simulator import Prompts, UserError, load_catalog
+from simulator.conversation.catalog import load_catalog
+from simulator.conversation.prompts import Prompts
+from simulator.core.errors import UserError
 
 
 def test_catalog_has_the_article_entries(catalog):

@@ -16,13 +16,13 @@ from conftest import lenient_personas
 from stub_server import StubServer
 from typer.testing import CliRunner
 
-from evaluations.compare import compare_runs, load_pair, persona_reactions
-from evaluations.rubric import CONDITIONS, FLAGS
-from evaluations.stats import (bootstrap_ci, holm, mcnemar, paired_bootstrap_ci, rates_test, scores_test,
+from evaluations.analysis.compare import compare_runs, load_pair, persona_reactions
+from evaluations.judge.rubric import CONDITIONS, FLAGS
+from evaluations.analysis.stats import (bootstrap_ci, holm, mcnemar, paired_bootstrap_ci, rates_test, scores_test,
                                wilcoxon_paired, wilson_ci)
-from simulator.batch import run_grid
-from simulator.cli_compare import register
-from simulator.errors import UserError
+from simulator.cli.compare import register
+from simulator.core.errors import UserError
+from simulator.runs.batch import run_grid
 
 IDS = itertools.count()
 
@@ -89,7 +89,7 @@ def test_a_test_names_the_groups_it_left_out():
     assert timing["test"] == "mann-whitney u" and timing["p"] == pytest.approx(scores_test(two)["p"])
     assert (timing["compared"], timing["left_out"]) == (["aloof", "unsure"], ["friendly"])
     assert r["tests"]["contact"]["omnibus"]["left_out"] == []
-    from simulator.cli_compare import print_reactions
+    from simulator.cli.compare import print_reactions
 
     out = io.StringIO()
     print_reactions("r", r, Console(file=out, width=300))
@@ -178,7 +178,7 @@ def test_excluded_episodes_are_counted_in_pairing():
 
 async def test_two_stub_runs_with_an_edited_prompt(tmp_path):
     """The real path: two batches, the second with an edited practitioner prompt, compared from the store."""
-    from simulator.files import data_dir
+    from simulator.core.files import data_dir
 
     edited = tmp_path / "prompts"
     edited.mkdir()
@@ -213,12 +213,12 @@ async def test_two_stub_runs_with_an_edited_prompt(tmp_path):
 
 def analyses_in_the_cli(runner, app, console, db, a, b):
     """compare's JSON carries variance, repeats and the detectable effects; plan and personas print and emit JSON."""
-    from evaluations.compare import pair, run_analysis
-    from evaluations.fidelity import audit
-    from evaluations.frame import load_judges, load_run
-    from evaluations.power import detectable, plan
-    from simulator.catalog import load_catalog
-    from simulator.store import Store
+    from evaluations.analysis.compare import pair, run_analysis
+    from evaluations.analysis.fidelity import audit
+    from evaluations.analysis.frame import load_judges, load_run
+    from evaluations.analysis.power import detectable, plan
+    from simulator.conversation.catalog import load_catalog
+    from simulator.storage.store import Store
 
     def as_json(*args):
         result = runner.invoke(app, [*args, "--db", str(db), "--format", "json"])
@@ -246,7 +246,7 @@ def analyses_in_the_cli(runner, app, console, db, a, b):
 
 
 def test_bad_format_is_one_line_exit_2(tmp_path):
-    code = ("import sys; from simulator.cli import app, console, main; from simulator.cli_compare import register; "
+    code = ("import sys; from simulator.cli.app import app, console, main; from simulator.cli.compare import register; "
             "register(app, console); sys.argv = ['nextstep', *sys.argv[1:]]; main()")  # fmt: skip
     (tmp_path / "x.db").touch()
     result = subprocess.run([sys.executable, "-c", code, "compare", "r", "--db", str(tmp_path / "x.db"), "--format", "yaml"],
@@ -256,7 +256,7 @@ def test_bad_format_is_one_line_exit_2(tmp_path):
 
 def test_strategy_ranking_by_hand():
     """A: s1 > s2 > s3 on contact; B reverses it (tau -1); interest keeps its order in both (tau 1)."""
-    from evaluations.compare import strategy_ranking
+    from evaluations.analysis.compare import strategy_ranking
 
     def run(hits: dict[str, int]) -> pd.DataFrame:
         return pd.DataFrame([episode(strategy=s, contact=i < k, interest=float(k), rep=i) for s, k in hits.items() for i in range(4)])

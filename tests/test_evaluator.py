@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from conftest import ScriptedModel, persona_says, practitioner_says
 
-from evaluations import CONDITIONS, Judge, grade, load_rubric, make_evaluator
-from evaluations.evaluator import numbered
-from evaluations.rules import citation_problem, evidence_turns, objective_timing, sentence_table, sentences, transitions
-from simulator import Prompts, run_episode
-from simulator.errors import ModelError
+from evaluations.judge.evaluator import Judge, grade, make_evaluator, numbered
+from evaluations.judge.rubric import CONDITIONS, load_rubric
+from evaluations.judge.rules import citation_problem, evidence_turns, objective_timing, sentence_table, sentences, transitions
+from simulator.conversation.prompts import Prompts
+from simulator.conversation.runner import run_episode
+from simulator.core.errors import ModelError
 
 TURNS = [
     {"index": 0, "speaker": "practitioner", "text": "These peaches smell amazing.", "intent": "small_talk"},
@@ -233,7 +234,8 @@ def test_objective_timing_before_the_peak():
 
 
 async def test_aloof_persona_at_high_interest_from_the_first_turn_is_flagged(make_context, catalog):
-    from simulator import Profile, Scenario
+    from simulator.conversation.catalog import Profile
+    from simulator.conversation.graph import Scenario
 
     p = ScriptedModel(practitioner_says("Hi.", "small_talk") + practitioner_says("Bye.", "goodbye"), "p")
     q = ScriptedModel(persona_says("Oh hi!!", 9, 9) + persona_says("Bye."), "q")

@@ -7,10 +7,10 @@ import time
 import pytest
 from stub_server import StubServer, completion
 
-from simulator.chat import structured
-from simulator.episode import PersonaState
-from simulator.errors import ModelError, OutputError
-from simulator.openai_backend import OpenAIChatModel, RetryPolicy, retry_after
+from simulator.conversation.episode import PersonaState
+from simulator.core.errors import ModelError, OutputError
+from simulator.models.chat import structured
+from simulator.models.openai_backend import OpenAIChatModel, RetryPolicy, retry_after
 
 FAST = RetryPolicy(attempts=3, base_s=0.01, cap_s=0.05)
 HI = [{"role": "user", "content": "hi"}]

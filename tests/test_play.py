@@ -10,9 +10,9 @@ import pytest
 from conftest import ScriptedModel, persona_says, practitioner_says
 from stub_server import StubServer, pinned
 
-from simulator.play import Person, parse_intent, parse_rating, parse_yes_no
-from simulator.runner import run_episode
-from simulator.store import Store
+from simulator.conversation.play import Person, parse_intent, parse_rating, parse_yes_no
+from simulator.conversation.runner import run_episode
+from simulator.storage.store import Store
 
 
 def test_ratings_and_yes_no_say_what_is_wrong():

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from evaluations.power import (ARE_WILCOXON, detectable, discordance, mcnemar_power, mde_contact, mde_mean, pairs_for_contact,
+from evaluations.analysis.power import (ARE_WILCOXON, detectable, discordance, mcnemar_power, mde_contact, mde_mean, pairs_for_contact,
                                pairs_for_mean, plan)
-from evaluations.rubric import CONDITIONS
-from evaluations.stats import mcnemar
+from evaluations.analysis.stats import mcnemar
+from evaluations.judge.rubric import CONDITIONS
 
 approx = pytest.approx
 SIMS = 4000

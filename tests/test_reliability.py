@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from stub_server import StubServer, completion
 
-from simulator.batch import run_grid
-from simulator.store import Store
+from simulator.runs.batch import run_grid
+from simulator.storage.store import Store
 
 SENTINEL = "sk-SENTINEL-0123456789abcdef"
 
@@ -38,7 +38,7 @@ def chaos(rate: float, seed: int = 3):
 
 
 async def test_chaos_batch_stores_every_episode_once_and_resume_completes_it(tmp_path, monkeypatch):
-    import simulator.openai_backend as backend
+    import simulator.models.openai_backend as backend
 
     monkeypatch.setattr(backend.RetryPolicy, "delay", lambda self, attempt, retry_after: 0.0)  # keep the test quick
     grid = {"personas": "all", "strategies": "all", "reps": 3, "max_turns": 2, "judges": 1}  # 63 episodes

@@ -17,11 +17,11 @@ from conftest import lenient_personas
 from stub_server import StubServer
 from typer.testing import CliRunner
 
-from evaluations.report import highlight, render_report
-from simulator.batch import run_grid
-from simulator.cli_compare import register
-from simulator.files import data_dir
-from simulator.store import Store
+from evaluations.analysis.report import highlight, render_report
+from simulator.cli.compare import register
+from simulator.core.files import data_dir
+from simulator.runs.batch import run_grid
+from simulator.storage.store import Store
 
 HOSTILE = "Hi <script>alert(1)</script> and **bold**, that sounds lovely"
 CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
@@ -69,12 +69,12 @@ def test_report_is_self_contained_and_escaped(runs):
 
 
 def test_report_shows_variance_repeats_and_the_persona_audit(runs):
-    from evaluations.compare import run_analysis
-    from evaluations.fidelity import audit
-    from evaluations.frame import load_judges, load_run
-    from evaluations.report import table
-    from evaluations.tables import agreement_rows, pair_rows, persona_rows, repeats_rows, variance_rows
-    from simulator.catalog import load_catalog
+    from evaluations.analysis.compare import run_analysis
+    from evaluations.analysis.fidelity import audit
+    from evaluations.analysis.frame import load_judges, load_run
+    from evaluations.analysis.report import table
+    from evaluations.analysis.tables import agreement_rows, pair_rows, persona_rows, repeats_rows, variance_rows
+    from simulator.conversation.catalog import load_catalog
 
     db, a, b = runs
     plain = lambda html: re.sub(r"<td[^>]*>", "<td>", html)  # noqa: E731  (alignment classes aside)
@@ -93,7 +93,7 @@ def test_report_shows_variance_repeats_and_the_persona_audit(runs):
 
 
 def test_audit_section_escapes_warnings():
-    from evaluations.report import audit_section
+    from evaluations.analysis.report import audit_section
 
     hostile = {"kind": "x", "personas": ["<b>"], "episodes": ["<i>e1</i>"], "message": "<script>x</script>"}
     html = "".join(audit_section({"types": {}, "pairs": [], "warnings": [hostile]}))

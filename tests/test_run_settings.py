@@ -14,10 +14,10 @@ import sys
 import yaml
 from stub_server import StubServer, completion, instance
 
-from evaluations.rubric import load_rubric
-from simulator.batch import run_grid
-from simulator.files import data_dir
-from simulator.store import Store
+from evaluations.judge.rubric import load_rubric
+from simulator.core.files import data_dir
+from simulator.runs.batch import run_grid
+from simulator.storage.store import Store
 
 ONE_EPISODE = {"personas": "unsure", "max_turns": 1, "judges": 1}
 

@@ -12,11 +12,15 @@ from conftest import ScriptedModel, persona_says, practitioner_says
 from stub_server import instance
 
 import evaluations
-from evaluations import CONDITIONS, FLAGS, Judge, grade, load_gold, load_rubric
-from evaluations.evaluator import _flags_model, _grades_model, _outcome_model, _transitions_model
-from simulator import Completion, Context, Profile, Prompts, Scenario, run_episode
-from simulator.chat import json_schema
-from simulator.episode import PersonaState, PractitionerLabel
+from evaluations.judge.evaluator import Judge, _flags_model, _grades_model, _outcome_model, _transitions_model, grade
+from evaluations.judge.gold import load_gold
+from evaluations.judge.rubric import CONDITIONS, FLAGS, load_rubric
+from simulator.conversation.catalog import Profile
+from simulator.conversation.episode import PersonaState, PractitionerLabel
+from simulator.conversation.graph import Context, Scenario
+from simulator.conversation.prompts import Prompts
+from simulator.conversation.runner import run_episode
+from simulator.models.chat import Completion, json_schema
 
 # The keywords OpenAI's strict mode and the other strict providers all accept. No length, range, pattern or
 # format keyword, no const (a one-value enum instead), no default: values are bounded by enums and lengths

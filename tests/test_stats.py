@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evaluations.stats import (
+from evaluations.analysis.stats import (
     agreement,
     bootstrap_ci,
     holm,
@@ -239,7 +239,7 @@ def test_wilcoxon_paired_undefined():
 
 
 def test_paired_statistic_ci_resamples_pairs_together():
-    from evaluations.stats import paired_statistic_ci, weighted_kappa
+    from evaluations.analysis.stats import paired_statistic_ci, weighted_kappa
 
     # Identical raters: every resample agrees perfectly, so kappa is 1 wherever it is defined.
     lo, hi = paired_statistic_ci([1, 2, 3, 4, 5, 5], [1, 2, 3, 4, 5, 5], weighted_kappa)
@@ -253,7 +253,7 @@ def test_paired_statistic_ci_resamples_pairs_together():
 
 
 def test_pass_at_k_and_pass_hat_k_by_hand():
-    from evaluations.stats import pass_at_k, pass_hat_k
+    from evaluations.analysis.stats import pass_at_k, pass_hat_k
 
     # n = 5 repetitions, c = 2 contacts, k = 2: C(5,2) = 10 draws; C(3,2) = 3 hold no contact, C(2,2) = 1 holds two.
     assert pass_at_k(5, 2, 2) == approx(0.7) and pass_hat_k(5, 2, 2) == approx(0.1)
@@ -263,7 +263,7 @@ def test_pass_at_k_and_pass_hat_k_by_hand():
 
 
 def test_effective_judges_and_mean_pairwise_r_by_hand():
-    from evaluations.stats import effective_judges, mean_pairwise_r
+    from evaluations.analysis.stats import effective_judges, mean_pairwise_r
 
     assert effective_judges(3, 0.5) == approx(1.5)  # 3 / (1 + 2 * 0.5)
     assert effective_judges(3, 0.0) == 3.0 and effective_judges(3, 1.0) == 1.0 and effective_judges(4, -0.2) == 4.0
@@ -277,7 +277,7 @@ def test_effective_judges_and_mean_pairwise_r_by_hand():
 
 
 def test_cohens_h_ci_by_hand():
-    from evaluations.stats import cohens_h_ci
+    from evaluations.analysis.stats import cohens_h_ci
 
     # h = 2 asin(sqrt(.75)) - 2 asin(sqrt(.25)) = 2pi/3 - pi/3 = pi/3; half-width 1.959964 * sqrt(1/4 + 1/4) = 1.385904.
     h, lo, hi = cohens_h_ci(1, 4, 3, 4)
@@ -286,7 +286,7 @@ def test_cohens_h_ci_by_hand():
 
 
 def test_hedges_g_ci_by_hand():
-    from evaluations.stats import hedges_g_ci
+    from evaluations.analysis.stats import hedges_g_ci
 
     # x = [1, 2, 3], y = [3, 4, 5]: means 2 and 4, both variances 1, pooled sd 1, d = 2;
     # J = 1 - 3 / (4 * 6 - 9) = 0.8, g = 1.6; SE = sqrt(6/9 + 1.6^2 / 12) = sqrt(0.666667 + 0.213333) = 0.938083.
@@ -296,7 +296,7 @@ def test_hedges_g_ci_by_hand():
 
 
 def test_pearson_r_and_kendall_tau_by_hand():
-    from evaluations.stats import kendall_tau, pearson_r
+    from evaluations.analysis.stats import kendall_tau, pearson_r
 
     r, n = pearson_r([1, 2, 3, None], [1, 2, 4, 5])  # pairwise complete: the last pair is dropped
     assert n == 3 and r == pytest.approx(0.9819805)  # cov 1.5 / sqrt(1 * 2.3333)

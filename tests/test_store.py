@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
-from simulator.errors import UserError
-from simulator.store import Store
+from simulator.core.errors import UserError
+from simulator.storage.store import Store
 
 SPEC = {"settings": ["supermarket"], "personas": ["unsure"], "strategies": ["common_interest"], "reps": 2}
 

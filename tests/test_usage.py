@@ -9,10 +9,10 @@ import sys
 
 from stub_server import StubServer, answer, completion as stub_completion
 
-from evaluations.frame import load_run
-from simulator.openai_backend import completion
-from simulator.runner import usage
-from simulator.store import Store
+from evaluations.analysis.frame import load_run
+from simulator.core.records import usage
+from simulator.models.openai_backend import completion
+from simulator.storage.store import Store
 
 
 def test_a_completion_without_usage_has_unknown_tokens():

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluations.frame import judge_rows, judges_frame
-from evaluations.rubric import CONDITIONS
-from evaluations.stats import effective_judges, krippendorff_alpha, mean_pairwise_r, pass_at_k, pass_hat_k
-from evaluations.variance import contact_at_k, judge_agreement, nested_components, variance_report
+from evaluations.analysis.frame import judge_rows, judges_frame
+from evaluations.analysis.stats import effective_judges, krippendorff_alpha, mean_pairwise_r, pass_at_k, pass_hat_k
+from evaluations.analysis.variance import contact_at_k, judge_agreement, nested_components, variance_report
+from evaluations.judge.rubric import CONDITIONS
 
 approx = pytest.approx
 

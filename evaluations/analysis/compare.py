@@ -1,0 +1,354 @@
+"""Two questions with statistics: how do the personas react, and what did a change between two runs do.
+
+Pure functions over episode frames (see `frame.load_run`) returning plain JSON-ready dicts;
+`load_pair` is the one that reads the store.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evaluations.judge.rubric import CONDITIONS, FLAGS
+
+from .frame import MEASURES, episode_row, usable
+from .power import detectable
+from .stats import bootstrap_ci, holm, kendall_tau, mcnemar, paired_bootstrap_ci, rates_test, scores_test, wilcoxon_paired, wilson_ci
+from .variance import contact_at_k, variance_report
+
+SMALL = 5  # groups with fewer usable episodes are marked small: shown, but read with care
+PAIR_KEY = ["cell", "rep", "seed"]
+SHORT = {"mean_interest": "interest", "mean_comfort": "comfort", "agenda_clarity": "agenda", "congruence": "congr",
+         "genuine_interest": "genuine", "timing": "timing", "natural_bridge": "bridge", "setting_fit": "fit"}  # fmt: skip
+
+
+def clean(value):
+    """JSON-ready: NaN -> None, numpy -> Python, tuples -> lists: `clean({'p': float('nan')})` -> {'p': None}."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):  # an infinite odds ratio is not JSON either
+        return None
+    return value
+
+
+def fmt(x, digits: int = 2) -> str:
+    """A number for a table: `fmt(0.5)` -> '0.50'; `fmt(None)` -> 'n/a'."""
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def fmt_ci(stat: dict, *, percent: bool = False) -> str:
+    """A rate or mean with its CI: `fmt_ci({'rate': 0.5, 'ci': [0.1, 0.9]}, percent=True)` -> '50% [10, 90]'."""
+    x, (lo, hi) = stat.get("rate", stat.get("mean")), stat["ci"]
+    if percent:
+        return "n/a" if x is None else f"{x:.0%}" + ("" if lo is None else f" [{lo * 100:.0f}, {hi * 100:.0f}]")
+    return fmt(x) + ("" if lo is None else f" [{lo:.2f}, {hi:.2f}]")
+
+
+def fmt_p(p) -> str:
+    """A p-value: `fmt_p(0.0001)` -> '<0.001'; `fmt_p(0.25)` -> '0.250'."""
+    return "n/a" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def which_test(result: dict) -> str:
+    """The test, naming groups it left out for want of values: 'mann-whitney u (without friendly: no values)'."""
+    left_out = result.get("left_out")
+    return result["test"] + (f" (without {', '.join(map(str, left_out))}: no values)" if left_out else "")
+
+
+def _bools(values) -> list[bool]:
+    """Present booleans only: `_bools([True, None, float('nan')])` -> [True]."""
+    return [bool(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
+def _floats(values) -> np.ndarray:
+    """Floats with NaN for missing: `_floats([1, None])` -> array([1., nan])."""
+    return pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=float)
+
+
+def _numbers(values) -> np.ndarray:
+    """Present numbers only: `_numbers([1, None])` -> array([1.])."""
+    x = _floats(values)
+    return x[~np.isnan(x)]
+
+
+def rate(values) -> dict:
+    """Share of True with its Wilson 95% CI: `rate([True, False])` -> {'k': 1, 'n': 2, 'rate': 0.5, 'ci': [0.09, 0.91]}."""
+    x = _bools(values)
+    k, n = sum(x), len(x)
+    return {"k": k, "n": n, "rate": k / n if n else None, "ci": list(wilson_ci(k, n))}
+
+
+def mean_ci(values) -> dict:
+    """Mean with a bootstrap 95% CI: `mean_ci([1, 3])` -> {'n': 2, 'mean': 2.0, 'ci': [1.0, 3.0]}."""
+    x = _numbers(values)
+    return {"n": int(x.size), "mean": float(x.mean()) if x.size else None, "ci": list(bootstrap_ci(x))}
+
+
+def group_stats(ok: pd.DataFrame) -> dict:
+    """What one group of usable episodes did: contact, private state, condition scores, flags."""
+    return {
+        "n": len(ok), "small": len(ok) < SMALL, "contact": rate(ok["contact"]), "social_handle": rate(ok["social_handle"]),
+        "next_meeting": rate(ok["next_meeting"]),
+        **{m: mean_ci(ok[m]) for m in MEASURES},
+        "flags": {f: rate(ok[f"flag_{f}"]) for f in FLAGS},
+    }  # fmt: skip
+
+
+def _by(frame: pd.DataFrame, ok: pd.DataFrame, by: list[str]) -> list[dict]:
+    """Stats per group; groups come from every episode, so a group whose episodes all failed still shows (n 0)."""
+    keys = frame[by].drop_duplicates().sort_values(by).itertuples(index=False)
+    return [dict(zip(by, key)) | group_stats(ok[(ok[by] == list(key)).all(axis=1)]) for key in keys]
+
+
+def _test(groups: dict[str, pd.Series], kind: str) -> dict:
+    """Omnibus test across the groups, then every pair, Holm-adjusted within this measure."""
+    if kind == "rate":
+        run = lambda gs: rates_test([sum(_bools(g)) for g in gs], [len(_bools(g)) for g in gs])  # noqa: E731
+    else:
+        run = lambda gs: scores_test([_numbers(g) for g in gs])  # noqa: E731
+    def named(names: list[str]) -> dict:
+        """The test over these groups; groups without a value are left out of it, so it names the ones compared."""
+        result = run([groups[n] for n in names])
+        compared = [names[i] for i in result.pop("groups")]
+        return result | {"compared": compared, "left_out": [n for n in names if n not in compared]}
+
+    pairs = [{"a": a, "b": b, **named([a, b])} for a, b in combinations(groups, 2)]
+    for pair, adjusted in zip(pairs, holm([p["p"] for p in pairs])):
+        pair["p_holm"] = adjusted
+    return {"omnibus": named(list(groups)), "pairwise": pairs}
+
+
+def persona_tests(ok: pd.DataFrame) -> dict:
+    """Do the personas differ? Contact by chi-squared/Fisher, each measure by Kruskal-Wallis, then pairs."""
+    personas = sorted(ok["persona"].unique()) if len(ok) else []
+    tests = {"contact": _test({p: ok.loc[ok["persona"] == p, "contact"] for p in personas}, "rate")}
+    return tests | {m: _test({p: ok.loc[ok["persona"] == p, m] for p in personas}, "scores") for m in MEASURES}
+
+
+def excluded(frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
+    """How many episodes aggregates leave out, and why."""
+    if frame.empty:
+        return {"failed": 0, "ungraded": 0, "unfaithful": 0}
+    succeeded = frame["status"] == "succeeded"
+    unfaithful = succeeded & (frame["fidelity_ok"] == False)  # noqa: E712  (None means not checked: kept)
+    return {"failed": int((frame["status"] == "failed").sum()), "ungraded": int((frame["status"] == "ungraded").sum()),
+            "unfaithful": 0 if include_unfaithful else int(unfaithful.sum())}
+
+
+def persona_reactions(frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
+    """Per persona, persona x setting and persona x strategy, with tests across personas (issue 5, point 1)."""
+    base = {"episodes": len(frame), "include_unfaithful": include_unfaithful, "small_below": SMALL,
+            "excluded": excluded(frame, include_unfaithful=include_unfaithful)}  # fmt: skip
+    if frame.empty:
+        return base | {"n": 0, "personas": [], "persona_setting": [], "persona_strategy": [], "tests": {}}
+    ok = usable(frame, include_unfaithful=include_unfaithful)
+    return clean(base | {
+        "n": len(ok), "personas": _by(frame, ok, ["persona"]), "persona_setting": _by(frame, ok, ["persona", "setting"]),
+        "persona_strategy": _by(frame, ok, ["persona", "strategy"]), "tests": persona_tests(ok),
+    })  # fmt: skip
+
+
+def run_analysis(frame: pd.DataFrame, judges: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
+    """`compare RUN`: persona reactions, where the variance comes from, and repeat reliability (contact@k)."""
+    return clean(persona_reactions(frame, include_unfaithful=include_unfaithful) | {
+        "variance": variance_report(frame, judges, include_unfaithful=include_unfaithful),
+        "repeats": contact_at_k(frame, include_unfaithful=include_unfaithful)})  # fmt: skip
+
+
+# --- two runs -------------------------------------------------------------------------------------
+
+
+def run_prompts(run: dict, records: list[dict]) -> dict[str, str]:
+    """{name: hash} of every prompt a run used: simulation prompts, the rubric and the judges' prompts."""
+    spec = run["spec"]
+    judged = {n: h for r in records for v in r.get("verdicts") or [] for n, h in (v.get("prompts") or {}).items()}
+    return {**spec.get("prompts", {}), **judged, "rubric": spec.get("rubric_hash")}
+
+
+def _flat(spec: dict, run: dict) -> dict:
+    """The run's make-up as 'section.field' -> value, so two runs can be compared field by field."""
+    prompts = run.get("prompt_hashes") or {**spec.get("prompts", {}), "rubric": spec.get("rubric_hash")}
+    flat = {f"experiment.{k}": v for k, v in spec.get("experiment", {}).items()}
+    flat |= {f"models.{k}": v for k, v in spec.get("models", {}).items()}
+    flat |= {f"catalog.{k}": v for k, v in spec.get("catalog", {}).items()}
+    flat |= {f"prompts.{k}": v for k, v in prompts.items()}
+    return flat | {"backend": spec.get("backend"), "reasks": spec.get("reasks"), "version": run.get("version")}
+
+
+def prompt_diff(name: str, a: str | None, b: str | None, hash_a: str, hash_b: str) -> str:
+    """A unified diff of two prompt texts; says so when a text was not stored."""
+    if a is None or b is None:
+        return f"(text of {name} not stored for {'A' if a is None else 'B'}; hashes {hash_a} -> {hash_b})"
+    lines = difflib.unified_diff(a.splitlines(keepends=True), b.splitlines(keepends=True),
+                                 f"A/{name} ({hash_a})", f"B/{name} ({hash_b})")  # fmt: skip
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def differences(run_a: dict, run_b: dict, texts: dict[str, str]) -> list[dict]:
+    """Every field that differs between two runs; changed prompts carry a unified diff of their texts."""
+    a, b = _flat(run_a["spec"], run_a), _flat(run_b["spec"], run_b)
+    rows = []
+    for key in sorted(a.keys() | b.keys()):
+        if a.get(key) != b.get(key):
+            row = {"field": key, "a": a.get(key), "b": b.get(key)}
+            if key.startswith("prompts.") and a.get(key) and b.get(key):
+                row["diff"] = prompt_diff(key[8:], texts.get(a[key]), texts.get(b[key]), a[key], b[key])
+            rows.append(row)
+    return rows
+
+
+def _keys(frame: pd.DataFrame) -> set[tuple]:
+    """(cell, rep, seed) of every episode: what pairs an episode with its twin in another run."""
+    return set(map(tuple, frame[PAIR_KEY].to_numpy().tolist())) if len(frame) else set()
+
+
+def _unpairable(ka: set[tuple], kb: set[tuple]) -> str:
+    """Why two runs share no (cell, rep, seed)."""
+    if not ka or not kb:
+        return "cannot pair: a run has no episodes"
+    if {k[:2] for k in ka} & {k[:2] for k in kb}:
+        return "cannot pair: the runs share cells but not seeds (different experiment seed?)"
+    cells_a, cells_b = sorted({k[0] for k in ka}), {k[0] for k in kb}
+    return (f"cannot pair: the runs share no cells (different grids); A has {len(cells_a)} cells such as "
+            f"{', '.join(cells_a[:3])}, B has {len(cells_b)}")
+
+
+def pair(frame_a: pd.DataFrame, frame_b: pd.DataFrame, *, include_unfaithful: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Episodes matched by cell, rep and seed (columns suffixed _a, _b), and how the matching went."""
+    ka, kb = _keys(frame_a), _keys(frame_b)
+    info = {"paired": 0, "matched": len(ka & kb), "excluded": 0, "only_a": len(ka - kb), "only_b": len(kb - ka),
+            "reason": None if ka & kb else _unpairable(ka, kb)}  # fmt: skip
+    if info["reason"]:
+        return pd.DataFrame(), info
+    ua, ub = (usable(f, include_unfaithful=include_unfaithful) for f in (frame_a, frame_b))
+    paired = ua.merge(ub, on=PAIR_KEY, suffixes=("_a", "_b"))
+    info |= {"paired": len(paired), "excluded": info["matched"] - len(paired)}
+    if paired.empty:
+        info["reason"] = "cannot pair: every matched episode failed or was out of character in one of the runs"
+    return paired, info
+
+
+def _paired(a, b, kind: str) -> dict:
+    """Means on each side, mean delta (B - A) with a paired bootstrap CI, and the paired test."""
+    a, b = _floats(a), _floats(b)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    test = mcnemar(a, b) if kind == "rate" else wilcoxon_paired(a, b)
+    return {"n": int(a.size), "a": float(a.mean()) if a.size else None, "b": float(b.mean()) if b.size else None,
+            "delta": float((b - a).mean()) if a.size else None, "ci": list(paired_bootstrap_ci(a, b)), **test}
+
+
+def cell_deltas(paired: pd.DataFrame) -> list[dict]:
+    """Per cell: pairs, contact rate and mean interest on each side, and the mean delta of each condition."""
+    def delta(g: pd.DataFrame, m: str) -> float | None:
+        d = _numbers(_floats(g[f"{m}_b"]) - _floats(g[f"{m}_a"]))
+        return float(d.mean()) if d.size else None
+
+    rows = []
+    for cell, g in paired.groupby("cell", sort=True):
+        rows.append({"cell": cell, "n": len(g), "small": len(g) < SMALL,
+                     "contact_a": rate(g["contact_a"])["rate"], "contact_b": rate(g["contact_b"])["rate"],
+                     "interest_a": mean_ci(g["mean_interest_a"])["mean"], "interest_b": mean_ci(g["mean_interest_b"])["mean"],
+                     **{c: delta(g, c) for c in CONDITIONS}})  # fmt: skip
+    return rows
+
+
+def compare_runs(run_a: dict, run_b: dict, frame_a: pd.DataFrame, frame_b: pd.DataFrame, texts: dict[str, str], *,
+                 include_unfaithful: bool = False) -> dict:
+    """What differs between two runs and what it did, on episodes paired by cell and seed (issue 5, point 2).
+
+    run_a/run_b are `Store.run` dicts (optionally with `prompt_hashes` from `run_prompts`); texts maps hash -> text.
+    """
+    paired, info = pair(frame_a, frame_b, include_unfaithful=include_unfaithful)
+    out = {"a": run_a["id"], "b": run_b["id"], "differences": differences(run_a, run_b, texts), "pairing": info,
+           "include_unfaithful": include_unfaithful, "tests": {}, "cells": [],
+           "ranking": strategy_ranking(frame_a, frame_b, include_unfaithful=include_unfaithful)}  # fmt: skip
+    if paired.empty:
+        return clean(out)
+    return clean(out | {"tests": paired_tests(paired), "cells": cell_deltas(paired), "detectable": detectable(paired)})
+
+
+def paired_tests(paired: pd.DataFrame) -> dict:
+    """McNemar for contact, Wilcoxon with a paired bootstrap interval for each measure, Holm-adjusted as one family."""
+    tests = {"contact": _paired(paired["contact_a"], paired["contact_b"], "rate")}
+    tests |= {m: _paired(paired[f"{m}_a"], paired[f"{m}_b"], "scores") for m in MEASURES}
+    # One family: a change is judged on all these measures at once.
+    for t, adjusted in zip(tests.values(), holm([t["p"] for t in tests.values()])):
+        t["p_holm"] = adjusted
+    return tests
+
+
+def compare_branches(run: dict, frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
+    """A branch run: each treatment continuation paired with the control of the same prefix and rep (so seed);
+    deltas are treatment - control, overall, per persona (the prefix's) and per prefix."""
+    arms = [frame[frame["arm"] == arm].assign(cell=lambda f: f["prefix"]) if len(frame) else frame
+            for arm in ("control", "treatment")]  # fmt: skip
+    paired, info = pair(*arms, include_unfaithful=include_unfaithful)
+    out = {"run": run["id"], "branch": run["spec"]["branch"], "pairing": info, "include_unfaithful": include_unfaithful,
+           "tests": {}, "personas": [], "prefixes": []}  # fmt: skip
+    if paired.empty:
+        return clean(out)
+    personas = [{"persona": p, "n": len(g), "small": len(g) < SMALL, "tests": paired_tests(g)}
+                for p, g in paired.groupby("persona_a", sort=True)]  # fmt: skip
+    return clean(out | {"tests": paired_tests(paired), "personas": personas, "prefixes": cell_deltas(paired)})
+
+
+def load_branches(run_id: str, db: Path | str) -> tuple[dict, pd.DataFrame] | None:
+    """(run, frame) for `compare_branches` if `run_id` is a branch run, else None."""
+    from simulator.storage.store import Store
+
+    with Store(Path(db)) as store:
+        run = store.run(run_id)
+        if "branch" not in run["spec"]:
+            return None
+        return run, pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
+
+
+RANKED = ("contact", "mean_interest")  # what strategies are ranked by: the outcome, and the persona's private view
+
+
+def strategy_ranking(frame_a: pd.DataFrame, frame_b: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
+    """Does the order of the strategies survive from run A to run B (an ablation, say)? Per measure, each
+    strategy's value and rank (1 = best) in both runs and Kendall's tau-b between the two orders.
+
+    Needs at least two strategies in both runs; otherwise {'reason': ...}.
+    """
+    ua, ub = (usable(f, include_unfaithful=include_unfaithful) for f in (frame_a, frame_b))
+    shared = sorted(set(ua.get("strategy", [])) & set(ub.get("strategy", [])))
+    if len(shared) < 2:
+        return {"reason": "ranking needs at least two strategies with usable episodes in both runs", "strategies": shared}
+    out = {"strategies": shared}
+    for m in RANKED:
+        def values(ok: pd.DataFrame) -> list:
+            return [rate(ok.loc[ok["strategy"] == s, m])["rate"] if m == "contact"
+                    else mean_ci(ok.loc[ok["strategy"] == s, m])["mean"] for s in shared]
+
+        a, b = values(ua), values(ub)
+        rank = lambda xs: pd.Series(_floats(xs)).rank(ascending=False, method="min").tolist()  # noqa: E731
+        out[m] = {"rows": [{"strategy": s, "a": x, "b": y, "rank_a": ra, "rank_b": rb}
+                           for s, x, y, ra, rb in zip(shared, a, b, rank(a), rank(b))],
+                  "n_a": len(ua), "n_b": len(ub), "tau": kendall_tau(a, b)}  # fmt: skip
+    return out
+
+
+def load_pair(run_a: str, run_b: str, db: Path | str) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame, dict]:
+    """Read two runs for `compare_runs`: (run_a, run_b, frame_a, frame_b, texts)."""
+    from simulator.storage.store import Store
+
+    with Store(Path(db)) as store:
+        runs, frames = [], []
+        for run_id in (run_a, run_b):
+            run, records = store.run(run_id), store.episodes(run_id)
+            runs.append(run | {"prompt_hashes": run_prompts(run, records)})
+            frames.append(pd.DataFrame([episode_row(r) for r in records]))
+        texts = dict(store.conn.execute("SELECT hash, text FROM prompts").fetchall())
+    return runs[0], runs[1], frames[0], frames[1], texts

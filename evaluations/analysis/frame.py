@@ -1,0 +1,152 @@
+"""Runs as tables: one flat row per episode (pandas), the end-of-batch summary, exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from evaluations.judge.rubric import CONDITIONS, FLAGS
+from evaluations.judge.rules import episode_scores
+from simulator.core.errors import UserError
+from simulator.storage.store import Store
+
+from .agreement import panel_exchanged, panel_next_meeting, panel_scores, raised_flags
+
+MEASURES = ("mean_interest", "mean_comfort", *CONDITIONS)  # per-episode numbers compared with rank tests
+CONTACT = ("number", "email")  # a social handle only puts the real next step off (the article), so it is counted apart
+
+
+def is_contact(exchanged: str | None) -> bool | None:
+    """Whether what was exchanged is contact: `is_contact('email')` -> True, `is_contact('social_handle')` -> False."""
+    return None if exchanged is None else exchanged in CONTACT
+
+
+def faithful(record: dict) -> bool | None:
+    """False if the telemetry rules or any judge's fidelity check found the persona out of character."""
+    rules = (record.get("fidelity") or {}).get("ok")
+    judged = [(v.get("fidelity") or {}).get("in_character") for v in record.get("verdicts") or []]
+    return False if rules is False or False in judged else rules
+
+
+def episode_row(record: dict) -> dict:
+    """One episode as flat columns: factors, outcome, private state, panel scores, flags."""
+    o, profile = record.get("outcome") or {}, record.get("profile") or {}
+    # An ungraded episode's panel is incomplete (a judge's endpoint failed): no judge column until it is re-graded.
+    verdicts = [] if record["status"] == "ungraded" else record.get("verdicts") or []
+    scores = panel_scores(verdicts) if verdicts else {c: None for c in CONDITIONS}
+    raised = raised_flags(verdicts) if verdicts else set()
+    persona_turns = [t for t in record.get("turns") or [] if t.get("speaker") == "persona"]
+    return {
+        "episode_id": record["id"], "run_id": record.get("run_id"), "cell": record.get("cell"), "rep": record.get("rep"),
+        "setting": record["setting"], "persona": record["persona"], "strategy": record["strategy"],
+        "practitioner_gender": profile.get("practitioner_gender"), "persona_gender": profile.get("persona_gender"),
+        "seed": record.get("seed"), "status": record["status"], "error": record.get("error"),
+        "prefix": (record.get("branch") or {}).get("prefix"), "arm": (record.get("branch") or {}).get("arm"),
+        "person": record.get("person"),
+        "fidelity_ok": faithful(record),
+        "exchanged": o.get("exchanged"), "contact": is_contact(o.get("exchanged")),
+        "social_handle": None if o.get("exchanged") is None else o["exchanged"] == "social_handle",
+        "next_meeting": panel_next_meeting(verdicts) if verdicts else None,  # needs a reading of the text: the judges'
+        "judged_exchanged": panel_exchanged(verdicts) if verdicts else None,
+        "asked": o.get("asked"), "first_ask_turn": o.get("first_ask_turn"), "end_reason": o.get("end_reason"),
+        "ended_by": o.get("ended_by"), "turns": len(record.get("turns") or []),
+        "final_interest": o.get("final_interest"), "final_comfort": o.get("final_comfort"),
+        "mean_interest": sum(t["interest"] for t in persona_turns) / len(persona_turns) if persona_turns else None,
+        "mean_comfort": sum(t["comfort"] for t in persona_turns) / len(persona_turns) if persona_turns else None,
+        "judges": len(verdicts),
+        **{c: scores.get(c) for c in CONDITIONS},
+        **{f"flag_{f}": (f in raised) if verdicts else None for f in FLAGS},
+        "prompt_tokens": (record.get("usage") or {}).get("prompt_tokens"),
+        "completion_tokens": (record.get("usage") or {}).get("completion_tokens"),
+        "duration_s": record.get("duration_s"),
+    }  # fmt: skip
+
+
+def load_run(run_id: str, db: Path | str = "nextstep.db"):
+    """A pandas DataFrame of a run's episodes, one row each (see `episode_row` for the columns)."""
+    import pandas as pd
+
+    with Store(Path(db)) as store:
+        store.run(run_id)
+        return pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
+
+
+def judge_rows(record: dict) -> list[dict]:
+    """One row per judge of an episode: its score for each condition and its reading of whether contact was made."""
+    rows = []
+    for i, v in enumerate(record.get("verdicts") or []):
+        scores, said = episode_scores(v), (v.get("outcome") or {})
+        judged = is_contact(said.get("exchanged")) if said.get("status") == "scored" else None
+        rows.append({"episode_id": record["id"], "cell": record.get("cell"), "judge": v.get("judge", i),
+                     "judged_contact": judged, **{c: scores.get(c) for c in CONDITIONS}})  # fmt: skip
+    return rows
+
+
+def judges_frame(records: list[dict]):
+    """A pandas DataFrame with one row per episode and judge (see `judge_rows`)."""
+    import pandas as pd
+
+    columns = ["episode_id", "cell", "judge", "judged_contact", *CONDITIONS]
+    return pd.DataFrame([row for r in records for row in judge_rows(r)], columns=columns)
+
+
+def load_judges(run_id: str, db: Path | str = "nextstep.db"):
+    """A run's per-judge frame (`judges_frame`)."""
+    with Store(Path(db)) as store:
+        store.run(run_id)
+        return judges_frame(store.episodes(run_id))
+
+
+def usable(frame, *, include_unfaithful: bool = False):
+    """Succeeded episodes, without fidelity-flagged ones unless asked: what aggregates are built on.
+
+    Failed and ungraded episodes are left out: an ungraded one waits for `nextstep batch --resume` to grade it.
+    """
+    keep = frame["status"] == "succeeded"
+    if not include_unfaithful:
+        keep &= frame["fidelity_ok"].fillna(True).astype(bool)
+    return frame[keep]
+
+
+def summary(frame, by=("persona", "setting")) -> list[dict]:
+    """Per group: episodes, failed, ungraded, excluded by fidelity, the rates of contact (number or email), of a
+    social handle and of a concrete next meeting, and the mean score per condition."""
+    rows = []
+    for key, group in frame.groupby(list(by), sort=True):
+        ok = usable(group)
+        rows.append({
+            **dict(zip(by, key if isinstance(key, tuple) else (key,))),
+            "episodes": len(group), "failed": int((group["status"] == "failed").sum()),
+            "ungraded": int((group["status"] == "ungraded").sum()),
+            "unfaithful": int(((group["status"] == "succeeded") & (group["fidelity_ok"] == False)).sum()),  # noqa: E712
+            "n": len(ok), **{f"{m}_rate": _share(ok[m]) for m in ("contact", "social_handle", "next_meeting")},
+            **{c: (float(ok[c].dropna().mean()) if ok[c].notna().any() else None) for c in CONDITIONS},
+        })  # fmt: skip
+    return rows
+
+
+def _share(values) -> float | None:
+    """The share of True among the known values: `_share(pd.Series([True, None, False]))` -> 0.5."""
+    known = values.dropna()
+    return float(known.astype(bool).mean()) if len(known) else None
+
+
+def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
+    """Write a run as jsonl (full records), csv or parquet (flat rows); returns the number of episodes."""
+    if fmt == "jsonl":
+        with Store(Path(db)) as store:
+            store.run(run_id)
+            records = store.episodes(run_id)
+        output.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        return len(records)
+    frame = load_run(run_id, db)
+    if fmt == "csv":
+        frame.to_csv(output, index=False)
+    elif fmt == "parquet":
+        try:
+            frame.to_parquet(output, index=False)
+        except ImportError:
+            raise UserError("parquet export needs pyarrow: pip install 'nextstep[parquet]'") from None
+    else:
+        raise UserError(f"--format {fmt!r}: choose from jsonl, csv, parquet")
+    return len(frame)

@@ -1,0 +1,96 @@
+"""The report's plots, drawn with matplotlib on an Agg canvas and returned as inline SVG markup."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from evaluations.judge.rubric import CONDITIONS
+
+
+def svg(fig: Figure) -> str:
+    """The figure as inline SVG markup, without the XML prolog and metadata (which names external URIs)."""
+    FigureCanvasAgg(fig)  # Agg canvas: no display, no global pyplot state
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "nextstep"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight")
+    text = buf.getvalue()
+    return re.sub(r"<metadata>.*?</metadata>", "", text[text.index("<svg"):], flags=re.S)
+
+
+def heatmap(rows: list[dict]) -> str:
+    """Contact rate per persona x setting; each cell says its n, '*' when small."""
+    personas, settings = sorted({r["persona"] for r in rows}), sorted({r["setting"] for r in rows})
+    grid = np.full((len(personas), len(settings)), np.nan)
+    fig = Figure(figsize=(2.2 + 1.4 * len(settings), 1.2 + 0.6 * len(personas)))
+    ax = fig.add_subplot()
+    for r in rows:
+        i, j = personas.index(r["persona"]), settings.index(r["setting"])
+        x = r["contact"]["rate"]
+        grid[i, j] = np.nan if x is None else x
+        label = ("–" if x is None else f"{x:.0%}") + f"\nn={r['n']}" + ("*" if r["small"] else "")
+        ax.text(j, i, label, ha="center", va="center", fontsize=9, color="white" if x and x > 0.6 else "black")
+    image = ax.imshow(grid, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(settings)), settings)
+    ax.set_yticks(range(len(personas)), personas)
+    ax.set_title("contact rate, persona × setting", fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.05, format=lambda v, _: f"{v:.0%}")
+    return svg(fig)
+
+
+def condition_bars(rows: list[dict], colors: dict) -> str:
+    """Mean score per condition, one bar per persona, with bootstrap 95% CIs."""
+    fig = Figure(figsize=(6.2, 3.2))
+    ax = fig.add_subplot()
+    x, width = np.arange(len(CONDITIONS)), 0.8 / max(len(rows), 1)
+    for k, r in enumerate(rows):
+        mean = np.array([np.nan if r[c]["mean"] is None else r[c]["mean"] for c in CONDITIONS])
+        ci = np.array([[np.nan if v is None else v for v in r[c]["ci"]] for c in CONDITIONS])
+        err = np.nan_to_num(np.abs(ci.T - mean))  # no interval (n < 2): no whisker
+        ax.bar(x + (k - (len(rows) - 1) / 2) * width, mean, width, yerr=err, capsize=2, color=colors[r["persona"]],
+               label=f"{r['persona']} (n={r['n']})")
+    ax.set_xticks(x, [c.replace("_", "\n") for c in CONDITIONS], fontsize=8)
+    ax.set_ylim(0, 5.4)
+    ax.set_yticks(range(1, 6))
+    ax.set_ylabel("mean score (1-5)")
+    ax.set_title("condition scores by persona, 95% CI", fontsize=10)
+    ax.legend(fontsize=8, ncols=len(rows), loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    return svg(fig)
+
+
+def interest_curves(records: list[dict], colors: dict) -> str:
+    """Mean private interest per persona by turn; ▼ and a dotted line mark the median turn of the first ask."""
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.add_subplot()
+    for k, persona in enumerate(colors):
+        mine = [r for r in records if r["persona"] == persona]
+        by_turn: dict[int, list[int]] = {}
+        for r in mine:
+            for t in r.get("turns") or []:
+                if t.get("speaker") == "persona" and t.get("interest") is not None:
+                    by_turn.setdefault(t["index"], []).append(t["interest"])
+        if not by_turn:
+            continue
+        xs = sorted(by_turn)
+        ys = [float(np.mean(by_turn[i])) for i in xs]
+        ax.plot(xs, ys, marker="o", color=colors[persona], label=f"{persona} (n={len(mine)})")
+        asks = [a for r in mine if (a := (r.get("outcome") or {}).get("first_ask_turn")) is not None]
+        if asks:
+            # A dotted line, not a point on the curve: the ask may come before any reading. Nudged apart so ties show.
+            at = float(np.median(asks)) + (k - (len(colors) - 1) / 2) * 0.1
+            ax.axvline(at, color=colors[persona], linestyle=":", linewidth=1.5)
+            ax.plot(at, 9.6, marker="v", markersize=10, color=colors[persona], markeredgecolor="black")
+    handles, _ = ax.get_legend_handles_labels()
+    ask = Line2D([], [], marker="v", color="grey", markeredgecolor="black", linestyle=":", label="median first ask")
+    ax.legend(handles=[*handles, ask], fontsize=8, frameon=False, loc="lower right")
+    ax.set_ylim(0, 10)
+    ax.set_xlabel("turn")
+    ax.set_ylabel("mean private interest (0-10)")
+    ax.set_title("persona's interest over the conversation", fontsize=10)
+    return svg(fig)

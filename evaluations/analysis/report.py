@@ -1,0 +1,325 @@
+"""One self-contained HTML report of a run: statistics, inline SVG plots, transcripts; viewable offline.
+
+Every string that comes from a record (model text, quotes, reasons, names) goes through `html.escape`;
+only our own markup (the `Html` type) is inserted as is.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+
+from .compare import (SHORT, compare_branches, compare_runs, fmt, fmt_ci, fmt_p, load_pair, run_analysis, run_prompts,
+                      which_test)
+from evaluations.judge.rubric import CONDITIONS
+
+from .fidelity import audit
+from .frame import episode_row, faithful, judges_frame, usable
+from .plots import condition_bars, heatmap, interest_curves
+from .tables import (agreement_rows, curve_rows, detectable_rows, pair_rows, persona_rows, repeats_rows,
+                     variance_rows)
+
+MAX_EPISODES = 300  # transcripts shown; beyond this the file gets heavy and the statistics say more
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;color:#222;max-width:1180px;margin:24px auto;padding:0 16px}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;border-bottom:2px solid #ddd;margin-top:32px}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px} th{background:#f4f4f4}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
+td.num{text-align:right;font-variant-numeric:tabular-nums} .muted{color:#777}
+table.tight td,table.tight th{white-space:nowrap}
+.side{display:flex;gap:8px;overflow-x:auto} .side>div{flex:1 0 260px}
+.plots{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start} .plots svg{max-width:100%;height:auto}
+details{border:1px solid #ddd;border-radius:4px;margin:4px 0;padding:4px 8px} summary{cursor:pointer}
+.turn{margin:4px 0;padding:4px 8px;border-left:4px solid #ccc;background:#fafafa}
+.turn.persona{border-color:#9bc;margin-left:28px} .turn.moving{border-color:#e69500;background:#fff7e6}
+.who{font-size:12px;color:#666} mark.ev{background:#ffe58a} mark.flag{background:#ffb3b3}
+.badge{display:inline-block;border-radius:3px;padding:0 5px;font-size:12px;margin-left:4px;background:#eee}
+.caution{background:#fff3c4;padding:2px 6px;margin:4px 0}
+.badge.flag{background:#ffb3b3} .badge.contact{background:#b7e4b7} .badge.bad{background:#f3c6a5}
+pre.diff{background:#f7f7f7;padding:8px;white-space:pre-wrap} .add{color:#161} .del{color:#a11} .hunk{color:#16a}
+"""
+
+
+class Html(str):
+    """Markup we wrote ourselves; anything else is escaped before it reaches the page."""
+
+
+def cell(x) -> str:
+    """A table cell's content: `cell('<b>')` -> '&lt;b&gt;'; `cell(Html('<b>'))` -> '<b>'."""
+    return x if isinstance(x, Html) else escape(str(x))
+
+
+def table(head: list, rows: list[list], numeric: set[int] = frozenset(), cls: str = "") -> Html:
+    """An HTML table; columns in `numeric` are right-aligned; class 'tight' keeps cells on one line."""
+    th = "".join(f"<th>{cell(h)}</th>" for h in head)
+    td = lambda i, x: f"<td{' class=num' if i in numeric else ''}>{cell(x)}</td>"  # noqa: E731
+    body = "".join("<tr>" + "".join(td(i, x) for i, x in enumerate(r)) + "</tr>" for r in rows)
+    return Html(f'<table class="{cls}"><tr>{th}</tr>{body}</table>')
+
+
+def evidence(record: dict) -> dict[int, list[tuple[str, str, str]]]:
+    """Quotes the judges cited, by turn: {turn: [(quote, css class, tooltip)]}."""
+    found: dict[int, list] = {}
+    for v in record.get("verdicts") or []:
+        for t in v.get("transitions") or []:
+            for c, g in (t.get("conditions") or {}).items():
+                if g.get("status") == "scored" and g.get("quote"):
+                    found.setdefault(g["turn"], []).append((g["quote"], "ev", f"{c} {g['score']}/5: {g.get('reason')}"))
+        for f in (v.get("flags") or {}).get("raised") or []:
+            found.setdefault(f.get("turn"), []).append((f.get("quote") or "", "flag", f"{f['flag']}: {f.get('reason')}"))
+    return found
+
+
+def highlight(text: str, quotes: list[tuple[str, str, str]]) -> Html:
+    """Escaped text with each quote found in it wrapped in <mark>: highlight('a <b> c', [('<b>', 'ev', 'x')])."""
+    spans: dict[tuple[int, int], list] = {}
+    for quote, cls, title in quotes:
+        start = text.lower().find(quote.lower()) if quote else -1
+        if start >= 0:
+            spans.setdefault((start, start + len(quote)), []).append((cls, title))
+    out, pos = [], 0
+    for (start, end), marks in sorted(spans.items()):
+        if start < pos:  # overlaps an earlier quote: its tooltip is lost, the text is not
+            continue
+        cls = "flag" if any(c == "flag" for c, _ in marks) else "ev"
+        title = " | ".join(t for _, t in marks)
+        out += [escape(text[pos:start]), f'<mark class="{cls}" title="{escape(title)}">{escape(text[start:end])}</mark>']
+        pos = end
+    return Html("".join(out) + escape(text[pos:]))
+
+
+def _badges(record: dict, flags: list[str]) -> str:
+    o = record.get("outcome") or {}
+    out = "".join(f'<span class="badge flag">{escape(f)}</span>' for f in flags)
+    if o.get("exchanged") not in (None, "none"):
+        out += f'<span class="badge contact">{escape(str(o["exchanged"]))}</span>'
+    if record.get("status") != "succeeded":
+        return out + f'<span class="badge bad">{escape(str(record.get("status")))}</span>'
+    return out + ('<span class="badge bad">out of character</span>' if faithful(record) is False else "")
+
+
+def _turn(t: dict, moving: set[int], quotes: list) -> str:
+    """One turn: who, intent or private state, and the text with evidence marked."""
+    who = f"[{t['index']}] {t['speaker']}" + (f" · intent {t['intent']}" if t.get("intent") else "")
+    who += " · at the parting" if t.get("phase") == "parting" else ""
+    if t.get("speaker") == "persona":
+        who += f" · interest {t.get('interest')} · comfort {t.get('comfort')}"
+    cls = f"turn {escape(str(t.get('speaker')))}" + (" moving" if t["index"] in moving else "")
+    return f'<div class="{cls}"><div class="who">{escape(who)}</div>{highlight(t.get("text") or "", quotes)}</div>'
+
+
+def episode(record: dict) -> Html:
+    """One episode as a collapsible block: turns with private state, transitions, evidence and flags."""
+    o, verdicts = record.get("outcome") or {}, record.get("verdicts") or []
+    raised = [(v.get("judge"), f) for v in verdicts for f in (v.get("flags") or {}).get("raised") or []]
+    moving = {i for v in verdicts for t in v.get("transitions") or [] for i in t.get("turns") or []}
+    quotes = evidence(record)
+    head = " · ".join(escape(str(record.get(k))) for k in ("persona", "setting", "strategy", "rep"))
+    parts = [f"<details><summary>{head}{_badges(record, sorted({f['flag'] for _, f in raised}))}</summary>"]
+    if record.get("caution"):
+        parts.append(f'<div class="caution">{escape(record["caution"])}</div>')
+    parts += [_turn(t, moving, quotes.get(t["index"], [])) for t in record.get("turns") or []]
+    grades = [[v.get("judge"), ", ".join(map(str, t.get("turns") or [])) or "(none)", c, g.get("status"),
+               g.get("score") or "", "" if g.get("turn") is None else g["turn"], g.get("quote") or "", g.get("reason") or ""]
+              for v in verdicts for t in v.get("transitions") or [] for c, g in (t.get("conditions") or {}).items()]
+    if grades:
+        parts.append(table(["judge", "transition turns", "condition", "status", "score", "turn", "quote", "reason"], grades))
+    if raised:
+        rows = [[j, f["flag"], f.get("turn"), f.get("quote") or "", f.get("reason") or ""] for j, f in raised]
+        parts.append(table(["judge", "flag", "turn", "quote", "reason"], rows))
+    said = (f"exchanged {o.get('exchanged')} · next meeting {o.get('next_meeting') or '-'} · first ask at turn "
+            f"{o.get('first_ask_turn')} · ended by {o.get('ended_by')} ({o.get('end_reason')}) · final interest "
+            f"{o.get('final_interest')}, comfort {o.get('final_comfort')}") if o else ""
+    info = {"outcome": said, "fidelity": "; ".join((record.get("fidelity") or {}).get("problems") or []),
+            "error": record.get("error"), "episode": f"{record.get('id')} · seed {record.get('seed')}"}
+    parts += [f'<div class="muted">{escape(k)}: {escape(str(v))}</div>' for k, v in info.items() if v]
+    return Html("\n".join(parts) + "</details>")
+
+
+def diff_block(text: str) -> Html:
+    """A unified diff, lines coloured by kind."""
+    kinds = {"+": "add", "-": "del", "@": "hunk"}
+    lines = (f'<span class="{kinds.get(x[:1], "")}">{escape(x)}</span>' for x in text.splitlines())
+    return Html('<pre class="diff">' + "\n".join(lines) + "</pre>")
+
+
+def _n(row: dict) -> str:
+    return f"{row['n']}*" if row["small"] else str(row["n"])
+
+
+def _pairs(test: dict) -> Html:
+    lines = (f"{p['a']}–{p['b']}: p {fmt_p(p['p'])}, Holm {fmt_p(p['p_holm'])}, effect {fmt(p['effect'])}"
+             for p in test["pairwise"])
+    return Html("<br>".join(map(escape, lines)))
+
+
+def reactions_section(r: dict, records: list[dict]) -> list[str]:
+    """Plots and tables for the persona reactions."""
+    if not r["n"]:
+        return ["<p>No usable episodes: nothing to compare.</p>"]
+    rows, colors = r["personas"], {row["persona"]: f"C{i}" for i, row in enumerate(r["personas"])}
+    flags = lambda row: ", ".join(f"{f} {x['rate']:.0%}" for f, x in row["flags"].items() if x["rate"]) or "-"  # noqa: E731
+    people = [[row["persona"], _n(row), fmt_ci(row["contact"], percent=True), fmt_ci(row["next_meeting"], percent=True),
+               fmt_ci(row["social_handle"], percent=True), fmt_ci(row["mean_interest"]), fmt_ci(row["mean_comfort"]), flags(row)]
+              for row in rows]  # fmt: skip
+    scores = [[c, *[fmt_ci(row[c]) for row in rows]] for c in CONDITIONS]
+    tests = [[m, which_test(t["omnibus"]), fmt(t["omnibus"]["statistic"]), fmt_p(t["omnibus"]["p"]),
+              f"{fmt(t['omnibus']['effect'])} {t['omnibus']['effect_name']}", _pairs(t)] for m, t in r["tests"].items()]
+    by_strategy = [[row["persona"], row["strategy"], _n(row), fmt_ci(row["contact"], percent=True),
+                    fmt(row["mean_interest"]["mean"]), *[fmt(row[c]["mean"]) for c in CONDITIONS]]
+                   for row in r["persona_strategy"]]
+    return [
+        f'<div class="plots">{heatmap(r["persona_setting"])}{interest_curves(records, colors)}</div>',
+        table(["persona", "n", "contact (number/email) [95% CI]", "next meeting [95% CI]", "social handle", "interest 0-10",
+               "comfort 0-10", "flags"], people, {1}),
+        f'<div class="plots">{condition_bars(rows, colors)}'
+        f'{table(["condition (mean, 95% CI)", *[row["persona"] for row in rows]], scores)}</div>',
+        "<h3>Do the personas differ?</h3>", table(["measure", "test", "statistic", "p", "effect", "pairs"], tests),
+        '<p class="muted">Contact: χ² (Fisher exact for two groups), effect Cramér\'s V, pairs Cohen\'s h. Scores: '
+        "Kruskal–Wallis, effect ε², pairs Mann–Whitney with rank-biserial r. Pairwise p Holm-adjusted per measure.</p>",
+        "<h3>Persona × strategy</h3>",
+        table(["persona", "strategy", "n", "contact [95% CI]", "interest", *CONDITIONS], by_strategy, set(range(2, 11))),
+    ]
+
+
+def cautions(records: list[dict]) -> list[str]:
+    """One warning per strategy that carries a caution (a negative baseline), wherever its numbers are shown."""
+    found = {r["strategy"]: r["caution"] for r in records if r.get("caution")}
+    return [f'<div class="caution">{escape(s)}: {escape(c)}</div>' for s, c in sorted(found.items())]
+
+
+def variance_section(r: dict) -> list[str]:
+    """Variance components, the judges' agreement and contact@k."""
+    v = r["variance"]
+    out = [table(*variance_rows(v), set(range(1, 8))),
+           '<p class="muted">Method-of-moments nested random-effects ANOVA: episodes (repetitions, one seed each) '
+           "within cells, judges' scores within episodes; negative estimates are set to 0 and said. Contact is read "
+           "from the turns (no judge level); judged contact is each judge's reading.</p>"]
+    if v["agreement"]["judges"] > 1:
+        out += [table(*agreement_rows(v["agreement"]), {1, 2, 3, 4}),
+                '<p class="muted">Krippendorff\'s α (ordinal) across judges; effective judges = k / (1 + (k − 1) r̄), '
+                "r̄ the mean inter-judge Pearson correlation (Kish's design effect).</p>"]
+    return out + ["<h3>Repeat reliability: contact@k</h3>", table(*repeats_rows(r["repeats"]), {1, 2, 3, 4}),
+                  '<p class="muted">Per cell, the unbiased estimates from its repetitions of the chance that k repetitions '
+                  "all end in an exchange (pass^k) and that at least one does (pass@k), averaged over cells.</p>"]
+
+
+def audit_section(a: dict) -> list[str]:
+    """The persona fidelity audit: types against their files, curves, separation, and warnings with episodes."""
+    warnings = [f"<li><b>{escape(w['message'])}</b>" + (f'<br><span class="muted">episodes: {escape(", ".join(w["episodes"]))}'
+                "</span>" if w["episodes"] else "") + "</li>" for w in a["warnings"]]  # fmt: skip
+    return [
+        table(*persona_rows(a), {1, 2}), table(*curve_rows(a)), table(*pair_rows(a)),
+        f"<ul>{''.join(warnings)}</ul>" if warnings else "<p>No warnings: every type behaves within its file and the "
+        "types are told apart.</p>",
+        '<p class="muted">All succeeded episodes, out-of-character ones included. Shares when asked: episodes with an ask '
+        "that ended in an exchange (Wilson CI). Effects: Cohen's h and Hedges' g with normal 95% intervals.</p>",
+    ]
+
+
+def comparison_section(c: dict) -> list[str]:
+    """What differs between the baseline and this run, and the paired tests."""
+    out = [f"<p>A = {escape(c['a'])} (baseline), B = {escape(c['b'])}; deltas are B − A.</p>"]
+    diffs = [[d["field"], json.dumps(d["a"]), json.dumps(d["b"])] for d in c["differences"]]
+    out.append(table(["differs", "A", "B"], diffs) if diffs else "<p>The runs were made the same way.</p>")
+    out += [diff_block(d["diff"]) for d in c["differences"] if d.get("diff")]
+    p = c["pairing"]
+    if p["reason"]:
+        return out + [f"<p><b>{escape(p['reason'])}</b></p>"]
+    out.append(f"<p>{p['paired']} episodes paired by cell, rep and seed; {p['excluded']} matched but failed or out of "
+               f"character on a side; {p['only_a']} only in A, {p['only_b']} only in B.</p>")
+    return out + [*tests_section(c["tests"]), cells_table(c["cells"]),
+                  "<h3>What these pairs could detect</h3>", table(*detectable_rows(c["detectable"]), {1})]
+
+
+def tests_section(tests: dict, a: str = "A", b: str = "B") -> list[str]:
+    """The paired tests (McNemar, Wilcoxon with a paired bootstrap interval), one measure a row."""
+    effect = lambda m, r: f"b01 {r['b01']}, b10 {r['b10']}" if m == "contact" else fmt(r["effect"])  # noqa: E731
+    rows = [[m, r["n"], fmt(r["a"]), fmt(r["b"]), f"{fmt(r['delta'])} [{fmt(r['ci'][0])}, {fmt(r['ci'][1])}]",
+             r["test"], fmt_p(r["p"]), fmt_p(r["p_holm"]), effect(m, r)] for m, r in tests.items()]
+    return [table(["measure", "pairs", a, b, "delta [95% CI]", "test", "p", "p Holm", "effect"], rows, {1, 2, 3, 6, 7}),
+            f'<p class="muted">Effect: matched-pairs rank-biserial r ({escape(b)} &gt; {escape(a)} positive); for contact, '
+            f"the discordant pairs (b01: only {escape(b)} made contact, b10: only {escape(a)}).</p>"]
+
+
+def cells_table(cells: list[dict], key: str = "cell") -> Html:
+    """Per cell (or prefix): pairs, contact and interest on each side, and the mean delta of each condition."""
+    pct = lambda x: "n/a" if x is None else f"{x:.0%}"  # noqa: E731
+    rows = [[r["cell"], _n(r), f"{pct(r['contact_a'])} → {pct(r['contact_b'])}",
+             f"{fmt(r['interest_a'])} → {fmt(r['interest_b'])}", *[fmt(r[x]) for x in CONDITIONS]] for r in cells]
+    return table([key, "pairs", "contact", "interest", *[f"Δ {SHORT[x]}" for x in CONDITIONS]], rows, set(range(1, 10)), "tight")
+
+
+def branches_section(c: dict, records: list[dict]) -> list[str]:
+    """A branch run: the paired tests, then each prefix once with its continuations side by side."""
+    change = ", ".join(f"{k}={v}" for k, v in c["branch"]["treatment"].items() if v is not None)
+    out = [f"<p>Treatment: {escape(change)}; control: nothing changed. Forked --at {escape(str(c['branch']['at']))}; "
+           "deltas are treatment − control, paired by prefix and rep (same seed).</p>"]
+    p = c["pairing"]
+    if p["reason"]:
+        out.append(f"<p><b>{escape(p['reason'])}</b></p>")
+    else:
+        out += [f"<p>{p['paired']} pairs; {p['excluded']} matched but failed or out of character on a side.</p>",
+                *tests_section(c["tests"], "control", "treatment")]
+        for row in c["personas"]:
+            out += [f"<h3>persona {escape(row['persona'])}: {_n(row)} pairs</h3>", *tests_section(row["tests"], "control", "treatment")[:1]]
+        out.append(cells_table(c["prefixes"], "prefix"))
+    by_prefix: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: (r["branch"]["arm"], r.get("rep") or 0)):
+        by_prefix.setdefault(r["branch"]["prefix"], []).append(r)
+    for prefix, group in sorted(by_prefix.items()):
+        at = group[0]["branch"]["at"]
+        kept = "".join(_turn(t, set(), []) for t in (group[0].get("turns") or [])[:at])
+        columns = []
+        for r in group:
+            o = r.get("outcome") or {}
+            said = f"{r['status']} · exchanged {o.get('exchanged')} · {o.get('end_reason')}"
+            new = "".join(_turn(t, set(), []) for t in (r.get("turns") or [])[at:])
+            columns.append(f"<div><b>{escape(r['branch']['arm'])} rep {escape(str(r.get('rep')))}</b>"
+                           f'<div class="muted">{escape(said)}</div>{new}</div>')
+        out.append(Html(f"<details><summary>prefix {escape(prefix)} · {escape(group[0]['persona'])} · kept turns 0–{at - 1}"
+                        f'</summary>{kept}<div class="side">{"".join(columns)}</div></details>'))
+    return out
+
+
+def render_report(run_id: str, db: Path | str, *, vs: str | None = None, personas_dir: Path | None = None) -> str:
+    """The whole report as one HTML string; `vs` names a baseline run to compare this one with, paired."""
+    from simulator.conversation.catalog import load_catalog
+    from simulator.storage.store import Store
+
+    with Store(Path(db)) as store:
+        run, records = store.run(run_id), store.episodes(run_id)
+    frame = pd.DataFrame([episode_row(r) for r in records])
+    r, spec = run_analysis(frame, judges_frame(records)), run["spec"]
+    fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.get("catalog"))
+    used = set(usable(frame)["episode_id"]) if len(frame) else set()
+    body = [f"<h1>nextstep report: {escape(run_id)}</h1>",
+            f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
+            f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
+            'out of character. '
+            f'* marks groups of fewer than {r["small_below"]}.</p>',
+            "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x["id"] in used]), *cautions(records),
+            "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),
+            "<h2>Where the variance comes from</h2>", *variance_section(r)]
+    if vs:
+        body += ["<h2>What changed</h2>", *comparison_section(compare_runs(*load_pair(vs, run_id, db)))]
+    if "branch" in spec:
+        body += ["<h2>Branches: treatment and control from identical prefixes</h2>",
+                 *branches_section(compare_branches(run, frame), [x for x in records if x.get("branch")])]
+    order = lambda x: tuple(str(x.get(k) or "") for k in ("persona", "setting", "strategy")) + (x.get("rep") or 0,)  # noqa: E731
+    shown = sorted(records, key=order)
+    body += ["<h2>Transcripts</h2>", '<p class="muted">Orange: turns in a transition. Yellow: evidence a judge quoted '
+             "(hover for the condition, score and reason). Red: a flag's evidence.</p>", *map(episode, shown[:MAX_EPISODES])]
+    if len(shown) > MAX_EPISODES:
+        body.append(f"<p>… {len(shown) - MAX_EPISODES} more episodes not shown (nextstep show EPISODE_ID).</p>")
+    prov = [["created", run["created_at"]], ["nextstep version", run["version"]], ["backend", spec.get("backend")],
+            ["models", json.dumps(spec.get("models"))], ["episodes by status", json.dumps(run["counts"])],
+            ["experiment", json.dumps(spec.get("experiment"))],
+            *[[f"prompt {k}", v] for k, v in sorted(run_prompts(run, records).items())],
+            *[[k, v] for k, v in sorted((spec.get("catalog") or {}).items())]]
+    body += ["<h2>Provenance</h2>", table(["", ""], prov)]
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>nextstep report {escape(run_id)}'
+            f"</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -1,0 +1,1 @@
+"""The evaluator agent: rubric, rules for evidence, the judge, and gold sets."""

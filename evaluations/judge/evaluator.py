@@ -1,0 +1,314 @@
+"""The evaluator agent: grades each transition against the rubric, citing sentences of the transcript as evidence."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Annotated, Literal, Optional
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+
+from simulator.conversation.catalog import Catalog
+from simulator.conversation.episode import Exchanged
+from simulator.conversation.prompts import Prompts, text_hash
+from simulator.core.errors import ModelError, OutputError
+from simulator.models.chat import Call, ChatModel, MAX_STRING_CHARS, structured
+
+from .rubric import CONDITIONS, FLAGS, Rubric
+from .rules import citation_problem, contact_problem, evidence_turns, objective_timing, sentence_table, sentences, transitions
+
+Score = Literal[1, 2, 3, 4, 5]
+_STRICT = ConfigDict(extra="forbid")
+REASON_CHARS = MAX_STRING_CHARS  # one sentence, with room; checked after parsing (strict schemas carry no length limits)
+PROMPTS = ("evaluator_transitions", "evaluator_transition", "evaluator_flags", "evaluator_outcome", "evaluator_fidelity")
+
+
+def _short(text: str) -> str:
+    if len(text) > REASON_CHARS:
+        raise ValueError(f"reason is {len(text)} characters; write one sentence of at most {REASON_CHARS}")
+    return text
+
+
+Reason = Annotated[str, AfterValidator(_short)]
+
+
+@dataclass(frozen=True)
+class Judge:
+    """One independent judge: a model, a seed, and the rubric and prompts it grades with."""
+
+    model: ChatModel
+    prompts: Prompts
+    rubric: Rubric
+    rubric_hash: str
+    seed: int = 0
+    index: int = 0
+    reasks: int = 2
+    temperature: float = 0.3  # above 0 so judges with different seeds are independent draws
+    fidelity_judge: bool = False
+
+    def texts(self) -> dict[str, tuple[str, str]]:
+        """{hash: (name, text)} of the rubric and every evaluator prompt, for the store's provenance."""
+        texts = {p: self.prompts.source(p) for p in PROMPTS} | {"rubric": self.rubric.model_dump_json(indent=1)}
+        return {text_hash(t) if n != "rubric" else self.rubric_hash: (n, t) for n, t in texts.items()}
+
+    async def ask(self, prompt: str, output_type: type[BaseModel], purpose: str, calls: list[Call], k: int, max_tokens: int):
+        return await structured(
+            self.model, [{"role": "user", "content": prompt}], output_type, role="evaluator", purpose=purpose,
+            calls=calls, reasks=self.reasks, seed=(self.seed * 7_919 + k * 16) % 2**31,
+            temperature=self.temperature, max_tokens=max_tokens,
+        )  # fmt: skip
+
+
+# The output models depend only on which conditions and flags are asked and which sentences may be
+# cited, so each is built once: pydantic's create_model is costly, and a judge asks for these on every call.
+def _one_of(values: tuple):
+    """One of `values`, always as a schema enum (pydantic writes a single value as 'const')."""
+    kind = "integer" if isinstance(values[0], int) else "string"
+    return Annotated[Literal[values], WithJsonSchema({"type": kind, "enum": list(values)})]
+
+
+def _cited(ids: tuple[str, ...]):
+    """A sentence id: the schema enumerates the ids that may be cited, so a schema-following model cannot
+    cite anything else; parsing takes any string, so that one bad citation is re-asked on its own."""
+    return Annotated[str, WithJsonSchema({"type": "string", "enum": list(ids)})] if ids else str
+
+
+@functools.lru_cache(maxsize=256)
+def _grades_model(citable: tuple[tuple[str, tuple[str, ...]], ...]) -> type[BaseModel]:
+    """The answer for a transition: {condition: evidence}, each condition with its own citable sentence ids."""
+    fields = {}
+    for condition, ids in citable:
+        fields[condition] = (create_model(
+            f"evidence_{condition}", __config__=_STRICT,
+            sentence=(Optional[_cited(ids)], Field(description="The id in brackets of the sentence that is your evidence; null only if the condition does not apply.")),
+            reason=(Reason, Field(description="One sentence.")),
+            score=(Optional[Score], Field(description="1 (clearly broken) to 5 (clearly met), or null if the condition does not apply.")),
+        ), ...)  # fmt: skip
+    return create_model("transition_grades", __config__=_STRICT, **fields)
+
+
+@functools.lru_cache(maxsize=256)
+def _flags_model(flags: tuple[str, ...], ids: tuple[str, ...]) -> type[BaseModel]:
+    raised = create_model(
+        "raised_flag", __config__=_STRICT, flag=(_one_of(flags), ...),
+        sentence=(_cited(ids), Field(description="The id in brackets of the practitioner's sentence that shows it.")),
+        reason=(Reason, Field(description="One sentence.")),
+    )  # fmt: skip
+    return create_model("flags", __config__=_STRICT, flags=(list[raised], ...))
+
+
+@functools.lru_cache(maxsize=256)
+def _transitions_model(indices: tuple[int, ...]) -> type[BaseModel]:
+    return create_model("transition_turns", __config__=_STRICT, turns=(list[_one_of(indices) if indices else int], ...))
+
+
+@functools.lru_cache(maxsize=256)
+def _outcome_model(ids: tuple[str, ...]) -> type[BaseModel]:
+    """The judged outcome, citing the stranger's sentence that gave the contact (`ids`: the stranger's sentences)."""
+    return create_model(
+        "outcome", __config__=_STRICT, reason=(Reason, Field(description="One sentence on what happened.")),
+        exchanged=(Exchanged, ...),
+        sentence=(Optional[_cited(ids)], Field(description="The id of the stranger's sentence that gives the contact; null if none was given.")),
+        next_meeting=(bool, ...),
+    )  # fmt: skip
+
+
+class _Fidelity(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="fidelity")
+    reason: Reason
+    in_character: bool
+
+
+def numbered(turns: list[dict]) -> str:
+    """The transcript as the judge sees it, each sentence with its id: `Turn 3, persona: [3.1] Sure. [3.2] Why not?`"""
+    return "\n".join(f"Turn {t['index']}, {t['speaker']}: " + " ".join(
+        f"[{t['index']}.{n}] {s}" for n, s in enumerate(sentences(t["text"]), start=1)) for t in turns)  # fmt: skip
+
+
+def _ids(table: dict[str, dict], turns: tuple[int, ...]) -> tuple[str, ...]:
+    return tuple(i for i, s in table.items() if s["turn"] in turns)
+
+
+def _evidence(sentence: str | None, table: dict[str, dict]) -> dict:
+    """The cited sentence as stored with a grade: its id, its turn and its text."""
+    cited = table.get(sentence) if sentence is not None else None
+    return {"sentence": sentence if cited else None, "turn": cited and cited["turn"], "quote": cited and cited["text"]}
+
+
+def _unscored(reason: str) -> dict:
+    return {"status": "unscored", "score": None, "reason": reason}
+
+
+async def _grade_transition(judge: Judge, ep: dict, transition: dict, calls: list[Call], k: int) -> dict:
+    """{condition: grade}; a score citing a sentence it may not cite is re-asked, then unscored."""
+    turns, results, problems, feedback = ep["turns"], {}, {}, []
+    table = sentence_table(turns)
+    scope = {c: evidence_turns(turns, transition["turns"], c) for c in CONDITIONS}
+    pending = list(CONDITIONS)
+    for attempt in range(judge.reasks + 1):
+        prompt = judge.prompts.render(
+            "evaluator_transition", setting=ep["setting_entry"], persona=ep["persona_entry"], transcript=numbered(turns),
+            transition_turns=transition["turns"] or ["(none: grade the whole conversation)"],
+            conditions={c: judge.rubric.conditions[c] for c in pending}, scope={c: scope[c] for c in pending},
+            feedback=feedback,
+        )  # fmt: skip
+        output = _grades_model(tuple((c, _ids(table, scope[c])) for c in pending))
+        try:
+            answer = await judge.ask(prompt, output, "transition", calls, k + attempt, 800)
+        except OutputError as e:
+            return results | {c: _unscored(str(e)) for c in pending}
+        feedback = []
+        for c in pending:
+            g = getattr(answer, c)
+            problem = citation_problem(g.sentence, table, scope[c])
+            grade = {**_evidence(None if problem else g.sentence, table), "reason": g.reason, "score": g.score}
+            if g.score is None and judge.rubric.conditions[c].not_applicable is None:
+                problems[c] = f"{c} always applies: give it a score, never null"
+                feedback.append(f"{c}: {problems[c]}")
+            elif g.score is None:
+                results[c] = grade | {"status": "not_applicable"}
+            elif problem:
+                problems[c] = problem
+                feedback.append(f"{c}: {problem}")
+            else:
+                results[c] = grade | {"status": "scored"}
+        pending = [c for c in pending if c not in results]
+        if not pending:
+            break
+    for c in pending:
+        results[c] = _unscored(f"evidence rejected {judge.reasks + 1} times; last: {problems[c]}")
+    return {c: results[c] for c in CONDITIONS}
+
+
+async def _flags(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
+    """The flags the judge raises with evidence from a practitioner turn.
+
+    Each flag keeps the judge's final word on it: flags accepted in the first answer stay, and only the
+    flags whose evidence was rejected are asked about again (an independent re-draw of the whole list
+    would pool flags across draws and inflate flag rates).
+    """
+    turns = ep["turns"]
+    table = sentence_table(turns)
+    practitioner = tuple(t["index"] for t in turns if t["speaker"] == "practitioner")
+    ids = _ids(table, practitioner)
+    asked, raised, rejected, feedback = FLAGS, {}, {}, []
+    for attempt in range(judge.reasks + 1):
+        prompt = judge.prompts.render("evaluator_flags", setting=ep["setting_entry"], transcript=numbered(turns),
+                                      flags={f: judge.rubric.flags[f] for f in asked}, feedback=feedback)  # fmt: skip
+        try:
+            answer = await judge.ask(prompt, _flags_model(asked, ids), "flags", calls, k + attempt, 400)
+        except OutputError as e:
+            return {"status": "unscored", "reason": str(e), "raised": list(raised.values()), "rejected": list(rejected.values())}
+        rejected = {}
+        for f in answer.flags:
+            if f.flag in raised:
+                continue
+            if problem := citation_problem(f.sentence, table, practitioner):
+                rejected[f.flag] = {"flag": f.flag, "sentence": f.sentence, "reason": problem}
+            else:
+                raised[f.flag] = {"flag": f.flag, **_evidence(f.sentence, table), "reason": f.reason}
+                rejected.pop(f.flag, None)
+        if not rejected:
+            break
+        asked = tuple(rejected)
+        feedback = [f"{f}: {r['reason']}" for f, r in rejected.items()]
+    return {"status": "scored", "raised": list(raised.values()), "rejected": list(rejected.values())}
+
+
+async def _outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
+    """What was exchanged, with the stranger's sentence that gave it: evidence that does not hold is re-asked, then
+    the outcome is unscored (a reading that cites nothing may be a prompt's wording copied, not the transcript's)."""
+    turns, feedback = ep["turns"], []
+    table = sentence_table(turns)
+    persona = tuple(t["index"] for t in turns if t["speaker"] == "persona")
+    for attempt in range(judge.reasks + 1):
+        prompt = judge.prompts.render("evaluator_outcome", transcript=numbered(turns), feedback=feedback)
+        try:
+            answer = await judge.ask(prompt, _outcome_model(_ids(table, persona)), "outcome", calls, k + attempt, 200)
+        except OutputError as e:
+            return _unscored(str(e))
+        if problem := contact_problem(answer.exchanged, answer.sentence, table, persona):
+            feedback = [problem]
+            continue
+        last = next((t for t in reversed(turns) if t["speaker"] == "persona" and "interest" in t), {})
+        return {"reason": answer.reason, "exchanged": answer.exchanged, **_evidence(answer.sentence, table),
+                "next_meeting": answer.next_meeting, "status": "scored", "final_interest": last.get("interest"),
+                "final_comfort": last.get("comfort")}  # fmt: skip
+    return _unscored(f"evidence rejected {judge.reasks + 1} times; last: {problem}")
+
+
+async def _fidelity_judge(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict | None:
+    """The optional judge check of whether the persona stayed in character (rules run in the graph)."""
+    if not judge.fidelity_judge:
+        return None
+    lines = [t["text"] for t in ep["turns"] if t["speaker"] == "persona"]
+    prompt = judge.prompts.render("evaluator_fidelity", persona=ep["persona_entry"], lines=lines)
+    try:
+        return (await judge.ask(prompt, _Fidelity, "fidelity", calls, k, 200)).model_dump() | {"status": "scored"}
+    except OutputError as e:
+        return _unscored(str(e))
+
+
+async def _parts(judge: Judge, ep: dict, calls: list[Call]) -> dict:
+    """Transitions with their condition grades, flags, outcome and fidelity; invalid output makes a part unscored."""
+    turns, unscored, judged = ep["turns"], [], []
+    practitioner = tuple(t["index"] for t in turns if t["speaker"] == "practitioner")
+    try:
+        prompt = judge.prompts.render("evaluator_transitions", setting=ep["setting_entry"], transcript=numbered(turns))
+        judged = sorted(set((await judge.ask(prompt, _transitions_model(practitioner), "transitions", calls, 0, 60)).turns))
+    except OutputError as e:
+        unscored.append(f"transitions: {e}")
+    found = transitions(turns, judged) or [{"turns": [], "turn": None, "ask_turn": None, "has_ask": False, "source": "none"}]
+    for n, transition in enumerate(found):
+        transition["conditions"] = await _grade_transition(judge, ep, transition, calls, 100 + 10 * n)
+        transition["timing_objective"] = objective_timing(turns, transition["ask_turn"]) if transition["ask_turn"] is not None else None
+        unscored += [f"turn {transition['turn']} {c}: {g['reason']}" for c, g in transition["conditions"].items() if g["status"] == "unscored"]
+    parts = {"transitions": found, "flags": await _flags(judge, ep, calls, 1000), "outcome": await _outcome(judge, ep, calls, 2000),
+             "fidelity": await _fidelity_judge(judge, ep, calls, 3000)}  # fmt: skip
+    unscored += [f"{part}: {parts[part]['reason']}" for part in ("flags", "outcome") if parts[part]["status"] == "unscored"]
+    return parts | {"unscored": unscored}
+
+
+async def grade(episode: dict, judge: Judge, catalog: Catalog) -> dict:
+    """One judge's verdict on one episode (or gold transcript).
+
+    A part whose output stays invalid is 'unscored' with the reason: that is the judge's answer. A call
+    the endpoint fails (transport, HTTP error) makes the whole verdict 'ungraded' with the error and no
+    grades: the judge never answered, so a resumed batch grades the episode again.
+    """
+    ep = episode | {"setting_entry": catalog.settings[episode["setting"]],
+                    "persona_entry": catalog.personas[episode["persona"]]}  # fmt: skip
+    calls = []
+    verdict = {"judge": judge.index, "model": judge.model.name, "seed": judge.seed, "temperature": judge.temperature,
+               "rubric_hash": judge.rubric_hash, "prompts": {p: text_hash(judge.prompts.source(p)) for p in PROMPTS}}  # fmt: skip
+    try:
+        verdict |= {"status": "graded"} | await _parts(judge, ep, calls)
+    except ModelError as e:  # OutputError never gets here: each part turns it into 'unscored'
+        verdict |= {"status": "ungraded", "error": str(e), "unscored": []}
+    verdict["calls"] = [c.to_dict() for c in calls]
+    return verdict
+
+
+def judge_max_calls(max_turns: int, reasks: int, fidelity_judge: bool = False) -> int:
+    """The most calls one judge makes on an episode of at most `max_turns` rounds, every re-ask counted.
+
+    Each structured call takes up to reasks + 1 attempts; a transition's grades and the flags are asked again
+    up to `reasks` times when evidence is rejected; runs of practitioner turns split by other turns give at most
+    ceil(max_turns / 2) transitions (or one over the whole conversation). `judge_max_calls(3, 2)` -> 33.
+    """
+    attempts, transitions = reasks + 1, max(1, (max_turns + 1) // 2)
+    return attempts + transitions * attempts**2 + attempts**2 + attempts + (attempts if fidelity_judge else 0)
+
+
+def make_evaluator(judges: list[Judge], catalog: Catalog):
+    """The graph's evaluator slot: every judge grades the episode in turn; all verdicts are kept.
+
+    With `previous` (an earlier attempt's verdicts), graded verdicts are kept and only the judges
+    whose verdict is ungraded grade again.
+    """
+
+    async def evaluate(episode: dict, previous: list[dict] | None = None) -> list[dict]:
+        kept = {v["judge"]: v for v in previous or [] if v.get("status") != "ungraded"}
+        return [kept.get(judge.index) or await grade(episode, judge, catalog) for judge in judges]
+
+    return evaluate

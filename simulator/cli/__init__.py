@@ -1,0 +1,1 @@
+"""The `nextstep` command line: parses flags and calls the library."""

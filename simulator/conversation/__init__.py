@@ -1,0 +1,1 @@
+"""The conversation: the catalog, the prompts, the LangGraph conversation graph and the episode runner."""

@@ -1,0 +1,213 @@
+"""The conversation as a LangGraph StateGraph: practitioner -> persona -> route -> ... -> finish."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+
+from simulator.core.errors import ModelError, OutputError
+from simulator.models.chat import Call, ChatModel, chat, structured
+
+from .catalog import Catalog, Profile
+from .episode import PersonaState, PractitionerLabel, fidelity_problems, outcome, parting_due, stop_rule
+from .prompts import Prompts
+
+OPENING_CUE = "(You notice them nearby. Start the conversation.)"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    setting: str
+    persona: str
+    strategy: str
+    profile: Profile = Profile()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the nodes need, passed in the run config so one compiled graph serves every episode."""
+
+    practitioner: ChatModel
+    persona: ChatModel
+    catalog: Catalog
+    prompts: Prompts
+    scenario: Scenario
+    seed: int
+    temperature: float = 0.7
+    max_turns: int = 8
+    reasks: int = 2
+    max_tokens: int = 48
+    evaluate: Callable[[dict], Awaitable[list[dict]]] | None = None  # the evaluator slot: episode -> verdicts
+    person: str | None = None  # 'practitioner' or 'persona' when a person plays that role (`nextstep play`)
+
+    def call_seed(self, turn: int, k: int) -> int:
+        """A distinct, reproducible seed for the k-th call of a turn."""
+        return (self.seed * 10_007 + turn * 16 + k) % 2**31
+
+
+class State(TypedDict, total=False):
+    turns: Annotated[list[dict], operator.add]
+    calls: Annotated[list[dict], operator.add]
+    end: dict | None
+    error: str | None
+    outcome: dict | None
+    fidelity: dict | None
+    verdicts: list[dict]
+
+
+def _ctx(config: RunnableConfig) -> Context:
+    return config["configurable"]["ctx"]
+
+
+def _history(turns: list[dict], me: str) -> list[dict]:
+    return [{"role": "assistant" if t["speaker"] == me else "user", "content": t["text"]} for t in turns]
+
+
+def _transcript(turns: list[dict], me: str, last: int = 6) -> str:
+    """The last few turns from one side's view: enough to label a turn, short enough to be fast."""
+    return "\n".join(f"{'Me' if t['speaker'] == me else 'Them'}: {t['text']}" for t in turns[-last:])
+
+
+def _clean(text: str) -> str:
+    """The first line, without a speaker label or wrapping quotes the model may add."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    for label in ("Me:", "You:", "Them:"):
+        line = line.removeprefix(label).strip()
+    return line.strip('"').strip()
+
+
+async def _say(ctx: Context, model: ChatModel, messages: list[dict], role: str, turn: int, calls: list[Call]) -> str:
+    """One line of dialogue; an empty answer is re-asked like invalid structured output."""
+    for attempt in range(ctx.reasks + 1):
+        text = _clean(await chat(
+            model, messages, role=role, purpose="utterance", calls=calls, seed=ctx.call_seed(turn, attempt),
+            max_tokens=ctx.max_tokens, temperature=ctx.temperature, stop=["\n"],
+        ))  # fmt: skip
+        if text:
+            return text
+    raise OutputError(f"{role} utterance: empty after {ctx.reasks + 1} attempts")
+
+
+def _failed(calls: list[Call], error: ModelError) -> dict:
+    return {"calls": [c.to_dict() for c in calls], "error": str(error), "end": {"reason": "error", "by": "error"}}
+
+
+def _parting(ctx: Context) -> bool:
+    """Whether this strategy uses the parting: after a goodbye by either side, one more practitioner line."""
+    return ctx.catalog.strategies[ctx.scenario.strategy].parting is not None
+
+
+def _ended_by_person(role: str) -> dict:
+    return {"end": {"reason": "ended_by_person", "by": role}}
+
+
+async def practitioner_node(state: State, config: RunnableConfig) -> dict:
+    ctx, turns, calls = _ctx(config), state.get("turns", []), []
+    s, catalog = ctx.scenario, ctx.catalog
+    parting = _parting(ctx) and parting_due(turns)
+    person = ctx.person == "practitioner"
+    try:
+        if person:  # the graph pauses for the person's line; an empty one ends the episode
+            text = interrupt({"role": "practitioner", "turn": len(turns)})["text"]
+            if not text:
+                return _ended_by_person("practitioner")
+        else:
+            system = ctx.prompts.render(
+                "practitioner", setting=catalog.settings[s.setting], strategy=catalog.strategies[s.strategy],
+                practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender, parting=parting,
+            )  # fmt: skip
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": OPENING_CUE}]
+            text = await _say(ctx, ctx.practitioner, messages + _history(turns, "practitioner"), "practitioner", len(turns), calls)
+        label_prompt = ctx.prompts.render(
+            "practitioner_intent", transcript=_transcript(turns, "practitioner"), utterance=text
+        )
+        label = await structured(
+            ctx.practitioner, [{"role": "user", "content": label_prompt}], PractitionerLabel,
+            role="practitioner", purpose="intent", calls=calls, reasks=ctx.reasks,
+            seed=ctx.call_seed(len(turns), 8), max_tokens=24, temperature=0.0,
+        )  # fmt: skip
+    except ModelError as e:
+        return _failed(calls, e)
+    turn = ({"index": len(turns), "speaker": "practitioner", "text": text, "intent": label.intent}
+            | ({"phase": "parting"} if parting else {}) | ({"by": "person"} if person else {}))  # fmt: skip
+    return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns, parting=_parting(ctx))}
+
+
+def _person_persona(ctx: Context, turns: list[dict]) -> dict:
+    """A person's line with the private state they report (the graph pauses for it); an empty line ends the episode."""
+    said = interrupt({"role": "persona", "turn": len(turns)})  # {'text', 'interest', 'comfort', 'intent', 'would_share'}
+    if not said["text"]:
+        return _ended_by_person("persona")
+    state = PersonaState.model_validate({k: said[k] for k in ("interest", "comfort", "intent")})
+    turn = {"index": len(turns), "speaker": "persona", "text": said["text"], **state.turn_fields(),
+            "would_share": said["would_share"], "by": "person"}  # fmt: skip
+    return {"turns": [turn], "end": stop_rule([*turns, turn], ctx.max_turns, parting=_parting(ctx))}
+
+
+async def persona_node(state: State, config: RunnableConfig) -> dict:
+    ctx, turns, calls = _ctx(config), state["turns"], []
+    if ctx.person == "persona":
+        return _person_persona(ctx, turns)
+    s, persona = ctx.scenario, ctx.catalog.personas[ctx.scenario.persona]
+    setting = ctx.catalog.settings[s.setting]
+    previous = next((t for t in reversed(turns) if t["speaker"] == "persona"), persona.baseline.model_dump())
+    system = ctx.prompts.render(
+        "persona", setting=setting, persona=persona,
+        practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
+        interest=previous["interest"], comfort=previous["comfort"],
+    )  # fmt: skip
+    messages = [{"role": "system", "content": system}, *_history(turns, "persona")]
+    try:
+        text = await _say(ctx, ctx.persona, messages, "persona", len(turns), calls)
+        rating_prompt = ctx.prompts.render(
+            "persona_state", persona=persona, setting=setting, previous=previous, utterance=text,
+            transcript=_transcript([*turns, {"speaker": "persona", "text": text}], "persona"),
+        )  # fmt: skip
+        rating = await structured(
+            ctx.persona, [{"role": "user", "content": rating_prompt}], PersonaState,
+            role="persona", purpose="state", calls=calls, reasks=ctx.reasks,
+            seed=ctx.call_seed(len(turns), 8), max_tokens=48, temperature=0.0,
+        )  # fmt: skip
+    except ModelError as e:
+        return _failed(calls, e)
+    turn = {"index": len(turns), "speaker": "persona", "text": text, **rating.turn_fields()}
+    return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns, parting=_parting(ctx))}
+
+
+async def finish_node(state: State, config: RunnableConfig) -> dict:
+    """The outcome from the structured turns, persona-fidelity rules, and the evaluator if there is one."""
+    ctx, turns = _ctx(config), state.get("turns", [])
+    persona = ctx.catalog.personas[ctx.scenario.persona]
+    problems = fidelity_problems(turns, persona.expected_first_turn.model_dump())
+    update = {"outcome": outcome(turns, state["end"]), "fidelity": {"ok": not problems, "problems": problems}}
+    if ctx.evaluate is not None and not state.get("error") and turns:  # a person may end it before anything was said
+        s = ctx.scenario
+        update["verdicts"] = await ctx.evaluate({"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy})
+    return update
+
+
+def _route(next_node: str):
+    return lambda state: "finish" if state.get("end") else next_node
+
+
+def build_graph(checkpointer=None):
+    """The compiled conversation graph; pass a Context as config['configurable']['ctx'].
+
+    A checkpointer (e.g. LangGraph's InMemorySaver) is what forking (`nextstep branch`) and pausing for a person
+    (`nextstep play`) need; plain runs go without.
+    """
+    graph = StateGraph(State)
+    graph.add_node("practitioner", practitioner_node)
+    graph.add_node("persona", persona_node)
+    graph.add_node("finish", finish_node)
+    graph.add_edge(START, "practitioner")
+    graph.add_conditional_edges("practitioner", _route("persona"), ["persona", "finish"])
+    graph.add_conditional_edges("persona", _route("practitioner"), ["practitioner", "finish"])
+    graph.add_edge("finish", END)
+    return graph.compile(checkpointer=checkpointer)

@@ -1,0 +1,132 @@
+"""Run one episode through the graph and turn its final state into a self-contained record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import time
+import uuid
+from collections.abc import Callable
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from simulator.core.records import episode_calls, episode_status, judge_errors, package_version, usage
+
+from .catalog import entry_hash
+from .graph import Context, build_graph
+from .prompts import text_hash
+
+
+@functools.lru_cache(maxsize=1)
+def graph():
+    """The compiled graph, built once per process: episodes differ only in their Context."""
+    return build_graph()
+
+
+@functools.lru_cache(maxsize=1)
+def checkpointed_graph():
+    """The graph with LangGraph's in-process checkpointer: what forking from a prefix and pausing for a person need.
+
+    In memory, not on disk: a fork point is rebuilt from the stored turns, and the store stays the one place results live.
+    """
+    return build_graph(InMemorySaver())
+
+
+async def fork_point(prefix: list[dict], thread: str) -> dict:
+    """A checkpoint whose state is `prefix`, as if its last speaker had just spoken; continuations fork from its config.
+
+    `prefix` must be a stored episode's first turns (at least one), kept as they are, private states included.
+    """
+    values = {"turns": prefix, "calls": [], "end": None, "error": None}
+    return await checkpointed_graph().aupdate_state({"configurable": {"thread_id": thread}}, values, as_node=prefix[-1]["speaker"])
+
+
+
+
+
+def provenance(ctx: Context, backend: str) -> dict:
+    s, catalog = ctx.scenario, ctx.catalog
+    prompts = {name: text_hash(ctx.prompts.source(name)) for name in ("practitioner", "practitioner_intent", "persona", "persona_state")}
+    return {
+        "backend": backend,
+        "models": {"practitioner": ctx.practitioner.name, "persona": ctx.persona.name},
+        "temperature": ctx.temperature,
+        "seed": ctx.seed,
+        "max_turns": ctx.max_turns,
+        "reasks": ctx.reasks,
+        "prompts": prompts,
+        "prompt_texts": {prompts[name]: ctx.prompts.source(name) for name in prompts},
+        "catalog": {
+            f"setting/{s.setting}": entry_hash(catalog.settings[s.setting]),
+            f"persona/{s.persona}": entry_hash(catalog.personas[s.persona]),
+            f"strategy/{s.strategy}": entry_hash(catalog.strategies[s.strategy]),
+        },
+        "version": package_version(),
+    }
+
+
+
+
+async def _drive(app, start, config: dict, on_turn, answer, seen: int) -> dict:
+    """Stream the graph to its end; where it pauses for a person, `answer(request)` gives the value it resumes with."""
+    state, asked = {}, None
+    while True:
+        async for chunk in app.astream(start, config, stream_mode="values"):
+            if "__interrupt__" in chunk:  # the pause itself, not a state
+                continue
+            state = chunk
+            for turn in state.get("turns", [])[seen:]:
+                if on_turn:
+                    on_turn(turn)
+            seen = len(state.get("turns", []))
+        paused = (await app.aget_state(config)).interrupts if answer else ()
+        if not paused:
+            return state
+        if paused[0].id == asked:
+            raise RuntimeError(f"the graph did not take the answer to {paused[0].value}")  # rather than ask forever
+        asked = paused[0].id
+        start, config = Command(resume=answer(paused[0].value)), {**config, "configurable": {
+            k: v for k, v in config["configurable"].items() if k != "checkpoint_id"}}  # resume the thread where it paused
+
+
+async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = None,
+                      on_turn: Callable[[dict], None] | None = None, fork: dict | None = None,
+                      answer: Callable[[dict], object] | None = None) -> dict:
+    """Simulate one episode; a model failure ends it as 'failed' ('ungraded' if only a judge's endpoint failed), never raised.
+
+    `fork`: a `fork_point` config; the episode continues that prefix instead of starting afresh (its calls are only the new
+    ones). `answer`: where a person plays a role (`ctx.person`), called with each request for their turn.
+    """
+    s = ctx.scenario
+    record = {
+        "id": episode_id or uuid.uuid4().hex[:12],
+        "setting": s.setting, "persona": s.persona, "strategy": s.strategy,
+        "profile": s.profile.model_dump(), "seed": ctx.seed,
+        "caution": ctx.catalog.strategies[s.strategy].caution,  # a negative baseline's transcripts are not advice
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "provenance": provenance(ctx, backend),
+    }  # fmt: skip
+    start = time.perf_counter()
+    config = {"configurable": {"ctx": ctx}, "recursion_limit": 2 * ctx.max_turns + 8}
+    if fork is None and ctx.person is None:
+        state = await _drive(graph(), {"turns": [], "calls": [], "end": None}, config, on_turn, None, 0)
+    elif fork is None:
+        config["configurable"]["thread_id"] = record["id"]
+        state = await _drive(checkpointed_graph(), {"turns": [], "calls": [], "end": None}, config, on_turn, answer, 0)
+    else:
+        config["configurable"] |= fork["configurable"]
+        seen = len((await checkpointed_graph().aget_state(fork)).values["turns"])
+        state = await _drive(checkpointed_graph(), None, config, on_turn, answer, seen)
+    error, verdicts = state.get("error"), state.get("verdicts", [])
+    return record | {
+        "status": "failed" if error else episode_status(verdicts),
+        "error": error or judge_errors(verdicts),
+        "turns": state.get("turns", []),
+        "outcome": state.get("outcome"),
+        "fidelity": state.get("fidelity"),
+        "verdicts": verdicts,
+        "calls": state.get("calls", []),
+        "usage": usage(episode_calls({"calls": state.get("calls", []), "verdicts": verdicts})),
+        "duration_s": round(time.perf_counter() - start, 3),
+    }

@@ -1,0 +1,141 @@
+"""The one model interface the graph sees, and structured output with bounded re-asks."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass
+from typing import Protocol, TypeVar
+
+from openai.lib._pydantic import to_strict_json_schema
+from pydantic import BaseModel, ValidationError
+
+from simulator.core.errors import OutputError
+from simulator.core.files import validation_message
+
+Message = dict[str, str]
+# The longest free text an output type may hold (a judge's reason): checked after parsing on every backend;
+# strict json_schema carries no length limits, a grammar (the local engine's llguidance mode) enforces it.
+MAX_STRING_CHARS = 300
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None  # None: the endpoint reported no usage
+    completion_tokens: int | None = None
+    latency_s: float = 0.0
+    model: str = ""
+    retries: int = 0
+    cached_tokens: int | None = None  # prompt tokens the server reused from its cache, where it says
+
+
+@dataclass(frozen=True)
+class Call:
+    """One model call as recorded in an episode."""
+
+    role: str
+    purpose: str
+    model: str
+    seed: int | None
+    prompt_tokens: int | None  # None: unknown, the endpoint reported no usage
+    completion_tokens: int | None
+    latency_s: float
+    finish_reason: str | None
+    retries: int = 0
+    ok: bool = True
+    error: str | None = None
+    cached_tokens: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ChatModel(Protocol):
+    """Anything that can answer a list of chat messages, optionally as JSON matching `schema`."""
+
+    name: str
+
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        schema: dict | None = None,
+        max_tokens: int = 128,
+        temperature: float = 0.7,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+    ) -> Completion: ...
+
+
+def _call(role: str, purpose: str, model: ChatModel, seed: int | None, c: Completion, error: str | None = None) -> Call:
+    return Call(role, purpose, c.model or model.name, seed, c.prompt_tokens, c.completion_tokens,
+                round(c.latency_s, 4), c.finish_reason, c.retries, ok=error is None, error=error, cached_tokens=c.cached_tokens)
+
+
+async def chat(model: ChatModel, messages: list[Message], *, role: str, purpose: str, calls: list[Call], **options) -> str:
+    """Plain text from one call, which is appended to `calls`."""
+    completion = await model.complete(messages, **options)
+    calls.append(_call(role, purpose, model, options.get("seed"), completion))
+    return completion.text
+
+
+@functools.lru_cache(maxsize=None)
+def json_schema(output_type: type[BaseModel]) -> dict:
+    """The output type's schema in OpenAI's strict form, built once per type (pydantic rebuilds it on every call).
+
+    The openai SDK's own conversion makes every property required and closes every object; the output
+    types keep inside the subset every strict provider takes (no length or range keywords: bounded
+    values are enums, lengths are checked by pydantic after parsing), which tests/test_schemas.py checks.
+    """
+    return to_strict_json_schema(output_type)
+
+
+def parse(output_type: type[T], completion: Completion) -> T:
+    """The completion as `output_type`, or ValueError saying why it is not."""
+    if completion.finish_reason == "length":
+        raise ValueError("output was cut off at max_tokens")
+    try:
+        return output_type.model_validate(json.loads(completion.text, strict=False))  # allow raw newlines in strings
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg} at character {e.pos})") from None
+    except ValidationError as e:
+        raise ValueError(validation_message(e)) from None
+
+
+async def structured(
+    model: ChatModel,
+    messages: list[Message],
+    output_type: type[T],
+    *,
+    role: str,
+    purpose: str,
+    calls: list[Call],
+    reasks: int = 2,
+    seed: int | None = None,
+    **options,
+) -> T:
+    """`output_type` parsed from the model, re-asking up to `reasks` times with the error shown.
+
+    Every attempt is appended to `calls`; after the last one fails, OutputError is raised.
+    """
+    schema = json_schema(output_type)
+    for attempt in range(reasks + 1):
+        attempt_seed = None if seed is None else seed + attempt
+        completion = await model.complete(messages, schema=schema, seed=attempt_seed, **options)
+        try:
+            value = parse(output_type, completion)
+        except ValueError as e:
+            calls.append(_call(role, purpose, model, attempt_seed, completion, error=str(e)))
+            error = str(e)
+            messages = [
+                *messages,
+                {"role": "assistant", "content": completion.text},
+                {"role": "user", "content": f"That answer was invalid: {error}. Reply with the JSON object only."},
+            ]
+            continue
+        calls.append(_call(role, purpose, model, attempt_seed, completion))
+        return value
+    raise OutputError(f"{role} {purpose}: invalid output after {reasks + 1} attempts: {error}")

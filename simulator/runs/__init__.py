@@ -1,0 +1,1 @@
+"""Running many episodes: the batch scheduler and branching from a stored prefix."""

@@ -1,0 +1,386 @@
+"""Batch runs: a factorial grid of episodes, run concurrently, stored as they end, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import traceback
+import uuid
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from simulator.conversation.catalog import Catalog, Profile, entry_hash, load_catalog
+from simulator.conversation.graph import Context, Scenario
+from simulator.conversation.prompts import Prompts, text_hash
+from simulator.conversation.runner import run_episode
+from simulator.core.records import episode_calls, episode_status, judge_errors
+from simulator.core.errors import UserError
+from simulator.core.files import read_yaml, validate
+from simulator.models.backends import Endpoint, endpoint
+from simulator.models.config import Config, load_config
+from simulator.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+SIMULATION_PROMPTS = ("practitioner", "practitioner_intent", "persona", "persona_state")
+# Config fields stored with a run, so that `nextstep batch --resume RUN_ID` needs nothing else (never the key itself).
+RESUME_SETTINGS = ("backend", "base_url", "api_key_env", "model", "practitioner_model", "persona_model", "evaluator_model",
+                   "output_mode", "reasks", "timeout", "personas_dir", "prompts_dir")
+
+
+class Experiment(BaseModel):
+    """The grid: settings x personas x strategies x profiles x reps, each cell seeded from `seed`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    settings: list[str] = ["supermarket"]
+    personas: list[str] = ["friendly", "aloof", "unsure"]
+    strategies: list[str] = ["common_interest"]
+    profiles: list[Profile] = [Profile()]
+    reps: int = Field(1, ge=1)
+    seed: int = 0
+    max_turns: int = Field(3, ge=1, le=100)
+    temperature: float = Field(0.7, ge=0, le=2)
+    judges: int = Field(1, ge=0, le=10)
+
+    @field_validator("settings", "personas", "strategies", "profiles", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    def resolved(self, catalog: Catalog) -> Experiment:
+        """With 'all' expanded and every name checked against the catalog."""
+        names = {kind: catalog.names(kind, ",".join(getattr(self, kind))) for kind in ("settings", "personas", "strategies")}
+        return self.model_copy(update=names)
+
+
+def load_experiment(path: Path) -> Experiment:
+    return validate(Experiment, read_yaml(path), str(path))
+
+
+def as_experiment(experiment: Experiment | dict | Path | None) -> Experiment:
+    """An Experiment from itself, a dict of its fields, or an experiment YAML path."""
+    if isinstance(experiment, (str, Path)):
+        return load_experiment(Path(experiment))
+    if isinstance(experiment, Experiment):
+        return experiment
+    return validate(Experiment, experiment or {}, "experiment")
+
+
+def with_config(exp: Experiment, config: Config) -> Experiment:
+    """max_turns and temperature from the environment or config file wherever the grid leaves them unset.
+
+    So flags > experiment file > NEXTSTEP_* environment > config file > the Experiment's defaults.
+    """
+    ambient = {"max_turns": config.max_turns, "temperature": config.temperature}
+    return exp.model_copy(update={k: v for k, v in ambient.items() if v is not None and k not in exp.model_fields_set})
+
+
+def profiles_from(spec: str) -> list[Profile]:
+    """`profiles_from('man-woman,woman-man')` -> two profiles (practitioner-persona genders)."""
+    profiles = []
+    for pair in filter(None, (p.strip() for p in spec.split(","))):
+        genders = pair.split("-")
+        if len(genders) != 2:
+            raise UserError(f"--profiles {pair!r}: write practitioner-persona genders, e.g. man-woman")
+        profiles.append(validate(Profile, {"practitioner_gender": genders[0], "persona_gender": genders[1]}, f"--profiles {pair}"))
+    return profiles
+
+
+@dataclass(frozen=True)
+class Cell:
+    scenario: Scenario
+    rep: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        s = self.scenario
+        return f"{s.setting}/{s.persona}/{s.strategy}/{s.profile.id}"
+
+
+def cell_seed(run_seed: int, key: str, rep: int) -> int:
+    """A stable seed per cell and repetition: the same grid always gets the same seeds."""
+    return int(hashlib.sha256(f"{run_seed}/{key}/{rep}".encode()).hexdigest()[:8], 16) % 2**31
+
+
+def expand(exp: Experiment) -> list[Cell]:
+    """Every episode of the grid, in a stable order."""
+    cells = []
+    for setting in exp.settings:
+        for persona in exp.personas:
+            for strategy in exp.strategies:
+                for profile in exp.profiles:
+                    scenario = Scenario(setting, persona, strategy, profile)
+                    key = Cell(scenario, 0, 0).key
+                    cells += [Cell(scenario, rep, cell_seed(exp.seed, key, rep)) for rep in range(exp.reps)]
+    return cells
+
+
+def estimate(exp: Experiment, cells: int, reasks: int, judge_max_calls: Callable[[int, int], int]) -> dict:
+    """A true upper bound on calls, and tokens at roughly 500 a call if nothing is re-asked.
+
+    A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
+    each tried up to reasks + 1 times; `judge_max_calls(max_turns, reasks)` bounds one judge on one episode.
+    """
+    at_most = cells * (4 * (reasks + 1) * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, reasks))
+    typical = cells * (4 * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, 0))
+    return {"episodes": cells, "reasks": reasks, "calls_at_most": at_most, "tokens_roughly": typical * 500}
+
+
+def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, models: dict, rubric_hash: str | None,
+             judge_prompts: dict[str, str] | None = None) -> dict:
+    """What makes a run what it is; its hash is the default run id, so an edited prompt, rubric or catalog entry
+    makes a new run. `judge_prompts` is {name: hash} of the evaluator prompts, when episodes are graded."""
+    prompts = Prompts(catalog.prompt_dirs)
+    return {
+        "experiment": exp.model_dump(mode="json"),
+        "backend": backend,
+        "models": {"practitioner": models["practitioner"].name, "persona": models["persona"].name,
+                   "evaluators": [m.name for m in models["evaluators"]]},
+        "reasks": config.reasks,
+        "prompts": {name: text_hash(prompts.source(name)) for name in SIMULATION_PROMPTS} | (judge_prompts or {}),
+        "rubric_hash": rubric_hash,
+        "catalog": {f"{kind}/{name}": entry_hash(getattr(catalog, kind)[name])
+                    for kind in ("settings", "personas", "strategies") for name in getattr(exp, kind)},
+    }  # fmt: skip
+
+
+def spec_id(spec: dict) -> str:
+    return "run-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def redact(url: str | None) -> str | None:
+    """A URL without its password: `redact('http://me:pw@host/v1')` -> 'http://me:***@host/v1'."""
+    parts = urllib.parse.urlsplit(url) if url else None
+    if not parts or parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def run_settings(config: Config, *, concurrency: int | None = None, rubric_file: Path | None = None) -> dict:
+    """The non-secret settings a run is resumed with: endpoint, models, output mode, files, limits; never the key."""
+    values = config.model_dump(mode="json", include=set(RESUME_SETTINGS))
+    values["base_url"] = redact(values["base_url"])
+    for key in ("personas_dir", "prompts_dir"):
+        values[key] = values[key] and str(Path(values[key]).resolve())
+    return values | {"rubric_file": rubric_file and str(Path(rubric_file).resolve()), "concurrency": concurrency}
+
+
+def run_config(config_file: Path | None, stored: dict, **flags) -> Config:
+    """Flags given > a resumed run's stored settings > NEXTSTEP_* environment > config file > defaults."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    return load_config(config_file, **({k: stored.get(k) for k in RESUME_SETTINGS} | given))
+
+
+def stored_run(db: Path | str, run_id: str) -> tuple[dict, dict]:
+    """(grid, settings) of a stored run; runs stored before settings were kept have none."""
+    with Store(Path(db)) as store:
+        run = store.run(run_id)
+    return run["spec"]["experiment"], run["settings"] or {}
+
+
+@dataclass
+class Progress:
+    """Counters a batch updates as episodes end; the CLI renders them."""
+
+    total: int
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    tokens: int = 0  # reported by the endpoint; calls without usage are counted apart
+    unknown_usage_calls: int = 0
+    started: float = field(default_factory=time.monotonic)
+    stopped: str | None = None
+    fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
+    finished: bool = False
+
+    @property
+    def per_minute(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return 60 * (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
+
+
+def _crashed(cell: Cell, error: BaseException) -> dict:
+    """The record of an episode that raised instead of ending: stored as failed, with the error."""
+    s = cell.scenario
+    log.debug("episode crashed: %s", "".join(traceback.format_exception(error)))
+    return {"id": uuid.uuid4().hex[:12], "setting": s.setting, "persona": s.persona, "strategy": s.strategy,
+            "profile": s.profile.model_dump(), "seed": cell.seed, "status": "failed",
+            "error": f"{type(error).__name__}: {error}", "turns": [], "calls": [], "verdicts": [],
+            "usage": {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0}, "duration_s": 0.0}  # fmt: skip
+
+
+@dataclass
+class Batch:
+    """Everything one batch needs; `run()` works through the cells not yet succeeded."""
+
+    experiment: Experiment
+    catalog: Catalog
+    config: Config
+    endpoint: Endpoint
+    store: Store
+    run_id: str | None = None
+    concurrency: int | None = None
+    max_tokens: int | None = None
+    max_failures: int | None = None
+    rubric_file: Path | None = None
+    on_progress: Callable[[Progress], None] | None = None
+
+    async def run(self) -> tuple[str, Progress]:
+        async with self.endpoint.models(self.config) as models:
+            return await self._run(models)
+
+    async def _run(self, models: dict) -> tuple[str, Progress]:
+        from evaluations.judge.evaluator import Judge, make_evaluator
+        from evaluations.judge.rubric import load_rubric  # the evaluator package sits above the simulator
+
+        exp, cat, config = self.experiment, self.catalog, self.config
+        rubric, rubric_hash = load_rubric(self.rubric_file, config.prompts_dir) if exp.judges else (None, None)
+        prompts = Prompts(cat.prompt_dirs)
+        texts = Judge(models["evaluators"][0], prompts, rubric, rubric_hash).texts() if exp.judges else {}
+        judge_prompts = {name: digest for digest, (name, _) in texts.items() if name != "rubric"}
+        spec = run_spec(exp, cat, config, self.endpoint.backend, models, rubric_hash, judge_prompts)
+        run_id = self.run_id or spec_id(spec)
+        settings = run_settings(config, concurrency=self.concurrency, rubric_file=self.rubric_file)
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextstep-store")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(writer, self.store.create_run, run_id, spec, settings)
+        done = await loop.run_in_executor(writer, self.store.done, run_id)
+        regrade = await loop.run_in_executor(writer, self.store.ungraded, run_id)  # simulated; a judge's endpoint failed
+        stored = done | {(r["cell"], r["rep"]) for r in regrade}
+        cells = [c for c in expand(exp) if (c.key, c.rep) not in stored]
+        if texts:
+            await loop.run_in_executor(writer, self.store.save_texts, texts)
+        progress = Progress(total=len(cells) + len(regrade), skipped=len(done))
+        limit = asyncio.Semaphore(self.concurrency or self.endpoint.concurrency)
+
+        def evaluator(seed: int):
+            judges = [Judge(models["evaluators"][i % len(models["evaluators"])], prompts, rubric, rubric_hash,
+                            seed=seed + i, index=i, reasks=config.reasks) for i in range(exp.judges)]  # fmt: skip
+            return make_evaluator(judges, cat) if judges else None
+
+        async def one(cell: Cell) -> None:
+            async with limit:
+                if progress.stopped:
+                    return
+                progress.running += 1
+                self._report(progress)
+                ctx = Context(models["practitioner"], models["persona"], cat, prompts, cell.scenario, cell.seed,
+                              temperature=exp.temperature, max_turns=exp.max_turns, reasks=config.reasks,
+                              evaluate=evaluator(cell.seed))  # fmt: skip
+                try:
+                    record = await run_episode(ctx, backend=self.endpoint.backend)
+                except UserError:
+                    raise  # bad input (e.g. a prompt with an undefined variable) fails every episode alike
+                except Exception as e:  # a bug must not lose the episode: it is stored as failed
+                    record = _crashed(cell, e)
+                record |= {"run_id": run_id, "cell": cell.key, "rep": cell.rep}
+                await loop.run_in_executor(writer, self.store.save_episode, run_id, cell.key, cell.rep, record)
+                ended(record, episode_calls(record))
+
+        async def grade_again(record: dict) -> None:
+            """Grade an ungraded episode with the judges that did not answer; its conversation is kept as it is."""
+            async with limit:
+                if progress.stopped:
+                    return
+                progress.running += 1
+                self._report(progress)
+                episode = {k: record[k] for k in ("turns", "setting", "persona", "strategy")}
+                verdicts = await evaluator(record["seed"])(episode, previous=record["verdicts"])
+                await loop.run_in_executor(writer, self.store.replace_verdicts, record["id"], verdicts)
+                new = [c for v in verdicts if v not in record["verdicts"] for c in v["calls"]]
+                ended(record | {"status": episode_status(verdicts), "error": judge_errors(verdicts)}, new)
+
+        def ended(record: dict, calls: list[dict]) -> None:
+            """Count an episode that ended (simulated, or graded again) with the calls it made just now."""
+            progress.running -= 1
+            self._count_tokens(progress, calls)
+            if record["status"] == "succeeded":
+                progress.done += 1
+            else:
+                progress.failed += 1
+                log.warning("episode %s (%s rep %d) %s: %s", record["id"], record["cell"], record["rep"], record["status"],
+                            record["error"])  # fmt: skip
+                if (reason := self.endpoint.exit_reason()) and not progress.stopped:
+                    progress.stopped, progress.fault = reason, True
+            if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
+                progress.stopped = f"token budget of {self.max_tokens:,} reached"
+            if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
+                progress.stopped, progress.fault = f"{progress.failed} failures reached --max-failures", True
+            self._report(progress)
+
+        try:
+            await asyncio.gather(*(grade_again(r) for r in regrade), *(one(c) for c in cells))
+        finally:
+            writer.shutdown(wait=True)
+        progress.finished = True
+        self._report(progress)
+        return run_id, progress
+
+    def _count_tokens(self, progress: Progress, calls: list[dict]) -> None:
+        """Add the tokens the endpoint reported; warn once per run about calls it reported none for."""
+        unknown = sum(c["prompt_tokens"] is None or c["completion_tokens"] is None for c in calls)
+        if unknown and not progress.unknown_usage_calls:
+            budget = f"; --max-tokens {self.max_tokens:,} cannot be enforced for them" if self.max_tokens is not None else ""
+            log.warning("the endpoint reported no token usage for some calls: their tokens are stored as unknown (null), "
+                        "not counted in token totals%s", budget)  # fmt: skip
+        progress.unknown_usage_calls += unknown
+        progress.tokens += sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in calls)
+
+    def _report(self, progress: Progress) -> None:
+        if self.on_progress:
+            self.on_progress(progress)
+
+
+async def run_grid(
+    experiment: Experiment | dict | Path | None = None,
+    *,
+    db: Path | str = "nextstep.db",
+    run_id: str | None = None,
+    resume: str | None = None,
+    concurrency: int | None = None,
+    max_tokens: int | None = None,
+    max_failures: int | None = None,
+    config: Config | None = None,
+    config_file: Path | None = None,
+    rubric_file: Path | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    **config_flags,
+) -> str:
+    """Run a grid (an Experiment, a dict of its fields, or an experiment YAML path) and return the run id.
+
+    The same call again resumes the run: succeeded episodes are skipped, failed ones retried;
+    `resume=RUN_ID` does the same for a run by id, with the grid and settings stored in it.
+    `config_flags` are Config fields (backend, base_url, model, ...), as on the command line; they beat
+    a resumed run's stored settings, which beat the environment and `config_file`.
+    `on_progress` gets the counters whenever an episode starts or ends, and once at the end.
+    """
+    stored = {}
+    if resume:
+        experiment, stored = stored_run(db, resume)
+        run_id = resume
+    config = config or run_config(config_file, stored, **config_flags)
+    rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
+    concurrency = concurrency or stored.get("concurrency")
+    catalog = load_catalog(config.personas_dir, config.prompts_dir)
+    experiment = with_config(as_experiment(experiment), config).resolved(catalog)
+    with Store(Path(db)) as store, endpoint(config, concurrency) as ep:
+        batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
+                      on_progress)  # fmt: skip
+        run_id, _ = await batch.run()
+    return run_id
+
+
+def run_grid_sync(*args, **kwargs) -> str:
+    """`run_grid` for code without an event loop: `run_id = run_grid_sync({'reps': 2})`."""
+    return asyncio.run(run_grid(*args, **kwargs))

@@ -1,0 +1,332 @@
+"""Runs and episodes in one SQLite file: plain columns to filter and aggregate on, plus each full record as JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+from simulator.core.records import episode_calls, episode_status, judge_errors, package_version, usage
+from simulator.core.errors import UserError
+
+SCHEMA = "nextstep/1"
+# Columns added after databases were made: created on open when missing, so older files keep working.
+ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT"}
+SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
+
+_TABLES = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, spec_json TEXT NOT NULL, version TEXT NOT NULL);
+CREATE TABLE episodes (id TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(id), cell TEXT NOT NULL, rep INTEGER NOT NULL,
+    setting TEXT, persona TEXT, strategy TEXT, practitioner_gender TEXT, persona_gender TEXT, seed INTEGER, started_at TEXT,
+    status TEXT NOT NULL, error TEXT, backend TEXT, practitioner_model TEXT, persona_model TEXT, exchanged TEXT,
+    next_meeting TEXT, asked INTEGER, first_ask_turn INTEGER, final_interest INTEGER, final_comfort INTEGER, end_reason TEXT,
+    ended_by TEXT, fidelity_ok INTEGER, n_turns INTEGER, n_calls INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER,
+    latency_s REAL, duration_s REAL, saved_at TEXT NOT NULL, provenance_json TEXT, record_json TEXT NOT NULL,
+    UNIQUE (run_id, cell, rep));
+CREATE TABLE turns (episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE, turn INTEGER NOT NULL, speaker TEXT,
+    text TEXT, intent TEXT, interest INTEGER, comfort INTEGER, shares_contact INTEGER, PRIMARY KEY (episode_id, turn));
+CREATE TABLE calls (episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE, n INTEGER NOT NULL, judge INTEGER,
+    role TEXT, purpose TEXT, model TEXT, seed INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER, latency_s REAL,
+    finish_reason TEXT, retries INTEGER, ok INTEGER, error TEXT);
+CREATE TABLE verdicts (episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE, judge INTEGER NOT NULL,
+    model TEXT, seed INTEGER, temperature REAL, rubric_hash TEXT, n_unscored INTEGER, flags_status TEXT, outcome_status TEXT,
+    verdict_json TEXT NOT NULL, PRIMARY KEY (episode_id, judge));
+CREATE TABLE verdict_history (id INTEGER PRIMARY KEY, episode_id TEXT NOT NULL, judge INTEGER, model TEXT,
+    verdict_json TEXT NOT NULL, replaced_at TEXT NOT NULL);
+CREATE TABLE scores (episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE, judge INTEGER NOT NULL,
+    transition INTEGER NOT NULL, transition_turn INTEGER, ask_turn INTEGER, has_ask INTEGER, source TEXT,
+    condition TEXT NOT NULL, status TEXT, score INTEGER, turn INTEGER, quote TEXT, reason TEXT,
+    PRIMARY KEY (episode_id, judge, transition, condition));
+CREATE TABLE flags (episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE, judge INTEGER NOT NULL, flag TEXT,
+    turn INTEGER, quote TEXT, reason TEXT);
+CREATE TABLE prompts (hash TEXT PRIMARY KEY, name TEXT, text TEXT);
+CREATE TABLE errors (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, cell TEXT NOT NULL, rep INTEGER NOT NULL,
+    episode_id TEXT, error TEXT, at TEXT NOT NULL);
+CREATE INDEX calls_episode ON calls (episode_id);
+CREATE INDEX flags_episode ON flags (episode_id);
+"""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def plain(value):
+    """A value SQLite can hold: `plain({'a': 1})` -> '{"a": 1}'; `plain(True)` -> True (stored as 1)."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+
+
+def pick(d: dict, *keys: str) -> dict:
+    """Those keys of d, None where missing: `pick({'a': 1}, 'a', 'b')` -> {'a': 1, 'b': None}."""
+    return {k: d.get(k) for k in keys}
+
+
+def covers(new, old) -> bool:
+    """Whether `new` has everything `old` has, unchanged: `covers({'a': 1, 'b': 2}, {'a': 1})` -> True."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        return all(k in new and covers(new[k], v) for k, v in old.items())
+    return new == old
+
+
+def dumps(value) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def insert(conn: sqlite3.Connection, table: str, row: dict, verb: str = "INSERT") -> None:
+    """Insert a dict as one row; column names come from our own code, never from records."""
+    cols = ", ".join(row)
+    conn.execute(f"{verb} INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", [plain(v) for v in row.values()])
+
+
+class Store:
+    """A nextstep database: `with Store(path) as db: db.create_run('r1', spec)`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        # Autocommit mode: every write goes through `_tx`, which takes the write lock up front.
+        # check_same_thread=False: a batch hands all its writes to one dedicated writer thread.
+        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        try:
+            self._open()
+        except sqlite3.OperationalError as e:  # locked, unwritable directory: about access, not the file's contents
+            self.conn.close()
+            raise UserError(f"{self.path}: {e}") from None
+        except sqlite3.DatabaseError:  # "file is not a database"
+            self.conn.close()
+            raise UserError(f"{self.path}: not a nextstep database") from None
+        except UserError:
+            self.conn.close()
+            raise
+
+    def _open(self) -> None:
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        if self._schema() == "":  # checked before WAL, which would change someone else's file
+            raise UserError(f"{self.path}: not a nextstep database")
+        for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON"):
+            self.conn.execute(f"PRAGMA {pragma}")
+        # Check and create in one write transaction, so two processes opening a new file don't both create.
+        with self._tx() as conn:
+            if self._schema() is None:
+                for statement in filter(str.strip, _TABLES.split(";")):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA,))
+        if (found := self._schema()) != SCHEMA:
+            ours = found.startswith("nextstep/")
+            raise UserError(f"{self.path}: schema {found}, but this nextstep reads {SCHEMA}" if ours
+                            else f"{self.path}: not a nextstep database")  # fmt: skip
+        with self._tx() as conn:
+            have = {row[1] for row in conn.execute("PRAGMA table_info(episodes)")}
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in have:
+                    conn.execute(f"ALTER TABLE episodes ADD COLUMN {column} {kind}")
+
+    def _schema(self) -> str | None:
+        """The schema named in meta: None for an empty file, '' for SQLite that is not ours."""
+        names = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master")}  # a non-SQLite file fails here
+        if not names:
+            return None
+        row = "meta" in names and self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        return str(row[0]) if row else ""
+
+    @contextmanager
+    def _tx(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def create_run(self, run_id: str, spec: dict, settings: dict | None = None) -> None:
+        """Register a run, or resume it: the same spec again is accepted, a different one refused.
+
+        `settings` (endpoint, models, directories: what a resume needs) are kept in spec_json under 'run_settings', are
+        no part of the run's identity, and are replaced by the latest ones. A run stored before settings were kept
+        has fewer spec fields: it resumes as long as every field it has is unchanged.
+        """
+        spec = json.loads(dumps(spec))
+        with self._tx() as conn:
+            row = conn.execute("SELECT spec_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                insert(conn, "runs", {"id": run_id, "created_at": now(), "spec_json": dumps(spec | {SETTINGS_KEY: settings or {}}),
+                                      "version": package_version()})  # fmt: skip
+                return
+            stored = json.loads(row[0])
+            older = SETTINGS_KEY not in stored
+            stored.pop(SETTINGS_KEY, None)
+            same = (lambda k: covers(spec.get(k), stored[k])) if older else (lambda k: spec.get(k) == stored.get(k))
+            if differ := [k for k in sorted(stored.keys() | spec.keys()) if (k in stored or not older) and not same(k)]:
+                raise UserError(f"run {run_id!r} in {self.path} was made with a different {', '.join(differ)}; start a new run instead")
+            if settings is not None:
+                conn.execute("UPDATE runs SET spec_json = ? WHERE id = ?", (dumps(spec | {SETTINGS_KEY: settings}), run_id))
+
+    def run(self, run_id: str) -> dict:
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UserError(f"no run {run_id!r} in {self.path}")
+        counts = self.conn.execute("SELECT status, count(*) FROM episodes WHERE run_id = ? GROUP BY status", (run_id,))
+        spec = json.loads(row["spec_json"])
+        settings = spec.pop(SETTINGS_KEY, None)  # None: stored before settings were kept
+        return {"id": row["id"], "created_at": row["created_at"], "spec": spec, "settings": settings,
+                "version": row["version"], "counts": dict(counts.fetchall())}  # fmt: skip
+
+    def runs(self) -> list[dict]:
+        """Every run, newest first, with episode counts and tokens spent (None: some endpoint reported no usage)."""
+        rows = self.conn.execute("""
+            SELECT r.id, r.created_at, count(e.id) AS episodes,
+                   coalesce(sum(e.status = 'succeeded'), 0) AS succeeded, coalesce(sum(e.status = 'ungraded'), 0) AS ungraded,
+                   coalesce(sum(e.status = 'failed'), 0) AS failed,
+                   CASE WHEN sum(e.n_calls > 0 AND (e.prompt_tokens IS NULL OR e.completion_tokens IS NULL)) > 0 THEN NULL
+                        ELSE coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) END AS tokens
+            FROM runs r LEFT JOIN episodes e ON e.run_id = r.id
+            GROUP BY r.id ORDER BY r.created_at DESC, r.rowid DESC""")  # fmt: skip
+        return [dict(row) for row in rows]
+
+    def save_episode(self, run_id: str, cell: str, rep: int, record: dict) -> None:
+        """Store one episode with its child rows; a retried (cell, rep) replaces the earlier attempt."""
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise UserError(f"no run {run_id!r} in {self.path}")
+            # Deleting first cascades to the earlier attempt's turns, calls, verdicts, scores and flags.
+            conn.execute("DELETE FROM episodes WHERE run_id = ? AND cell = ? AND rep = ?", (run_id, cell, rep))
+            insert(conn, "episodes", self._episode_row(run_id, cell, rep, record))
+            for t in record.get("turns") or []:
+                insert(conn, "turns", {"episode_id": record["id"], "turn": t.get("index"),
+                                       **pick(t, "speaker", "text", "intent", "interest", "comfort", "shares_contact")})
+            self._insert_calls(record["id"], None, record.get("calls") or [])
+            self._insert_verdicts(record["id"], record.get("verdicts") or [])
+            prov = record.get("provenance") or {}
+            texts = prov.get("prompt_texts") or {}
+            for name, digest in (prov.get("prompts") or {}).items():
+                insert(conn, "prompts", {"hash": digest, "name": name, "text": texts.get(digest)}, "INSERT OR IGNORE")
+            if record.get("status") != "succeeded":
+                insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": record.get("id"),
+                                        "error": record.get("error"), "at": now()})  # fmt: skip
+
+    def _episode_row(self, run_id: str, cell: str, rep: int, record: dict) -> dict:
+        prov, use, branch = record.get("provenance") or {}, record.get("usage") or {}, record.get("branch") or {}
+        models = prov.get("models") or {}
+        return {
+            "id": record["id"], "run_id": run_id, "cell": cell, "rep": rep, "status": record.get("status") or "failed",
+            **pick(record, "setting", "persona", "strategy", "seed", "started_at", "error", "duration_s"),
+            **pick(record.get("profile") or {}, "practitioner_gender", "persona_gender"),
+            "backend": prov.get("backend"),
+            "practitioner_model": models.get("practitioner"), "persona_model": models.get("persona"),
+            **pick(record.get("outcome") or {}, "exchanged", "next_meeting", "asked", "first_ask_turn", "final_interest",
+                   "final_comfort", "end_reason", "ended_by"),
+            "parent_id": branch.get("parent"), "fork_turn": branch.get("at"),
+            "arm": branch.get("treatment") or branch.get("arm"), "person": record.get("person"),
+            "fidelity_ok": (record.get("fidelity") or {}).get("ok"), "n_turns": len(record.get("turns") or []),
+            "n_calls": use.get("calls"), **pick(use, "prompt_tokens", "completion_tokens", "latency_s"), "saved_at": now(),
+            "provenance_json": dumps(prov) if prov else None, "record_json": json.dumps(record, ensure_ascii=False),
+        }  # fmt: skip
+
+    def _insert_calls(self, episode_id: str, judge: int | None, calls: list[dict]) -> None:
+        for n, call in enumerate(calls):
+            insert(self.conn, "calls", {"episode_id": episode_id, "n": n, "judge": judge, **pick(
+                call, "role", "purpose", "model", "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason",
+                "retries", "ok", "error")})  # fmt: skip
+
+    def _insert_verdicts(self, episode_id: str, verdicts: list[dict]) -> None:
+        for v in verdicts:
+            judge, flags = v.get("judge"), v.get("flags") or {}
+            insert(self.conn, "verdicts", {
+                "episode_id": episode_id, "judge": judge, **pick(v, "model", "seed", "temperature", "rubric_hash"),
+                "n_unscored": len(v.get("unscored") or []), "flags_status": flags.get("status"),
+                "outcome_status": (v.get("outcome") or {}).get("status"), "verdict_json": json.dumps(v, ensure_ascii=False),
+            })  # fmt: skip
+            for n, t in enumerate(v.get("transitions") or []):
+                for condition, g in (t.get("conditions") or {}).items():
+                    insert(self.conn, "scores", {
+                        "episode_id": episode_id, "judge": judge, "transition": n, "transition_turn": t.get("turn"),
+                        **pick(t, "ask_turn", "has_ask", "source"), "condition": condition,
+                        **pick(g, "status", "score", "turn", "quote", "reason"),
+                    })  # fmt: skip
+            for f in flags.get("raised") or []:
+                insert(self.conn, "flags", {"episode_id": episode_id, "judge": judge,
+                                            **pick(f, "flag", "turn", "quote", "reason")})  # fmt: skip
+            self._insert_calls(episode_id, judge, v.get("calls") or [])
+
+    def done(self, run_id: str) -> set[tuple[str, int]]:
+        """(cell, rep) of the run's succeeded episodes: what a resumed run can skip."""
+        rows = self.conn.execute("SELECT cell, rep FROM episodes WHERE run_id = ? AND status = 'succeeded'", (run_id,))
+        return {(cell, rep) for cell, rep in rows}
+
+    def next_rep(self, run_id: str, cell: str) -> int:
+        """The first repetition number not yet used in a cell: where one more episode of it goes."""
+        row = self.conn.execute("SELECT coalesce(max(rep) + 1, 0) FROM episodes WHERE run_id = ? AND cell = ?", (run_id, cell))
+        return row.fetchone()[0]
+
+    def ungraded(self, run_id: str) -> list[dict]:
+        """The run's episodes whose conversation is stored but a judge's endpoint failed: a resumed run grades them again."""
+        rows = self.conn.execute("SELECT record_json FROM episodes WHERE run_id = ? AND status = 'ungraded' ORDER BY cell, rep",
+                                 (run_id,))  # fmt: skip
+        return [json.loads(row[0]) for row in rows]
+
+    def episodes(self, run_id: str, *, include_failed: bool = True) -> list[dict]:
+        only = "" if include_failed else " AND status = 'succeeded'"
+        rows = self.conn.execute(f"SELECT record_json FROM episodes WHERE run_id = ?{only} ORDER BY cell, rep", (run_id,))
+        return [json.loads(row[0]) for row in rows]
+
+    def _resolve(self, episode_id: str) -> str:
+        """The full id for an id or a unique prefix of one."""
+        if self.conn.execute("SELECT 1 FROM episodes WHERE id = ?", (episode_id,)).fetchone():
+            return episode_id
+        rows = self.conn.execute("SELECT id FROM episodes WHERE substr(id, 1, ?) = ? LIMIT 2",
+                                 (len(episode_id), episode_id)).fetchall()  # fmt: skip
+        if len(rows) != 1:
+            found = "no episode" if not rows else "more than one episode starting with"
+            raise UserError(f"{found} {episode_id!r} in {self.path}")
+        return rows[0][0]
+
+    def episode(self, episode_id: str) -> dict:
+        row = self.conn.execute("SELECT record_json FROM episodes WHERE id = ?", (self._resolve(episode_id),)).fetchone()
+        return json.loads(row[0])
+
+    def replace_verdicts(self, episode_id: str, verdicts: list[dict]) -> None:
+        """Re-grade an episode: the old verdicts move to verdict_history, the new ones take their place.
+
+        A simulated episode becomes 'ungraded' or 'succeeded' by its new verdicts; a failed one stays failed.
+        """
+        with self._tx() as conn:
+            eid = self._resolve(episode_id)
+            conn.execute("""INSERT INTO verdict_history (episode_id, judge, model, verdict_json, replaced_at)
+                            SELECT episode_id, judge, model, verdict_json, ? FROM verdicts WHERE episode_id = ?""",
+                         (now(), eid))  # fmt: skip
+            for table in ("verdicts", "scores", "flags"):
+                conn.execute(f"DELETE FROM {table} WHERE episode_id = ?", (eid,))
+            conn.execute("DELETE FROM calls WHERE episode_id = ? AND judge IS NOT NULL", (eid,))
+            self._insert_verdicts(eid, verdicts)
+            record = json.loads(conn.execute("SELECT record_json FROM episodes WHERE id = ?", (eid,)).fetchone()[0])
+            # Usage counts the simulation's calls plus the current verdicts' calls, as run_episode does.
+            spent = usage(episode_calls({"calls": record.get("calls"), "verdicts": verdicts}))
+            record |= {"verdicts": verdicts, "usage": spent}
+            if record.get("status") in ("succeeded", "ungraded"):
+                record |= {"status": episode_status(verdicts), "error": judge_errors(verdicts)}
+            conn.execute("""UPDATE episodes SET record_json = ?, status = ?, error = ?, n_calls = ?, prompt_tokens = ?,
+                            completion_tokens = ?, latency_s = ? WHERE id = ?""",
+                         (json.dumps(record, ensure_ascii=False), record["status"], record.get("error"), spent["calls"],
+                          spent["prompt_tokens"], spent["completion_tokens"], spent["latency_s"], eid))  # fmt: skip
+
+    def save_texts(self, texts: dict[str, tuple[str, str]]) -> None:
+        """Keep texts by hash ({hash: (name, text)}), e.g. the rubric and evaluator prompts of a run."""
+        with self._tx() as conn:
+            for digest, (name, text) in texts.items():
+                insert(conn, "prompts", {"hash": digest, "name": name, "text": text}, "INSERT OR IGNORE")
+
+    def integrity_ok(self) -> bool:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
