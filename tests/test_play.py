@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -145,3 +146,45 @@ def test_ctrl_c_at_a_prompt_ends_the_episode_cleanly(tmp_path):
     with Store(db) as store:
         record, = store.episodes("play-practitioner")
     assert record["turns"] == [] and record["outcome"]["end_reason"] == "ended_by_person" and record["verdicts"] == []
+
+
+async def test_compare_puts_people_played_personas_beside_simulated_ones(make_context, tmp_path):
+    """Three episodes where a person plays `unsure` and never gives contact, three where the model does each time."""
+    import json
+
+    import typer
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from simulator.cli.compare import register
+    from simulator.runs.played import save_played
+
+    db = tmp_path / "n.db"
+    ask = practitioner_says("Hi there.", "small_talk") + practitioner_says("Coffee sometime?", "ask")
+    for interest in (2, 3, 2):
+        person, _ = scripted_person(["Hello.", str(interest), "4", "c", "n", "I'd rather not.", str(interest), "4", "d", "n", ""])
+        played = await run_episode(make_context(ScriptedModel(ask + practitioner_says("Fair enough.", "accept_no"), "p"),
+                                                ScriptedModel([], "q"), person="persona"), backend="scripted", answer=person.answer)
+        save_played(db, played, "persona")
+    with Store(db) as store:
+        store.create_run("sim", {"grid": "scripted"})
+        for rep in range(3):
+            record = await run_episode(make_context(ScriptedModel(ask, "p"), ScriptedModel(
+                persona_says("Hello.", 6, 5) + persona_says("Sure, here's my number.", 8, 7, True), "q")), backend="scripted")
+            store.save_episode("sim", "supermarket/unsure/common_interest/man-woman", rep, record | {"rep": rep})
+
+    app, console = typer.Typer(), Console(file=io.StringIO(), width=200)
+    register(app, console)
+    app.command("noop")(lambda: None)
+    result = CliRunner().invoke(app, ["compare", "sim", "play-persona", "--db", str(db), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    c = json.loads(result.output)
+    assert (c["people"], c["models"]) == ("play-persona", "sim")  # oriented by which run was played, not by order
+    [row] = c["personas"]
+    assert row["persona"] == "unsure" and (row["people"]["n"], row["models"]["n"]) == (3, 3)
+    assert (row["people"]["contact"]["rate"], row["models"]["contact"]["rate"]) == (0.0, 1.0)
+    assert row["people"]["mean_interest"]["mean"] == pytest.approx(7 / 3) and row["models"]["mean_interest"]["mean"] == 7
+    assert row["tests"]["contact"]["p"] == pytest.approx(0.1)  # Fisher, 0/3 vs 3/3: 2 x 1/C(6,3)
+    assert row["tests"]["mean_interest"]["test"] == "mann-whitney u"
+    assert CliRunner().invoke(app, ["compare", "play-persona", "sim", "--db", str(db)]).exit_code == 0
+    assert "people vs models" in console.file.getvalue()

@@ -313,6 +313,42 @@ def load_branches(run_id: str, db: Path | str) -> tuple[dict, pd.DataFrame] | No
         return run, pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
 
 
+# --- people and models ------------------------------------------------------------------------------
+
+REACTIONS = ("contact", "mean_interest", "mean_comfort", "final_interest", "final_comfort")  # what the persona decides and feels
+
+
+def played_persona(run: dict) -> bool:
+    """Is this the run `nextstep play --as persona` stores a person's episodes in?"""
+    return (run["spec"].get("play") or {}).get("person") == "persona"
+
+
+def people_vs_models(run_a: dict, run_b: dict, frame_a: pd.DataFrame, frame_b: pd.DataFrame, texts: dict | None = None, *,
+                     include_unfaithful: bool = False) -> dict:
+    """Personas played by people (`nextstep play --as persona`) beside the same personas simulated, per persona.
+
+    The two sides are different conversations, so nothing is paired: contact by Fisher's exact test, each private
+    rating by Mann-Whitney, Holm-adjusted over the measures of one persona. One of the runs must be the played run.
+    """
+    if played_persona(run_b):
+        run_a, run_b, frame_a, frame_b = run_b, run_a, frame_b, frame_a
+    people, models = (usable(f, include_unfaithful=include_unfaithful) if len(f) else f for f in (frame_a, frame_b))
+    rows = []
+    for persona in sorted(set(people.get("persona", [])) | set(models.get("persona", []))):
+        sides = {"people": people[people["persona"] == persona], "models": models[models["persona"] == persona]}
+        tests = {m: _test({side: g[m] for side, g in sides.items()}, "rate" if m == "contact" else "scores")["omnibus"]
+                 for m in REACTIONS}  # fmt: skip
+        for test, adjusted in zip(tests.values(), holm([t["p"] for t in tests.values()])):
+            test["p_holm"] = adjusted
+        rows.append({"persona": persona, **{side: {"n": len(g), "contact": rate(g["contact"]),
+                                                   **{m: mean_ci(g[m]) for m in REACTIONS[1:]}} for side, g in sides.items()},
+                     "tests": tests})  # fmt: skip
+    return clean({"people": run_a["id"], "models": run_b["id"], "include_unfaithful": include_unfaithful,
+                  "excluded": {"people": excluded(frame_a, include_unfaithful=include_unfaithful),
+                               "models": excluded(frame_b, include_unfaithful=include_unfaithful)},
+                  "personas": rows})  # fmt: skip
+
+
 RANKED = ("contact", "mean_interest")  # what strategies are ranked by: the outcome, and the persona's private view
 
 

@@ -148,6 +148,24 @@ def print_branches(c: dict, console) -> None:
     console.print(t)
 
 
+def print_people(c: dict, console) -> None:
+    """Personas played by people beside the simulated ones: each side's reactions, then the unpaired tests."""
+    from evaluations.analysis.compare import REACTIONS, SHORT, fmt_ci, fmt_p, which_test
+
+    ex = c["excluded"]
+    console.print(f"[bold]people[/] {escape(c['people'])}  vs  [bold]models[/] {escape(c['models'])}: personas played by a "
+                  f"person beside the simulated ones (excluded: {ex['people']['failed']} + {ex['models']['failed']} failed)")
+    t = Table("persona", "measure", "people", "models", "test", "p (Holm)",
+              title="persona reactions, people vs models (unpaired: different conversations)", title_justify="left")
+    for row in c["personas"]:
+        for m in REACTIONS:
+            test = row["tests"][m]
+            cells = [fmt_ci(row[side][m], percent=m == "contact") + f" n={row[side][m]['n']}" for side in ("people", "models")]
+            t.add_row(escape(row["persona"]) if m == "contact" else "", SHORT.get(m, m.replace("_", " ")), *cells,
+                      escape(which_test(test)), fmt_p(test["p_holm"]), end_section=m == REACTIONS[-1])
+    console.print(t)
+
+
 def print_comparison(c: dict, console) -> None:
     """What differs between two runs, then the paired tests and per-cell deltas."""
     from evaluations.analysis.compare import SHORT, fmt, fmt_p
@@ -224,7 +242,8 @@ def register(app: typer.Typer, console) -> None:
         include_unfaithful: Annotated[bool, typer.Option(help="Keep fidelity-flagged episodes in the statistics.")] = False,
     ) -> None:
         """Compare personas within a run, or two runs (e.g. before and after a prompt edit)."""
-        from evaluations.analysis.compare import compare_branches, compare_runs, load_branches, load_pair, run_analysis
+        from evaluations.analysis.compare import (compare_branches, compare_runs, load_branches, load_pair, people_vs_models,
+                                                  played_persona, run_analysis)
         from evaluations.analysis.frame import load_judges, load_run
 
         check_format(fmt)
@@ -236,14 +255,16 @@ def register(app: typer.Typer, console) -> None:
         if run_b is None:
             result = run_analysis(load_run(run_a, db), load_judges(run_a, db), include_unfaithful=include_unfaithful)
         else:
-            result = compare_runs(*load_pair(run_a, run_b, db), include_unfaithful=include_unfaithful)
+            runs = load_pair(run_a, run_b, db)
+            played = played_persona(runs[0]) or played_persona(runs[1])
+            result = (people_vs_models if played else compare_runs)(*runs, include_unfaithful=include_unfaithful)
         if fmt == "json":
             emit(result)
         elif run_b is None:
             print_reactions(run_a, result, console)
             print_variance(result, console)
         else:
-            print_comparison(result, console)
+            (print_people if played else print_comparison)(result, console)
 
     @app.command()
     def plan(
