@@ -124,6 +124,8 @@ def test_the_second_labelling_pass_covers_the_gold_set(catalog):
     assert [s.id for s in second] == [i.id for i in items]
     report = labelling_agreement(items, second)
     assert report["items"] == len(items) and set(report["conditions"]) == set(CONDITIONS)
+    notes = [json.loads(line)["id"] for line in (folder / "team_second_pass_notes.jsonl").read_text().splitlines()]
+    assert notes == [i.id for i in items]  # every label of the second reader has its reasons
 
 
 def test_labelling_agreement_by_hand(catalog):
