@@ -40,6 +40,7 @@ def test_catalog_lists_every_entry():
         (["--temperature", "hot"], ["Invalid value for '--temperature'"]),
         (["--turbo"], ["No such option: --turbo"]),
         (["--personas-dir", "/nonexistent"], ["--personas-dir /nonexistent: not a directory"]),
+        (["--personas", "aloof"], ["No such option: --personas"]),  # a directory is --personas-dir
         (["--config", "/nonexistent.toml"], ["--config /nonexistent.toml: no such file"]),
         (["--base-url", "http://127.0.0.1:9/v1"], ["--base-url http://127.0.0.1:9/v1: unreachable"]),
     ],
