@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evaluations.analysis import compare as _compare
 from evaluations.analysis.agreement import calibration, judge_alpha
@@ -40,6 +41,9 @@ from simulator.runs.one import run_one
 from simulator.runs.played import save_played
 from simulator.storage.episode_files import write_episode
 from simulator.storage.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "calibrate", "catalog", "compare", "config", "export",
@@ -232,7 +236,7 @@ def load_episode(episode_id: str, db: Path | str = DB) -> dict:
         return store.episode(episode_id)
 
 
-def load_frame(run_id: str, db: Path | str = DB):
+def load_frame(run_id: str, db: Path | str = DB) -> pd.DataFrame:
     """A run as a pandas DataFrame, one row per episode: status, outcome, private state, a column per condition."""
     return _frame(run_id, _existing(db))
 
