@@ -85,7 +85,7 @@ def test_applicability_is_reported_apart_from_scores_and_a_judge_na_is_not_unsco
                                        "gold_na_judge_scored": 2, "gold_scored_judge_na": 1, "unscored": 1}
     assert (timing["n"], timing["exact"], timing["within_1"]) == (1, 0.0, 1.0)  # scores: the one pair (5, 4)
     assert timing["gold_labelled"] == 3
-    import simulator.cli.app as cli
+    import simulator.cli.grade as cli
 
     out = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=out, width=250))

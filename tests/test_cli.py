@@ -39,7 +39,8 @@ def test_catalog_lists_every_entry():
         (["--max-turns", "0"], ["max_turns: Input should be greater than or equal to 1"]),
         (["--temperature", "hot"], ["Invalid value for '--temperature'"]),
         (["--turbo"], ["No such option: --turbo"]),
-        (["--personas", "/nonexistent"], ["--personas /nonexistent: not a directory"]),
+        (["--personas-dir", "/nonexistent"], ["--personas-dir /nonexistent: not a directory"]),
+        (["--personas", "aloof"], ["No such option: --personas"]),  # a directory is --personas-dir
         (["--config", "/nonexistent.toml"], ["--config /nonexistent.toml: no such file"]),
         (["--base-url", "http://127.0.0.1:9/v1"], ["--base-url http://127.0.0.1:9/v1: unreachable"]),
     ],
@@ -55,7 +56,7 @@ def test_missing_api_key(monkeypatch):
 
 def test_broken_persona_file_names_file_and_place(tmp_path):
     (tmp_path / "aloof.yaml").write_text("id: aloof\nsummary: [oops\n")
-    assert_one_line_error(nextstep("run", "--personas", str(tmp_path)), "aloof.yaml: line 3", "invalid YAML")
+    assert_one_line_error(nextstep("run", "--personas-dir", str(tmp_path)), "aloof.yaml: line 3", "invalid YAML")
 
 
 def test_config_file_and_environment_precedence(tmp_path):

@@ -10,7 +10,6 @@ import sys
 
 import pandas as pd
 import pytest
-import typer
 from rich.console import Console
 from conftest import lenient_personas
 from stub_server import StubServer
@@ -20,7 +19,7 @@ from evaluations.analysis.compare import compare_runs, load_pair, persona_reacti
 from evaluations.judge.rubric import CONDITIONS, FLAGS
 from evaluations.analysis.stats import (bootstrap_ci, holm, mcnemar, paired_bootstrap_ci, rates_test, scores_test,
                                wilcoxon_paired, wilson_ci)
-from simulator.cli.compare import register
+import simulator.cli.compare as compare_cli
 from simulator.core.errors import UserError
 from simulator.runs.batch import run_grid
 
@@ -176,7 +175,7 @@ def test_excluded_episodes_are_counted_in_pairing():
     assert c["pairing"]["paired"] == 0 and "every matched episode failed" in c["pairing"]["reason"]
 
 
-async def test_two_stub_runs_with_an_edited_prompt(tmp_path):
+async def test_two_stub_runs_with_an_edited_prompt(tmp_path, monkeypatch):
     """The real path: two batches, the second with an edited practitioner prompt, compared from the store."""
     from simulator.core.files import data_dir
 
@@ -195,9 +194,8 @@ async def test_two_stub_runs_with_an_edited_prompt(tmp_path):
     assert c["pairing"]["matched"] == 18 and c["pairing"]["reason"] is None
 
     console = Console(file=io.StringIO(), width=200)
-    app = typer.Typer()
-    register(app, console)
-    app.command("noop")(lambda: None)  # typer runs a lone command without its name; two keep names
+    monkeypatch.setattr(compare_cli, "console", console)
+    app = compare_cli.app
     runner = CliRunner()
     result = runner.invoke(app, ["compare", a, b, "--db", str(db), "--format", "json"])
     assert result.exit_code == 0, result.output
@@ -246,10 +244,8 @@ def analyses_in_the_cli(runner, app, console, db, a, b):
 
 
 def test_bad_format_is_one_line_exit_2(tmp_path):
-    code = ("import sys; from simulator.cli.app import app, console, main; from simulator.cli.compare import register; "
-            "register(app, console); sys.argv = ['nextstep', *sys.argv[1:]]; main()")  # fmt: skip
     (tmp_path / "x.db").touch()
-    result = subprocess.run([sys.executable, "-c", code, "compare", "r", "--db", str(tmp_path / "x.db"), "--format", "yaml"],
+    result = subprocess.run([sys.executable, "-m", "simulator", "compare", "r", "--db", str(tmp_path / "x.db"), "--format", "yaml"],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2 and result.stderr.strip() == "nextstep: error: --format 'yaml': choose from text, json"
 

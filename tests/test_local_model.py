@@ -176,7 +176,7 @@ def test_no_server_outlives_success_or_error(tmp_path, case):
         args, code = ["--max-turns", "1", "--judges", "0"], 0
     else:  # a prompt with an undefined variable fails the first turn, after the server has started
         (tmp_path / "persona.j2").write_text("You are {{ mood }}.")
-        args, code = ["--prompts", str(tmp_path)], 2
+        args, code = ["--prompts-dir", str(tmp_path)], 2
     proc = subprocess.Popen([sys.executable, "-m", "simulator", "run", "--out", str(tmp_path), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = set()

@@ -148,15 +148,14 @@ def test_ctrl_c_at_a_prompt_ends_the_episode_cleanly(tmp_path):
     assert record["turns"] == [] and record["outcome"]["end_reason"] == "ended_by_person" and record["verdicts"] == []
 
 
-async def test_compare_puts_people_played_personas_beside_simulated_ones(make_context, tmp_path):
+async def test_compare_puts_people_played_personas_beside_simulated_ones(make_context, tmp_path, monkeypatch):
     """Three episodes where a person plays `unsure` and never gives contact, three where the model does each time."""
     import json
 
-    import typer
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from simulator.cli.compare import register
+    import simulator.cli.compare as compare_cli
     from simulator.runs.played import save_played
 
     db = tmp_path / "n.db"
@@ -173,9 +172,8 @@ async def test_compare_puts_people_played_personas_beside_simulated_ones(make_co
                 persona_says("Hello.", 6, 5) + persona_says("Sure, here's my number.", 8, 7, True), "q")), backend="scripted")
             store.save_episode("sim", "supermarket/unsure/common_interest/man-woman", rep, record | {"rep": rep})
 
-    app, console = typer.Typer(), Console(file=io.StringIO(), width=200)
-    register(app, console)
-    app.command("noop")(lambda: None)
+    app, console = compare_cli.app, Console(file=io.StringIO(), width=200)
+    monkeypatch.setattr(compare_cli, "console", console)
     result = CliRunner().invoke(app, ["compare", "sim", "play-persona", "--db", str(db), "--format", "json"])
     assert result.exit_code == 0, result.output
     c = json.loads(result.output)

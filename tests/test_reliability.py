@@ -108,7 +108,7 @@ def test_bad_experiment_file_and_undefined_prompt_variable(tmp_path):
     prompts.mkdir()
     (prompts / "practitioner.j2").write_text("You are {{ practitioner_gender }} at {{ venue }}.")
     with StubServer() as url:
-        result = nextstep("batch", "--prompts", str(prompts), "--base-url", url, "--db", str(tmp_path / "n.db"))
+        result = nextstep("batch", "--prompts-dir", str(prompts), "--base-url", url, "--db", str(tmp_path / "n.db"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "practitioner.j2: undefined variable(s): venue" in result.stderr
 

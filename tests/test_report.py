@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import typer
 from graded_stub import graded
 from rich.console import Console
 from conftest import lenient_personas
@@ -18,7 +17,7 @@ from stub_server import StubServer
 from typer.testing import CliRunner
 
 from evaluations.analysis.report import highlight, render_report
-from simulator.cli.compare import register
+import simulator.cli.compare as compare_cli
 from simulator.core.files import data_dir
 from simulator.runs.batch import run_grid
 from simulator.storage.store import Store
@@ -109,12 +108,11 @@ def test_report_with_vs_shows_the_paired_comparison(runs):
     assert f"A = {a} (baseline)" in page
 
 
-def test_report_command_writes_the_file(runs, tmp_path):
+def test_report_command_writes_the_file(runs, tmp_path, monkeypatch):
     db, a, b = runs
-    app = typer.Typer()
-    register(app, Console(file=io.StringIO()))
+    monkeypatch.setattr(compare_cli, "console", Console(file=io.StringIO()))
     out = tmp_path / "r.html"
-    result = CliRunner().invoke(app, ["report", b, "--vs", a, "-o", str(out), "--db", str(db)])
+    result = CliRunner().invoke(compare_cli.app, ["report", b, "--vs", a, "-o", str(out), "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert out.read_text().startswith("<!doctype html>")
 

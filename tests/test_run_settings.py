@@ -119,7 +119,7 @@ def test_resume_needs_only_the_run_id(tmp_path):
     with stub as url:
         first = nextstep("batch", "--personas", "aloof,unsure", "--max-turns", "1", "--base-url", url, "--model", "m-main",
                          "--persona-model", "m-persona", "--evaluator-model", "m-judge", "--output-mode", "json_object",
-                         "--prompts", str(prompts), "--api-key-env", "MY_KEY", "--concurrency", "2", "--db", str(db),
+                         "--prompts-dir", str(prompts), "--api-key-env", "MY_KEY", "--concurrency", "2", "--db", str(db),
                          env=secret, cwd=tmp_path)  # fmt: skip
         assert first.returncode == 0, first.stderr
         found = re.search(r"retry the failed episodes and grade the ungraded ones with: (nextstep batch .*)", first.stdout)

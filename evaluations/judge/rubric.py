@@ -50,7 +50,7 @@ class Rubric(_Strict):
 
 
 def rubric_path(rubric_file: Path | None = None, prompts_dir: Path | None = None) -> Path:
-    """--rubric FILE, else rubric.yaml in --prompts DIR, else the shipped one."""
+    """--rubric FILE, else rubric.yaml in --prompts-dir DIR, else the shipped one."""
     if rubric_file is not None:
         return rubric_file
     if prompts_dir is not None and (prompts_dir / "rubric.yaml").is_file():

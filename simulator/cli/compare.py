@@ -12,10 +12,14 @@ from rich.table import Table
 from rich.text import Text
 
 from evaluations.judge.rubric import CONDITIONS
+import simulator.api as api
 from simulator.core.errors import UserError
 
+from .options import Db, Format, IncludeUnfaithful, PersonasDir
+from .show import console
+
 FORMATS = ("text", "json")
-Db = Annotated[Path, typer.Option(help="SQLite database of runs.")]
+app = typer.Typer()
 
 
 def _flags(stats: dict) -> str:
@@ -219,114 +223,81 @@ def print_ranking(r: dict, console) -> None:
         console.print(t)
 
 
-def register(app: typer.Typer, console) -> None:
-    """Add `compare` and `report` to the nextstep app."""
-    def existing(db: Path) -> None:
-        if not db.is_file():
-            raise UserError(f"{db}: no such database (run a batch first, or pass --db)")
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
 
-    def check_format(fmt: str) -> None:
-        if fmt not in FORMATS:
-            raise UserError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
 
-    def emit(result: dict) -> None:
-        typer.echo(json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False))
+def _emit(result: dict) -> None:
+    typer.echo(json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False))
 
-    @app.command()
-    def compare(
-        run_a: Annotated[str, typer.Argument(help="A run id: persona reactions within it (a branch run: treatment vs "
-                                                  "control), or the baseline A.")],
-        run_b: Annotated[Optional[str], typer.Argument(help="A second run: what changed from A to B, paired.")] = None,
-        db: Db = Path("nextstep.db"),
-        fmt: Annotated[str, typer.Option("--format", help="text (tables) or json (for scripts).")] = "text",
-        include_unfaithful: Annotated[bool, typer.Option(help="Keep fidelity-flagged episodes in the statistics.")] = False,
-    ) -> None:
-        """Compare personas within a run, or two runs (e.g. before and after a prompt edit)."""
-        from evaluations.analysis.compare import (compare_branches, compare_runs, load_branches, load_pair, people_vs_models,
-                                                  played_persona, run_analysis)
-        from evaluations.analysis.frame import load_judges, load_run
 
-        check_format(fmt)
-        existing(db)
-        branches = load_branches(run_a, db) if run_b is None else None
-        if branches:
-            result = compare_branches(*branches, include_unfaithful=include_unfaithful)
-            return emit(result) if fmt == "json" else print_branches(result, console)
-        if run_b is None:
-            result = run_analysis(load_run(run_a, db), load_judges(run_a, db), include_unfaithful=include_unfaithful)
-        else:
-            runs = load_pair(run_a, run_b, db)
-            played = played_persona(runs[0]) or played_persona(runs[1])
-            result = (people_vs_models if played else compare_runs)(*runs, include_unfaithful=include_unfaithful)
-        if fmt == "json":
-            emit(result)
-        elif run_b is None:
-            print_reactions(run_a, result, console)
-            print_variance(result, console)
-        else:
-            (print_people if played else print_comparison)(result, console)
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="A run id: persona reactions within it (a branch run: treatment vs "
+                                              "control), or the baseline A.")],
+    run_b: Annotated[Optional[str], typer.Argument(help="A second run: what changed from A to B, paired.")] = None,
+    db: Db = Path("nextstep.db"), fmt: Format = "text", include_unfaithful: IncludeUnfaithful = False,
+) -> None:
+    """Compare personas within a run, or two runs (e.g. before and after a prompt edit)."""
+    _check_format(fmt)
+    result = api.compare(run_a, run_b, db=db, include_unfaithful=include_unfaithful)
+    if fmt == "json":
+        _emit(result)
+    elif "branch" in result:
+        print_branches(result, console)
+    elif "people" in result:
+        print_people(result, console)
+    elif run_b is None:
+        print_reactions(run_a, result, console)
+        print_variance(result, console)
+    else:
+        print_comparison(result, console)
 
-    @app.command()
-    def plan(
-        run_id: Annotated[str, typer.Argument(help="A run whose variance the plan is built on (a pilot).")],
-        contact_change: Annotated[float, typer.Option(help="Change in contact rate to detect, e.g. 0.1 for 10 points.")] = 0.1,
-        score_change: Annotated[float, typer.Option(help="Change in a mean score or state to detect.")] = 0.5,
-        alpha: Annotated[float, typer.Option(help="Two-sided level; compare adjusts 9 measures with Holm, so 0.05/9 is safe.")] = 0.05,
-        power: Annotated[float, typer.Option(help="Chance of detecting the change if it is real.")] = 0.8,
-        db: Db = Path("nextstep.db"),
-        fmt: Annotated[str, typer.Option("--format", help="text (tables) or json (for scripts).")] = "text",
-        include_unfaithful: Annotated[bool, typer.Option(help="Keep fidelity-flagged episodes in the statistics.")] = False,
-    ) -> None:
-        """Repetitions per cell a paired `compare A B` needs to detect given changes, from this run's variance."""
-        from evaluations.analysis.frame import load_run
-        from evaluations.analysis.power import plan as make_plan
-        from evaluations.analysis.tables import plan_rows
 
-        check_format(fmt)
-        if not (0 < alpha < 1 and 0 < power < 1):
-            raise UserError(f"--alpha {alpha} and --power {power} must both lie between 0 and 1")
-        existing(db)
-        result = make_plan(load_run(run_id, db), contact_change=contact_change, score_change=score_change, alpha=alpha,
-                           power=power, include_unfaithful=include_unfaithful)  # fmt: skip
-        if fmt == "json":
-            return emit(result)
-        print_rows(console, f"plan from {run_id} ({result['n']} usable episodes): {power:.0%} power at alpha {alpha}, "
-                            "paired by cell and seed", plan_rows(result))  # fmt: skip
-        console.print("[dim]contact: exact McNemar power, twins independent given their cell; scores: paired t "
-                      "sample size divided by the Wilcoxon efficiency 3/pi.[/]")
+@app.command()
+def plan(
+    run_id: Annotated[str, typer.Argument(help="A run whose variance the plan is built on (a pilot).")],
+    contact_change: Annotated[float, typer.Option(help="Change in contact rate to detect, e.g. 0.1 for 10 points.")] = 0.1,
+    score_change: Annotated[float, typer.Option(help="Change in a mean score or state to detect.")] = 0.5,
+    alpha: Annotated[float, typer.Option(help="Two-sided level; compare adjusts 9 measures with Holm, so 0.05/9 is safe.")] = 0.05,
+    power: Annotated[float, typer.Option(help="Chance of detecting the change if it is real.")] = 0.8,
+    db: Db = Path("nextstep.db"), fmt: Format = "text", include_unfaithful: IncludeUnfaithful = False,
+) -> None:
+    """Repetitions per cell a paired `compare A B` needs to detect given changes, from this run's variance."""
+    from evaluations.analysis.tables import plan_rows
 
-    @app.command()
-    def personas(
-        run_id: Annotated[str, typer.Argument(help="The run whose personas to audit.")],
-        personas_dir: Annotated[Optional[Path], typer.Option("--personas-dir", help="The persona files the run used, if not the shipped ones.")] = None,
-        db: Db = Path("nextstep.db"),
-        fmt: Annotated[str, typer.Option("--format", help="text (tables) or json (for scripts).")] = "text",
-    ) -> None:
-        """Audit persona fidelity: does each type behave as its file says, and are the types told apart?"""
-        from evaluations.analysis.fidelity import audit
-        from simulator.conversation.catalog import load_catalog
-        from simulator.storage.store import Store
+    _check_format(fmt)
+    result = api.plan_reps(run_id, contact_change=contact_change, score_change=score_change, alpha=alpha, power=power, db=db,
+                           include_unfaithful=include_unfaithful)  # fmt: skip
+    if fmt == "json":
+        return _emit(result)
+    print_rows(console, f"plan from {run_id} ({result['n']} usable episodes): {power:.0%} power at alpha {alpha}, "
+                        "paired by cell and seed", plan_rows(result))  # fmt: skip
+    console.print("[dim]contact: exact McNemar power, twins independent given their cell; scores: paired t "
+                  "sample size divided by the Wilcoxon efficiency 3/pi.[/]")
 
-        check_format(fmt)
-        existing(db)
-        with Store(db) as store:
-            run, records = store.run(run_id), store.episodes(run_id)
-        result = audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].get("catalog"))
-        if fmt == "json":
-            return emit(result)
-        print_audit(run_id, result, console)
 
-    @app.command()
-    def report(
-        run_id: Annotated[str, typer.Argument(help="The run to report on.")],
-        vs: Annotated[Optional[str], typer.Option(help="A baseline run: adds the paired comparison (deltas: RUN_ID - VS).")] = None,
-        output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path("report.html"),
-        db: Db = Path("nextstep.db"),
-        personas_dir: Annotated[Optional[Path], typer.Option("--personas-dir", help="The persona files the run used, for the audit.")] = None,
-    ) -> None:
-        """Write one self-contained HTML report (plots, tests, transcripts), viewable offline."""
-        from evaluations.analysis.report import render_report
+@app.command()
+def personas(
+    run_id: Annotated[str, typer.Argument(help="The run whose personas to audit.")],
+    personas_dir: PersonasDir = None, db: Db = Path("nextstep.db"), fmt: Format = "text",
+) -> None:
+    """Audit persona fidelity: does each type behave as its file says, and are the types told apart?"""
+    _check_format(fmt)
+    result = api.audit_personas(run_id, db=db, personas_dir=personas_dir)
+    if fmt == "json":
+        return _emit(result)
+    print_audit(run_id, result, console)
 
-        existing(db)
-        output.write_text(render_report(run_id, db, vs=vs, personas_dir=personas_dir), encoding="utf-8")
-        console.print(f"wrote {output}")
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="The run to report on.")],
+    vs: Annotated[Optional[str], typer.Option(help="A baseline run: adds the paired comparison (deltas: RUN_ID - VS).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path("report.html"),
+    db: Db = Path("nextstep.db"), personas_dir: PersonasDir = None,
+) -> None:
+    """Write one self-contained HTML report (plots, tests, transcripts), viewable offline."""
+    output.write_text(api.report(run_id, vs=vs, db=db, personas_dir=personas_dir), encoding="utf-8")
+    console.print(f"wrote {output}")

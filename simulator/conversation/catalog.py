@@ -71,6 +71,14 @@ class Profile(_Strict):
         return f"{self.practitioner_gender}-{self.persona_gender}"
 
 
+def profile_of(practitioner_gender: str, persona_gender: str, flags=("--practitioner-gender", "--persona-gender")) -> Profile:
+    """A Profile, or a UserError naming the flag of a gender not in `Gender`: `profile_of('man', 'woman').id` -> 'man-woman'."""
+    for flag, value in zip(flags, (practitioner_gender, persona_gender)):
+        if value not in Gender.__args__:
+            raise UserError(f"{flag} {value!r}: choose from {', '.join(Gender.__args__)}")
+    return Profile(practitioner_gender=practitioner_gender, persona_gender=persona_gender)
+
+
 class _Settings(RootModel[dict[str, Setting]]):
     pass
 
@@ -139,8 +147,8 @@ def load_catalog(personas_dir: Path | None = None, prompts_dir: Path | None = No
     `personas_dir` may also name a shipped persona set, such as `ablation`.
     """
     personas_dir = personas_path(personas_dir)
-    _check_dir(personas_dir, "--personas")
-    _check_dir(prompts_dir, "--prompts")
+    _check_dir(personas_dir, "--personas-dir")
+    _check_dir(prompts_dir, "--prompts-dir")
     persona_files = {p.name: p for p in sorted(data_dir("personas").glob("*.yaml"))}
     if personas_dir is not None:
         persona_files |= {p.name: p for p in sorted(personas_dir.glob("*.yaml"))}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from simulator.conversation.catalog import Catalog, Profile, entry_hash, load_catalog
+from simulator.conversation.catalog import Catalog, Profile, entry_hash, load_catalog, profile_of
 from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import Prompts, text_hash
 from simulator.conversation.runner import run_episode
@@ -91,7 +91,7 @@ def profiles_from(spec: str) -> list[Profile]:
         genders = pair.split("-")
         if len(genders) != 2:
             raise UserError(f"--profiles {pair!r}: write practitioner-persona genders, e.g. man-woman")
-        profiles.append(validate(Profile, {"practitioner_gender": genders[0], "persona_gender": genders[1]}, f"--profiles {pair}"))
+        profiles.append(profile_of(*genders, flags=(f"--profiles {pair}",) * 2))
     return profiles
 
 
@@ -242,7 +242,8 @@ class Batch:
 
     async def _run(self, models: dict) -> tuple[str, Progress]:
         from evaluations.judge.evaluator import Judge, make_evaluator
-        from evaluations.judge.rubric import load_rubric  # the evaluator package sits above the simulator
+        from evaluations.judge.panel import judge_panel
+        from evaluations.judge.rubric import load_rubric
 
         exp, cat, config = self.experiment, self.catalog, self.config
         rubric, rubric_hash = load_rubric(self.rubric_file, config.prompts_dir) if exp.judges else (None, None)
@@ -265,8 +266,8 @@ class Batch:
         limit = asyncio.Semaphore(self.concurrency or self.endpoint.concurrency)
 
         def evaluator(seed: int):
-            judges = [Judge(models["evaluators"][i % len(models["evaluators"])], prompts, rubric, rubric_hash,
-                            seed=seed + i, index=i, reasks=config.reasks) for i in range(exp.judges)]  # fmt: skip
+            judges = judge_panel(models["evaluators"], prompts, rubric, rubric_hash, judges=exp.judges, seed=seed,
+                                 reasks=config.reasks)  # fmt: skip
             return make_evaluator(judges, cat) if judges else None
 
         async def one(cell: Cell) -> None:
@@ -365,20 +366,52 @@ async def run_grid(
     a resumed run's stored settings, which beat the environment and `config_file`.
     `on_progress` gets the counters whenever an episode starts or ends, and once at the end.
     """
-    stored = {}
-    if resume:
-        experiment, stored = stored_run(db, resume)
-        run_id = resume
-    config = config or run_config(config_file, stored, **config_flags)
+    experiment, stored, config, catalog = _prepare(experiment, db, resume, config, config_file, config_flags)
+    run_id = resume or run_id
     rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
     concurrency = concurrency or stored.get("concurrency")
-    catalog = load_catalog(config.personas_dir, config.prompts_dir)
-    experiment = with_config(as_experiment(experiment), config).resolved(catalog)
     with Store(Path(db)) as store, endpoint(config, concurrency) as ep:
         batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
                       on_progress)  # fmt: skip
         run_id, _ = await batch.run()
     return run_id
+
+
+def _prepare(experiment, db, resume: str | None, config: Config | None, config_file: Path | None, flags: dict):
+    """(grid resolved against the catalog, a resumed run's stored settings, config, catalog) for a batch."""
+    stored = {}
+    if resume:
+        if experiment is not None:
+            raise UserError("--resume takes the grid stored in the run; leave out the grid flags and --experiment")
+        experiment, stored = stored_run(db, resume)
+    config = config or run_config(config_file, stored, **flags)
+    catalog = load_catalog(config.personas_dir, config.prompts_dir)
+    return with_config(as_experiment(experiment), config).resolved(catalog), stored, config, catalog
+
+
+def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | str = "nextstep.db", resume: str | None = None,
+              config_file: Path | None = None, **config_flags) -> tuple[Experiment, list[Cell], dict]:
+    """The dry run of `run_grid` with the same arguments: the grid as it would run, its cells, and `estimate`."""
+    from evaluations.judge.evaluator import judge_max_calls
+
+    experiment, _, config, _ = _prepare(experiment, db, resume, None, config_file, config_flags)
+    cells = expand(experiment)
+    return experiment, cells, estimate(experiment, len(cells), config.reasks, judge_max_calls)
+
+
+def grid(experiment: Experiment | dict | Path | None = None, **fields) -> Experiment | None:
+    """An experiment (file, dict or Experiment) with the `fields` given (not None) over it; None if neither is given.
+
+    Only what the file or the fields set counts as set, so the environment and the config file fill in the rest
+    (`with_config`). `profiles` may be written 'man-woman,woman-man'.
+    """
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if experiment is None and not fields:
+        return None
+    if isinstance(fields.get("profiles"), str):
+        fields["profiles"] = profiles_from(fields["profiles"])
+    base = as_experiment(experiment).model_dump(exclude_unset=True) if experiment is not None else {}
+    return validate(Experiment, base | fields, str(experiment) if isinstance(experiment, (str, Path)) else "grid")
 
 
 def run_grid_sync(*args, **kwargs) -> str:

@@ -208,8 +208,9 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
     The base settings (endpoint, models, prompt and persona directories) are those the parent run was made with;
     `config_flags` (Config fields) override them, as on `batch --resume`.
     """
-    from evaluations.judge.evaluator import Judge, make_evaluator
-    from evaluations.judge.rubric import load_rubric  # the evaluator package sits above the simulator
+    from evaluations.judge.evaluator import make_evaluator
+    from evaluations.judge.panel import judge_panel
+    from evaluations.judge.rubric import load_rubric
 
     from simulator.models.backends import endpoint
     from .batch import run_config, run_settings
@@ -241,8 +242,8 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
                 store.create_run(run_id, spec, run_settings(config, concurrency=concurrency, rubric_file=rubric_file))
 
                 def evaluator(seed: int):
-                    panel = [Judge(control["evaluators"][i % len(control["evaluators"])], Prompts(base.prompt_dirs), rubric,
-                                   rubric_hash, seed=seed + i, index=i, reasks=config.reasks) for i in range(judges)]  # fmt: skip
+                    panel = judge_panel(control["evaluators"], Prompts(base.prompt_dirs), rubric, rubric_hash, judges=judges,
+                                        seed=seed, reasks=config.reasks)  # fmt: skip
                     return make_evaluator(panel, base) if panel else None
 
                 branches = BranchSet(run_id, {"control": control, "treatment": models}, catalogs, treatment, store, ep.backend,

@@ -1,0 +1,305 @@
+"""The Python API: every operation of the `nextstep` command line, as functions a notebook or script can call.
+
+The command line is a thin layer over this module: each command parses its flags, calls one function here, and
+prints what it returns. Functions that reach a model take the Config fields as keyword arguments (`base_url=`,
+`model=`, `evaluator_model=`, `personas_dir=`, `prompts_dir=`, ...) and `config_file=`, as the command line does:
+given > NEXTSTEP_* environment > config file > defaults. They block until done; called from a running event loop
+(a notebook cell), they run in a worker thread. Bad input raises `simulator.core.errors.UserError`.
+
+    from simulator import api
+    batch = api.run_batch({"personas": "all", "reps": 2}, db="n.db", base_url="http://localhost:8000/v1")
+    df = api.load_frame(batch.run_id, db="n.db")
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from evaluations.analysis import compare as _compare
+from evaluations.analysis.agreement import calibration, judge_alpha
+from evaluations.analysis.fidelity import audit
+from evaluations.analysis.frame import export as _export, load_judges, load_run as _frame
+from evaluations.analysis.power import plan
+from evaluations.analysis.report import render_report
+from evaluations.analysis.summary import run_summary
+from evaluations.judge.gold import load_gold
+from simulator.conversation.catalog import Catalog, load_catalog, profile_of
+from simulator.conversation.graph import Scenario
+from simulator.conversation.play import ROLES, Person
+from simulator.core.errors import UserError
+from simulator.models.config import Config, load_config
+from simulator.models.local import DEFAULT_SLOTS, serve as _serve
+from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_grid
+from simulator.runs.branch import Treatment, run_branches
+from simulator.runs.grading import OnGraded, grade_episodes, regrade
+from simulator.runs.one import run_one
+from simulator.runs.played import save_played
+from simulator.storage.episode_files import write_episode
+from simulator.storage.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "calibrate", "catalog", "compare", "config", "export",
+    "grade", "grid", "load_episode", "load_episodes", "load_frame", "load_run", "play", "plan_batch", "plan_reps",
+    "report", "run_batch", "run_episode", "runs", "save_episode", "serve", "show", "summarize",
+]  # fmt: skip
+
+DB = Path("nextstep.db")
+
+
+def _wait(coro):
+    """Run a coroutine to its end; from inside a running event loop (a notebook), in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _existing(db: Path | str) -> Path:
+    """`db` if it is a file, else a UserError: reading a run must not create an empty database."""
+    if not Path(db).is_file():
+        raise UserError(f"{db}: no such database (run a batch first, or pass --db)")
+    return Path(db)
+
+
+# --- configuration and catalog -------------------------------------------------------------------------------------
+
+
+def config(config_file: Path | None = None, **config_flags) -> Config:
+    """The merged configuration: the flags given (not None) > NEXTSTEP_* environment > config file > defaults."""
+    return load_config(config_file, **config_flags)
+
+
+def catalog(config_file: Path | None = None, **config_flags) -> Catalog:
+    """The settings, personas and strategies, with `personas_dir` and `prompts_dir` overriding the shipped files."""
+    c = config(config_file, **config_flags)
+    return load_catalog(c.personas_dir, c.prompts_dir)
+
+
+# --- simulating -----------------------------------------------------------------------------------------------------
+
+
+def run_episode(setting: str = "supermarket", persona: str = "unsure", strategy: str = "common_interest", *,
+                practitioner_gender: str = "man", persona_gender: str = "woman", seed: int = 0, judges: int = 1,
+                rubric_file: Path | None = None, fidelity_judge: bool = False, on_start: Callable[[dict], None] | None = None,
+                on_turn: Callable[[dict], None] | None = None, config_file: Path | None = None, **config_flags) -> dict:
+    """Simulate one episode and grade it with `judges` judges; returns the episode record (a failure is in it, not raised).
+
+    `on_start(about)` once the endpoint is up (`about`: the scenario, seed, backend and the strategy's caution);
+    `on_turn(turn)` after each turn. `max_turns` defaults to 8 here.
+    """
+    c = config(config_file, **config_flags)
+    scenario = Scenario(setting, persona, strategy, profile_of(practitioner_gender, persona_gender))
+    return _wait(run_one(c, load_catalog(c.personas_dir, c.prompts_dir), scenario, seed=seed, judges=judges,
+                         rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_start=on_start, on_turn=on_turn))  # fmt: skip
+
+
+def save_episode(record: dict, out: Path | str = "episodes") -> Path:
+    """Write an episode record to `out/ID.json`; returns the file."""
+    return write_episode(record, Path(out) / f"{record['id']}.json")
+
+
+def play(role: str, setting: str = "supermarket", persona: str = "unsure", strategy: str = "common_interest", *,
+         practitioner_gender: str = "man", persona_gender: str = "woman", seed: int = 0, judges: int = 1,
+         db: Path | str = DB, read: Callable[[str], str] = input, say: Callable[[str], None] = print,
+         on_start: Callable[[dict], None] | None = None, on_turn: Callable[[dict], None] | None = None,
+         config_file: Path | None = None, **config_flags) -> tuple[dict, str]:
+    """A person plays `role` (practitioner or persona) through `read` and `say`, the model the other; the episode is
+    graded and stored in run 'play-ROLE' of `db`. Returns (record, run id)."""
+    if role not in ROLES:
+        raise UserError(f"--as {role!r}: choose practitioner or persona")
+    c = config(config_file, **config_flags)
+    scenario = Scenario(setting, persona, strategy, profile_of(practitioner_gender, persona_gender))
+    record = _wait(run_one(c, load_catalog(c.personas_dir, c.prompts_dir), scenario, seed=seed, judges=judges,
+                           on_start=on_start, on_turn=on_turn, person=role, answer=Person(read, say).answer))  # fmt: skip
+    return record, save_played(db, record, role)
+
+
+@dataclass
+class BatchResult:
+    """A finished (or stopped) batch: its run id, and the counters of this session."""
+
+    run_id: str
+    progress: Progress
+
+
+def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
+               config_file: Path | None = None, **config_flags) -> tuple[Experiment, list[Cell], dict]:
+    """What `run_batch` with these arguments would run, nothing run: (grid, cells, bound on calls and tokens)."""
+    return plan_grid(experiment, db=db, resume=resume, config_file=config_file, **config_flags)
+
+
+def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
+              run_id: str | None = None, concurrency: int | None = None, max_tokens: int | None = None,
+              max_failures: int | None = None, rubric_file: Path | None = None,
+              on_progress: Callable[[Progress], None] | None = None, config_file: Path | None = None,
+              **config_flags) -> BatchResult:
+    """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
+
+    Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
+    `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
+    """
+    final: list[Progress] = []
+
+    def remember(p: Progress) -> None:
+        final[:] = [p]
+        if on_progress:
+            on_progress(p)
+
+    run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
+                         max_failures=max_failures, config_file=config_file, rubric_file=rubric_file, on_progress=remember,
+                         **config_flags))  # fmt: skip
+    return BatchResult(run, final[0])
+
+
+def branch(source: str, *, at: str, strategy: str | None = None, persona: str | None = None, prompts_dir: Path | None = None,
+           practitioner_model: str | None = None, persona_model: str | None = None, reps: int = 4, judges: int = 1,
+           max_turns: int | None = None, base_prompts: Path | None = None, run_id: str | None = None,
+           concurrency: int | None = None, db: Path | str = DB, on_saved: Callable[[dict], None] | None = None,
+           config_file: Path | None = None, **config_flags) -> tuple[str, list[str], Treatment]:
+    """Continue stored episodes (an episode id or a run id) from the turn `at`, under a change and unchanged, paired.
+
+    The change is any of `strategy`, `persona`, `prompts_dir`, `practitioner_model`, `persona_model`;
+    `base_prompts` is the prompt directory the parents were made with, if their run did not record it.
+    Returns (branch run id, the episodes left out with why, the treatment).
+    """
+    treatment = Treatment(strategy=strategy, persona=persona, prompts_dir=prompts_dir,
+                          practitioner_model=practitioner_model, persona_model=persona_model)  # fmt: skip
+    run, skipped = _wait(run_branches(source, at=at, treatment=treatment, reps=reps, db=_existing(db), judges=judges,
+                                      run_id=run_id, max_turns=max_turns, concurrency=concurrency, config_file=config_file,
+                                      on_saved=on_saved, **({"prompts_dir": base_prompts} | config_flags)))  # fmt: skip
+    return run, skipped, treatment
+
+
+# --- grading --------------------------------------------------------------------------------------------------------
+
+
+def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
+          fidelity_judge: bool = False, on_graded: OnGraded | None = None, config_file: Path | None = None,
+          **config_flags) -> dict:
+    """Grade stored episodes again, without re-simulating: episode JSON files or directories, run ids or episode ids.
+
+    Each episode's new verdicts are saved as it is graded; earlier ones are kept as history. Returns
+    {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge}.
+    """
+    c = config(config_file, **config_flags)
+    verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
+                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
+    return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None}
+
+
+def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
+              on_graded: OnGraded | None = None, config_file: Path | None = None, **config_flags) -> dict:
+    """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}."""
+    c = config(config_file, **config_flags)
+    cat = load_catalog(c.personas_dir, c.prompts_dir)
+    items = load_gold(Path(gold), cat)
+    verdicts = _wait(grade_episodes(c, cat, [(item.id, item.episode()) for item in items], judges=judges, seed=seed,
+                                    rubric_file=rubric_file, on_graded=on_graded))  # fmt: skip
+    return {"report": calibration(items, verdicts, seed=seed), "verdicts": dict(zip((i.id for i in items), verdicts))}
+
+
+# --- reading runs ---------------------------------------------------------------------------------------------------
+
+
+def runs(db: Path | str = DB) -> list[dict]:
+    """Every run in `db`, with its counts of episodes by status and its tokens."""
+    with Store(_existing(db)) as store:
+        return store.runs()
+
+
+def load_run(run_id: str, db: Path | str = DB) -> dict:
+    """A stored run: its id, spec (grid, models, prompt hashes) and the settings it resumes with."""
+    with Store(_existing(db)) as store:
+        return store.run(run_id)
+
+
+def load_episodes(run_id: str, db: Path | str = DB) -> list[dict]:
+    """A run's episode records (turns, calls, verdicts), as the store keeps them."""
+    with Store(_existing(db)) as store:
+        store.run(run_id)
+        return store.episodes(run_id)
+
+
+def load_episode(episode_id: str, db: Path | str = DB) -> dict:
+    """One episode record by id, or by a unique prefix of it."""
+    with Store(_existing(db)) as store:
+        return store.episode(episode_id)
+
+
+def load_frame(run_id: str, db: Path | str = DB) -> pd.DataFrame:
+    """A run as a pandas DataFrame, one row per episode: status, outcome, private state, a column per condition."""
+    return _frame(run_id, _existing(db))
+
+
+def summarize(run_id: str, db: Path | str = DB) -> dict:
+    """Per persona x setting: episodes, exclusions, contact rates and mean scores; cautions, judge agreement, tokens."""
+    return run_summary(run_id, _existing(db))
+
+
+def show(run_or_episode: str, db: Path | str = DB) -> dict:
+    """{'run': the stored run, 'summary': `summarize`} for a run id, else {'episode': the record} (an id or prefix)."""
+    with Store(_existing(db)) as store:
+        if not any(r["id"] == run_or_episode for r in store.runs()):
+            return {"episode": store.episode(run_or_episode)}
+        run = store.run(run_or_episode)
+    return {"run": run, "summary": run_summary(run_or_episode, db)}
+
+
+def export(run_id: str, output: Path | str, fmt: str = "jsonl", db: Path | str = DB) -> int:
+    """Write a run as jsonl (full records), csv or parquet (one row per episode); returns the number of episodes."""
+    return _export(run_id, _existing(db), fmt, Path(output))
+
+
+# --- analysis -------------------------------------------------------------------------------------------------------
+
+
+def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, include_unfaithful: bool = False) -> dict:
+    """Persona reactions within run A (a branch run: treatment vs control, with a 'branch' key), or what changed
+    from A to B, paired by cell and seed (with 'a' and 'b' keys); when one of them is the `play-persona` run, the
+    personas people played beside the simulated ones (with 'people' and 'models' keys)."""
+    db = _existing(db)
+    branches = _compare.load_branches(run_a, db) if run_b is None else None
+    if branches:
+        return _compare.compare_branches(*branches, include_unfaithful=include_unfaithful)
+    if run_b is None:
+        return _compare.run_analysis(_frame(run_a, db), load_judges(run_a, db), include_unfaithful=include_unfaithful)
+    runs = _compare.load_pair(run_a, run_b, db)
+    if _compare.played_persona(runs[0]) or _compare.played_persona(runs[1]):  # people beside models, unpaired
+        return _compare.people_vs_models(*runs, include_unfaithful=include_unfaithful)
+    return _compare.compare_runs(*runs, include_unfaithful=include_unfaithful)
+
+
+def plan_reps(run_id: str, *, contact_change: float = 0.1, score_change: float = 0.5, alpha: float = 0.05,
+              power: float = 0.8, db: Path | str = DB, include_unfaithful: bool = False) -> dict:
+    """Repetitions per cell a paired `compare A B` needs to detect the given changes, from this run's variance."""
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise UserError(f"--alpha {alpha} and --power {power} must both lie between 0 and 1")
+    return plan(_frame(run_id, _existing(db)), contact_change=contact_change, score_change=score_change, alpha=alpha,
+                power=power, include_unfaithful=include_unfaithful)  # fmt: skip
+
+
+def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | None = None) -> dict:
+    """Persona fidelity: does each type behave as its file says (`personas_dir`, or the shipped ones), told apart?"""
+    with Store(_existing(db)) as store:
+        run, records = store.run(run_id), store.episodes(run_id)
+    return audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].get("catalog"))
+
+
+def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None) -> str:
+    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string."""
+    return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir)
+
+
+def serve(port: int = 8080, slots: int = DEFAULT_SLOTS) -> int:
+    """Serve the embedded model's OpenAI-compatible endpoint on 127.0.0.1 in the foreground; returns its exit code."""
+    return _serve(port, slots)

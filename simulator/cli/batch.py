@@ -1,0 +1,92 @@
+"""`nextstep batch`: a grid of episodes run concurrently into the store, resumable, with a progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+import simulator.api as api
+from simulator.models.local import DEFAULT_SLOTS
+
+from .options import ENDPOINT, FILES, ROLES, Db, GridMaxTurns, Judges, RubricFile, Temperature, config_options
+from .show import console
+from .summary import print_summary
+
+app = typer.Typer()
+
+
+def _progress_printer():
+    """A rich progress bar on a terminal; nothing otherwise (logs and CI stay clean)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+    if not console.is_terminal:
+        return contextlib.nullcontext(lambda progress: None)
+    bar = Bar(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+              TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console)  # fmt: skip
+    task = bar.add_task("episodes", total=None, status="")
+
+    def update(p) -> None:
+        status = (f"done {p.done} · failed {p.failed} · running {p.running} · {p.per_minute:.1f}/min · "
+                  f"{p.tokens:,} tokens")  # fmt: skip
+        bar.update(task, total=p.total, completed=p.done + p.failed, status=status)
+
+    @contextlib.contextmanager
+    def live():
+        with bar:
+            yield update
+
+    return live()
+
+
+def print_plan(grid, cells: list, e: dict) -> None:
+    """The dry run: the cells with their seeds, the settings that shape an episode, and the bound on calls."""
+    table = Table(title="cells", title_justify="left")
+    for column in ("cell", "reps", "seeds"):
+        table.add_column(column, overflow="fold")
+    for key in dict.fromkeys(c.key for c in cells):
+        seeds = [c.seed for c in cells if c.key == key]
+        table.add_row(key, str(len(seeds)), ", ".join(map(str, seeds[:5])) + (" …" if len(seeds) > 5 else ""))
+    console.print(table)
+    console.print(f"max_turns {grid.max_turns} · temperature {grid.temperature} · judges {grid.judges} · reasks {e['reasks']}")
+    console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls (every possible re-ask counted), "
+                  f"roughly {e['tokens_roughly']:,} tokens")
+
+
+@app.command()
+@config_options(*ENDPOINT, *ROLES, *FILES)
+def batch(
+    settings: Annotated[Optional[str], typer.Option(help="Comma list or 'all' \\[default: supermarket].")] = None,
+    personas: Annotated[Optional[str], typer.Option(help="Comma list or 'all' \\[default: all].")] = None,
+    strategies: Annotated[Optional[str], typer.Option(help="Comma list or 'all' \\[default: common_interest].")] = None,
+    profiles: Annotated[Optional[str], typer.Option(help="Practitioner-persona gender pairs, e.g. man-woman,woman-man.")] = None,
+    reps: Annotated[Optional[int], typer.Option(help="Repetitions per cell \\[default: 1].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run seed; each cell's seed derives from it \\[default: 0].")] = None,
+    max_turns: GridMaxTurns = None, temperature: Temperature = None, judges: Judges = None,
+    experiment: Annotated[Optional[Path], typer.Option(help="Experiment YAML with the same fields; flags override it.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue RUN_ID with its stored grid and settings (flags given override "
+                                                       "the settings): skip succeeded episodes, retry failed ones, grade "
+                                                       "ungraded ones again.")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Name the run \\[default: a hash of grid, prompts and models].")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Episodes in flight; on the local engine also its parallel "
+                                                                   f"slots \\[default: {DEFAULT_SLOTS} local, 8 otherwise].")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent "
+                                                                  "(counting the calls whose endpoint reports usage).")] = None,
+    max_failures: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes after this many failures.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the cells and an upper bound on calls, run nothing.")] = False,
+    db: Db = Path("nextstep.db"), rubric_file: RubricFile = None, *, config: dict,
+) -> None:
+    """Run a grid of episodes concurrently into the SQLite store (resumable)."""
+    grid = api.grid(experiment, settings=settings, personas=personas, strategies=strategies, profiles=profiles, reps=reps,
+                    seed=seed, max_turns=max_turns, temperature=temperature, judges=judges)  # fmt: skip
+    if dry_run:
+        return print_plan(*api.plan_batch(grid, resume=resume, db=db, **config))
+    with _progress_printer() as show:
+        result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
+                               max_failures=max_failures, rubric_file=rubric_file, on_progress=show, **config)  # fmt: skip
+    print_summary(api.summarize(result.run_id, db), db, result.progress)
+    if result.progress.fault:
+        raise typer.Exit(1)

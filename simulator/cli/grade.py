@@ -1,0 +1,89 @@
+"""`nextstep grade` and `nextstep calibrate`: grading without simulating, stored episodes or a labelled gold set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from evaluations.analysis.compare import fmt, fmt_ci
+import simulator.api as api
+
+from .options import ENDPOINT, FILES, Db, FidelityJudge, Judges, JudgeSeed, RubricFile, config_options
+from .show import console, print_verdict
+from .summary import print_alpha
+
+app = typer.Typer()
+JUDGE = (*ENDPOINT, "evaluator_model", *FILES)
+
+
+@app.command()
+@config_options(*JUDGE)
+def grade(
+    episodes: Annotated[list[str], typer.Argument(help="Episode JSON files or directories, run ids or episode ids.", show_default=False)],
+    db: Db = Path("nextstep.db"), judges: Judges = 1, seed: JudgeSeed = 0, rubric_file: RubricFile = None,
+    fidelity_judge: FidelityJudge = False, *, config: dict,
+) -> None:
+    """Re-grade stored episodes without re-simulating; earlier verdicts are kept as history."""
+
+    def graded(n: int, total: int, label: str, verdicts: list[dict]) -> None:
+        console.print(f"[dim]graded {label}[/]")
+        for verdict in verdicts:
+            print_verdict(verdict)
+
+    result = api.grade(episodes, db=db, judges=judges, seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge,
+                       on_graded=graded, **config)  # fmt: skip
+    if result["judge_alpha"] is not None:
+        print_alpha(result["judge_alpha"])
+    console.print(f"[bold]saved[/]: new verdicts for {len(result['verdicts'])} episode(s); earlier ones kept as history")
+
+
+def _ci(x, ci) -> str:
+    """A statistic with its interval where there is one: `_ci(0.5, [0.1, 0.9])` -> '0.50 [0.10, 0.90]'."""
+    return fmt(x) if x is None else fmt_ci({"mean": x, "ci": ci or [None, None]})
+
+
+def print_calibration(report: dict) -> None:
+    console.print(f"\n[bold]calibration[/] on {report['items']} gold transcripts, {report['judges']} judge(s)")
+    applies = Table("condition", "n", "agree", "both scored", "both n/a", "gold n/a, judge scored", "gold scored, judge n/a",
+                    "unscored", title="does the condition apply? (gold null = not applicable)", title_justify="left")
+    table = Table("condition", "n", "exact", "within 1", "weighted κ [95% CI]", "α [95% CI]",
+                  title="scores, where both gold and judge scored", title_justify="left")
+    for c, r in report["conditions"].items():
+        a = r["applicability"]
+        applies.add_row(c, str(a["n"]), fmt(a["agreement"]), str(a["both_scored"]), str(a["both_na"]),
+                        str(a["gold_na_judge_scored"]), str(a["gold_scored_judge_na"]), str(a["unscored"]))
+        table.add_row(c, str(r["n"]), fmt(r["exact"]), fmt(r["within_1"]), _ci(r["kappa"], r["kappa_ci"]), _ci(r["alpha"], r["alpha_ci"]))
+    console.print(applies, table)
+    flags = Table("flag", "tp", "fp", "fn", "precision", "recall", title_justify="left")
+    for f, r in report["flags"].items():
+        flags.add_row(f, str(r["tp"]), str(r["fp"]), str(r["fn"]), fmt(r["precision"]), fmt(r["recall"]))
+    console.print(flags)
+    o = report["outcome"]
+    console.print(f"[bold]outcome[/] (what was exchanged): accuracy {fmt(o['accuracy'])} over {o['n']} ({o['unscored']} unscored)")
+    if report["judges"] > 1:
+        console.print("[bold]agreement between judges[/] (α): " + ", ".join(f"{c} {fmt(a)}" for c, a in report["judge_alpha"].items()))
+
+
+@app.command()
+@config_options(*JUDGE)
+def calibrate(
+    gold: Annotated[Path, typer.Argument(help="Gold set JSONL: one labelled transcript a line (README: Grading).")],
+    judges: Judges = 1, seed: JudgeSeed = 0,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the report and every verdict as JSON.")] = None,
+    rubric_file: RubricFile = None, *, config: dict,
+) -> None:
+    """Grade a labelled gold set and report how far the judge agrees with it."""
+
+    def graded(n: int, total: int, label: str, verdicts: list[dict]) -> None:
+        unscored = sum(len(v["unscored"]) for v in verdicts)
+        console.print(f"[dim]{n}/{total} {label}: graded, {unscored} part(s) unscored[/]")
+
+    result = api.calibrate(gold, judges=judges, seed=seed, rubric_file=rubric_file, on_graded=graded, **config)
+    print_calibration(result["report"])
+    if output:
+        output.write_text(json.dumps(result, indent=2))
+        console.print(f"[bold]saved[/]: {output}")

@@ -1,0 +1,64 @@
+"""Printing a run's summary (`batch`, `show RUN`) and the judges' agreement (`grade` too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from evaluations.analysis.compare import fmt
+from evaluations.judge.rubric import CONDITIONS
+from simulator.api import Progress
+
+from .show import console
+
+
+def print_alpha(alpha: dict) -> None:
+    console.print("[bold]agreement between judges[/] (Krippendorff's alpha, ordinal): "
+                  + ", ".join(f"{c} {'n/a' if a is None else f'{a:.2f}'}" for c, a in alpha.items()))
+
+
+def print_summary(s: dict, db: Path, progress: Progress | None = None) -> None:
+    """Per persona x setting: episodes, exclusions and contact rate; then mean score per condition; then what next."""
+    run_id = s["run"]
+    counts = Table("persona", "setting", "episodes", "failed", "ungraded", "out of character", "contact (number/email)",
+                   "next meeting", "social handle only", title=f"run {run_id}", title_justify="left")  # fmt: skip
+    scores = Table("persona", "setting", *(c.replace("_", " ") for c in CONDITIONS),
+                   title="mean score (1-5) per condition, usable episodes", title_justify="left")  # fmt: skip
+    for r in s["rows"]:
+        counts.add_row(r["persona"], r["setting"], str(r["episodes"]), str(r["failed"]), str(r["ungraded"]), str(r["unfaithful"]),
+                       fmt(r["contact_rate"]), fmt(r["next_meeting_rate"]), fmt(r["social_handle_rate"]))
+        scores.add_row(r["persona"], r["setting"], *[fmt(r[c]) for c in CONDITIONS])
+    console.print(counts, scores)
+    for strategy, caution in s["cautions"].items():
+        console.print(f"[bold yellow]caution[/] ({escape(strategy)}): {escape(caution)}")
+    console.print("[dim]failed, ungraded (a judge's endpoint failed; --resume grades them again) and out-of-character "
+                  "episodes are kept but left out of rates and means; n/a: nothing scored there (no usable episode, or the "
+                  "judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
+    if s["judge_alpha"] is not None:
+        print_alpha(s["judge_alpha"])
+    if s["tokens_per_episode"] is not None:
+        ok, known = s["succeeded"], s["usage_known"]
+        unknown = f" (over {known} of {ok}: the endpoint reported no usage for the others)" if known < ok else ""
+        console.print(f"tokens per succeeded episode: {s['tokens_per_episode']:,.0f}{unknown}")
+    elif s["succeeded"]:
+        console.print("tokens per succeeded episode: unknown (the endpoint reported no usage)")
+    if progress is not None:
+        print_session(run_id, db, progress)
+    console.print(f"see more: nextstep show {run_id} --db {db}\n          nextstep compare {run_id} --db {db}\n"
+                  f"          nextstep report {run_id} --db {db} -o {run_id}.html\n"
+                  f"          nextstep export {run_id} --format csv -o {run_id}.csv --db {db}")
+
+
+def print_session(run_id: str, db: Path, progress: Progress) -> None:
+    """What this batch session did, and how to continue it."""
+    unknown = (f" + {progress.unknown_usage_calls:,} calls whose endpoint reported no usage (not counted, so not "
+               "held to --max-tokens)") if progress.unknown_usage_calls else ""  # fmt: skip
+    console.print(f"this session: {progress.done} succeeded, {progress.failed} failed, {progress.skipped} already done; "
+                  f"{progress.tokens:,} tokens{unknown}")
+    resume = f"nextstep batch --resume {run_id} --db {db}"
+    if progress.stopped:
+        console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")
+    elif progress.failed:
+        console.print(f"retry the failed episodes and grade the ungraded ones with: {resume}")

@@ -1,0 +1,94 @@
+"""Grading without simulating: stored episodes again (files, runs or episodes in the store), or a gold set."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluations.judge.evaluator import grade
+from evaluations.judge.panel import judge_panel
+from evaluations.judge.rubric import load_rubric
+from simulator.conversation.catalog import Catalog
+from simulator.conversation.prompts import Prompts
+from simulator.core.errors import UserError
+from simulator.models.backends import endpoint
+from simulator.models.config import Config
+from simulator.storage.episode_files import read_episode, write_episode
+from simulator.storage.store import Store
+
+OnGraded = Callable[[int, int, str, list[dict]], None]  # (1-based position, how many in all, label, every verdict)
+
+
+@dataclass
+class Target:
+    """One stored episode to grade again: a label to show, its record, and where its new verdicts go."""
+
+    label: str
+    record: dict
+    save: Callable[[dict], None]
+
+
+def grading_targets(names: list[str], db: Path) -> list[Target]:
+    """A Target for each episode file, directory of them, run id or episode id in `db`."""
+    targets = []
+    for name in names:
+        path = Path(name)
+        if path.exists():
+            files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+            targets += [Target(str(f), read_episode(f), lambda record, f=f: write_episode(record, f)) for f in files]
+            continue
+        if not db.is_file():
+            raise UserError(f"{name}: no such episode file or directory, and no database {db} to look it up in")
+        with Store(db) as store:
+            is_run = any(r["id"] == name for r in store.runs())
+            records = [r for r in store.episodes(name) if r["status"] != "failed"] if is_run else [store.episode(name)]
+
+        def save(record: dict, db: Path = db) -> None:
+            with Store(db) as store:
+                store.replace_verdicts(record["id"], record["verdicts"])
+
+        targets += [Target(f"{r['id']} ({r['cell'] or r['setting']})", r, save) for r in records]
+    if not targets:
+        raise UserError(f"nothing to grade in {', '.join(names)}")
+    return targets
+
+
+def with_new_verdicts(record: dict, verdicts: list[dict]) -> dict:
+    """`record` graded anew: `verdicts` replace its verdicts, which join its `verdict_history`."""
+    return record | {"verdict_history": record.get("verdict_history", []) + record.get("verdicts", []), "verdicts": verdicts}
+
+
+async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[str, dict]], *, judges: int, seed: int = 0,
+                         rubric_file: Path | None = None, fidelity_judge: bool = False,
+                         on_graded: OnGraded | None = None) -> list[list[dict]]:
+    """Every judge's verdict on each (label, episode), in order, one episode at a time; `on_graded` after each."""
+    if judges < 1:
+        raise UserError(f"--judges {judges}: grading needs at least one judge")
+    rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
+    with endpoint(config, concurrency=1) as ep:
+        async with ep.models(config) as models:
+            panel = judge_panel(models["evaluators"], Prompts(catalog.prompt_dirs), rubric, rubric_hash, judges=judges,
+                                seed=seed, reasks=config.reasks, fidelity_judge=fidelity_judge)  # fmt: skip
+            results = []
+            for n, (label, episode) in enumerate(episodes, start=1):
+                results.append([await grade(episode, judge, catalog) for judge in panel])
+                if on_graded:
+                    on_graded(n, len(episodes), label, results[-1])
+            return results
+
+
+async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Path, judges: int, seed: int = 0,
+                  rubric_file: Path | None = None, fidelity_judge: bool = False,
+                  on_graded: OnGraded | None = None) -> list[list[dict]]:
+    """Grade stored episodes again and save each as it is graded; earlier verdicts are kept as history."""
+    targets = grading_targets(names, db)
+
+    def save(n: int, total: int, label: str, verdicts: list[dict]) -> None:
+        target = targets[n - 1]
+        target.save(with_new_verdicts(target.record, verdicts))
+        if on_graded:
+            on_graded(n, total, label, verdicts)
+
+    return await grade_episodes(config, catalog, [(t.label, t.record) for t in targets], judges=judges, seed=seed,
+                                rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=save)  # fmt: skip
