@@ -411,7 +411,7 @@ def grid(experiment: Experiment | dict | Path | None = None, **fields) -> Experi
     if isinstance(fields.get("profiles"), str):
         fields["profiles"] = profiles_from(fields["profiles"])
     base = as_experiment(experiment).model_dump(exclude_unset=True) if experiment is not None else {}
-    return validate(Experiment, base | fields, str(experiment) if isinstance(experiment, (str, Path)) else "grid")
+    return validate(Experiment, base | fields, str(experiment) if isinstance(experiment, (str, Path)) else "grid flags")
 
 
 def run_grid_sync(*args, **kwargs) -> str:
