@@ -16,7 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from evaluations.analysis.agreement import calibration, judge_alpha
-from evaluations.judge.evaluator import Judge, grade as grade_episode, make_evaluator
+from evaluations.judge.evaluator import Judge
+from evaluations.judge.graph import make_evaluator
 from evaluations.judge.gold import load_gold
 from evaluations.judge.rubric import CONDITIONS, load_rubric
 from simulator.conversation.catalog import Catalog, Gender, Profile, load_catalog
@@ -198,7 +199,7 @@ def _grade_all(config: Config, cat: Catalog, episodes: list[tuple[str, dict]], j
                 panel = _judges(models["evaluators"], cat, config, judges, rubric_file, seed, fidelity_judge)
                 results = []
                 for n, (label, episode) in enumerate(episodes, start=1):
-                    results.append([await grade_episode(episode, judge, cat) for judge in panel])
+                    results.append(await make_evaluator(panel, cat)(episode))  # the evaluator graph alone
                     if on_graded:
                         on_graded(n, label, results[-1])
                 return results

@@ -36,7 +36,7 @@ def register(app: typer.Typer, console) -> None:
         config_file: Annotated[Optional[Path], typer.Option("--config", help="TOML config file.")] = None,
     ) -> None:
         """Take one role yourself: the model plays the other; an empty line or Ctrl-C ends the episode."""
-        from evaluations.judge.evaluator import make_evaluator
+        from evaluations.judge.graph import make_evaluator
 
         from simulator.models.backends import endpoint
         from .app import RUN_MAX_TURNS, _catalog, _judges, _profile

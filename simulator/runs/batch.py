@@ -241,7 +241,8 @@ class Batch:
             return await self._run(models)
 
     async def _run(self, models: dict) -> tuple[str, Progress]:
-        from evaluations.judge.evaluator import Judge, make_evaluator
+        from evaluations.judge.evaluator import Judge
+        from evaluations.judge.graph import make_evaluator
         from evaluations.judge.rubric import load_rubric  # the evaluator package sits above the simulator
 
         exp, cat, config = self.experiment, self.catalog, self.config
