@@ -1,11 +1,11 @@
-"""The evaluator agent as LangGraph graphs: a panel of judges grades an episode, each judge its parts, concurrently.
+"""The evaluator agent as a LangGraph graph: a panel of judges grades an episode at once, each judge its parts at once.
 
-    evaluator:  START -Send one per judge-> judge -> collect -> END
-    judge:      START -> transitions -Send one per part-> transition (each) | flags | outcome | fidelity -> verdict -> END
+    START -Send one per judge-> transitions -Send one per part-> transition (each) | flags | outcome | fidelity
+          -> verdict (deferred: once every branch is done) -> END
 
-The runtime objects (the panel's judges and catalog) come in the run config, as the conversation graph's Context
-does, so one compiled graph grades every episode and the state stays plain data. `evaluator` is what the
-conversation graph runs after `finish`, and what `grade` and a Panel run alone.
+The runtime objects (the judges, the catalog) come in the run config (`Panel.configurable()`), as the conversation
+graph's Context does, so one compiled graph grades every episode and the state stays plain data. `evaluator` is
+what the conversation graph runs after `finish`, and what a Panel, and so `grade`, runs alone.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Annotated, TypedDict
 
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import patch_config
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send
+from langgraph.types import Command, Send
 
 from simulator.conversation.catalog import Catalog
 from simulator.conversation.prompts import text_hash
@@ -26,7 +25,8 @@ from simulator.core.errors import ModelError
 
 from .evaluator import PROMPTS, Judge, check_fidelity, find_transitions, grade_flags, grade_found, grade_outcome
 
-STEPS = ("transitions", "transition", "flags", "outcome", "fidelity")  # the order of a verdict's calls, as asked one by one
+STEPS = ("transitions", "transition", "flags", "outcome", "fidelity")  # a verdict lists its calls in this order
+PARTS = STEPS[1:]
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,18 @@ class Panel:
 
     @property
     def graph(self):
-        """The compiled evaluator subgraph, which reads this panel from config['configurable']['panel']."""
+        """The compiled evaluator graph."""
         return evaluator
+
+    def configurable(self) -> dict:
+        """What the graph reads from config['configurable'] while it grades one episode: the catalog, and the judges,
+        each with its own fail-fast model."""
+        return {"catalog": self.catalog, "judges": [replace(j, model=_Failfast(j.model)) for j in self.judges]}
 
     async def __call__(self, episode: dict, previous: list[dict] | None = None) -> list[dict]:
         """Every judge's verdict on `episode`; with `previous` (an earlier attempt's verdicts), graded ones are kept
         and only the judges whose verdict is ungraded grade again."""
-        state = await evaluator.ainvoke({"episode": episode, "previous": previous or []}, {"configurable": {"panel": self}})
+        state = await evaluator.ainvoke({"episode": episode, "previous": previous or []}, {"configurable": self.configurable()})
         return state["verdicts"]
 
 
@@ -67,7 +72,7 @@ async def grade(episode: dict, judge: Judge, catalog: Catalog) -> dict:
 
 
 class _Failfast:
-    """A judge's model for one verdict: after one call fails, later ones fail the same way without asking, since the
+    """A judge's model for one episode: after one call fails, later ones fail the same way without asking, since the
     verdict is ungraded whatever the judge's other parts answer (calls already under way still finish and count)."""
 
     def __init__(self, model):
@@ -83,141 +88,107 @@ class _Failfast:
             raise
 
 
-# One judge: the transitions first, then each part of the verdict on its own branch.
-
-
 class Part(TypedDict, total=False):
-    """One step's answer: its value, or the endpoint's error; and the calls it made either way."""
+    """One step's answer for one judge: its value, or the endpoint's error; and the calls it made either way."""
 
+    judge: int  # the judge's place in the panel
     step: str
-    n: int
+    n: int  # which transition, for the step that grades one
     value: dict
     error: str
     calls: list[dict]
 
 
-class JudgeState(TypedDict, total=False):
+class State(TypedDict, total=False):
     episode: dict  # turns, setting, persona, strategy
+    previous: list[dict]  # an earlier attempt's verdicts: the graded ones are kept
     parts: Annotated[list[Part], operator.add]
-    result: dict  # the verdict
+    verdicts: list[dict]  # every judge's, in the panel's order
 
 
-def _judge(config: RunnableConfig) -> Judge:
-    return config["configurable"]["judge"]
+def _judges(config: RunnableConfig) -> list[Judge]:
+    return config["configurable"]["judges"]
+
+
+def _kept(state: State) -> dict[int, dict]:
+    return {v["judge"]: v for v in state.get("previous") or [] if v.get("status") != "ungraded"}
+
+
+async def _assign(state: State, config: RunnableConfig) -> list[Send] | str:
+    """A branch for each judge without a graded verdict yet."""
+    kept = _kept(state)
+    sends = [Send("transitions", {"episode": state["episode"], "judge": n}) for n, j in enumerate(_judges(config)) if j.index not in kept]
+    return sends or "verdict"
 
 
 def _step(step: str, ask: Callable[..., Awaitable[dict]]):
-    """A node running one grading step, `ask(judge, episode, calls, branch)`: its answer or the endpoint's error is a Part."""
+    """A node for one judge's grading step, `ask(judge, episode, calls, branch)`: its answer or the endpoint's error is a Part."""
 
     async def node(branch: dict, config: RunnableConfig) -> dict:
-        judge, catalog, calls = _judge(config), config["configurable"]["panel"].catalog, []
+        judge, catalog, calls = _judges(config)[branch["judge"]], config["configurable"]["catalog"], []
         episode = branch["episode"]
         ep = episode | {"setting_entry": catalog.settings[episode["setting"]], "persona_entry": catalog.personas[episode["persona"]]}
-        part: Part = {"step": step, "n": branch.get("n", 0)}
+        part: Part = {"judge": branch["judge"], "step": step, "n": branch.get("n", 0)}
         try:
             part["value"] = await ask(judge, ep, calls, branch)
         except ModelError as e:  # OutputError never gets here: each step turns it into 'unscored'
             part["error"] = str(e)
         return {"parts": [part | {"calls": [c.to_dict() for c in calls]}]}
 
-    node.__name__ = step
     return node
 
 
-def _fan_out(state: JudgeState, config: RunnableConfig) -> list[Send] | str:
-    """Every part of the verdict on its own branch, once the transitions are known; none if the endpoint failed."""
-    [found] = state["parts"]
-    if "error" in found:
-        return "verdict"
-    episode = state["episode"]
-    return ([Send("transition", {"episode": episode, "n": n, "transition": t}) for n, t in enumerate(found["value"]["transitions"])]
-            + [Send(step, {"episode": episode}) for step in ("flags", "outcome")]
-            + ([Send("fidelity", {"episode": episode})] if _judge(config).fidelity_judge else []))  # fmt: skip
+async def _transitions(branch: dict, config: RunnableConfig) -> Command:
+    """One judge finds the transitions, then every part of its verdict goes on a branch of its own."""
+    update = await _find(branch, config)
+    [part] = update["parts"]
+    if "error" in part:
+        return Command(update=update, goto="verdict")
+    b = {"episode": branch["episode"], "judge": branch["judge"]}
+    return Command(update=update, goto=[Send("transition", b | {"n": n, "transition": t}) for n, t in enumerate(part["value"]["transitions"])]
+                   + [Send("flags", b), Send("outcome", b)]
+                   + ([Send("fidelity", b)] if _judges(config)[branch["judge"]].fidelity_judge else []))  # fmt: skip
 
 
-def _verdict(state: JudgeState, config: RunnableConfig) -> dict:
-    """The parts as one verdict, with every call in the order the steps are listed; 'ungraded' if the endpoint failed."""
-    judge = _judge(config)
-    parts = sorted(state["parts"], key=lambda p: (STEPS.index(p["step"]), p["n"]))
+_find = _step("transitions", lambda j, ep, calls, _: find_transitions(j, ep, calls))
+
+
+def _verdict_of(judge: Judge, parts: list[Part]) -> dict:
+    """One judge's parts as its verdict, every call in the order of STEPS; 'ungraded' if the endpoint failed."""
+    parts = sorted(parts, key=lambda p: (STEPS.index(p["step"]), p["n"]))
     verdict = {"judge": judge.index, "model": judge.model.name, "seed": judge.seed, "temperature": judge.temperature,
                "rubric_hash": judge.rubric_hash, "prompts": {p: text_hash(judge.prompts.source(p)) for p in PROMPTS}}  # fmt: skip
     calls = [c for p in parts for c in p["calls"]]
     if errors := [p["error"] for p in parts if "error" in p]:
-        return {"result": verdict | {"status": "ungraded", "error": errors[0], "unscored": [], "calls": calls}}
+        return verdict | {"status": "ungraded", "error": errors[0], "unscored": [], "calls": calls}
     found = [p["value"] for p in parts if p["step"] == "transition"]
     by = {p["step"]: p["value"] for p in parts}
     unscored = by["transitions"]["unscored"] + [
         f"turn {t['turn']} {c}: {g['reason']}" for t in found for c, g in t["conditions"].items() if g["status"] == "unscored"]
     unscored += [f"{step}: {by[step]['reason']}" for step in ("flags", "outcome") if by[step]["status"] == "unscored"]
-    return {"result": verdict | {"status": "graded", "transitions": found, "flags": by["flags"], "outcome": by["outcome"],
-                                  "fidelity": by.get("fidelity"), "unscored": unscored, "calls": calls}}  # fmt: skip
+    return verdict | {"status": "graded", "transitions": found, "flags": by["flags"], "outcome": by["outcome"],
+                      "fidelity": by.get("fidelity"), "unscored": unscored, "calls": calls}  # fmt: skip
 
 
-def build_judge():
-    """One judge's graph: find the transitions, then grade each, the flags, the outcome (and fidelity) concurrently."""
-    graph = StateGraph(JudgeState)
-    graph.add_node("transitions", _step("transitions", lambda j, ep, calls, _: find_transitions(j, ep, calls)))
+async def _verdicts(state: State, config: RunnableConfig) -> dict:
+    kept, parts = _kept(state), state.get("parts", [])
+    return {"verdicts": [kept.get(j.index) or _verdict_of(j, [p for p in parts if p["judge"] == n])
+                         for n, j in enumerate(_judges(config))]}  # fmt: skip
+
+
+def build_evaluator():
+    """The evaluator graph: each judge finds the transitions, then grades each, the flags, the outcome (and fidelity)."""
+    graph = StateGraph(State)
+    graph.add_node("transitions", _transitions, destinations=(*PARTS, "verdict"))
     graph.add_node("transition", _step("transition", lambda j, ep, calls, b: grade_found(j, ep, b["transition"], calls, b["n"])))
     graph.add_node("flags", _step("flags", lambda j, ep, calls, _: grade_flags(j, ep, calls, 1000)))
     graph.add_node("outcome", _step("outcome", lambda j, ep, calls, _: grade_outcome(j, ep, calls, 2000)))
     graph.add_node("fidelity", _step("fidelity", lambda j, ep, calls, _: check_fidelity(j, ep, calls, 3000)))
-    graph.add_node("verdict", _verdict)
-    graph.add_edge(START, "transitions")
-    graph.add_conditional_edges("transitions", _fan_out, ["transition", "flags", "outcome", "fidelity", "verdict"])
-    for step in ("transition", "flags", "outcome", "fidelity"):
-        graph.add_edge(step, "verdict")
+    graph.add_node("verdict", _verdicts, defer=True)  # once, after every judge's every branch (some judges may stop early)
+    graph.add_conditional_edges(START, _assign, ["transitions", "verdict"])
+    for part in PARTS:
+        graph.add_edge(part, "verdict")
     graph.add_edge("verdict", END)
-    return graph.compile(name="judge")
-
-
-judge = build_judge()
-
-
-# The panel: every judge at once.
-
-
-class EvaluatorState(TypedDict, total=False):
-    episode: dict  # turns, setting, persona, strategy
-    previous: list[dict]  # an earlier attempt's verdicts: the graded ones are kept
-    graded: Annotated[list[dict], operator.add]  # this attempt's verdicts
-    verdicts: list[dict]  # every judge's, in the panel's order
-
-
-def _panel(config: RunnableConfig) -> Panel:
-    return config["configurable"]["panel"]
-
-
-def _kept(state: EvaluatorState) -> dict[int, dict]:
-    return {v["judge"]: v for v in state.get("previous") or [] if v.get("status") != "ungraded"}
-
-
-def _assign(state: EvaluatorState, config: RunnableConfig) -> list[Send] | str:
-    """One branch per judge that has no graded verdict yet."""
-    kept = _kept(state)
-    sends = [Send("judge", {"episode": state["episode"], "n": n}) for n, j in enumerate(_panel(config).judges) if j.index not in kept]
-    return sends or "collect"
-
-
-async def _one_judge(branch: dict, config: RunnableConfig) -> dict:
-    """The n-th judge's verdict, from its own graph; its model fails fast after an endpoint error (see _Failfast)."""
-    j = _panel(config).judges[branch["n"]]
-    config = patch_config(config, configurable={"judge": replace(j, model=_Failfast(j.model))})
-    return {"graded": [(await judge.ainvoke({"episode": branch["episode"]}, config))["result"]]}
-
-
-def _collect(state: EvaluatorState, config: RunnableConfig) -> dict:
-    kept, graded = _kept(state), {v["judge"]: v for v in state.get("graded", [])}
-    return {"verdicts": [kept.get(j.index) or graded[j.index] for j in _panel(config).judges]}
-
-
-def build_evaluator():
-    """The panel's graph: each judge's graph on its own branch, then the verdicts in the panel's order."""
-    graph = StateGraph(EvaluatorState)
-    graph.add_node("judge", _one_judge)
-    graph.add_node("collect", _collect)
-    graph.add_conditional_edges(START, _assign, ["judge", "collect"])
-    graph.add_edge("judge", "collect")
-    graph.add_edge("collect", END)
     return graph.compile(name="evaluator")
 
 

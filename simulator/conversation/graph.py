@@ -31,10 +31,12 @@ class Scenario:
 
 class Evaluator(Protocol):
     """The evaluator slot (evaluations.judge.graph.Panel is one): its compiled subgraph ({'episode'} in, {'verdicts'}
-    out) reads the evaluator itself, e.g. its judges, from config['configurable']['panel']."""
+    out), and the config['configurable'] entries that subgraph reads while it grades one episode (e.g. its judges)."""
 
     @property
     def graph(self) -> Any: ...
+
+    def configurable(self) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ def _evaluate(evaluator):
             return {}
         s = ctx.scenario
         episode = {"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy}
-        result = await evaluator.ainvoke({"episode": episode}, patch_config(config, configurable={"panel": ctx.evaluate}))
+        result = await evaluator.ainvoke({"episode": episode}, patch_config(config, configurable=ctx.evaluate.configurable()))
         return {"verdicts": result["verdicts"]}
 
     return evaluate
