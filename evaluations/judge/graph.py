@@ -1,7 +1,7 @@
 """The evaluator agent as a LangGraph graph: a panel of judges grades an episode at once, each judge its parts at once.
 
     START -Send one per judge-> transitions -Send one per part-> transition (each) | flags | outcome | fidelity
-          -> verdict (deferred: once every branch is done) -> END
+          -> verdict -> END
 
 The runtime objects (the judges, the catalog) come in the run config (`Panel.configurable()`), as the conversation
 graph's Context does, so one compiled graph grades every episode and the state stays plain data. `evaluator` is
@@ -139,13 +139,13 @@ def _step(step: str, ask: Callable[..., Awaitable[dict]]):
 
 
 async def _transitions(branch: dict, config: RunnableConfig) -> Command:
-    """One judge finds the transitions, then every part of its verdict goes on a branch of its own."""
+    """One judge finds the transitions, then every part of its verdict goes on a branch of its own. After an endpoint
+    error the parts still run, failing at once (see _Failfast), so that every judge's branches end together."""
     update = await _find(branch, config)
     [part] = update["parts"]
-    if "error" in part:
-        return Command(update=update, goto="verdict")
     b = {"episode": branch["episode"], "judge": branch["judge"]}
-    return Command(update=update, goto=[Send("transition", b | {"n": n, "transition": t}) for n, t in enumerate(part["value"]["transitions"])]
+    found = part["value"]["transitions"] if "value" in part else []
+    return Command(update=update, goto=[Send("transition", b | {"n": n, "transition": t}) for n, t in enumerate(found)]
                    + [Send("flags", b), Send("outcome", b)]
                    + ([Send("fidelity", b)] if _judges(config)[branch["judge"]].fidelity_judge else []))  # fmt: skip
 
@@ -179,12 +179,12 @@ async def _verdicts(state: State, config: RunnableConfig) -> dict:
 def build_evaluator():
     """The evaluator graph: each judge finds the transitions, then grades each, the flags, the outcome (and fidelity)."""
     graph = StateGraph(State)
-    graph.add_node("transitions", _transitions, destinations=(*PARTS, "verdict"))
+    graph.add_node("transitions", _transitions, destinations=PARTS)
     graph.add_node("transition", _step("transition", lambda j, ep, calls, b: grade_found(j, ep, b["transition"], calls, b["n"])))
     graph.add_node("flags", _step("flags", lambda j, ep, calls, _: grade_flags(j, ep, calls, 1000)))
     graph.add_node("outcome", _step("outcome", lambda j, ep, calls, _: grade_outcome(j, ep, calls, 2000)))
     graph.add_node("fidelity", _step("fidelity", lambda j, ep, calls, _: check_fidelity(j, ep, calls, 3000)))
-    graph.add_node("verdict", _verdicts, defer=True)  # once, after every judge's every branch (some judges may stop early)
+    graph.add_node("verdict", _verdicts)  # once: every judge's branches end in the same step
     graph.add_conditional_edges(START, _assign, ["transitions", "verdict"])
     for part in PARTS:
         graph.add_edge(part, "verdict")
