@@ -138,6 +138,9 @@ def _step(step: str, ask: Callable[..., Awaitable[dict]]):
     return node
 
 
+_find = _step("transitions", lambda j, ep, calls, _: find_transitions(j, ep, calls))
+
+
 async def _transitions(branch: dict, config: RunnableConfig) -> Command:
     """One judge finds the transitions, then every part of its verdict goes on a branch of its own. After an endpoint
     error the parts still run, failing at once (see _Failfast), so that every judge's branches end together."""
@@ -148,9 +151,6 @@ async def _transitions(branch: dict, config: RunnableConfig) -> Command:
     return Command(update=update, goto=[Send("transition", b | {"n": n, "transition": t}) for n, t in enumerate(found)]
                    + [Send("flags", b), Send("outcome", b)]
                    + ([Send("fidelity", b)] if _judges(config)[branch["judge"]].fidelity_judge else []))  # fmt: skip
-
-
-_find = _step("transitions", lambda j, ep, calls, _: find_transitions(j, ep, calls))
 
 
 def _verdict_of(judge: Judge, parts: list[Part]) -> dict:
