@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from cassettes import CASSETTES, cassette, gold_judge, short_episode  # noqa: E402
 
-from evaluations.judge.evaluator import grade  # noqa: E402
+from evaluations.judge.graph import grade  # noqa: E402
 from simulator.models.local import local_server  # noqa: E402
 from simulator.models.openai_backend import async_client  # noqa: E402
 from simulator.conversation.runner import run_episode  # noqa: E402

@@ -6,7 +6,7 @@ from typing import get_args
 
 from cassettes import CASSETTES, cassette, gold_judge, short_episode
 
-from evaluations.judge.evaluator import grade
+from evaluations.judge.graph import grade
 from evaluations.judge.rubric import CONDITIONS
 from evaluations.judge.rules import citation_problem, evidence_turns, sentence_table
 from simulator.conversation.episode import EndReason, Intent, PersonaIntent

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import ScriptedModel, persona_says, practitioner_says
 
-from evaluations.judge.evaluator import Judge, grade, make_evaluator, numbered
+from evaluations.judge.evaluator import Judge, numbered
+from evaluations.judge.graph import grade, make_evaluator
 from evaluations.judge.rubric import CONDITIONS, load_rubric
 from evaluations.judge.rules import citation_problem, evidence_turns, objective_timing, sentence_table, sentences, transitions
 from simulator.conversation.prompts import Prompts
@@ -249,18 +250,19 @@ async def test_aloof_persona_at_high_interest_from_the_first_turn_is_flagged(mak
 async def test_several_judges_grade_in_the_graph_and_all_verdicts_are_kept(make_context, catalog, judge):
     p = ScriptedModel(practitioner_says("Can I get your number?", "ask"), "p")
     q = ScriptedModel(persona_says("Sure.", 5, 5, True), "q")
-    replies = []
-    for score in (3, 5):
-        replies += [{"turns": [0]}, {c: good("0.1", score) for c in CONDITIONS}, {"flags": []}, OUTCOME | {"sentence": "1.1"}]
-    j, model = judge(replies)
-    judges = [j, Judge(model, j.prompts, j.rubric, j.rubric_hash, seed=1, index=1)]
+    # the judges grade at once, so each answers from its own script (one script's order between them is undefined)
+    models = [ScriptedModel([{"turns": [0]}, {c: good("0.1", score) for c in CONDITIONS}, {"flags": []},
+                             OUTCOME | {"sentence": "1.1"}], f"judge{n}") for n, score in enumerate((3, 5))]  # fmt: skip
+    j, _ = judge([])
+    judges = [Judge(model, j.prompts, j.rubric, j.rubric_hash, seed=n, index=n) for n, model in enumerate(models)]
     ctx = make_context(p, q, evaluate=make_evaluator(judges, catalog))
     record = await run_episode(ctx, backend="scripted")
-    model.assert_used_up()
+    for model in models:
+        model.assert_used_up()
     assert [v["judge"] for v in record["verdicts"]] == [0, 1]
     assert [v["transitions"][0]["conditions"]["timing"]["score"] for v in record["verdicts"]] == [3, 5]
     assert record["usage"]["calls"] == 4 + 8  # simulation calls plus every judge call
-    assert len({r["seed"] for r in model.requests}) == 8  # judges draw with their own seeds
+    assert len({r["seed"] for m in models for r in m.requests}) == 8  # judges draw with their own seeds
 
 
 async def test_the_judged_outcome_cites_where_contact_was_given_or_is_unscored(judge, catalog):

@@ -12,7 +12,8 @@ from conftest import ScriptedModel, persona_says, practitioner_says
 from stub_server import instance
 
 import evaluations
-from evaluations.judge.evaluator import Judge, _flags_model, _grades_model, _outcome_model, _transitions_model, grade
+from evaluations.judge.evaluator import Judge, _flags_model, _grades_model, _outcome_model, _transitions_model
+from evaluations.judge.graph import grade
 from evaluations.judge.gold import load_gold
 from evaluations.judge.rubric import CONDITIONS, FLAGS, load_rubric
 from simulator.conversation.catalog import Profile

@@ -1,4 +1,5 @@
-"""The evaluator agent: grades each transition against the rubric, citing sentences of the transcript as evidence."""
+"""The judge's grading steps: find the transitions, grade each against the rubric citing sentences of the transcript as
+evidence, raise flags, read the outcome, check the persona's fidelity. graph.py runs them as a LangGraph graph."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
-from simulator.conversation.catalog import Catalog
 from simulator.conversation.episode import Exchanged
 from simulator.conversation.prompts import Prompts, text_hash
-from simulator.core.errors import ModelError, OutputError
+from simulator.core.errors import OutputError
 from simulator.models.chat import Call, ChatModel, MAX_STRING_CHARS, structured
 
 from .rubric import CONDITIONS, FLAGS, Rubric
@@ -139,7 +139,7 @@ def _unscored(reason: str) -> dict:
     return {"status": "unscored", "score": None, "reason": reason}
 
 
-async def _grade_transition(judge: Judge, ep: dict, transition: dict, calls: list[Call], k: int) -> dict:
+async def grade_transition(judge: Judge, ep: dict, transition: dict, calls: list[Call], k: int) -> dict:
     """{condition: grade}; a score citing a sentence it may not cite is re-asked, then unscored."""
     turns, results, problems, feedback = ep["turns"], {}, {}, []
     table = sentence_table(turns)
@@ -180,7 +180,7 @@ async def _grade_transition(judge: Judge, ep: dict, transition: dict, calls: lis
     return {c: results[c] for c in CONDITIONS}
 
 
-async def _flags(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
+async def grade_flags(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
     """The flags the judge raises with evidence from a practitioner turn.
 
     Each flag keeps the judge's final word on it: flags accepted in the first answer stay, and only the
@@ -215,7 +215,7 @@ async def _flags(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
     return {"status": "scored", "raised": list(raised.values()), "rejected": list(rejected.values())}
 
 
-async def _outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
+async def grade_outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
     """What was exchanged, with the stranger's sentence that gave it: evidence that does not hold is re-asked, then
     the outcome is unscored (a reading that cites nothing may be a prompt's wording copied, not the transcript's)."""
     turns, feedback = ep["turns"], []
@@ -237,10 +237,8 @@ async def _outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
     return _unscored(f"evidence rejected {judge.reasks + 1} times; last: {problem}")
 
 
-async def _fidelity_judge(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict | None:
-    """The optional judge check of whether the persona stayed in character (rules run in the graph)."""
-    if not judge.fidelity_judge:
-        return None
+async def check_fidelity(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
+    """The optional judge check (`fidelity_judge`) of whether the persona stayed in character (rules run in the graph)."""
     lines = [t["text"] for t in ep["turns"] if t["speaker"] == "persona"]
     prompt = judge.prompts.render("evaluator_fidelity", persona=ep["persona_entry"], lines=lines)
     try:
@@ -249,8 +247,8 @@ async def _fidelity_judge(judge: Judge, ep: dict, calls: list[Call], k: int) -> 
         return _unscored(str(e))
 
 
-async def _parts(judge: Judge, ep: dict, calls: list[Call]) -> dict:
-    """Transitions with their condition grades, flags, outcome and fidelity; invalid output makes a part unscored."""
+async def find_transitions(judge: Judge, ep: dict, calls: list[Call]) -> dict:
+    """The transitions, the judge's reading checked against the declared intents; an invalid answer leaves the declared ones."""
     turns, unscored, judged = ep["turns"], [], []
     practitioner = tuple(t["index"] for t in turns if t["speaker"] == "practitioner")
     try:
@@ -259,34 +257,14 @@ async def _parts(judge: Judge, ep: dict, calls: list[Call]) -> dict:
     except OutputError as e:
         unscored.append(f"transitions: {e}")
     found = transitions(turns, judged) or [{"turns": [], "turn": None, "ask_turn": None, "has_ask": False, "source": "none"}]
-    for n, transition in enumerate(found):
-        transition["conditions"] = await _grade_transition(judge, ep, transition, calls, 100 + 10 * n)
-        transition["timing_objective"] = objective_timing(turns, transition["ask_turn"]) if transition["ask_turn"] is not None else None
-        unscored += [f"turn {transition['turn']} {c}: {g['reason']}" for c, g in transition["conditions"].items() if g["status"] == "unscored"]
-    parts = {"transitions": found, "flags": await _flags(judge, ep, calls, 1000), "outcome": await _outcome(judge, ep, calls, 2000),
-             "fidelity": await _fidelity_judge(judge, ep, calls, 3000)}  # fmt: skip
-    unscored += [f"{part}: {parts[part]['reason']}" for part in ("flags", "outcome") if parts[part]["status"] == "unscored"]
-    return parts | {"unscored": unscored}
+    return {"transitions": found, "unscored": unscored}
 
 
-async def grade(episode: dict, judge: Judge, catalog: Catalog) -> dict:
-    """One judge's verdict on one episode (or gold transcript).
-
-    A part whose output stays invalid is 'unscored' with the reason: that is the judge's answer. A call
-    the endpoint fails (transport, HTTP error) makes the whole verdict 'ungraded' with the error and no
-    grades: the judge never answered, so a resumed batch grades the episode again.
-    """
-    ep = episode | {"setting_entry": catalog.settings[episode["setting"]],
-                    "persona_entry": catalog.personas[episode["persona"]]}  # fmt: skip
-    calls = []
-    verdict = {"judge": judge.index, "model": judge.model.name, "seed": judge.seed, "temperature": judge.temperature,
-               "rubric_hash": judge.rubric_hash, "prompts": {p: text_hash(judge.prompts.source(p)) for p in PROMPTS}}  # fmt: skip
-    try:
-        verdict |= {"status": "graded"} | await _parts(judge, ep, calls)
-    except ModelError as e:  # OutputError never gets here: each part turns it into 'unscored'
-        verdict |= {"status": "ungraded", "error": str(e), "unscored": []}
-    verdict["calls"] = [c.to_dict() for c in calls]
-    return verdict
+async def grade_found(judge: Judge, ep: dict, transition: dict, calls: list[Call], n: int) -> dict:
+    """The n-th transition with its condition grades and, where it has an ask, its timing against the interest curve."""
+    conditions = await grade_transition(judge, ep, transition, calls, 100 + 10 * n)
+    ask = transition["ask_turn"]
+    return transition | {"conditions": conditions, "timing_objective": objective_timing(ep["turns"], ask) if ask is not None else None}
 
 
 def judge_max_calls(max_turns: int, reasks: int, fidelity_judge: bool = False) -> int:
@@ -298,17 +276,3 @@ def judge_max_calls(max_turns: int, reasks: int, fidelity_judge: bool = False) -
     """
     attempts, transitions = reasks + 1, max(1, (max_turns + 1) // 2)
     return attempts + transitions * attempts**2 + attempts**2 + attempts + (attempts if fidelity_judge else 0)
-
-
-def make_evaluator(judges: list[Judge], catalog: Catalog):
-    """The graph's evaluator slot: every judge grades the episode in turn; all verdicts are kept.
-
-    With `previous` (an earlier attempt's verdicts), graded verdicts are kept and only the judges
-    whose verdict is ungraded grade again.
-    """
-
-    async def evaluate(episode: dict, previous: list[dict] | None = None) -> list[dict]:
-        kept = {v["judge"]: v for v in previous or [] if v.get("status") != "ungraded"}
-        return [kept.get(judge.index) or await grade(episode, judge, catalog) for judge in judges]
-
-    return evaluate

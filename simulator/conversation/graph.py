@@ -1,13 +1,13 @@
-"""The conversation as a LangGraph StateGraph: practitioner -> persona -> route -> ... -> finish."""
+"""The conversation as a LangGraph StateGraph: practitioner -> persona -> route -> ... -> finish [-> evaluate]."""
 
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypedDict
+from typing import Annotated, Any, Protocol, TypedDict
 
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import patch_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
@@ -29,6 +29,16 @@ class Scenario:
     profile: Profile = Profile()
 
 
+class Evaluator(Protocol):
+    """The evaluator slot (evaluations.judge.graph.Panel is one): its compiled subgraph ({'episode'} in, {'verdicts'}
+    out), and the config['configurable'] entries that subgraph reads while it grades one episode (e.g. its judges)."""
+
+    @property
+    def graph(self) -> Any: ...
+
+    def configurable(self) -> dict: ...
+
+
 @dataclass(frozen=True)
 class Context:
     """What the nodes need, passed in the run config so one compiled graph serves every episode."""
@@ -43,7 +53,7 @@ class Context:
     max_turns: int = 8
     reasks: int = 2
     max_tokens: int = 48
-    evaluate: Callable[[dict], Awaitable[list[dict]]] | None = None  # the evaluator slot: episode -> verdicts
+    evaluate: Evaluator | None = None  # graded after `finish` when given; the graph must be built with its .graph
     person: str | None = None  # 'practitioner' or 'persona' when a person plays that role (`nextstep play`)
 
     def call_seed(self, turn: int, k: int) -> int:
@@ -181,26 +191,38 @@ async def persona_node(state: State, config: RunnableConfig) -> dict:
 
 
 async def finish_node(state: State, config: RunnableConfig) -> dict:
-    """The outcome from the structured turns, persona-fidelity rules, and the evaluator if there is one."""
+    """The outcome from the structured turns, and persona-fidelity rules."""
     ctx, turns = _ctx(config), state.get("turns", [])
     persona = ctx.catalog.personas[ctx.scenario.persona]
     problems = fidelity_problems(turns, persona.expected_first_turn.model_dump())
-    update = {"outcome": outcome(turns, state["end"]), "fidelity": {"ok": not problems, "problems": problems}}
-    if ctx.evaluate is not None and not state.get("error") and turns:  # a person may end it before anything was said
+    return {"outcome": outcome(turns, state["end"]), "fidelity": {"ok": not problems, "problems": problems}}
+
+
+def _evaluate(evaluator):
+    """The node that runs the compiled evaluator subgraph on the finished conversation, with the Context's panel."""
+
+    async def evaluate(state: State, config: RunnableConfig) -> dict:
+        ctx, turns = _ctx(config), state.get("turns", [])
+        if ctx.evaluate is None or state.get("error") or not turns:  # a person may end it before anything was said
+            return {}
         s = ctx.scenario
-        update["verdicts"] = await ctx.evaluate({"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy})
-    return update
+        episode = {"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy}
+        result = await evaluator.ainvoke({"episode": episode}, patch_config(config, configurable=ctx.evaluate.configurable()))
+        return {"verdicts": result["verdicts"]}
+
+    return evaluate
 
 
 def _route(next_node: str):
     return lambda state: "finish" if state.get("end") else next_node
 
 
-def build_graph(checkpointer=None):
+def build_graph(checkpointer=None, evaluator=None):
     """The compiled conversation graph; pass a Context as config['configurable']['ctx'].
 
     A checkpointer (e.g. LangGraph's InMemorySaver) is what forking (`nextstep branch`) and pausing for a person
-    (`nextstep play`) need; plain runs go without.
+    (`nextstep play`) need; plain runs go without. `evaluator`, a compiled evaluator subgraph (this layer imports
+    none: the caller gives it), runs after `finish` in an `evaluate` node, grading with the Context's `evaluate`.
     """
     graph = StateGraph(State)
     graph.add_node("practitioner", practitioner_node)
@@ -209,5 +231,13 @@ def build_graph(checkpointer=None):
     graph.add_edge(START, "practitioner")
     graph.add_conditional_edges("practitioner", _route("persona"), ["persona", "finish"])
     graph.add_conditional_edges("persona", _route("practitioner"), ["practitioner", "finish"])
-    graph.add_edge("finish", END)
-    return graph.compile(checkpointer=checkpointer)
+    if evaluator is None:
+        graph.add_edge("finish", END)
+    else:
+        graph.add_node("evaluate", _evaluate(evaluator))
+        graph.add_edge("finish", "evaluate")
+        graph.add_edge("evaluate", END)
+    return graph.compile(checkpointer=checkpointer, name="conversation")
+
+
+graph = build_graph()  # for LangGraph's own tools (langgraph.json); episodes run through runner.graph()

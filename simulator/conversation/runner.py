@@ -18,19 +18,23 @@ from .graph import Context, build_graph
 from .prompts import text_hash
 
 
-@functools.lru_cache(maxsize=1)
-def graph():
-    """The compiled graph, built once per process: episodes differ only in their Context."""
-    return build_graph()
+_SAVER = InMemorySaver()
 
 
-@functools.lru_cache(maxsize=1)
-def checkpointed_graph():
+@functools.lru_cache(maxsize=None)
+def graph(evaluator=None):
+    """The compiled graph, built once per process and evaluator subgraph: episodes differ only in their Context."""
+    return build_graph(evaluator=evaluator)
+
+
+@functools.lru_cache(maxsize=None)
+def checkpointed_graph(evaluator=None):
     """The graph with LangGraph's in-process checkpointer: what forking from a prefix and pausing for a person need.
 
     In memory, not on disk: a fork point is rebuilt from the stored turns, and the store stays the one place results live.
+    One checkpointer for every evaluator, so a fork point set up without one continues with one.
     """
-    return build_graph(InMemorySaver())
+    return build_graph(_SAVER, evaluator)
 
 
 async def fork_point(prefix: list[dict], thread: str) -> dict:
@@ -108,16 +112,17 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
         "provenance": provenance(ctx, backend),
     }  # fmt: skip
     start = time.perf_counter()
-    config = {"configurable": {"ctx": ctx}, "recursion_limit": 2 * ctx.max_turns + 8}
+    config = {"configurable": {"ctx": ctx}, "recursion_limit": 2 * ctx.max_turns + 9}
+    evaluator = ctx.evaluate.graph if ctx.evaluate is not None else None
     if fork is None and ctx.person is None:
-        state = await _drive(graph(), {"turns": [], "calls": [], "end": None}, config, on_turn, None, 0)
+        state = await _drive(graph(evaluator), {"turns": [], "calls": [], "end": None}, config, on_turn, None, 0)
     elif fork is None:
         config["configurable"]["thread_id"] = record["id"]
-        state = await _drive(checkpointed_graph(), {"turns": [], "calls": [], "end": None}, config, on_turn, answer, 0)
+        state = await _drive(checkpointed_graph(evaluator), {"turns": [], "calls": [], "end": None}, config, on_turn, answer, 0)
     else:
         config["configurable"] |= fork["configurable"]
         seen = len((await checkpointed_graph().aget_state(fork)).values["turns"])
-        state = await _drive(checkpointed_graph(), None, config, on_turn, answer, seen)
+        state = await _drive(checkpointed_graph(evaluator), None, config, on_turn, answer, seen)
     error, verdicts = state.get("error"), state.get("verdicts", [])
     return record | {
         "status": "failed" if error else episode_status(verdicts),

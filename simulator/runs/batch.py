@@ -241,7 +241,8 @@ class Batch:
             return await self._run(models)
 
     async def _run(self, models: dict) -> tuple[str, Progress]:
-        from evaluations.judge.evaluator import Judge, make_evaluator
+        from evaluations.judge.evaluator import Judge
+        from evaluations.judge.graph import make_evaluator
         from evaluations.judge.panel import judge_panel
         from evaluations.judge.rubric import load_rubric
 

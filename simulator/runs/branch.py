@@ -208,7 +208,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
     The base settings (endpoint, models, prompt and persona directories) are those the parent run was made with;
     `config_flags` (Config fields) override them, as on `batch --resume`.
     """
-    from evaluations.judge.evaluator import make_evaluator
+    from evaluations.judge.graph import make_evaluator
     from evaluations.judge.panel import judge_panel
     from evaluations.judge.rubric import load_rubric
 

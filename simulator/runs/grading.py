@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluations.judge.evaluator import grade
+from evaluations.judge.graph import make_evaluator
 from evaluations.judge.panel import judge_panel
 from evaluations.judge.rubric import load_rubric
 from simulator.conversation.catalog import Catalog
@@ -70,9 +70,9 @@ async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[
         async with ep.models(config) as models:
             panel = judge_panel(models["evaluators"], Prompts(catalog.prompt_dirs), rubric, rubric_hash, judges=judges,
                                 seed=seed, reasks=config.reasks, fidelity_judge=fidelity_judge)  # fmt: skip
-            results = []
+            evaluate, results = make_evaluator(panel, catalog), []  # the evaluator graph, run alone
             for n, (label, episode) in enumerate(episodes, start=1):
-                results.append([await grade(episode, judge, catalog) for judge in panel])
+                results.append(await evaluate(episode))
                 if on_graded:
                     on_graded(n, len(episodes), label, results[-1])
             return results

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from evaluations.judge.evaluator import make_evaluator
+from evaluations.judge.graph import make_evaluator
 from evaluations.judge.panel import judge_panel
 from evaluations.judge.rubric import load_rubric
 from simulator.conversation.catalog import Catalog
