@@ -1,4 +1,4 @@
-"""Pure rules over a transcript: transitions, evidence checks, objective timing, persona fidelity."""
+"""Pure rules over a transcript: transitions, sentence citations and their checks, objective timing, verdict scores."""
 
 from __future__ import annotations
 
