@@ -12,6 +12,7 @@ from simulator.conversation.catalog import Catalog
 from simulator.conversation.episode import Exchanged
 from simulator.conversation.prompts import Prompts, text_hash
 from simulator.core.errors import ModelError, OutputError
+from simulator.core.records import Verdict
 from simulator.models.chat import Call, ChatModel, MAX_STRING_CHARS, structured
 
 from .rubric import CONDITIONS, FLAGS, Rubric
@@ -269,7 +270,7 @@ async def _parts(judge: Judge, ep: dict, calls: list[Call]) -> dict:
     return parts | {"unscored": unscored}
 
 
-async def grade(episode: dict, judge: Judge, catalog: Catalog) -> dict:
+async def grade(episode: dict, judge: Judge, catalog: Catalog) -> Verdict:
     """One judge's verdict on one episode (or gold transcript).
 
     A part whose output stays invalid is 'unscored' with the reason: that is the judge's answer. A call
@@ -285,8 +286,7 @@ async def grade(episode: dict, judge: Judge, catalog: Catalog) -> dict:
         verdict |= {"status": "graded"} | await _parts(judge, ep, calls)
     except ModelError as e:  # OutputError never gets here: each part turns it into 'unscored'
         verdict |= {"status": "ungraded", "error": str(e), "unscored": []}
-    verdict["calls"] = [c.to_dict() for c in calls]
-    return verdict
+    return Verdict.model_validate(verdict | {"calls": calls})
 
 
 def judge_max_calls(max_turns: int, reasks: int, fidelity_judge: bool = False) -> int:
@@ -307,8 +307,8 @@ def make_evaluator(judges: list[Judge], catalog: Catalog):
     whose verdict is ungraded grade again.
     """
 
-    async def evaluate(episode: dict, previous: list[dict] | None = None) -> list[dict]:
-        kept = {v["judge"]: v for v in previous or [] if v.get("status") != "ungraded"}
+    async def evaluate(episode: dict, previous: list[Verdict] | None = None) -> list[Verdict]:
+        kept = {v.judge: v for v in previous or [] if v.graded}
         return [kept.get(judge.index) or await grade(episode, judge, catalog) for judge in judges]
 
     return evaluate

@@ -24,6 +24,8 @@ from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import Prompts
 from simulator.conversation.runner import run_episode
 from simulator.core.errors import UserError
+from simulator.core.files import validate
+from simulator.core.records import Episode, Verdict
 from simulator.models.backends import endpoint
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as serve_local
@@ -115,7 +117,7 @@ def run(
     scenario = Scenario(setting, persona, strategy, profile)
     with endpoint(config, concurrency=1) as ep:  # one episode: one slot
         console.print(f"[dim]{scenario.setting} · {scenario.persona} · {scenario.strategy} · {profile.id} · seed {seed} · {ep.backend}[/]")
-        print_caution({"caution": cat.strategies[strategy].caution})
+        print_caution(cat.strategies[strategy].caution)
 
         async def go():
             async with ep.models(config) as models:
@@ -127,10 +129,10 @@ def run(
 
         record = asyncio.run(go())
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{record['id']}.json"
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    path = out / f"{record.id}.json"
+    path.write_text(record.model_dump_json(indent=2))
     print_result(record, path)
-    if record["status"] != "succeeded":
+    if record.status != "succeeded":
         raise typer.Exit(1)
 
 
@@ -141,7 +143,7 @@ def _profile(practitioner_gender: str, persona_gender: str) -> Profile:
     return Profile(practitioner_gender=practitioner_gender, persona_gender=persona_gender)
 
 
-def _grading_targets(names: list[str], db: Path) -> list[tuple[str, dict, object]]:
+def _grading_targets(names: list[str], db: Path) -> list[tuple[str, Episode, object]]:
     """(label, record, save) for each episode file, directory of them, run id or episode id in --db."""
     from simulator.storage.store import Store
 
@@ -151,35 +153,35 @@ def _grading_targets(names: list[str], db: Path) -> list[tuple[str, dict, object
         if path.exists():
             files = sorted(path.glob("*.json")) if path.is_dir() else [path]
             for f in files:
-                targets.append((str(f), _read_episode(f), lambda record, f=f: f.write_text(json.dumps(record, indent=2, ensure_ascii=False))))
+                targets.append((str(f), _read_episode(f), lambda record, f=f: f.write_text(record.model_dump_json(indent=2))))
             continue
         if not db.is_file():
             raise UserError(f"{name}: no such episode file or directory, and no database {db} to look it up in")
         with Store(db) as store:
             is_run = any(r["id"] == name for r in store.runs())
-            records = [r for r in store.episodes(name) if r["status"] != "failed"] if is_run else [store.episode(name)]
+            records = [r for r in store.episodes(name) if r.status != "failed"] if is_run else [store.episode(name)]
 
         def save(record, db=db):
             with Store(db) as store:
-                store.replace_verdicts(record["id"], record["verdicts"])
+                store.replace_verdicts(record.id, record.verdicts)
 
-        targets += [(f"{r['id']} ({r['cell'] or r['setting']})", r, save) for r in records]
+        targets += [(f"{r.id} ({r.cell or r.setting})", r, save) for r in records]
     if not targets:
         raise UserError(f"nothing to grade in {', '.join(names)}")
     return targets
 
 
-def _read_episode(path: Path) -> dict:
+def _read_episode(path: Path) -> Episode:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: not an episode JSON file ({e})") from None
     if not isinstance(record, dict) or not {"turns", "setting", "persona"} <= record.keys():
         raise UserError(f"{path}: not an episode record (needs turns, setting, persona)")
-    return record
+    return validate(Episode, record, str(path))
 
 
-def _print_alpha(verdicts_per_episode: list[list[dict]]) -> None:
+def _print_alpha(verdicts_per_episode: list[list[Verdict]]) -> None:
     alpha = judge_alpha(verdicts_per_episode)
     console.print("[bold]agreement between judges[/] (Krippendorff's alpha, ordinal): "
                   + ", ".join(f"{c} {'n/a' if a is None else f'{a:.2f}'}" for c, a in alpha.items()))
@@ -221,16 +223,15 @@ def grade(
     cat = _catalog(config)
     targets = _grading_targets(episodes, db)
 
-    def graded(n: int, label: str, verdicts: list[dict]) -> None:
+    def graded(n: int, label: str, verdicts: list[Verdict]) -> None:
         console.print(f"[dim]graded {label}[/]")
         for verdict in verdicts:
             print_verdict(verdict)
         _, record, save = targets[n - 1]
-        record["verdict_history"] = record.get("verdict_history", []) + record.get("verdicts", [])
-        record["verdicts"] = verdicts
+        record.verdict_history, record.verdicts = record.verdict_history + record.verdicts, verdicts
         save(record)
 
-    results = _grade_all(config, cat, [(label, record) for label, record, _ in targets], judges, rubric_file, seed,
+    results = _grade_all(config, cat, [(label, record.transcript()) for label, record, _ in targets], judges, rubric_file, seed,
                          fidelity_judge, graded)  # fmt: skip
     if judges > 1:
         _print_alpha(results)
@@ -285,8 +286,8 @@ def calibrate(
     cat = _catalog(config)
     items = load_gold(gold, cat)
 
-    def graded(n: int, label: str, verdicts: list[dict]) -> None:
-        unscored = sum(len(v["unscored"]) for v in verdicts)
+    def graded(n: int, label: str, verdicts: list[Verdict]) -> None:
+        unscored = sum(len(v.unscored) for v in verdicts)
         console.print(f"[dim]{n}/{len(items)} {label}: graded, {unscored} part(s) unscored[/]")
 
     verdicts = _grade_all(config, cat, [(item.id, item.episode()) for item in items], judges, rubric_file, seed,
@@ -294,7 +295,8 @@ def calibrate(
     report = calibration(items, verdicts, seed=seed)
     print_calibration(report)
     if output:
-        output.write_text(json.dumps({"report": report, "verdicts": dict(zip((i.id for i in items), verdicts))}, indent=2))
+        judged = {i.id: [v.model_dump(mode="json") for v in vs] for i, vs in zip(items, verdicts)}
+        output.write_text(json.dumps({"report": report, "verdicts": judged}, indent=2))
         console.print(f"[bold]saved[/]: {output}")
 
 
@@ -343,14 +345,14 @@ def _print_summary(run_id: str, db: Path, progress) -> None:
 
     with Store(db) as store:
         records = store.episodes(run_id)
-    for strategy, caution in sorted({r["strategy"]: r["caution"] for r in records if r.get("caution")}.items()):
+    for strategy, caution in sorted({r.strategy: r.caution for r in records if r.caution}.items()):
         console.print(f"[bold yellow]caution[/] ({escape(strategy)}): {escape(caution)}")
     console.print("[dim]failed, ungraded (a judge's endpoint failed; --resume grades them again) and out-of-character "
                   "episodes are kept but left out of rates and means; n/a: nothing scored there (no usable episode, or the "
                   "judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
     ok = frame[frame["status"] == "succeeded"]
     if len(ok) and ok["judges"].max() > 1:
-        _print_alpha([r["verdicts"] for r in records if r["status"] == "succeeded"])
+        _print_alpha([r.verdicts for r in records if r.status == "succeeded"])
     known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()]
     if len(known):
         per_episode = (known["prompt_tokens"] + known["completion_tokens"]).mean()
@@ -419,7 +421,6 @@ def batch(
     from evaluations.judge.evaluator import judge_max_calls
 
     from simulator.runs.batch import as_experiment, estimate, expand, profiles_from, run_config, run_grid, stored_run, with_config
-    from simulator.core.files import validate
 
     config_flags = {"backend": backend, "base_url": base_url, "api_key_env": api_key_env, "output_mode": output_mode,
                     "model": model, "practitioner_model": practitioner_model, "persona_model": persona_model,
@@ -488,14 +489,14 @@ def show_cmd(
         record = None if is_run else store.episode(run_or_episode)
         spec = store.run(run_or_episode)["spec"] if is_run else None
     if record is not None:
-        console.print(f"[dim]{record['id']} · {record['setting']} · {record['persona']} · {record['strategy']} · seed {record['seed']} · {record['status']}[/]")
-        print_caution(record)
-        for turn in record.get("turns", []):
+        console.print(f"[dim]{record.id} · {record.setting} · {record.persona} · {record.strategy} · seed {record.seed} · {record.status}[/]")
+        print_caution(record.caution)
+        for turn in record.turns:
             print_turn(turn)
         print_result(record, None)
         return
-    console.print(f"[bold]run {run_or_episode}[/]: {json.dumps(spec['experiment'])}")
-    console.print(f"models: {json.dumps(spec['models'])} · backend {spec['backend']}")
+    console.print(f"[bold]run {run_or_episode}[/]: {json.dumps(spec.experiment)}")
+    console.print(f"models: {json.dumps(spec.models)} · backend {spec.backend}")
     _print_summary(run_or_episode, db, None)
 
 

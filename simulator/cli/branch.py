@@ -47,13 +47,11 @@ def register(app: typer.Typer, console) -> None:
                               practitioner_model=practitioner_model, persona_model=persona_model)  # fmt: skip
         counts: dict[str, list[int]] = {}
 
-        def saved(record: dict) -> None:
-            arm = record["branch"]["arm"]
-            contact = (record.get("outcome") or {}).get("exchanged") not in (None, "none")
+        def saved(record) -> None:
+            arm, exchanged = record.branch.arm, record.outcome and record.outcome.exchanged
             k, n = counts.setdefault(arm, [0, 0])
-            counts[arm] = [k + contact, n + 1]
-            console.print(f"[dim]{record['branch']['prefix']} {arm} rep {record['rep']}: {record['status']}, "
-                          f"exchanged {(record.get('outcome') or {}).get('exchanged')}[/]")  # fmt: skip
+            counts[arm] = [k + (exchanged not in (None, "none")), n + 1]
+            console.print(f"[dim]{record.branch.prefix} {arm} rep {record.rep}: {record.status}, exchanged {exchanged}[/]")
 
         run, skipped = asyncio.run(run_branches(source, at=at, treatment=treatment, reps=reps, db=db, judges=judges,
                                                 run_id=run_id, max_turns=max_turns, concurrency=concurrency,

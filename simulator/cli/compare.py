@@ -290,7 +290,7 @@ def register(app: typer.Typer, console) -> None:
         existing(db)
         with Store(db) as store:
             run, records = store.run(run_id), store.episodes(run_id)
-        result = audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].get("catalog"))
+        result = audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
         if fmt == "json":
             return emit(result)
         print_audit(run_id, result, console)

@@ -61,9 +61,9 @@ def register(app: typer.Typer, console) -> None:
         console.print(f"[bold]you play the {role}[/] · {setting} · {escape(brief)}\n[dim]the {other} is the model; "
                       "an empty line or Ctrl-C ends the episode[/]")  # fmt: skip
 
-        def heard(turn: dict) -> None:  # what the person sees: the model's lines, never its private state
-            if turn["speaker"] == other:
-                console.print(f"[magenta]them[/]: {escape(turn['text'])}", soft_wrap=True)
+        def heard(turn) -> None:  # what the person sees: the model's lines, never its private state
+            if turn.speaker == other:
+                console.print(f"[magenta]them[/]: {escape(turn.text)}", soft_wrap=True)
 
         with endpoint(config, concurrency=1) as ep:
 
@@ -83,10 +83,10 @@ def register(app: typer.Typer, console) -> None:
             finally:
                 signal.signal(signal.SIGINT, previous)
         console.print("\n[bold]the whole episode[/], with the persona's private state and the practitioner's intent:")
-        for turn in record["turns"]:
+        for turn in record.turns:
             print_turn(turn)
         run_id = save_played(db, record, role)
         print_result(record, None)
-        console.print(f"[bold]saved[/]: episode {record['id']} in run {run_id} of {db}")
-        if record["status"] == "failed":
+        console.print(f"[bold]saved[/]: episode {record.id} in run {run_id} of {db}")
+        if record.status == "failed":
             raise typer.Exit(1)
