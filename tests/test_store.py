@@ -8,9 +8,11 @@ import sqlite3
 import pytest
 
 from simulator.core.errors import UserError
+from simulator.core.records import Episode, RunSpec, Verdict
 from simulator.storage.store import Store
 
-SPEC = {"settings": ["supermarket"], "personas": ["unsure"], "strategies": ["common_interest"], "reps": 2}
+SPEC = RunSpec(experiment={"settings": ["supermarket"], "personas": ["unsure"], "strategies": ["common_interest"], "reps": 2},
+               reasks=2)
 
 
 def call(role: str, tokens: int = 10) -> dict:
@@ -18,19 +20,19 @@ def call(role: str, tokens: int = 10) -> dict:
             "completion_tokens": 2, "latency_s": 0.5, "finish_reason": "stop", "ok": True, "error": None}  # fmt: skip
 
 
-def verdict(judge: int = 0, score: int = 3) -> dict:
+def verdict(judge: int = 0, score: int = 3) -> Verdict:
     grade = {"status": "scored", "score": score, "turn": 2, "quote": "coffee?", "reason": "asked warmly"}
-    return {
+    return Verdict.model_validate({
         "judge": judge, "model": "judge-m", "seed": 5, "temperature": 0.0, "rubric_hash": "r1", "prompts": {"evaluator_flags": "h9"},
         "unscored": ["turn 2 timing: no evidence"],
         "transitions": [{"turns": [2], "turn": 2, "ask_turn": 2, "has_ask": True, "source": "judge", "timing_objective": None,
                          "conditions": {"rapport": grade, "timing": {"status": "unscored", "score": None, "reason": "no evidence"}}}],
         "flags": {"status": "scored", "raised": [{"flag": "pushy", "turn": 2, "quote": "coffee?", "reason": "too soon"}], "rejected": []},
         "outcome": {"status": "scored"}, "fidelity": None, "calls": [call("judge", 100)],
-    }  # fmt: skip
+    })  # fmt: skip
 
 
-def record(episode_id: str, *, persona: str = "unsure", failed: bool = False, score: int = 3) -> dict:
+def record(episode_id: str, *, persona: str = "unsure", failed: bool = False, score: int = 3) -> Episode:
     """A small episode record in the runner's shape; a failed one has no outcome or verdicts."""
     base = {
         "id": episode_id, "setting": "supermarket", "persona": persona, "strategy": "common_interest",
@@ -41,9 +43,9 @@ def record(episode_id: str, *, persona: str = "unsure", failed: bool = False, sc
                        "prompt_texts": {"h1": "You are {{ x }}.", "h2": "You are {{ y }}."}, "catalog": {}, "version": "0"},
     }  # fmt: skip
     if failed:
-        return base | {"status": "failed", "error": "ModelError: endpoint down", "turns": [], "outcome": None,
-                       "fidelity": None, "verdicts": [], "calls": [call("practitioner")], "usage": None, "duration_s": 0.1}  # fmt: skip
-    return base | {
+        return Episode.model_validate(base | {"status": "failed", "error": "ModelError: endpoint down", "turns": [], "outcome": None,
+                       "fidelity": None, "verdicts": [], "calls": [call("practitioner")], "usage": None, "duration_s": 0.1})  # fmt: skip
+    return Episode.model_validate(base | {
         "status": "succeeded", "error": None,
         "turns": [{"index": 0, "speaker": "practitioner", "text": "Hi", "intent": "rapport"},
                   {"index": 1, "speaker": "persona", "text": "Hello", "interest": 3, "comfort": 3, "shares_contact": False},
@@ -53,7 +55,7 @@ def record(episode_id: str, *, persona: str = "unsure", failed: bool = False, sc
         "fidelity": {"ok": True, "problems": []}, "verdicts": [verdict(score=score)],
         "calls": [call("practitioner"), call("persona")],
         "usage": {"calls": 3, "prompt_tokens": 120, "completion_tokens": 6, "latency_s": 1.5}, "duration_s": 2.0,
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 @pytest.fixture
@@ -68,8 +70,8 @@ def count(store: Store, table: str) -> int:
 
 
 def test_round_trip(db):
-    rec = record("aaaa11112222")
-    db.save_episode("r1", "cell-a", 0, rec)
+    db.save_episode("r1", "cell-a", 0, record("aaaa11112222"))
+    rec = record("aaaa11112222").model_copy(update={"run_id": "r1", "cell": "cell-a", "rep": 0})  # the store files it
     assert db.episode("aaaa11112222") == rec
     assert db.episode("aaaa") == rec  # a unique prefix is enough
     assert db.episodes("r1") == [rec]
@@ -91,7 +93,7 @@ def test_retry_replaces_failed_attempt_and_keeps_error(db):
     assert db.done("r1") == set()
     assert db.episodes("r1", include_failed=False) == []
     db.save_episode("r1", "cell-a", 0, record("good00000001"))
-    assert [e["id"] for e in db.episodes("r1")] == ["good00000001"]
+    assert [e.id for e in db.episodes("r1")] == ["good00000001"]
     assert db.done("r1") == {("cell-a", 0)}
     errors = db.conn.execute("SELECT episode_id, error FROM errors ORDER BY id").fetchall()
     assert [tuple(e) for e in errors] == [("fail00000001", "ModelError: endpoint down"), ("fail00000002", "ModelError: endpoint down")]
@@ -126,10 +128,10 @@ def test_reopen_existing(tmp_path):
 
 
 def test_create_run_idempotent_and_conflict(db):
-    db.create_run("r1", dict(SPEC))
+    db.create_run("r1", SPEC.model_copy())
     assert db.run("r1")["spec"] == SPEC
-    with pytest.raises(UserError, match="was made with a different reps; start a new run"):
-        db.create_run("r1", SPEC | {"reps": 3})
+    with pytest.raises(UserError, match="was made with a different reasks; start a new run"):
+        db.create_run("r1", SPEC.model_copy(update={"reasks": 3}))
     with pytest.raises(UserError, match="no run 'r2'"):
         db.run("r2")
     with pytest.raises(UserError, match="no run 'r2'"):
@@ -173,8 +175,8 @@ def test_replace_verdicts_keeps_history(db):
     db.save_episode("r1", "cell-a", 0, record("aaaa00000001", score=1))
     db.replace_verdicts("aaaa", [verdict(score=4), verdict(judge=1, score=5)])
     assert [s for (s,) in db.conn.execute("SELECT score FROM scores WHERE condition = 'rapport' ORDER BY judge")] == [4, 5]
-    assert [v["judge"] for v in db.episode("aaaa00000001")["verdicts"]] == [0, 1]
-    assert db.episode("aaaa00000001")["usage"]["prompt_tokens"] == 220
+    assert [v.judge for v in db.episode("aaaa00000001").verdicts] == [0, 1]
+    assert db.episode("aaaa00000001").usage.prompt_tokens == 220
     assert count(db, "verdict_history") == 1 and count(db, "flags") == 2
     assert db.conn.execute("SELECT count(*) FROM calls WHERE judge IS NOT NULL").fetchone()[0] == 2
     db.replace_verdicts("aaaa00000001", [verdict(score=2)])
