@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sqlite3
+import threading
+import time
 
 import pytest
 
 from simulator.core.errors import UserError
 from simulator.core.records import Episode, RunSpec, Verdict
-from simulator.storage.store import Store
+from simulator.storage.store import _TABLES, SCHEMA, Store
 
 SPEC = RunSpec(experiment={"settings": ["supermarket"], "personas": ["unsure"], "strategies": ["common_interest"], "reps": 2},
                reasks=2)
@@ -164,6 +166,25 @@ def test_two_processes_lose_nothing(tmp_path):
         assert len(store.done("r1")) == 100
         assert count(store, "turns") == 300
         assert store.integrity_ok()
+
+
+def test_opening_waits_for_a_writer_on_a_file_not_yet_in_wal_mode(tmp_path):
+    """A new file is in rollback mode until a Store switches it to WAL, and that switch writes the file. SQLite refuses
+    `PRAGMA journal_mode = WAL` at once, without the busy timeout, while another connection writes to a rollback-mode
+    file, so two batches opening one new database together could fail with 'database is locked'. Here a connection
+    writes the tables in rollback mode for half a second while a Store opens the file: the Store must wait, not fail."""
+    path = tmp_path / "new.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    for statement in filter(str.strip, _TABLES.split(";")):
+        writer.execute(statement)
+    writer.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA,))
+    threading.Timer(0.5, writer.execute, ("COMMIT",)).start()
+    started = time.monotonic()
+    with Store(path) as store:
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert time.monotonic() - started >= 0.4  # it waited for the writer
+    writer.close()
 
 
 def test_integrity_ok(db):

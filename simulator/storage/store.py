@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from simulator.core.files import validation_message
 from simulator.core.records import Episode, RunSpec, Verdict, package_version
 
 SCHEMA = "nextstep/1"
+BUSY_TIMEOUT_S = 30  # how long a connection waits for another's write before it gives up
 # Columns added after databases were made: created on open when missing, so older files keep working.
 ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT"}
 SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
@@ -91,7 +93,7 @@ class Store:
         self.path = Path(path)
         # Autocommit mode: every write goes through `_tx`, which takes the write lock up front.
         # check_same_thread=False: a batch hands all its writes to one dedicated writer thread.
-        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self.conn.row_factory = sqlite3.Row
         try:
             self._open()
@@ -106,10 +108,11 @@ class Store:
             raise
 
     def _open(self) -> None:
-        self.conn.execute("PRAGMA busy_timeout = 30000")
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
         if self._schema() == "":  # checked before WAL, which would change someone else's file
             raise UserError(f"{self.path}: not a nextstep database")
-        for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON"):
+        self._wal()
+        for pragma in ("synchronous = NORMAL", "foreign_keys = ON"):
             self.conn.execute(f"PRAGMA {pragma}")
         # Check and create in one write transaction, so two processes opening a new file don't both create.
         with self._tx() as conn:
@@ -126,6 +129,23 @@ class Store:
             for column, kind in ADDED_COLUMNS.items():
                 if column not in have:
                     conn.execute(f"ALTER TABLE episodes ADD COLUMN {column} {kind}")
+
+    def _wal(self) -> None:
+        """Switch to WAL, waiting for other writers as every write here does.
+
+        A new file is in rollback mode until a Store switches it, and that switch writes the file. While another
+        connection writes to a rollback-mode file, SQLite refuses the switch at once ('database is locked') instead of
+        waiting the busy timeout, so two processes opening one new database together would fail: hence the retries.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _schema(self) -> str | None:
         """The schema named in meta: None for an empty file, '' for SQLite that is not ours."""
