@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import re
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +218,12 @@ def test_readable_with_plain_sql(tmp_path):
                            WHERE s.status = 'scored' GROUP BY e.persona ORDER BY e.persona""").fetchall()
     conn.close()
     assert rows == [("keen", 5.0), ("unsure", 3.0)]
+
+
+def test_only_the_store_runs_sql():
+    """Queries live in the store; analysis and commands call its methods (once compare read `store.conn` itself)."""
+    root = Path(__file__).resolve().parents[1]
+    sql = re.compile(r"\.conn\b|\bsqlite3\b|\.execute\(")
+    found = [f"{path.relative_to(root)}:{n}" for folder in ("simulator", "evaluations") for path in (root / folder).rglob("*.py")
+             if "storage" not in path.parts for n, line in enumerate(path.read_text().splitlines(), start=1) if sql.search(line)]
+    assert found == []
