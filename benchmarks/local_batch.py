@@ -41,13 +41,13 @@ def batch(slots: int, work: Path, output_mode: str | None, extra: list[str]) -> 
         raise SystemExit(f"batch failed ({done.returncode}): {done.stderr[-2000:]}")
     with Store(db) as store:
         episodes = store.episodes("b5")
-    calls = [c for e in episodes for c in e["calls"] + [c for v in e.get("verdicts", []) for c in v["calls"]]]
+    calls = [c.model_dump() for e in episodes for c in e.all_calls()]
     purposes = defaultdict(list)
     for c in calls:
         purposes[c["purpose"]].append(c)
     return {
         "slots": slots, "output_mode": output_mode or "llguidance", "wall_s": round(wall, 1), "episodes": len(episodes),
-        "succeeded": sum(e["status"] == "succeeded" for e in episodes),
+        "succeeded": sum(e.status == "succeeded" for e in episodes),
         "episodes_per_min": round(60 * len(episodes) / wall, 3), "calls": len(calls),
         "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
         "cached_tokens": sum(c.get("cached_tokens") or 0 for c in calls),
@@ -56,7 +56,7 @@ def batch(slots: int, work: Path, output_mode: str | None, extra: list[str]) -> 
                            "mean_latency_s": round(statistics.mean(c["latency_s"] for c in cs), 2),
                            "cut_off": sum(c["finish_reason"] == "length" for c in cs)}
                        for p, cs in sorted(purposes.items()) if p in STRUCTURED},
-        "transcripts": {f"{e['cell']}/{e['rep']}": [t["text"] for t in e["turns"]] for e in episodes},
+        "transcripts": {f"{e.cell}/{e.rep}": [t.text for t in e.turns] for e in episodes},
     }  # fmt: skip
 
 

@@ -32,6 +32,7 @@ from simulator.conversation.catalog import Catalog, load_catalog, profile_of
 from simulator.conversation.graph import Scenario
 from simulator.conversation.play import ROLES, Person
 from simulator.core.errors import UserError
+from simulator.core.records import Episode, Turn
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
 from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_grid
@@ -91,7 +92,7 @@ def catalog(config_file: Path | None = None, **config_flags) -> Catalog:
 def run_episode(setting: str = "supermarket", persona: str = "unsure", strategy: str = "common_interest", *,
                 practitioner_gender: str = "man", persona_gender: str = "woman", seed: int = 0, judges: int = 1,
                 rubric_file: Path | None = None, fidelity_judge: bool = False, on_start: Callable[[dict], None] | None = None,
-                on_turn: Callable[[dict], None] | None = None, config_file: Path | None = None, **config_flags) -> dict:
+                on_turn: Callable[[Turn], None] | None = None, config_file: Path | None = None, **config_flags) -> Episode:
     """Simulate one episode and grade it with `judges` judges; returns the episode record (a failure is in it, not raised).
 
     `on_start(about)` once the endpoint is up (`about`: the scenario, seed, backend and the strategy's caution);
@@ -103,16 +104,16 @@ def run_episode(setting: str = "supermarket", persona: str = "unsure", strategy:
                          rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_start=on_start, on_turn=on_turn))  # fmt: skip
 
 
-def save_episode(record: dict, out: Path | str = "episodes") -> Path:
+def save_episode(record: Episode, out: Path | str = "episodes") -> Path:
     """Write an episode record to `out/ID.json`; returns the file."""
-    return write_episode(record, Path(out) / f"{record['id']}.json")
+    return write_episode(record, Path(out) / f"{record.id}.json")
 
 
 def play(role: str, setting: str = "supermarket", persona: str = "unsure", strategy: str = "common_interest", *,
          practitioner_gender: str = "man", persona_gender: str = "woman", seed: int = 0, judges: int = 1,
          db: Path | str = DB, read: Callable[[str], str] = input, say: Callable[[str], None] = print,
-         on_start: Callable[[dict], None] | None = None, on_turn: Callable[[dict], None] | None = None,
-         config_file: Path | None = None, **config_flags) -> tuple[dict, str]:
+         on_start: Callable[[dict], None] | None = None, on_turn: Callable[[Turn], None] | None = None,
+         config_file: Path | None = None, **config_flags) -> tuple[Episode, str]:
     """A person plays `role` (practitioner or persona) through `read` and `say`, the model the other; the episode is
     graded and stored in run 'play-ROLE' of `db`. Returns (record, run id)."""
     if role not in ROLES:
@@ -164,7 +165,7 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
 def branch(source: str, *, at: str, strategy: str | None = None, persona: str | None = None, prompts_dir: Path | None = None,
            practitioner_model: str | None = None, persona_model: str | None = None, reps: int = 4, judges: int = 1,
            max_turns: int | None = None, base_prompts: Path | None = None, run_id: str | None = None,
-           concurrency: int | None = None, db: Path | str = DB, on_saved: Callable[[dict], None] | None = None,
+           concurrency: int | None = None, db: Path | str = DB, on_saved: Callable[[Episode], None] | None = None,
            config_file: Path | None = None, **config_flags) -> tuple[str, list[str], Treatment]:
     """Continue stored episodes (an episode id or a run id) from the turn `at`, under a change and unchanged, paired.
 
@@ -223,14 +224,14 @@ def load_run(run_id: str, db: Path | str = DB) -> dict:
         return store.run(run_id)
 
 
-def load_episodes(run_id: str, db: Path | str = DB) -> list[dict]:
+def load_episodes(run_id: str, db: Path | str = DB) -> list[Episode]:
     """A run's episode records (turns, calls, verdicts), as the store keeps them."""
     with Store(_existing(db)) as store:
         store.run(run_id)
         return store.episodes(run_id)
 
 
-def load_episode(episode_id: str, db: Path | str = DB) -> dict:
+def load_episode(episode_id: str, db: Path | str = DB) -> Episode:
     """One episode record by id, or by a unique prefix of it."""
     with Store(_existing(db)) as store:
         return store.episode(episode_id)
@@ -292,7 +293,7 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
     """Persona fidelity: does each type behave as its file says (`personas_dir`, or the shipped ones), told apart?"""
     with Store(_existing(db)) as store:
         run, records = store.run(run_id), store.episodes(run_id)
-    return audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].get("catalog"))
+    return audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
 
 
 def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None) -> str:

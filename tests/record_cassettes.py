@@ -38,16 +38,16 @@ def main() -> None:
         (CASSETTES / "episode.yaml").unlink(missing_ok=True)
         with cassette("episode", record_mode="all"):
             record = asyncio.run(recorded(url, lambda client: run_episode(short_episode(client), backend="local")))
-        print(f"episode.yaml: {record['status']}, {len(record['turns'])} turns, {record['usage']['calls']} calls")
+        print(f"episode.yaml: {record.status}, {len(record.turns)} turns, {record.usage.calls} calls")
         (CASSETTES / "verdict.yaml").unlink(missing_ok=True)
         with cassette("verdict", record_mode="all"):
             verdict = asyncio.run(recorded(url, grade_gold))
-        scored = [c for t in verdict.get("transitions", []) for c, g in t["conditions"].items() if g["status"] == "scored"]
-        print(f"verdict.yaml: {len(verdict['calls'])} calls, {verdict['status']}, {len(scored)} condition(s) scored, "
-              f"{len(verdict.get('unscored', []))} part(s) unscored")
-        if verdict["status"] != "graded" or not scored:  # tests/test_cassettes.py checks a scored grade's evidence
+        scored = [c for t in verdict.transitions for c, g in t.conditions.items() if g.status == "scored"]
+        print(f"verdict.yaml: {len(verdict.calls)} calls, {verdict.status}, {len(scored)} condition(s) scored, "
+              f"{len(verdict.unscored)} part(s) unscored")
+        if verdict.status != "graded" or not scored:  # tests/test_cassettes.py checks a scored grade's evidence
             sys.exit(f"verdict.yaml holds no scored grade, so the cassette test has no evidence to check: "
-                     f"{verdict.get('error') or verdict.get('unscored')}")
+                     f"{verdict.error or verdict.unscored}")
 
 
 if __name__ == "__main__":

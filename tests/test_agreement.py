@@ -13,15 +13,18 @@ from evaluations.analysis.agreement import calibration, judge_alpha, panel_score
 from evaluations.judge.gold import GoldItem, load_gold
 from evaluations.judge.rubric import CONDITIONS, FLAGS
 from simulator.core.errors import UserError
+from simulator.core.records import Verdict
 
 
-def verdict(scores: dict, raised=(), exchanged="number") -> dict:
+def verdict(scores: dict, raised=(), exchanged="number") -> Verdict:
     """A verdict with these scores at its transition; 'n/a' is a judge's not applicable, None an unscored grade."""
     conditions = {c: {"status": "scored", "score": s} if isinstance(s, int) else
                   {"status": "not_applicable" if s == "n/a" else "unscored", "score": None} for c, s in scores.items()}
-    return {"transitions": [{"has_ask": True, "conditions": conditions}],
-            "flags": {"status": "scored", "raised": [{"flag": f} for f in raised]},
-            "outcome": {"status": "scored", "exchanged": exchanged}}
+    return Verdict.model_validate({
+        "judge": 0, "model": "m",
+        "transitions": [{"turns": [2], "turn": 2, "ask_turn": 2, "has_ask": True, "source": "declared", "conditions": conditions}],
+        "flags": {"status": "scored", "raised": [{"flag": f} for f in raised]},
+        "outcome": {"status": "scored", "exchanged": exchanged}})
 
 
 def test_panel_takes_the_median_of_the_judges_that_scored():
@@ -95,7 +98,7 @@ def test_applicability_is_reported_apart_from_scores_and_a_judge_na_is_not_unsco
 
 
 def test_an_ungraded_verdict_is_no_vote():
-    ungraded = {"status": "ungraded", "error": "APITimeoutError: x", "calls": []}
+    ungraded = Verdict(judge=1, model="m", status="ungraded", error="APITimeoutError: x")
     items = [_item(1, {"timing": 5}, ["rude"])]
     report = calibration(items, [[verdict({"timing": 5}, ["rude"]), ungraded]])
     assert report["flags"]["rude"]["tp"] == 1  # 1 of the 1 judges that answered: a majority

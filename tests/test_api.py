@@ -92,7 +92,7 @@ def test_the_grade_command_and_the_api_give_the_same_verdicts(tmp_path):
         graded = api.grade([str(api_file)], seed=4, base_url=url)
     by_cli, by_api = json.loads(cli_file.read_text()), json.loads(api_file.read_text())
     strip = lambda verdicts: [{k: v for k, v in x.items() if k != "calls"} for x in verdicts]  # noqa: E731 (latencies differ)
-    assert strip(by_cli["verdicts"]) == strip(by_api["verdicts"]) == strip(graded["verdicts"][0])
+    assert strip(by_cli["verdicts"]) == strip(by_api["verdicts"]) == strip([v.model_dump(mode="json") for v in graded["verdicts"][0]])
     assert len(by_api["verdicts"]) == 1 and by_api["verdict_history"] == [] and graded["judge_alpha"] is None
 
 

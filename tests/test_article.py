@@ -100,14 +100,14 @@ async def test_a_negative_baseline_is_labelled_wherever_its_transcripts_are_show
     from simulator.storage.store import Store
 
     with Store(db) as store:
-        records = {r["strategy"]: r for r in store.episodes(run_id)}
-    assert records["friends_pretext"]["caution"] == caution and records["no_ask"]["caution"] is None
+        records = {r.strategy: r for r in store.episodes(run_id)}
+    assert records["friends_pretext"].caution == caution and records["no_ask"].caution is None
     html = render_report(run_id, db)
     assert html.count("not advice") == 2  # under the strategy table, and on its one transcript
     runner = CliRunner()
-    shown = runner.invoke(app, ["show", records["friends_pretext"]["id"], "--db", str(db)])
+    shown = runner.invoke(app, ["show", records["friends_pretext"].id, "--db", str(db)])
     assert shown.exit_code == 0 and "not advice" in shown.output
-    assert "not advice" not in runner.invoke(app, ["show", records["no_ask"]["id"], "--db", str(db)]).output
+    assert "not advice" not in runner.invoke(app, ["show", records["no_ask"].id, "--db", str(db)]).output
     assert "not advice" in runner.invoke(app, ["show", run_id, "--db", str(db)]).output
     assert "not advice" in runner.invoke(app, ["catalog"]).output.replace("\n", " ")
 
@@ -166,7 +166,7 @@ async def _run(make_context, p, q, setting="workplace", persona="aloof", strateg
     ctx = make_context(p, q, scenario=Scenario(setting, persona, strategy, Profile()), **options)
     record = await run_episode(ctx, backend="scripted")
     p.assert_used_up(), q.assert_used_up()
-    assert record["status"] == "succeeded", record["error"]
+    assert record.status == "succeeded", record.error
     return record
 
 
@@ -196,8 +196,8 @@ async def test_a_spoken_no_is_not_an_exchange_however_warm_the_state(make_contex
         (practitioner_says("No worries at all.", "accept_no"), persona_says("Thanks.", 8, 8)),
     )
     record = await _run(make_context, p, q)
-    assert record["outcome"]["end_reason"] == "refused" and record["outcome"]["exchanged"] == "none"
-    assert record["turns"][1]["shares_contact"] is False and record["turns"][1]["intent"] == "decline"
+    assert record.outcome.end_reason == "refused" and record.outcome.exchanged == "none"
+    assert record.turns[1].shares_contact is False and record.turns[1].intent == "decline"
 
 
 async def test_the_persona_can_leave(make_context):
@@ -205,7 +205,7 @@ async def test_the_persona_can_leave(make_context):
         (practitioner_says("Do you climb?", "small_talk"), persona_says("Sometimes. I'm going back to my desk now.", 3, 2, intent="leave")),
     )
     record = await _run(make_context, p, q)
-    assert (record["outcome"]["end_reason"], record["outcome"]["ended_by"]) == ("left", "persona")
+    assert (record.outcome.end_reason, record.outcome.ended_by) == ("left", "persona")
 
 
 async def test_asking_again_after_a_soft_no_is_counted(make_context):
@@ -214,7 +214,7 @@ async def test_asking_again_after_a_soft_no_is_counted(make_context):
         (practitioner_says("Come on, just your number.", "ask"), persona_says("I should go.", 3, 2, intent="leave")),
     )
     record = await _run(make_context, p, q, persona="unsure")
-    assert record["outcome"]["asks_after_no"] == 1 and record["outcome"]["end_reason"] == "left"
+    assert record.outcome.asks_after_no == 1 and record.outcome.end_reason == "left"
 
 
 async def test_turn_back_parts_then_turns_back_and_asks_for_email(make_context, catalog):
@@ -226,13 +226,13 @@ async def test_turn_back_parts_then_turns_back_and_asks_for_email(make_context, 
          persona_says("It's nadia at the company domain.", 6, 3, shares=True)),
     )
     record = await _run(make_context, p, q, strategy="turn_back", max_turns=2)  # the parting may pass the limit by one round
-    parting = record["turns"][4]
-    assert parting["phase"] == "parting" and "phase" not in record["turns"][2]
+    parting = record.turns[4]
+    assert parting.phase == "parting" and record.turns[2].phase is None
     systems = [r["messages"][0]["content"] for r in p.requests if r["schema"] is None]
     assert catalog.strategies["turn_back"].parting in systems[2] and catalog.strategies["turn_back"].parting not in systems[1]
     assert "email" in catalog.strategies["turn_back"].parting
-    o = record["outcome"]
-    assert (o["end_reason"], o["exchanged"], o["turned_back"], o["first_ask_turn"]) == ("exchanged", "email", True, 4)
+    o = record.outcome
+    assert (o.end_reason, o.exchanged, o.turned_back, o.first_ask_turn) == ("exchanged", "email", True, 4)
 
 
 async def test_the_persona_leaving_also_opens_the_parting_and_it_comes_once(make_context):
@@ -241,14 +241,14 @@ async def test_the_persona_leaving_also_opens_the_parting_and_it_comes_once(make
         (practitioner_says("Before you go - do you have email?", "ask"), persona_says("Not for this, sorry. Bye.", 4, 2, intent="leave")),
     )
     record = await _run(make_context, p, q, strategy="turn_back")
-    assert [t.get("phase") for t in record["turns"]] == [None, None, "parting", None]
-    assert (record["outcome"]["end_reason"], record["outcome"]["turned_back"]) == ("left", True)
+    assert [t.phase for t in record.turns] == [None, None, "parting", None]
+    assert (record.outcome.end_reason, record.outcome.turned_back) == ("left", True)
 
 
 async def test_without_a_parting_line_a_goodbye_ends_it(make_context):
     p, q = _scripted((practitioner_says("Enjoy your day!", "goodbye"), persona_says("You too.")))
     record = await _run(make_context, p, q, strategy="no_ask")
-    assert record["outcome"]["end_reason"] == "goodbye" and len(record["turns"]) == 2
+    assert record.outcome.end_reason == "goodbye" and len(record.turns) == 2
 
 
 # --- no worked examples, and no output repeating a prompt's wording (point 10) ----------------------
@@ -296,12 +296,15 @@ def test_a_social_handle_is_not_contact_and_the_next_meeting_is_a_headline():
 
     from evaluations.analysis.compare import group_stats
     from evaluations.analysis.frame import episode_row, summary
+    from simulator.core.records import Episode
 
     def record(i, exchanged, meetings):
-        verdicts = [{"status": "graded", "transitions": [], "flags": {"raised": []},
-                     "outcome": {"status": "scored", "exchanged": exchanged, "next_meeting": m}} for m in meetings]
-        return {"id": f"e{i}", "setting": "bar_club", "persona": "friendly", "strategy": "social_media", "status": "succeeded",
-                "fidelity": {"ok": True}, "turns": [], "verdicts": verdicts, "outcome": {"exchanged": exchanged}}
+        verdicts = [{"judge": j, "model": "m", "status": "graded", "transitions": [], "flags": {"status": "scored", "raised": []},
+                     "outcome": {"status": "scored", "exchanged": exchanged, "next_meeting": m}} for j, m in enumerate(meetings)]
+        return Episode.model_validate({
+            "id": f"e{i}", "setting": "bar_club", "persona": "friendly", "strategy": "social_media", "status": "succeeded",
+            "fidelity": {"ok": True}, "turns": [], "verdicts": verdicts,
+            "outcome": {"exchanged": exchanged, "asked": True, "end_reason": "exchanged", "ended_by": "persona"}})
 
     rows = [episode_row(r) for r in (record(0, "social_handle", [False]), record(1, "number", [True, True, False]),
                                      record(2, "email", [False, False, True]), record(3, "none", []))]

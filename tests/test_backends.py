@@ -10,6 +10,7 @@ from stub_server import StubServer
 from evaluations.analysis.frame import faithful
 from simulator.conversation.episode import PersonaState
 from simulator.core.errors import ModelError
+from simulator.core.records import Episode
 from simulator.models.local import exit_message
 from simulator.models.openai_backend import MAX_STRING_CHARS, OpenAIChatModel, bounded
 
@@ -57,10 +58,15 @@ async def test_endpoint_errors_become_model_errors(client):
 
 
 def test_fidelity_counts_rules_and_judges():
-    assert faithful({"fidelity": {"ok": True}, "verdicts": [{"fidelity": None}]}) is True
-    assert faithful({"fidelity": {"ok": False}, "verdicts": []}) is False
-    assert faithful({"fidelity": {"ok": True}, "verdicts": [{"fidelity": {"in_character": False}}]}) is False
-    assert faithful({"verdicts": []}) is None
+    def episode(**fields) -> Episode:
+        return Episode.model_validate({"id": "e", "setting": "bar_club", "persona": "aloof", "strategy": "turn_back",
+                                       "status": "succeeded", **fields})  # fmt: skip
+
+    judged = {"judge": 0, "model": "m", "fidelity": {"status": "scored", "in_character": False}}
+    assert faithful(episode(fidelity={"ok": True}, verdicts=[{"judge": 0, "model": "m", "fidelity": None}])) is True
+    assert faithful(episode(fidelity={"ok": False}, verdicts=[])) is False
+    assert faithful(episode(fidelity={"ok": True}, verdicts=[judged])) is False
+    assert faithful(episode(verdicts=[])) is None
 
 
 def test_a_dead_engine_is_named_by_its_signal_in_words():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -17,6 +16,7 @@ from stub_server import StubServer
 from evaluations.analysis.frame import export, load_run, summary
 from simulator.conversation.catalog import Profile
 from simulator.core.errors import UserError
+from simulator.core.records import Episode
 from simulator.models.openai_backend import RetryPolicy
 from simulator.runs.batch import Experiment, cell_seed, expand, run_grid
 from simulator.storage.store import Store
@@ -86,11 +86,11 @@ def test_resume_after_sigkill_yields_exactly_the_grid(tmp_path):
     with Store(db) as store:
         assert store.integrity_ok()
         episodes = store.episodes("crash")
-    keys = [(e["cell"], e["rep"]) for e in episodes]
+    keys = [(e.cell, e.rep) for e in episodes]
     expected = {(c.key, c.rep) for c in expand(Experiment(personas=["friendly", "aloof", "unsure"], strategies=[
         "turn_back", "common_interest", "high_point_exit", "work_need", "friends_pretext", "social_media", "no_ask"], reps=2))}
     assert len(keys) == len(set(keys)) == 42 and set(keys) == expected
-    assert {e["status"] for e in episodes} == {"succeeded"}
+    assert {e.status for e in episodes} == {"succeeded"}
 
 
 async def test_export_round_trips(tmp_path):
@@ -103,7 +103,7 @@ async def test_export_round_trips(tmp_path):
     assert {"practitioner", "persona", "evaluator_transition", "rubric"} <= texts.keys()  # provenance: the texts hashed
     assert "agenda_clarity" in texts["rubric"]
     export(run_id, db, "jsonl", tmp_path / "e.jsonl")
-    assert [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()] == records
+    assert [Episode.model_validate_json(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()] == records
     frame = load_run(run_id, db)
     export(run_id, db, "parquet", tmp_path / "e.parquet")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "e.parquet"), frame)
@@ -138,10 +138,10 @@ async def test_an_episode_whose_judge_endpoint_failed_is_graded_again_on_resume_
     with StubServer(fault=lambda n, body: "reset" if _judge_call(body) else None) as url:  # every judge call dropped
         run_id = await run_grid(grid, db=db, base_url=url)
     with Store(db) as store:
-        before = {e["id"]: e for e in store.episodes(run_id)}
+        before = {e.id: e for e in store.episodes(run_id)}
         assert store.done(run_id) == set() and len(store.ungraded(run_id)) == 2
-    assert {e["status"] for e in before.values()} == {"ungraded"}
-    assert all(e["error"].startswith("judge 0: APIConnectionError") and e["turns"] for e in before.values())
+    assert {e.status for e in before.values()} == {"ungraded"}
+    assert all(e.error.startswith("judge 0: APIConnectionError") and e.turns for e in before.values())
     frame = load_run(run_id, db)
     assert frame[["agenda_clarity", "judged_exchanged"]].isna().all().all()  # no judge column from an ungraded episode
     assert [(r["ungraded"], r["failed"], r["n"]) for r in summary(frame)] == [(1, 0, 0), (1, 0, 0)]
@@ -151,13 +151,13 @@ async def test_an_episode_whose_judge_endpoint_failed_is_graded_again_on_resume_
         await run_grid(resume=run_id, db=db, base_url=url)
     assert resumed.requests and all(_judge_call(body) for body in resumed.requests)  # graded again, never re-simulated
     with Store(db) as store:
-        after = {e["id"]: e for e in store.episodes(run_id)}
+        after = {e.id: e for e in store.episodes(run_id)}
         history = store.conn.execute("SELECT count(*) FROM verdict_history").fetchone()[0]
     assert after.keys() == before.keys() and history == 2  # the same episodes; the ungraded verdicts kept as history
     for eid, episode in after.items():
-        assert episode["status"] == "succeeded" and episode["error"] is None
-        assert episode["turns"] == before[eid]["turns"] and episode["calls"] == before[eid]["calls"]
-        assert [v["status"] for v in episode["verdicts"]] == ["graded"]
+        assert episode.status == "succeeded" and episode.error is None
+        assert episode.turns == before[eid].turns and episode.calls == before[eid].calls
+        assert [v.status for v in episode.verdicts] == ["graded"]
     assert [r["ungraded"] for r in summary(load_run(run_id, db))] == [0, 0]
 
 
@@ -182,9 +182,9 @@ def test_cli_batch_runs_show_grade_export(tmp_path):
     with Store(tmp_path / "n.db") as store:
         episode = store.episodes("r1")[0]
         history = store.conn.execute("SELECT count(*) FROM verdict_history").fetchone()[0]
-    assert len(episode["verdicts"]) == 2 and history == 2  # one old verdict per episode kept
-    shown = nextstep("show", episode["id"][:8], "--db", db)
-    assert shown.returncode == 0 and episode["turns"][0]["text"][:20] in shown.stdout
+    assert len(episode.verdicts) == 2 and history == 2  # one old verdict per episode kept
+    shown = nextstep("show", episode.id[:8], "--db", db)
+    assert shown.returncode == 0 and episode.turns[0].text[:20] in shown.stdout
     out = tmp_path / "r1.csv"
     assert nextstep("export", "r1", "--format", "csv", "-o", str(out), "--db", db).returncode == 0
     assert len(pd.read_csv(out)) == 2

@@ -14,17 +14,18 @@ from test_cli import assert_one_line_error, nextstep
 
 from simulator.conversation.runner import fork_point, run_episode
 from simulator.core.errors import UserError
+from simulator.core.records import Episode, RunSpec, Turn
 from simulator.runs.branch import fork_turn
 from simulator.storage.store import ADDED_COLUMNS, Store
 
-TURNS = [
+TURNS = [Turn.model_validate(t) for t in [
     {"index": 0, "speaker": "practitioner", "text": "Hi.", "intent": "small_talk"},
     {"index": 1, "speaker": "persona", "text": "Hello.", "interest": 4, "comfort": 5, "shares_contact": False},
     {"index": 2, "speaker": "practitioner", "text": "Nice day.", "intent": "small_talk"},
     {"index": 3, "speaker": "persona", "text": "It is!", "interest": 7, "comfort": 6, "shares_contact": False},
     {"index": 4, "speaker": "practitioner", "text": "Swap numbers?", "intent": "ask"},
     {"index": 5, "speaker": "persona", "text": "Sure.", "interest": 6, "comfort": 6, "shares_contact": True},
-]
+]]
 
 
 def test_fork_turn_resolves_index_first_ask_and_peak():
@@ -59,10 +60,10 @@ async def test_continuations_fork_from_one_checkpoint_with_the_prefix_kept_exact
     for record, p, q in ((a, p1, q1), (b, p2, q2)):
         p.assert_used_up()
         q.assert_used_up()
-        assert record["turns"][:3] == TURNS[:3]  # the prefix exactly, private states included
-        assert [t["index"] for t in record["turns"]] == [0, 1, 2, 3, 4, 5]
-        assert record["outcome"]["end_reason"] == "exchanged"
-        assert len(record["calls"]) == 6  # only the continuation's own calls
+        assert record.turns[:3] == TURNS[:3]  # the prefix exactly, private states included
+        assert [t.index for t in record.turns] == [0, 1, 2, 3, 4, 5]
+        assert record.outcome.end_reason == "exchanged"
+        assert len(record.calls) == 6  # only the continuation's own calls
     # the persona continued from the prefix: its first request carried the kept lines, seen from its side
     history = q1.requests[0]["messages"][1:]
     assert [m["content"] for m in history] == ["Hi.", "Hello.", "Nice day."]
@@ -73,10 +74,10 @@ def _parent_db(tmp_path, turns=TURNS):
     """A database with one stored episode of the given turns, in run 'base'."""
     db = tmp_path / "n.db"
     with Store(db) as store:
-        store.create_run("base", {"experiment": {}})
-        store.save_episode("base", "supermarket/unsure/common_interest/man-woman", 0, {
-            "id": "parent000001", "setting": "supermarket", "persona": "unsure", "strategy": "common_interest",
-            "seed": 5, "status": "succeeded", "turns": turns, "calls": [], "verdicts": [], "run_id": "base"})  # fmt: skip
+        store.create_run("base", RunSpec(experiment={}))
+        store.save_episode("base", "supermarket/unsure/common_interest/man-woman", 0, Episode(
+            id="parent000001", setting="supermarket", persona="unsure", strategy="common_interest", seed=5,
+            status="succeeded", turns=turns, run_id="base"))  # fmt: skip
     return db
 
 
@@ -98,7 +99,7 @@ def test_old_databases_open_and_gain_the_link_columns(tmp_path):
         for column in ADDED_COLUMNS:
             conn.execute(f"ALTER TABLE episodes DROP COLUMN {column}")
     with Store(db) as store:
-        assert store.episode("parent000001")["turns"] == TURNS
+        assert store.episode("parent000001").turns == TURNS
         have = {row[1] for row in store.conn.execute("PRAGMA table_info(episodes)")}
         assert set(ADDED_COLUMNS) <= have
 
@@ -119,24 +120,24 @@ def test_branch_run_end_to_end_on_the_stub(tmp_path):
         again = nextstep("branch", "base", "--at", "2", "--strategy", "high_point_exit", "--reps", "2", *common)
         assert re.search(r"branch run (branch-\w+)", again.stdout).group(1) == run and "continuations this session" not in again.stdout
     with Store(db) as store:
-        parents = {r["id"]: r for r in store.episodes("base")}
-        forked = [p for p in parents.values() if len(p["turns"]) > 2]
+        parents = {r.id: r for r in store.episodes("base")}
+        forked = [p for p in parents.values() if len(p.turns) > 2]
         records = store.episodes(run)
         links = store.conn.execute("SELECT id, parent_id, fork_turn, arm FROM episodes WHERE run_id = ?", (run,)).fetchall()
     assert len(records) == len(forked) * 2 * 2 and forked  # every forkable parent, 2 reps, 2 arms; run again adds nothing
     for r in records:
-        parent, b = parents[r["branch"]["parent"]], r["branch"]
-        assert r["turns"][:2] == parent["turns"][:2] and b["at"] == 2  # the identical prefix
-        assert r["strategy"] == ("high_point_exit" if b["arm"] == "treatment" else parent["strategy"])
-        assert r["status"] == "succeeded" and len(r["verdicts"]) == 1  # graded like any other
-    seeds = {(r["branch"]["prefix"], r["rep"], r["branch"]["arm"]): r["seed"] for r in records}
+        parent, b = parents[r.branch.parent], r.branch
+        assert r.turns[:2] == parent.turns[:2] and b.at == 2  # the identical prefix
+        assert r.strategy == ("high_point_exit" if b.arm == "treatment" else parent.strategy)
+        assert r.status == "succeeded" and len(r.verdicts) == 1  # graded like any other
+    seeds = {(r.branch.prefix, r.rep, r.branch.arm): r.seed for r in records}
     assert all(seeds[(p, k, "control")] == seeds[(p, k, "treatment")] for p, k, _ in seeds)
     assert {(row["parent_id"], row["fork_turn"], row["arm"]) for row in links} == {
-        (p, 2, arm) for p in (r["id"] for r in forked) for arm in ("control", "strategy=high_point_exit")}
+        (p, 2, arm) for p in (r.id for r in forked) for arm in ("control", "strategy=high_point_exit")}
     c = json.loads(nextstep("compare", run, "--db", str(db), "--format", "json", "--include-unfaithful").stdout)
     assert c["pairing"]["paired"] == len(forked) * 2
     assert c["tests"]["contact"]["test"] == "exact mcnemar" and c["tests"]["timing"]["test"].startswith("wilcoxon")
-    assert {p["persona"] for p in c["personas"]} == {parents[r["branch"]["parent"]]["persona"] for r in records}
+    assert {p["persona"] for p in c["personas"]} == {parents[r.branch.parent].persona for r in records}
     text = nextstep("compare", run, "--db", str(db)).stdout
     assert "treatment" in text and "control" in text
     html = nextstep("report", run, "--db", str(db), "-o", str(tmp_path / "r.html"))

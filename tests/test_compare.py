@@ -21,6 +21,7 @@ from evaluations.analysis.stats import (bootstrap_ci, holm, mcnemar, paired_boot
                                wilcoxon_paired, wilson_ci)
 import simulator.cli.compare as compare_cli
 from simulator.core.errors import UserError
+from simulator.core.records import RunSpec
 from simulator.runs.batch import run_grid
 
 IDS = itertools.count()
@@ -111,10 +112,10 @@ def test_include_unfaithful_keeps_fidelity_flagged_episodes():
 
 
 def run_dict(run_id, *, practitioner="abc", model="m1", seed=0):
-    return {"id": run_id, "version": "0.1.0", "spec": {
-        "experiment": {"seed": seed, "reps": 6}, "backend": "openai-compatible", "reasks": 2, "catalog": {},
-        "models": {"practitioner": model, "persona": "m1", "evaluators": ["m1"]},
-        "prompts": {"practitioner": practitioner, "persona": "p1"}, "rubric_hash": "r1"}}  # fmt: skip
+    return {"id": run_id, "version": "0.1.0", "spec": RunSpec(
+        experiment={"seed": seed, "reps": 6}, backend="openai-compatible", reasks=2, catalog={},
+        models={"practitioner": model, "persona": "m1", "evaluators": ["m1"]},
+        prompts={"practitioner": practitioner, "persona": "p1"}, rubric_hash="r1")}  # fmt: skip
 
 
 def paired_frames():
@@ -232,7 +233,7 @@ def analyses_in_the_cli(runner, app, console, db, a, b):
     assert as_json("plan", a, "--contact-change", "0.2") == json.loads(json.dumps(plan(load_run(a, db), contact_change=0.2)))
     with Store(db) as store:
         records, spec = store.episodes(a), store.run(a)["spec"]
-    assert as_json("personas", a) == audit(records, load_catalog().personas, run_catalog=spec["catalog"])
+    assert as_json("personas", a) == audit(records, load_catalog().personas, run_catalog=spec.catalog)
 
     for args, title in ((["compare", a], "where the variance comes from"), (["compare", a, b], "what these pairs could detect"),
                         (["plan", a], "reps per cell"), (["personas", a], "are the types told apart")):

@@ -12,6 +12,7 @@ from evaluations.judge.rules import citation_problem, evidence_turns, objective_
 from simulator.conversation.prompts import Prompts
 from simulator.conversation.runner import run_episode
 from simulator.core.errors import ModelError
+from simulator.core.records import Flags, Grade, Verdict
 
 TURNS = [
     {"index": 0, "speaker": "practitioner", "text": "These peaches smell amazing.", "intent": "small_talk"},
@@ -84,14 +85,14 @@ async def test_a_clean_verdict(judge, catalog):
     j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, OUTCOME])
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
-    [t] = verdict["transitions"]
-    assert (t["turns"], t["ask_turn"], t["source"]) == ([2, 4], 4, "both")  # bridge declared, ask declared and judged
-    assert {c: g["score"] for c, g in t["conditions"].items()} == {c: 4 for c in CONDITIONS}
-    assert t["conditions"]["timing"] == {"sentence": "4.2", "turn": 4, "quote": ASK, "reason": "Clear and friendly.",
+    [t] = verdict.transitions
+    assert (t.turns, t.ask_turn, t.source) == ([2, 4], 4, "both")  # bridge declared, ask declared and judged
+    assert {c: g.score for c, g in t.conditions.items()} == {c: 4 for c in CONDITIONS}
+    assert t.conditions["timing"].model_dump() == {"sentence": "4.2", "turn": 4, "quote": ASK, "reason": "Clear and friendly.",
                                          "score": 4, "status": "scored"}  # the cited sentence's own text is stored
-    assert verdict["status"] == "graded" and verdict["unscored"] == [] and verdict["outcome"]["exchanged"] == "number"
-    assert verdict["outcome"]["final_interest"] == 6
-    assert t["timing_objective"] == {"ask_turn": 4, "peak_turn": 3, "turns_from_peak": 1, "interest_at_ask": 7,
+    assert verdict.status == "graded" and verdict.unscored == [] and verdict.outcome.exchanged == "number"
+    assert verdict.outcome.final_interest == 6
+    assert t.timing_objective.model_dump() == {"ask_turn": 4, "peak_turn": 3, "turns_from_peak": 1, "interest_at_ask": 7,
                                      "peak_interest": 7, "gap_to_peak": 0}
     schema = model.requests[1]["schema"]  # the schema lets each condition cite only the sentences it may cite
     assert sentence_enum(schema, "timing") == ["2.1", "4.1", "4.2"]
@@ -106,7 +107,7 @@ async def test_a_citation_outside_the_transition_is_reasked_for_that_condition_o
     reask = model.requests[2]["messages"][-1]["content"]
     assert "timing: sentence 3.2 is not from turns 2, 4" in reask
     assert set(model.requests[2]["schema"]["properties"]) == {"timing"}  # only the rejected condition is asked again
-    assert verdict["transitions"][0]["conditions"]["timing"] == {
+    assert verdict.transitions[0].conditions["timing"].model_dump() == {
         "sentence": "4.2", "turn": 4, "quote": ASK, "reason": "Clear and friendly.", "score": 5, "status": "scored"}
 
 
@@ -115,10 +116,9 @@ async def test_persistently_bad_evidence_is_unscored_never_a_number(judge, catal
     j, model = judge([{"turns": [4]}, all_good(congruence=bad), {"congruence": bad}, {"congruence": bad}, {"flags": []}, OUTCOME])
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
-    grade_ = verdict["transitions"][0]["conditions"]["congruence"]
-    assert grade_ == {"status": "unscored", "score": None,
-                      "reason": "evidence rejected 3 times; last: there is no sentence 9.1"}
-    assert verdict["unscored"] == [f"turn 2 congruence: {grade_['reason']}"]
+    grade_ = verdict.transitions[0].conditions["congruence"]
+    assert grade_ == Grade(status="unscored", score=None, reason="evidence rejected 3 times; last: there is no sentence 9.1")
+    assert verdict.unscored == [f"turn 2 congruence: {grade_.reason}"]
 
 
 async def test_a_score_without_a_citation_is_rejected(judge, catalog):
@@ -127,15 +127,15 @@ async def test_a_score_without_a_citation_is_rejected(judge, catalog):
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
     assert "genuine_interest: a score needs the id of the sentence it rests on" in model.requests[2]["messages"][-1]["content"]
-    assert verdict["transitions"][0]["conditions"]["genuine_interest"]["quote"] == TURNS[2]["text"]
+    assert verdict.transitions[0].conditions["genuine_interest"].quote == TURNS[2]["text"]
 
 
 async def test_null_score_means_not_applicable(judge, catalog):
     j, _ = judge([{"turns": []}, all_good(setting_fit={"sentence": None, "reason": "n/a", "score": None}), {"flags": []}, OUTCOME])
     verdict = await grade(EPISODE, j, catalog)
-    assert verdict["transitions"][0]["conditions"]["setting_fit"] == {
+    assert verdict.transitions[0].conditions["setting_fit"].model_dump() == {
         "sentence": None, "turn": None, "quote": None, "reason": "n/a", "score": None, "status": "not_applicable"}
-    assert verdict["unscored"] == []
+    assert verdict.unscored == []
 
 
 async def test_a_condition_that_always_applies_cannot_be_null(judge, catalog):
@@ -145,18 +145,18 @@ async def test_a_condition_that_always_applies_cannot_be_null(judge, catalog):
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
     assert "timing always applies" in model.requests[2]["messages"][-1]["content"]
-    assert verdict["transitions"][0]["conditions"]["timing"]["score"] == 1
+    assert verdict.transitions[0].conditions["timing"].score == 1
 
 
 async def test_unparseable_output_makes_parts_unscored_with_reasons(judge, catalog):
     j, model = judge(["nope"] * 3 + ["{"] * 3 + ["[]"] * 3 + ["{}"] * 3, reasks=2)
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
-    assert verdict["status"] == "graded"  # the judge answered: unusable answers are its verdict, not a missing one
-    assert verdict["unscored"][0].startswith("transitions: evaluator transitions: invalid output after 3 attempts")
-    conditions = verdict["transitions"][0]["conditions"]  # declared intents still locate the transition
-    assert all(g["status"] == "unscored" and g["score"] is None for g in conditions.values())
-    assert verdict["flags"]["status"] == "unscored" and verdict["outcome"]["status"] == "unscored"
+    assert verdict.status == "graded"  # the judge answered: unusable answers are its verdict, not a missing one
+    assert verdict.unscored[0].startswith("transitions: evaluator transitions: invalid output after 3 attempts")
+    conditions = verdict.transitions[0].conditions  # declared intents still locate the transition
+    assert all(g.status == "unscored" and g.score is None for g in conditions.values())
+    assert verdict.flags.status == "unscored" and verdict.outcome.status == "unscored"
 
 
 @pytest.mark.parametrize("failing_call", [0, 1, 2, 3])  # transitions, conditions, flags, outcome
@@ -165,19 +165,19 @@ async def test_an_endpoint_failure_leaves_the_verdict_ungraded_not_unscored(judg
     j, model = judge(replies)
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
-    assert verdict["status"] == "ungraded" and verdict["error"] == "APIConnectionError: reset"
-    assert "transitions" not in verdict and "flags" not in verdict  # no grade is reported from a half-finished verdict
-    assert len(verdict["calls"]) == failing_call  # the calls that were answered still count
+    assert verdict.status == "ungraded" and verdict.error == "APIConnectionError: reset"
+    assert verdict.transitions == [] and verdict.flags is None  # no grade is reported from a half-finished verdict
+    assert len(verdict.calls) == failing_call  # the calls that were answered still count
 
 
 async def test_grading_again_asks_only_the_judges_that_did_not_answer(judge, catalog):
     j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, OUTCOME])
     judges = [j, Judge(model, j.prompts, j.rubric, j.rubric_hash, seed=1, index=1)]
-    answered = {"judge": 0, "status": "graded", "calls": []}
-    previous = [answered, {"judge": 1, "status": "ungraded", "error": "APITimeoutError: x", "calls": []}]
+    answered = Verdict(judge=0, model="m", status="graded")
+    previous = [answered, Verdict(judge=1, model="m", status="ungraded", error="APITimeoutError: x")]
     verdicts = await make_evaluator(judges, catalog)(EPISODE, previous=previous)
     model.assert_used_up()  # one judge's calls only
-    assert verdicts[0] is answered and verdicts[1]["status"] == "graded" and verdicts[1]["judge"] == 1
+    assert verdicts[0] is answered and verdicts[1].status == "graded" and verdicts[1].judge == 1
 
 
 async def test_flags_need_a_practitioner_sentence_and_only_rejected_flags_are_asked_again(judge, catalog):
@@ -186,8 +186,8 @@ async def test_flags_need_a_practitioner_sentence_and_only_rejected_flags_are_as
     j, model = judge([{"turns": [4]}, all_good(), flags, {"flags": []}, OUTCOME])
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
-    assert verdict["flags"] == {"status": "scored", "rejected": [], "raised": [
-        {"flag": "demanding", "sentence": "4.2", "turn": 4, "quote": ASK, "reason": "Pushy."}]}
+    assert verdict.flags == Flags.model_validate({"status": "scored", "rejected": [], "raised": [
+        {"flag": "demanding", "sentence": "4.2", "turn": 4, "quote": ASK, "reason": "Pushy."}]})
     reask = model.requests[3]
     assert reask["schema"]["$defs"]["raised_flag"]["properties"]["flag"]["enum"] == ["creepy"]
     assert "creepy: sentence 3.2 is not from turns 0, 2, 4" in reask["messages"][0]["content"]
@@ -203,7 +203,7 @@ async def test_a_reask_cannot_add_flags_the_first_answer_did_not_raise(judge, ca
                       {"flags": []}, OUTCOME])  # fmt: skip
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
-    assert verdict["flags"] == {"status": "scored", "raised": [], "rejected": []}
+    assert verdict.flags == Flags(status="scored", raised=[], rejected=[])
 
 
 async def test_a_flag_still_without_evidence_after_the_reasks_is_rejected_not_raised(judge, catalog):
@@ -211,8 +211,8 @@ async def test_a_flag_still_without_evidence_after_the_reasks_is_rejected_not_ra
     j, model = judge([{"turns": [4]}, all_good(), bad, bad, bad, OUTCOME])
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
-    assert verdict["flags"] == {"status": "scored", "raised": [], "rejected": [
-        {"flag": "creepy", "sentence": "1.1", "reason": "sentence 1.1 is not from turns 0, 2, 4"}]}
+    assert verdict.flags == Flags.model_validate({"status": "scored", "raised": [], "rejected": [
+        {"flag": "creepy", "sentence": "1.1", "reason": "sentence 1.1 is not from turns 0, 2, 4"}]})
 
 
 def test_transitions_merge_runs_and_cross_check():
@@ -242,8 +242,8 @@ async def test_aloof_persona_at_high_interest_from_the_first_turn_is_flagged(mak
     q = ScriptedModel(persona_says("Oh hi!!", 9, 9) + persona_says("Bye."), "q")
     ctx = make_context(p, q, scenario=Scenario("bar_club", "aloof", "common_interest", Profile()))
     record = await run_episode(ctx, backend="scripted")
-    assert record["outcome"]["end_reason"] == "goodbye"  # "Bye." / "Bye." is a goodbye, not a repeat
-    assert record["fidelity"] == {"ok": False, "problems": ["first-turn interest 9 is outside the expected 3-7",
+    assert record.outcome.end_reason == "goodbye"  # "Bye." / "Bye." is a goodbye, not a repeat
+    assert record.fidelity.model_dump() == {"ok": False, "problems": ["first-turn interest 9 is outside the expected 3-7",
                                                              "first-turn comfort 9 is outside the expected 1-3"]}
 
 
@@ -259,9 +259,9 @@ async def test_several_judges_grade_in_the_graph_and_all_verdicts_are_kept(make_
     record = await run_episode(ctx, backend="scripted")
     for model in models:
         model.assert_used_up()
-    assert [v["judge"] for v in record["verdicts"]] == [0, 1]
-    assert [v["transitions"][0]["conditions"]["timing"]["score"] for v in record["verdicts"]] == [3, 5]
-    assert record["usage"]["calls"] == 4 + 8  # simulation calls plus every judge call
+    assert [v.judge for v in record.verdicts] == [0, 1]
+    assert [v.transitions[0].conditions["timing"].score for v in record.verdicts] == [3, 5]
+    assert record.usage.calls == 4 + 8  # simulation calls plus every judge call
     assert len({r["seed"] for m in models for r in m.requests}) == 8  # judges draw with their own seeds
 
 
@@ -274,12 +274,12 @@ async def test_the_judged_outcome_cites_where_contact_was_given_or_is_unscored(j
     model.assert_used_up()
     assert "number was given: cite the id of the stranger's sentence" in model.requests[4]["messages"][-1]["content"]
     assert "sentence 4.2 is not from turns 1, 3, 5" in model.requests[5]["messages"][-1]["content"]
-    o = verdict["outcome"]
-    assert (o["status"], o["exchanged"], o["sentence"], o["turn"], o["quote"]) == ("scored", "number", "5.1", 5, "Sure, it's 555 0199.")
+    o = verdict.outcome
+    assert (o.status, o.exchanged, o.sentence, o.turn, o.quote) == ("scored", "number", "5.1", 5, "Sure, it's 555 0199.")
 
     j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, uncited, uncited, uncited])
-    o = (await grade(EPISODE, j, catalog))["outcome"]
-    assert o["status"] == "unscored" and o["score"] is None and "evidence rejected 3 times" in o["reason"]
+    o = (await grade(EPISODE, j, catalog)).outcome
+    assert o.status == "unscored" and o.score is None and "evidence rejected 3 times" in o.reason
     j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, {"reason": "Nothing.", "exchanged": "none", "sentence": None,
                                                                   "next_meeting": False}])  # fmt: skip
-    assert (await grade(EPISODE, j, catalog))["outcome"]["status"] == "scored"  # 'none' needs no sentence
+    assert (await grade(EPISODE, j, catalog)).outcome.status == "scored"  # 'none' needs no sentence

@@ -52,14 +52,14 @@ async def test_the_transitions_come_first_then_every_part_of_every_judge_at_once
     the judges of a panel grade at once. Graded one after another, no two calls would ever be in flight."""
     model = Overlapping()
     [verdict] = await make_evaluator(panel(catalog, [model]), catalog)(EPISODE)
-    assert verdict["status"] == "graded" and len(verdict["transitions"]) == 1
+    assert verdict.status == "graded" and len(verdict.transitions) == 1
     assert model.started[0] == ("transition_turns", 1)  # alone: the parts need the transitions
     assert {title for title, _ in model.started[1:4]} == {"transition_grades", "flags", "outcome"}
     assert max(n for _, n in model.started) == 3
 
     model = Overlapping()
     verdicts = await make_evaluator(panel(catalog, [model] * 3), catalog)(EPISODE)
-    assert [v["judge"] for v in verdicts] == [0, 1, 2] and {v["status"] for v in verdicts} == {"graded"}
+    assert [v.judge for v in verdicts] == [0, 1, 2] and {v.status for v in verdicts} == {"graded"}
     assert model.started[:3] == [("transition_turns", 1), ("transition_turns", 2), ("transition_turns", 3)]
     assert max(n for _, n in model.started) == 9  # three judges, three parts each
 
@@ -70,10 +70,10 @@ async def test_the_evaluator_alone_gives_the_verdicts_it_gives_inside_the_conver
     q = ScriptedModel(persona_says("They do, I always buy too many.", 5, 5) + persona_says("Sure, it's 555 0199.", 7, 7, True), "q")
     judges = panel(catalog, [Overlapping(0.0), Overlapping(0.0)])
     record = await run_episode(make_context(p, q, evaluate=make_evaluator(judges, catalog)), backend="scripted")
-    assert [v["status"] for v in record["verdicts"]] == ["graded", "graded"] and record["verdicts"][0]["transitions"]
-    episode = {k: record[k] for k in ("turns", "setting", "persona", "strategy")}
-    assert await make_evaluator(judges, catalog)(episode) == record["verdicts"]
-    assert await grade(episode, judges[1], catalog) == record["verdicts"][1]
+    assert [v.status for v in record.verdicts] == ["graded", "graded"] and record.verdicts[0].transitions
+    episode = record.transcript()
+    assert await make_evaluator(judges, catalog)(episode) == record.verdicts
+    assert await grade(episode, judges[1], catalog) == record.verdicts[1]
 
 
 async def test_one_judges_endpoint_failure_leaves_the_other_judges_verdict_graded(catalog):
@@ -83,9 +83,9 @@ async def test_one_judges_endpoint_failure_leaves_the_other_judges_verdict_grade
     verdicts = await make_evaluator(panel(catalog, [failing, answering]), catalog)(EPISODE)
     failing.assert_used_up()
     answering.assert_used_up()
-    assert [(v["judge"], v["status"]) for v in verdicts] == [(0, "ungraded"), (1, "graded")]
-    assert verdicts[0]["error"] == "APIConnectionError: reset" and verdicts[0]["calls"] == []
-    assert len(verdicts[1]["calls"]) == 4 and verdicts[1]["outcome"]["exchanged"] == "number"
+    assert [(v.judge, v.status) for v in verdicts] == [(0, "ungraded"), (1, "graded")]
+    assert verdicts[0].error == "APIConnectionError: reset" and verdicts[0].calls == []
+    assert len(verdicts[1].calls) == 4 and verdicts[1].outcome.exchanged == "number"
 
 
 def test_langgraph_json_opens_the_conversation_and_the_evaluator_graphs():

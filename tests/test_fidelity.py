@@ -9,6 +9,7 @@ import pytest
 from evaluations.analysis.fidelity import audit, curve, episode_mean
 from evaluations.analysis.stats import cohens_h_ci, hedges_g_ci, wilson_ci
 from simulator.conversation.catalog import Baseline, FirstTurn, entry_hash, load_catalog
+from simulator.core.records import Episode
 
 
 def _pinned(persona, interest, comfort, first_interest, first_comfort):
@@ -29,8 +30,9 @@ def record(rid, persona, states, *, asked=True, shared=False, status="succeeded"
         turns += [{"index": 2 * i, "speaker": "practitioner", "text": "hi", "intent": "small_talk"},
                   {"index": 2 * i + 1, "speaker": "persona", "text": "hello", "interest": interest, "comfort": comfort,
                    "shares_contact": shared}]
-    outcome = {"asked": asked, "exchanged": "number" if shared else "none"}
-    return {"id": rid, "persona": persona, "status": status, "turns": turns, "outcome": outcome, "fidelity": {"ok": True}}
+    outcome = {"asked": asked, "exchanged": "number" if shared else "none", "end_reason": "max_turns", "ended_by": "limit"}
+    return Episode.model_validate({"id": rid, "setting": "bar_club", "persona": persona, "strategy": "turn_back", "status": status,
+                                   "turns": turns, "outcome": outcome, "fidelity": {"ok": True}})  # fmt: skip
 
 
 def cooperative_aloof():
@@ -67,8 +69,8 @@ def test_pairwise_effects_and_warnings():
     af = pairs[("aloof", "friendly")]
     h, lo, hi = cohens_h_ci(6, 8, 3, 8)
     assert af["effects"]["shares_when_asked"] == {"effect": pytest.approx(h), "ci": pytest.approx([lo, hi]), "name": "Cohen's h"}
-    aloof = [episode_mean(x, "interest") for x in recs if x["persona"] == "aloof" and x["status"] == "succeeded"]
-    friendly = [episode_mean(x, "interest") for x in recs if x["persona"] == "friendly"]
+    aloof = [episode_mean(x, "interest") for x in recs if x.persona == "aloof" and x.status == "succeeded"]
+    friendly = [episode_mean(x, "interest") for x in recs if x.persona == "friendly"]
     assert af["effects"]["mean_interest"]["effect"] == pytest.approx(hedges_g_ci(aloof, friendly)[0])
     assert af["separable"] is True  # friendly is clearly warmer in comfort
     assert pairs[("friendly", "unsure")]["separable"] is False  # the same states and sharing

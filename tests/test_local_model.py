@@ -51,15 +51,15 @@ async def test_the_engine_answers_concurrent_requests_in_parallel(client):
 
 
 def _transcript(record):
-    return [(t["speaker"], t["text"], t.get("intent"), t.get("interest"), t.get("comfort")) for t in record["turns"]]
+    return [(t.speaker, t.text, t.intent, t.interest, t.comfort) for t in record.turns]
 
 
 async def test_short_episode_on_the_real_model_is_reproducible(server_url, client):
     first = await run_episode(short_episode(client(server_url, "local", timeout=120)), backend="local")
     second = await run_episode(short_episode(client(server_url, "local", timeout=120)), backend="local")
-    assert first["status"] == "succeeded", first["error"]
-    assert len(first["turns"]) >= 2 and all(t["text"] for t in first["turns"])
-    assert all(c["completion_tokens"] > 0 and c["latency_s"] > 0 for c in first["calls"])
+    assert first.status == "succeeded", first.error
+    assert len(first.turns) >= 2 and all(t.text for t in first.turns)
+    assert all(c.completion_tokens > 0 and c.latency_s > 0 for c in first.calls)
     assert _transcript(first) == _transcript(second)
 
 
@@ -166,8 +166,8 @@ def test_a_server_that_dies_mid_batch_stops_the_batch_and_keeps_the_episode_in_f
         episodes = store.episodes("dies")
         assert store.integrity_ok()
     # one episode in flight per slot: each stored as failed; the third never started
-    assert len(episodes) == DEFAULT_SLOTS and all(e["status"] == "failed" for e in episodes)
-    assert all("APIConnectionError" in e["error"] for e in episodes)
+    assert len(episodes) == DEFAULT_SLOTS and all(e.status == "failed" for e in episodes)
+    assert all("APIConnectionError" in e.error for e in episodes)
 
 
 @pytest.mark.parametrize("case", ["success", "error"])

@@ -47,12 +47,12 @@ async def test_a_person_plays_the_persona_through_interrupts(make_context):
     person, said = scripted_person(["Hello!", "6", "11", "5", "c", "x", "n", "Sure, why not.", "8", "7", "g", "y"])
     record = await run_episode(make_context(p, q, person="persona"), backend="scripted", answer=person.answer)
     p.assert_used_up()
-    assert [(t["speaker"], t["text"], t.get("by")) for t in record["turns"]] == [
+    assert [(t.speaker, t.text, t.by) for t in record.turns] == [
         ("practitioner", "Hi there.", None), ("persona", "Hello!", "person"),
         ("practitioner", "Coffee sometime?", None), ("persona", "Sure, why not.", "person")]  # fmt: skip
-    assert {k: record["turns"][1][k] for k in ("interest", "comfort", "intent", "shares_contact", "would_share")} == {
+    assert {k: getattr(record.turns[1], k) for k in ("interest", "comfort", "intent", "shares_contact", "would_share")} == {
         "interest": 6, "comfort": 5, "intent": "chat", "shares_contact": False, "would_share": False}  # fmt: skip
-    assert record["outcome"]["end_reason"] == "exchanged"  # the stop rules read the person's answers as a model's
+    assert record.outcome.end_reason == "exchanged"  # the stop rules read the person's answers as a model's
     assert said == ["  11 is outside 0-10; try again (an empty line ends the episode)",
                     "  'x': answer y or n; try again (an empty line ends the episode)"]  # fmt: skip
 
@@ -63,8 +63,8 @@ async def test_an_empty_line_end_of_input_or_ctrl_c_ends_the_episode_cleanly(mak
     person, said = scripted_person(["Hello!", "6", "5", "c", "n", ending])
     record = await run_episode(make_context(p, ScriptedModel([], "q"), person="persona"), backend="scripted", answer=person.answer)
     p.assert_used_up()
-    assert record["status"] == "succeeded" and len(record["turns"]) == 3  # the line left unanswered is kept
-    assert (record["outcome"]["end_reason"], record["outcome"]["ended_by"]) == ("ended_by_person", "persona")
+    assert record.status == "succeeded" and len(record.turns) == 3  # the line left unanswered is kept
+    assert (record.outcome.end_reason, record.outcome.ended_by) == ("ended_by_person", "persona")
     assert said == ["(you ended the episode)"]
 
 
@@ -75,8 +75,8 @@ async def test_a_person_plays_the_practitioner_and_the_model_labels_their_intent
     record = await run_episode(make_context(p, q, person="practitioner"), backend="scripted", answer=person.answer)
     p.assert_used_up()
     q.assert_used_up()
-    assert record["turns"][0] | {} == {"index": 0, "speaker": "practitioner", "text": "Can I get your number?", "intent": "ask", "by": "person"}
-    assert record["outcome"]["exchanged"] == "number"
+    assert record.turns[0].model_dump() == {"index": 0, "speaker": "practitioner", "text": "Can I get your number?", "intent": "ask", "by": "person"}
+    assert record.outcome.exchanged == "number"
 
 
 def play(*args, stdin: str):
@@ -98,10 +98,10 @@ def test_play_the_persona_end_to_end_on_the_stub(tmp_path):
     with Store(db) as store:
         record, = store.episodes("play-persona")
         row = store.conn.execute("SELECT person, end_reason, ended_by FROM episodes").fetchone()
-    assert tuple(row) == ("persona", "ended_by_person", "persona") and record["person"] == "persona"
-    mine = [t for t in record["turns"] if t.get("by") == "person"]
-    assert [(t["text"], t["interest"], t["comfort"], t["intent"], t["would_share"]) for t in mine] == [("Hi, yes, it is.", 7, 6, "chat", False)]
-    assert record["status"] == "succeeded" and len(record["verdicts"]) == 1  # graded like any other
+    assert tuple(row) == ("persona", "ended_by_person", "persona") and record.person == "persona"
+    mine = [t for t in record.turns if t.by == "person"]
+    assert [(t.text, t.interest, t.comfort, t.intent, t.would_share) for t in mine] == [("Hi, yes, it is.", 7, 6, "chat", False)]
+    assert record.status == "succeeded" and len(record.verdicts) == 1  # graded like any other
 
 
 def test_play_the_practitioner_hides_the_persona_state_until_the_end(tmp_path):
@@ -115,8 +115,8 @@ def test_play_the_practitioner_hides_the_persona_state_until_the_end(tmp_path):
     assert "them: " in during and not state.search(during) and state.search(after)
     with Store(db) as store:
         record, = store.episodes("play-practitioner")
-    first = record["turns"][0]  # (how it ended depends on the stub's random intent label)
-    assert (record["person"], first["text"], first["by"]) == ("practitioner", "Hi, great band tonight.", "person")
+    first = record.turns[0]  # (how it ended depends on the stub's random intent label)
+    assert (record.person, first.text, first.by) == ("practitioner", "Hi, great band tonight.", "person")
 
 
 def test_play_refuses_an_unknown_role():
@@ -145,7 +145,7 @@ def test_ctrl_c_at_a_prompt_ends_the_episode_cleanly(tmp_path):
     assert "(you ended the episode)" in out.read_text()
     with Store(db) as store:
         record, = store.episodes("play-practitioner")
-    assert record["turns"] == [] and record["outcome"]["end_reason"] == "ended_by_person" and record["verdicts"] == []
+    assert record.turns == [] and record.outcome.end_reason == "ended_by_person" and record.verdicts == []
 
 
 async def test_compare_puts_people_played_personas_beside_simulated_ones(make_context, tmp_path, monkeypatch):
@@ -156,6 +156,7 @@ async def test_compare_puts_people_played_personas_beside_simulated_ones(make_co
     from typer.testing import CliRunner
 
     import simulator.cli.compare as compare_cli
+    from simulator.core.records import RunSpec
     from simulator.runs.played import save_played
 
     db = tmp_path / "n.db"
@@ -166,11 +167,11 @@ async def test_compare_puts_people_played_personas_beside_simulated_ones(make_co
                                                 ScriptedModel([], "q"), person="persona"), backend="scripted", answer=person.answer)
         save_played(db, played, "persona")
     with Store(db) as store:
-        store.create_run("sim", {"grid": "scripted"})
+        store.create_run("sim", RunSpec(experiment={"grid": "scripted"}))
         for rep in range(3):
             record = await run_episode(make_context(ScriptedModel(ask, "p"), ScriptedModel(
                 persona_says("Hello.", 6, 5) + persona_says("Sure, here's my number.", 8, 7, True), "q")), backend="scripted")
-            store.save_episode("sim", "supermarket/unsure/common_interest/man-woman", rep, record | {"rep": rep})
+            store.save_episode("sim", "supermarket/unsure/common_interest/man-woman", rep, record)
 
     app, console = compare_cli.app, Console(file=io.StringIO(), width=200)
     monkeypatch.setattr(compare_cli, "console", console)

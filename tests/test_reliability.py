@@ -49,13 +49,13 @@ async def test_chaos_batch_stores_every_episode_once_and_resume_completes_it(tmp
     with Store(db) as store:
         first = store.episodes(run_id)
         errors = store.conn.execute("SELECT count(*) FROM errors").fetchone()[0]
-    keys = [(e["cell"], e["rep"]) for e in first]
+    keys = [(e.cell, e.rep) for e in first]
     assert len(keys) == len(set(keys)) == 63  # none missing, none duplicated
-    failed = [e for e in first if e["status"] == "failed"]
-    ungraded = [e for e in first if e["status"] == "ungraded"]  # a judge's call failed: the conversation is kept
+    failed = [e for e in first if e.status == "failed"]
+    ungraded = [e for e in first if e.status == "ungraded"]  # a judge's call failed: the conversation is kept
     assert failed and errors == len(failed) + len(ungraded)  # 400s are not retried: some episodes must fail, each with its error
-    assert all(e["error"] for e in failed + ungraded)
-    retried = sum(c.get("retries", 0) for e in first for c in e["calls"] + [c for v in e["verdicts"] for c in v["calls"]])
+    assert all(e.error for e in failed + ungraded)
+    retried = sum(c.retries for e in first for c in e.all_calls())
     assert retried > 0  # transient faults were retried, not failed
     with StubServer() as url:
         assert await run_grid(grid, db=db, base_url=url, concurrency=8) == run_id  # the same experiment resumes its run
@@ -63,11 +63,11 @@ async def test_chaos_batch_stores_every_episode_once_and_resume_completes_it(tmp
         second = store.episodes(run_id)
         assert store.integrity_ok()
         assert store.conn.execute("SELECT count(*) FROM errors").fetchone()[0] == errors  # failures stay on record
-    assert len(second) == 63 and {e["status"] for e in second} == {"succeeded"}
-    kept = {e["id"] for e in first if e["status"] == "succeeded"}
-    assert kept <= {e["id"] for e in second}  # succeeded episodes were skipped, not re-run
-    again = {e["id"]: e for e in second}
-    assert all(again[e["id"]]["turns"] == e["turns"] for e in ungraded)  # ungraded ones were graded, not re-simulated
+    assert len(second) == 63 and {e.status for e in second} == {"succeeded"}
+    kept = {e.id for e in first if e.status == "succeeded"}
+    assert kept <= {e.id for e in second}  # succeeded episodes were skipped, not re-run
+    again = {e.id: e for e in second}
+    assert all(again[e.id].turns == e.turns for e in ungraded)  # ungraded ones were graded, not re-simulated
 
 
 def test_max_failures_stops_scheduling(tmp_path):

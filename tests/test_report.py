@@ -44,8 +44,8 @@ def runs(tmp_path_factory):
     a, b = asyncio.run(both())
     with Store(db) as store:
         record = store.episodes(a)[0]
-        record["turns"][0]["text"] = HOSTILE
-        store.save_episode(a, record["cell"], record["rep"], record)
+        record.turns[0].text = HOSTILE
+        store.save_episode(a, record.cell, record.rep, record)
     return db, a, b
 
 
@@ -83,7 +83,7 @@ def test_report_shows_variance_repeats_and_the_persona_audit(runs):
     for rows in (variance_rows(r["variance"]), agreement_rows(r["variance"]["agreement"]), repeats_rows(r["repeats"])):
         assert plain(table(*rows)).split("<tr>", 2)[2] in page  # the same body rows
     with Store(db) as store:
-        fidelity = audit(store.episodes(a), load_catalog().personas, run_catalog=store.run(a)["spec"]["catalog"])
+        fidelity = audit(store.episodes(a), load_catalog().personas, run_catalog=store.run(a)["spec"].catalog)
     for rows in (persona_rows(fidelity), pair_rows(fidelity)):
         assert plain(table(*rows)).split("<tr>", 2)[2] in page
     for text in ("Where the variance comes from", "Repeat reliability", "Persona fidelity audit", "effective judges"):

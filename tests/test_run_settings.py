@@ -84,10 +84,10 @@ def test_batch_runs_with_the_environment_and_config_file_and_its_rubric(tmp_path
     assert result.returncode == 0, result.stderr
     with Store(db) as store:
         spec, [episode] = store.run("r")["spec"], store.episodes("r")
-    assert (spec["experiment"]["max_turns"], spec["experiment"]["temperature"]) == (2, 0.3)
-    assert (episode["provenance"]["max_turns"], episode["provenance"]["temperature"]) == (2, 0.3)
-    assert spec["rubric_hash"] == load_rubric(rubric)[1] != load_rubric()[1]
-    assert episode["verdicts"][0]["rubric_hash"] == load_rubric(rubric)[1]
+    assert (spec.experiment["max_turns"], spec.experiment["temperature"]) == (2, 0.3)
+    assert (episode.provenance.max_turns, episode.provenance.temperature) == (2, 0.3)
+    assert spec.rubric_hash == load_rubric(rubric)[1] != load_rubric()[1]
+    assert episode.verdicts[0].rubric_hash == load_rubric(rubric)[1]
 
 
 def test_help_shows_the_true_defaults(tmp_path):
@@ -149,7 +149,7 @@ async def test_a_run_stored_without_settings_still_resumes(tmp_path):
     with StubServer() as url:
         run_id = await run_grid(ONE_EPISODE, db=db, base_url=url, run_id="old")
         with Store(db) as store:  # as an older nextstep stored it: no settings, no evaluator prompts in the spec
-            spec = store.run(run_id)["spec"]
+            spec = store.run(run_id)["spec"].identity()
             spec["prompts"] = {k: v for k, v in spec["prompts"].items() if not k.startswith("evaluator")}
             store.conn.execute("UPDATE runs SET spec_json = ? WHERE id = ?", (json.dumps(spec), run_id))
             store.conn.execute("DELETE FROM episodes")

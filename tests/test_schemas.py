@@ -86,7 +86,7 @@ def sent_schemas(catalog) -> dict[str, dict]:
     judge = Judge(model, Prompts(catalog.prompt_dirs), rubric, rubric_hash, fidelity_judge=True)
     for item in load_gold(Path(evaluations.__file__).parent / "gold" / "team.jsonl", catalog):
         verdict = asyncio.run(grade(item.episode(), judge, catalog))
-        assert verdict["status"] == "graded" and not verdict["unscored"], verdict
+        assert verdict.status == "graded" and not verdict.unscored, verdict
         schemas |= {f"{r['schema']['title']} {n} ({item.id})": r["schema"] for n, r in enumerate(model.requests)}
         model.requests.clear()
     return schemas

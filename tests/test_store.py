@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import re
 import sqlite3
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from simulator.core.errors import UserError
-from simulator.storage.store import Store
+from simulator.core.records import Episode, RunSpec, Verdict
+from simulator.storage.store import _TABLES, SCHEMA, Store
 
-SPEC = {"settings": ["supermarket"], "personas": ["unsure"], "strategies": ["common_interest"], "reps": 2}
+SPEC = RunSpec(experiment={"settings": ["supermarket"], "personas": ["unsure"], "strategies": ["common_interest"], "reps": 2},
+               reasks=2)
 
 
 def call(role: str, tokens: int = 10) -> dict:
@@ -18,19 +24,19 @@ def call(role: str, tokens: int = 10) -> dict:
             "completion_tokens": 2, "latency_s": 0.5, "finish_reason": "stop", "ok": True, "error": None}  # fmt: skip
 
 
-def verdict(judge: int = 0, score: int = 3) -> dict:
+def verdict(judge: int = 0, score: int = 3) -> Verdict:
     grade = {"status": "scored", "score": score, "turn": 2, "quote": "coffee?", "reason": "asked warmly"}
-    return {
+    return Verdict.model_validate({
         "judge": judge, "model": "judge-m", "seed": 5, "temperature": 0.0, "rubric_hash": "r1", "prompts": {"evaluator_flags": "h9"},
         "unscored": ["turn 2 timing: no evidence"],
         "transitions": [{"turns": [2], "turn": 2, "ask_turn": 2, "has_ask": True, "source": "judge", "timing_objective": None,
                          "conditions": {"rapport": grade, "timing": {"status": "unscored", "score": None, "reason": "no evidence"}}}],
         "flags": {"status": "scored", "raised": [{"flag": "pushy", "turn": 2, "quote": "coffee?", "reason": "too soon"}], "rejected": []},
         "outcome": {"status": "scored"}, "fidelity": None, "calls": [call("judge", 100)],
-    }  # fmt: skip
+    })  # fmt: skip
 
 
-def record(episode_id: str, *, persona: str = "unsure", failed: bool = False, score: int = 3) -> dict:
+def record(episode_id: str, *, persona: str = "unsure", failed: bool = False, score: int = 3) -> Episode:
     """A small episode record in the runner's shape; a failed one has no outcome or verdicts."""
     base = {
         "id": episode_id, "setting": "supermarket", "persona": persona, "strategy": "common_interest",
@@ -41,9 +47,9 @@ def record(episode_id: str, *, persona: str = "unsure", failed: bool = False, sc
                        "prompt_texts": {"h1": "You are {{ x }}.", "h2": "You are {{ y }}."}, "catalog": {}, "version": "0"},
     }  # fmt: skip
     if failed:
-        return base | {"status": "failed", "error": "ModelError: endpoint down", "turns": [], "outcome": None,
-                       "fidelity": None, "verdicts": [], "calls": [call("practitioner")], "usage": None, "duration_s": 0.1}  # fmt: skip
-    return base | {
+        return Episode.model_validate(base | {"status": "failed", "error": "ModelError: endpoint down", "turns": [], "outcome": None,
+                       "fidelity": None, "verdicts": [], "calls": [call("practitioner")], "usage": None, "duration_s": 0.1})  # fmt: skip
+    return Episode.model_validate(base | {
         "status": "succeeded", "error": None,
         "turns": [{"index": 0, "speaker": "practitioner", "text": "Hi", "intent": "rapport"},
                   {"index": 1, "speaker": "persona", "text": "Hello", "interest": 3, "comfort": 3, "shares_contact": False},
@@ -53,7 +59,7 @@ def record(episode_id: str, *, persona: str = "unsure", failed: bool = False, sc
         "fidelity": {"ok": True, "problems": []}, "verdicts": [verdict(score=score)],
         "calls": [call("practitioner"), call("persona")],
         "usage": {"calls": 3, "prompt_tokens": 120, "completion_tokens": 6, "latency_s": 1.5}, "duration_s": 2.0,
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 @pytest.fixture
@@ -68,8 +74,8 @@ def count(store: Store, table: str) -> int:
 
 
 def test_round_trip(db):
-    rec = record("aaaa11112222")
-    db.save_episode("r1", "cell-a", 0, rec)
+    db.save_episode("r1", "cell-a", 0, record("aaaa11112222"))
+    rec = record("aaaa11112222").model_copy(update={"run_id": "r1", "cell": "cell-a", "rep": 0})  # the store files it
     assert db.episode("aaaa11112222") == rec
     assert db.episode("aaaa") == rec  # a unique prefix is enough
     assert db.episodes("r1") == [rec]
@@ -91,7 +97,7 @@ def test_retry_replaces_failed_attempt_and_keeps_error(db):
     assert db.done("r1") == set()
     assert db.episodes("r1", include_failed=False) == []
     db.save_episode("r1", "cell-a", 0, record("good00000001"))
-    assert [e["id"] for e in db.episodes("r1")] == ["good00000001"]
+    assert [e.id for e in db.episodes("r1")] == ["good00000001"]
     assert db.done("r1") == {("cell-a", 0)}
     errors = db.conn.execute("SELECT episode_id, error FROM errors ORDER BY id").fetchall()
     assert [tuple(e) for e in errors] == [("fail00000001", "ModelError: endpoint down"), ("fail00000002", "ModelError: endpoint down")]
@@ -126,10 +132,10 @@ def test_reopen_existing(tmp_path):
 
 
 def test_create_run_idempotent_and_conflict(db):
-    db.create_run("r1", dict(SPEC))
+    db.create_run("r1", SPEC.model_copy())
     assert db.run("r1")["spec"] == SPEC
-    with pytest.raises(UserError, match="was made with a different reps; start a new run"):
-        db.create_run("r1", SPEC | {"reps": 3})
+    with pytest.raises(UserError, match="was made with a different reasks; start a new run"):
+        db.create_run("r1", SPEC.model_copy(update={"reasks": 3}))
     with pytest.raises(UserError, match="no run 'r2'"):
         db.run("r2")
     with pytest.raises(UserError, match="no run 'r2'"):
@@ -164,6 +170,25 @@ def test_two_processes_lose_nothing(tmp_path):
         assert store.integrity_ok()
 
 
+def test_opening_waits_for_a_writer_on_a_file_not_yet_in_wal_mode(tmp_path):
+    """A new file is in rollback mode until a Store switches it to WAL, and that switch writes the file. SQLite refuses
+    `PRAGMA journal_mode = WAL` at once, without the busy timeout, while another connection writes to a rollback-mode
+    file, so two batches opening one new database together could fail with 'database is locked'. Here a connection
+    writes the tables in rollback mode for half a second while a Store opens the file: the Store must wait, not fail."""
+    path = tmp_path / "new.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    for statement in filter(str.strip, _TABLES.split(";")):
+        writer.execute(statement)
+    writer.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA,))
+    threading.Timer(0.5, writer.execute, ("COMMIT",)).start()
+    started = time.monotonic()
+    with Store(path) as store:
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert time.monotonic() - started >= 0.4  # it waited for the writer
+    writer.close()
+
+
 def test_integrity_ok(db):
     db.save_episode("r1", "cell-a", 0, record("aaaa00000001"))
     assert db.integrity_ok()
@@ -173,8 +198,8 @@ def test_replace_verdicts_keeps_history(db):
     db.save_episode("r1", "cell-a", 0, record("aaaa00000001", score=1))
     db.replace_verdicts("aaaa", [verdict(score=4), verdict(judge=1, score=5)])
     assert [s for (s,) in db.conn.execute("SELECT score FROM scores WHERE condition = 'rapport' ORDER BY judge")] == [4, 5]
-    assert [v["judge"] for v in db.episode("aaaa00000001")["verdicts"]] == [0, 1]
-    assert db.episode("aaaa00000001")["usage"]["prompt_tokens"] == 220
+    assert [v.judge for v in db.episode("aaaa00000001").verdicts] == [0, 1]
+    assert db.episode("aaaa00000001").usage.prompt_tokens == 220
     assert count(db, "verdict_history") == 1 and count(db, "flags") == 2
     assert db.conn.execute("SELECT count(*) FROM calls WHERE judge IS NOT NULL").fetchone()[0] == 2
     db.replace_verdicts("aaaa00000001", [verdict(score=2)])
@@ -193,3 +218,12 @@ def test_readable_with_plain_sql(tmp_path):
                            WHERE s.status = 'scored' GROUP BY e.persona ORDER BY e.persona""").fetchall()
     conn.close()
     assert rows == [("keen", 5.0), ("unsure", 3.0)]
+
+
+def test_only_the_store_runs_sql():
+    """Queries live in the store; analysis and commands call its methods (once compare read `store.conn` itself)."""
+    root = Path(__file__).resolve().parents[1]
+    sql = re.compile(r"\.conn\b|\bsqlite3\b|\.execute\(")
+    found = [f"{path.relative_to(root)}:{n}" for folder in ("simulator", "evaluations") for path in (root / folder).rglob("*.py")
+             if "storage" not in path.parts for n, line in enumerate(path.read_text().splitlines(), start=1) if sql.search(line)]
+    assert found == []

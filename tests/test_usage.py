@@ -10,7 +10,7 @@ import sys
 from stub_server import StubServer, answer, completion as stub_completion
 
 from evaluations.analysis.frame import load_run
-from simulator.core.records import usage
+from simulator.core.records import Call, usage
 from simulator.models.openai_backend import completion
 from simulator.storage.store import Store
 
@@ -23,9 +23,10 @@ def test_a_completion_without_usage_has_unknown_tokens():
     assert (missing.prompt_tokens, missing.completion_tokens) == (None, None)
     zero = completion(stub_completion(body, "hi") | {"usage": {"prompt_tokens": 0, "completion_tokens": 0}}, "m", 0.1, 0)
     assert (zero.prompt_tokens, zero.completion_tokens) == (0, 0)  # a reported zero stays a zero
-    call = {"prompt_tokens": 5, "completion_tokens": 2, "latency_s": 0.1}
-    assert usage([call, call])["prompt_tokens"] == 10
-    assert usage([call, call | {"prompt_tokens": None}])["prompt_tokens"] is None  # a partial sum would undercount
+    call = Call(role="r", purpose="p", model="m", seed=0, prompt_tokens=5, completion_tokens=2, latency_s=0.1, finish_reason="stop")
+    assert usage([call, call]).prompt_tokens == 10
+    unknown = call.model_copy(update={"prompt_tokens": None})
+    assert usage([call, unknown]).prompt_tokens is None  # a partial sum would undercount
 
 
 def no_usage(n, body):

@@ -10,6 +10,7 @@ from evaluations.analysis.frame import judge_rows, judges_frame
 from evaluations.analysis.stats import effective_judges, krippendorff_alpha, mean_pairwise_r, pass_at_k, pass_hat_k
 from evaluations.analysis.variance import contact_at_k, judge_agreement, nested_components, variance_report
 from evaluations.judge.rubric import CONDITIONS
+from simulator.core.records import Episode, Verdict
 
 approx = pytest.approx
 
@@ -74,16 +75,18 @@ def test_nested_components_recover_known_components_on_unbalanced_data():
 
 def verdict(judge, score, exchanged="number"):
     conditions = {c: {"status": "scored", "score": score, "turn": 0, "quote": "q", "reason": "r"} for c in CONDITIONS}
-    return {"judge": judge, "transitions": [{"turns": [0], "conditions": conditions}],
-            "outcome": {"status": "scored", "exchanged": exchanged}}
+    return Verdict.model_validate({
+        "judge": judge, "model": "m", "outcome": {"status": "scored", "exchanged": exchanged},
+        "transitions": [{"turns": [0], "turn": 0, "ask_turn": 0, "has_ask": False, "source": "declared", "conditions": conditions}]})
 
 
 def test_judge_rows_one_per_judge():
-    record = {"id": "e1", "cell": "c", "verdicts": [verdict(0, 4), verdict(1, 2, "none"),
-                                                    {"judge": 2, "transitions": [], "outcome": {"status": "unscored"}}]}
+    scene = {"setting": "bar_club", "persona": "aloof", "strategy": "turn_back", "status": "succeeded"}
+    record = Episode(id="e1", cell="c", **scene, verdicts=[
+        verdict(0, 4), verdict(1, 2, "none"), Verdict(judge=2, model="m", outcome={"status": "unscored"})])
     rows = judge_rows(record)
     assert [(r["judge"], r["timing"], r["judged_contact"]) for r in rows] == [(0, 4, True), (1, 2, False), (2, None, None)]
-    assert list(judges_frame([record, {"id": "e2", "verdicts": []}]).columns)[:4] == ["episode_id", "cell", "judge", "judged_contact"]
+    assert list(judges_frame([record, Episode(id="e2", **scene)]).columns)[:4] == ["episode_id", "cell", "judge", "judged_contact"]
 
 
 def frames(scores):

@@ -10,16 +10,17 @@ import numpy as np
 from evaluations.judge.gold import GoldItem, SecondPass
 from evaluations.judge.rubric import CONDITIONS, FLAGS
 from evaluations.judge.rules import episode_scores, main_transition
+from simulator.core.records import Verdict
 
 from .stats import agreement, krippendorff_alpha, paired_statistic_ci, pearson_r, precision_recall, weighted_kappa
 
 
-def graded(verdicts: list[dict]) -> list[dict]:
+def graded(verdicts: list[Verdict]) -> list[Verdict]:
     """The verdicts a judge answered: an ungraded one (its endpoint failed) holds no grade."""
-    return [v for v in verdicts if v.get("status") != "ungraded"]
+    return [v for v in verdicts if v.graded]
 
 
-def panel_scores(verdicts: list[dict]) -> dict[str, int | None]:
+def panel_scores(verdicts: list[Verdict]) -> dict[str, int | None]:
     """Each condition's median over the judges that scored it (halves round up); None if none did.
 
     `panel_scores([v1, v2, v3])` -> {'timing': 4, 'congruence': None, ...}
@@ -32,30 +33,36 @@ def panel_scores(verdicts: list[dict]) -> dict[str, int | None]:
     return panel
 
 
-def panel_applicable(verdicts: list[dict]) -> dict[str, bool | None]:
+def panel_applicable(verdicts: list[Verdict]) -> dict[str, bool | None]:
     """Per condition, whether the panel found it applicable at the main transition: True if a judge scored it
     (so the panel has a score), False if judges only said 'not applicable', None if no judge answered (unscored)."""
-    statuses = [{c: g["status"] for c, g in (main_transition(v) or {}).get("conditions", {}).items()} for v in graded(verdicts)]
+    mains = [main_transition(v) for v in graded(verdicts)]
+    statuses = [{c: g.status for c, g in main.conditions.items()} if main else {} for main in mains]
     said = {c: {s.get(c) for s in statuses} for c in CONDITIONS}
     return {c: True if "scored" in said[c] else False if "not_applicable" in said[c] else None for c in CONDITIONS}
 
 
-def raised_flags(verdicts: list[dict]) -> set[str]:
+def raised_flags(verdicts: list[Verdict]) -> set[str]:
     """Flags raised, with accepted evidence, by a majority of the judges."""
     verdicts = graded(verdicts)
-    counts = Counter(f["flag"] for v in verdicts for f in (v.get("flags") or {}).get("raised", []))
+    counts = Counter(f.flag for v in verdicts for f in (v.flags.raised if v.flags else []))
     return {flag for flag, n in counts.items() if n > len(verdicts) / 2}
 
 
-def panel_exchanged(verdicts: list[dict]) -> str | None:
+def _read_outcomes(verdicts: list[Verdict]) -> list:
+    """The judged outcomes of the judges that read one (scored)."""
+    return [v.outcome for v in graded(verdicts) if v.outcome and v.outcome.status == "scored"]
+
+
+def panel_exchanged(verdicts: list[Verdict]) -> str | None:
     """The judges' most common reading of what was exchanged (None if no judge answered)."""
-    said = [v["outcome"]["exchanged"] for v in graded(verdicts) if (v.get("outcome") or {}).get("status") == "scored"]
+    said = [o.exchanged for o in _read_outcomes(verdicts)]
     return Counter(said).most_common(1)[0][0] if said else None
 
 
-def panel_next_meeting(verdicts: list[dict]) -> bool | None:
+def panel_next_meeting(verdicts: list[Verdict]) -> bool | None:
     """Whether most judges that read the outcome found a concrete next meeting (None if no judge answered)."""
-    said = [v["outcome"]["next_meeting"] for v in graded(verdicts) if (v.get("outcome") or {}).get("status") == "scored"]
+    said = [o.next_meeting for o in _read_outcomes(verdicts)]
     return sum(said) > len(said) / 2 if said else None
 
 
@@ -63,7 +70,7 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or math.isnan(x) else round(x, 3)
 
 
-def judge_alpha(verdicts_per_episode: list[list[dict]]) -> dict[str, float | None]:
+def judge_alpha(verdicts_per_episode: list[list[Verdict]]) -> dict[str, float | None]:
     """Krippendorff's alpha (ordinal) per condition between judges; units are episodes."""
     k = max((len(v) for v in verdicts_per_episode), default=0)
     if k < 2:
@@ -98,7 +105,7 @@ def applicability(gold: list[int | None], judged: list[bool | None]) -> dict:
             "unscored": len(gold) - len(answered)}  # fmt: skip
 
 
-def calibration(items: list[GoldItem], verdicts_per_item: list[list[dict]], *, seed: int = 0) -> dict:
+def calibration(items: list[GoldItem], verdicts_per_item: list[list[Verdict]], *, seed: int = 0) -> dict:
     """How far the judge panel agrees with the gold labels, per condition, per flag, and on outcomes.
 
     Per condition, `applicability` compares where gold and judge find the condition applicable at all;

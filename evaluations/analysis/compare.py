@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from evaluations.judge.rubric import CONDITIONS, FLAGS
+from simulator.core.records import Episode, RunSpec
 
 from .frame import MEASURES, episode_row, usable
 from .power import detectable
@@ -167,21 +168,21 @@ def run_analysis(frame: pd.DataFrame, judges: pd.DataFrame, *, include_unfaithfu
 # --- two runs -------------------------------------------------------------------------------------
 
 
-def run_prompts(run: dict, records: list[dict]) -> dict[str, str]:
+def run_prompts(run: dict, records: list[Episode]) -> dict[str, str]:
     """{name: hash} of every prompt a run used: simulation prompts, the rubric and the judges' prompts."""
     spec = run["spec"]
-    judged = {n: h for r in records for v in r.get("verdicts") or [] for n, h in (v.get("prompts") or {}).items()}
-    return {**spec.get("prompts", {}), **judged, "rubric": spec.get("rubric_hash")}
+    judged = {n: h for r in records for v in r.verdicts for n, h in v.prompts.items()}
+    return {**(spec.prompts or {}), **judged, "rubric": spec.rubric_hash}
 
 
-def _flat(spec: dict, run: dict) -> dict:
+def _flat(spec: RunSpec, run: dict) -> dict:
     """The run's make-up as 'section.field' -> value, so two runs can be compared field by field."""
-    prompts = run.get("prompt_hashes") or {**spec.get("prompts", {}), "rubric": spec.get("rubric_hash")}
-    flat = {f"experiment.{k}": v for k, v in spec.get("experiment", {}).items()}
-    flat |= {f"models.{k}": v for k, v in spec.get("models", {}).items()}
-    flat |= {f"catalog.{k}": v for k, v in spec.get("catalog", {}).items()}
+    prompts = run.get("prompt_hashes") or {**(spec.prompts or {}), "rubric": spec.rubric_hash}
+    flat = {f"experiment.{k}": v for k, v in (spec.experiment or {}).items()}
+    flat |= {f"models.{k}": v for k, v in (spec.models or {}).items()}
+    flat |= {f"catalog.{k}": v for k, v in (spec.catalog or {}).items()}
     flat |= {f"prompts.{k}": v for k, v in prompts.items()}
-    return flat | {"backend": spec.get("backend"), "reasks": spec.get("reasks"), "version": run.get("version")}
+    return flat | {"backend": spec.backend, "reasks": spec.reasks, "version": run.get("version")}
 
 
 def prompt_diff(name: str, a: str | None, b: str | None, hash_a: str, hash_b: str) -> str:
@@ -293,7 +294,7 @@ def compare_branches(run: dict, frame: pd.DataFrame, *, include_unfaithful: bool
     arms = [frame[frame["arm"] == arm].assign(cell=lambda f: f["prefix"]) if len(frame) else frame
             for arm in ("control", "treatment")]  # fmt: skip
     paired, info = pair(*arms, include_unfaithful=include_unfaithful)
-    out = {"run": run["id"], "branch": run["spec"]["branch"], "pairing": info, "include_unfaithful": include_unfaithful,
+    out = {"run": run["id"], "branch": run["spec"].branch, "pairing": info, "include_unfaithful": include_unfaithful,
            "tests": {}, "personas": [], "prefixes": []}  # fmt: skip
     if paired.empty:
         return clean(out)
@@ -308,7 +309,7 @@ def load_branches(run_id: str, db: Path | str) -> tuple[dict, pd.DataFrame] | No
 
     with Store(Path(db)) as store:
         run = store.run(run_id)
-        if "branch" not in run["spec"]:
+        if run["spec"].branch is None:
             return None
         return run, pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
 
@@ -320,7 +321,7 @@ REACTIONS = ("contact", "mean_interest", "mean_comfort", "final_interest", "fina
 
 def played_persona(run: dict) -> bool:
     """Is this the run `nextstep play --as persona` stores a person's episodes in?"""
-    return (run["spec"].get("play") or {}).get("person") == "persona"
+    return (run["spec"].play or {}).get("person") == "persona"
 
 
 def people_vs_models(run_a: dict, run_b: dict, frame_a: pd.DataFrame, frame_b: pd.DataFrame, texts: dict | None = None, *,
@@ -386,5 +387,5 @@ def load_pair(run_a: str, run_b: str, db: Path | str) -> tuple[dict, dict, pd.Da
             run, records = store.run(run_id), store.episodes(run_id)
             runs.append(run | {"prompt_hashes": run_prompts(run, records)})
             frames.append(pd.DataFrame([episode_row(r) for r in records]))
-        texts = dict(store.conn.execute("SELECT hash, text FROM prompts").fetchall())
+        texts = store.prompt_texts()
     return runs[0], runs[1], frames[0], frames[1], texts

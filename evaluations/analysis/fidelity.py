@@ -11,55 +11,56 @@ from itertools import combinations
 import numpy as np
 
 from simulator.conversation.catalog import Persona, entry_hash
+from simulator.core.records import Episode, Turn
 
 from .compare import SMALL, clean, mean_ci, rate
 from .stats import cohens_h_ci, hedges_g_ci
 
 
-def persona_turns(record: dict) -> list[dict]:
+def persona_turns(record: Episode) -> list[Turn]:
     """The persona's turns that carry a private state, in order."""
-    return [t for t in record.get("turns") or [] if t.get("speaker") == "persona" and "interest" in t]
+    return [t for t in record.turns if t.speaker == "persona" and t.interest is not None]
 
 
-def first_turn_check(records: list[dict], persona: Persona, key: str) -> dict:
+def first_turn_check(records: list[Episode], persona: Persona, key: str) -> dict:
     """The first turn's `key` (interest or comfort) against the file's range: mean, share inside, episodes out."""
     low, high = getattr(persona.expected_first_turn, key)
-    firsts = [(r["id"], persona_turns(r)[0][key]) for r in records if persona_turns(r)]
+    firsts = [(r.id, getattr(persona_turns(r)[0], key)) for r in records if persona_turns(r)]
     return {"declared": [low, high], "baseline": getattr(persona.baseline, key), **mean_ci([x for _, x in firsts]),
             "inside": rate([low <= x <= high for _, x in firsts]),
             "above": [i for i, x in firsts if x > high], "below": [i for i, x in firsts if x < low]}  # fmt: skip
 
 
-def curve(records: list[dict], key: str) -> list[dict]:
+def curve(records: list[Episode], key: str) -> list[dict]:
     """Mean `key` at each persona turn (1st, 2nd, ...) with how many episodes reached that turn."""
     by_turn: dict[int, list[float]] = {}
     for r in records:
         for i, t in enumerate(persona_turns(r), start=1):
-            by_turn.setdefault(i, []).append(t[key])
+            by_turn.setdefault(i, []).append(getattr(t, key))
     return [{"turn": i, "n": len(xs), "mean": float(np.mean(xs))} for i, xs in sorted(by_turn.items())]
 
 
-def episode_mean(record: dict, key: str) -> float | None:
+def episode_mean(record: Episode, key: str) -> float | None:
     """The persona's mean `key` over an episode's turns (None without turns)."""
     turns = persona_turns(record)
-    return float(np.mean([t[key] for t in turns])) if turns else None
+    return float(np.mean([getattr(t, key) for t in turns])) if turns else None
 
 
-def type_profile(records: list[dict], persona: Persona) -> dict:
+def type_profile(records: list[Episode], persona: Persona) -> dict:
     """One persona type: how often she shared when asked, her first turn against her file, her curves."""
-    asked = [r for r in records if (r.get("outcome") or {}).get("asked")]
-    shared = [r["id"] for r in asked if r["outcome"].get("exchanged") not in (None, "none")]
+    asked = [r for r in records if r.outcome and r.outcome.asked]
+    shared = [r.id for r in asked if r.outcome.exchanged not in (None, "none")]
     return {
         "n": len(records), "small": len(records) < SMALL,
-        "out_of_character": sum((r.get("fidelity") or {}).get("ok") is False for r in records),
-        "shares_when_asked": rate([r["id"] in shared for r in asked]) | {"episodes": shared},
+        "out_of_character": sum(r.fidelity is not None and r.fidelity.ok is False for r in records),
+        "shares_when_asked": rate([r.id in shared for r in asked]) | {"episodes": shared},
         **{f"first_{k}": first_turn_check(records, persona, k) for k in ("interest", "comfort")},
         **{f"mean_{k}": mean_ci([episode_mean(r, k) for r in records]) for k in ("interest", "comfort")},
         "curves": {k: curve(records, k) for k in ("interest", "comfort")},
     }  # fmt: skip
 
 
-def separation(a: list[dict], b: list[dict], pa: dict, pb: dict) -> dict:
+def separation(a: list[Episode], b: list[Episode], pa: dict, pb: dict) -> dict:
     """Effect sizes of type b against type a with 95% intervals: Cohen's h on sharing when asked, Hedges' g on state."""
     sa, sb = pa["shares_when_asked"], pb["shares_when_asked"]
     effects = {"shares_when_asked": cohens_h_ci(sa["k"], sa["n"], sb["k"], sb["n"])}
@@ -81,13 +82,13 @@ def _n_note(*ns: int) -> str:
     return f" (n {' and '.join(map(str, ns))}" + (f"; fewer than {SMALL}: read with care)" if min(ns) < SMALL else ")")
 
 
-def warnings(by_type: dict[str, list[dict]], personas: dict[str, Persona], profiles: dict, pairs: list[dict]) -> list[dict]:
+def warnings(by_type: dict[str, list[Episode]], personas: dict[str, Persona], profiles: dict, pairs: list[dict]) -> list[dict]:
     """Plain warnings: types not told apart, types more cooperative than their file says, first turns out of range."""
     out = []
     for pair in pairs:
         a, b = pair["a"], pair["b"]
         if not pair["separable"]:
-            out.append({"kind": "not_separable", "personas": [a, b], "episodes": [r["id"] for r in by_type[a] + by_type[b]],
+            out.append({"kind": "not_separable", "personas": [a, b], "episodes": [r.id for r in by_type[a] + by_type[b]],
                         "message": f"{a} and {b} are not told apart: every 95% interval (sharing when asked, interest, "
                                    f"comfort) includes 0{_n_note(profiles[a]['n'], profiles[b]['n'])}"})  # fmt: skip
         cool, warm = sorted((a, b), key=lambda p: _warmth(personas[p]))
@@ -112,12 +113,12 @@ def warnings(by_type: dict[str, list[dict]], personas: dict[str, Persona], profi
     return out
 
 
-def audit(records: list[dict], personas: dict[str, Persona], *, run_catalog: dict | None = None) -> dict:
+def audit(records: list[Episode], personas: dict[str, Persona], *, run_catalog: dict | None = None) -> dict:
     """The audit of a run's succeeded episodes against the persona files (`run_catalog`: the run's stored hashes)."""
-    done = [r for r in records if r.get("status") == "succeeded"]
-    names = sorted({r["persona"] for r in done})
+    done = [r for r in records if r.status == "succeeded"]
+    names = sorted({r.persona for r in done})
     unknown = [n for n in names if n not in personas]
-    by_type = {n: [r for r in done if r["persona"] == n] for n in names if n in personas}
+    by_type = {n: [r for r in done if r.persona == n] for n in names if n in personas}
     profiles = {n: type_profile(rs, personas[n]) for n, rs in by_type.items()}
     pairs = [{"a": a, "b": b, **separation(by_type[a], by_type[b], profiles[a], profiles[b])}
              for a, b in combinations(by_type, 2)]  # fmt: skip

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from evaluations.judge.rubric import CONDITIONS, FLAGS
 from evaluations.judge.rules import episode_scores
 from simulator.core.errors import UserError
+from simulator.core.records import Episode
 from simulator.storage.store import Store
 
 from .agreement import panel_exchanged, panel_next_meeting, panel_scores, raised_flags
@@ -21,44 +21,47 @@ def is_contact(exchanged: str | None) -> bool | None:
     return None if exchanged is None else exchanged in CONTACT
 
 
-def faithful(record: dict) -> bool | None:
+def faithful(record: Episode) -> bool | None:
     """False if the telemetry rules or any judge's fidelity check found the persona out of character."""
-    rules = (record.get("fidelity") or {}).get("ok")
-    judged = [(v.get("fidelity") or {}).get("in_character") for v in record.get("verdicts") or []]
+    rules = record.fidelity.ok if record.fidelity else None
+    judged = [v.fidelity.in_character for v in record.verdicts if v.fidelity]
     return False if rules is False or False in judged else rules
 
 
-def episode_row(record: dict) -> dict:
+def _mean(values: list[int | None]) -> float | None:
+    """`_mean([4, 6])` -> 5.0; `_mean([])` -> None."""
+    return sum(values) / len(values) if values else None
+
+
+def episode_row(record: Episode) -> dict:
     """One episode as flat columns: factors, outcome, private state, panel scores, flags."""
-    o, profile = record.get("outcome") or {}, record.get("profile") or {}
+    o, profile, branch, use = record.outcome, record.profile, record.branch, record.usage
     # An ungraded episode's panel is incomplete (a judge's endpoint failed): no judge column until it is re-graded.
-    verdicts = [] if record["status"] == "ungraded" else record.get("verdicts") or []
+    verdicts = [] if record.status == "ungraded" else record.verdicts
     scores = panel_scores(verdicts) if verdicts else {c: None for c in CONDITIONS}
     raised = raised_flags(verdicts) if verdicts else set()
-    persona_turns = [t for t in record.get("turns") or [] if t.get("speaker") == "persona"]
+    persona_turns = [t for t in record.turns if t.speaker == "persona"]
+    exchanged = o and o.exchanged
     return {
-        "episode_id": record["id"], "run_id": record.get("run_id"), "cell": record.get("cell"), "rep": record.get("rep"),
-        "setting": record["setting"], "persona": record["persona"], "strategy": record["strategy"],
-        "practitioner_gender": profile.get("practitioner_gender"), "persona_gender": profile.get("persona_gender"),
-        "seed": record.get("seed"), "status": record["status"], "error": record.get("error"),
-        "prefix": (record.get("branch") or {}).get("prefix"), "arm": (record.get("branch") or {}).get("arm"),
-        "person": record.get("person"),
+        "episode_id": record.id, "run_id": record.run_id, "cell": record.cell, "rep": record.rep,
+        "setting": record.setting, "persona": record.persona, "strategy": record.strategy,
+        "practitioner_gender": profile and profile.practitioner_gender, "persona_gender": profile and profile.persona_gender,
+        "seed": record.seed, "status": record.status, "error": record.error,
+        "prefix": branch and branch.prefix, "arm": branch and branch.arm, "person": record.person,
         "fidelity_ok": faithful(record),
-        "exchanged": o.get("exchanged"), "contact": is_contact(o.get("exchanged")),
-        "social_handle": None if o.get("exchanged") is None else o["exchanged"] == "social_handle",
+        "exchanged": exchanged, "contact": is_contact(exchanged),
+        "social_handle": None if exchanged is None else exchanged == "social_handle",
         "next_meeting": panel_next_meeting(verdicts) if verdicts else None,  # needs a reading of the text: the judges'
         "judged_exchanged": panel_exchanged(verdicts) if verdicts else None,
-        "asked": o.get("asked"), "first_ask_turn": o.get("first_ask_turn"), "end_reason": o.get("end_reason"),
-        "ended_by": o.get("ended_by"), "turns": len(record.get("turns") or []),
-        "final_interest": o.get("final_interest"), "final_comfort": o.get("final_comfort"),
-        "mean_interest": sum(t["interest"] for t in persona_turns) / len(persona_turns) if persona_turns else None,
-        "mean_comfort": sum(t["comfort"] for t in persona_turns) / len(persona_turns) if persona_turns else None,
+        "asked": o and o.asked, "first_ask_turn": o and o.first_ask_turn, "end_reason": o and o.end_reason,
+        "ended_by": o and o.ended_by, "turns": len(record.turns),
+        "final_interest": o and o.final_interest, "final_comfort": o and o.final_comfort,
+        "mean_interest": _mean([t.interest for t in persona_turns]), "mean_comfort": _mean([t.comfort for t in persona_turns]),
         "judges": len(verdicts),
         **{c: scores.get(c) for c in CONDITIONS},
         **{f"flag_{f}": (f in raised) if verdicts else None for f in FLAGS},
-        "prompt_tokens": (record.get("usage") or {}).get("prompt_tokens"),
-        "completion_tokens": (record.get("usage") or {}).get("completion_tokens"),
-        "duration_s": record.get("duration_s"),
+        "prompt_tokens": use and use.prompt_tokens, "completion_tokens": use and use.completion_tokens,
+        "duration_s": record.duration_s,
     }  # fmt: skip
 
 
@@ -71,18 +74,18 @@ def load_run(run_id: str, db: Path | str = "nextstep.db"):
         return pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
 
 
-def judge_rows(record: dict) -> list[dict]:
+def judge_rows(record: Episode) -> list[dict]:
     """One row per judge of an episode: its score for each condition and its reading of whether contact was made."""
     rows = []
-    for i, v in enumerate(record.get("verdicts") or []):
-        scores, said = episode_scores(v), (v.get("outcome") or {})
-        judged = is_contact(said.get("exchanged")) if said.get("status") == "scored" else None
-        rows.append({"episode_id": record["id"], "cell": record.get("cell"), "judge": v.get("judge", i),
-                     "judged_contact": judged, **{c: scores.get(c) for c in CONDITIONS}})  # fmt: skip
+    for v in record.verdicts:
+        scores, said = episode_scores(v), v.outcome
+        judged = is_contact(said.exchanged) if said and said.status == "scored" else None
+        rows.append({"episode_id": record.id, "cell": record.cell, "judge": v.judge, "judged_contact": judged,
+                     **{c: scores.get(c) for c in CONDITIONS}})  # fmt: skip
     return rows
 
 
-def judges_frame(records: list[dict]):
+def judges_frame(records: list[Episode]):
     """A pandas DataFrame with one row per episode and judge (see `judge_rows`)."""
     import pandas as pd
 
@@ -137,7 +140,7 @@ def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
         with Store(Path(db)) as store:
             store.run(run_id)
             records = store.episodes(run_id)
-        output.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        output.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
         return len(records)
     frame = load_run(run_id, db)
     if fmt == "csv":

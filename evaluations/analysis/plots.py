@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from evaluations.judge.rubric import CONDITIONS
+from simulator.core.records import Episode
 
 
 def svg(fig: Figure) -> str:
@@ -64,23 +65,23 @@ def condition_bars(rows: list[dict], colors: dict) -> str:
     return svg(fig)
 
 
-def interest_curves(records: list[dict], colors: dict) -> str:
+def interest_curves(records: list[Episode], colors: dict) -> str:
     """Mean private interest per persona by turn; ▼ and a dotted line mark the median turn of the first ask."""
     fig = Figure(figsize=(6, 3.2))
     ax = fig.add_subplot()
     for k, persona in enumerate(colors):
-        mine = [r for r in records if r["persona"] == persona]
+        mine = [r for r in records if r.persona == persona]
         by_turn: dict[int, list[int]] = {}
         for r in mine:
-            for t in r.get("turns") or []:
-                if t.get("speaker") == "persona" and t.get("interest") is not None:
-                    by_turn.setdefault(t["index"], []).append(t["interest"])
+            for t in r.turns:
+                if t.speaker == "persona" and t.interest is not None:
+                    by_turn.setdefault(t.index, []).append(t.interest)
         if not by_turn:
             continue
         xs = sorted(by_turn)
         ys = [float(np.mean(by_turn[i])) for i in xs]
         ax.plot(xs, ys, marker="o", color=colors[persona], label=f"{persona} (n={len(mine)})")
-        asks = [a for r in mine if (a := (r.get("outcome") or {}).get("first_ask_turn")) is not None]
+        asks = [r.outcome.first_ask_turn for r in mine if r.outcome and r.outcome.first_ask_turn is not None]
         if asks:
             # A dotted line, not a point on the curve: the ask may come before any reading. Nudged apart so ties show.
             at = float(np.median(asks)) + (k - (len(colors) - 1) / 2) * 0.1

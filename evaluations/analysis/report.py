@@ -15,6 +15,7 @@ import pandas as pd
 from .compare import (SHORT, compare_branches, compare_runs, fmt, fmt_ci, fmt_p, load_pair, run_analysis, run_prompts,
                       which_test)
 from evaluations.judge.rubric import CONDITIONS
+from simulator.core.records import Episode, Turn
 
 from .fidelity import audit
 from .frame import episode_row, faithful, judges_frame, usable
@@ -60,16 +61,16 @@ def table(head: list, rows: list[list], numeric: set[int] = frozenset(), cls: st
     return Html(f'<table class="{cls}"><tr>{th}</tr>{body}</table>')
 
 
-def evidence(record: dict) -> dict[int, list[tuple[str, str, str]]]:
+def evidence(record: Episode) -> dict[int, list[tuple[str, str, str]]]:
     """Quotes the judges cited, by turn: {turn: [(quote, css class, tooltip)]}."""
     found: dict[int, list] = {}
-    for v in record.get("verdicts") or []:
-        for t in v.get("transitions") or []:
-            for c, g in (t.get("conditions") or {}).items():
-                if g.get("status") == "scored" and g.get("quote"):
-                    found.setdefault(g["turn"], []).append((g["quote"], "ev", f"{c} {g['score']}/5: {g.get('reason')}"))
-        for f in (v.get("flags") or {}).get("raised") or []:
-            found.setdefault(f.get("turn"), []).append((f.get("quote") or "", "flag", f"{f['flag']}: {f.get('reason')}"))
+    for v in record.verdicts:
+        for t in v.transitions:
+            for c, g in t.conditions.items():
+                if g.status == "scored" and g.quote:
+                    found.setdefault(g.turn, []).append((g.quote, "ev", f"{c} {g.score}/5: {g.reason}"))
+        for f in v.flags.raised if v.flags else []:
+            found.setdefault(f.turn, []).append((f.quote or "", "flag", f"{f.flag}: {f.reason}"))
     return found
 
 
@@ -91,50 +92,50 @@ def highlight(text: str, quotes: list[tuple[str, str, str]]) -> Html:
     return Html("".join(out) + escape(text[pos:]))
 
 
-def _badges(record: dict, flags: list[str]) -> str:
-    o = record.get("outcome") or {}
+def _badges(record: Episode, flags: list[str]) -> str:
+    exchanged = record.outcome and record.outcome.exchanged
     out = "".join(f'<span class="badge flag">{escape(f)}</span>' for f in flags)
-    if o.get("exchanged") not in (None, "none"):
-        out += f'<span class="badge contact">{escape(str(o["exchanged"]))}</span>'
-    if record.get("status") != "succeeded":
-        return out + f'<span class="badge bad">{escape(str(record.get("status")))}</span>'
+    if exchanged not in (None, "none"):
+        out += f'<span class="badge contact">{escape(exchanged)}</span>'
+    if record.status != "succeeded":
+        return out + f'<span class="badge bad">{escape(record.status)}</span>'
     return out + ('<span class="badge bad">out of character</span>' if faithful(record) is False else "")
 
 
-def _turn(t: dict, moving: set[int], quotes: list) -> str:
+def _turn(t: Turn, moving: set[int], quotes: list) -> str:
     """One turn: who, intent or private state, and the text with evidence marked."""
-    who = f"[{t['index']}] {t['speaker']}" + (f" · intent {t['intent']}" if t.get("intent") else "")
-    who += " · at the parting" if t.get("phase") == "parting" else ""
-    if t.get("speaker") == "persona":
-        who += f" · interest {t.get('interest')} · comfort {t.get('comfort')}"
-    cls = f"turn {escape(str(t.get('speaker')))}" + (" moving" if t["index"] in moving else "")
-    return f'<div class="{cls}"><div class="who">{escape(who)}</div>{highlight(t.get("text") or "", quotes)}</div>'
+    who = f"[{t.index}] {t.speaker}" + (f" · intent {t.intent}" if t.intent else "")
+    who += " · at the parting" if t.phase == "parting" else ""
+    if t.speaker == "persona":
+        who += f" · interest {t.interest} · comfort {t.comfort}"
+    cls = f"turn {escape(t.speaker)}" + (" moving" if t.index in moving else "")
+    return f'<div class="{cls}"><div class="who">{escape(who)}</div>{highlight(t.text, quotes)}</div>'
 
 
-def episode(record: dict) -> Html:
+def episode(record: Episode) -> Html:
     """One episode as a collapsible block: turns with private state, transitions, evidence and flags."""
-    o, verdicts = record.get("outcome") or {}, record.get("verdicts") or []
-    raised = [(v.get("judge"), f) for v in verdicts for f in (v.get("flags") or {}).get("raised") or []]
-    moving = {i for v in verdicts for t in v.get("transitions") or [] for i in t.get("turns") or []}
+    o, verdicts = record.outcome, record.verdicts
+    raised = [(v.judge, f) for v in verdicts for f in (v.flags.raised if v.flags else [])]
+    moving = {i for v in verdicts for t in v.transitions for i in t.turns}
     quotes = evidence(record)
-    head = " · ".join(escape(str(record.get(k))) for k in ("persona", "setting", "strategy", "rep"))
-    parts = [f"<details><summary>{head}{_badges(record, sorted({f['flag'] for _, f in raised}))}</summary>"]
-    if record.get("caution"):
-        parts.append(f'<div class="caution">{escape(record["caution"])}</div>')
-    parts += [_turn(t, moving, quotes.get(t["index"], [])) for t in record.get("turns") or []]
-    grades = [[v.get("judge"), ", ".join(map(str, t.get("turns") or [])) or "(none)", c, g.get("status"),
-               g.get("score") or "", "" if g.get("turn") is None else g["turn"], g.get("quote") or "", g.get("reason") or ""]
-              for v in verdicts for t in v.get("transitions") or [] for c, g in (t.get("conditions") or {}).items()]
+    head = " · ".join(escape(str(x)) for x in (record.persona, record.setting, record.strategy, record.rep))
+    parts = [f"<details><summary>{head}{_badges(record, sorted({f.flag for _, f in raised}))}</summary>"]
+    if record.caution:
+        parts.append(f'<div class="caution">{escape(record.caution)}</div>')
+    parts += [_turn(t, moving, quotes.get(t.index, [])) for t in record.turns]
+    grades = [[v.judge, ", ".join(map(str, t.turns)) or "(none)", c, g.status, g.score or "",
+               "" if g.turn is None else g.turn, g.quote or "", g.reason or ""]
+              for v in verdicts for t in v.transitions for c, g in t.conditions.items()]
     if grades:
         parts.append(table(["judge", "transition turns", "condition", "status", "score", "turn", "quote", "reason"], grades))
     if raised:
-        rows = [[j, f["flag"], f.get("turn"), f.get("quote") or "", f.get("reason") or ""] for j, f in raised]
+        rows = [[j, f.flag, f.turn, f.quote or "", f.reason or ""] for j, f in raised]
         parts.append(table(["judge", "flag", "turn", "quote", "reason"], rows))
-    said = (f"exchanged {o.get('exchanged')} · next meeting {o.get('next_meeting') or '-'} · first ask at turn "
-            f"{o.get('first_ask_turn')} · ended by {o.get('ended_by')} ({o.get('end_reason')}) · final interest "
-            f"{o.get('final_interest')}, comfort {o.get('final_comfort')}") if o else ""
-    info = {"outcome": said, "fidelity": "; ".join((record.get("fidelity") or {}).get("problems") or []),
-            "error": record.get("error"), "episode": f"{record.get('id')} · seed {record.get('seed')}"}
+    said = (f"exchanged {o.exchanged} · next meeting {o.next_meeting or '-'} · first ask at turn "
+            f"{o.first_ask_turn} · ended by {o.ended_by} ({o.end_reason}) · final interest "
+            f"{o.final_interest}, comfort {o.final_comfort}") if o else ""
+    info = {"outcome": said, "fidelity": "; ".join(record.fidelity.problems if record.fidelity else []),
+            "error": record.error, "episode": f"{record.id} · seed {record.seed}"}
     parts += [f'<div class="muted">{escape(k)}: {escape(str(v))}</div>' for k, v in info.items() if v]
     return Html("\n".join(parts) + "</details>")
 
@@ -156,7 +157,7 @@ def _pairs(test: dict) -> Html:
     return Html("<br>".join(map(escape, lines)))
 
 
-def reactions_section(r: dict, records: list[dict]) -> list[str]:
+def reactions_section(r: dict, records: list[Episode]) -> list[str]:
     """Plots and tables for the persona reactions."""
     if not r["n"]:
         return ["<p>No usable episodes: nothing to compare.</p>"]
@@ -185,9 +186,9 @@ def reactions_section(r: dict, records: list[dict]) -> list[str]:
     ]
 
 
-def cautions(records: list[dict]) -> list[str]:
+def cautions(records: list[Episode]) -> list[str]:
     """One warning per strategy that carries a caution (a negative baseline), wherever its numbers are shown."""
-    found = {r["strategy"]: r["caution"] for r in records if r.get("caution")}
+    found = {r.strategy: r.caution for r in records if r.caution}
     return [f'<div class="caution">{escape(s)}: {escape(c)}</div>' for s, c in sorted(found.items())]
 
 
@@ -253,7 +254,7 @@ def cells_table(cells: list[dict], key: str = "cell") -> Html:
     return table([key, "pairs", "contact", "interest", *[f"Δ {SHORT[x]}" for x in CONDITIONS]], rows, set(range(1, 10)), "tight")
 
 
-def branches_section(c: dict, records: list[dict]) -> list[str]:
+def branches_section(c: dict, records: list[Episode]) -> list[str]:
     """A branch run: the paired tests, then each prefix once with its continuations side by side."""
     change = ", ".join(f"{k}={v}" for k, v in c["branch"]["treatment"].items() if v is not None)
     out = [f"<p>Treatment: {escape(change)}; control: nothing changed. Forked --at {escape(str(c['branch']['at']))}; "
@@ -267,20 +268,19 @@ def branches_section(c: dict, records: list[dict]) -> list[str]:
         for row in c["personas"]:
             out += [f"<h3>persona {escape(row['persona'])}: {_n(row)} pairs</h3>", *tests_section(row["tests"], "control", "treatment")[:1]]
         out.append(cells_table(c["prefixes"], "prefix"))
-    by_prefix: dict[str, list[dict]] = {}
-    for r in sorted(records, key=lambda r: (r["branch"]["arm"], r.get("rep") or 0)):
-        by_prefix.setdefault(r["branch"]["prefix"], []).append(r)
+    by_prefix: dict[str, list[Episode]] = {}
+    for r in sorted(records, key=lambda r: (r.branch.arm, r.rep or 0)):
+        by_prefix.setdefault(r.branch.prefix, []).append(r)
     for prefix, group in sorted(by_prefix.items()):
-        at = group[0]["branch"]["at"]
-        kept = "".join(_turn(t, set(), []) for t in (group[0].get("turns") or [])[:at])
+        at = group[0].branch.at
+        kept = "".join(_turn(t, set(), []) for t in group[0].turns[:at])
         columns = []
         for r in group:
-            o = r.get("outcome") or {}
-            said = f"{r['status']} · exchanged {o.get('exchanged')} · {o.get('end_reason')}"
-            new = "".join(_turn(t, set(), []) for t in (r.get("turns") or [])[at:])
-            columns.append(f"<div><b>{escape(r['branch']['arm'])} rep {escape(str(r.get('rep')))}</b>"
+            said = f"{r.status} · exchanged {r.outcome and r.outcome.exchanged} · {r.outcome and r.outcome.end_reason}"
+            new = "".join(_turn(t, set(), []) for t in r.turns[at:])
+            columns.append(f"<div><b>{escape(r.branch.arm)} rep {escape(str(r.rep))}</b>"
                            f'<div class="muted">{escape(said)}</div>{new}</div>')
-        out.append(Html(f"<details><summary>prefix {escape(prefix)} · {escape(group[0]['persona'])} · kept turns 0–{at - 1}"
+        out.append(Html(f"<details><summary>prefix {escape(prefix)} · {escape(group[0].persona)} · kept turns 0–{at - 1}"
                         f'</summary>{kept}<div class="side">{"".join(columns)}</div></details>'))
     return out
 
@@ -294,32 +294,32 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
         run, records = store.run(run_id), store.episodes(run_id)
     frame = pd.DataFrame([episode_row(r) for r in records])
     r, spec = run_analysis(frame, judges_frame(records)), run["spec"]
-    fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.get("catalog"))
+    fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.catalog)
     used = set(usable(frame)["episode_id"]) if len(frame) else set()
     body = [f"<h1>nextstep report: {escape(run_id)}</h1>",
             f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
             f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
             'out of character. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
-            "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x["id"] in used]), *cautions(records),
+            "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x.id in used]), *cautions(records),
             "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),
             "<h2>Where the variance comes from</h2>", *variance_section(r)]
     if vs:
         body += ["<h2>What changed</h2>", *comparison_section(compare_runs(*load_pair(vs, run_id, db)))]
-    if "branch" in spec:
+    if spec.branch is not None:
         body += ["<h2>Branches: treatment and control from identical prefixes</h2>",
-                 *branches_section(compare_branches(run, frame), [x for x in records if x.get("branch")])]
-    order = lambda x: tuple(str(x.get(k) or "") for k in ("persona", "setting", "strategy")) + (x.get("rep") or 0,)  # noqa: E731
+                 *branches_section(compare_branches(run, frame), [x for x in records if x.branch])]
+    order = lambda x: (x.persona, x.setting, x.strategy, x.rep or 0)  # noqa: E731
     shown = sorted(records, key=order)
     body += ["<h2>Transcripts</h2>", '<p class="muted">Orange: turns in a transition. Yellow: evidence a judge quoted '
              "(hover for the condition, score and reason). Red: a flag's evidence.</p>", *map(episode, shown[:MAX_EPISODES])]
     if len(shown) > MAX_EPISODES:
         body.append(f"<p>… {len(shown) - MAX_EPISODES} more episodes not shown (nextstep show EPISODE_ID).</p>")
-    prov = [["created", run["created_at"]], ["nextstep version", run["version"]], ["backend", spec.get("backend")],
-            ["models", json.dumps(spec.get("models"))], ["episodes by status", json.dumps(run["counts"])],
-            ["experiment", json.dumps(spec.get("experiment"))],
+    prov = [["created", run["created_at"]], ["nextstep version", run["version"]], ["backend", spec.backend],
+            ["models", json.dumps(spec.models)], ["episodes by status", json.dumps(run["counts"])],
+            ["experiment", json.dumps(spec.experiment)],
             *[[f"prompt {k}", v] for k, v in sorted(run_prompts(run, records).items())],
-            *[[k, v] for k, v in sorted((spec.get("catalog") or {}).items())]]
+            *[[k, v] for k, v in sorted((spec.catalog or {}).items())]]
     body += ["<h2>Provenance</h2>", table(["", ""], prov)]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>nextstep report {escape(run_id)}'
             f"</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -22,8 +22,8 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
     return {
         "run": run_id,
         "rows": summary(frame),
-        "cautions": dict(sorted({r["strategy"]: r["caution"] for r in records if r.get("caution")}.items())),
-        "judge_alpha": judge_alpha([r["verdicts"] for r in records if r["status"] == "succeeded"]) if several else None,
+        "cautions": dict(sorted({r.strategy: r.caution for r in records if r.caution}.items())),
+        "judge_alpha": judge_alpha([r.verdicts for r in records if r.status == "succeeded"]) if several else None,
         "succeeded": len(ok),
         "usage_known": len(known),
         "tokens_per_episode": float((known["prompt_tokens"] + known["completion_tokens"]).mean()) if len(known) else None,

@@ -22,6 +22,7 @@ from langgraph.types import Command, Send
 from simulator.conversation.catalog import Catalog
 from simulator.conversation.prompts import text_hash
 from simulator.core.errors import ModelError
+from simulator.core.records import Call, Verdict
 
 from .evaluator import PROMPTS, Judge, check_fidelity, find_transitions, grade_flags, grade_found, grade_outcome
 
@@ -49,7 +50,7 @@ class Panel:
         each with its own fail-fast model."""
         return {"catalog": self.catalog, "judges": [replace(j, model=_Failfast(j.model)) for j in self.judges]}
 
-    async def __call__(self, episode: dict, previous: list[dict] | None = None) -> list[dict]:
+    async def __call__(self, episode: dict, previous: list[Verdict] | None = None) -> list[Verdict]:
         """Every judge's verdict on `episode`; with `previous` (an earlier attempt's verdicts), graded ones are kept
         and only the judges whose verdict is ungraded grade again."""
         state = await evaluator.ainvoke({"episode": episode, "previous": previous or []}, {"configurable": self.configurable()})
@@ -61,7 +62,7 @@ def make_evaluator(judges: list[Judge], catalog: Catalog) -> Panel:
     return Panel(tuple(judges), catalog)
 
 
-async def grade(episode: dict, judge: Judge, catalog: Catalog) -> dict:
+async def grade(episode: dict, judge: Judge, catalog: Catalog) -> Verdict:
     """One judge's verdict on one episode (or gold transcript).
 
     A part whose output stays invalid is 'unscored' with the reason: that is the judge's answer. A call
@@ -96,22 +97,22 @@ class Part(TypedDict, total=False):
     n: int  # which transition, for the step that grades one
     value: dict
     error: str
-    calls: list[dict]
+    calls: list[Call]
 
 
 class State(TypedDict, total=False):
     episode: dict  # turns, setting, persona, strategy
-    previous: list[dict]  # an earlier attempt's verdicts: the graded ones are kept
+    previous: list[Verdict]  # an earlier attempt's verdicts: the graded ones are kept
     parts: Annotated[list[Part], operator.add]
-    verdicts: list[dict]  # every judge's, in the panel's order
+    verdicts: list[Verdict]  # every judge's, in the panel's order
 
 
 def _judges(config: RunnableConfig) -> list[Judge]:
     return config["configurable"]["judges"]
 
 
-def _kept(state: State) -> dict[int, dict]:
-    return {v["judge"]: v for v in state.get("previous") or [] if v.get("status") != "ungraded"}
+def _kept(state: State) -> dict[int, Verdict]:
+    return {v.judge: v for v in state.get("previous") or [] if v.graded}
 
 
 async def _assign(state: State, config: RunnableConfig) -> list[Send] | str:
@@ -133,7 +134,7 @@ def _step(step: str, ask: Callable[..., Awaitable[dict]]):
             part["value"] = await ask(judge, ep, calls, branch)
         except ModelError as e:  # OutputError never gets here: each step turns it into 'unscored'
             part["error"] = str(e)
-        return {"parts": [part | {"calls": [c.to_dict() for c in calls]}]}
+        return {"parts": [part | {"calls": calls}]}
 
     return node
 
@@ -153,21 +154,21 @@ async def _transitions(branch: dict, config: RunnableConfig) -> Command:
                    + ([Send("fidelity", b)] if _judges(config)[branch["judge"]].fidelity_judge else []))  # fmt: skip
 
 
-def _verdict_of(judge: Judge, parts: list[Part]) -> dict:
+def _verdict_of(judge: Judge, parts: list[Part]) -> Verdict:
     """One judge's parts as its verdict, every call in the order of STEPS; 'ungraded' if the endpoint failed."""
     parts = sorted(parts, key=lambda p: (STEPS.index(p["step"]), p["n"]))
     verdict = {"judge": judge.index, "model": judge.model.name, "seed": judge.seed, "temperature": judge.temperature,
                "rubric_hash": judge.rubric_hash, "prompts": {p: text_hash(judge.prompts.source(p)) for p in PROMPTS}}  # fmt: skip
     calls = [c for p in parts for c in p["calls"]]
     if errors := [p["error"] for p in parts if "error" in p]:
-        return verdict | {"status": "ungraded", "error": errors[0], "unscored": [], "calls": calls}
+        return Verdict.model_validate(verdict | {"status": "ungraded", "error": errors[0], "unscored": [], "calls": calls})
     found = [p["value"] for p in parts if p["step"] == "transition"]
     by = {p["step"]: p["value"] for p in parts}
     unscored = by["transitions"]["unscored"] + [
         f"turn {t['turn']} {c}: {g['reason']}" for t in found for c, g in t["conditions"].items() if g["status"] == "unscored"]
     unscored += [f"{step}: {by[step]['reason']}" for step in ("flags", "outcome") if by[step]["status"] == "unscored"]
-    return verdict | {"status": "graded", "transitions": found, "flags": by["flags"], "outcome": by["outcome"],
-                      "fidelity": by.get("fidelity"), "unscored": unscored, "calls": calls}  # fmt: skip
+    return Verdict.model_validate(verdict | {"status": "graded", "transitions": found, "flags": by["flags"], "outcome": by["outcome"],
+                                             "fidelity": by.get("fidelity"), "unscored": unscored, "calls": calls})  # fmt: skip
 
 
 async def _verdicts(state: State, config: RunnableConfig) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from simulator.core.records import Transition, Verdict
+
 MOVES = ("bridge", "ask")
 
 
@@ -100,16 +102,15 @@ def objective_timing(turns: list[dict], ask_turn: int) -> dict | None:
             "interest_at_ask": before[-1], "peak_interest": peak, "gap_to_peak": peak - before[-1]}
 
 
-def main_transition(verdict: dict) -> dict | None:
+def main_transition(verdict: Verdict) -> Transition | None:
     """The transition an episode is scored by: the first with an ask, else the first."""
-    found = verdict.get("transitions") or []
-    with_ask = [t for t in found if t.get("has_ask")]
-    return (with_ask or found or [None])[0]
+    with_ask = [t for t in verdict.transitions if t.has_ask]
+    return (with_ask or verdict.transitions or [None])[0]
 
 
-def episode_scores(verdict: dict) -> dict[str, int | None]:
+def episode_scores(verdict: Verdict) -> dict[str, int | None]:
     """{condition: score} at the main transition; unscored and not-applicable conditions are None."""
     main = main_transition(verdict)
     if main is None:
         return {}
-    return {c: g.get("score") if g.get("status") == "scored" else None for c, g in main["conditions"].items()}
+    return {c: g.score if g.status == "scored" else None for c, g in main.conditions.items()}

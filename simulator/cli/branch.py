@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 import simulator.api as api
+from simulator.core.records import Episode
 
 from .options import Db, Judges, PromptsDir, RoleModel, config_options
 from .show import console
@@ -42,13 +43,11 @@ def branch(
     """
     counts: dict[str, list[int]] = {}
 
-    def saved(record: dict) -> None:
-        arm = record["branch"]["arm"]
-        contact = (record.get("outcome") or {}).get("exchanged") not in (None, "none")
+    def saved(record: Episode) -> None:
+        arm, exchanged = record.branch.arm, record.outcome and record.outcome.exchanged
         k, n = counts.setdefault(arm, [0, 0])
-        counts[arm] = [k + contact, n + 1]
-        console.print(f"[dim]{record['branch']['prefix']} {arm} rep {record['rep']}: {record['status']}, "
-                      f"exchanged {(record.get('outcome') or {}).get('exchanged')}[/]")  # fmt: skip
+        counts[arm] = [k + (exchanged not in (None, "none")), n + 1]
+        console.print(f"[dim]{record.branch.prefix} {arm} rep {record.rep}: {record.status}, exchanged {exchanged}[/]")
 
     run, skipped, treatment = api.branch(source, at=at, strategy=strategy, persona=persona, prompts_dir=prompts_dir,
                                          practitioner_model=practitioner_model, persona_model=persona_model, reps=reps,

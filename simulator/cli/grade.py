@@ -11,6 +11,7 @@ from rich.table import Table
 
 from evaluations.analysis.compare import fmt, fmt_ci
 import simulator.api as api
+from simulator.core.records import Verdict
 
 from .options import ENDPOINT, FILES, Db, FidelityJudge, Judges, JudgeSeed, RubricFile, config_options
 from .show import console, print_verdict
@@ -29,7 +30,7 @@ def grade(
 ) -> None:
     """Re-grade stored episodes without re-simulating; earlier verdicts are kept as history."""
 
-    def graded(n: int, total: int, label: str, verdicts: list[dict]) -> None:
+    def graded(n: int, total: int, label: str, verdicts: list[Verdict]) -> None:
         console.print(f"[dim]graded {label}[/]")
         for verdict in verdicts:
             print_verdict(verdict)
@@ -78,12 +79,13 @@ def calibrate(
 ) -> None:
     """Grade a labelled gold set and report how far the judge agrees with it."""
 
-    def graded(n: int, total: int, label: str, verdicts: list[dict]) -> None:
-        unscored = sum(len(v["unscored"]) for v in verdicts)
+    def graded(n: int, total: int, label: str, verdicts: list[Verdict]) -> None:
+        unscored = sum(len(v.unscored) for v in verdicts)
         console.print(f"[dim]{n}/{total} {label}: graded, {unscored} part(s) unscored[/]")
 
     result = api.calibrate(gold, judges=judges, seed=seed, rubric_file=rubric_file, on_graded=graded, **config)
     print_calibration(result["report"])
     if output:
-        output.write_text(json.dumps(result, indent=2))
+        judged = {item: [v.model_dump(mode="json") for v in verdicts] for item, verdicts in result["verdicts"].items()}
+        output.write_text(json.dumps(result | {"verdicts": judged}, indent=2))
         console.print(f"[bold]saved[/]: {output}")

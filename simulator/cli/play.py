@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 import simulator.api as api
+from simulator.core.records import Turn
 
 from .options import ENDPOINT, FILES, ROLES, Db, Judges, Persona, PersonaGender, PractitionerGender, Seed, Setting, Strategy, config_options
 from .show import console, print_result, print_turn
@@ -37,9 +38,9 @@ def play(
         console.print(f"[bold]you play the {role}[/] · {about['setting']} · {escape(brief)}\n[dim]the {other} is the model; "
                       "an empty line or Ctrl-C ends the episode[/]")  # fmt: skip
 
-    def heard(turn: dict) -> None:  # what the person sees: the model's lines, never its private state
-        if turn["speaker"] == other:
-            console.print(f"[magenta]them[/]: {escape(turn['text'])}", soft_wrap=True)
+    def heard(turn: Turn) -> None:  # what the person sees: the model's lines, never its private state
+        if turn.speaker == other:
+            console.print(f"[magenta]them[/]: {escape(turn.text)}", soft_wrap=True)
 
     # asyncio.run swaps in its own Ctrl-C handler (cancel the task) unless one is set: this one makes Ctrl-C at a
     # prompt reach input() as KeyboardInterrupt, which ends the episode cleanly.
@@ -51,9 +52,9 @@ def play(
     finally:
         signal.signal(signal.SIGINT, previous)
     console.print("\n[bold]the whole episode[/], with the persona's private state and the practitioner's intent:")
-    for turn in record["turns"]:
+    for turn in record.turns:
         print_turn(turn)
     print_result(record, None)
-    console.print(f"[bold]saved[/]: episode {record['id']} in run {run_id} of {db}")
-    if record["status"] == "failed":
+    console.print(f"[bold]saved[/]: episode {record.id} in run {run_id} of {db}")
+    if record.status == "failed":
         raise typer.Exit(1)

@@ -54,5 +54,5 @@ def run(
                              seed=seed, judges=judges, rubric_file=rubric_file, fidelity_judge=fidelity_judge,
                              on_start=print_start, on_turn=print_turn, **config)  # fmt: skip
     print_result(record, api.save_episode(record, out))
-    if record["status"] != "succeeded":
+    if record.status != "succeeded":
         raise typer.Exit(1)

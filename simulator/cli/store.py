@@ -37,14 +37,14 @@ def show(
     found = api.show(run_or_episode, db)
     if "episode" in found:
         record = found["episode"]
-        console.print(f"[dim]{record['id']} · {record['setting']} · {record['persona']} · {record['strategy']} · seed {record['seed']} · {record['status']}[/]")
-        print_caution(record)
-        for turn in record.get("turns", []):
+        console.print(f"[dim]{record.id} · {record.setting} · {record.persona} · {record.strategy} · seed {record.seed} · {record.status}[/]")
+        print_caution(record.caution)
+        for turn in record.turns:
             print_turn(turn)
         return print_result(record, None)
     spec = found["run"]["spec"]
-    console.print(f"[bold]run {run_or_episode}[/]: {json.dumps(spec['experiment'])}")
-    console.print(f"models: {json.dumps(spec['models'])} · backend {spec['backend']}")
+    console.print(f"[bold]run {run_or_episode}[/]: {json.dumps(spec.experiment)}")
+    console.print(f"models: {json.dumps(spec.models)} · backend {spec.backend}")
     print_summary(found["summary"], db)
 
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from simulator.core.errors import UserError
 from simulator.core.files import data_dir, read_yaml, validate
+from simulator.core.records import Gender, Profile
 
-Gender = Literal["man", "woman", "nonbinary"]
 Rating = Literal[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]  # an enum: small models' grammars ignore min/max
 
 
@@ -58,17 +58,6 @@ class Persona(_Strict):
     on_pressure: str | None
     baseline: Baseline
     expected_first_turn: FirstTurn
-
-
-class Profile(_Strict):
-    """The practitioner's gender and the persona's: factors the article asks about."""
-
-    practitioner_gender: Gender = "man"
-    persona_gender: Gender = "woman"
-
-    @property
-    def id(self) -> str:
-        return f"{self.practitioner_gender}-{self.persona_gender}"
 
 
 def profile_of(practitioner_gender: str, persona_gender: str, flags=("--practitioner-gender", "--persona-gender")) -> Profile:

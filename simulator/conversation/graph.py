@@ -12,6 +12,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 from simulator.core.errors import ModelError, OutputError
+from simulator.core.records import Verdict
 from simulator.models.chat import Call, ChatModel, chat, structured
 
 from .catalog import Catalog, Profile
@@ -68,7 +69,7 @@ class State(TypedDict, total=False):
     error: str | None
     outcome: dict | None
     fidelity: dict | None
-    verdicts: list[dict]
+    verdicts: list[Verdict]
 
 
 def _ctx(config: RunnableConfig) -> Context:
@@ -105,7 +106,7 @@ async def _say(ctx: Context, model: ChatModel, messages: list[dict], role: str, 
 
 
 def _failed(calls: list[Call], error: ModelError) -> dict:
-    return {"calls": [c.to_dict() for c in calls], "error": str(error), "end": {"reason": "error", "by": "error"}}
+    return {"calls": [c.model_dump() for c in calls], "error": str(error), "end": {"reason": "error", "by": "error"}}
 
 
 def _parting(ctx: Context) -> bool:
@@ -146,7 +147,7 @@ async def practitioner_node(state: State, config: RunnableConfig) -> dict:
         return _failed(calls, e)
     turn = ({"index": len(turns), "speaker": "practitioner", "text": text, "intent": label.intent}
             | ({"phase": "parting"} if parting else {}) | ({"by": "person"} if person else {}))  # fmt: skip
-    return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns, parting=_parting(ctx))}
+    return {"turns": [turn], "calls": [c.model_dump() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns, parting=_parting(ctx))}
 
 
 def _person_persona(ctx: Context, turns: list[dict]) -> dict:
@@ -187,7 +188,7 @@ async def persona_node(state: State, config: RunnableConfig) -> dict:
     except ModelError as e:
         return _failed(calls, e)
     turn = {"index": len(turns), "speaker": "persona", "text": text, **rating.turn_fields()}
-    return {"turns": [turn], "calls": [c.to_dict() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns, parting=_parting(ctx))}
+    return {"turns": [turn], "calls": [c.model_dump() for c in calls], "end": stop_rule([*turns, turn], ctx.max_turns, parting=_parting(ctx))}
 
 
 async def finish_node(state: State, config: RunnableConfig) -> dict:

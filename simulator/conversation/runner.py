@@ -11,10 +11,10 @@ from collections.abc import Callable
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from simulator.core.records import episode_calls, episode_status, judge_errors, package_version, usage
+from simulator.core.records import Episode, Provenance, Turn, episode_status, judge_errors, package_version, usage
 
 from .catalog import entry_hash
-from .graph import Context, build_graph
+from .graph import Context, Scenario, build_graph
 from .prompts import text_hash
 
 
@@ -37,39 +37,41 @@ def checkpointed_graph(evaluator=None):
     return build_graph(_SAVER, evaluator)
 
 
-async def fork_point(prefix: list[dict], thread: str) -> dict:
+async def fork_point(prefix: list[Turn], thread: str) -> dict:
     """A checkpoint whose state is `prefix`, as if its last speaker had just spoken; continuations fork from its config.
 
     `prefix` must be a stored episode's first turns (at least one), kept as they are, private states included.
     """
-    values = {"turns": prefix, "calls": [], "end": None, "error": None}
-    return await checkpointed_graph().aupdate_state({"configurable": {"thread_id": thread}}, values, as_node=prefix[-1]["speaker"])
+    values = {"turns": [t.model_dump() for t in prefix], "calls": [], "end": None, "error": None}
+    return await checkpointed_graph().aupdate_state({"configurable": {"thread_id": thread}}, values, as_node=prefix[-1].speaker)
 
 
-
-
-
-def provenance(ctx: Context, backend: str) -> dict:
+def provenance(ctx: Context, backend: str) -> Provenance:
     s, catalog = ctx.scenario, ctx.catalog
     prompts = {name: text_hash(ctx.prompts.source(name)) for name in ("practitioner", "practitioner_intent", "persona", "persona_state")}
-    return {
-        "backend": backend,
-        "models": {"practitioner": ctx.practitioner.name, "persona": ctx.persona.name},
-        "temperature": ctx.temperature,
-        "seed": ctx.seed,
-        "max_turns": ctx.max_turns,
-        "reasks": ctx.reasks,
-        "prompts": prompts,
-        "prompt_texts": {prompts[name]: ctx.prompts.source(name) for name in prompts},
-        "catalog": {
+    return Provenance(
+        backend=backend,
+        models={"practitioner": ctx.practitioner.name, "persona": ctx.persona.name},
+        temperature=ctx.temperature,
+        seed=ctx.seed,
+        max_turns=ctx.max_turns,
+        reasks=ctx.reasks,
+        prompts=prompts,
+        prompt_texts={prompts[name]: ctx.prompts.source(name) for name in prompts},
+        catalog={
             f"setting/{s.setting}": entry_hash(catalog.settings[s.setting]),
             f"persona/{s.persona}": entry_hash(catalog.personas[s.persona]),
             f"strategy/{s.strategy}": entry_hash(catalog.strategies[s.strategy]),
         },
-        "version": package_version(),
-    }
+        version=package_version(),
+    )
 
 
+def crashed_episode(scenario: Scenario, seed: int, error: BaseException) -> Episode:
+    """The record of an episode that raised instead of ending: stored as failed, with the error, and nothing else."""
+    s = scenario
+    return Episode(id=uuid.uuid4().hex[:12], setting=s.setting, persona=s.persona, strategy=s.strategy, profile=s.profile,
+                   seed=seed, status="failed", error=f"{type(error).__name__}: {error}", usage=usage([]), duration_s=0.0)
 
 
 async def _drive(app, start, config: dict, on_turn, answer, seen: int) -> dict:
@@ -82,7 +84,7 @@ async def _drive(app, start, config: dict, on_turn, answer, seen: int) -> dict:
             state = chunk
             for turn in state.get("turns", [])[seen:]:
                 if on_turn:
-                    on_turn(turn)
+                    on_turn(Turn.model_validate(turn))
             seen = len(state.get("turns", []))
         paused = (await app.aget_state(config)).interrupts if answer else ()
         if not paused:
@@ -95,8 +97,8 @@ async def _drive(app, start, config: dict, on_turn, answer, seen: int) -> dict:
 
 
 async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = None,
-                      on_turn: Callable[[dict], None] | None = None, fork: dict | None = None,
-                      answer: Callable[[dict], object] | None = None) -> dict:
+                      on_turn: Callable[[Turn], None] | None = None, fork: dict | None = None,
+                      answer: Callable[[dict], object] | None = None) -> Episode:
     """Simulate one episode; a model failure ends it as 'failed' ('ungraded' if only a judge's endpoint failed), never raised.
 
     `fork`: a `fork_point` config; the episode continues that prefix instead of starting afresh (its calls are only the new
@@ -105,8 +107,7 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
     s = ctx.scenario
     record = {
         "id": episode_id or uuid.uuid4().hex[:12],
-        "setting": s.setting, "persona": s.persona, "strategy": s.strategy,
-        "profile": s.profile.model_dump(), "seed": ctx.seed,
+        "setting": s.setting, "persona": s.persona, "strategy": s.strategy, "profile": s.profile, "seed": ctx.seed,
         "caution": ctx.catalog.strategies[s.strategy].caution,  # a negative baseline's transcripts are not advice
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "provenance": provenance(ctx, backend),
@@ -124,7 +125,7 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
         seen = len((await checkpointed_graph().aget_state(fork)).values["turns"])
         state = await _drive(checkpointed_graph(evaluator), None, config, on_turn, answer, seen)
     error, verdicts = state.get("error"), state.get("verdicts", [])
-    return record | {
+    episode = Episode.model_validate(record | {
         "status": "failed" if error else episode_status(verdicts),
         "error": error or judge_errors(verdicts),
         "turns": state.get("turns", []),
@@ -132,6 +133,6 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
         "fidelity": state.get("fidelity"),
         "verdicts": verdicts,
         "calls": state.get("calls", []),
-        "usage": usage(episode_calls({"calls": state.get("calls", []), "verdicts": verdicts})),
         "duration_s": round(time.perf_counter() - start, 3),
-    }
+    })  # fmt: skip
+    return episode.model_copy(update={"usage": usage(episode.all_calls())})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from openai.lib._pydantic import to_strict_json_schema
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from simulator.core.errors import OutputError
 from simulator.core.files import validation_message
+from simulator.core.records import Call
 
 Message = dict[str, str]
 # The longest free text an output type may hold (a judge's reason): checked after parsing on every backend;
@@ -32,27 +33,6 @@ class Completion:
     cached_tokens: int | None = None  # prompt tokens the server reused from its cache, where it says
 
 
-@dataclass(frozen=True)
-class Call:
-    """One model call as recorded in an episode."""
-
-    role: str
-    purpose: str
-    model: str
-    seed: int | None
-    prompt_tokens: int | None  # None: unknown, the endpoint reported no usage
-    completion_tokens: int | None
-    latency_s: float
-    finish_reason: str | None
-    retries: int = 0
-    ok: bool = True
-    error: str | None = None
-    cached_tokens: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 class ChatModel(Protocol):
     """Anything that can answer a list of chat messages, optionally as JSON matching `schema`."""
 
@@ -71,8 +51,9 @@ class ChatModel(Protocol):
 
 
 def _call(role: str, purpose: str, model: ChatModel, seed: int | None, c: Completion, error: str | None = None) -> Call:
-    return Call(role, purpose, c.model or model.name, seed, c.prompt_tokens, c.completion_tokens,
-                round(c.latency_s, 4), c.finish_reason, c.retries, ok=error is None, error=error, cached_tokens=c.cached_tokens)
+    return Call(role=role, purpose=purpose, model=c.model or model.name, seed=seed, prompt_tokens=c.prompt_tokens,
+                completion_tokens=c.completion_tokens, latency_s=round(c.latency_s, 4), finish_reason=c.finish_reason,
+                retries=c.retries, ok=error is None, error=error, cached_tokens=c.cached_tokens)
 
 
 async def chat(model: ChatModel, messages: list[Message], *, role: str, purpose: str, calls: list[Call], **options) -> str:

@@ -8,7 +8,6 @@ import json
 import logging
 import time
 import traceback
-import uuid
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from simulator.conversation.catalog import Catalog, Profile, entry_hash, load_catalog, profile_of
 from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import Prompts, text_hash
-from simulator.conversation.runner import run_episode
-from simulator.core.records import episode_calls, episode_status, judge_errors
+from simulator.conversation.runner import crashed_episode, run_episode
+from simulator.core.records import Call, Episode, RunSpec
 from simulator.core.errors import UserError
 from simulator.core.files import read_yaml, validate
 from simulator.models.backends import Endpoint, endpoint
@@ -137,25 +136,25 @@ def estimate(exp: Experiment, cells: int, reasks: int, judge_max_calls: Callable
 
 
 def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, models: dict, rubric_hash: str | None,
-             judge_prompts: dict[str, str] | None = None) -> dict:
+             judge_prompts: dict[str, str] | None = None) -> RunSpec:
     """What makes a run what it is; its hash is the default run id, so an edited prompt, rubric or catalog entry
     makes a new run. `judge_prompts` is {name: hash} of the evaluator prompts, when episodes are graded."""
     prompts = Prompts(catalog.prompt_dirs)
-    return {
-        "experiment": exp.model_dump(mode="json"),
-        "backend": backend,
-        "models": {"practitioner": models["practitioner"].name, "persona": models["persona"].name,
-                   "evaluators": [m.name for m in models["evaluators"]]},
-        "reasks": config.reasks,
-        "prompts": {name: text_hash(prompts.source(name)) for name in SIMULATION_PROMPTS} | (judge_prompts or {}),
-        "rubric_hash": rubric_hash,
-        "catalog": {f"{kind}/{name}": entry_hash(getattr(catalog, kind)[name])
-                    for kind in ("settings", "personas", "strategies") for name in getattr(exp, kind)},
-    }  # fmt: skip
+    return RunSpec(
+        experiment=exp.model_dump(mode="json"),
+        backend=backend,
+        models={"practitioner": models["practitioner"].name, "persona": models["persona"].name,
+                "evaluators": [m.name for m in models["evaluators"]]},
+        reasks=config.reasks,
+        prompts={name: text_hash(prompts.source(name)) for name in SIMULATION_PROMPTS} | (judge_prompts or {}),
+        rubric_hash=rubric_hash,
+        catalog={f"{kind}/{name}": entry_hash(getattr(catalog, kind)[name])
+                 for kind in ("settings", "personas", "strategies") for name in getattr(exp, kind)},
+    )  # fmt: skip
 
 
-def spec_id(spec: dict) -> str:
-    return "run-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+def spec_id(spec: RunSpec) -> str:
+    return "run-" + hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def redact(url: str | None) -> str | None:
@@ -185,7 +184,7 @@ def stored_run(db: Path | str, run_id: str) -> tuple[dict, dict]:
     """(grid, settings) of a stored run; runs stored before settings were kept have none."""
     with Store(Path(db)) as store:
         run = store.run(run_id)
-    return run["spec"]["experiment"], run["settings"] or {}
+    return run["spec"].experiment, run["settings"] or {}
 
 
 @dataclass
@@ -210,14 +209,10 @@ class Progress:
         return 60 * (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
 
 
-def _crashed(cell: Cell, error: BaseException) -> dict:
+def _crashed(cell: Cell, error: BaseException) -> Episode:
     """The record of an episode that raised instead of ending: stored as failed, with the error."""
-    s = cell.scenario
     log.debug("episode crashed: %s", "".join(traceback.format_exception(error)))
-    return {"id": uuid.uuid4().hex[:12], "setting": s.setting, "persona": s.persona, "strategy": s.strategy,
-            "profile": s.profile.model_dump(), "seed": cell.seed, "status": "failed",
-            "error": f"{type(error).__name__}: {error}", "turns": [], "calls": [], "verdicts": [],
-            "usage": {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0}, "duration_s": 0.0}  # fmt: skip
+    return crashed_episode(cell.scenario, cell.seed, error)
 
 
 @dataclass
@@ -259,7 +254,7 @@ class Batch:
         await loop.run_in_executor(writer, self.store.create_run, run_id, spec, settings)
         done = await loop.run_in_executor(writer, self.store.done, run_id)
         regrade = await loop.run_in_executor(writer, self.store.ungraded, run_id)  # simulated; a judge's endpoint failed
-        stored = done | {(r["cell"], r["rep"]) for r in regrade}
+        stored = done | {(r.cell, r.rep) for r in regrade}
         cells = [c for c in expand(exp) if (c.key, c.rep) not in stored]
         if texts:
             await loop.run_in_executor(writer, self.store.save_texts, texts)
@@ -286,33 +281,31 @@ class Batch:
                     raise  # bad input (e.g. a prompt with an undefined variable) fails every episode alike
                 except Exception as e:  # a bug must not lose the episode: it is stored as failed
                     record = _crashed(cell, e)
-                record |= {"run_id": run_id, "cell": cell.key, "rep": cell.rep}
+                record = record.model_copy(update={"run_id": run_id, "cell": cell.key, "rep": cell.rep})
                 await loop.run_in_executor(writer, self.store.save_episode, run_id, cell.key, cell.rep, record)
-                ended(record, episode_calls(record))
+                ended(record, record.all_calls())
 
-        async def grade_again(record: dict) -> None:
+        async def grade_again(record: Episode) -> None:
             """Grade an ungraded episode with the judges that did not answer; its conversation is kept as it is."""
             async with limit:
                 if progress.stopped:
                     return
                 progress.running += 1
                 self._report(progress)
-                episode = {k: record[k] for k in ("turns", "setting", "persona", "strategy")}
-                verdicts = await evaluator(record["seed"])(episode, previous=record["verdicts"])
-                await loop.run_in_executor(writer, self.store.replace_verdicts, record["id"], verdicts)
-                new = [c for v in verdicts if v not in record["verdicts"] for c in v["calls"]]
-                ended(record | {"status": episode_status(verdicts), "error": judge_errors(verdicts)}, new)
+                verdicts = await evaluator(record.seed)(record.transcript(), previous=record.verdicts)
+                await loop.run_in_executor(writer, self.store.replace_verdicts, record.id, verdicts)
+                new = [c for v in verdicts if v not in record.verdicts for c in v.calls]
+                ended(record.with_verdicts(verdicts), new)
 
-        def ended(record: dict, calls: list[dict]) -> None:
+        def ended(record: Episode, calls: list[Call]) -> None:
             """Count an episode that ended (simulated, or graded again) with the calls it made just now."""
             progress.running -= 1
             self._count_tokens(progress, calls)
-            if record["status"] == "succeeded":
+            if record.status == "succeeded":
                 progress.done += 1
             else:
                 progress.failed += 1
-                log.warning("episode %s (%s rep %d) %s: %s", record["id"], record["cell"], record["rep"], record["status"],
-                            record["error"])  # fmt: skip
+                log.warning("episode %s (%s rep %d) %s: %s", record.id, record.cell, record.rep, record.status, record.error)
                 if (reason := self.endpoint.exit_reason()) and not progress.stopped:
                     progress.stopped, progress.fault = reason, True
             if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
@@ -329,15 +322,15 @@ class Batch:
         self._report(progress)
         return run_id, progress
 
-    def _count_tokens(self, progress: Progress, calls: list[dict]) -> None:
+    def _count_tokens(self, progress: Progress, calls: list[Call]) -> None:
         """Add the tokens the endpoint reported; warn once per run about calls it reported none for."""
-        unknown = sum(c["prompt_tokens"] is None or c["completion_tokens"] is None for c in calls)
+        unknown = sum(c.prompt_tokens is None or c.completion_tokens is None for c in calls)
         if unknown and not progress.unknown_usage_calls:
             budget = f"; --max-tokens {self.max_tokens:,} cannot be enforced for them" if self.max_tokens is not None else ""
             log.warning("the endpoint reported no token usage for some calls: their tokens are stored as unknown (null), "
                         "not counted in token totals%s", budget)  # fmt: skip
         progress.unknown_usage_calls += unknown
-        progress.tokens += sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in calls)
+        progress.tokens += sum((c.prompt_tokens or 0) + (c.completion_tokens or 0) for c in calls)
 
     def _report(self, progress: Progress) -> None:
         if self.on_progress:

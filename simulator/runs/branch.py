@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,8 +19,9 @@ from pydantic import BaseModel, ConfigDict
 from simulator.conversation.catalog import Catalog, Profile
 from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import Prompts, text_hash
-from simulator.conversation.runner import fork_point, run_episode
+from simulator.conversation.runner import crashed_episode, fork_point, run_episode
 from simulator.core.errors import UserError
+from simulator.core.records import Branch, Episode, RunSpec, Turn, Verdict
 from simulator.storage.store import Store
 
 from .batch import SIMULATION_PROMPTS, cell_seed
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 ARMS = ("control", "treatment")
 
 
-def fork_turn(turns: list[dict], at: str, episode_id: str = "episode") -> int:
+def fork_turn(turns: list[Turn], at: str, episode_id: str = "episode") -> int:
     """How many of the stored turns a branch keeps: `fork_turn(turns, '3')` -> 3.
 
     'first-ask' keeps the turns before the practitioner's first ask; 'peak' those up to and including the persona turn
@@ -39,15 +39,15 @@ def fork_turn(turns: list[dict], at: str, episode_id: str = "episode") -> int:
     """
     n = len(turns)
     if at == "first-ask":
-        asks = [t["index"] for t in turns if t.get("intent") == "ask"]
+        asks = [t.index for t in turns if t.intent == "ask"]
         if not asks:
             raise UserError(f"--at first-ask: episode {episode_id} has no ask")
         keep, why = asks[0], "asks in its opening line: no turn before it to keep"
     elif at == "peak":
-        persona = [t for t in turns if t["speaker"] == "persona" and "interest" in t]
+        persona = [t for t in turns if t.speaker == "persona" and t.interest is not None]
         if not persona:
             raise UserError(f"--at peak: episode {episode_id} has no persona turn")
-        keep, why = max(persona, key=lambda t: t["interest"])["index"] + 1, "peaks in its last turn: nothing after it to regenerate"
+        keep, why = max(persona, key=lambda t: t.interest).index + 1, "peaks in its last turn: nothing after it to regenerate"
     elif at.isdigit():
         keep, why = int(at), f"has turns 0-{n - 1}: turn {at} is out of range (a fork keeps 1 to {n - 1} turns)"
     else:
@@ -76,7 +76,7 @@ class Treatment(BaseModel):
 class Continuation:
     """One episode to run: prefix `at` turns of `parent`, continued in `arm`, repetition `rep`, with its seed."""
 
-    parent: dict
+    parent: Episode
     at: int
     arm: str
     rep: int
@@ -84,43 +84,43 @@ class Continuation:
 
     @property
     def prefix(self) -> str:
-        return f"{self.parent['id']}@{self.at}"
+        return f"{self.parent.id}@{self.at}"
 
     @property
     def cell(self) -> str:
         return f"{self.prefix}/{self.arm}"
 
 
-def continuations(parents: list[tuple[dict, int]], reps: int) -> list[Continuation]:
+def continuations(parents: list[tuple[Episode, int]], reps: int) -> list[Continuation]:
     """Each (parent, fork turn) continued `reps` times per arm; rep k of both arms shares a seed."""
-    return [Continuation(parent, at, arm, rep, cell_seed(parent["seed"] or 0, f"branch/{parent['id']}@{at}", rep))
+    return [Continuation(parent, at, arm, rep, cell_seed(parent.seed or 0, f"branch/{parent.id}@{at}", rep))
             for parent, at in parents for rep in range(reps) for arm in ARMS]  # fmt: skip
 
 
-def fork_points(records: list[dict], at: str) -> tuple[list[tuple[dict, int]], list[str]]:
+def fork_points(records: list[Episode], at: str) -> tuple[list[tuple[Episode, int]], list[str]]:
     """(parent, fork turn) for each succeeded episode, and why the others are left out (one line each)."""
     points, skipped = [], []
     for r in records:
-        if r["status"] == "failed":
-            skipped.append(f"{r['id']}: failed")
+        if r.status == "failed":
+            skipped.append(f"{r.id}: failed")
             continue
         try:
-            points.append((r, fork_turn(r["turns"], at, r["id"])))
+            points.append((r, fork_turn(r.turns, at, r.id)))
         except UserError as e:
             skipped.append(str(e))
     return points, skipped
 
 
-def branch_id(spec: dict) -> str:
-    return "branch-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+def branch_id(spec: RunSpec) -> str:
+    return "branch-" + hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def check_prompts(parent: dict, prompts: Prompts) -> None:
+def check_prompts(parent: Episode, prompts: Prompts) -> None:
     """A control is honest only if it continues with the prompts the parent used: refuse otherwise."""
-    used = (parent.get("provenance") or {}).get("prompts") or {}
+    used = parent.provenance.prompts if parent.provenance else {}
     differ = [n for n in SIMULATION_PROMPTS if n in used and used[n] != text_hash(prompts.source(n))]
     if differ:
-        raise UserError(f"episode {parent['id']} was made with other {', '.join(differ)} prompt(s) than these; pass the "
+        raise UserError(f"episode {parent.id} was made with other {', '.join(differ)} prompt(s) than these; pass the "
                         "directory it used with --base-prompts (the control must continue unchanged)")  # fmt: skip
 
 
@@ -137,29 +137,32 @@ class BranchSet:
     temperature: float | None = None  # None: the parent's
     max_turns: int | None = None  # None: the parent's
     reasks: int = 2
-    evaluator: Callable[[int], Callable[[dict], Awaitable[list[dict]]] | None] = lambda seed: None
+    evaluator: Callable[[int], Callable[[dict], Awaitable[list[Verdict]]] | None] = lambda seed: None
     concurrency: int = 4
 
-    def context(self, c: Continuation) -> Context:
-        p, prov = c.parent, c.parent.get("provenance") or {}
-        scenario = Scenario(p["setting"], p["persona"], p["strategy"], Profile(**(p.get("profile") or {})))
+    def scenario(self, c: Continuation) -> Scenario:
+        p = c.parent
+        scenario = Scenario(p.setting, p.persona, p.strategy, p.profile or Profile())
         if c.arm == "treatment":
             change = {k: v for k, v in self.treatment.model_dump(include={"strategy", "persona"}).items() if v is not None}
             scenario = replace(scenario, **change)
-        cat, models = self.catalogs[c.arm], self.models[c.arm]
-        return Context(models["practitioner"], models["persona"], cat, Prompts(cat.prompt_dirs), scenario, c.seed,
-                       temperature=self.temperature if self.temperature is not None else prov.get("temperature", 0.7),
-                       max_turns=self.max_turns or prov.get("max_turns") or 8, reasks=self.reasks,
+        return scenario
+
+    def context(self, c: Continuation) -> Context:
+        prov, cat, models = c.parent.provenance, self.catalogs[c.arm], self.models[c.arm]
+        return Context(models["practitioner"], models["persona"], cat, Prompts(cat.prompt_dirs), self.scenario(c), c.seed,
+                       temperature=self.temperature if self.temperature is not None else prov.temperature if prov else 0.7,
+                       max_turns=self.max_turns or (prov and prov.max_turns) or 8, reasks=self.reasks,
                        evaluate=self.evaluator(c.seed))  # fmt: skip
 
-    async def run(self, todo: list[Continuation], on_saved: Callable[[dict], None] | None = None) -> None:
+    async def run(self, todo: list[Continuation], on_saved: Callable[[Episode], None] | None = None) -> None:
         """Run the continuations not yet succeeded; each forks from its prefix's one checkpoint."""
         done = self.store.done(self.run_id)
         todo = [c for c in todo if (c.cell, c.rep) not in done]
         forks: dict[str, dict] = {}
         for c in todo:
             if c.prefix not in forks:
-                forks[c.prefix] = await fork_point(c.parent["turns"][: c.at], f"{self.run_id}/{c.prefix}")
+                forks[c.prefix] = await fork_point(c.parent.turns[: c.at], f"{self.run_id}/{c.prefix}")
         limit = asyncio.Semaphore(self.concurrency)
 
         async def one(c: Continuation) -> None:
@@ -170,12 +173,10 @@ class BranchSet:
                     raise
                 except Exception as e:  # a bug must not lose the continuation: it is stored as failed
                     log.debug("continuation crashed", exc_info=True)
-                    record = {"id": uuid.uuid4().hex[:12], "setting": c.parent["setting"], "persona": c.parent["persona"],
-                              "strategy": c.parent["strategy"], "seed": c.seed, "status": "failed",
-                              "error": f"{type(e).__name__}: {e}", "turns": [], "calls": [], "verdicts": []}  # fmt: skip
-                record |= {"run_id": self.run_id, "cell": c.cell, "rep": c.rep, "branch": {
-                    "parent": c.parent["id"], "at": c.at, "prefix": c.prefix, "arm": c.arm,
-                    "treatment": self.treatment.label() if c.arm == "treatment" else None}}  # fmt: skip
+                    record = crashed_episode(self.scenario(c), c.seed, e)
+                record = record.model_copy(update={"run_id": self.run_id, "cell": c.cell, "rep": c.rep, "branch": Branch(
+                    parent=c.parent.id, at=c.at, prefix=c.prefix, arm=c.arm,
+                    treatment=self.treatment.label() if c.arm == "treatment" else None)})  # fmt: skip
                 self.store.save_episode(self.run_id, c.cell, c.rep, record)
                 if on_saved:
                     on_saved(record)
@@ -183,7 +184,7 @@ class BranchSet:
         await asyncio.gather(*(one(c) for c in todo))
 
 
-def parents(store: Store, source: str, at: str) -> tuple[list[tuple[dict, int]], list[str]]:
+def parents(store: Store, source: str, at: str) -> tuple[list[tuple[Episode, int]], list[str]]:
     """(parent, fork turn) pairs from a run id (each episode that can be forked) or one episode id, and what was left out."""
     if any(r["id"] == source for r in store.runs()):
         points, skipped = fork_points(store.episodes(source), at)
@@ -194,15 +195,15 @@ def parents(store: Store, source: str, at: str) -> tuple[list[tuple[dict, int]],
         record = store.episode(source)
     except UserError:
         raise UserError(f"no run or episode {source!r} in {store.path}") from None
-    if record["status"] == "failed":
-        raise UserError(f"episode {record['id']} failed: there is no conversation to fork")
-    return [(record, fork_turn(record["turns"], at, record["id"]))], []
+    if record.status == "failed":
+        raise UserError(f"episode {record.id} failed: there is no conversation to fork")
+    return [(record, fork_turn(record.turns, at, record.id))], []
 
 
 async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int = 4, db: Path | str = "nextstep.db",
                        judges: int = 1, run_id: str | None = None, max_turns: int | None = None,
                        concurrency: int | None = None, config_file: Path | None = None, rubric_file: Path | None = None,
-                       on_saved: Callable[[dict], None] | None = None, **config_flags) -> tuple[str, list[str]]:
+                       on_saved: Callable[[Episode], None] | None = None, **config_flags) -> tuple[str, list[str]]:
     """Continue every prefix of `source` (a run or an episode id) `reps` times per arm; returns (branch run id, skipped).
 
     The base settings (endpoint, models, prompt and persona directories) are those the parent run was made with;
@@ -220,7 +221,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
         raise UserError("nothing to change: give --strategy, --persona, --prompts-dir, --practitioner-model or --persona-model")
     with Store(Path(db)) as store:
         points, skipped = parents(store, source, at)
-        parent_run = points[0][0].get("run_id")
+        parent_run = points[0][0].run_id
         stored = (store.run(parent_run)["settings"] or {}) if parent_run else {}
         config = run_config(config_file, stored, **config_flags)
         base = load_catalog(config.personas_dir, config.prompts_dir)
@@ -230,15 +231,15 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
                 catalogs["treatment"].pick(kind, name)
         for parent, _ in points:
             check_prompts(parent, Prompts(base.prompt_dirs))
-        spec = {"branch": {"source": source, "parents": sorted(p["id"] for p, _ in points), "at": at, "reps": reps,
-                           "treatment": treatment.model_dump(mode="json"), "judges": judges, "max_turns": max_turns}}  # fmt: skip
+        spec = RunSpec(branch={"source": source, "parents": sorted(p.id for p, _ in points), "at": at, "reps": reps,
+                               "treatment": treatment.model_dump(mode="json"), "judges": judges, "max_turns": max_turns})  # fmt: skip
         run_id = run_id or branch_id(spec)
         rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir) if judges else (None, None)
         with endpoint(config, concurrency) as ep:
             treated = config.model_copy(update=treatment.model_dump(include={"practitioner_model", "persona_model"}, exclude_none=True))
             async with ep.models(config) as control, ep.models(treated) as models:
-                spec |= {"backend": ep.backend, "models": {arm: {r: m[r].name for r in ("practitioner", "persona")}
-                                                           for arm, m in (("control", control), ("treatment", models))}}  # fmt: skip
+                spec = spec.model_copy(update={"backend": ep.backend, "models": {
+                    arm: {r: m[r].name for r in ("practitioner", "persona")} for arm, m in (("control", control), ("treatment", models))}})
                 store.create_run(run_id, spec, run_settings(config, concurrency=concurrency, rubric_file=rubric_file))
 
                 def evaluator(seed: int):

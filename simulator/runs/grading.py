@@ -12,12 +12,13 @@ from evaluations.judge.rubric import load_rubric
 from simulator.conversation.catalog import Catalog
 from simulator.conversation.prompts import Prompts
 from simulator.core.errors import UserError
+from simulator.core.records import Episode, Verdict
 from simulator.models.backends import endpoint
 from simulator.models.config import Config
 from simulator.storage.episode_files import read_episode, write_episode
 from simulator.storage.store import Store
 
-OnGraded = Callable[[int, int, str, list[dict]], None]  # (1-based position, how many in all, label, every verdict)
+OnGraded = Callable[[int, int, str, list[Verdict]], None]  # (1-based position, how many in all, label, every verdict)
 
 
 @dataclass
@@ -25,8 +26,8 @@ class Target:
     """One stored episode to grade again: a label to show, its record, and where its new verdicts go."""
 
     label: str
-    record: dict
-    save: Callable[[dict], None]
+    record: Episode
+    save: Callable[[Episode], None]
 
 
 def grading_targets(names: list[str], db: Path) -> list[Target]:
@@ -42,26 +43,26 @@ def grading_targets(names: list[str], db: Path) -> list[Target]:
             raise UserError(f"{name}: no such episode file or directory, and no database {db} to look it up in")
         with Store(db) as store:
             is_run = any(r["id"] == name for r in store.runs())
-            records = [r for r in store.episodes(name) if r["status"] != "failed"] if is_run else [store.episode(name)]
+            records = [r for r in store.episodes(name) if r.status != "failed"] if is_run else [store.episode(name)]
 
-        def save(record: dict, db: Path = db) -> None:
+        def save(record: Episode, db: Path = db) -> None:
             with Store(db) as store:
-                store.replace_verdicts(record["id"], record["verdicts"])
+                store.replace_verdicts(record.id, record.verdicts)
 
-        targets += [Target(f"{r['id']} ({r['cell'] or r['setting']})", r, save) for r in records]
+        targets += [Target(f"{r.id} ({r.cell or r.setting})", r, save) for r in records]
     if not targets:
         raise UserError(f"nothing to grade in {', '.join(names)}")
     return targets
 
 
-def with_new_verdicts(record: dict, verdicts: list[dict]) -> dict:
+def with_new_verdicts(record: Episode, verdicts: list[Verdict]) -> Episode:
     """`record` graded anew: `verdicts` replace its verdicts, which join its `verdict_history`."""
-    return record | {"verdict_history": record.get("verdict_history", []) + record.get("verdicts", []), "verdicts": verdicts}
+    return record.model_copy(update={"verdict_history": record.verdict_history + record.verdicts, "verdicts": verdicts})
 
 
 async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[str, dict]], *, judges: int, seed: int = 0,
                          rubric_file: Path | None = None, fidelity_judge: bool = False,
-                         on_graded: OnGraded | None = None) -> list[list[dict]]:
+                         on_graded: OnGraded | None = None) -> list[list[Verdict]]:
     """Every judge's verdict on each (label, episode), in order, one episode at a time; `on_graded` after each."""
     if judges < 1:
         raise UserError(f"--judges {judges}: grading needs at least one judge")
@@ -90,5 +91,5 @@ async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Pat
         if on_graded:
             on_graded(n, total, label, verdicts)
 
-    return await grade_episodes(config, catalog, [(t.label, t.record) for t in targets], judges=judges, seed=seed,
+    return await grade_episodes(config, catalog, [(t.label, t.record.transcript()) for t in targets], judges=judges, seed=seed,
                                 rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=save)  # fmt: skip

@@ -12,6 +12,7 @@ from simulator.conversation.catalog import Catalog
 from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import Prompts
 from simulator.conversation.runner import run_episode
+from simulator.core.records import Episode, Turn
 from simulator.models.backends import endpoint
 from simulator.models.config import Config
 
@@ -28,8 +29,8 @@ def about(catalog: Catalog, scenario: Scenario, seed: int, backend: str) -> dict
 
 async def run_one(config: Config, catalog: Catalog, scenario: Scenario, *, seed: int = 0, judges: int = 1,
                   rubric_file: Path | None = None, fidelity_judge: bool = False,
-                  on_start: Callable[[str], None] | None = None, on_turn: Callable[[dict], None] | None = None,
-                  person: str | None = None, answer: Callable[[dict], object] | None = None) -> dict:
+                  on_start: Callable[[str], None] | None = None, on_turn: Callable[[Turn], None] | None = None,
+                  person: str | None = None, answer: Callable[[dict], object] | None = None) -> Episode:
     """Simulate and grade one episode on one slot; `on_start(about(...))` once the endpoint is up, `on_turn` per turn.
 
     `person` and `answer`: the role a person plays and where their turns come from (see `run_episode`).

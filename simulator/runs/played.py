@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from simulator.core.records import Episode, RunSpec
 from simulator.storage.store import Store
 
 
-def save_played(db, record: dict, role: str) -> str:
+def save_played(db, record: Episode, role: str) -> str:
     """Store a played episode in run 'play-ROLE', as the next repetition of its cell; returns the run id."""
-    run_id, profile = f"play-{role}", record.get("profile") or {}
-    cell = f"{record['setting']}/{record['persona']}/{record['strategy']}/{profile.get('practitioner_gender')}-{profile.get('persona_gender')}"
+    run_id, cell = f"play-{role}", f"{record.setting}/{record.persona}/{record.strategy}/{record.profile.id}"
     with Store(Path(db)) as store:
-        store.create_run(run_id, {"play": {"person": role}})
-        rep = store.next_rep(run_id, cell)
-        store.save_episode(run_id, cell, rep, record | {"run_id": run_id, "cell": cell, "rep": rep, "person": role})
+        store.create_run(run_id, RunSpec(play={"person": role}))
+        store.save_episode(run_id, cell, store.next_rep(run_id, cell), record.model_copy(update={"person": role}))
     return run_id

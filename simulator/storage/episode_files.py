@@ -6,16 +6,18 @@ import json
 from pathlib import Path
 
 from simulator.core.errors import UserError
+from simulator.core.files import validate
+from simulator.core.records import Episode
 
 
-def write_episode(record: dict, path: Path) -> Path:
+def write_episode(record: Episode, path: Path) -> Path:
     """Write `record` to `path` as indented JSON (its folder made if need be); returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    path.write_text(record.model_dump_json(indent=2))
     return path
 
 
-def read_episode(path: Path) -> dict:
+def read_episode(path: Path) -> Episode:
     """An episode record from a JSON file, or a UserError naming the file."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -23,4 +25,4 @@ def read_episode(path: Path) -> dict:
         raise UserError(f"{path}: not an episode JSON file ({e})") from None
     if not isinstance(record, dict) or not {"turns", "setting", "persona"} <= record.keys():
         raise UserError(f"{path}: not an episode record (needs turns, setting, persona)")
-    return record
+    return validate(Episode, record, str(path))

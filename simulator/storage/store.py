@@ -5,13 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from simulator.core.records import episode_calls, episode_status, judge_errors, package_version, usage
+from pydantic import ValidationError
+
 from simulator.core.errors import UserError
+from simulator.core.files import validation_message
+from simulator.core.records import Episode, RunSpec, Verdict, package_version
 
 SCHEMA = "nextstep/1"
+BUSY_TIMEOUT_S = 30  # how long a connection waits for another's write before it gives up
 # Columns added after databases were made: created on open when missing, so older files keep working.
 ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT"}
 SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
@@ -59,9 +64,9 @@ def plain(value):
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
 
 
-def pick(d: dict, *keys: str) -> dict:
-    """Those keys of d, None where missing: `pick({'a': 1}, 'a', 'b')` -> {'a': 1, 'b': None}."""
-    return {k: d.get(k) for k in keys}
+def pick(record, *names: str) -> dict:
+    """Those attributes of a record, None where it has none: `pick(episode.usage, 'calls')` -> {'calls': 3}."""
+    return {n: getattr(record, n, None) for n in names}
 
 
 def covers(new, old) -> bool:
@@ -88,7 +93,7 @@ class Store:
         self.path = Path(path)
         # Autocommit mode: every write goes through `_tx`, which takes the write lock up front.
         # check_same_thread=False: a batch hands all its writes to one dedicated writer thread.
-        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self.conn.row_factory = sqlite3.Row
         try:
             self._open()
@@ -103,10 +108,11 @@ class Store:
             raise
 
     def _open(self) -> None:
-        self.conn.execute("PRAGMA busy_timeout = 30000")
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
         if self._schema() == "":  # checked before WAL, which would change someone else's file
             raise UserError(f"{self.path}: not a nextstep database")
-        for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON"):
+        self._wal()
+        for pragma in ("synchronous = NORMAL", "foreign_keys = ON"):
             self.conn.execute(f"PRAGMA {pragma}")
         # Check and create in one write transaction, so two processes opening a new file don't both create.
         with self._tx() as conn:
@@ -123,6 +129,23 @@ class Store:
             for column, kind in ADDED_COLUMNS.items():
                 if column not in have:
                     conn.execute(f"ALTER TABLE episodes ADD COLUMN {column} {kind}")
+
+    def _wal(self) -> None:
+        """Switch to WAL, waiting for other writers as every write here does.
+
+        A new file is in rollback mode until a Store switches it, and that switch writes the file. While another
+        connection writes to a rollback-mode file, SQLite refuses the switch at once ('database is locked') instead of
+        waiting the busy timeout, so two processes opening one new database together would fail: hence the retries.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _schema(self) -> str | None:
         """The schema named in meta: None for an empty file, '' for SQLite that is not ours."""
@@ -151,38 +174,42 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def create_run(self, run_id: str, spec: dict, settings: dict | None = None) -> None:
+    def create_run(self, run_id: str, spec: RunSpec, settings: dict | None = None) -> None:
         """Register a run, or resume it: the same spec again is accepted, a different one refused.
 
         `settings` (endpoint, models, directories: what a resume needs) are kept in spec_json under 'run_settings', are
         no part of the run's identity, and are replaced by the latest ones. A run stored before settings were kept
-        has fewer spec fields: it resumes as long as every field it has is unchanged.
+        has fewer spec fields: it resumes as long as every field it has is unchanged. The schema version is kept
+        beside the spec and is no part of its identity either, so a run stored by 0.1.0 resumes.
         """
-        spec = json.loads(dumps(spec))
+        version = {"schema_version": spec.schema_version}
+        spec = spec.identity()
         with self._tx() as conn:
             row = conn.execute("SELECT spec_json FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
-                insert(conn, "runs", {"id": run_id, "created_at": now(), "spec_json": dumps(spec | {SETTINGS_KEY: settings or {}}),
-                                      "version": package_version()})  # fmt: skip
+                insert(conn, "runs", {"id": run_id, "created_at": now(), "version": package_version(),
+                                      "spec_json": dumps(spec | version | {SETTINGS_KEY: settings or {}})})  # fmt: skip
                 return
             stored = json.loads(row[0])
             older = SETTINGS_KEY not in stored
             stored.pop(SETTINGS_KEY, None)
+            stored.pop("schema_version", None)
             same = (lambda k: covers(spec.get(k), stored[k])) if older else (lambda k: spec.get(k) == stored.get(k))
             if differ := [k for k in sorted(stored.keys() | spec.keys()) if (k in stored or not older) and not same(k)]:
                 raise UserError(f"run {run_id!r} in {self.path} was made with a different {', '.join(differ)}; start a new run instead")
             if settings is not None:
-                conn.execute("UPDATE runs SET spec_json = ? WHERE id = ?", (dumps(spec | {SETTINGS_KEY: settings}), run_id))
+                conn.execute("UPDATE runs SET spec_json = ? WHERE id = ?", (dumps(spec | version | {SETTINGS_KEY: settings}), run_id))
 
     def run(self, run_id: str) -> dict:
+        """{'id', 'created_at', 'spec' (a RunSpec), 'settings' (None: stored before settings were kept), 'version', 'counts'}."""
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise UserError(f"no run {run_id!r} in {self.path}")
         counts = self.conn.execute("SELECT status, count(*) FROM episodes WHERE run_id = ? GROUP BY status", (run_id,))
         spec = json.loads(row["spec_json"])
-        settings = spec.pop(SETTINGS_KEY, None)  # None: stored before settings were kept
-        return {"id": row["id"], "created_at": row["created_at"], "spec": spec, "settings": settings,
-                "version": row["version"], "counts": dict(counts.fetchall())}  # fmt: skip
+        settings = spec.pop(SETTINGS_KEY, None)
+        return {"id": row["id"], "created_at": row["created_at"], "spec": self._valid(RunSpec, spec, f"run {run_id}"),
+                "settings": settings, "version": row["version"], "counts": dict(counts.fetchall())}  # fmt: skip
 
     def runs(self) -> list[dict]:
         """Every run, newest first, with episode counts and tokens spent (None: some endpoint reported no usage)."""
@@ -196,70 +223,67 @@ class Store:
             GROUP BY r.id ORDER BY r.created_at DESC, r.rowid DESC""")  # fmt: skip
         return [dict(row) for row in rows]
 
-    def save_episode(self, run_id: str, cell: str, rep: int, record: dict) -> None:
-        """Store one episode with its child rows; a retried (cell, rep) replaces the earlier attempt."""
+    def save_episode(self, run_id: str, cell: str, rep: int, episode: Episode) -> None:
+        """Store one episode (as the run's `cell`, `rep`) with its child rows; a retried (cell, rep) replaces the earlier attempt."""
+        episode = episode.model_copy(update={"run_id": run_id, "cell": cell, "rep": rep})
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 raise UserError(f"no run {run_id!r} in {self.path}")
             # Deleting first cascades to the earlier attempt's turns, calls, verdicts, scores and flags.
             conn.execute("DELETE FROM episodes WHERE run_id = ? AND cell = ? AND rep = ?", (run_id, cell, rep))
-            insert(conn, "episodes", self._episode_row(run_id, cell, rep, record))
-            for t in record.get("turns") or []:
-                insert(conn, "turns", {"episode_id": record["id"], "turn": t.get("index"),
+            insert(conn, "episodes", self._episode_row(episode))
+            for t in episode.turns:
+                insert(conn, "turns", {"episode_id": episode.id, "turn": t.index,
                                        **pick(t, "speaker", "text", "intent", "interest", "comfort", "shares_contact")})
-            self._insert_calls(record["id"], None, record.get("calls") or [])
-            self._insert_verdicts(record["id"], record.get("verdicts") or [])
-            prov = record.get("provenance") or {}
-            texts = prov.get("prompt_texts") or {}
-            for name, digest in (prov.get("prompts") or {}).items():
-                insert(conn, "prompts", {"hash": digest, "name": name, "text": texts.get(digest)}, "INSERT OR IGNORE")
-            if record.get("status") != "succeeded":
-                insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": record.get("id"),
-                                        "error": record.get("error"), "at": now()})  # fmt: skip
+            self._insert_calls(episode.id, None, episode.calls)
+            self._insert_verdicts(episode.id, episode.verdicts)
+            if prov := episode.provenance:
+                for name, digest in prov.prompts.items():
+                    insert(conn, "prompts", {"hash": digest, "name": name, "text": prov.prompt_texts.get(digest)}, "INSERT OR IGNORE")
+            if episode.status != "succeeded":
+                insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode.id,
+                                        "error": episode.error, "at": now()})  # fmt: skip
 
-    def _episode_row(self, run_id: str, cell: str, rep: int, record: dict) -> dict:
-        prov, use, branch = record.get("provenance") or {}, record.get("usage") or {}, record.get("branch") or {}
-        models = prov.get("models") or {}
+    def _episode_row(self, e: Episode) -> dict:
+        prov, branch = e.provenance, e.branch
         return {
-            "id": record["id"], "run_id": run_id, "cell": cell, "rep": rep, "status": record.get("status") or "failed",
-            **pick(record, "setting", "persona", "strategy", "seed", "started_at", "error", "duration_s"),
-            **pick(record.get("profile") or {}, "practitioner_gender", "persona_gender"),
-            "backend": prov.get("backend"),
-            "practitioner_model": models.get("practitioner"), "persona_model": models.get("persona"),
-            **pick(record.get("outcome") or {}, "exchanged", "next_meeting", "asked", "first_ask_turn", "final_interest",
-                   "final_comfort", "end_reason", "ended_by"),
-            "parent_id": branch.get("parent"), "fork_turn": branch.get("at"),
-            "arm": branch.get("treatment") or branch.get("arm"), "person": record.get("person"),
-            "fidelity_ok": (record.get("fidelity") or {}).get("ok"), "n_turns": len(record.get("turns") or []),
-            "n_calls": use.get("calls"), **pick(use, "prompt_tokens", "completion_tokens", "latency_s"), "saved_at": now(),
-            "provenance_json": dumps(prov) if prov else None, "record_json": json.dumps(record, ensure_ascii=False),
+            **pick(e, "id", "run_id", "cell", "rep", "status", "setting", "persona", "strategy", "seed", "started_at", "error",
+                   "duration_s", "person"),
+            **pick(e.profile, "practitioner_gender", "persona_gender"),
+            "backend": prov and prov.backend,
+            "practitioner_model": prov and prov.models.get("practitioner"), "persona_model": prov and prov.models.get("persona"),
+            **pick(e.outcome, "exchanged", "next_meeting", "asked", "first_ask_turn", "final_interest", "final_comfort",
+                   "end_reason", "ended_by"),
+            "parent_id": branch and branch.parent, "fork_turn": branch and branch.at,
+            "arm": branch and (branch.treatment or branch.arm),
+            "fidelity_ok": e.fidelity and e.fidelity.ok, "n_turns": len(e.turns),
+            "n_calls": e.usage and e.usage.calls, **pick(e.usage, "prompt_tokens", "completion_tokens", "latency_s"),
+            "saved_at": now(), "provenance_json": prov and prov.model_dump_json(), "record_json": e.model_dump_json(),
         }  # fmt: skip
 
-    def _insert_calls(self, episode_id: str, judge: int | None, calls: list[dict]) -> None:
+    def _insert_calls(self, episode_id: str, judge: int | None, calls: list) -> None:
         for n, call in enumerate(calls):
             insert(self.conn, "calls", {"episode_id": episode_id, "n": n, "judge": judge, **pick(
                 call, "role", "purpose", "model", "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason",
                 "retries", "ok", "error")})  # fmt: skip
 
-    def _insert_verdicts(self, episode_id: str, verdicts: list[dict]) -> None:
+    def _insert_verdicts(self, episode_id: str, verdicts: list[Verdict]) -> None:
         for v in verdicts:
-            judge, flags = v.get("judge"), v.get("flags") or {}
             insert(self.conn, "verdicts", {
-                "episode_id": episode_id, "judge": judge, **pick(v, "model", "seed", "temperature", "rubric_hash"),
-                "n_unscored": len(v.get("unscored") or []), "flags_status": flags.get("status"),
-                "outcome_status": (v.get("outcome") or {}).get("status"), "verdict_json": json.dumps(v, ensure_ascii=False),
+                "episode_id": episode_id, **pick(v, "judge", "model", "seed", "temperature", "rubric_hash"),
+                "n_unscored": len(v.unscored), "flags_status": v.flags and v.flags.status,
+                "outcome_status": v.outcome and v.outcome.status, "verdict_json": v.model_dump_json(),
             })  # fmt: skip
-            for n, t in enumerate(v.get("transitions") or []):
-                for condition, g in (t.get("conditions") or {}).items():
+            for n, t in enumerate(v.transitions):
+                for condition, g in t.conditions.items():
                     insert(self.conn, "scores", {
-                        "episode_id": episode_id, "judge": judge, "transition": n, "transition_turn": t.get("turn"),
+                        "episode_id": episode_id, "judge": v.judge, "transition": n, "transition_turn": t.turn,
                         **pick(t, "ask_turn", "has_ask", "source"), "condition": condition,
                         **pick(g, "status", "score", "turn", "quote", "reason"),
                     })  # fmt: skip
-            for f in flags.get("raised") or []:
-                insert(self.conn, "flags", {"episode_id": episode_id, "judge": judge,
-                                            **pick(f, "flag", "turn", "quote", "reason")})  # fmt: skip
-            self._insert_calls(episode_id, judge, v.get("calls") or [])
+            for f in v.flags.raised if v.flags else []:
+                insert(self.conn, "flags", {"episode_id": episode_id, "judge": v.judge, **pick(f, "flag", "turn", "quote", "reason")})
+            self._insert_calls(episode_id, v.judge, v.calls)
 
     def done(self, run_id: str) -> set[tuple[str, int]]:
         """(cell, rep) of the run's succeeded episodes: what a resumed run can skip."""
@@ -271,16 +295,30 @@ class Store:
         row = self.conn.execute("SELECT coalesce(max(rep) + 1, 0) FROM episodes WHERE run_id = ? AND cell = ?", (run_id, cell))
         return row.fetchone()[0]
 
-    def ungraded(self, run_id: str) -> list[dict]:
+    def ungraded(self, run_id: str) -> list[Episode]:
         """The run's episodes whose conversation is stored but a judge's endpoint failed: a resumed run grades them again."""
-        rows = self.conn.execute("SELECT record_json FROM episodes WHERE run_id = ? AND status = 'ungraded' ORDER BY cell, rep",
+        rows = self.conn.execute("SELECT id, record_json FROM episodes WHERE run_id = ? AND status = 'ungraded' ORDER BY cell, rep",
                                  (run_id,))  # fmt: skip
-        return [json.loads(row[0]) for row in rows]
+        return [self._episode(row) for row in rows]
 
-    def episodes(self, run_id: str, *, include_failed: bool = True) -> list[dict]:
+    def episodes(self, run_id: str, *, include_failed: bool = True) -> list[Episode]:
         only = "" if include_failed else " AND status = 'succeeded'"
-        rows = self.conn.execute(f"SELECT record_json FROM episodes WHERE run_id = ?{only} ORDER BY cell, rep", (run_id,))
-        return [json.loads(row[0]) for row in rows]
+        rows = self.conn.execute(f"SELECT id, record_json FROM episodes WHERE run_id = ?{only} ORDER BY cell, rep", (run_id,))
+        return [self._episode(row) for row in rows]
+
+    def _episode(self, row) -> Episode:
+        return self._valid(Episode, row["record_json"], f"episode {row['id']}")
+
+    def _valid(self, record: type, data: str | dict, what: str):
+        """The stored data as its record, or one line naming what does not read and why (a broken or foreign row)."""
+        try:
+            return record.model_validate_json(data) if isinstance(data, str) else record.model_validate(data)
+        except ValidationError as e:
+            raise UserError(f"{self.path}: {what} is not a valid {record.__name__.lower()} record: {validation_message(e)}") from None
+
+    def prompt_texts(self) -> dict[str, str]:
+        """{hash: text} of every prompt, rubric and evaluator prompt kept: what a diff of two runs' prompts shows."""
+        return dict(self.conn.execute("SELECT hash, text FROM prompts").fetchall())
 
     def _resolve(self, episode_id: str) -> str:
         """The full id for an id or a unique prefix of one."""
@@ -293,11 +331,11 @@ class Store:
             raise UserError(f"{found} {episode_id!r} in {self.path}")
         return rows[0][0]
 
-    def episode(self, episode_id: str) -> dict:
-        row = self.conn.execute("SELECT record_json FROM episodes WHERE id = ?", (self._resolve(episode_id),)).fetchone()
-        return json.loads(row[0])
+    def episode(self, episode_id: str) -> Episode:
+        """An episode by its id or a unique prefix of it."""
+        return self._episode(self.conn.execute("SELECT id, record_json FROM episodes WHERE id = ?", (self._resolve(episode_id),)).fetchone())
 
-    def replace_verdicts(self, episode_id: str, verdicts: list[dict]) -> None:
+    def replace_verdicts(self, episode_id: str, verdicts: list[Verdict]) -> None:
         """Re-grade an episode: the old verdicts move to verdict_history, the new ones take their place.
 
         A simulated episode becomes 'ungraded' or 'succeeded' by its new verdicts; a failed one stays failed.
@@ -311,16 +349,11 @@ class Store:
                 conn.execute(f"DELETE FROM {table} WHERE episode_id = ?", (eid,))
             conn.execute("DELETE FROM calls WHERE episode_id = ? AND judge IS NOT NULL", (eid,))
             self._insert_verdicts(eid, verdicts)
-            record = json.loads(conn.execute("SELECT record_json FROM episodes WHERE id = ?", (eid,)).fetchone()[0])
-            # Usage counts the simulation's calls plus the current verdicts' calls, as run_episode does.
-            spent = usage(episode_calls({"calls": record.get("calls"), "verdicts": verdicts}))
-            record |= {"verdicts": verdicts, "usage": spent}
-            if record.get("status") in ("succeeded", "ungraded"):
-                record |= {"status": episode_status(verdicts), "error": judge_errors(verdicts)}
+            e = self._episode(conn.execute("SELECT id, record_json FROM episodes WHERE id = ?", (eid,)).fetchone()).with_verdicts(verdicts)
             conn.execute("""UPDATE episodes SET record_json = ?, status = ?, error = ?, n_calls = ?, prompt_tokens = ?,
                             completion_tokens = ?, latency_s = ? WHERE id = ?""",
-                         (json.dumps(record, ensure_ascii=False), record["status"], record.get("error"), spent["calls"],
-                          spent["prompt_tokens"], spent["completion_tokens"], spent["latency_s"], eid))  # fmt: skip
+                         (e.model_dump_json(), e.status, e.error, e.usage.calls, e.usage.prompt_tokens,
+                          e.usage.completion_tokens, e.usage.latency_s, eid))  # fmt: skip
 
     def save_texts(self, texts: dict[str, tuple[str, str]]) -> None:
         """Keep texts by hash ({hash: (name, text)}), e.g. the rubric and evaluator prompts of a run."""
