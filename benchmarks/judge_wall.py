@@ -49,9 +49,14 @@ EPISODE = {"setting": "supermarket", "persona": "unsure", "strategy": "common_in
 ]}  # fmt: skip
 
 
-def _without_latency(verdicts: list[dict]) -> list[dict]:
-    """The verdicts with each call's measured latency left out: everything else must match before and after."""
-    return [v | {"calls": [{k: x for k, x in c.items() if k != "latency_s"} for c in v["calls"]]} for v in verdicts]
+def _comparable(value):
+    """A verdict as plain data without what may differ between the two sides: measured latencies, the records' schema
+    version and keys left empty (0.1.0 dicts omit what the typed records spell out as null)."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: _comparable(x) for k, x in value.items() if x is not None and k not in ("latency_s", "schema_version")}
+    return [_comparable(x) for x in value] if isinstance(value, list) else value
 
 
 async def _trial(url: str, judges: int, repeats: int) -> dict:
@@ -79,8 +84,9 @@ async def _trial(url: str, judges: int, repeats: int) -> dict:
             verdicts = await evaluate(EPISODE)
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
+    verdicts = _comparable(verdicts)
     calls = sum(len(v["calls"]) for v in verdicts)
-    digest = hashlib.sha256(json.dumps(_without_latency(verdicts), sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(verdicts, sort_keys=True).encode()).hexdigest()
     return {"wall_s": statistics.median(walls), "cpu_ms_per_call": 1000 * statistics.median(cpus) / calls, "calls": calls,
             "longest_judge_calls": max(len(v["calls"]) for v in verdicts), "statuses": [v["status"] for v in verdicts],
             "verdicts": digest}  # fmt: skip

@@ -38,7 +38,7 @@ def print_start(about: dict) -> None:
     """The line above an episode: what runs where, and a negative baseline's caution."""
     console.print(f"[dim]{about['setting']} · {about['persona']} · {about['strategy']} · {about['profile']} · "
                   f"seed {about['seed']} · {about['backend']}[/]")  # fmt: skip
-    print_caution(about)
+    print_caution(about["caution"])
 
 
 @app.command()
