@@ -110,18 +110,35 @@ async def toolkit_before(url: str, concurrency: int, grid: dict) -> dict:
     return await toolkit(url, concurrency, grid)
 
 
-def load_requests(path: Path) -> list[list[dict]]:
-    """Captured request bodies grouped per episode, in the order each episode sent them."""
+def stages(rows: list[dict]) -> list[list[list[dict]]]:
+    """One episode's captured requests as the toolkit orders them: stages one after another, the parts of a stage
+    at once, the calls of a part one after another. The conversation's calls are a stage each, then the judge finds
+    the transitions; its other parts (each transition's grades, flags, outcome, fidelity) run at once (issue 14).
+
+    `stages([{'part': None, 'body': 1}, {'part': 'transitions', 'body': 2}, {'part': 'flags', 'body': 3},
+    {'part': 'outcome', 'body': 4}])` -> [[[1]], [[2]], [[3], [4]]]
+    """
+    parts = defaultdict(list)
+    for row in rows:
+        if row["part"] not in (None, "transitions"):
+            parts[row["part"]].append(row["body"])
+    return ([[[r["body"]]] for r in rows if r["part"] is None] + [[[r["body"] for r in rows if r["part"] == "transitions"]]]
+            + ([list(parts.values())] if parts else []))  # fmt: skip
+
+
+def load_requests(path: Path) -> list[list[list[list[dict]]]]:
+    """Captured request bodies per episode, as `stages`, in the order the episodes first sent one."""
     episodes = defaultdict(list)
     with path.open() as f:
         for line in f:
             row = json.loads(line)
-            episodes[row["episode"]].append(row["body"])
-    return list(episodes.values())
+            episodes[row["episode"]].append(row)
+    return [stages(rows) for rows in episodes.values()]
 
 
 async def bare(url: str, concurrency: int, requests: Path, client_call: str = "post") -> dict:
-    """The floor: the toolkit's captured request bodies through a plain openai client, sequential within an episode.
+    """The floor: the toolkit's captured request bodies through a plain openai client, in the toolkit's order within an
+    episode (`stages`: one after another, the judge's parts at once).
 
     'post' sends them as the toolkit does (simulator/openai_backend.py): `client.post("/chat/completions",
     body=..., cast_to=object)` on openai's aiohttp transport. 'create' is the reference: openai's default
@@ -146,13 +163,18 @@ async def bare(url: str, concurrency: int, requests: Path, client_call: str = "p
     limit = asyncio.Semaphore(concurrency)
     in_flight = calls = 0
 
-    async def episode(bodies: list[dict]) -> None:
-        nonlocal in_flight, calls
+    async def part(bodies: list[dict]) -> None:
+        nonlocal calls
+        for body in bodies:
+            assert await send(body)
+            calls += 1
+
+    async def episode(steps: list[list[list[dict]]]) -> None:
+        nonlocal in_flight
         async with limit:
             in_flight += 1
-            for body in bodies:
-                assert await send(body)
-                calls += 1
+            for parts in steps:
+                await asyncio.gather(*map(part, parts))
             in_flight -= 1
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -185,9 +207,18 @@ async def capture(url: str, grid: dict) -> dict:
         episode.set(str(ctx.seed))  # the graph's node tasks copy this context
         return await run_episode(ctx, **kwargs)
 
+    from evaluations.judge.evaluator import Judge
+
+    part, ask = contextvars.ContextVar("part", default=""), Judge.ask
+
+    async def tagged_ask(self, prompt, output_type, purpose, calls, k, max_tokens):
+        part.set(f"{purpose}{(k - 100) // 10}" if purpose == "transition" else purpose)  # one part per transition graded
+        return await ask(self, prompt, output_type, purpose, calls, k, max_tokens)
+
     headers = openai.AsyncOpenAI.default_headers
-    simulator.runs.batch.run_episode = tagged
-    openai.AsyncOpenAI.default_headers = property(lambda self: {**headers.fget(self), "x-episode": episode.get()})
+    simulator.runs.batch.run_episode, Judge.ask = tagged, tagged_ask
+    openai.AsyncOpenAI.default_headers = property(
+        lambda self: {**headers.fget(self), "x-episode": episode.get()} | ({"x-part": part.get()} if part.get() else {}))
     return await toolkit(url, 64, grid)
 
 

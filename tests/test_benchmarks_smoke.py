@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [
     r"B1 efficiency, ideal = scheduled makespan",
-    r"B1 efficiency, ideal = Σ calls",
+    r"B1 efficiency, ideal = Σ critical-path calls",
     r"B2 c=64 toolkit / bare episodes/s",
     r"B2 c=128 toolkit / bare episodes/s",
     r"B3 c=64 toolkit − bare CPU ms/call",
@@ -41,3 +41,14 @@ def test_smoke_run_writes_every_row(tmp_path):
 def test_smoke_needs_an_output_path():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke"], capture_output=True, text=True)
     assert done.returncode == 2 and "--smoke needs --out" in done.stderr
+
+
+def test_the_bare_loop_replays_an_episode_in_the_toolkits_order():
+    """The conversation's calls one at a time, then the judge's transitions, then its parts at once (re-asks in turn)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from trial import stages
+
+    rows = [{"part": None, "body": "practitioner"}, {"part": None, "body": "persona"},
+            {"part": "transitions", "body": "t"}, {"part": "transition0", "body": "g0"}, {"part": "flags", "body": "f"},
+            {"part": "transition0", "body": "g0 again"}, {"part": "outcome", "body": "o"}]  # fmt: skip
+    assert stages(rows) == [[["practitioner"]], [["persona"]], [["t"]], [["g0", "g0 again"], ["f"], ["o"]]]
