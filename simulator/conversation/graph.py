@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypedDict
 
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import patch_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
@@ -208,7 +207,9 @@ def _evaluate(evaluator):
             return {}
         s = ctx.scenario
         episode = {"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy}
-        result = await evaluator.ainvoke({"episode": episode}, patch_config(config, configurable=ctx.evaluate.configurable()))
+        # A run of its own rather than a child of this one: no nested callbacks or checkpoints to pay for on every
+        # episode (the verdicts are this node's output; nothing resumes inside the grading).
+        result = await evaluator.ainvoke({"episode": episode}, {"configurable": ctx.evaluate.configurable()})
         return {"verdicts": result["verdicts"]}
 
     return evaluate
