@@ -11,7 +11,6 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 from simulator.core.errors import ModelError, OutputError
-from simulator.core.records import Verdict
 from simulator.models.chat import Call, ChatModel, chat, structured
 
 from .catalog import Catalog, Profile
@@ -68,7 +67,7 @@ class State(TypedDict, total=False):
     error: str | None
     outcome: dict | None
     fidelity: dict | None
-    verdicts: list[Verdict]
+    verdicts: list[dict]  # plain data, as the rest of the state: a checkpointer stores it (the runner makes records)
 
 
 def _ctx(config: RunnableConfig) -> Context:
@@ -210,7 +209,7 @@ def _evaluate(evaluator):
         # A run of its own rather than a child of this one: no nested callbacks or checkpoints to pay for on every
         # episode (the verdicts are this node's output; nothing resumes inside the grading).
         result = await evaluator.ainvoke({"episode": episode}, {"configurable": ctx.evaluate.configurable()})
-        return {"verdicts": result["verdicts"]}
+        return {"verdicts": [v.model_dump() for v in result["verdicts"]]}
 
     return evaluate
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from simulator.core.records import Episode, Provenance, Turn, episode_status, judge_errors, package_version, usage
+from simulator.core.records import Episode, Provenance, Turn, Verdict, episode_status, judge_errors, package_version, usage
 
 from .catalog import entry_hash
 from .graph import Context, Scenario, build_graph
@@ -124,7 +124,7 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
         config["configurable"] |= fork["configurable"]
         seen = len((await checkpointed_graph().aget_state(fork)).values["turns"])
         state = await _drive(checkpointed_graph(evaluator), None, config, on_turn, answer, seen)
-    error, verdicts = state.get("error"), state.get("verdicts", [])
+    error, verdicts = state.get("error"), [Verdict.model_validate(v) for v in state.get("verdicts", [])]
     episode = Episode.model_validate(record | {
         "status": "failed" if error else episode_status(verdicts),
         "error": error or judge_errors(verdicts),
