@@ -5,6 +5,8 @@ prints what it returns. Functions that reach a model take the Config fields as k
 `model=`, `evaluator_model=`, `personas_dir=`, `prompts_dir=`, ...) and `config_file=`, as the command line does:
 given > NEXTSTEP_* environment > config file > defaults. They block until done; called from a running event loop
 (a notebook cell), they run in a worker thread. Bad input raises `simulator.core.errors.UserError`.
+The statistics (`evaluations.analysis`: pandas, scipy) are imported by the functions that use them, so a command
+that only simulates starts without them.
 
     from simulator import api
     batch = api.run_batch({"personas": "all", "reps": 2}, db="n.db", base_url="http://localhost:8000/v1")
@@ -20,13 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evaluations.analysis import compare as _compare
-from evaluations.analysis.agreement import calibration, judge_alpha
-from evaluations.analysis.fidelity import audit
-from evaluations.analysis.frame import export as _export, load_judges, load_run as _frame
-from evaluations.analysis.power import plan
-from evaluations.analysis.report import render_report
-from evaluations.analysis.summary import run_summary
 from evaluations.judge.gold import load_gold
 from simulator.conversation.catalog import Catalog, load_catalog, profile_of
 from simulator.conversation.graph import Scenario
@@ -192,6 +187,8 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: in
     Each episode's new verdicts are saved as it is graded; earlier ones are kept as history. Returns
     {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge}.
     """
+    from evaluations.analysis.agreement import judge_alpha
+
     c = config(config_file, **config_flags)
     verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
                              seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
@@ -201,6 +198,8 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: in
 def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
               on_graded: OnGraded | None = None, config_file: Path | None = None, **config_flags) -> dict:
     """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}."""
+    from evaluations.analysis.agreement import calibration
+
     c = config(config_file, **config_flags)
     cat = load_catalog(c.personas_dir, c.prompts_dir)
     items = load_gold(Path(gold), cat)
@@ -239,16 +238,22 @@ def load_episode(episode_id: str, db: Path | str = DB) -> Episode:
 
 def load_frame(run_id: str, db: Path | str = DB) -> pd.DataFrame:
     """A run as a pandas DataFrame, one row per episode: status, outcome, private state, a column per condition."""
+    from evaluations.analysis.frame import load_run as _frame
+
     return _frame(run_id, _existing(db))
 
 
 def summarize(run_id: str, db: Path | str = DB) -> dict:
     """Per persona x setting: episodes, exclusions, contact rates and mean scores; cautions, judge agreement, tokens."""
+    from evaluations.analysis.summary import run_summary
+
     return run_summary(run_id, _existing(db))
 
 
 def show(run_or_episode: str, db: Path | str = DB) -> dict:
     """{'run': the stored run, 'summary': `summarize`} for a run id, else {'episode': the record} (an id or prefix)."""
+    from evaluations.analysis.summary import run_summary
+
     with Store(_existing(db)) as store:
         if not any(r["id"] == run_or_episode for r in store.runs()):
             return {"episode": store.episode(run_or_episode)}
@@ -258,6 +263,8 @@ def show(run_or_episode: str, db: Path | str = DB) -> dict:
 
 def export(run_id: str, output: Path | str, fmt: str = "jsonl", db: Path | str = DB) -> int:
     """Write a run as jsonl (full records), csv or parquet (one row per episode); returns the number of episodes."""
+    from evaluations.analysis.frame import export as _export
+
     return _export(run_id, _existing(db), fmt, Path(output))
 
 
@@ -268,6 +275,9 @@ def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, includ
     """Persona reactions within run A (a branch run: treatment vs control, with a 'branch' key), or what changed
     from A to B, paired by cell and seed (with 'a' and 'b' keys); when one of them is the `play-persona` run, the
     personas people played beside the simulated ones (with 'people' and 'models' keys)."""
+    from evaluations.analysis import compare as _compare
+    from evaluations.analysis.frame import load_judges, load_run as _frame
+
     db = _existing(db)
     branches = _compare.load_branches(run_a, db) if run_b is None else None
     if branches:
@@ -283,6 +293,9 @@ def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, includ
 def plan_reps(run_id: str, *, contact_change: float = 0.1, score_change: float = 0.5, alpha: float = 0.05,
               power: float = 0.8, db: Path | str = DB, include_unfaithful: bool = False) -> dict:
     """Repetitions per cell a paired `compare A B` needs to detect the given changes, from this run's variance."""
+    from evaluations.analysis.frame import load_run as _frame
+    from evaluations.analysis.power import plan
+
     if not (0 < alpha < 1 and 0 < power < 1):
         raise UserError(f"--alpha {alpha} and --power {power} must both lie between 0 and 1")
     return plan(_frame(run_id, _existing(db)), contact_change=contact_change, score_change=score_change, alpha=alpha,
@@ -291,6 +304,8 @@ def plan_reps(run_id: str, *, contact_change: float = 0.1, score_change: float =
 
 def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | None = None) -> dict:
     """Persona fidelity: does each type behave as its file says (`personas_dir`, or the shipped ones), told apart?"""
+    from evaluations.analysis.fidelity import audit
+
     with Store(_existing(db)) as store:
         run, records = store.run(run_id), store.episodes(run_id)
     return audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
@@ -298,6 +313,8 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
 
 def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None) -> str:
     """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string."""
+    from evaluations.analysis.report import render_report
+
     return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir)
 
 

@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from evaluations.analysis.compare import fmt, fmt_ci
 import simulator.api as api
 from simulator.core.records import Verdict
 
@@ -44,10 +43,14 @@ def grade(
 
 def _ci(x, ci) -> str:
     """A statistic with its interval where there is one: `_ci(0.5, [0.1, 0.9])` -> '0.50 [0.10, 0.90]'."""
+    from evaluations.analysis.compare import fmt, fmt_ci
+
     return fmt(x) if x is None else fmt_ci({"mean": x, "ci": ci or [None, None]})
 
 
 def print_calibration(report: dict) -> None:
+    from evaluations.analysis.compare import fmt
+
     console.print(f"\n[bold]calibration[/] on {report['items']} gold transcripts, {report['judges']} judge(s)")
     applies = Table("condition", "n", "agree", "both scored", "both n/a", "gold n/a, judge scored", "gold scored, judge n/a",
                     "unscored", title="does the condition apply? (gold null = not applicable)", title_justify="left")

@@ -7,7 +7,6 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from evaluations.analysis.compare import fmt
 from evaluations.judge.rubric import CONDITIONS
 from simulator.api import Progress
 
@@ -21,6 +20,8 @@ def print_alpha(alpha: dict) -> None:
 
 def print_summary(s: dict, db: Path, progress: Progress | None = None) -> None:
     """Per persona x setting: episodes, exclusions and contact rate; then mean score per condition; then what next."""
+    from evaluations.analysis.compare import fmt  # with the statistics stack: loaded once a summary is printed
+
     run_id = s["run"]
     counts = Table("persona", "setting", "episodes", "failed", "ungraded", "out of character", "contact (number/email)",
                    "next meeting", "social handle only", title=f"run {run_id}", title_justify="left")  # fmt: skip
