@@ -94,6 +94,8 @@ def test_the_grade_command_and_the_api_give_the_same_verdicts(tmp_path):
     strip = lambda verdicts: [{k: v for k, v in x.items() if k != "calls"} for x in verdicts]  # noqa: E731 (latencies differ)
     assert strip(by_cli["verdicts"]) == strip(by_api["verdicts"]) == strip([v.model_dump(mode="json") for v in graded["verdicts"][0]])
     assert len(by_api["verdicts"]) == 1 and by_api["verdict_history"] == [] and graded["judge_alpha"] is None
+    judged = sum(len(v["calls"]) for v in by_api["verdicts"])
+    assert judged and by_api["usage"]["calls"] == len(by_api["calls"]) + judged  # the file's usage counts the new judge calls
 
 
 def readme_python_api_block() -> str:

@@ -56,8 +56,8 @@ def grading_targets(names: list[str], db: Path) -> list[Target]:
 
 
 def with_new_verdicts(record: Episode, verdicts: list[Verdict]) -> Episode:
-    """`record` graded anew: `verdicts` replace its verdicts, which join its `verdict_history`."""
-    return record.model_copy(update={"verdict_history": record.verdict_history + record.verdicts, "verdicts": verdicts})
+    """`record` graded anew (`Episode.with_verdicts`: usage and status follow), its old verdicts kept in `verdict_history`."""
+    return record.with_verdicts(verdicts).model_copy(update={"verdict_history": record.verdict_history + record.verdicts})
 
 
 async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[str, dict]], *, judges: int, seed: int = 0,
