@@ -211,9 +211,9 @@ async def capture(url: str, grid: dict) -> dict:
 
     part, ask = contextvars.ContextVar("part", default=""), Judge.ask
 
-    async def tagged_ask(self, prompt, output_type, purpose, calls, k, max_tokens):
+    async def tagged_ask(self, prompt, output_type, purpose, calls, k, *rest):
         part.set(f"{purpose}{(k - 100) // 10}" if purpose == "transition" else purpose)  # one part per transition graded
-        return await ask(self, prompt, output_type, purpose, calls, k, max_tokens)
+        return await ask(self, prompt, output_type, purpose, calls, k, *rest)
 
     headers = openai.AsyncOpenAI.default_headers
     simulator.runs.batch.run_episode, Judge.ask = tagged, tagged_ask

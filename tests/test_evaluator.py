@@ -177,7 +177,7 @@ async def test_grading_again_asks_only_the_judges_that_did_not_answer(judge, cat
     previous = [answered, Verdict(judge=1, model="m", status="ungraded", error="APITimeoutError: x")]
     verdicts = await make_evaluator(judges, catalog)(EPISODE, previous=previous)
     model.assert_used_up()  # one judge's calls only
-    assert verdicts[0] is answered and verdicts[1].status == "graded" and verdicts[1].judge == 1
+    assert verdicts[0] == answered and verdicts[1].status == "graded" and verdicts[1].judge == 1
 
 
 async def test_flags_need_a_practitioner_sentence_and_only_rejected_flags_are_asked_again(judge, catalog):

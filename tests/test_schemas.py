@@ -12,7 +12,7 @@ from conftest import ScriptedModel, persona_says, practitioner_says
 from stub_server import instance
 
 import evaluations
-from evaluations.judge.evaluator import Judge, _flags_model, _grades_model, _outcome_model, _transitions_model
+from evaluations.judge.evaluator import Judge, _flags_model, _grades_model, _outcome_model, _transitions_model, cited_schema
 from evaluations.judge.graph import grade
 from evaluations.judge.gold import load_gold
 from evaluations.judge.rubric import CONDITIONS, FLAGS, load_rubric
@@ -100,15 +100,28 @@ def test_every_schema_a_run_sends_is_strict(catalog):
     assert {name: strict_problems(s) for name, s in schemas.items() if strict_problems(s)} == {}
 
 
-@pytest.mark.parametrize("output", [
-    PractitionerLabel, PersonaState, _outcome_model(("1.1", "3.1")), _outcome_model(()),
-    _transitions_model((0,)), _transitions_model(()),              # one practitioner turn; none
-    _grades_model((("timing", ("4.2",)),)),                        # a re-ask about one condition, one citable sentence
-    _grades_model(tuple((c, ("0.1", "2.1")) for c in CONDITIONS)),
-    _flags_model(("creepy",), ("0.1",)), _flags_model(FLAGS, ()),  # a re-ask about one flag; no citable sentence
-], ids=lambda o: o.__name__)  # fmt: skip
-def test_edge_case_schemas_are_strict(output):
-    assert strict_problems(json_schema(output)) == []
+@pytest.mark.parametrize("schema", [
+    json_schema(PractitionerLabel), json_schema(PersonaState),
+    cited_schema(_outcome_model(), {"outcome": ("1.1", "3.1")}), cited_schema(_outcome_model(), {"outcome": ()}),
+    json_schema(_transitions_model((0,))), json_schema(_transitions_model(())),  # one practitioner turn; none
+    cited_schema(_grades_model(("timing",)), {"timing": ("4.2",)}),    # a re-ask about one condition, one citable sentence
+    cited_schema(_grades_model(CONDITIONS), {c: ("0.1", "2.1") for c in CONDITIONS}),
+    cited_schema(_flags_model(("creepy",)), {"flags": ("0.1",)}),     # a re-ask about one flag
+    cited_schema(_flags_model(FLAGS), {"flags": ()}),                 # no citable sentence
+], ids=lambda s: s["title"])  # fmt: skip
+def test_edge_case_schemas_are_strict(schema):
+    assert strict_problems(schema) == []
+
+
+def test_citable_ids_fill_the_schema_and_none_leave_a_plain_string():
+    """The sentences a field may cite are the schema's enum; with none it is a plain string, never a placeholder."""
+    grades = cited_schema(_grades_model(("timing", "setting")), {"timing": ("4.2", "4.3"), "setting": ()})
+    sentence = {c: grades["$defs"][f"evidence_{c}"]["properties"]["sentence"]["anyOf"][0] for c in ("timing", "setting")}
+    assert sentence == {"timing": {"enum": ["4.2", "4.3"], "type": "string"}, "setting": {"type": "string"}}
+    assert "ids of" not in json.dumps(grades)
+    assert "ids of" in json.dumps(json_schema(_grades_model(("timing",))))  # the model's own schema keeps the placeholder
+    with pytest.raises(ValueError, match="left without its ids"):
+        cited_schema(_grades_model(("timing", "setting")), {"timing": ("4.2",)})
 
 
 def test_persona_state_bounds_its_ratings_with_enums():

@@ -4,6 +4,7 @@ evidence, raise flags, read the outcome, check the persona's fidelity. graph.py 
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from typing import Annotated, Literal, Optional
 
@@ -12,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from simulator.conversation.episode import Exchanged
 from simulator.conversation.prompts import Prompts, text_hash
 from simulator.core.errors import OutputError
-from simulator.models.chat import Call, ChatModel, MAX_STRING_CHARS, structured
+from simulator.models.chat import Call, ChatModel, MAX_STRING_CHARS, json_schema, structured
 
 from .rubric import CONDITIONS, FLAGS, Rubric
 from .rules import citation_problem, contact_problem, evidence_turns, objective_timing, sentence_table, sentences, transitions
@@ -51,36 +52,61 @@ class Judge:
         texts = {p: self.prompts.source(p) for p in PROMPTS} | {"rubric": self.rubric.model_dump_json(indent=1)}
         return {text_hash(t) if n != "rubric" else self.rubric_hash: (n, t) for n, t in texts.items()}
 
-    async def ask(self, prompt: str, output_type: type[BaseModel], purpose: str, calls: list[Call], k: int, max_tokens: int):
+    async def ask(self, prompt: str, output_type: type[BaseModel], purpose: str, calls: list[Call], k: int, max_tokens: int,
+                  citable: dict[str, tuple[str, ...]] | None = None):
+        """The answer as `output_type`; `citable` fills in the sentence ids each of its `_cited` fields may name."""
         return await structured(
             self.model, [{"role": "user", "content": prompt}], output_type, role="evaluator", purpose=purpose,
             calls=calls, reasks=self.reasks, seed=(self.seed * 7_919 + k * 16) % 2**31,
             temperature=self.temperature, max_tokens=max_tokens,
+            schema=cited_schema(output_type, citable) if citable is not None else None,
         )  # fmt: skip
 
 
-# The output models depend only on which conditions and flags are asked and which sentences may be
-# cited, so each is built once: pydantic's create_model is costly, and a judge asks for these on every call.
+# The output models depend only on which conditions and flags are asked, so each is built once (pydantic's create_model
+# is costly). The sentences that may be cited differ with every transcript: they go into the schema sent (`cited_schema`),
+# not into the model, so no model is built per call.
+_IDS = "ids of "  # a `_cited` field's enum is one placeholder, `_IDS + key`, until `cited_schema` fills it in
+
+
 def _one_of(values: tuple):
     """One of `values`, always as a schema enum (pydantic writes a single value as 'const')."""
     kind = "integer" if isinstance(values[0], int) else "string"
     return Annotated[Literal[values], WithJsonSchema({"type": kind, "enum": list(values)})]
 
 
-def _cited(ids: tuple[str, ...]):
-    """A sentence id: the schema enumerates the ids that may be cited, so a schema-following model cannot
-    cite anything else; parsing takes any string, so that one bad citation is re-asked on its own."""
-    return Annotated[str, WithJsonSchema({"type": "string", "enum": list(ids)})] if ids else str
+def _cited(key: str):
+    """A sentence id: the schema sent enumerates the ids that may be cited (`citable[key]`, see `cited_schema`), so a
+    schema-following model cannot cite anything else; parsing takes any string, so that one bad citation is re-asked
+    on its own."""
+    return Annotated[str, WithJsonSchema({"type": "string", "enum": [_IDS + key]})]
 
 
 @functools.lru_cache(maxsize=256)
-def _grades_model(citable: tuple[tuple[str, tuple[str, ...]], ...]) -> type[BaseModel]:
-    """The answer for a transition: {condition: evidence}, each condition with its own citable sentence ids."""
+def _schema_text(output_type: type[BaseModel]) -> str:
+    return json.dumps(json_schema(output_type))
+
+
+def cited_schema(output_type: type[BaseModel], citable: dict[str, tuple[str, ...]]) -> dict:
+    """`output_type`'s schema with each `_cited(key)` field enumerating `citable[key]` (a plain string where there are
+    none). Filled into the schema's JSON text: a walk over the schema on every call cost more than the call's own work."""
+    text = _schema_text(output_type)
+    for key, ids in citable.items():
+        placeholder = json.dumps([_IDS + key])
+        text = text.replace(placeholder, json.dumps(list(ids))) if ids else text.replace(f'"enum": {placeholder}, ', "")
+    if _IDS in text:
+        raise ValueError(f"{output_type.__name__}: a cited field was left without its ids")
+    return json.loads(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _grades_model(conditions: tuple[str, ...]) -> type[BaseModel]:
+    """The answer for a transition: {condition: evidence}, each condition citing from its own sentences (`citable[c]`)."""
     fields = {}
-    for condition, ids in citable:
+    for condition in conditions:
         fields[condition] = (create_model(
             f"evidence_{condition}", __config__=_STRICT,
-            sentence=(Optional[_cited(ids)], Field(description="The id in brackets of the sentence that is your evidence; null only if the condition does not apply.")),
+            sentence=(Optional[_cited(condition)], Field(description="The id in brackets of the sentence that is your evidence; null only if the condition does not apply.")),
             reason=(Reason, Field(description="One sentence.")),
             score=(Optional[Score], Field(description="1 (clearly broken) to 5 (clearly met), or null if the condition does not apply.")),
         ), ...)  # fmt: skip
@@ -88,10 +114,11 @@ def _grades_model(citable: tuple[tuple[str, tuple[str, ...]], ...]) -> type[Base
 
 
 @functools.lru_cache(maxsize=256)
-def _flags_model(flags: tuple[str, ...], ids: tuple[str, ...]) -> type[BaseModel]:
+def _flags_model(flags: tuple[str, ...]) -> type[BaseModel]:
+    """The flags raised, each citing one of the practitioner's sentences (`citable['flags']`)."""
     raised = create_model(
         "raised_flag", __config__=_STRICT, flag=(_one_of(flags), ...),
-        sentence=(_cited(ids), Field(description="The id in brackets of the practitioner's sentence that shows it.")),
+        sentence=(_cited("flags"), Field(description="The id in brackets of the practitioner's sentence that shows it.")),
         reason=(Reason, Field(description="One sentence.")),
     )  # fmt: skip
     return create_model("flags", __config__=_STRICT, flags=(list[raised], ...))
@@ -102,13 +129,13 @@ def _transitions_model(indices: tuple[int, ...]) -> type[BaseModel]:
     return create_model("transition_turns", __config__=_STRICT, turns=(list[_one_of(indices) if indices else int], ...))
 
 
-@functools.lru_cache(maxsize=256)
-def _outcome_model(ids: tuple[str, ...]) -> type[BaseModel]:
-    """The judged outcome, citing the stranger's sentence that gave the contact (`ids`: the stranger's sentences)."""
+@functools.lru_cache(maxsize=1)
+def _outcome_model() -> type[BaseModel]:
+    """The judged outcome, citing the stranger's sentence that gave the contact (`citable['outcome']`)."""
     return create_model(
         "outcome", __config__=_STRICT, reason=(Reason, Field(description="One sentence on what happened.")),
         exchanged=(Exchanged, ...),
-        sentence=(Optional[_cited(ids)], Field(description="The id of the stranger's sentence that gives the contact; null if none was given.")),
+        sentence=(Optional[_cited("outcome")], Field(description="The id of the stranger's sentence that gives the contact; null if none was given.")),
         next_meeting=(bool, ...),
     )  # fmt: skip
 
@@ -152,9 +179,9 @@ async def grade_transition(judge: Judge, ep: dict, transition: dict, calls: list
             conditions={c: judge.rubric.conditions[c] for c in pending}, scope={c: scope[c] for c in pending},
             feedback=feedback,
         )  # fmt: skip
-        output = _grades_model(tuple((c, _ids(table, scope[c])) for c in pending))
+        citable = {c: _ids(table, scope[c]) for c in pending}
         try:
-            answer = await judge.ask(prompt, output, "transition", calls, k + attempt, 800)
+            answer = await judge.ask(prompt, _grades_model(tuple(pending)), "transition", calls, k + attempt, 800, citable)
         except OutputError as e:
             return results | {c: _unscored(str(e)) for c in pending}
         feedback = []
@@ -196,7 +223,7 @@ async def grade_flags(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict
         prompt = judge.prompts.render("evaluator_flags", setting=ep["setting_entry"], transcript=numbered(turns),
                                       flags={f: judge.rubric.flags[f] for f in asked}, feedback=feedback)  # fmt: skip
         try:
-            answer = await judge.ask(prompt, _flags_model(asked, ids), "flags", calls, k + attempt, 400)
+            answer = await judge.ask(prompt, _flags_model(asked), "flags", calls, k + attempt, 400, {"flags": ids})
         except OutputError as e:
             return {"status": "unscored", "reason": str(e), "raised": list(raised.values()), "rejected": list(rejected.values())}
         rejected = {}
@@ -224,7 +251,8 @@ async def grade_outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> di
     for attempt in range(judge.reasks + 1):
         prompt = judge.prompts.render("evaluator_outcome", transcript=numbered(turns), feedback=feedback)
         try:
-            answer = await judge.ask(prompt, _outcome_model(_ids(table, persona)), "outcome", calls, k + attempt, 200)
+            answer = await judge.ask(prompt, _outcome_model(), "outcome", calls, k + attempt, 200,
+                                  {"outcome": _ids(table, persona)})
         except OutputError as e:
             return _unscored(str(e))
         if problem := contact_problem(answer.exchanged, answer.sentence, table, persona):

@@ -20,7 +20,6 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, Send
 
 from simulator.conversation.catalog import Catalog
-from simulator.conversation.prompts import text_hash
 from simulator.core.errors import ModelError
 from simulator.core.records import Call, Verdict
 
@@ -54,7 +53,7 @@ class Panel:
         """Every judge's verdict on `episode`; with `previous` (an earlier attempt's verdicts), graded ones are kept
         and only the judges whose verdict is ungraded grade again."""
         state = await evaluator.ainvoke({"episode": episode, "previous": previous or []}, {"configurable": self.configurable()})
-        return state["verdicts"]
+        return [Verdict.model_validate(v) for v in state["verdicts"]]
 
 
 def make_evaluator(judges: list[Judge], catalog: Catalog) -> Panel:
@@ -104,7 +103,7 @@ class State(TypedDict, total=False):
     episode: dict  # turns, setting, persona, strategy
     previous: list[Verdict]  # an earlier attempt's verdicts: the graded ones are kept
     parts: Annotated[list[Part], operator.add]
-    verdicts: list[Verdict]  # every judge's, in the panel's order
+    verdicts: list[dict]  # every judge's, in the panel's order: plain data, as Verdict records take it
 
 
 def _judges(config: RunnableConfig) -> list[Judge]:
@@ -154,26 +153,27 @@ async def _transitions(branch: dict, config: RunnableConfig) -> Command:
                    + ([Send("fidelity", b)] if _judges(config)[branch["judge"]].fidelity_judge else []))  # fmt: skip
 
 
-def _verdict_of(judge: Judge, parts: list[Part]) -> Verdict:
-    """One judge's parts as its verdict, every call in the order of STEPS; 'ungraded' if the endpoint failed."""
+def _verdict_of(judge: Judge, parts: list[Part]) -> dict:
+    """One judge's parts as its verdict (a Verdict record's data), every call in the order of STEPS; 'ungraded' if the
+    endpoint failed."""
     parts = sorted(parts, key=lambda p: (STEPS.index(p["step"]), p["n"]))
     verdict = {"judge": judge.index, "model": judge.model.name, "seed": judge.seed, "temperature": judge.temperature,
-               "rubric_hash": judge.rubric_hash, "prompts": {p: text_hash(judge.prompts.source(p)) for p in PROMPTS}}  # fmt: skip
-    calls = [c for p in parts for c in p["calls"]]
+               "rubric_hash": judge.rubric_hash, "prompts": {p: judge.prompts.hash(p) for p in PROMPTS}}  # fmt: skip
+    calls = [c.model_dump() for p in parts for c in p["calls"]]
     if errors := [p["error"] for p in parts if "error" in p]:
-        return Verdict.model_validate(verdict | {"status": "ungraded", "error": errors[0], "unscored": [], "calls": calls})
+        return verdict | {"status": "ungraded", "error": errors[0], "unscored": [], "calls": calls}
     found = [p["value"] for p in parts if p["step"] == "transition"]
     by = {p["step"]: p["value"] for p in parts}
     unscored = by["transitions"]["unscored"] + [
         f"turn {t['turn']} {c}: {g['reason']}" for t in found for c, g in t["conditions"].items() if g["status"] == "unscored"]
     unscored += [f"{step}: {by[step]['reason']}" for step in ("flags", "outcome") if by[step]["status"] == "unscored"]
-    return Verdict.model_validate(verdict | {"status": "graded", "transitions": found, "flags": by["flags"], "outcome": by["outcome"],
-                                             "fidelity": by.get("fidelity"), "unscored": unscored, "calls": calls})  # fmt: skip
+    return verdict | {"status": "graded", "transitions": found, "flags": by["flags"], "outcome": by["outcome"],
+                       "fidelity": by.get("fidelity"), "unscored": unscored, "calls": calls}  # fmt: skip
 
 
 async def _verdicts(state: State, config: RunnableConfig) -> dict:
     kept, parts = _kept(state), state.get("parts", [])
-    return {"verdicts": [kept.get(j.index) or _verdict_of(j, [p for p in parts if p["judge"] == n])
+    return {"verdicts": [kept[j.index].model_dump() if j.index in kept else _verdict_of(j, [p for p in parts if p["judge"] == n])
                          for n, j in enumerate(_judges(config))]}  # fmt: skip
 
 

@@ -172,7 +172,7 @@ def print_people(c: dict, console) -> None:
 
 def print_comparison(c: dict, console) -> None:
     """What differs between two runs, then the paired tests and per-cell deltas."""
-    from evaluations.analysis.compare import SHORT, fmt, fmt_p
+    from evaluations.analysis.compare import SHORT, fmt
 
     console.print(f"[bold]A[/] {escape(c['a'])}  vs  [bold]B[/] {escape(c['b'])}  (deltas are B - A)")
     if c["differences"]:

@@ -209,7 +209,7 @@ def _evaluate(evaluator):
         # A run of its own rather than a child of this one: no nested callbacks or checkpoints to pay for on every
         # episode (the verdicts are this node's output; nothing resumes inside the grading).
         result = await evaluator.ainvoke({"episode": episode}, {"configurable": ctx.evaluate.configurable()})
-        return {"verdicts": [v.model_dump() for v in result["verdicts"]]}
+        return {"verdicts": result["verdicts"]}
 
     return evaluate
 

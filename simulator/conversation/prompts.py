@@ -42,7 +42,7 @@ class Prompts:
     def __init__(self, dirs: tuple[Path, ...]):
         self.dirs = dirs
         self.env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
-        self._cache: dict[str, tuple[str, jinja2.Template, set[str], Path]] = {}
+        self._cache: dict[str, tuple[str, jinja2.Template, set[str], Path, str]] = {}
 
     def _load(self, name: str):
         if name not in self._cache:
@@ -55,15 +55,19 @@ class Prompts:
                 template = self.env.from_string(source)
             except jinja2.TemplateSyntaxError as e:
                 raise UserError(f"{path}: line {e.lineno}: {e.message}") from None
-            self._cache[name] = (source, template, variables, path)
+            self._cache[name] = (source, template, variables, path, text_hash(source))
         return self._cache[name]
 
     def source(self, name: str) -> str:
         return self._load(name)[0]
 
+    def hash(self, name: str) -> str:
+        """The template's `text_hash`, as provenance records it."""
+        return self._load(name)[4]
+
     def render(self, name: str, **variables) -> str:
         """The rendered template; a missing variable fails naming every missing one."""
-        source, template, needed, path = self._load(name)
+        _, template, needed, path, _ = self._load(name)
         missing = sorted(needed - variables.keys())
         if missing:
             raise UserError(f"{path}: undefined variable(s): {', '.join(missing)}")
@@ -74,4 +78,4 @@ class Prompts:
 
     def hashes(self) -> dict[str, str]:
         """{template name: hash} of every template loaded so far."""
-        return {name: text_hash(entry[0]) for name, entry in sorted(self._cache.items())}
+        return {name: entry[4] for name, entry in sorted(self._cache.items())}

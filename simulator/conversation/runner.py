@@ -11,11 +11,10 @@ from collections.abc import Callable
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from simulator.core.records import Episode, Provenance, Turn, Verdict, episode_status, judge_errors, package_version, usage
+from simulator.core.records import Episode, Provenance, Turn, package_version, usage
 
 from .catalog import entry_hash
 from .graph import Context, Scenario, build_graph
-from .prompts import text_hash
 
 
 _SAVER = InMemorySaver()
@@ -48,7 +47,7 @@ async def fork_point(prefix: list[Turn], thread: str) -> dict:
 
 def provenance(ctx: Context, backend: str) -> Provenance:
     s, catalog = ctx.scenario, ctx.catalog
-    prompts = {name: text_hash(ctx.prompts.source(name)) for name in ("practitioner", "practitioner_intent", "persona", "persona_state")}
+    prompts = {name: ctx.prompts.hash(name) for name in ("practitioner", "practitioner_intent", "persona", "persona_state")}
     return Provenance(
         backend=backend,
         models={"practitioner": ctx.practitioner.name, "persona": ctx.persona.name},
@@ -124,15 +123,15 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
         config["configurable"] |= fork["configurable"]
         seen = len((await checkpointed_graph().aget_state(fork)).values["turns"])
         state = await _drive(checkpointed_graph(evaluator), None, config, on_turn, answer, seen)
-    error, verdicts = state.get("error"), [Verdict.model_validate(v) for v in state.get("verdicts", [])]
+    error = state.get("error")
     episode = Episode.model_validate(record | {
-        "status": "failed" if error else episode_status(verdicts),
-        "error": error or judge_errors(verdicts),
+        "status": "failed" if error else "succeeded",  # with_verdicts sets status, error and usage from the verdicts
+        "error": error,
         "turns": state.get("turns", []),
         "outcome": state.get("outcome"),
         "fidelity": state.get("fidelity"),
-        "verdicts": verdicts,
+        "verdicts": state.get("verdicts", []),
         "calls": state.get("calls", []),
         "duration_s": round(time.perf_counter() - start, 3),
     })  # fmt: skip
-    return episode.model_copy(update={"usage": usage(episode.all_calls())})
+    return episode.with_verdicts(episode.verdicts)

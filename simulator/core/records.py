@@ -11,7 +11,7 @@ import functools
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, field_validator, model_serializer
 
 SCHEMA_VERSION = 2  # 1: nextstep 0.1.0 (no schema_version field); 2: typed records (0.2.0)
 Gender = Literal["man", "woman", "nonbinary"]

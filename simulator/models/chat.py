@@ -96,13 +96,15 @@ async def structured(
     calls: list[Call],
     reasks: int = 2,
     seed: int | None = None,
+    schema: dict | None = None,
     **options,
 ) -> T:
     """`output_type` parsed from the model, re-asking up to `reasks` times with the error shown.
 
-    Every attempt is appended to `calls`; after the last one fails, OutputError is raised.
+    `schema`, when given, is what the model is asked to follow instead of `output_type`'s own (the same shape, with
+    values narrowed to this call). Every attempt is appended to `calls`; after the last one fails, OutputError is raised.
     """
-    schema = json_schema(output_type)
+    schema = schema or json_schema(output_type)
     for attempt in range(reasks + 1):
         attempt_seed = None if seed is None else seed + attempt
         completion = await model.complete(messages, schema=schema, seed=attempt_seed, **options)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from simulator.conversation.catalog import Catalog, Profile, entry_hash, load_catalog, profile_of
 from simulator.conversation.graph import Context, Scenario
-from simulator.conversation.prompts import Prompts, text_hash
+from simulator.conversation.prompts import Prompts
 from simulator.conversation.runner import crashed_episode, run_episode
 from simulator.core.records import Call, Episode, RunSpec
 from simulator.core.errors import UserError
@@ -26,6 +26,8 @@ from simulator.core.files import read_yaml, validate
 from simulator.models.backends import Endpoint, endpoint
 from simulator.models.config import Config, load_config
 from simulator.storage.store import Store
+
+from .collection import fewer_collections
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +148,7 @@ def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, mo
         models={"practitioner": models["practitioner"].name, "persona": models["persona"].name,
                 "evaluators": [m.name for m in models["evaluators"]]},
         reasks=config.reasks,
-        prompts={name: text_hash(prompts.source(name)) for name in SIMULATION_PROMPTS} | (judge_prompts or {}),
+        prompts={name: prompts.hash(name) for name in SIMULATION_PROMPTS} | (judge_prompts or {}),
         rubric_hash=rubric_hash,
         catalog={f"{kind}/{name}": entry_hash(getattr(catalog, kind)[name])
                  for kind in ("settings", "personas", "strategies") for name in getattr(exp, kind)},
@@ -315,7 +317,8 @@ class Batch:
             self._report(progress)
 
         try:
-            await asyncio.gather(*(grade_again(r) for r in regrade), *(one(c) for c in cells))
+            with fewer_collections():
+                await asyncio.gather(*(grade_again(r) for r in regrade), *(one(c) for c in cells))
         finally:
             writer.shutdown(wait=True)
         progress.finished = True

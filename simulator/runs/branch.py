@@ -18,13 +18,14 @@ from pydantic import BaseModel, ConfigDict
 
 from simulator.conversation.catalog import Catalog, Profile
 from simulator.conversation.graph import Context, Scenario
-from simulator.conversation.prompts import Prompts, text_hash
+from simulator.conversation.prompts import Prompts
 from simulator.conversation.runner import crashed_episode, fork_point, run_episode
 from simulator.core.errors import UserError
 from simulator.core.records import Branch, Episode, RunSpec, Turn, Verdict
 from simulator.storage.store import Store
 
 from .batch import SIMULATION_PROMPTS, cell_seed
+from .collection import fewer_collections
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def branch_id(spec: RunSpec) -> str:
 def check_prompts(parent: Episode, prompts: Prompts) -> None:
     """A control is honest only if it continues with the prompts the parent used: refuse otherwise."""
     used = parent.provenance.prompts if parent.provenance else {}
-    differ = [n for n in SIMULATION_PROMPTS if n in used and used[n] != text_hash(prompts.source(n))]
+    differ = [n for n in SIMULATION_PROMPTS if n in used and used[n] != prompts.hash(n)]
     if differ:
         raise UserError(f"episode {parent.id} was made with other {', '.join(differ)} prompt(s) than these; pass the "
                         "directory it used with --base-prompts (the control must continue unchanged)")  # fmt: skip
@@ -181,7 +182,8 @@ class BranchSet:
                 if on_saved:
                     on_saved(record)
 
-        await asyncio.gather(*(one(c) for c in todo))
+        with fewer_collections():
+            await asyncio.gather(*(one(c) for c in todo))
 
 
 def parents(store: Store, source: str, at: str) -> tuple[list[tuple[Episode, int]], list[str]]:
