@@ -215,7 +215,10 @@ def _evaluate(evaluator):
 
 
 def _route(next_node: str):
-    return lambda state: "finish" if state.get("end") else next_node
+    async def route(state: State) -> str:  # a coroutine: LangGraph runs a plain function's edge on a worker thread
+        return "finish" if state.get("end") else next_node
+
+    return route
 
 
 def build_graph(checkpointer=None, evaluator=None):
