@@ -194,3 +194,23 @@ def test_cli_batch_runs_show_grade_export(tmp_path):
     sqlite3.connect(not_ours).execute("CREATE TABLE t (x)").connection.commit()
     bad = nextstep("runs", "--db", str(not_ours))
     assert bad.returncode == 2 and "not a nextstep database" in bad.stderr
+
+
+async def test_a_batch_collects_garbage_less_often_and_restores_the_threshold(tmp_path, monkeypatch):
+    """Hundreds of young-generation collections per batch walked the long-lived heap (benchmarks/README.md): a batch runs
+    its episodes with the young threshold raised, and leaves the process's threshold as it found it."""
+    import gc
+
+    import simulator.runs.batch as batch
+
+    seen, run_episode = [], batch.run_episode
+
+    async def watched(ctx, **kwargs):
+        seen.append(gc.get_threshold()[0])
+        return await run_episode(ctx, **kwargs)
+
+    monkeypatch.setattr(batch, "run_episode", watched)
+    before = gc.get_threshold()
+    with StubServer() as url:
+        await run_grid({"personas": "aloof,unsure", "max_turns": 1, "judges": 0}, db=tmp_path / "n.db", base_url=url)
+    assert len(seen) == 2 and min(seen) >= 10 * before[0] and gc.get_threshold() == before

@@ -39,6 +39,21 @@ async def test_exchange_ends_the_episode(make_context):
     assert record.usage.model_dump() == {"calls": 8, "prompt_tokens": 80, "completion_tokens": 40, "cached_tokens": None, "latency_s": 0.08}
 
 
+async def test_an_episode_stays_on_the_event_loop(make_context, monkeypatch):
+    """No step hops to a worker thread: LangGraph runs a plain-function edge there, which cost a thread hand-off per turn."""
+    import asyncio
+
+    loop, hops = asyncio.get_running_loop(), []
+    hop = loop.run_in_executor
+    monkeypatch.setattr(loop, "run_in_executor", lambda *args: hops.append(args[1]) or hop(*args))
+    p, q = script(
+        (practitioner_says("Are those mangoes any good?", "small_talk"), persona_says("They look ripe to me.", 4, 6)),
+        (practitioner_says("Well, nice chatting, bye!", "goodbye"), persona_says("Bye!")),
+    )
+    assert (await episode(make_context, p, q)).outcome.end_reason == "goodbye"
+    assert hops == []
+
+
 async def test_refusal_accepted(make_context):
     p, q = script(
         (practitioner_says("Can I get your email?", "ask"), persona_says("I'd rather not.", 3, 4)),
