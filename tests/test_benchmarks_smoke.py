@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,14 @@ def test_the_bare_loop_replays_an_episode_in_the_toolkits_order():
             {"part": "transitions", "body": "t"}, {"part": "transition0", "body": "g0"}, {"part": "flags", "body": "f"},
             {"part": "transition0", "body": "g0 again"}, {"part": "outcome", "body": "o"}]  # fmt: skip
     assert stages(rows) == [[["practitioner"]], [["persona"]], [["t"]], [["g0", "g0 again"], ["f"], ["o"]]]
+
+
+def test_paired_smoke_run_compares_two_trees(tmp_path):
+    """benchmarks/paired.py runs two checkouts' own trial.py side by side: one round of the smoke grid (the checkout is
+    copied rather than unpacked from git, which a CI checkout may not carry)."""
+    shutil.copytree(ROOT, tmp_path / "before", ignore=shutil.ignore_patterns(".venv", ".git", "*.db", "__pycache__"))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "paired.py"), str(tmp_path / "before"), "--smoke"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(rf"c=8, 1 rounds: client CPU ms/call before {NUMBER}, after {NUMBER}; paired after - before median [+-]{NUMBER} ms",
+                     done.stdout), done.stdout  # fmt: skip
