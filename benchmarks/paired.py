@@ -3,10 +3,10 @@
     python benchmarks/paired.py BEFORE [AFTER] [--rounds 10] [--concurrency 64 128]
     python benchmarks/paired.py HEAD --smoke       # seconds: the smoke grid, one round
 
-Each commit is unpacked from git into a temporary folder and runs its own `benchmarks/trial.py toolkit` on the B2/B3 grid
-against one stub (pinned as in run.py). Each round runs both once, the order alternating, so slow drift on a shared
-machine hits both sides alike; the verdict is on the paired differences (after - before), with the Wilcoxon
-signed-rank test. AFTER defaults to the working tree.
+Each side (a commit, unpacked from git into a temporary folder, or a folder holding a checkout) runs its own
+`benchmarks/trial.py toolkit` on the B2/B3 grid against one stub (pinned as in run.py). Each round runs both once, the
+order alternating, so slow drift on a shared machine hits both sides alike; the verdict is on the paired differences
+(after - before), with the Wilcoxon signed-rank test. AFTER defaults to the working tree.
 """
 
 from __future__ import annotations
