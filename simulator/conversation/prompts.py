@@ -12,6 +12,8 @@ from jinja2 import meta
 from simulator.core.errors import UserError
 from simulator.core.files import read_text
 
+SIMULATION_PROMPTS = ("practitioner", "practitioner_intent", "persona", "persona_state")  # what the conversation renders
+
 
 def text_hash(text: str) -> str:
     """sha256 of a text, 16 hex digits: `text_hash('hi')` -> '8f434346648f6b96'."""

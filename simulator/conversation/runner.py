@@ -15,6 +15,7 @@ from simulator.core.records import Episode, Provenance, Turn, package_version, u
 
 from .catalog import entry_hash
 from .graph import Context, Scenario, build_graph
+from .prompts import SIMULATION_PROMPTS
 
 
 _SAVER = InMemorySaver()
@@ -47,7 +48,7 @@ async def fork_point(prefix: list[Turn], thread: str) -> dict:
 
 def provenance(ctx: Context, backend: str) -> Provenance:
     s, catalog = ctx.scenario, ctx.catalog
-    prompts = {name: ctx.prompts.hash(name) for name in ("practitioner", "practitioner_intent", "persona", "persona_state")}
+    prompts = {name: ctx.prompts.hash(name) for name in SIMULATION_PROMPTS}
     return Provenance(
         backend=backend,
         models={"practitioner": ctx.practitioner.name, "persona": ctx.persona.name},

@@ -297,10 +297,11 @@ class Episode(_Versioned):
 
     def with_verdicts(self, verdicts: list[Verdict]) -> Episode:
         """Graded anew: usage counts the new verdicts' calls; a simulated episode's status follows them, a failed one stays."""
-        update: dict[str, Any] = {"verdicts": verdicts, "usage": usage(self.calls + [c for v in verdicts for c in v.calls])}
+        graded = self.model_copy(update={"verdicts": verdicts})
+        update: dict[str, Any] = {"usage": usage(graded.all_calls())}
         if self.status != "failed":
             update |= {"status": episode_status(verdicts), "error": judge_errors(verdicts)}
-        return self.model_copy(update=update)
+        return graded.model_copy(update=update)
 
 
 class RunSpec(_Versioned):

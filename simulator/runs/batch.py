@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from simulator.conversation.catalog import Catalog, Profile, entry_hash, load_catalog, profile_of
 from simulator.conversation.graph import Context, Scenario
-from simulator.conversation.prompts import Prompts
+from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
 from simulator.conversation.runner import crashed_episode, run_episode
 from simulator.core.records import Call, Episode, RunSpec
 from simulator.core.errors import UserError
@@ -31,7 +31,6 @@ from .collection import fewer_collections
 
 log = logging.getLogger(__name__)
 
-SIMULATION_PROMPTS = ("practitioner", "practitioner_intent", "persona", "persona_state")
 # Config fields stored with a run, so that `nextstep batch --resume RUN_ID` needs nothing else (never the key itself).
 RESUME_SETTINGS = ("backend", "base_url", "api_key_env", "model", "practitioner_model", "persona_model", "evaluator_model",
                    "output_mode", "reasks", "timeout", "personas_dir", "prompts_dir")

@@ -18,13 +18,13 @@ from pydantic import BaseModel, ConfigDict
 
 from simulator.conversation.catalog import Catalog, Profile
 from simulator.conversation.graph import Context, Scenario
-from simulator.conversation.prompts import Prompts
+from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
 from simulator.conversation.runner import crashed_episode, fork_point, run_episode
 from simulator.core.errors import UserError
 from simulator.core.records import Branch, Episode, RunSpec, Turn, Verdict
 from simulator.storage.store import Store
 
-from .batch import SIMULATION_PROMPTS, cell_seed
+from .batch import cell_seed
 from .collection import fewer_collections
 
 log = logging.getLogger(__name__)
