@@ -130,7 +130,7 @@ def run(plan: Plan, work: Path) -> dict:
     with Stub(0.0, capture) as stub:
         trial("capture", "--url", stub.url, "--grid", grid)
     calls, path = episode_calls(capture, plan.grid)
-    results = {"calls": calls, "path": path, "b1": [], "b2": {c: {"toolkit": [], "bare": [], "bare_create": [], "before": []}
+    results = {"calls": calls, "path": path, "b1": [], "b2": {c: {"toolkit": [], "bare": [], "graphs": [], "bare_create": [], "before": []}
                                                 for c in plan.b2_concurrency}}  # fmt: skip
     with Stub(plan.latency) as stub:
         for run_index in range(plan.runs):
@@ -140,6 +140,7 @@ def run(plan: Plan, work: Path) -> dict:
                 b2 = results["b2"][c]
                 b2["toolkit"].append(trial("toolkit", "--url", stub.url, "--concurrency", str(c), "--grid", grid))
                 b2["bare"].append(trial("bare", "--url", stub.url, "--concurrency", str(c), "--requests", str(capture)))
+                b2["graphs"].append(trial("bare", "--url", stub.url, "--concurrency", str(c), "--requests", str(capture), "--graphs"))
                 b2["bare_create"].append(trial("bare", "--url", stub.url, "--concurrency", str(c), "--requests", str(capture),
                                                "--client", "create"))  # fmt: skip
                 if c in plan.before_concurrency:
@@ -200,7 +201,7 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
         row("B1 wall time, s", [r["wall_s"] for r in results["b1"]]),
     ]  # fmt: skip
     for c, b2 in results["b2"].items():
-        check(b2["toolkit"] + b2["bare"] + b2["bare_create"] + b2["before"], n, total)
+        check(b2["toolkit"] + b2["bare"] + b2["graphs"] + b2["bare_create"] + b2["before"], n, total)
         lines += [
             row(f"B2 c={c} toolkit episodes/s", [eps(r) for r in b2["toolkit"]]),
             row(f"B2 c={c} bare loop episodes/s", [eps(r) for r in b2["bare"]]),
@@ -208,6 +209,12 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
             row(f"B3 c={c} toolkit client CPU ms/call", [cpu_ms(r) for r in b2["toolkit"]]),
             row(f"B3 c={c} bare loop client CPU ms/call", [cpu_ms(r) for r in b2["bare"]]),
             row(f"B3 c={c} toolkit − bare CPU ms/call", per_run(b2["toolkit"], b2["bare"], lambda t, b: cpu_ms(t) - cpu_ms(b)), "≤ 0.50"),
+            row(f"LangGraph alone: c={c} bare loop in graphs / bare episodes/s",
+                per_run(b2["graphs"], b2["bare"], lambda g, b: eps(g) / eps(b)), "", 3),
+            row(f"LangGraph alone: c={c} bare loop in graphs − bare CPU ms/call",
+                per_run(b2["graphs"], b2["bare"], lambda g, b: cpu_ms(g) - cpu_ms(b))),
+            row(f"LangGraph alone: c={c} toolkit − bare loop in graphs CPU ms/call",
+                per_run(b2["toolkit"], b2["graphs"], lambda t, g: cpu_ms(t) - cpu_ms(g))),
             row(f"reference: c={c} bare loop with create() on httpx2 episodes/s", [eps(r) for r in b2["bare_create"]]),
             row(f"reference: c={c} toolkit / bare loop with create() on httpx2 episodes/s",
                 per_run(b2["toolkit"], b2["bare_create"], lambda t, b: eps(t) / eps(b)), "", 3),
@@ -261,10 +268,15 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
         "- B2 bare loop: the request bodies the toolkit sent (captured at the stub, tagged per episode), sent the way "
         "the toolkit sends them: `client.post(\"/chat/completions\", body=..., cast_to=object)` on openai's aiohttp "
         "transport (`openai.DefaultAioHttpClient`), one episode's requests in the toolkit's order (the judge's parts at "
-        "once, `trial.stages`), episodes under the same semaphore; "
+        "once, `trial.plan`), episodes under the same semaphore; "
         "no graph, no store. So the B2/B3 targets measure what the graph, evaluator and store cost on top of the same "
         "client and transport. The 'reference' rows replay the same bodies with openai's default client (httpx2) and "
         "`chat.completions.create(**body)`, the bare loop these targets used before.",
+        "- 'LangGraph alone' rows: the bare loop's calls made from the nodes of two LangGraph graphs of the toolkit's "
+        "shape that do nothing else (`trial.in_graphs`: a node per turn with a coroutine route, finish, a node running "
+        "the evaluator graph; in that, a branch finds the transitions and a `Send` per part grades), so 'in graphs − "
+        "bare' is what LangGraph costs by itself and 'toolkit − in graphs' the toolkit's own work (prompts, parsing, "
+        "records, store).",
         "- B3: client CPU = `time.process_time()` over the batch (all threads, the store's too) / calls; "
         f"peak RSS = `ru_maxrss` of the trial process (a fresh process per trial); the toolkit reached {max(in_flight)} episodes in flight.",
         "- Imports happen before the clock on both sides (the toolkit's lazy `evaluations` import included); "

@@ -54,7 +54,7 @@ class Stub:
                     body = json.loads(raw)
                     if self.capture:
                         self.capture.write(json.dumps({"episode": headers.get("x-episode"), "part": headers.get("x-part"),
-                                                       "body": body}) + "\n")
+                                                       "turn": headers.get("x-turn"), "body": body}) + "\n")
                         self.capture.flush()  # the stub is stopped by a signal; capture runs are not timed
                     await asyncio.sleep(self.latency)
                     writer.write(response(b"200 OK", json.dumps(completion(body, answer(body))).encode()))

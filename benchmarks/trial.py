@@ -4,7 +4,7 @@ A fresh process per measurement keeps peak RSS and the heap of one trial out of 
 
     python benchmarks/trial.py toolkit --url URL --concurrency 64 --grid '{"reps": 4, ...}'
     python benchmarks/trial.py toolkit-before ...   # the same, with the toolkit as it was before issue 7
-    python benchmarks/trial.py bare --url URL --concurrency 64 --requests requests.jsonl [--client create]
+    python benchmarks/trial.py bare --url URL --concurrency 64 --requests requests.jsonl [--client create] [--graphs]
     python benchmarks/trial.py capture --url URL --grid '{...}'
     python benchmarks/trial.py local --prompts prompts.json [--url STUB]
 """
@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextvars
 import json
+import operator
 import os
 import resource
 import sqlite3
@@ -22,7 +23,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Annotated, TypedDict
 
 
 def peak_rss_mb() -> float:
@@ -110,43 +113,128 @@ async def toolkit_before(url: str, concurrency: int, grid: dict) -> dict:
     return await toolkit(url, concurrency, grid)
 
 
-def stages(rows: list[dict]) -> list[list[list[dict]]]:
-    """One episode's captured requests as the toolkit orders them: stages one after another, the parts of a stage
-    at once, the calls of a part one after another. The conversation's calls are a stage each, then the judge finds
-    the transitions; its other parts (each transition's grades, flags, outcome, fidelity) run at once (issue 14).
+def plan(rows: list[dict]) -> tuple[list[list[dict]], list[list[list[dict]]]]:
+    """One episode's captured requests as the toolkit makes them: its conversation turns (each turn's calls one after
+    another), then the judge's stages (the transitions; then its other parts at once: each transition's grades,
+    flags, outcome, fidelity, issue 14), each stage a list of parts and each part its calls one after another.
 
-    `stages([{'part': None, 'body': 1}, {'part': 'transitions', 'body': 2}, {'part': 'flags', 'body': 3},
-    {'part': 'outcome', 'body': 4}])` -> [[[1]], [[2]], [[3], [4]]]
+    `plan([{'part': None, 'turn': '0', 'body': 1}, {'part': None, 'turn': '0', 'body': 2}, {'part': 'transitions',
+    'body': 3}, {'part': 'flags', 'body': 4}, {'part': 'outcome', 'body': 5}])` -> ([[1, 2]], [[[3]], [[4], [5]]])
     """
-    parts = defaultdict(list)
+    turns, parts = defaultdict(list), defaultdict(list)
     for row in rows:
-        if row["part"] not in (None, "transitions"):
-            parts[row["part"]].append(row["body"])
-    return ([[[r["body"]]] for r in rows if r["part"] is None] + [[[r["body"] for r in rows if r["part"] == "transitions"]]]
-            + ([list(parts.values())] if parts else []))  # fmt: skip
+        (turns[row["turn"]] if row["part"] is None else parts[row["part"]]).append(row["body"])
+    found = parts.pop("transitions", [])
+    return list(turns.values()), [[found]] + ([list(parts.values())] if parts else [])
 
 
-def load_requests(path: Path) -> list[list[list[list[dict]]]]:
-    """Captured request bodies per episode, as `stages`, in the order the episodes first sent one."""
+def stages(rows: list[dict]) -> list[list[list[dict]]]:
+    """`plan` as one list of stages, one after another: each turn, then the judge's."""
+    turns, judge = plan(rows)
+    return [[turn] for turn in turns] + judge
+
+
+def load_requests(path: Path) -> list[tuple[list[list[dict]], list[list[list[dict]]]]]:
+    """Captured request bodies per episode, as `plan`, in the order the episodes first sent one."""
     episodes = defaultdict(list)
     with path.open() as f:
         for line in f:
             row = json.loads(line)
             episodes[row["episode"]].append(row)
-    return [stages(rows) for rows in episodes.values()]
+    return [plan(rows) for rows in episodes.values()]
 
 
-async def bare(url: str, concurrency: int, requests: Path, client_call: str = "post") -> dict:
+class Judge(TypedDict, total=False):  # in_graphs' evaluator state: the episode's key, not its bodies
+    key: int
+    parts: Annotated[list, operator.add]
+    verdicts: list
+
+
+class Conversation(TypedDict, total=False):  # in_graphs' conversation state
+    key: int
+    done: Annotated[list, operator.add]
+    verdicts: list
+
+
+def in_graphs(part: Callable[[list[dict]], Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """An episode run through LangGraph graphs of the toolkit's shape whose nodes only make its captured calls
+    (`part(bodies)`): the conversation (a node per turn, a coroutine route after each, finish, then a node that runs
+    the evaluator graph on its own), and the evaluator (a branch to find the transitions, a `Send` per part, the
+    verdict). So what it costs over the bare loop is LangGraph's own."""
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command, Send
+
+    plans = {}  # key -> (turns, the judge's stages): the state carries the key, as small as the graphs can run on
+
+    async def transitions(branch: dict):  # no annotations naming langgraph: imported here, LangGraph reads the hints
+        found, *rest = plans[branch["key"]][1]
+        await part(found[0])
+        return Command(update={"parts": [0]}, goto=[Send("part", branch | {"n": n}) for n in range(sum(map(len, rest)))])
+
+    async def one_part(branch: dict) -> dict:
+        await part([calls for stage in plans[branch["key"]][1][1:] for calls in stage][branch["n"]])
+        return {"parts": [1]}
+
+    async def assign(state: Judge) -> list:
+        return [Send("transitions", {"key": state["key"]})]
+
+    async def verdict(state: Judge) -> dict:
+        return {"verdicts": [len(state["parts"])]}
+
+    judge = StateGraph(Judge)  # every node and edge a coroutine, as the toolkit's: LangGraph runs a function on a thread
+    judge.add_node("transitions", transitions, destinations=("part",))
+    judge.add_node("part", one_part)
+    judge.add_node("verdict", verdict)
+    judge.add_conditional_edges(START, assign, ["transitions"])
+    judge.add_edge("part", "verdict")
+    judge.add_edge("verdict", END)
+    evaluator = judge.compile()
+
+    async def turn(state: Conversation) -> dict:
+        await part(plans[state["key"]][0][len(state.get("done", []))])
+        return {"done": [1]}
+
+    async def route(state: Conversation) -> str:
+        return "finish" if len(state["done"]) == len(plans[state["key"]][0]) else "turn"
+
+    async def finish(state: Conversation) -> dict:
+        return {}
+
+    async def evaluate(state: Conversation) -> dict:
+        return {"verdicts": (await evaluator.ainvoke({"key": state["key"]}))["verdicts"]}
+
+    conversation = StateGraph(Conversation)
+    conversation.add_node("turn", turn)
+    conversation.add_node("finish", finish)
+    conversation.add_node("evaluate", evaluate)
+    conversation.add_edge(START, "turn")
+    conversation.add_conditional_edges("turn", route, ["turn", "finish"])
+    conversation.add_edge("finish", "evaluate")
+    conversation.add_edge("evaluate", END)
+    graph = conversation.compile()
+
+    async def episode(turns: list[list[dict]], stages: list[list[list[dict]]]) -> None:
+        key = len(plans)
+        plans[key] = turns, stages
+        await graph.ainvoke({"key": key})
+
+    return episode
+
+
+async def bare(url: str, concurrency: int, requests: Path, client_call: str = "post", graphs: bool = False) -> dict:
     """The floor: the toolkit's captured request bodies through a plain openai client, in the toolkit's order within an
-    episode (`stages`: one after another, the judge's parts at once).
+    episode (`plan`: the turns one after another, then the judge's stages, each stage's parts at once).
 
     'post' sends them as the toolkit does (simulator/openai_backend.py): `client.post("/chat/completions",
     body=..., cast_to=object)` on openai's aiohttp transport. 'create' is the reference: openai's default
-    client (httpx2) and its typed `chat.completions.create(**body)`.
+    client (httpx2) and its typed `chat.completions.create(**body)`. `graphs` makes the same calls from the nodes of
+    LangGraph graphs of the toolkit's shape (`in_graphs`).
     """
     imports = time.process_time()
     import openai
 
+    if graphs:
+        import langgraph.graph  # noqa: F401
     imports = time.process_time() - imports
     episodes = load_requests(requests)
     if client_call == "post":
@@ -169,12 +257,17 @@ async def bare(url: str, concurrency: int, requests: Path, client_call: str = "p
             assert await send(body)
             calls += 1
 
-    async def episode(steps: list[list[list[dict]]]) -> None:
+    async def in_order(turns: list[list[dict]], stages: list[list[list[dict]]]) -> None:
+        for parts in [[turn] for turn in turns] + stages:
+            await asyncio.gather(*map(part, parts))
+
+    run = in_graphs(part) if graphs else in_order
+
+    async def episode(turns: list[list[dict]], stages: list[list[list[dict]]]) -> None:
         nonlocal in_flight
         async with limit:
             in_flight += 1
-            for parts in steps:
-                await asyncio.gather(*map(part, parts))
+            await run(turns, stages)
             in_flight -= 1
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -187,7 +280,7 @@ async def bare(url: str, concurrency: int, requests: Path, client_call: str = "p
             await asyncio.sleep(0.05)
 
     watcher = asyncio.create_task(watch())
-    await asyncio.gather(*(episode(b) for b in episodes))
+    await asyncio.gather(*(episode(*e) for e in episodes))
     watcher.cancel()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     await client.close()
@@ -207,7 +300,14 @@ async def capture(url: str, grid: dict) -> dict:
         episode.set(str(ctx.seed))  # the graph's node tasks copy this context
         return await run_episode(ctx, **kwargs)
 
+    import simulator.conversation.graph as conversation
     from evaluations.judge.evaluator import Judge
+
+    turn, say = contextvars.ContextVar("turn", default=""), conversation._say
+
+    async def tagged_say(ctx, model, messages, role, n, calls):
+        turn.set(str(n))  # the node's task keeps it for the turn's label or rating call that follows
+        return await say(ctx, model, messages, role, n, calls)
 
     part, ask = contextvars.ContextVar("part", default=""), Judge.ask
 
@@ -216,9 +316,10 @@ async def capture(url: str, grid: dict) -> dict:
         return await ask(self, prompt, output_type, purpose, calls, k, *rest)
 
     headers = openai.AsyncOpenAI.default_headers
-    simulator.runs.batch.run_episode, Judge.ask = tagged, tagged_ask
+    simulator.runs.batch.run_episode, conversation._say, Judge.ask = tagged, tagged_say, tagged_ask
+    tags = {"x-episode": episode, "x-turn": turn, "x-part": part}
     openai.AsyncOpenAI.default_headers = property(
-        lambda self: {**headers.fget(self), "x-episode": episode.get()} | ({"x-part": part.get()} if part.get() else {}))
+        lambda self: headers.fget(self) | {k: v.get() for k, v in tags.items() if v.get()})
     return await toolkit(url, 64, grid)
 
 
@@ -290,6 +391,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=Path)
     parser.add_argument("--client", choices=["post", "create"], default="post",
                         help="bare: post the bodies on aiohttp as the toolkit does, or create() on the default client")
+    parser.add_argument("--graphs", action="store_true",
+                        help="bare: make the calls from LangGraph graphs of the toolkit's shape whose nodes do nothing else")
     parser.add_argument("--cpu", type=int, help="pin this process to one core")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the trial here")
     args = parser.parse_args()
@@ -298,7 +401,7 @@ def main() -> None:
     trial = {
         "toolkit": lambda: toolkit(args.url, args.concurrency, args.grid),
         "toolkit-before": lambda: toolkit_before(args.url, args.concurrency, args.grid),
-        "bare": lambda: bare(args.url, args.concurrency, args.requests, args.client),
+        "bare": lambda: bare(args.url, args.concurrency, args.requests, args.client, args.graphs),
         "capture": lambda: capture(args.url, args.grid),
         "local": lambda: local(prompts_file(args.prompts), args.url),
     }[args.mode]

@@ -15,6 +15,7 @@ ROWS = [
     r"B2 c=64 toolkit / bare episodes/s",
     r"B2 c=128 toolkit / bare episodes/s",
     r"B3 c=64 toolkit − bare CPU ms/call",
+    r"LangGraph alone: c=64 bare loop in graphs − bare CPU ms/call",
     r"reference: c=64 toolkit / bare loop with create() on httpx2 episodes/s",
     r"B3 c=128 toolkit client CPU ms/call",
     r"B3 peak RSS, toolkit, 128 in flight, MB",
@@ -45,14 +46,17 @@ def test_smoke_needs_an_output_path():
 
 
 def test_the_bare_loop_replays_an_episode_in_the_toolkits_order():
-    """The conversation's calls one at a time, then the judge's transitions, then its parts at once (re-asks in turn)."""
+    """Each conversation turn's calls one after another (a graph node's), then the judge's transitions, then its parts
+    at once (re-asks in turn)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from trial import stages
+    from trial import plan, stages
 
-    rows = [{"part": None, "body": "practitioner"}, {"part": None, "body": "persona"},
+    rows = [{"part": None, "turn": "0", "body": "line"}, {"part": None, "turn": "0", "body": "label"},
+            {"part": None, "turn": "1", "body": "reply"}, {"part": None, "turn": "1", "body": "rating"},
             {"part": "transitions", "body": "t"}, {"part": "transition0", "body": "g0"}, {"part": "flags", "body": "f"},
             {"part": "transition0", "body": "g0 again"}, {"part": "outcome", "body": "o"}]  # fmt: skip
-    assert stages(rows) == [[["practitioner"]], [["persona"]], [["t"]], [["g0", "g0 again"], ["f"], ["o"]]]
+    assert plan(rows) == ([["line", "label"], ["reply", "rating"]], [[["t"]], [["g0", "g0 again"], ["f"], ["o"]]])
+    assert stages(rows) == [[["line", "label"]], [["reply", "rating"]], [["t"]], [["g0", "g0 again"], ["f"], ["o"]]]
 
 
 def test_paired_smoke_run_compares_two_trees(tmp_path):
