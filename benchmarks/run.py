@@ -213,6 +213,8 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
                 per_run(b2["graphs"], b2["bare"], lambda g, b: eps(g) / eps(b)), "", 3),
             row(f"LangGraph alone: c={c} bare loop in graphs − bare CPU ms/call",
                 per_run(b2["graphs"], b2["bare"], lambda g, b: cpu_ms(g) - cpu_ms(b))),
+            row(f"LangGraph alone: c={c} toolkit / bare loop in graphs episodes/s",
+                per_run(b2["toolkit"], b2["graphs"], lambda t, g: eps(t) / eps(g)), "", 3),
             row(f"LangGraph alone: c={c} toolkit − bare loop in graphs CPU ms/call",
                 per_run(b2["toolkit"], b2["graphs"], lambda t, g: cpu_ms(t) - cpu_ms(g))),
             row(f"reference: c={c} bare loop with create() on httpx2 episodes/s", [eps(r) for r in b2["bare_create"]]),

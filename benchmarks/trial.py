@@ -164,15 +164,15 @@ def in_graphs(part: Callable[[list[dict]], Awaitable[None]]) -> Callable[..., Aw
     from langgraph.graph import END, START, StateGraph
     from langgraph.types import Command, Send
 
-    plans = {}  # key -> (turns, the judge's stages): the state carries the key, as small as the graphs can run on
+    plans = {}  # key -> (turns, the transitions' calls, the other parts): the state carries the key, as small as can be
 
     async def transitions(branch: dict):  # no annotations naming langgraph: imported here, LangGraph reads the hints
-        found, *rest = plans[branch["key"]][1]
-        await part(found[0])
-        return Command(update={"parts": [0]}, goto=[Send("part", branch | {"n": n}) for n in range(sum(map(len, rest)))])
+        _, found, parts = plans[branch["key"]]
+        await part(found)
+        return Command(update={"parts": [0]}, goto=[Send("part", branch | {"n": n}) for n in range(len(parts))])
 
     async def one_part(branch: dict) -> dict:
-        await part([calls for stage in plans[branch["key"]][1][1:] for calls in stage][branch["n"]])
+        await part(plans[branch["key"]][2][branch["n"]])
         return {"parts": [1]}
 
     async def assign(state: Judge) -> list:
@@ -214,8 +214,9 @@ def in_graphs(part: Callable[[list[dict]], Awaitable[None]]) -> Callable[..., Aw
     graph = conversation.compile()
 
     async def episode(turns: list[list[dict]], stages: list[list[list[dict]]]) -> None:
+        [found], *rest = stages
         key = len(plans)
-        plans[key] = turns, stages
+        plans[key] = turns, found, [calls for stage in rest for calls in stage]
         await graph.ainvoke({"key": key})
 
     return episode
