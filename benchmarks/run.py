@@ -276,9 +276,10 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
         "`chat.completions.create(**body)`, the bare loop these targets used before.",
         "- 'LangGraph alone' rows: the bare loop's calls made from the nodes of two LangGraph graphs of the toolkit's "
         "shape that do nothing else (`trial.in_graphs`: a node per turn with a coroutine route, finish, a node running "
-        "the evaluator graph; in that, a branch finds the transitions and a `Send` per part grades), so 'in graphs − "
-        "bare' is what LangGraph costs by itself and 'toolkit − in graphs' the toolkit's own work (prompts, parsing, "
-        "records, store).",
+        "the evaluator graph; in that, a branch finds the transitions and a `Send` per part grades), with the garbage "
+        "collector set as the toolkit's batches set it (`fewer_collections`; the bare loop keeps Python's default). So "
+        "'in graphs − bare' is what LangGraph costs by itself and 'toolkit − in graphs' the toolkit's own work "
+        "(prompts, parsing, records, store).",
         "- B3: client CPU = `time.process_time()` over the batch (all threads, the store's too) / calls; "
         f"peak RSS = `ru_maxrss` of the trial process (a fresh process per trial); the toolkit reached {max(in_flight)} episodes in flight.",
         "- Imports happen before the clock on both sides (the toolkit's lazy `evaluations` import included); "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import contextvars
 import json
 import operator
@@ -229,13 +230,16 @@ async def bare(url: str, concurrency: int, requests: Path, client_call: str = "p
     'post' sends them as the toolkit does (simulator/openai_backend.py): `client.post("/chat/completions",
     body=..., cast_to=object)` on openai's aiohttp transport. 'create' is the reference: openai's default
     client (httpx2) and its typed `chat.completions.create(**body)`. `graphs` makes the same calls from the nodes of
-    LangGraph graphs of the toolkit's shape (`in_graphs`).
+    LangGraph graphs of the toolkit's shape (`in_graphs`), with the garbage collector set as the toolkit's batches set
+    it (`fewer_collections`), so that the toolkit's cost over it is its own work and not a collector setting.
     """
     imports = time.process_time()
     import openai
 
     if graphs:
         import langgraph.graph  # noqa: F401
+
+        from simulator.runs.collection import fewer_collections  # the toolkit's batches run under it too
     imports = time.process_time() - imports
     episodes = load_requests(requests)
     if client_call == "post":
@@ -281,7 +285,8 @@ async def bare(url: str, concurrency: int, requests: Path, client_call: str = "p
             await asyncio.sleep(0.05)
 
     watcher = asyncio.create_task(watch())
-    await asyncio.gather(*(episode(*e) for e in episodes))
+    with fewer_collections() if graphs else contextlib.nullcontext():
+        await asyncio.gather(*(episode(*e) for e in episodes))
     watcher.cancel()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     await client.close()
