@@ -98,10 +98,16 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _sigint_default() -> None:
+    # The command as a terminal's Ctrl-C finds it. A test run started in the background of a script (`pytest &`)
+    # ignores SIGINT, a child inherits that, and Python then leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 130), (signal.SIGINT, 130), (signal.SIGKILL, -9)])
 def test_no_server_outlives_the_command(tmp_path, sig, code):
     cmd = [sys.executable, "-m", "simulator", "run", "--max-turns", "30", "--out", str(tmp_path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
     try:
         proc.stdout.readline()  # the header line is printed once the server answers
         servers = _servers_of(proc.pid)
