@@ -129,10 +129,13 @@ def plan(rows: list[dict]) -> tuple[list[list[dict]], list[list[list[dict]]]]:
     return list(turns.values()), [[found]] + ([list(parts.values())] if parts else [])
 
 
-def stages(rows: list[dict]) -> list[list[list[dict]]]:
-    """`plan` as one list of stages, one after another: each turn, then the judge's."""
-    turns, judge = plan(rows)
+def in_sequence(turns: list[list[dict]], judge: list[list[list[dict]]]) -> list[list[list[dict]]]:
+    """A `plan` as one list of stages, one after another: each turn (one part), then the judge's."""
     return [[turn] for turn in turns] + judge
+
+
+def stages(rows: list[dict]) -> list[list[list[dict]]]:
+    return in_sequence(*plan(rows))
 
 
 def load_requests(path: Path) -> list[tuple[list[list[dict]], list[list[list[dict]]]]]:
@@ -145,13 +148,13 @@ def load_requests(path: Path) -> list[tuple[list[list[dict]], list[list[list[dic
     return [plan(rows) for rows in episodes.values()]
 
 
-class Judge(TypedDict, total=False):  # in_graphs' evaluator state: the episode's key, not its bodies
+class JudgeState(TypedDict, total=False):  # in_graphs' evaluator state: the episode's key, not its bodies
     key: int
     parts: Annotated[list, operator.add]
     verdicts: list
 
 
-class Conversation(TypedDict, total=False):  # in_graphs' conversation state
+class ConversationState(TypedDict, total=False):  # in_graphs' conversation state
     key: int
     done: Annotated[list, operator.add]
     verdicts: list
@@ -176,13 +179,13 @@ def in_graphs(part: Callable[[list[dict]], Awaitable[None]]) -> Callable[..., Aw
         await part(plans[branch["key"]][2][branch["n"]])
         return {"parts": [1]}
 
-    async def assign(state: Judge) -> list:
+    async def assign(state: JudgeState) -> list:
         return [Send("transitions", {"key": state["key"]})]
 
-    async def verdict(state: Judge) -> dict:
+    async def verdict(state: JudgeState) -> dict:
         return {"verdicts": [len(state["parts"])]}
 
-    judge = StateGraph(Judge)  # every node and edge a coroutine, as the toolkit's: LangGraph runs a function on a thread
+    judge = StateGraph(JudgeState)  # every node and edge a coroutine, as the toolkit's: LangGraph runs a function on a thread
     judge.add_node("transitions", transitions, destinations=("part",))
     judge.add_node("part", one_part)
     judge.add_node("verdict", verdict)
@@ -191,20 +194,20 @@ def in_graphs(part: Callable[[list[dict]], Awaitable[None]]) -> Callable[..., Aw
     judge.add_edge("verdict", END)
     evaluator = judge.compile()
 
-    async def turn(state: Conversation) -> dict:
+    async def turn(state: ConversationState) -> dict:
         await part(plans[state["key"]][0][len(state.get("done", []))])
         return {"done": [1]}
 
-    async def route(state: Conversation) -> str:
+    async def route(state: ConversationState) -> str:
         return "finish" if len(state["done"]) == len(plans[state["key"]][0]) else "turn"
 
-    async def finish(state: Conversation) -> dict:
+    async def finish(state: ConversationState) -> dict:
         return {}
 
-    async def evaluate(state: Conversation) -> dict:
+    async def evaluate(state: ConversationState) -> dict:
         return {"verdicts": (await evaluator.ainvoke({"key": state["key"]}))["verdicts"]}
 
-    conversation = StateGraph(Conversation)
+    conversation = StateGraph(ConversationState)
     conversation.add_node("turn", turn)
     conversation.add_node("finish", finish)
     conversation.add_node("evaluate", evaluate)
@@ -263,7 +266,7 @@ async def bare(url: str, concurrency: int, requests: Path, client_call: str = "p
             calls += 1
 
     async def in_order(turns: list[list[dict]], stages: list[list[list[dict]]]) -> None:
-        for parts in [[turn] for turn in turns] + stages:
+        for parts in in_sequence(turns, stages):
             await asyncio.gather(*map(part, parts))
 
     run = in_graphs(part) if graphs else in_order
