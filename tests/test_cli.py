@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -66,3 +67,23 @@ def test_config_file_and_environment_precedence(tmp_path):
     assert_one_line_error(nextstep("run", cwd=tmp_path, env=env), "max_turns")  # the environment beats the file
     # ... and a flag beats both: this one fails later, on the unknown persona, not on max_turns
     assert_one_line_error(nextstep("run", "--max-turns", "2", "--persona", "shy", cwd=tmp_path, env=env), "unknown persona")
+
+
+INTERRUPTED_COMMAND = """
+from simulator.cli.app import app, main
+
+@app.command()
+def interrupted() -> None:
+    exec("raise KeyboardInterrupt")  # as an interrupt that lands while a dataclass builds its methods
+
+main()
+"""
+
+
+def test_an_interrupt_inside_a_string_exec_still_exits_130(tmp_path):
+    # CPython leaves a mark when a KeyboardInterrupt leaves a string exec, even a caught one; `python -m` then died by
+    # SIGINT (-2) instead of exiting 130. It did so in CI when SIGTERM landed during an import.
+    (tmp_path / "interrupted_cli.py").write_text(INTERRUPTED_COMMAND)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "interrupted_cli", "interrupted"], capture_output=True, text=True, env=env)
+    assert (result.returncode, result.stderr) == (130, "nextstep: interrupted\n")

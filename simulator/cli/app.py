@@ -27,16 +27,24 @@ def main() -> None:
         code = command.main(sys.argv[1:] or ["--help"], standalone_mode=False, prog_name="nextstep")
     except UserError as e:
         _fail(str(e), 2)
-    except typer.Abort:
-        _fail("interrupted", 130)
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
     except typer.TyperException as e:  # usage errors from the command-line parser
         ctx = getattr(e, "ctx", None)
         _fail(f"{ctx.command_path}: {e.format_message()}" if ctx else e.format_message(), getattr(e, "exit_code", 2))
-    except KeyboardInterrupt:
+    if code == 130:  # typer returns 130 for a KeyboardInterrupt inside a command
         _fail("interrupted", 130)
-    sys.exit(code if isinstance(code, int) else 0)
+    _exit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, code: int) -> None:
     print(f"nextstep: error: {message}" if code == 2 else f"nextstep: {message}", file=sys.stderr)
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    # CPython marks a KeyboardInterrupt that leaves a string exec (dataclasses build their methods with one, so an
+    # interrupt during an import can) as unhandled even when it is caught, and `python -m` then ends the process by
+    # SIGINT instead of with `code`. A string exec clears the mark at its start.
+    exec("pass", {})
     sys.exit(code)
