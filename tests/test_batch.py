@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -91,6 +92,30 @@ def test_resume_after_sigkill_yields_exactly_the_grid(tmp_path):
         "turn_back", "common_interest", "high_point_exit", "work_need", "friends_pretext", "social_media", "no_ask"], reps=2))}
     assert len(keys) == len(set(keys)) == 42 and set(keys) == expected
     assert {e.status for e in episodes} == {"succeeded"}
+
+
+def test_ctrl_c_says_what_was_stored_and_how_to_resume(tmp_path):
+    db = tmp_path / "n.db"
+    with StubServer(latency=0.02) as url:
+        common = ["--base-url", url, "--db", str(db), "--concurrency", "4"]
+        proc = subprocess.Popen([sys.executable, "-m", "simulator", "batch", "--reps", "30", "--judges", "0", "--run-id", "cut", *common],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's Ctrl-C finds it
+        deadline = time.monotonic() + 60
+        while _stored(db) < 5 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        said = " ".join(out.split())  # rich wraps lines off a terminal
+        stored = _stored(db)
+        assert proc.returncode == 130 and err.endswith("nextstep: interrupted\n"), err
+        assert 0 < stored < 90, "the batch must be interrupted part way through"
+        counted = int(re.search(r"this session: (\d+) succeeded, 0 failed", said)[1])
+        assert stored - 4 <= counted <= stored, out  # a save under way when the signal came still lands, uncounted
+        assert "stopped scheduling: interrupted; continue with: nextstep batch --resume cut --db" in said, out
+        resumed = subprocess.run([sys.executable, "-m", "simulator", "batch", "--resume", "cut", *common], capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stderr
+    assert _stored(db) == 90
 
 
 async def test_export_round_trips(tmp_path):

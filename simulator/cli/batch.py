@@ -14,7 +14,7 @@ from simulator.models.local import DEFAULT_SLOTS
 
 from .options import ENDPOINT, FILES, ROLES, Db, GridMaxTurns, Judges, RubricFile, Temperature, config_options
 from .show import console
-from .summary import print_summary
+from .summary import print_session, print_summary
 
 app = typer.Typer()
 
@@ -84,9 +84,20 @@ def batch(
                     seed=seed, max_turns=max_turns, temperature=temperature, judges=judges)  # fmt: skip
     if dry_run:
         return print_plan(*api.plan_batch(grid, resume=resume, db=db, **config))
-    with _progress_printer() as show:
-        result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
-                               max_failures=max_failures, rubric_file=rubric_file, on_progress=show, **config)  # fmt: skip
+    seen: list[api.Progress] = []  # the batch's counters, to say after Ctrl-C what was stored and how to go on
+    try:
+        with _progress_printer() as show:
+            def report(progress: api.Progress) -> None:
+                seen[:] = [progress]
+                show(progress)
+
+            result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
+                                   max_failures=max_failures, rubric_file=rubric_file, on_progress=report, **config)  # fmt: skip
+    except KeyboardInterrupt:
+        if seen:  # the episodes that were in flight run again on resume
+            seen[0].stopped = "interrupted"
+            print_session(seen[0].run_id, db, seen[0])
+        raise
     print_summary(api.summarize(result.run_id, db), db, result.progress)
     if result.progress.fault:
         raise typer.Exit(1)

@@ -192,6 +192,7 @@ def stored_run(db: Path | str, run_id: str) -> tuple[dict, dict]:
 class Progress:
     """Counters a batch updates as episodes end; the CLI renders them."""
 
+    run_id: str
     total: int
     skipped: int = 0
     done: int = 0
@@ -259,7 +260,7 @@ class Batch:
         cells = [c for c in expand(exp) if (c.key, c.rep) not in stored]
         if texts:
             await loop.run_in_executor(writer, self.store.save_texts, texts)
-        progress = Progress(total=len(cells) + len(regrade), skipped=len(done))
+        progress = Progress(run_id, total=len(cells) + len(regrade), skipped=len(done))
         limit = asyncio.Semaphore(self.concurrency or self.endpoint.concurrency)
 
         def evaluator(seed: int):
