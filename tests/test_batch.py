@@ -67,16 +67,21 @@ def _stored(db) -> int:
         return 0
 
 
+def _batch_under_way(db, args: list[str], **popen) -> subprocess.Popen:
+    """`nextstep batch ARGS` started, once it has stored 5 episodes (or ended, or after 60 s)."""
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "batch", *args], **popen)
+    deadline = time.monotonic() + 60
+    while _stored(db) < 5 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    return proc
+
+
 def test_resume_after_sigkill_yields_exactly_the_grid(tmp_path):
     db = tmp_path / "n.db"
     with StubServer(latency=0.02) as url:
         common = ["--base-url", url, "--db", str(db), "--concurrency", "4"]
         grid = ["--personas", "all", "--strategies", "all", "--reps", "2", "--max-turns", "2", "--judges", "0", "--run-id", "crash"]
-        proc = subprocess.Popen([sys.executable, "-m", "simulator", "batch", *grid, *common],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while _stored(db) < 5 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.02)
+        proc = _batch_under_way(db, [*grid, *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         before = _stored(db)
@@ -98,20 +103,17 @@ def test_ctrl_c_says_what_was_stored_and_how_to_resume(tmp_path):
     db = tmp_path / "n.db"
     with StubServer(latency=0.02) as url:
         common = ["--base-url", url, "--db", str(db), "--concurrency", "4"]
-        proc = subprocess.Popen([sys.executable, "-m", "simulator", "batch", "--reps", "30", "--judges", "0", "--run-id", "cut", *common],
+        proc = _batch_under_way(db, ["--reps", "30", "--judges", "0", "--run-id", "cut", *common],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's Ctrl-C finds it
-        deadline = time.monotonic() + 60
-        while _stored(db) < 5 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         said = " ".join(out.split())  # rich wraps lines off a terminal
         stored = _stored(db)
         assert proc.returncode == 130 and err.endswith("nextstep: interrupted\n"), err
         assert 0 < stored < 90, "the batch must be interrupted part way through"
-        counted = int(re.search(r"this session: (\d+) succeeded, 0 failed", said)[1])
-        assert stored - 4 <= counted <= stored, out  # a save under way when the signal came still lands, uncounted
+        counted = re.search(r"this session: (\d+) succeeded, 0 failed", said)
+        assert counted and stored - 4 <= int(counted[1]) <= stored, out  # a save under way when the signal came lands, uncounted
         assert "stopped scheduling: interrupted; continue with: nextstep batch --resume cut --db" in said, out
         resumed = subprocess.run([sys.executable, "-m", "simulator", "batch", "--resume", "cut", *common], capture_output=True, text=True)
         assert resumed.returncode == 0, resumed.stderr
