@@ -5,8 +5,9 @@ prints what it returns. Functions that reach a model take the Config fields as k
 `model=`, `evaluator_model=`, `personas_dir=`, `prompts_dir=`, ...) and `config_file=`, as the command line does:
 given > NEXTSTEP_* environment > config file > defaults. They block until done; called from a running event loop
 (a notebook cell), they run in a worker thread. Bad input raises `simulator.core.errors.UserError`.
-The statistics (`evaluations.analysis`: pandas, scipy) are imported by the functions that use them, so a command
-that only simulates starts without them.
+Each function imports what its work needs when it runs (the conversation graph and the model client, or the
+statistics: pandas, scipy), so importing this module, and so every command's start and `--help`, stays light;
+tests/test_startup.py checks it. A new function does the same: light imports at the top, its work's inside.
 
     from simulator import api
     batch = api.run_batch({"personas": "all", "reps": 2}, db="n.db", base_url="http://localhost:8000/v1")
@@ -22,24 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evaluations.judge.gold import load_gold
 from simulator.conversation.catalog import Catalog, load_catalog, profile_of
-from simulator.conversation.graph import Scenario
-from simulator.conversation.play import ROLES, Person
 from simulator.core.errors import UserError
-from simulator.core.records import Episode, Turn
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
-from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_grid
-from simulator.runs.branch import Treatment, run_branches
-from simulator.runs.grading import OnGraded, grade_episodes, regrade
-from simulator.runs.one import run_one
-from simulator.runs.played import save_played
-from simulator.storage.episode_files import write_episode
+from simulator.runs.experiment import Experiment, Progress, grid
 from simulator.storage.store import Store
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from simulator.core.records import Episode, Turn
+    from simulator.runs.batch import Cell
+    from simulator.runs.branch import Treatment
+    from simulator.runs.grading import OnGraded
 
 __all__ = [
     "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "calibrate", "catalog", "compare", "config", "export",
@@ -93,6 +90,9 @@ def run_episode(setting: str = "supermarket", persona: str = "unsure", strategy:
     `on_start(about)` once the endpoint is up (`about`: the scenario, seed, backend and the strategy's caution);
     `on_turn(turn)` after each turn. `max_turns` defaults to 8 here.
     """
+    from simulator.conversation.graph import Scenario
+    from simulator.runs.one import run_one
+
     c = config(config_file, **config_flags)
     scenario = Scenario(setting, persona, strategy, profile_of(practitioner_gender, persona_gender))
     return _wait(run_one(c, load_catalog(c.personas_dir, c.prompts_dir), scenario, seed=seed, judges=judges,
@@ -101,6 +101,8 @@ def run_episode(setting: str = "supermarket", persona: str = "unsure", strategy:
 
 def save_episode(record: Episode, out: Path | str = "episodes") -> Path:
     """Write an episode record to `out/ID.json`; returns the file."""
+    from simulator.storage.episode_files import write_episode
+
     return write_episode(record, Path(out) / f"{record.id}.json")
 
 
@@ -111,6 +113,11 @@ def play(role: str, setting: str = "supermarket", persona: str = "unsure", strat
          config_file: Path | None = None, **config_flags) -> tuple[Episode, str]:
     """A person plays `role` (practitioner or persona) through `read` and `say`, the model the other; the episode is
     graded and stored in run 'play-ROLE' of `db`. Returns (record, run id)."""
+    from simulator.conversation.graph import Scenario
+    from simulator.conversation.play import ROLES, Person
+    from simulator.runs.one import run_one
+    from simulator.runs.played import save_played
+
     if role not in ROLES:
         raise UserError(f"--as {role!r}: choose practitioner or persona")
     c = config(config_file, **config_flags)
@@ -131,6 +138,8 @@ class BatchResult:
 def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
                config_file: Path | None = None, **config_flags) -> tuple[Experiment, list[Cell], dict]:
     """What `run_batch` with these arguments would run, nothing run: (grid, cells, bound on calls and tokens)."""
+    from simulator.runs.batch import plan_grid
+
     return plan_grid(experiment, db=db, resume=resume, config_file=config_file, **config_flags)
 
 
@@ -144,6 +153,8 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
     """
+    from simulator.runs.batch import run_grid
+
     final: list[Progress] = []
 
     def remember(p: Progress) -> None:
@@ -168,6 +179,8 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
     `base_prompts` is the prompt directory the parents were made with, if their run did not record it.
     Returns (branch run id, the episodes left out with why, the treatment).
     """
+    from simulator.runs.branch import Treatment, run_branches
+
     treatment = Treatment(strategy=strategy, persona=persona, prompts_dir=prompts_dir,
                           practitioner_model=practitioner_model, persona_model=persona_model)  # fmt: skip
     run, skipped = _wait(run_branches(source, at=at, treatment=treatment, reps=reps, db=_existing(db), judges=judges,
@@ -188,6 +201,7 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: in
     {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge}.
     """
     from evaluations.analysis.agreement import judge_alpha
+    from simulator.runs.grading import regrade
 
     c = config(config_file, **config_flags)
     verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
@@ -199,6 +213,8 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
               on_graded: OnGraded | None = None, config_file: Path | None = None, **config_flags) -> dict:
     """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}."""
     from evaluations.analysis.agreement import calibration
+    from evaluations.judge.gold import load_gold
+    from simulator.runs.grading import grade_episodes
 
     c = config(config_file, **config_flags)
     cat = load_catalog(c.personas_dir, c.prompts_dir)
@@ -252,13 +268,11 @@ def summarize(run_id: str, db: Path | str = DB) -> dict:
 
 def show(run_or_episode: str, db: Path | str = DB) -> dict:
     """{'run': the stored run, 'summary': `summarize`} for a run id, else {'episode': the record} (an id or prefix)."""
-    from evaluations.analysis.summary import run_summary
-
     with Store(_existing(db)) as store:
         if not any(r["id"] == run_or_episode for r in store.runs()):
             return {"episode": store.episode(run_or_episode)}
         run = store.run(run_or_episode)
-    return {"run": run, "summary": run_summary(run_or_episode, db)}
+    return {"run": run, "summary": summarize(run_or_episode, db)}
 
 
 def export(run_id: str, output: Path | str, fmt: str = "jsonl", db: Path | str = DB) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import Annotated
 
 import typer
 
@@ -13,9 +14,24 @@ from simulator.core.errors import UserError
 from . import batch, branch, compare, grade, play, run, serve, store
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
-                  add_completion=False, pretty_exceptions_enable=False)
+                  add_completion=False, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
 for group in (run, grade, batch, store, serve, compare, branch, play):
     app.add_typer(group.app)
+
+
+def _version(given: bool) -> None:
+    if given:
+        from simulator.core.records import package_version
+
+        typer.echo(f"nextstep {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:  # fmt: skip
+    """Simulate the step from a pleasant chat to swapping contact details, and grade it."""
 
 
 def main() -> None:

@@ -10,8 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from simulator.models.config import Config
-from simulator.runs.batch import Experiment
-from simulator.runs.one import RUN_MAX_TURNS
+from simulator.runs.experiment import RUN_MAX_TURNS, Experiment
 
 _MAX_TURNS = "Most rounds (practitioner + persona) per episode \\[default: {}; or NEXTSTEP_MAX_TURNS, or max_turns in the config file]."
 
