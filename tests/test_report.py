@@ -131,10 +131,19 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     text = re.sub(r"<[^>]+>", " ", dom)
     for name in ("aloof", "friendly", "unsure", "What changed", "Transcripts"):
         assert name in text
-    assert dom.count("<svg") == 3 and "<script" not in dom
+    assert dom.count("<svg") == 5 and "<script" not in dom
     shot = tmp_path / "shot.png"
     subprocess.run([*base, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000
     image = Image.open(shot).convert("RGB")
     assert image.size == (1280, 2000)
     assert len(image.getcolors(maxcolors=1 << 20)) > 50  # plots and tables, not a blank page
+
+
+def test_report_shows_the_strategies(runs):
+    """Per-strategy contact with intervals, a strategy chart, the strategy x persona heatmap and the tests."""
+    db, a, b = runs
+    page = render_report(a, db)
+    strategies = page[page.index("<h2>Strategies</h2>"):page.index("<h2>Persona fidelity audit</h2>")]
+    assert "contact rate by strategy, Wilson 95% CI" in strategies and "contact rate, strategy × persona" in strategies
+    assert strategies.count("<svg") == 2 and "Do the strategies differ?" in strategies and "fisher exact" in strategies

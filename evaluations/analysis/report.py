@@ -19,7 +19,7 @@ from simulator.core.records import Episode, Turn
 
 from .fidelity import audit
 from .frame import episode_row, faithful, judges_frame, usable
-from .plots import condition_bars, heatmap, interest_curves
+from .plots import condition_bars, heatmap, interest_curves, strategy_bars
 from .tables import (agreement_rows, curve_rows, detectable_rows, pair_rows, persona_rows, repeats_rows,
                      variance_rows)
 
@@ -186,6 +186,24 @@ def reactions_section(r: dict, records: list[Episode]) -> list[str]:
     ]
 
 
+def strategies_section(r: dict) -> list[str]:
+    """Contact per strategy with its interval, strategy x persona, and the tests between strategies."""
+    rows = r["strategies"]
+    if len(rows) < 2:
+        return [f"<p>One strategy ({escape(', '.join(str(x['strategy']) for x in rows))}): nothing to compare.</p>"]
+    table_rows = [[x["strategy"], _n(x), fmt_ci(x["contact"], percent=True), fmt_ci(x["next_meeting"], percent=True),
+                   fmt_ci(x["mean_interest"]), fmt_ci(x["mean_comfort"])] for x in rows]  # fmt: skip
+    tests = [[m, which_test(t["omnibus"]), fmt(t["omnibus"]["statistic"]), fmt_p(t["omnibus"]["p"]),
+              f"{fmt(t['omnibus']['effect'])} {t['omnibus']['effect_name']}", _pairs(t)] for m, t in r["strategy_tests"].items()]
+    return [
+        f'<div class="plots">{strategy_bars(rows)}{heatmap(r["persona_strategy"], "strategy", "persona")}</div>',
+        table(["strategy", "n", "contact (number/email) [95% CI]", "next meeting [95% CI]", "interest 0-10", "comfort 0-10"],
+              table_rows, {1}),
+        "<h3>Do the strategies differ?</h3>", table(["measure", "test", "statistic", "p", "effect", "pairs"], tests),
+        '<p class="muted">The same tests as between personas, across strategies.</p>',
+    ]
+
+
 def cautions(records: list[Episode]) -> list[str]:
     """One warning per strategy that carries a caution (a negative baseline), wherever its numbers are shown."""
     found = {r.strategy: r.caution for r in records if r.caution}
@@ -302,6 +320,7 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
             'out of character. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
             "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x.id in used]), *cautions(records),
+            "<h2>Strategies</h2>", *strategies_section(r),
             "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),
             "<h2>Where the variance comes from</h2>", *variance_section(r)]
     if vs:

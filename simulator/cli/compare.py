@@ -102,16 +102,50 @@ def print_reactions(run_id: str, r: dict, console) -> None:
                           fmt(row["mean_comfort"]["mean"]))
             scores.add_row(*key, *[fmt(row[c]["mean"]) for c in CONDITIONS])
         console.print(rates, scores)
-    t = Table("measure", "test", "statistic", "p", "effect", "pairwise: p (Holm), effect",
-              title="differences between personas", title_justify="left")
-    for measure, test in r["tests"].items():
-        o = test["omnibus"]
-        pairs = "\n".join(f"{p['a']}-{p['b']}: {fmt_p(p['p_holm'])}, {fmt(p['effect'])}" for p in test["pairwise"])
-        t.add_row(SHORT.get(measure, measure), escape(which_test(o)), fmt(o["statistic"]), fmt_p(o["p"]),
-                  f"{fmt(o['effect'])} {o['effect_name']}", escape(pairs))
+    print_group_tests("differences between personas", r["tests"], console)
+    print_strategies(r, console)
+
+
+def print_group_tests(title: str, tests: dict, console) -> None:
+    """Omnibus then pairwise (Holm) tests across groups, stacked so that the table fits 80 columns: per measure a
+    row for all groups (the test), then a row per pair."""
+    from evaluations.analysis.compare import SHORT, fmt, fmt_p, which_test
+
+    t = Table("measure", "groups", "test", "p", "effect", title=f"{title} (pairs: p Holm-adjusted per measure)",
+              title_justify="left")  # fmt: skip
+    for measure, test in tests.items():
+        o, pairs = test["omnibus"], test["pairwise"]
+        kind = {"Cra": "V", "eps": "ε²", "Coh": "h"}.get(o["effect_name"][:3], "r")
+        pair_kind = "h" if measure == "contact" else "r"
+        t.add_row(SHORT.get(measure, measure), f"all {len(o['compared'])}", escape(which_test(o)), fmt_p(o["p"]),
+                  f"{kind} {fmt(o['effect'])}", end_section=not pairs)
+        for k, p in enumerate(pairs):
+            t.add_row("", escape(f"{p['a']}-{p['b']}"), "", fmt_p(p["p_holm"]), f"{pair_kind} {fmt(p['effect'])}",
+                      end_section=k == len(pairs) - 1)
     console.print(t)
-    console.print("[dim]contact: chi-squared (Fisher exact for two groups), effect Cramér's V (pairs: Cohen's h); "
-                  "scores: Kruskal-Wallis, effect epsilon-squared (pairs: Mann-Whitney, rank-biserial).[/]")
+    console.print("[dim]contact: chi-squared (Fisher exact for two groups), V Cramér's V, pairs Fisher with h Cohen's h; "
+                  "scores: Kruskal-Wallis, ε² epsilon-squared, pairs Mann-Whitney with r rank-biserial (second > first "
+                  "positive).[/]")
+
+
+def print_strategies(r: dict, console) -> None:
+    """Contact and private state per strategy, then the tests between strategies (when there are two or more)."""
+    from evaluations.analysis.compare import fmt, fmt_ci
+
+    if len(r["strategies"]) < 2:
+        names = ", ".join(str(row["strategy"]) for row in r["strategies"])
+        console.print(f"one strategy ({escape(names)}): nothing to compare between strategies")
+        return
+    t = Table("strategy", "n", "contact [95% CI]", "next meeting", "interest", "comfort",
+              title=f"contact by strategy (* fewer than {r['small_below']} episodes; interest and comfort: means 0-10)",
+              title_justify="left")  # fmt: skip
+    for row in r["strategies"]:
+        t.add_row(escape(str(row["strategy"])), _n(row), fmt_ci(row["contact"], percent=True),
+                  fmt_ci(row["next_meeting"], percent=True), fmt(row["mean_interest"]["mean"]), fmt(row["mean_comfort"]["mean"]))
+    for column in t.columns[:4]:
+        column.no_wrap = True  # names and intervals whole
+    console.print(t)
+    print_group_tests("differences between strategies", r["strategy_tests"], console)
 
 
 def print_paired_tests(tests: dict, title: str, console, a: str = "A", b: str = "B") -> None:
