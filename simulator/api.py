@@ -198,15 +198,18 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: in
     """Grade stored episodes again, without re-simulating: episode JSON files or directories, run ids or episode ids.
 
     Each episode's new verdicts are saved as it is graded; earlier ones are kept as history. Returns
-    {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge}.
+    {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge;
+    'summary': `grading_summary`, the counts `nextstep grade` prints}.
     """
     from evaluations.analysis.agreement import judge_alpha
+    from evaluations.analysis.summary import grading_summary
     from simulator.runs.grading import regrade
 
     c = config(config_file, **config_flags)
     verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
                              seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
-    return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None}
+    return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None,
+            "summary": grading_summary(verdicts)}
 
 
 def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,

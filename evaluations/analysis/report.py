@@ -21,7 +21,7 @@ from .fidelity import audit
 from .frame import episode_row, faithful, judges_frame, usable
 from .plots import condition_bars, heatmap, interest_curves, strategy_bars
 from .tables import (agreement_rows, curve_rows, detectable_rows, pair_rows, persona_rows, repeats_rows,
-                     variance_rows)
+                     variance_note, variance_rows)
 
 MAX_EPISODES = 300  # transcripts shown; beyond this the file gets heavy and the statistics say more
 CSS = """
@@ -214,6 +214,7 @@ def variance_section(r: dict) -> list[str]:
     """Variance components, the judges' agreement and contact@k."""
     v = r["variance"]
     out = [table(*variance_rows(v), set(range(1, 8))),
+           *([f'<p class="muted">{escape(note)}</p>'] if (note := variance_note(v)) else []),
            '<p class="muted">Method-of-moments nested random-effects ANOVA: episodes (repetitions, one seed each) '
            "within cells, judges' scores within episodes; negative estimates are set to 0 and said. Contact is read "
            "from the turns (no judge level); judged contact is each judge's reading.</p>"]

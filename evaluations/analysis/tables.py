@@ -23,12 +23,19 @@ def variance_rows(v: dict) -> tuple[list[str], list[list[str]]]:
     head = ["measure", "cells", "episodes", "values", "between cells", "repetition (seed)", "judge", "total var", "note"]
     rows = []
     for m, r in v["measures"].items():
-        note = ("judge noise is inside repetition (one value per episode)" if r["components"]["judge"] is None
-                and r["n"]["values"] else "") + ("; " if r["clipped"] else "") + ", ".join(f"{c} < 0 set to 0" for c in r["clipped"])
-        shares = [_pct(r["share"][c]) if r["components"][c] is not None else "-" for c in COMPONENTS]
+        inside = r["components"]["judge"] is None and r["n"]["values"]
+        shares = [_pct(r["share"][c]) if r["components"][c] is not None else "in rep." if c == "judge" and inside else "-"
+                  for c in COMPONENTS]  # fmt: skip
         rows.append([SHORT.get(m, m), _star(r["n"]["cells"], r["small"]), str(r["n"]["episodes"]), str(r["n"]["values"]),
-                     *shares, fmt(r["total"], 3), note.strip("; ")])  # fmt: skip
+                     *shares, fmt(r["total"], 3), ", ".join(f"{c} < 0 set to 0" for c in r["clipped"])])  # fmt: skip
     return head, rows
+
+
+def variance_note(v: dict) -> str | None:
+    """The note a variance table needs once, not in every row: what 'in rep.' in the judge column means."""
+    if any(r["components"]["judge"] is None and r["n"]["values"] for r in v["measures"].values()):
+        return "judge 'in rep.': one value per episode, so judge noise is inside repetition"
+    return None
 
 
 def agreement_rows(a: dict) -> tuple[list[str], list[list[str]]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,37 +12,18 @@ import simulator.api as api
 from simulator.models.local import DEFAULT_SLOTS
 
 from .options import ENDPOINT, FILES, ROLES, Db, GridMaxTurns, Judges, RubricFile, Temperature, config_options
+from .progress import progress_bar
 from .show import console
 from .summary import print_session, print_summary
 
 app = typer.Typer()
 
 
-def _progress_printer():
-    """A rich progress bar on a terminal; nothing otherwise (logs and CI stay clean)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, SpinnerColumn, TextColumn, TimeRemainingColumn
-
-    if not console.is_terminal:
-        return contextlib.nullcontext(lambda progress: None)
-    bar = Bar(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-              TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console)  # fmt: skip
-    task = bar.add_task("episodes", total=None, status="")
-
-    def update(p) -> None:
-        status = (f"done {p.done} · failed {p.failed} · running {p.running} · {p.per_minute:.1f}/min · "
-                  f"{p.tokens:,} tokens")  # fmt: skip
-        bar.update(task, total=p.total, completed=p.done + p.failed, status=status)
-
-    @contextlib.contextmanager
-    def live():
-        with bar:
-            yield update
-
-    return live()
-
-
 def print_plan(grid, cells: list, e: dict) -> None:
-    """The dry run: the cells with their seeds, the settings that shape an episode, and the bound on calls."""
+    """The dry run: the bound on calls first, the settings that shape an episode, then the cells with their seeds."""
+    console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls (every possible re-ask counted), "
+                  f"roughly {e['tokens_roughly']:,} tokens")
+    console.print(f"max_turns {grid.max_turns} · temperature {grid.temperature} · judges {grid.judges} · reasks {e['reasks']}")
     table = Table(title="cells", title_justify="left")
     for column in ("cell", "reps", "seeds"):
         table.add_column(column, overflow="fold")
@@ -51,9 +31,6 @@ def print_plan(grid, cells: list, e: dict) -> None:
         seeds = [c.seed for c in cells if c.key == key]
         table.add_row(key, str(len(seeds)), ", ".join(map(str, seeds[:5])) + (" …" if len(seeds) > 5 else ""))
     console.print(table)
-    console.print(f"max_turns {grid.max_turns} · temperature {grid.temperature} · judges {grid.judges} · reasks {e['reasks']}")
-    console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls (every possible re-ask counted), "
-                  f"roughly {e['tokens_roughly']:,} tokens")
 
 
 @app.command()
@@ -86,10 +63,11 @@ def batch(
         return print_plan(*api.plan_batch(grid, resume=resume, db=db, **config))
     seen: list[api.Progress] = []  # the batch's counters, to say after Ctrl-C what was stored and how to go on
     try:
-        with _progress_printer() as show:
-            def report(progress: api.Progress) -> None:
-                seen[:] = [progress]
-                show(progress)
+        with progress_bar(console, "episodes") as show:
+            def report(p: api.Progress) -> None:
+                seen[:] = [p]
+                show(p.done + p.failed, p.total, f"done {p.done} · failed {p.failed} · running {p.running} · "
+                                                 f"{p.per_minute:.1f}/min · {p.tokens:,} tokens")  # fmt: skip
 
             result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
                                    max_failures=max_failures, rubric_file=rubric_file, on_progress=report, **config)  # fmt: skip

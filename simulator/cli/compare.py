@@ -43,10 +43,12 @@ def print_rows(console, title: str, head_rows: tuple[list[str], list[list[str]]]
 
 def print_variance(r: dict, console) -> None:
     """Where the variance comes from, the judges' agreement, and contact@k."""
-    from evaluations.analysis.tables import agreement_rows, repeats_rows, variance_rows
+    from evaluations.analysis.tables import agreement_rows, repeats_rows, variance_note, variance_rows
 
     print_rows(console, "where the variance comes from (share of each measure's variance; * fewer than 5 cells)",
                variance_rows(r["variance"]))
+    if note := variance_note(r["variance"]):
+        console.print(f"[dim]{escape(note)}[/]")
     if r["variance"]["agreement"]["judges"] > 1:
         print_rows(console, "agreement between judges (effective judges = k / (1 + (k - 1) mean r))",
                    agreement_rows(r["variance"]["agreement"]))

@@ -1,0 +1,78 @@
+"""What the terminal shows: summaries rather than floods, notes said once, and everything designed for 80 columns."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from rich.console import Console
+from conftest import lenient_personas
+from stub_server import StubServer
+
+from simulator.runs.batch import run_grid
+
+WIDE = re.compile(r"^.{81,}$", re.M)
+
+
+def nextstep(*args, columns: int = 80):
+    return subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": str(columns)})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def graded_run(tmp_path_factory):
+    """A stub run of 6 episodes (2 personas x 3 reps) graded by one judge."""
+    import asyncio
+
+    tmp = tmp_path_factory.mktemp("terminal")
+    db, personas = tmp / "n.db", lenient_personas(tmp / "personas")
+
+    async def run():
+        with StubServer() as url:
+            return await run_grid({"personas": "aloof,unsure", "reps": 3, "max_turns": 2}, db=db, base_url=url,
+                                  run_id="r1", personas_dir=personas), url  # fmt: skip
+
+    run_id, _ = asyncio.run(run())
+    return db, run_id
+
+
+def test_grade_prints_a_summary_not_every_verdict(graded_run):
+    db, run_id = graded_run
+    with StubServer() as url:
+        quiet = nextstep("grade", run_id, "--judges", "2", "--base-url", url, "--db", str(db))
+        loud = nextstep("grade", run_id, "--judges", "1", "--verbose", "--base-url", url, "--db", str(db))
+    assert quiet.returncode == 0, quiet.stderr
+    assert "verdict (judge" not in quiet.stdout and len(quiet.stdout.splitlines()) < 30
+    assert "6 episodes graded by 2 judges: 12 verdicts" in quiet.stdout  # 6 episodes x 2 judges, counted by hand
+    assert "condition" in quiet.stdout and "agenda_clarity" in quiet.stdout
+    assert loud.returncode == 0 and loud.stdout.count("verdict (judge") == 6
+    assert WIDE.findall(quiet.stdout) == []
+
+
+def test_grade_progress_bar_fits_80_columns():
+    from simulator.cli.progress import progress_bar
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=80, color_system=None)
+    with progress_bar(console, "grading") as update:
+        update(3, 105, "3 verdicts, 0 ungraded")
+    last = [line for line in out.getvalue().replace("\r", "\n").splitlines() if "3/105" in line][-1]
+    assert len(re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", last)) <= 80 and "3/105" in last
+
+
+def test_compare_says_the_variance_note_once(graded_run):
+    db, run_id = graded_run
+    result = nextstep("compare", run_id, "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("judge noise is inside repetition") == 1 and "used" in result.stdout
+
+
+def test_dry_run_prints_the_totals_first():
+    result = nextstep("batch", "--dry-run", "--strategies", "turn_back,no_ask,social_media", "--reps", "2")
+    assert result.returncode == 0, result.stderr
+    # 1 setting x 3 personas x 3 strategies x 2 reps, counted by hand
+    assert result.stdout.splitlines()[0].startswith("18 episodes; at most")
