@@ -234,7 +234,7 @@ def _judge(name: str, prompt: str, schema: dict) -> dict:
 def answer(body: dict) -> str:
     """The scripted answer to one chat completion request."""
     messages, schema = body["messages"], _schema(body)
-    prompt = messages[-1]["content"]
+    prompt = next(m["content"] for m in messages if m["role"] == "user")  # a re-ask appends to the first prompt
     if schema is None:
         first = messages[0]["content"]
         return _practitioner(messages) if "You have just started chatting" in first else _persona(messages)
