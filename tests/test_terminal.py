@@ -76,3 +76,45 @@ def test_dry_run_prints_the_totals_first():
     assert result.returncode == 0, result.stderr
     # 1 setting x 3 personas x 3 strategies x 2 reps, counted by hand
     assert result.stdout.splitlines()[0].startswith("18 episodes; at most")
+
+
+@pytest.fixture(scope="module")
+def embedded_like_run(tmp_path_factory):
+    """A stub run whose every episode is out of character (the stub answers random private states), stored as the
+    embedded model's run would be (backend 'local'): the first screen a new user sees."""
+    import asyncio
+    import json
+    import sqlite3
+
+    db = tmp_path_factory.mktemp("first") / "n.db"
+
+    async def run():
+        with StubServer() as url:
+            return await run_grid({"personas": "aloof,unsure", "reps": 2, "max_turns": 2}, db=db, base_url=url, run_id="r1")
+
+    asyncio.run(run())
+    with sqlite3.connect(db) as conn:
+        spec = json.loads(conn.execute("SELECT spec_json FROM runs WHERE id = 'r1'").fetchone()[0])
+        conn.execute("UPDATE runs SET spec_json = ? WHERE id = 'r1'", (json.dumps(spec | {"backend": "local"}),))
+    return db
+
+
+def test_first_screen_says_what_happened_and_what_next(embedded_like_run):
+    from simulator.storage.store import Store
+
+    db = embedded_like_run
+    with Store(db) as store:
+        records = store.episodes("r1")
+    assert all(r.fidelity and not r.fidelity.ok for r in records)  # the premise: every episode out of character
+    aloof = [r for r in records if r.persona == "aloof"]
+    contact = sum(r.outcome.exchanged in ("number", "email") for r in aloof) / len(aloof)  # by hand, from the records
+    result = nextstep("show", "r1", "--db", str(db))
+    text = result.stdout
+    assert result.returncode == 0, result.stderr
+    flat = " ".join(text.split())
+    assert "all 4 episodes are out of character" in flat
+    assert "embedded model" in flat and "stronger model" in flat
+    row = next(line for line in text.splitlines() if line.split("│")[1:2] and "aloof" in line.split("│")[1])
+    assert f"{contact:.0%}†" in row  # the figure with out-of-character episodes included, marked
+    assert "† over out-of-character episodes" in flat and "next: nextstep personas r1" in flat
+    assert WIDE.findall(text) == [] and "…" not in text  # nothing cut at 80 columns

@@ -13,17 +13,20 @@ from .frame import load_run, summary
 
 
 def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
-    """Per persona x setting (`frame.summary`), the strategies' cautions, the judges' agreement where an episode had
-    several, and the tokens per succeeded episode over those whose endpoint reported usage."""
+    """Per persona x setting (`frame.summary`; again with out-of-character episodes kept), the backend, the strategies'
+    cautions, the judges' agreement where an episode had several, and the tokens per succeeded episode over those
+    whose endpoint reported usage."""
     frame = load_run(run_id, db)
     with Store(Path(db)) as store:
-        records = store.episodes(run_id)
+        records, spec = store.episodes(run_id), store.run(run_id)["spec"]
     ok = frame[frame["status"] == "succeeded"]
     known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()]
     several = bool(len(ok)) and ok["judges"].max() > 1
     return {
         "run": run_id,
+        "backend": spec.backend,
         "rows": summary(frame),
+        "rows_with_unfaithful": summary(frame, include_unfaithful=True),  # shown, marked, where a row has no usable one
         "cautions": dict(sorted({r.strategy: r.caution for r in records if r.caution}.items())),
         "judge_alpha": judge_alpha([r.verdicts for r in records if r.status == "succeeded"]) if several else None,
         "succeeded": len(ok),
