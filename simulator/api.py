@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "calibrate", "catalog", "compare", "config", "export",
-    "grade", "grid", "load_episode", "load_episodes", "load_frame", "load_run", "play", "plan_batch", "plan_reps",
+    "grade", "grid", "load_episode", "load_episodes", "load_frame", "load_run", "play", "plan_batch", "plan_branch", "plan_reps",
     "report", "run_batch", "run_episode", "runs", "save_episode", "serve", "show", "summarize",
 ]  # fmt: skip
 
@@ -168,6 +168,38 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
                          max_failures=max_failures, config_file=config_file, rubric_file=rubric_file, on_progress=remember,
                          **config_flags))  # fmt: skip
     return BatchResult(run, final[0])
+
+
+def plan_branch(source: str, *, at: str, strategy: str | None = None, persona: str | None = None,
+                prompts_dir: Path | None = None, practitioner_model: str | None = None, persona_model: str | None = None,
+                reps: int = 4, db: Path | str = DB) -> dict:
+    """What `branch` with these arguments would run, read from the store before any call: {'continuations': how many
+    (both arms), 'warnings': out-of-character parents, a treatment that is what the parents already had}."""
+    from evaluations.analysis.frame import faithful
+    from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
+    from simulator.runs.branch import parents
+
+    with Store(_existing(db)) as store:
+        points, _ = parents(store, source, at)
+    records, warnings = [p for p, _ in points], []
+    off = [r.id for r in records if faithful(r) is False]
+    if off:
+        warnings.append(f"{len(off)} of {len(records)} parent episode(s) are out of character (e.g. {', '.join(off[:3])}): "
+                        "both arms continue a persona that already left its type")  # fmt: skip
+    given = {"--strategy": strategy, "--persona": persona, "--prompts-dir": prompts_dir,
+             "--practitioner-model": practitioner_model, "--persona-model": persona_model}  # fmt: skip
+    made = lambda r, role: r.provenance.models.get(role) if r.provenance else None  # noqa: E731
+    prompts = Prompts(load_catalog(None, prompts_dir).prompt_dirs) if prompts_dir else None
+    already = {"--strategy": lambda r: r.strategy == strategy, "--persona": lambda r: r.persona == persona,
+               "--practitioner-model": lambda r: made(r, "practitioner") == practitioner_model,
+               "--persona-model": lambda r: made(r, "persona") == persona_model,
+               "--prompts-dir": lambda r: bool(r.provenance) and all(
+                   r.provenance.prompts.get(n) == prompts.hash(n) for n in SIMULATION_PROMPTS)}  # fmt: skip
+    changes = [flag for flag, value in given.items() if value is not None]
+    if changes and all(all(already[flag](r) for r in records) for flag in changes):
+        warnings.append(f"the treatment equals the control: every parent already has {', '.join(changes)} as given, so "
+                        "both arms run the same conversation")  # fmt: skip
+    return {"continuations": 2 * reps * len(points), "warnings": warnings}
 
 
 def branch(source: str, *, at: str, strategy: str | None = None, persona: str | None = None, prompts_dir: Path | None = None,
@@ -351,17 +383,18 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
 
 
 def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None,
-           output: Path | str | None = None) -> str:
+           include_unfaithful: bool = False, output: Path | str | None = None) -> str:
     """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string; also written to
-    `output` if given (its folder checked first)."""
+    `output` if given (its folder checked first). `include_unfaithful` keeps out-of-character episodes in the
+    statistics, as `compare` does."""
     from evaluations.analysis.report import render_report
 
     if output is not None:
         output_file(output, "-o")
-        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir)
+        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful)
         Path(output).write_text(html, encoding="utf-8")
         return html
-    return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir)
+    return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir, include_unfaithful=include_unfaithful)
 
 
 def serve(port: int = 8080, slots: int = DEFAULT_SLOTS) -> int:

@@ -147,3 +147,24 @@ def test_report_shows_the_strategies(runs):
     strategies = page[page.index("<h2>Strategies</h2>"):page.index("<h2>Persona fidelity audit</h2>")]
     assert "contact rate by strategy, Wilson 95% CI" in strategies and "contact rate, strategy × persona" in strategies
     assert strategies.count("<svg") == 2 and "Do the strategies differ?" in strategies and "fisher exact" in strategies
+
+
+def test_report_vs_ranks_the_strategies_with_kendall_tau(runs):
+    """As `compare A B` prints: the strategies' order on each side and Kendall's tau-b between them."""
+    from evaluations.analysis.compare import compare_runs, load_pair
+
+    db, a, b = runs
+    page = render_report(b, db, vs=a)
+    ranking = compare_runs(*load_pair(a, b, db))["ranking"]
+    assert "Strategies ranked in A and in B" in page
+    tau = ranking["contact"]["tau"]
+    assert f"Kendall's τ-b {'n/a' if tau is None else f'{tau:.2f}'}" in page
+    assert all(row["strategy"] in page for row in ranking["contact"]["rows"])
+
+
+def test_report_takes_include_unfaithful(runs, tmp_path):
+    db, a, b = runs
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(compare_cli.app, ["report", a, "--include-unfaithful", "-o", str(out), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "out-of-character episodes kept: --include-unfaithful" in out.read_text()

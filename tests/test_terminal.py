@@ -118,3 +118,28 @@ def test_first_screen_says_what_happened_and_what_next(embedded_like_run):
     assert f"{contact:.0%}†" in row  # the figure with out-of-character episodes included, marked
     assert "† over out-of-character episodes" in flat and "next: nextstep personas r1" in flat
     assert WIDE.findall(text) == [] and "…" not in text  # nothing cut at 80 columns
+
+
+@pytest.mark.parametrize("args, expected", [(["--bogus"], "nextstep: error: No such option: --bogus"),
+                                            (["runs", "--bogus"], "nextstep: error: runs: No such option: --bogus")])
+def test_an_error_says_nextstep_error_once(args, expected):
+    result = nextstep(*args)
+    assert result.returncode == 2 and result.stderr.strip() == expected
+
+
+def test_branch_warns_before_any_call(embedded_like_run):
+    """Out-of-character parents and a treatment the parents already had are said with no endpoint at all."""
+    import simulator.api as api
+
+    plan = api.plan_branch("r1", at="1", strategy="common_interest", reps=2, db=embedded_like_run)
+    assert plan["continuations"] == 2 * 2 * 4  # two arms x 2 reps x 4 parents
+    text = " ".join(plan["warnings"])
+    assert "4 of 4 parent episode(s) are out of character" in text and "the treatment equals the control" in text
+    assert api.plan_branch("r1", at="1", strategy="turn_back", reps=2, db=embedded_like_run)["warnings"][1:] == []
+    with StubServer() as url:
+        result = nextstep("branch", "r1", "--at", "1", "--strategy", "common_interest", "--reps", "1", "--base-url", url,
+                          "--db", str(embedded_like_run))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.index("warning: the treatment equals the control") < out.index("control: 4 continuations")
+    assert " rep 0: " not in out  # the per-continuation lines gave way to the bar (nothing off a terminal)

@@ -246,6 +246,7 @@ def comparison_section(c: dict) -> list[str]:
     diffs = [[d["field"], json.dumps(d["a"]), json.dumps(d["b"])] for d in c["differences"]]
     out.append(table(["differs", "A", "B"], diffs) if diffs else "<p>The runs were made the same way.</p>")
     out += [diff_block(d["diff"]) for d in c["differences"] if d.get("diff")]
+    out += ranking_section(c["ranking"])
     p = c["pairing"]
     if p["reason"]:
         return out + [f"<p><b>{escape(p['reason'])}</b></p>"]
@@ -253,6 +254,19 @@ def comparison_section(c: dict) -> list[str]:
                f"character on a side; {p['only_a']} only in A, {p['only_b']} only in B.</p>")
     return out + [*tests_section(c["tests"]), cells_table(c["cells"]),
                   "<h3>What these pairs could detect</h3>", table(*detectable_rows(c["detectable"]), {1})]
+
+
+def ranking_section(r: dict) -> list[str]:
+    """The strategies' order in A and in B, per measure, with Kendall's tau-b between the two orders."""
+    if r.get("reason"):
+        return [f'<p class="muted">Strategy ranking: {escape(r["reason"])}</p>']
+    out = ["<h3>Strategies ranked in A and in B</h3>"]
+    for m in ("contact", "mean_interest"):
+        x = r[m]
+        rows = [[row["strategy"], fmt(row["a"]), fmt(row["rank_a"], 0), fmt(row["b"]), fmt(row["rank_b"], 0)] for row in x["rows"]]
+        out += [f"<p>By {escape(SHORT.get(m, m))} (A n={x['n_a']}, B n={x['n_b']}): Kendall's τ-b {fmt(x['tau'])}</p>",
+                table(["strategy", "A", "rank A", "B", "rank B"], rows, {1, 2, 3, 4})]
+    return out
 
 
 def tests_section(tests: dict, a: str = "A", b: str = "B") -> list[str]:
@@ -304,31 +318,35 @@ def branches_section(c: dict, records: list[Episode]) -> list[str]:
     return out
 
 
-def render_report(run_id: str, db: Path | str, *, vs: str | None = None, personas_dir: Path | None = None) -> str:
-    """The whole report as one HTML string; `vs` names a baseline run to compare this one with, paired."""
+def render_report(run_id: str, db: Path | str, *, vs: str | None = None, personas_dir: Path | None = None,
+                  include_unfaithful: bool = False) -> str:
+    """The whole report as one HTML string; `vs` names a baseline run to compare this one with, paired;
+    `include_unfaithful` keeps out-of-character episodes in the statistics."""
     from simulator.conversation.catalog import load_catalog
     from simulator.storage.store import Store
 
     with Store(Path(db)) as store:
         run, records = store.run(run_id), store.episodes(run_id)
     frame = pd.DataFrame([episode_row(r) for r in records])
-    r, spec = run_analysis(frame, judges_frame(records)), run["spec"]
+    r, spec = run_analysis(frame, judges_frame(records), include_unfaithful=include_unfaithful), run["spec"]
     fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.catalog)
-    used = set(usable(frame)["episode_id"]) if len(frame) else set()
+    used = set(usable(frame, include_unfaithful=include_unfaithful)["episode_id"]) if len(frame) else set()
     body = [f"<h1>nextstep report: {escape(run_id)}</h1>",
             f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
             f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
-            'out of character. '
+            'out of character' + (' (out-of-character episodes kept: --include-unfaithful). ' if include_unfaithful else '. ') +
             f'* marks groups of fewer than {r["small_below"]}.</p>',
             "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x.id in used]), *cautions(records),
             "<h2>Strategies</h2>", *strategies_section(r),
             "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),
             "<h2>Where the variance comes from</h2>", *variance_section(r)]
     if vs:
-        body += ["<h2>What changed</h2>", *comparison_section(compare_runs(*load_pair(vs, run_id, db)))]
+        body += ["<h2>What changed</h2>",
+                 *comparison_section(compare_runs(*load_pair(vs, run_id, db), include_unfaithful=include_unfaithful))]
     if spec.branch is not None:
         body += ["<h2>Branches: treatment and control from identical prefixes</h2>",
-                 *branches_section(compare_branches(run, frame), [x for x in records if x.branch])]
+                 *branches_section(compare_branches(run, frame, include_unfaithful=include_unfaithful),
+                                   [x for x in records if x.branch])]
     order = lambda x: (x.persona, x.setting, x.strategy, x.rep or 0)  # noqa: E731
     shown = sorted(records, key=order)
     body += ["<h2>Transcripts</h2>", '<p class="muted">Orange: turns in a transition. Yellow: evidence a judge quoted '

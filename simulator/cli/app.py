@@ -47,7 +47,8 @@ def main() -> None:
         code = 130
     except typer.TyperException as e:  # usage errors from the command-line parser
         ctx = getattr(e, "ctx", None)
-        _fail(f"{ctx.command_path}: {e.format_message()}" if ctx else e.format_message(), getattr(e, "exit_code", 2))
+        command = ctx.command_path.removeprefix("nextstep").strip() if ctx else ""  # 'nextstep: error:' says the rest
+        _fail(f"{command}: {e.format_message()}" if command else e.format_message(), getattr(e, "exit_code", 2))
     if code == 130:  # typer returns 130 for a KeyboardInterrupt inside a command
         _fail("interrupted", 130)
     _exit(code if isinstance(code, int) else 0)

@@ -12,6 +12,7 @@ import simulator.api as api
 from simulator.core.records import Episode
 
 from .options import Db, Judges, PromptsDir, RoleModel, config_options
+from .progress import progress_bar
 from .show import console
 
 app = typer.Typer()
@@ -41,18 +42,23 @@ def branch(
     The treatment is any of --strategy, --persona, --prompts-dir, --practitioner-model, --persona-model; the endpoint
     and the other settings are the parent run's unless given.
     """
+    plan = api.plan_branch(source, at=at, strategy=strategy, persona=persona, prompts_dir=prompts_dir,
+                           practitioner_model=practitioner_model, persona_model=persona_model, reps=reps, db=db)  # fmt: skip
+    for warning in plan["warnings"]:  # said before the first call is spent
+        console.print(f"[bold yellow]warning[/]: {escape(warning)}")
     counts: dict[str, list[int]] = {}
+    with progress_bar(console, "continuations") as show:
+        def saved(record: Episode) -> None:
+            arm, exchanged = record.branch.arm, record.outcome and record.outcome.exchanged
+            k, n = counts.setdefault(arm, [0, 0])
+            counts[arm] = [k + (exchanged not in (None, "none")), n + 1]
+            done = sum(n for _, n in counts.values())
+            show(done, plan["continuations"], " · ".join(f"{a} {n} done, {k} exchanged" for a, (k, n) in sorted(counts.items())))
 
-    def saved(record: Episode) -> None:
-        arm, exchanged = record.branch.arm, record.outcome and record.outcome.exchanged
-        k, n = counts.setdefault(arm, [0, 0])
-        counts[arm] = [k + (exchanged not in (None, "none")), n + 1]
-        console.print(f"[dim]{record.branch.prefix} {arm} rep {record.rep}: {record.status}, exchanged {exchanged}[/]")
-
-    run, skipped, treatment = api.branch(source, at=at, strategy=strategy, persona=persona, prompts_dir=prompts_dir,
-                                         practitioner_model=practitioner_model, persona_model=persona_model, reps=reps,
-                                         judges=judges, max_turns=max_turns, base_prompts=base_prompts, run_id=run_id,
-                                         concurrency=concurrency, db=db, on_saved=saved, **config)  # fmt: skip
+        run, skipped, treatment = api.branch(source, at=at, strategy=strategy, persona=persona, prompts_dir=prompts_dir,
+                                             practitioner_model=practitioner_model, persona_model=persona_model, reps=reps,
+                                             judges=judges, max_turns=max_turns, base_prompts=base_prompts, run_id=run_id,
+                                             concurrency=concurrency, db=db, on_saved=saved, **config)  # fmt: skip
     for line in skipped:
         console.print(f"[yellow]left out[/] {escape(line)}")
     for arm, (k, n) in sorted(counts.items()):
