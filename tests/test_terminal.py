@@ -143,3 +143,24 @@ def test_branch_warns_before_any_call(embedded_like_run):
     out = result.stdout
     assert out.index("warning: the treatment equals the control") < out.index("control: 4 continuations")
     assert " rep 0: " not in out  # the per-continuation lines gave way to the bar (nothing off a terminal)
+
+
+COMMANDS = ["catalog", "run", "grade", "calibrate", "batch", "runs", "show", "export", "compare", "plan", "personas",
+            "report", "branch", "play", "serve"]  # fmt: skip
+
+
+def test_every_help_fits_80_columns():
+    """Help texts, defaults and option names whole: nothing cut with '…', no line past 80, no markup escapes."""
+    for args in [["--help"], *([c, "--help"] for c in COMMANDS)]:
+        result = nextstep(*args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "…" not in result.stdout and WIDE.findall(result.stdout) == [] and "\\[" not in result.stdout, args
+
+
+def test_the_stored_run_views_fit_80_columns(graded_run):
+    db, run_id = graded_run
+    for args in (["runs"], ["show", run_id], ["compare", run_id], ["plan", run_id], ["personas", run_id]):
+        result = nextstep(*args, "--db", str(db))
+        assert result.returncode == 0, (args, result.stderr)
+        cut = [line for line in result.stdout.splitlines() if "…" in line]
+        assert cut == [] and WIDE.findall(result.stdout) == [], args

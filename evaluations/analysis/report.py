@@ -214,7 +214,7 @@ def variance_section(r: dict) -> list[str]:
     """Variance components, the judges' agreement and contact@k."""
     v = r["variance"]
     out = [table(*variance_rows(v), set(range(1, 8))),
-           *([f'<p class="muted">{escape(note)}</p>'] if (note := variance_note(v)) else []),
+           f'<p class="muted">{escape(variance_note(v))}.</p>',
            '<p class="muted">Method-of-moments nested random-effects ANOVA: episodes (repetitions, one seed each) '
            "within cells, judges' scores within episodes; negative estimates are set to 0 and said. Contact is read "
            "from the turns (no judge level); judged contact is each judge's reading.</p>"]

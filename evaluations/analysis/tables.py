@@ -20,22 +20,25 @@ def _star(n, small: bool) -> str:
 
 def variance_rows(v: dict) -> tuple[list[str], list[list[str]]]:
     """Per measure: cells, episodes, values, each component's share of the variance, the total, what was clipped."""
-    head = ["measure", "cells", "episodes", "values", "between cells", "repetition (seed)", "judge", "total var", "note"]
+    head = ["measure", "cells", "eps", "values", "cell", "rep", "judge", "total", "set to 0"]
     rows = []
     for m, r in v["measures"].items():
         inside = r["components"]["judge"] is None and r["n"]["values"]
         shares = [_pct(r["share"][c]) if r["components"][c] is not None else "in rep." if c == "judge" and inside else "-"
                   for c in COMPONENTS]  # fmt: skip
         rows.append([SHORT.get(m, m), _star(r["n"]["cells"], r["small"]), str(r["n"]["episodes"]), str(r["n"]["values"]),
-                     *shares, fmt(r["total"], 3), ", ".join(f"{c} < 0 set to 0" for c in r["clipped"])])  # fmt: skip
+                     *shares, fmt(r["total"], 3), ", ".join(r["clipped"])])  # fmt: skip
     return head, rows
 
 
-def variance_note(v: dict) -> str | None:
-    """The note a variance table needs once, not in every row: what 'in rep.' in the judge column means."""
+def variance_note(v: dict) -> str:
+    """What a variance table's columns mean, said once under it rather than in every row."""
+    note = ("eps: episodes; values: scores (one per judge); cell, rep, judge: each one's share of the measure's total "
+            "variance (between cells, between repetitions of a cell, each with its own seed, and between judges); "
+            "set to 0: components estimated below 0")
     if any(r["components"]["judge"] is None and r["n"]["values"] for r in v["measures"].values()):
-        return "judge 'in rep.': one value per episode, so judge noise is inside repetition"
-    return None
+        note += "; judge 'in rep.': one value per episode, so judge noise is inside repetition"
+    return note
 
 
 def agreement_rows(a: dict) -> tuple[list[str], list[list[str]]]:

@@ -15,7 +15,7 @@ from . import batch, branch, compare, grade, play, run, serve, store
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
                   add_completion=False, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
+                  context_settings={"help_option_names": ["-h", "--help"]}, rich_markup_mode=None)  # fmt: skip
 for group in (run, grade, batch, store, serve, compare, branch, play):
     app.add_typer(group.app)
 

@@ -36,20 +36,20 @@ def print_plan(grid, cells: list, e: dict) -> None:
 @app.command()
 @config_options(*ENDPOINT, *ROLES, *FILES)
 def batch(
-    settings: Annotated[Optional[str], typer.Option(help="Comma list or 'all' \\[default: supermarket].")] = None,
-    personas: Annotated[Optional[str], typer.Option(help="Comma list or 'all' \\[default: all].")] = None,
-    strategies: Annotated[Optional[str], typer.Option(help="Comma list or 'all' \\[default: common_interest].")] = None,
+    settings: Annotated[Optional[str], typer.Option(help="Comma list or 'all' [default: supermarket].")] = None,
+    personas: Annotated[Optional[str], typer.Option(help="Comma list or 'all' [default: all].")] = None,
+    strategies: Annotated[Optional[str], typer.Option(help="Comma list or 'all' [default: common_interest].")] = None,
     profiles: Annotated[Optional[str], typer.Option(help="Practitioner-persona gender pairs, e.g. man-woman,woman-man.")] = None,
-    reps: Annotated[Optional[int], typer.Option(help="Repetitions per cell \\[default: 1].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Run seed; each cell's seed derives from it \\[default: 0].")] = None,
+    reps: Annotated[Optional[int], typer.Option(help="Repetitions per cell [default: 1].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run seed; each cell's seed derives from it [default: 0].")] = None,
     max_turns: GridMaxTurns = None, temperature: Temperature = None, judges: Judges = None,
     experiment: Annotated[Optional[Path], typer.Option(help="Experiment YAML with the same fields; flags override it.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Continue RUN_ID with its stored grid and settings (flags given override "
                                                        "the settings): skip succeeded episodes, retry failed ones, grade "
                                                        "ungraded ones again.")] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="Name the run \\[default: a hash of grid, prompts and models].")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Name the run [default: a hash of grid, prompts and models].")] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, help="Episodes in flight; on the local engine also its parallel "
-                                                                   f"slots \\[default: {DEFAULT_SLOTS} local, 8 otherwise].")] = None,
+                                                                   f"slots [default: {DEFAULT_SLOTS} local, 8 otherwise].")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent "
                                                                   "(counting the calls whose endpoint reports usage).")] = None,
     max_failures: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes after this many failures.")] = None,

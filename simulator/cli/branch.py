@@ -30,10 +30,10 @@ def branch(
     prompts_dir: PromptsDir = None, practitioner_model: RoleModel = None, persona_model: RoleModel = None,
     reps: Annotated[int, typer.Option(min=1, help="Continuations per prefix in each arm (treatment and control).")] = 4,
     judges: Judges = 1,
-    max_turns: Annotated[Optional[int], typer.Option(min=1, help="Most rounds in all \\[default: the parent's].")] = None,
+    max_turns: Annotated[Optional[int], typer.Option(min=1, help="Most rounds in all [default: the parent's].")] = None,
     base_prompts: Annotated[Optional[Path], typer.Option(help="The prompt directory the parents were made with, if "
                                                               "their run did not record it.")] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="Name the branch run \\[default: a hash of what it does].")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Name the branch run [default: a hash of what it does].")] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, help="Continuations in flight.")] = None,
     db: Db = Path("nextstep.db"), *, config: dict,
 ) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -32,10 +33,19 @@ def _n(row: dict) -> str:
     return f"{row['n']}*" if row["small"] else str(row["n"])
 
 
+def whole_headers(t: Table) -> Table:
+    """Each column at least as wide as its header's longest word: a header wraps between words, never cut in one."""
+    for column in t.columns:
+        column.min_width = max(map(len, str(column.header).split() or [""]))
+    return t
+
+
 def print_rows(console, title: str, head_rows: tuple[list[str], list[list[str]]]) -> None:
     """A (head, rows) pair from `evaluations.tables` as a rich table, every cell escaped."""
     head, rows = head_rows
-    t = Table(*map(escape, head), title=escape(title), title_justify="left")
+    t = Table(*map(escape, head), title=escape(title), title_justify="left", box=box.SIMPLE_HEAD)  # no rules: 80 columns
+    t.columns[0].no_wrap = True  # the row's name whole
+    whole_headers(t)
     for row in rows:
         t.add_row(*map(escape, row))
     console.print(t)
@@ -47,8 +57,7 @@ def print_variance(r: dict, console) -> None:
 
     print_rows(console, "where the variance comes from (share of each measure's variance; * fewer than 5 cells)",
                variance_rows(r["variance"]))
-    if note := variance_note(r["variance"]):
-        console.print(f"[dim]{escape(note)}[/]")
+    console.print(f"[dim]{escape(variance_note(r['variance']))}[/]")
     if r["variance"]["agreement"]["judges"] > 1:
         print_rows(console, "agreement between judges (effective judges = k / (1 + (k - 1) mean r))",
                    agreement_rows(r["variance"]["agreement"]))
@@ -97,12 +106,16 @@ def print_reactions(run_id: str, r: dict, console) -> None:
         rates = Table("persona", by, "n", "contact [95% CI]", "interest", "comfort",
                       title=f"persona x {by} (* fewer than {r['small_below']} episodes)", title_justify="left")
         scores = Table("persona", by, *[SHORT[c] for c in CONDITIONS], title=f"mean score 1-5, persona x {by}",
-                       title_justify="left")
+                       title_justify="left", box=box.SIMPLE_HEAD)  # no rules: names whole within 80 columns
         for row in r[f"persona_{by}"]:
             key = (escape(str(row["persona"])), escape(str(row[by])))
             rates.add_row(*key, _n(row), fmt_ci(row["contact"], percent=True), fmt(row["mean_interest"]["mean"]),
                           fmt(row["mean_comfort"]["mean"]))
             scores.add_row(*key, *[fmt(row[c]["mean"]) for c in CONDITIONS])
+        for t in (rates, scores):
+            whole_headers(t)
+            for column in t.columns[:2]:
+                column.no_wrap = True
         console.print(rates, scores)
     print_group_tests("differences between personas", r["tests"], console)
     print_strategies(r, console)

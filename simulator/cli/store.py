@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 import simulator.api as api
@@ -21,11 +22,14 @@ app = typer.Typer()
 @app.command()
 def runs(db: Db = Path("nextstep.db")) -> None:
     """List the runs in the database."""
-    table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens", title_justify="left")
+    # No vertical rules and the time to the minute: the row fits 80 columns with the id whole.
+    table = Table("run", "created (UTC)", "episodes", "ok", "ungraded", "failed", "tokens", box=box.SIMPLE_HEAD)
     for r in api.runs(db):
-        table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["ungraded"]), str(r["failed"]),
-                      "unknown" if r["tokens"] is None else f"{r['tokens']:,}")  # fmt: skip
+        table.add_row(r["id"], r["created_at"][:16].replace("T", " "), str(r["episodes"]), str(r["succeeded"]),
+                      str(r["ungraded"]), str(r["failed"]), "unknown" if r["tokens"] is None else f"{r['tokens']:,}")  # fmt: skip
+    table.columns[0].no_wrap = True
     console.print(table)
+    console.print("[dim]ok: succeeded (graded); ungraded: a judge's endpoint failed (--resume grades them)[/]")
 
 
 @app.command()
@@ -52,9 +56,9 @@ def show(
 def export(
     run_id: Annotated[str, typer.Argument(help="The run to export.")],
     fmt: Annotated[Optional[str], typer.Option("--format", show_default=False, help="jsonl (full records), csv or parquet "
-                                               "(one row per episode) \\[default: from the -o name, else jsonl].")] = None,
+                                               "(one row per episode) [default: from the -o name, else jsonl].")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", show_default=False,
-                                                   help="File to write \\[default: RUN_ID.FORMAT].")] = None,
+                                                   help="File to write [default: RUN_ID.FORMAT].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
     db: Db = Path("nextstep.db"),
 ) -> None:
