@@ -383,18 +383,20 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
 
 
 def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None,
-           include_unfaithful: bool = False, output: Path | str | None = None) -> str:
+           include_unfaithful: bool = False, all_transcripts: bool = False, output: Path | str | None = None) -> str:
     """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string; also written to
     `output` if given (its folder checked first). `include_unfaithful` keeps out-of-character episodes in the
-    statistics, as `compare` does."""
+    statistics, as `compare` does; `all_transcripts` shows every transcript, not the first 300."""
     from evaluations.analysis.report import render_report
 
     if output is not None:
         output_file(output, "-o")
-        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful)
+        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
+                      all_transcripts=all_transcripts)
         Path(output).write_text(html, encoding="utf-8")
         return html
-    return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir, include_unfaithful=include_unfaithful)
+    return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
+                         all_transcripts=all_transcripts)
 
 
 def serve(port: int = 8080, slots: int = DEFAULT_SLOTS) -> int:

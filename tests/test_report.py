@@ -168,3 +168,23 @@ def test_report_takes_include_unfaithful(runs, tmp_path):
     result = CliRunner().invoke(compare_cli.app, ["report", a, "--include-unfaithful", "-o", str(out), "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert "out-of-character episodes kept: --include-unfaithful" in out.read_text()
+
+
+def test_report_layout_for_readers(runs, monkeypatch):
+    """A --vs report opens with the comparison and its paired-difference plot; transcripts say how many of how many
+    and can all be shown; each label names the profile; fidelity warnings link to their episodes."""
+    import evaluations.analysis.report as report
+
+    db, a, b = runs
+    page = render_report(b, db, vs=a)
+    assert page.index("<h2>What changed</h2>") < page.index("<h2>Persona reactions</h2>")
+    assert "paired differences" in page[page.index("<h2>What changed</h2>"):page.index("<h2>Persona reactions</h2>")]
+    with Store(db) as store:
+        n = len(store.episodes(b))  # 3 personas x 2 strategies x 3 reps
+    assert n == 18 and f"<h2>Transcripts: {n} of {n}</h2>" in page
+    assert "man-woman · rep 0" in page  # the profile in each label
+    monkeypatch.setattr(report, "MAX_EPISODES", 5)
+    assert "<h2>Transcripts: 5 of 18</h2>" in render_report(b, db) and "--all-transcripts" in render_report(b, db)
+    assert "<h2>Transcripts: 18 of 18</h2>" in render_report(b, db, all_transcripts=True)
+    links = re.findall(r'<a href="#ep-(\w+)">', page)
+    assert all(f'id="ep-{i}"' in page for i in links)  # each link finds its transcript

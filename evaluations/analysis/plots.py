@@ -108,12 +108,34 @@ def interest_curves(records: list[Episode], colors: dict) -> str:
             # A dotted line, not a point on the curve: the ask may come before any reading. Nudged apart so ties show.
             at = float(np.median(asks)) + (k - (len(colors) - 1) / 2) * 0.1
             ax.axvline(at, color=colors[persona], linestyle=":", linewidth=1.5)
-            ax.plot(at, 9.6, marker="v", markersize=10, color=colors[persona], markeredgecolor="black")
+            # Above the axes (x in data, y in axes units), so the marker never sits on a curve.
+            ax.plot(at, 1.04, marker="v", markersize=9, color=colors[persona], markeredgecolor="black",
+                    transform=ax.get_xaxis_transform(), clip_on=False)
     handles, _ = ax.get_legend_handles_labels()
     ask = Line2D([], [], marker="v", color="grey", markeredgecolor="black", linestyle=":", label="median first ask")
-    ax.legend(handles=[*handles, ask], fontsize=8, frameon=False, loc="lower right")
+    ax.legend(handles=[*handles, ask], fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              ncols=2)  # below the axes: it covers no data
     ax.set_ylim(0, 10)
     ax.set_xlabel("turn")
     ax.set_ylabel("mean private interest (0-10)")
-    ax.set_title("persona's interest over the conversation", fontsize=10)
+    ax.set_title("persona's interest over the conversation", fontsize=10, pad=14)
+    return svg(fig)
+
+
+def paired_differences(tests: dict, short: dict) -> str:
+    """Each measure's paired difference (B - A) with its 95% interval, in the measure's own units (contact: a share;
+    interest and comfort: 0-10; conditions: 1-5), and a line at 0: what changed, at a glance."""
+    rows = [(m, r) for m, r in tests.items() if r.get("delta") is not None]
+    fig = Figure(figsize=(6, 0.9 + 0.32 * max(len(rows), 1)))
+    ax = fig.add_subplot()
+    for i, (m, r) in enumerate(rows):
+        lo, hi = r["ci"]
+        if lo is not None and hi is not None:
+            ax.plot([lo, hi], [i, i], color="C0", linewidth=2)
+        ax.plot(r["delta"], i, marker="o", color="C3" if r.get("p_holm") is not None and r["p_holm"] < 0.05 else "C0")
+    ax.axvline(0, color="grey", linewidth=1)
+    ax.set_yticks(range(len(rows)), [short.get(m, m) for m, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("B − A (paired), 95% CI; red: Holm p < 0.05", fontsize=8)
+    ax.set_title("paired differences", fontsize=10)
     return svg(fig)

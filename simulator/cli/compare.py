@@ -346,7 +346,9 @@ def report(
     vs: Annotated[Optional[str], typer.Option(help="A baseline run: adds the paired comparison (deltas: RUN_ID - VS).")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path("report.html"),
     db: Db = Path("nextstep.db"), personas_dir: PersonasDir = None, include_unfaithful: IncludeUnfaithful = False,
+    all_transcripts: Annotated[bool, typer.Option(help="Every transcript, not the first 300.")] = False,
 ) -> None:
     """Write one self-contained HTML report (plots, tests, transcripts), viewable offline."""
-    api.report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful, output=output)
+    api.report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
+               all_transcripts=all_transcripts, output=output)
     console.print(f"wrote {output}")
