@@ -7,6 +7,7 @@ from pathlib import Path
 from evaluations.judge.rubric import CONDITIONS, FLAGS
 from evaluations.judge.rules import episode_scores
 from simulator.core.errors import UserError
+from simulator.core.files import replacing, write_atomic
 from simulator.core.records import Episode
 from simulator.storage.store import Store
 
@@ -140,16 +141,17 @@ def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
         with Store(Path(db)) as store:
             store.run(run_id)
             records = store.episodes(run_id)
-        output.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
+        write_atomic(output, "".join(r.model_dump_json() + "\n" for r in records))
         return len(records)
-    frame = load_run(run_id, db)
-    if fmt == "csv":
-        frame.to_csv(output, index=False)
-    elif fmt == "parquet":
-        try:
-            frame.to_parquet(output, index=False)
-        except ImportError:
-            raise UserError("parquet export needs pyarrow: pip install 'nextstep[parquet]'") from None
-    else:
+    if fmt not in ("csv", "parquet"):
         raise UserError(f"--format {fmt!r}: choose from jsonl, csv, parquet")
+    frame = load_run(run_id, db)
+    with replacing(output) as tmp:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            try:
+                frame.to_parquet(tmp, index=False)
+            except ImportError:
+                raise UserError("parquet export needs pyarrow: pip install 'nextstep[parquet]'") from None
     return len(frame)

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from evaluations.judge.rubric import CONDITIONS
 import simulator.api as api
+from simulator.core.files import write_atomic
 from simulator.core.errors import UserError
 
 from .options import Db, Format, IncludeUnfaithful, PersonasDir
@@ -299,5 +300,5 @@ def report(
     db: Db = Path("nextstep.db"), personas_dir: PersonasDir = None,
 ) -> None:
     """Write one self-contained HTML report (plots, tests, transcripts), viewable offline."""
-    output.write_text(api.report(run_id, vs=vs, db=db, personas_dir=personas_dir), encoding="utf-8")
+    write_atomic(output, api.report(run_id, vs=vs, db=db, personas_dir=personas_dir))
     console.print(f"wrote {output}")

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 import simulator.api as api
+from simulator.core.files import write_atomic
 from simulator.core.records import Verdict
 
 from .options import ENDPOINT, FILES, Db, FidelityJudge, Judges, JudgeSeed, RubricFile, config_options
@@ -90,5 +91,5 @@ def calibrate(
     print_calibration(result["report"])
     if output:
         judged = {item: [v.model_dump(mode="json") for v in verdicts] for item, verdicts in result["verdicts"].items()}
-        output.write_text(json.dumps(result | {"verdicts": judged}, indent=2))
+        write_atomic(output, json.dumps(result | {"verdicts": judged}, indent=2))
         console.print(f"[bold]saved[/]: {output}")
