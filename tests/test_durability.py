@@ -47,3 +47,102 @@ def test_grading_an_episode_file_on_a_full_disk_leaves_the_file_as_it_was(tmp_pa
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
     assert f"{path}: cannot write" in result.stderr and "Traceback" not in result.stderr
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temporary file left behind
+
+
+# --- 1: two processes on one run ------------------------------------------------------------------------------------
+
+GRID = ["--personas", "all", "--strategies", "all", "--judges", "0", "--max-turns", "2", "--concurrency", "2"]  # 21 episodes
+
+
+def batch_process(url: str, db: Path, *, resume: bool = False) -> subprocess.Popen:
+    """`nextstep batch` of GRID as run 'r', or `--resume r`, in a child process."""
+    run = ["--resume", "r"] if resume else [*GRID, "--run-id", "r"]
+    return subprocess.Popen([sys.executable, "-m", "simulator", "batch", *run, "--base-url", url, "--db", str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+
+
+def stored(db: Path) -> dict[str, int]:
+    """Episodes of run 'r' by status, read with plain SQL (0 while the file does not exist yet)."""
+    import sqlite3
+
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return dict(conn.execute("SELECT status, count(*) FROM episodes WHERE run_id = 'r' GROUP BY status").fetchall())
+    except sqlite3.OperationalError:  # the tables are not made yet
+        return {}
+    finally:
+        conn.close()
+
+
+def wait_for(db: Path, n: int, proc: subprocess.Popen) -> None:
+    import time
+
+    deadline = time.monotonic() + 120
+    while sum(stored(db).values()) < n:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr and proc.stderr.read()
+        time.sleep(0.05)
+
+
+def test_a_second_batch_on_a_run_being_written_is_refused_naming_the_holder(tmp_path):
+    """Two processes on one run both simulated every episode (about twice the requests of one run). The second is
+    refused, in one line naming the first (pid, host, since when), before it sends a request."""
+    import socket
+
+    alone = StubServer(latency=0.02)
+    with alone as url:
+        assert batch_process(url, tmp_path / "alone.db").wait(timeout=300) == 0
+    both = StubServer(latency=0.15)  # slow enough that the first is still at work when the second starts
+    with both as url:
+        first = batch_process(url, tmp_path / "n.db")
+        wait_for(tmp_path / "n.db", 3, first)
+        second = batch_process(url, tmp_path / "n.db")
+        _, err = second.communicate(timeout=300)
+        first.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"run 'r' in {tmp_path / 'n.db'} is being written by pid {first.pid} on {socket.gethostname()} since " in err
+    assert len(both.requests) == len(alone.requests)  # the episodes were simulated once
+    assert stored(tmp_path / "n.db") == {"succeeded": 21}
+
+
+def test_a_failing_second_process_cannot_replace_successes(tmp_path):
+    """A healthy and a failing process on one run: the failures replaced all the successes, both exiting 0."""
+    db = tmp_path / "n.db"
+    with StubServer(latency=0.15) as good, StubServer(latency=0.3, fault=lambda n, body: (400, {}, {"error": {"message": "no"}})) as bad:
+        healthy = batch_process(good, db)
+        wait_for(db, 3, healthy)
+        failing = batch_process(bad, db, resume=True)
+        failing.communicate(timeout=300)
+        healthy.communicate(timeout=300)
+    assert healthy.returncode == 0 and failing.returncode != 0
+    assert stored(db) == {"succeeded": 21}
+
+
+def test_a_killed_holder_does_not_block_the_resume(tmp_path):
+    """SIGKILL leaves no chance to let go of the run: a holder whose process is gone is stale at once."""
+    db = tmp_path / "n.db"
+    with StubServer(latency=0.02) as url:
+        first = batch_process(url, db)
+        wait_for(db, 2, first)
+        first.kill()
+        first.wait()
+        again = batch_process(url, db, resume=True)
+        _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert stored(db) == {"succeeded": 21}
+
+
+def test_a_save_never_replaces_a_success_with_a_failure_and_keeps_every_attempt(tmp_path):
+    from test_store import SPEC, record
+
+    with Store(tmp_path / "n.db") as store:
+        store.create_run("r", SPEC)
+        store.save_episode("r", "a", 0, record("aaaa00000001", failed=True))  # a failure, then its retry succeeds
+        store.save_episode("r", "a", 0, record("aaaa00000002"))
+        store.save_episode("r", "a", 0, record("aaaa00000003", failed=True))  # a late failure of the same cell
+        current = store.episodes("r")
+        history = store.conn.execute("SELECT episode_id, status FROM episode_history ORDER BY id").fetchall()
+    assert [(e.id, e.status) for e in current] == [("aaaa00000002", "succeeded")]
+    assert [tuple(row) for row in history] == [("aaaa00000001", "failed"), ("aaaa00000003", "failed")]

@@ -253,6 +253,7 @@ class Batch:
         settings = run_settings(config, concurrency=self.concurrency, rubric_file=self.rubric_file)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextstep-store")
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(writer, self.store.claim, run_id)  # refused while another live process writes the run
         await loop.run_in_executor(writer, self.store.create_run, run_id, spec, settings)
         done = await loop.run_in_executor(writer, self.store.done, run_id)
         regrade = await loop.run_in_executor(writer, self.store.ungraded, run_id)  # simulated; a judge's endpoint failed

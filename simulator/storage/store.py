@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
+import secrets
+import socket
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +20,22 @@ from simulator.core.errors import UserError
 from simulator.core.files import validation_message
 from simulator.core.records import Episode, RunSpec, Verdict, package_version
 
+log = logging.getLogger(__name__)
+
 SCHEMA = "nextstep/1"
 BUSY_TIMEOUT_S = 30  # how long a connection waits for another's write before it gives up
 # Columns added after databases were made: created on open when missing, so older files keep working.
 ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT"}
+# Tables added after databases were made: created on open when missing (a read-only open skips this and finds none).
+ADDED_TABLES = """
+CREATE TABLE IF NOT EXISTS episode_history (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, cell TEXT NOT NULL, rep INTEGER NOT NULL,
+    episode_id TEXT NOT NULL, status TEXT NOT NULL, error TEXT, record_json TEXT NOT NULL, replaced_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS writers (run_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, token TEXT NOT NULL,
+    since TEXT NOT NULL, beat REAL NOT NULL)
+"""
+STATUS_RANK = {"failed": 0, "ungraded": 1, "succeeded": 2}  # a save never puts a lower one in place of a higher one
+LEASE_S = 120  # a writer on another host that has not beaten its heartbeat for this long has stopped
+BEAT_S = 10  # how often a writer beats
 SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
 
 _TABLES = """
@@ -76,6 +93,21 @@ def covers(new, old) -> bool:
     return new == old
 
 
+def _alive(writer) -> bool:
+    """Whether a `writers` row is a writer still at work: its heartbeat is recent, and on this host its process runs."""
+    if time.time() - writer["beat"] > LEASE_S:
+        return False
+    if writer["host"] != socket.gethostname():
+        return True
+    try:
+        os.kill(writer["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def dumps(value) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
@@ -91,6 +123,8 @@ class Store:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._claims: dict[str, str] = {}  # run id -> the token of this Store's claim on it
+        self._beating: threading.Event | None = None  # set to stop the heartbeat thread
         # Autocommit mode: every write goes through `_tx`, which takes the write lock up front.
         # check_same_thread=False: a batch hands all its writes to one dedicated writer thread.
         self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
@@ -129,6 +163,8 @@ class Store:
             for column, kind in ADDED_COLUMNS.items():
                 if column not in have:
                     conn.execute(f"ALTER TABLE episodes ADD COLUMN {column} {kind}")
+            for statement in filter(str.strip, ADDED_TABLES.split(";")):
+                conn.execute(statement)
 
     def _wal(self) -> None:
         """Switch to WAL, waiting for other writers as every write here does.
@@ -166,6 +202,7 @@ class Store:
         self.conn.execute("COMMIT")
 
     def close(self) -> None:
+        self.release()
         self.conn.close()
 
     def __enter__(self) -> Store:
@@ -224,11 +261,24 @@ class Store:
         return [dict(row) for row in rows]
 
     def save_episode(self, run_id: str, cell: str, rep: int, episode: Episode) -> None:
-        """Store one episode (as the run's `cell`, `rep`) with its child rows; a retried (cell, rep) replaces the earlier attempt."""
+        """Store one episode (as the run's `cell`, `rep`) with its child rows.
+
+        A retried (cell, rep) replaces the earlier attempt unless that one got further (succeeded beats ungraded beats
+        failed): a late failure never takes a success's place. The attempt not kept goes to episode_history.
+        """
         episode = episode.model_copy(update={"run_id": run_id, "cell": cell, "rep": rep})
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 raise UserError(f"no run {run_id!r} in {self.path}")
+            old = conn.execute("SELECT id, status, error, record_json FROM episodes WHERE run_id = ? AND cell = ? AND rep = ?",
+                               (run_id, cell, rep)).fetchone()  # fmt: skip
+            if old and STATUS_RANK[old["status"]] > STATUS_RANK[episode.status]:
+                self._keep_attempt(run_id, cell, rep, episode.id, episode.status, episode.error, episode.model_dump_json())
+                insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode.id,
+                                        "error": episode.error, "at": now()})  # fmt: skip
+                return
+            if old:
+                self._keep_attempt(run_id, cell, rep, *old)
             # Deleting first cascades to the earlier attempt's turns, calls, verdicts, scores and flags.
             conn.execute("DELETE FROM episodes WHERE run_id = ? AND cell = ? AND rep = ?", (run_id, cell, rep))
             insert(conn, "episodes", self._episode_row(episode))
@@ -243,6 +293,59 @@ class Store:
             if episode.status != "succeeded":
                 insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode.id,
                                         "error": episode.error, "at": now()})  # fmt: skip
+
+    def _keep_attempt(self, run_id: str, cell: str, rep: int, episode_id: str, status: str, error: str | None, record_json: str) -> None:
+        insert(self.conn, "episode_history", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode_id,
+                                              "status": status, "error": error, "record_json": record_json, "replaced_at": now()})  # fmt: skip
+
+    # --- one writer per run: a lease with the holder's pid, host and a heartbeat ----------------------------------------
+
+    def claim(self, run_id: str) -> None:
+        """Become the run's only writer, or a UserError naming the live writer that holds it.
+
+        A holder is stale (and taken over) when its heartbeat is older than LEASE_S, or at once when it ran on this host
+        and its process is gone (killed, even by SIGKILL).
+        """
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM writers WHERE run_id = ?", (run_id,)).fetchone()
+            if row and row["token"] != self._token(run_id) and _alive(row):
+                raise UserError(f"run {run_id!r} in {self.path} is being written by pid {row['pid']} on {row['host']} "
+                                f"since {row['since']}; wait for it to end, or stop it and resume")  # fmt: skip
+            self._claims[run_id] = token = self._token(run_id) or secrets.token_hex(8)
+            insert(conn, "writers", {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(), "token": token,
+                                     "since": now(), "beat": time.time()}, "INSERT OR REPLACE")  # fmt: skip
+
+        if not self._beating:
+            self._beating = threading.Event()
+            threading.Thread(target=self._beat, args=(self._beating,), daemon=True, name="nextstep-heartbeat").start()
+
+    def _beat(self, stop: threading.Event) -> None:
+        """Every BEAT_S, tell other processes this Store still writes its claimed runs (on a connection of its own)."""
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            while not stop.wait(BEAT_S):
+                try:
+                    conn.executemany("UPDATE writers SET beat = ? WHERE token = ?", [(time.time(), t) for t in list(self._claims.values())])
+                except sqlite3.Error as e:  # a full disk or a long lock: the next beat tries again
+                    log.warning("%s: heartbeat not written: %s", self.path, e)
+        finally:
+            conn.close()
+
+    def release(self) -> None:
+        """Let go of every run this Store claimed (closing it does too)."""
+        if self._beating:
+            self._beating.set()
+            self._beating = None
+        tokens, self._claims = list(self._claims.values()), {}
+        if tokens:
+            try:
+                with self._tx() as conn:
+                    conn.executemany("DELETE FROM writers WHERE token = ?", [(t,) for t in tokens])
+            except sqlite3.Error:  # left for the next writer to find stale (this process will be gone)
+                pass
+
+    def _token(self, run_id: str) -> str | None:
+        return self._claims.get(run_id)
 
     def _episode_row(self, e: Episode) -> dict:
         prov, branch = e.provenance, e.branch
