@@ -184,15 +184,20 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: in
           **config_flags) -> dict:
     """Grade stored episodes again, without re-simulating: episode JSON files or directories, run ids or episode ids.
 
-    Each episode's new verdicts are saved as it is graded; earlier ones are kept as history. Returns
-    {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge}.
+    Each episode's new verdicts are saved as it is graded, once every judge has answered; earlier ones are kept as
+    history. Where an endpoint failed the earlier verdicts stay current; run again, it grades only what is missing
+    (verdicts already given with this rubric and panel are kept). Returns {'verdicts': per episode, every judge's
+    current verdict; 'judge_alpha': agreement between judges, or None for one judge; 'graded': how many were graded now;
+    'skipped': how many were already graded with this rubric and panel; 'failed': [(label, error)] of those whose
+    earlier verdicts stay current}.
     """
     from evaluations.analysis.agreement import judge_alpha
 
     c = config(config_file, **config_flags)
-    verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
-                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
-    return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None}
+    done = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
+                         seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
+    return {"verdicts": done.verdicts, "judge_alpha": judge_alpha(done.verdicts) if judges > 1 else None,
+            "graded": done.graded, "skipped": done.skipped, "failed": done.failed}  # fmt: skip
 
 
 def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,

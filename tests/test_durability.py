@@ -146,3 +146,90 @@ def test_a_save_never_replaces_a_success_with_a_failure_and_keeps_every_attempt(
         history = store.conn.execute("SELECT episode_id, status FROM episode_history ORDER BY id").fetchall()
     assert [(e.id, e.status) for e in current] == [("aaaa00000002", "succeeded")]
     assert [tuple(row) for row in history] == [("aaaa00000001", "failed"), ("aaaa00000003", "failed")]
+
+
+# --- 2: re-grading a run --------------------------------------------------------------------------------------------
+
+
+def current_verdicts(db: Path) -> dict[str, list[str]]:
+    """Each episode's current verdicts (as stored JSON) and its status, read with plain SQL."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    rows = conn.execute("""SELECT e.id, e.status, group_concat(v.verdict_json, '|') FROM episodes e
+                           LEFT JOIN verdicts v ON v.episode_id = e.id GROUP BY e.id ORDER BY e.id""").fetchall()
+    conn.close()
+    return {eid: [status, verdicts] for eid, status, verdicts in rows}
+
+
+@pytest.fixture
+def graded_run(tmp_path):
+    """Run 'r' of three episodes, each graded by one judge; returns the database."""
+    db = tmp_path / "n.db"
+    with StubServer() as url:
+        result = nextstep("batch", "--personas", "all", "--max-turns", "2", "--run-id", "r", "--base-url", url, "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    return db
+
+
+def test_a_regrade_against_a_failing_endpoint_keeps_the_old_verdicts_current_and_fails(graded_run):
+    """It demoted 3 of 3 good episodes to 'ungraded' and said 'saved: new verdicts', exit 0."""
+    before = current_verdicts(graded_run)
+    assert [status for status, _ in before.values()] == ["succeeded"] * 3
+    with StubServer(fault=lambda n, body: (400, {}, {"error": {"message": "no"}})) as url:
+        result = nextstep("grade", "r", "--base-url", url, "--db", str(graded_run))
+    assert current_verdicts(graded_run) == before
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "kept the earlier verdicts of 3 episode(s)" in result.stdout and "saved: new verdicts" not in result.stdout
+
+
+def test_grade_run_again_skips_the_episodes_already_graded_with_this_rubric_and_panel(graded_run):
+    first, again, other_seed = StubServer(), StubServer(), StubServer()
+    with first as url:
+        assert nextstep("grade", "r", "--seed", "4", "--base-url", url, "--db", str(graded_run)).returncode == 0
+    graded = current_verdicts(graded_run)
+    with again as url:
+        result = nextstep("grade", "r", "--seed", "4", "--base-url", url, "--db", str(graded_run))
+    assert result.returncode == 0, result.stderr
+    assert first.requests and again.requests == []  # nothing graded twice
+    assert "3 episode(s) already graded with this rubric and panel" in result.stdout
+    assert current_verdicts(graded_run) == graded
+    with other_seed as url:  # another panel (judge seeds differ): graded again
+        assert nextstep("grade", "r", "--seed", "5", "--base-url", url, "--db", str(graded_run)).returncode == 0
+    assert len(other_seed.requests) == len(first.requests)
+
+
+def test_an_interrupted_regrade_under_a_new_rubric_is_named_by_show_and_resumes(graded_run, tmp_path):
+    """A re-grade under another rubric that fails part way leaves some episodes under each rubric: `show` says so, and
+    the same `grade` again grades only the rest."""
+    from simulator.core.files import data_dir
+
+    rubric = tmp_path / "rubric.yaml"
+    rubric.write_text((data_dir("prompts") / "rubric.yaml").read_text().replace("says what the contact is for", "says plainly what the contact is for", 1))
+    args = ["grade", "r", "--rubric", str(rubric), "--db", str(graded_run)]
+    first = first_line(graded_run)  # of the episode graded first (the run's first cell)
+    only_first = lambda n, body: None if first in json.dumps(body) else (400, {}, {"error": {"message": "gone"}})  # noqa: E731
+    with StubServer(fault=only_first) as url:  # the first episode is graded, then the endpoint is gone
+        result = nextstep(*args, "--base-url", url)
+    assert result.returncode == 1 and "kept the earlier verdicts of 2 episode(s)" in result.stdout, result.stdout
+    shown = nextstep("show", "r", "--db", str(graded_run))
+    assert "graded under 2 rubrics" in shown.stdout, shown.stdout
+    cut = current_verdicts(graded_run)
+    rest = StubServer()
+    with rest as url:
+        assert nextstep(*args, "--base-url", url).returncode == 0
+    assert rest.requests and not any(first in json.dumps(body) for body in rest.requests)  # only the two left
+    after = current_verdicts(graded_run)
+    assert [after[e] == cut[e] for e in sorted(after)].count(True) == 1  # the first episode's verdicts untouched
+    assert "graded under" not in nextstep("show", "r", "--db", str(graded_run)).stdout
+
+
+def first_line(db: Path) -> str:
+    """The first line of the run's first episode in cell order (how `grade RUN` goes through a run)."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    [(text,)] = conn.execute("""SELECT t.text FROM turns t JOIN episodes e ON e.id = t.episode_id
+                                WHERE t.turn = 0 ORDER BY e.cell, e.rep LIMIT 1""").fetchall()
+    conn.close()
+    return text

@@ -16,6 +16,7 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
     frame = load_run(run_id, db)
     with Store(Path(db)) as store:
         records = store.episodes(run_id)
+        rubrics = store.rubrics(run_id)
     ok = frame[frame["status"] == "succeeded"]
     known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()]
     several = bool(len(ok)) and ok["judges"].max() > 1
@@ -24,6 +25,7 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
         "rows": summary(frame),
         "cautions": dict(sorted({r.strategy: r.caution for r in records if r.caution}.items())),
         "judge_alpha": judge_alpha([r.verdicts for r in records if r.status == "succeeded"]) if several else None,
+        "rubrics": rubrics,  # {rubric hash: episodes}: two or more, and a re-grade was left part way
         "succeeded": len(ok),
         "usage_known": len(known),
         "tokens_per_episode": float((known["prompt_tokens"] + known["completion_tokens"]).mean()) if len(known) else None,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import simulator.api as api
@@ -28,7 +29,9 @@ def grade(
     db: Db = Path("nextstep.db"), judges: Judges = 1, seed: JudgeSeed = 0, rubric_file: RubricFile = None,
     fidelity_judge: FidelityJudge = False, *, config: dict,
 ) -> None:
-    """Re-grade stored episodes without re-simulating; earlier verdicts are kept as history."""
+    """Re-grade stored episodes without re-simulating; earlier verdicts are kept as history.
+
+    New verdicts replace the old only where every judge answered; run again, it grades only what is missing."""
 
     def graded(n: int, total: int, label: str, verdicts: list[Verdict]) -> None:
         console.print(f"[dim]graded {label}[/]")
@@ -39,7 +42,14 @@ def grade(
                        on_graded=graded, **config)  # fmt: skip
     if result["judge_alpha"] is not None:
         print_alpha(result["judge_alpha"])
-    console.print(f"[bold]saved[/]: new verdicts for {len(result['verdicts'])} episode(s); earlier ones kept as history")
+    if result["skipped"]:
+        console.print(f"{result['skipped']} episode(s) already graded with this rubric and panel: kept as they are")
+    if result["graded"]:
+        console.print(f"[bold]saved[/]: new verdicts for {result['graded']} episode(s); earlier ones kept as history")
+    if failed := result["failed"]:
+        console.print(f"[bold red]kept the earlier verdicts of {len(failed)} episode(s)[/]: their new grading did not complete "
+                      f"({escape(failed[0][1])}); run the same command again to grade only those")  # fmt: skip
+        raise typer.Exit(1)
 
 
 def _ci(x, ci) -> str:

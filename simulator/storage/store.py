@@ -393,6 +393,12 @@ class Store:
         rows = self.conn.execute("SELECT cell, rep FROM episodes WHERE run_id = ? AND status = 'succeeded'", (run_id,))
         return {(cell, rep) for cell, rep in rows}
 
+    def rubrics(self, run_id: str) -> dict[str | None, int]:
+        """{rubric hash: episodes with a current verdict under it}: more than one key, and the run is graded under a mix."""
+        rows = self.conn.execute("""SELECT v.rubric_hash, count(DISTINCT v.episode_id) FROM verdicts v JOIN episodes e ON e.id = v.episode_id
+                                    WHERE e.run_id = ? GROUP BY v.rubric_hash ORDER BY v.rubric_hash""", (run_id,))  # fmt: skip
+        return dict(rows.fetchall())
+
     def next_rep(self, run_id: str, cell: str) -> int:
         """The first repetition number not yet used in a cell: where one more episode of it goes."""
         row = self.conn.execute("SELECT coalesce(max(rep) + 1, 0) FROM episodes WHERE run_id = ? AND cell = ?", (run_id, cell))
