@@ -233,3 +233,74 @@ def first_line(db: Path) -> str:
                                 WHERE t.turn = 0 ORDER BY e.cell, e.rep LIMIT 1""").fetchall()
     conn.close()
     return text
+
+
+# --- 5: storage errors mid-batch, and read-only media --------------------------------------------------------------
+
+
+def test_a_disk_that_fills_mid_batch_stops_it_in_one_line_with_the_resume_command(tmp_path):
+    """The child may write no file past 400 kB: the database fills part way through the 21 episodes."""
+    db = tmp_path / "n.db"
+    with StubServer() as url:
+        full = nextstep("batch", *GRID, "--run-id", "r", "--base-url", url, "--db", str(db), limit_file_bytes=400_000)
+        kept = stored(db)
+        assert full.returncode == 2, full.stdout + full.stderr
+        assert full.stderr.count("\n") == 1 and "Traceback" not in full.stderr, full.stderr
+        assert f"{db}: cannot write" in full.stderr and f"nextstep batch --resume r --db {db}" in full.stderr
+        assert 0 < kept.get("succeeded", 0) < 21 and set(kept) == {"succeeded"}  # what finished stays
+        assert f"{kept['succeeded']} succeeded episode(s) of run r stored" in full.stderr
+        again = nextstep("batch", "--resume", "r", "--base-url", url, "--db", str(db))
+    assert again.returncode == 0, again.stderr
+    assert stored(db) == {"succeeded": 21}
+    with Store(db) as store:
+        assert store.integrity_ok()
+
+
+async def test_a_lock_held_past_the_busy_timeout_stops_the_batch_with_the_resume_command(tmp_path, monkeypatch):
+    """Another connection takes the write lock after the 4th request and keeps it: the batch's next save waits the
+    busy timeout (cut to 0.3 s here), then the batch stops with one clear error; the episodes saved before stay."""
+    import sqlite3
+    import threading
+
+    import simulator.storage.store as store_module
+    from simulator.core.errors import UserError
+    from simulator.runs.batch import run_grid
+
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.3)
+    db, holder, saved = tmp_path / "n.db", [], threading.Event()
+
+    def lock_after_some(n, body):
+        if n == 40 and not holder:  # by then a few episodes (about 5 calls each) are saved
+            conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+            conn.execute("BEGIN IMMEDIATE")
+            holder.append(conn)
+        return None
+
+    with StubServer(fault=lock_after_some) as url:
+        with pytest.raises(UserError) as raised:
+            await run_grid({"personas": "all", "strategies": "all", "max_turns": 2, "judges": 0}, db=db, run_id="r",
+                           base_url=url, concurrency=1)  # fmt: skip
+    holder[0].execute("ROLLBACK")
+    message = str(raised.value)
+    assert "database is locked" in message and f"nextstep batch --resume r --db {db}" in message and "\n" not in message
+    assert 0 < stored(db).get("succeeded", 0) < 21
+
+
+def test_a_database_on_read_only_media_can_be_read(tmp_path):
+    """runs, show, export and compare on a database in a folder mounted read-only (a user namespace's bind mount)."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare (user and mount namespaces) to mount a folder read-only")
+    media, out = tmp_path / "media", tmp_path / "out"
+    media.mkdir()
+    out.mkdir()
+    with StubServer() as url:
+        assert nextstep("batch", "--personas", "aloof,unsure", "--max-turns", "2", "--run-id", "r", "--base-url", url,
+                        "--db", str(media / "n.db")).returncode == 0  # fmt: skip
+    commands = [["runs"], ["show", "r"], ["export", "r", "--format", "csv", "-o", str(out / "r.csv")], ["compare", "r"]]
+    python = f"{sys.executable} -m simulator"
+    script = " && ".join([f"mount --bind {media} {media}", f"mount -o remount,ro,bind {media}", f"touch {media}/x 2>/dev/null; test ! -e {media}/x"]
+                         + [f"{python} {' '.join(c)} --db {media}/n.db > {out}/{c[0]}.out 2>&1" for c in commands])  # fmt: skip
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    outputs = {c[0]: (out / f"{c[0]}.out").read_text() if (out / f"{c[0]}.out").exists() else "" for c in commands}
+    assert result.returncode == 0, outputs
+    assert " r " in outputs["runs"] and "aloof" in outputs["show"] and (out / "r.csv").read_text().count("\n") == 3

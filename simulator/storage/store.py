@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from simulator.core.errors import UserError
+from simulator.core.errors import StorageError, UserError
 from simulator.core.files import validation_message
 from simulator.core.records import Episode, RunSpec, Verdict, package_version
 
@@ -125,12 +125,11 @@ class Store:
         self.path = Path(path)
         self._claims: dict[str, str] = {}  # run id -> the token of this Store's claim on it
         self._beating: threading.Event | None = None  # set to stop the heartbeat thread
-        # Autocommit mode: every write goes through `_tx`, which takes the write lock up front.
-        # check_same_thread=False: a batch hands all its writes to one dedicated writer thread.
-        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
+        # A file that cannot be written here (read-only media, an archive) is opened for reading only: nothing to migrate.
+        self.read_only = self.path.is_file() and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        self.conn = self._connect()
         try:
-            self._open()
+            self._open_read_only() if self.read_only else self._open()
         except sqlite3.OperationalError as e:  # locked, unwritable directory: about access, not the file's contents
             self.conn.close()
             raise UserError(f"{self.path}: {e}") from None
@@ -141,8 +140,28 @@ class Store:
             self.conn.close()
             raise
 
+    def _connect(self, immutable: bool = False) -> sqlite3.Connection:
+        # Autocommit mode: every write goes through `_tx`, which takes the write lock up front.
+        # check_same_thread=False: a batch hands all its writes to one dedicated writer thread.
+        where, uri = (f"{self.path.resolve().as_uri()}?{'immutable=1' if immutable else 'mode=ro'}", True) if self.read_only else (self.path, False)
+        conn = sqlite3.connect(where, uri=uri, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _open_read_only(self) -> None:
+        """Read a file that cannot be written; a WAL database whose shared-memory file cannot be made is read as immutable."""
+        try:
+            found = self._schema()
+        except sqlite3.OperationalError:
+            self.conn.close()
+            self.conn = self._connect(immutable=True)
+            found = self._schema()
+        if found != SCHEMA:
+            raise UserError(f"{self.path}: schema {found}, but this nextstep reads {SCHEMA}" if found and found.startswith("nextstep/")
+                            else f"{self.path}: not a nextstep database")  # fmt: skip
+
     def _open(self) -> None:
-        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         if self._schema() == "":  # checked before WAL, which would change someone else's file
             raise UserError(f"{self.path}: not a nextstep database")
         self._wal()
@@ -193,13 +212,24 @@ class Store:
 
     @contextmanager
     def _tx(self):
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One write transaction; SQLite's failures (full disk, a lock held past the busy timeout, a damaged file, a
+        read-only file) become a StorageError naming the file."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            try:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise StorageError(f"{self.path}: cannot write: {e}") from None
 
     def close(self) -> None:
         self.release()
@@ -327,7 +357,7 @@ class Store:
                 try:
                     conn.executemany("UPDATE writers SET beat = ? WHERE token = ?", [(time.time(), t) for t in list(self._claims.values())])
                 except sqlite3.Error as e:  # a full disk or a long lock: the next beat tries again
-                    log.warning("%s: heartbeat not written: %s", self.path, e)
+                    log.debug("%s: heartbeat not written: %s", self.path, e)
         finally:
             conn.close()
 
@@ -341,7 +371,7 @@ class Store:
             try:
                 with self._tx() as conn:
                     conn.executemany("DELETE FROM writers WHERE token = ?", [(t,) for t in tokens])
-            except sqlite3.Error:  # left for the next writer to find stale (this process will be gone)
+            except StorageError:  # left for the next writer to find stale (this process will be gone)
                 pass
 
     def _token(self, run_id: str) -> str | None:
