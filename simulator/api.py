@@ -32,7 +32,7 @@ from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
 from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_grid
 from simulator.runs.branch import Treatment, run_branches
-from simulator.runs.grading import OnGraded, grade_episodes, regrade
+from simulator.runs.grading import OnGraded, grade_episodes, regrade, save_calibration, saved_verdicts
 from simulator.runs.one import run_one
 from simulator.runs.played import save_played
 from simulator.storage.episode_files import write_episode
@@ -201,16 +201,36 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: in
 
 
 def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
-              on_graded: OnGraded | None = None, config_file: Path | None = None, **config_flags) -> dict:
-    """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}."""
+              output: Path | str | None = None, on_graded: OnGraded | None = None, config_file: Path | None = None,
+              **config_flags) -> dict:
+    """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}.
+
+    With `output`, every verdict is saved there as it comes (the report once all are in), and a file left by an
+    interrupted calibration is resumed: verdicts the same judges already gave are kept, only the rest are graded.
+    """
     from evaluations.analysis.agreement import calibration
 
     c = config(config_file, **config_flags)
     cat = load_catalog(c.personas_dir, c.prompts_dir)
     items = load_gold(Path(gold), cat)
+    output = Path(output) if output is not None else None
+    saved = saved_verdicts(output)
+    so_far = {i.id: saved[i.id] for i in items if i.id in saved}
+
+    def graded(n: int, total: int, label: str, verdicts: list) -> None:
+        if output is not None:
+            so_far[label] = verdicts
+            save_calibration(output, None, so_far)
+        if on_graded:
+            on_graded(n, total, label, verdicts)
+
     verdicts = _wait(grade_episodes(c, cat, [(item.id, item.episode()) for item in items], judges=judges, seed=seed,
-                                    rubric_file=rubric_file, on_graded=on_graded))  # fmt: skip
-    return {"report": calibration(items, verdicts, seed=seed), "verdicts": dict(zip((i.id for i in items), verdicts))}
+                                    rubric_file=rubric_file, on_graded=graded,
+                                    previous=[saved.get(i.id, []) for i in items]))  # fmt: skip
+    result = {"report": calibration(items, verdicts, seed=seed), "verdicts": dict(zip((i.id for i in items), verdicts))}
+    if output is not None:
+        save_calibration(output, result["report"], result["verdicts"])
+    return result
 
 
 # --- reading runs ---------------------------------------------------------------------------------------------------
@@ -281,14 +301,15 @@ def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, includ
     from A to B, paired by cell and seed (with 'a' and 'b' keys); when one of them is the `play-persona` run, the
     personas people played beside the simulated ones (with 'people' and 'models' keys)."""
     from evaluations.analysis import compare as _compare
-    from evaluations.analysis.frame import load_judges, load_run as _frame
+    from evaluations.analysis.frame import scan_run
 
     db = _existing(db)
     branches = _compare.load_branches(run_a, db) if run_b is None else None
     if branches:
         return _compare.compare_branches(*branches, include_unfaithful=include_unfaithful)
     if run_b is None:
-        return _compare.run_analysis(_frame(run_a, db), load_judges(run_a, db), include_unfaithful=include_unfaithful)
+        scan = scan_run(run_a, db)  # one pass over the run, its records never held at once
+        return _compare.run_analysis(scan.frame, scan.judges, include_unfaithful=include_unfaithful)
     runs = _compare.load_pair(run_a, run_b, db)
     if _compare.played_persona(runs[0]) or _compare.played_persona(runs[1]):  # people beside models, unpaired
         return _compare.people_vs_models(*runs, include_unfaithful=include_unfaithful)

@@ -304,3 +304,64 @@ def test_a_database_on_read_only_media_can_be_read(tmp_path):
     outputs = {c[0]: (out / f"{c[0]}.out").read_text() if (out / f"{c[0]}.out").exists() else "" for c in commands}
     assert result.returncode == 0, outputs
     assert " r " in outputs["runs"] and "aloof" in outputs["show"] and (out / "r.csv").read_text().count("\n") == 3
+
+
+# --- 14: summaries read scalars, not records held at once ---------------------------------------------------------
+
+
+def test_show_memory_grows_with_scalars_not_records(tmp_path):
+    """`show` on 200 and on 2,000 synthetic episodes (benchmarks/show_scale.py): holding every record cost about 60 kB
+    an episode (1.15 GB for 20,160); one record at a time and a frame of scalars, a few kB."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import show_scale
+
+    rss = {}
+    for n in (200, 2_000):
+        show_scale.generate(tmp_path / f"{n}.db", n)
+        rss[n] = json.loads(subprocess.run([sys.executable, "-c", "import json, sys, show_scale, pathlib; "
+                                            f"print(json.dumps(show_scale.measure(pathlib.Path({str(tmp_path / f'{n}.db')!r}))))"],
+                                           capture_output=True, text=True, check=True,
+                                           env={**os.environ, "PYTHONPATH": str(Path(show_scale.__file__).parent)}).stdout)["peak_rss_mb"]  # fmt: skip
+    per_episode_kb = (rss[2_000] - rss[200]) * 1024 / 1_800
+    assert per_episode_kb < 15, rss
+
+
+# --- 4: calibrate -o saves as it goes, and resumes ------------------------------------------------------------------
+
+
+def gold_set(path: Path, items: int) -> Path:
+    """The first `items` transcripts of the shipped gold set."""
+    lines = (Path(__file__).resolve().parents[1] / "evaluations" / "gold" / "team.jsonl").read_text().splitlines()
+    path.write_text("\n".join(lines[:items]) + "\n")
+    return path
+
+
+def test_an_interrupted_calibration_keeps_its_verdicts_and_resumes(tmp_path):
+    """Killed part way, `calibrate -o` wrote nothing; now the file holds the verdicts so far, and the same command
+    again grades only the items not in it."""
+    import signal
+    import time
+
+    gold, out = gold_set(tmp_path / "gold.jsonl", 4), tmp_path / "cal.json"
+    slow = StubServer(latency=0.3)
+    with slow as url:
+        child = subprocess.Popen([sys.executable, "-m", "simulator", "calibrate", str(gold), "-o", str(out), "--base-url", url],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not (out.exists() and json.loads(out.read_text())["verdicts"]):
+            assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()
+            time.sleep(0.1)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    saved = json.loads(out.read_text())
+    assert saved["report"] is None and 1 <= len(saved["verdicts"]) < 4  # the verdicts so far, no report yet
+    items = {json.loads(line)["id"]: json.loads(line) for line in gold.read_text().splitlines()}
+    rest = StubServer()
+    with rest as url:
+        again = nextstep("calibrate", str(gold), "-o", str(out), "--base-url", url)
+    assert again.returncode == 0, again.stderr
+    done = json.loads(out.read_text())
+    assert sorted(done["verdicts"]) == sorted(items) and done["report"]["items"] == 4
+    assert all(done["verdicts"][i] == saved["verdicts"][i] for i in saved["verdicts"])  # kept, not graded again
+    first_lines = [items[i]["turns"][0]["text"] for i in saved["verdicts"]]
+    assert rest.requests and not any(line in json.dumps(body) for body in rest.requests for line in first_lines)

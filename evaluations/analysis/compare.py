@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from evaluations.judge.rubric import CONDITIONS, FLAGS
-from simulator.core.records import Episode, RunSpec
+from simulator.core.records import RunSpec
 
-from .frame import MEASURES, episode_row, usable
+from .frame import MEASURES, scan_run, usable
 from .power import detectable
 from .stats import bootstrap_ci, holm, kendall_tau, mcnemar, paired_bootstrap_ci, rates_test, scores_test, wilcoxon_paired, wilson_ci
 from .variance import contact_at_k, variance_report
@@ -168,10 +168,10 @@ def run_analysis(frame: pd.DataFrame, judges: pd.DataFrame, *, include_unfaithfu
 # --- two runs -------------------------------------------------------------------------------------
 
 
-def run_prompts(run: dict, records: list[Episode]) -> dict[str, str]:
-    """{name: hash} of every prompt a run used: simulation prompts, the rubric and the judges' prompts."""
+def run_prompts(run: dict, judged: dict[str, str]) -> dict[str, str]:
+    """{name: hash} of every prompt a run used: simulation prompts, the rubric and `judged`, the judges' prompts
+    (`frame.Scan.judge_prompts`)."""
     spec = run["spec"]
-    judged = {n: h for r in records for v in r.verdicts for n, h in v.prompts.items()}
     return {**(spec.prompts or {}), **judged, "rubric": spec.rubric_hash}
 
 
@@ -311,7 +311,7 @@ def load_branches(run_id: str, db: Path | str) -> tuple[dict, pd.DataFrame] | No
         run = store.run(run_id)
         if run["spec"].branch is None:
             return None
-        return run, pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
+    return run, scan_run(run_id, db).frame
 
 
 # --- people and models ------------------------------------------------------------------------------
@@ -381,11 +381,13 @@ def load_pair(run_a: str, run_b: str, db: Path | str) -> tuple[dict, dict, pd.Da
     """Read two runs for `compare_runs`: (run_a, run_b, frame_a, frame_b, texts)."""
     from simulator.storage.store import Store
 
+    runs, frames = [], []
+    for run_id in (run_a, run_b):
+        scan = scan_run(run_id, db)
+        with Store(Path(db)) as store:
+            run = store.run(run_id)
+        runs.append(run | {"prompt_hashes": run_prompts(run, scan.judge_prompts)})
+        frames.append(scan.frame)
     with Store(Path(db)) as store:
-        runs, frames = [], []
-        for run_id in (run_a, run_b):
-            run, records = store.run(run_id), store.episodes(run_id)
-            runs.append(run | {"prompt_hashes": run_prompts(run, records)})
-            frames.append(pd.DataFrame([episode_row(r) for r in records]))
         texts = store.prompt_texts()
     return runs[0], runs[1], frames[0], frames[1], texts

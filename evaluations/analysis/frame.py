@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from evaluations.judge.rubric import CONDITIONS, FLAGS
 from evaluations.judge.rules import episode_scores
@@ -68,11 +70,50 @@ def episode_row(record: Episode) -> dict:
 
 def load_run(run_id: str, db: Path | str = "nextstep.db"):
     """A pandas DataFrame of a run's episodes, one row each (see `episode_row` for the columns)."""
-    import pandas as pd
+    return scan_run(run_id, db).frame
 
+
+@dataclass
+class Scan:
+    """What the summaries need of a run, as scalars: `frame` (episode_row), `judges` (judge_rows), the strategies'
+    cautions, and {name: hash} of the evaluator prompts its verdicts used."""
+
+    frame: Any
+    judges: Any
+    cautions: dict[str, str]
+    judge_prompts: dict[str, str]
+
+
+def scan_run(run_id: str, db: Path | str = "nextstep.db") -> Scan:
+    """One pass over a run, each record read, flattened and let go: memory grows with the scalar columns, not the
+    records (benchmarks/show_scale.py)."""
+    episodes, judges, cautions, prompts = _Columns(), _Columns(), {}, {}
     with Store(Path(db)) as store:
         store.run(run_id)
-        return pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
+        for record in store.each_episode(run_id):
+            episodes.add([episode_row(record)])
+            judges.add(judge_rows(record))
+            if record.caution:
+                cautions[record.strategy] = record.caution
+            prompts |= {n: h for v in record.verdicts for n, h in v.prompts.items()}
+    return Scan(episodes.frame(), judges.frame(JUDGE_COLUMNS), dict(sorted(cautions.items())), prompts)
+
+
+class _Columns:
+    """Rows kept as one list per column (of scalars), so that a long run never holds its rows as dicts."""
+
+    def __init__(self):
+        self.columns: dict[str, list] = {}
+
+    def add(self, rows: list[dict]) -> None:
+        for row in rows:  # every row has the same keys (episode_row, judge_rows)
+            for key, value in row.items():
+                self.columns.setdefault(key, []).append(value)
+
+    def frame(self, columns: list[str] | None = None):
+        import pandas as pd
+
+        return pd.DataFrame(self.columns, columns=columns or list(self.columns))
 
 
 def judge_rows(record: Episode) -> list[dict]:
@@ -86,19 +127,19 @@ def judge_rows(record: Episode) -> list[dict]:
     return rows
 
 
+JUDGE_COLUMNS = ["episode_id", "cell", "judge", "judged_contact", *CONDITIONS]
+
+
 def judges_frame(records: list[Episode]):
     """A pandas DataFrame with one row per episode and judge (see `judge_rows`)."""
     import pandas as pd
 
-    columns = ["episode_id", "cell", "judge", "judged_contact", *CONDITIONS]
-    return pd.DataFrame([row for r in records for row in judge_rows(r)], columns=columns)
+    return pd.DataFrame([row for r in records for row in judge_rows(r)], columns=JUDGE_COLUMNS)
 
 
 def load_judges(run_id: str, db: Path | str = "nextstep.db"):
     """A run's per-judge frame (`judges_frame`)."""
-    with Store(Path(db)) as store:
-        store.run(run_id)
-        return judges_frame(store.episodes(run_id))
+    return scan_run(run_id, db).judges
 
 
 def usable(frame, *, include_unfaithful: bool = False):

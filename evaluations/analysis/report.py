@@ -318,7 +318,7 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
     prov = [["created", run["created_at"]], ["nextstep version", run["version"]], ["backend", spec.backend],
             ["models", json.dumps(spec.models)], ["episodes by status", json.dumps(run["counts"])],
             ["experiment", json.dumps(spec.experiment)],
-            *[[f"prompt {k}", v] for k, v in sorted(run_prompts(run, records).items())],
+            *[[f"prompt {k}", v] for k, v in sorted(run_prompts(run, {n: h for x in records for v in x.verdicts for n, h in v.prompts.items()}).items())],
             *[[k, v] for k, v in sorted((spec.catalog or {}).items())]]
     body += ["<h2>Provenance</h2>", table(["", ""], prov)]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>nextstep report {escape(run_id)}'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 import simulator.api as api
-from simulator.core.files import write_atomic
 from simulator.core.records import Verdict
 
 from .options import ENDPOINT, FILES, Db, FidelityJudge, Judges, JudgeSeed, RubricFile, config_options
@@ -88,7 +86,7 @@ def print_calibration(report: dict) -> None:
 def calibrate(
     gold: Annotated[Path, typer.Argument(help="Gold set JSONL: one labelled transcript a line (README: Grading).")],
     judges: Judges = 1, seed: JudgeSeed = 0,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the report and every verdict as JSON.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the report and every verdict as JSON, each verdict as it comes; an existing file is resumed.")] = None,
     rubric_file: RubricFile = None, *, config: dict,
 ) -> None:
     """Grade a labelled gold set and report how far the judge agrees with it."""
@@ -97,9 +95,7 @@ def calibrate(
         unscored = sum(len(v.unscored) for v in verdicts)
         console.print(f"[dim]{n}/{total} {label}: graded, {unscored} part(s) unscored[/]")
 
-    result = api.calibrate(gold, judges=judges, seed=seed, rubric_file=rubric_file, on_graded=graded, **config)
+    result = api.calibrate(gold, judges=judges, seed=seed, rubric_file=rubric_file, output=output, on_graded=graded, **config)
     print_calibration(result["report"])
     if output:
-        judged = {item: [v.model_dump(mode="json") for v in verdicts] for item, verdicts in result["verdicts"].items()}
-        write_atomic(output, json.dumps(result | {"verdicts": judged}, indent=2))
         console.print(f"[bold]saved[/]: {output}")

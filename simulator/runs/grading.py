@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from evaluations.judge.rubric import load_rubric
 from simulator.conversation.catalog import Catalog
 from simulator.conversation.prompts import Prompts
 from simulator.core.errors import UserError
+from simulator.core.files import validate, write_atomic
 from simulator.core.records import Episode, Verdict
 from simulator.models.backends import endpoint
 from simulator.models.config import Config
@@ -125,3 +127,21 @@ async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Pat
                              previous=[t.record.verdicts for t in targets])  # fmt: skip
         done.skipped = len(targets) - done.graded - len(done.failed)
         return done
+
+
+def saved_verdicts(path: Path | None) -> dict[str, list[Verdict]]:
+    """The verdicts by item in a calibration file (`save_calibration`); none if there is no file yet."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        verdicts = saved["verdicts"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a calibration file to resume ({e}); choose another -o") from None
+    return {item: [validate(Verdict, v, f"{path}: {item}") for v in vs] for item, vs in verdicts.items()}
+
+
+def save_calibration(path: Path, report: dict | None, verdicts: dict[str, list[Verdict]]) -> None:
+    """Write the report (None while it is under way) and every verdict by item, whole or not at all."""
+    judged = {item: [v.model_dump(mode="json") for v in vs] for item, vs in verdicts.items()}
+    write_atomic(path, json.dumps({"report": report, "verdicts": judged}, indent=2))

@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -441,9 +442,15 @@ class Store:
         return [self._episode(row) for row in rows]
 
     def episodes(self, run_id: str, *, include_failed: bool = True) -> list[Episode]:
+        return list(self.each_episode(run_id, include_failed=include_failed))
+
+    def each_episode(self, run_id: str, *, include_failed: bool = True) -> Iterator[Episode]:
+        """The run's records one at a time, in cell order: a summary of 100,000 episodes holds one record at once."""
         only = "" if include_failed else " AND status = 'succeeded'"
-        rows = self.conn.execute(f"SELECT id, record_json FROM episodes WHERE run_id = ?{only} ORDER BY cell, rep", (run_id,))
-        return [self._episode(row) for row in rows]
+        # A cursor of its own, so that other queries on this Store between two records leave it where it is.
+        rows = self.conn.cursor().execute(f"SELECT id, record_json FROM episodes WHERE run_id = ?{only} ORDER BY cell, rep", (run_id,))
+        for row in rows:
+            yield self._episode(row)
 
     def _episode(self, row) -> Episode:
         return self._valid(Episode, row["record_json"], f"episode {row['id']}")
