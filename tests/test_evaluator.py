@@ -292,3 +292,14 @@ async def test_the_judged_outcome_cites_where_contact_was_given_or_is_unscored(j
     j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, {"reason": "Nothing.", "exchanged": "none", "sentence": None,
                                                                   "next_meeting": False}])  # fmt: skip
     assert (await grade(EPISODE, j, catalog)).outcome.status == "scored"  # 'none' needs no sentence
+
+
+async def test_the_fidelity_judge_reads_only_the_lines_a_continuation_generated(judge, catalog):
+    """Issue 22 item 1: a branch's kept prefix (here turns 0-3) was said by the parent's persona, not this one."""
+    from evaluations.judge.evaluator import check_fidelity
+
+    j, model = judge([{"reason": "Warm and brief.", "in_character": True}], fidelity_judge=True)
+    ep = EPISODE | {"kept": 4, "persona_entry": catalog.personas["aloof"]}
+    assert (await check_fidelity(j, ep, [], 0))["in_character"] is True
+    prompt = model.requests[0]["messages"][-1]["content"]
+    assert "Sure, it's 555 0199." in prompt and "I love baking" not in prompt and "too many" not in prompt

@@ -266,8 +266,9 @@ async def grade_outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> di
 
 
 async def check_fidelity(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
-    """The optional judge check (`fidelity_judge`) of whether the persona stayed in character (rules run in the graph)."""
-    lines = [t["text"] for t in ep["turns"] if t["speaker"] == "persona"]
+    """The optional judge check (`fidelity_judge`) of whether the persona stayed in character (rules run in the graph),
+    on her own lines: a branch's kept prefix (`ep['kept']` turns) was said by the parent's persona."""
+    lines = [t["text"] for t in ep["turns"] if t["speaker"] == "persona" and t["index"] >= ep.get("kept", 0)]
     prompt = judge.prompts.render("evaluator_fidelity", persona=ep["persona_entry"], lines=lines)
     try:
         return (await judge.ask(prompt, _Fidelity, "fidelity", calls, k, 200)).model_dump() | {"status": "scored"}

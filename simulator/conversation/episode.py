@@ -136,13 +136,15 @@ def outcome(turns: list[dict], end: dict) -> dict:
     }
 
 
-def fidelity_problems(turns: list[dict], expected: dict[str, tuple[int, int]]) -> list[str]:
+def fidelity_problems(turns: list[dict], expected: dict[str, tuple[int, int]], kept: int = 0) -> list[str]:
     """Rules on the telemetry: the first persona turn's values outside the persona's expected ranges.
 
-    `expected` maps 'interest'/'comfort' to an inclusive (low, high) range from the persona file.
+    `expected` maps 'interest'/'comfort' to an inclusive (low, high) range from the persona file. The first `kept`
+    turns are a stored prefix a branch continues: they are not this episode's to judge (they keep the verdict of the
+    episode they come from), so a first persona turn among them is not checked.
     """
     first = next((t for t in turns if t["speaker"] == "persona" and "interest" in t), None)
-    if first is None:
+    if first is None or first["index"] < kept:
         return []
     return [
         f"first-turn {key} {first[key]} is outside the expected {low}-{high}"

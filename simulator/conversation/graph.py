@@ -54,6 +54,7 @@ class Context:
     max_tokens: int = 48
     evaluate: Evaluator | None = None  # graded after `finish` when given; the graph must be built with its .graph
     person: str | None = None  # 'practitioner' or 'persona' when a person plays that role (`nextstep play`)
+    kept: int = 0  # a branch's continuation: how many turns are the parent's stored prefix (not judged here)
 
     def call_seed(self, turn: int, k: int) -> int:
         """A distinct, reproducible seed for the k-th call of a turn."""
@@ -190,10 +191,10 @@ async def persona_node(state: State, config: RunnableConfig) -> dict:
 
 
 async def finish_node(state: State, config: RunnableConfig) -> dict:
-    """The outcome from the structured turns, and persona-fidelity rules."""
+    """The outcome from the structured turns, and persona-fidelity rules on the turns this episode generated."""
     ctx, turns = _ctx(config), state.get("turns", [])
     persona = ctx.catalog.personas[ctx.scenario.persona]
-    problems = fidelity_problems(turns, persona.expected_first_turn.model_dump())
+    problems = fidelity_problems(turns, persona.expected_first_turn.model_dump(), ctx.kept)
     return {"outcome": outcome(turns, state["end"]), "fidelity": {"ok": not problems, "problems": problems}}
 
 
@@ -205,7 +206,7 @@ def _evaluate(evaluator):
         if ctx.evaluate is None or state.get("error") or not turns:  # a person may end it before anything was said
             return {}
         s = ctx.scenario
-        episode = {"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy}
+        episode = {"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy, "kept": ctx.kept}
         # A run of its own rather than a child of this one: no nested callbacks or checkpoints to pay for on every
         # episode (the verdicts are this node's output; nothing resumes inside the grading).
         result = await evaluator.ainvoke({"episode": episode}, {"configurable": ctx.evaluate.configurable()})
