@@ -30,9 +30,9 @@ from simulator.core.errors import UserError
 from simulator.core.records import Episode, Turn
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
-from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_grid
+from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_config, run_grid
 from simulator.runs.branch import Treatment, run_branches
-from simulator.runs.grading import OnGraded, grade_episodes, regrade
+from simulator.runs.grading import OnGraded, grade_episodes, regrade, stored_settings
 from simulator.runs.one import run_one
 from simulator.runs.played import save_played
 from simulator.storage.episode_files import write_episode
@@ -184,12 +184,16 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: in
           **config_flags) -> dict:
     """Grade stored episodes again, without re-simulating: episode JSON files or directories, run ids or episode ids.
 
-    Each episode's new verdicts are saved as it is graded; earlier ones are kept as history. Returns
+    Stored episodes are graded with their run's stored settings (endpoint, models, prompt and persona directories,
+    rubric), as `batch --resume` does; the flags given beat them. Each episode's new verdicts are saved as it is
+    graded; earlier ones are kept as history. Returns
     {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge}.
     """
     from evaluations.analysis.agreement import judge_alpha
 
-    c = config(config_file, **config_flags)
+    stored = stored_settings(episodes, Path(db))
+    c = run_config(config_file, stored, **config_flags)
+    rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
     verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
                              seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
     return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None}

@@ -11,10 +11,12 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
 import yaml
 from stub_server import StubServer, completion, instance
 
 from evaluations.judge.rubric import load_rubric
+from simulator.core.errors import UserError
 from simulator.core.files import data_dir
 from simulator.runs.batch import run_grid
 from simulator.storage.store import Store
@@ -193,3 +195,33 @@ def test_dry_run_bound_holds_when_every_call_is_reasked(tmp_path):
         stored = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
     assert stored == len(stub.requests) <= bound
     assert len(stub.requests) > 6 * (4 * 2 + 6 * 2)  # the re-asks really happened: beyond a count without them
+
+
+async def test_grading_a_run_again_uses_the_run_s_own_prompts_and_personas(tmp_path):
+    """Issue 22 item 8: `grade RUN` with no directory flags grades as the run was made, as `batch --resume` does."""
+    from simulator import api
+
+    prompts, personas = tmp_path / "prompts", tmp_path / "personas"
+    prompts.mkdir()
+    personas.mkdir()
+    marker = "Grade as a careful reader would."
+    (prompts / "evaluator_flags.j2").write_text((data_dir("prompts") / "evaluator_flags.j2").read_text() + f"\n{marker}")
+    _edit_yaml_to(data_dir("personas") / "unsure.yaml", personas / "unsure.yaml", lambda p: p.update(summary="A marked stranger."))
+    db = tmp_path / "n.db"
+    stub = StubServer()
+    with stub as url:
+        run_id = await run_grid(ONE_EPISODE, db=db, base_url=url, prompts_dir=prompts, personas_dir=personas)
+        seen = len(stub.requests)
+        api.grade([run_id], db=db, base_url=url)
+        said = [m["content"] for r in stub.requests[seen:] for m in r["messages"]]
+        assert any(marker in s for s in said)  # the run's evaluator prompt
+        assert any("a marked stranger." in s for s in said)  # the run's persona file
+        other = await run_grid(ONE_EPISODE, db=db, base_url=url)  # the shipped files
+        with pytest.raises(UserError, match=f"runs {min(run_id, other)}, {max(run_id, other)} were made with different settings"):
+            api.grade([run_id, other], db=db, base_url=url)
+
+
+def _edit_yaml_to(source, target, change) -> None:
+    data = yaml.safe_load(source.read_text())
+    change(data)
+    target.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from simulator.models.backends import endpoint
 from simulator.models.config import Config
 from simulator.storage.episode_files import read_episode, write_episode
 from simulator.storage.store import Store
+
+from .batch import RESUME_SETTINGS
 
 OnGraded = Callable[[int, int, str, list[Verdict]], None]  # (1-based position, how many in all, label, every verdict)
 
@@ -53,6 +56,30 @@ def grading_targets(names: list[str], db: Path) -> list[Target]:
     if not targets:
         raise UserError(f"nothing to grade in {', '.join(names)}")
     return targets
+
+
+def stored_settings(names: list[str], db: Path) -> dict:
+    """The settings stored with the run(s) the named episodes come from (run ids, episode ids; files keep none): what
+    grading them again starts from, as `batch --resume` does, so a run made with other prompts or personas is graded
+    with those. Runs made with different settings cannot be graded together."""
+    if not db.is_file():
+        return {}
+    found: dict[str, dict] = {}
+    with Store(db) as store:
+        runs = {r["id"] for r in store.runs()}
+        for name in names:
+            if Path(name).exists():
+                continue
+            try:
+                run_id = name if name in runs else store.episode(name).run_id
+            except UserError:  # not in the store: grading_targets says so
+                continue
+            if run_id:
+                stored = store.run(run_id)["settings"] or {}
+                found[run_id] = {k: stored.get(k) for k in (*RESUME_SETTINGS, "rubric_file")}
+    if len({json.dumps(s, sort_keys=True) for s in found.values()}) > 1:
+        raise UserError(f"runs {', '.join(sorted(found))} were made with different settings: grade them one at a time")
+    return next(iter(found.values()), {})
 
 
 def with_new_verdicts(record: Episode, verdicts: list[Verdict]) -> Episode:
