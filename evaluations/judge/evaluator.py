@@ -296,12 +296,14 @@ async def grade_found(judge: Judge, ep: dict, transition: dict, calls: list[Call
     return transition | {"conditions": conditions, "timing_objective": objective_timing(ep["turns"], ask) if ask is not None else None}
 
 
-def judge_max_calls(max_turns: int, reasks: int, fidelity_judge: bool = False) -> int:
-    """The most calls one judge makes on an episode of at most `max_turns` rounds, every re-ask counted.
+def judge_max_calls(rounds: int, reasks: int, fidelity_judge: bool = False) -> int:
+    """The most calls one judge makes on an episode of at most `rounds` rounds, every re-ask counted.
 
-    Each structured call takes up to reasks + 1 attempts; a transition's grades and the flags are asked again
-    up to `reasks` times when evidence is rejected; runs of practitioner turns split by other turns give at most
-    ceil(max_turns / 2) transitions (or one over the whole conversation). `judge_max_calls(3, 2)` -> 33.
+    Each structured call takes up to reasks + 1 attempts. Finding the transitions is one such call. A transition's
+    grades, the flags and the outcome are each asked again up to `reasks` times while their evidence is rejected, each
+    asking a call of its own attempts: (reasks + 1)^2 apiece. The practitioner's `rounds` turns, split by turns that do
+    not move, make at most ceil(rounds / 2) transitions (or one over the whole conversation).
+    `judge_max_calls(3, 2)` -> 3 + 2 x 9 + 9 + 9 = 39.
     """
-    attempts, transitions = reasks + 1, max(1, (max_turns + 1) // 2)
-    return attempts + transitions * attempts**2 + attempts**2 + attempts + (attempts if fidelity_judge else 0)
+    attempts, transitions = reasks + 1, max(1, (rounds + 1) // 2)
+    return attempts + (transitions + 2) * attempts**2 + (attempts if fidelity_judge else 0)

@@ -108,6 +108,12 @@ def stop_rule(turns: list[dict], max_turns: int, *, parting: bool = False) -> di
     return None
 
 
+def max_rounds(max_turns: int, parting: bool) -> int:
+    """The most rounds an episode can have: `max_turns`, one more when the strategy has a parting line, which
+    `stop_rule` lets pass the limit by one round: `max_rounds(3, True)` -> 4."""
+    return max_turns + parting
+
+
 def asks_after_no(turns: list[dict]) -> int:
     """How many asks came after the persona had said no, plainly or softly: the turns' own record of pressing on."""
     declined, asks = False, 0

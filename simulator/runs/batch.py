@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from simulator.conversation.catalog import Catalog, Profile, entry_hash, load_catalog, profile_of
 from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
+from simulator.conversation.episode import max_rounds
 from simulator.conversation.runner import crashed_episode, run_episode
 from simulator.core.records import Call, Episode, RunSpec
 from simulator.core.errors import UserError
@@ -125,15 +126,17 @@ def expand(exp: Experiment) -> list[Cell]:
     return cells
 
 
-def estimate(exp: Experiment, cells: int, reasks: int, judge_max_calls: Callable[[int, int], int]) -> dict:
+def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog) -> dict:
     """A true upper bound on calls, and tokens at roughly 500 a call if nothing is re-asked.
 
     A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
-    each tried up to reasks + 1 times; `judge_max_calls(max_turns, reasks)` bounds one judge on one episode.
+    each tried up to reasks + 1 times; a cell has at most `max_rounds` rounds (one more where its strategy has a
+    parting line); `judge_max_calls(rounds, reasks)` bounds one judge on one episode of that many rounds.
     """
-    at_most = cells * (4 * (reasks + 1) * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, reasks))
-    typical = cells * (4 * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, 0))
-    return {"episodes": cells, "reasks": reasks, "calls_at_most": at_most, "tokens_roughly": typical * 500}
+    rounds = [max_rounds(exp.max_turns, catalog.strategies[c.scenario.strategy].parting is not None) for c in cells]
+    at_most = sum(4 * (reasks + 1) * r + exp.judges * judge_max_calls(r, reasks) for r in rounds)
+    typical = sum(4 * r + exp.judges * judge_max_calls(r, 0) for r in rounds)
+    return {"episodes": len(cells), "reasks": reasks, "calls_at_most": at_most, "tokens_roughly": typical * 500}
 
 
 def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, models: dict, rubric_hash: str | None,
@@ -391,9 +394,9 @@ def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | 
     """The dry run of `run_grid` with the same arguments: the grid as it would run, its cells, and `estimate`."""
     from evaluations.judge.evaluator import judge_max_calls
 
-    experiment, _, config, _ = _prepare(experiment, db, resume, None, config_file, config_flags)
+    experiment, _, config, catalog = _prepare(experiment, db, resume, None, config_file, config_flags)
     cells = expand(experiment)
-    return experiment, cells, estimate(experiment, len(cells), config.reasks, judge_max_calls)
+    return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog)
 
 
 def grid(experiment: Experiment | dict | Path | None = None, **fields) -> Experiment | None:
