@@ -33,6 +33,12 @@ def _short(text: str) -> str:
 Reason = Annotated[str, AfterValidator(_short)]
 
 
+def judge_texts(prompts: Prompts, rubric: Rubric, rubric_hash: str) -> dict[str, tuple[str, str]]:
+    """{hash: (name, text)} of the rubric and every evaluator prompt a judge grades with."""
+    texts = {p: prompts.source(p) for p in PROMPTS} | {"rubric": rubric.model_dump_json(indent=1)}
+    return {text_hash(t) if n != "rubric" else rubric_hash: (n, t) for n, t in texts.items()}
+
+
 @dataclass(frozen=True)
 class Judge:
     """One independent judge: a model, a seed, and the rubric and prompts it grades with."""
@@ -49,8 +55,7 @@ class Judge:
 
     def texts(self) -> dict[str, tuple[str, str]]:
         """{hash: (name, text)} of the rubric and every evaluator prompt, for the store's provenance."""
-        texts = {p: self.prompts.source(p) for p in PROMPTS} | {"rubric": self.rubric.model_dump_json(indent=1)}
-        return {text_hash(t) if n != "rubric" else self.rubric_hash: (n, t) for n, t in texts.items()}
+        return judge_texts(self.prompts, self.rubric, self.rubric_hash)
 
     async def ask(self, prompt: str, output_type: type[BaseModel], purpose: str, calls: list[Call], k: int, max_tokens: int,
                   citable: dict[str, tuple[str, ...]] | None = None):

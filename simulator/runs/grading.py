@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from evaluations.judge.evaluator import judge_texts
 from evaluations.judge.graph import make_evaluator
 from evaluations.judge.panel import judge_panel
 from evaluations.judge.rubric import load_rubric
@@ -109,8 +110,13 @@ async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[
 async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Path, judges: int, seed: int = 0,
                   rubric_file: Path | None = None, fidelity_judge: bool = False,
                   on_graded: OnGraded | None = None) -> list[list[dict]]:
-    """Grade stored episodes again and save each as it is graded; earlier verdicts are kept as history."""
+    """Grade stored episodes again and save each as it is graded; earlier verdicts are kept as history. The rubric and
+    judges' prompts are kept in the store by hash, as a batch keeps them, so `compare` can show how they differ."""
     targets = grading_targets(names, db)
+    if any(not Path(name).exists() for name in names):  # some come from the store
+        rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
+        with Store(db) as store:
+            store.save_texts(judge_texts(Prompts(catalog.prompt_dirs), rubric, rubric_hash))
 
     def save(n: int, total: int, label: str, verdicts: list[dict]) -> None:
         target = targets[n - 1]
