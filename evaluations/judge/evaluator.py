@@ -16,7 +16,8 @@ from simulator.core.errors import OutputError
 from simulator.models.chat import Call, ChatModel, MAX_STRING_CHARS, json_schema, structured
 
 from .rubric import CONDITIONS, FLAGS, Rubric
-from .rules import citation_problem, contact_problem, evidence_turns, objective_timing, sentence_table, sentences, transitions
+from .rules import (citation_problem, contact_problem, contact_turns, evidence_turns, judge_only, objective_timing, sentence_table,
+                    sentences, transitions)
 
 Score = Literal[1, 2, 3, 4, 5]
 _STRICT = ConfigDict(extra="forbid")
@@ -252,7 +253,7 @@ async def grade_outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> di
     the outcome is unscored (a reading that cites nothing may be a prompt's wording copied, not the transcript's)."""
     turns, feedback = ep["turns"], []
     table = sentence_table(turns)
-    persona = tuple(t["index"] for t in turns if t["speaker"] == "persona")
+    persona = contact_turns(turns)
     for attempt in range(judge.reasks + 1):
         prompt = judge.prompts.render("evaluator_outcome", transcript=numbered(turns), feedback=feedback)
         try:
@@ -282,7 +283,8 @@ async def check_fidelity(judge: Judge, ep: dict, calls: list[Call], k: int) -> d
 
 
 async def find_transitions(judge: Judge, ep: dict, calls: list[Call]) -> dict:
-    """The transitions, the judge's reading checked against the declared intents; an invalid answer leaves the declared ones."""
+    """The transitions, the judge's reading checked against the declared intents (the turns it adds reported apart); an
+    invalid answer leaves the declared ones."""
     turns, unscored, judged = ep["turns"], [], []
     practitioner = tuple(t["index"] for t in turns if t["speaker"] == "practitioner")
     try:
@@ -291,7 +293,7 @@ async def find_transitions(judge: Judge, ep: dict, calls: list[Call]) -> dict:
     except OutputError as e:
         unscored.append(f"transitions: {e}")
     found = transitions(turns, judged) or [{"turns": [], "turn": None, "ask_turn": None, "has_ask": False, "source": "none"}]
-    return {"transitions": found, "unscored": unscored}
+    return {"transitions": found, "unscored": unscored, "judge_added": judge_only(turns, judged, found)}
 
 
 async def grade_found(judge: Judge, ep: dict, transition: dict, calls: list[Call], n: int) -> dict:

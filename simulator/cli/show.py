@@ -53,6 +53,9 @@ def print_verdict(verdict: Verdict) -> None:
                 f"  objective timing: ask at turn {timing.ask_turn}, interest peak before it {timing.peak_interest} at turn "
                 f"{timing.peak_turn} ({timing.turns_from_peak:+d} turns); interest at the ask {timing.interest_at_ask}"
             )
+    if verdict.judge_added:
+        console.print(f"  the judge also named turns {', '.join(map(str, verdict.judge_added))} as moves: no declared intent "
+                      "says so, so they were not graded")
     flags = verdict.flags
     raised = ", ".join(f"{f.flag} (turn {f.turn}: \"{escape(f.quote or '')}\")" for f in (flags.raised if flags else []))
     unscored = f" [red]unscored: {escape(flags.reason or '')}[/]" if flags and flags.status == "unscored" else ""

@@ -241,6 +241,7 @@ class Verdict(_Versioned):
     status: Literal["graded", "ungraded"] = "graded"
     error: str | None = None
     transitions: list[Transition] = []
+    judge_added: list[int] = []  # practitioner turns the judge named as moves that no declared transition holds: not graded
     flags: Flags | None = None
     outcome: JudgedOutcome | None = None
     fidelity: JudgedFidelity | None = None
