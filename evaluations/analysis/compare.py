@@ -220,7 +220,7 @@ def prompt_diff(name: str, a: str | None, b: str | None, hash_a: str, hash_b: st
 
 
 def differences(run_a: dict, run_b: dict, texts: dict[str, str]) -> list[dict]:
-    """Every field that differs between two runs, or is mixed within one (a list of its values, and 'mixed': the sides);
+    """Every field that differs between two runs, or is mixed within one (all its values, and 'mixed': the sides);
     a prompt that differs with one value a side carries a unified diff of its texts."""
     a, b = _flat(run_a["spec"], run_a), _flat(run_b["spec"], run_b)
     rows = []
