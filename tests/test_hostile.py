@@ -12,6 +12,7 @@ from evaluations.analysis.frame import export
 from simulator.conversation.prompts import Prompts
 from simulator.core.errors import UserError
 from simulator.runs.batch import run_grid
+from simulator.storage.store import Store
 
 
 def test_a_prompt_template_cannot_reach_python_internals(tmp_path):
@@ -36,3 +37,63 @@ async def test_csv_export_neutralises_formula_cells(tmp_path):
     assert rows[0]["rep"] == "0" and rows[0]["persona"] == "aloof"  # numbers and plain text untouched
     cells = [v for row in rows for v in row.values()]
     assert not [v for v in cells if v[:1] in ("=", "+", "-", "@", "\t", "\r")]
+
+
+def _made_on(tmp_path, home: str):
+    from test_run_settings import nextstep
+
+    db = tmp_path / "n.db"
+    made = nextstep("batch", "--personas", "aloof", "--max-turns", "2", "--judges", "0", "--run-id", "r", "--base-url", home,
+                    "--db", str(db))
+    assert made.returncode == 0, made.stderr
+    return db
+
+
+def _doctor(db, elsewhere: str, *, forget: bool = True) -> None:
+    """Run r's stored settings edited to send the key named GITHUB_TOKEN to `elsewhere`; with `forget`, its episodes
+    gone, so a resume calls the endpoint again."""
+    import json
+
+    with Store(db) as store:
+        spec = json.loads(store.conn.execute("SELECT spec_json FROM runs WHERE id = 'r'").fetchone()[0])
+        spec["run_settings"] |= {"base_url": elsewhere, "api_key_env": "GITHUB_TOKEN"}
+        store.conn.execute("UPDATE runs SET spec_json = ? WHERE id = 'r'", (json.dumps(spec),))
+        if forget:
+            store.conn.execute("DELETE FROM episodes")
+
+
+SECRETS = {"GITHUB_TOKEN": "ghp-secret", "OPENAI_API_KEY": "sk-default", "MY_KEY": "sk-mine"}
+
+
+def test_a_doctored_database_cannot_send_a_secret_to_its_own_endpoint(tmp_path):
+    from test_branch import keep_talking
+    from test_run_settings import nextstep
+
+    home, evil = StubServer(fault=keep_talking), StubServer(fault=keep_talking)
+    with home as home_url, evil as evil_url:
+        db = _made_on(tmp_path, home_url)
+        made = len(home.requests)
+        _doctor(db, evil_url)
+        resumed = nextstep("batch", "--resume", "r", "--db", str(db), env=SECRETS)
+        assert resumed.returncode == 0, resumed.stderr
+        assert evil.requests and set(evil.authorizations) <= {None, "Bearer none"}  # the stored endpoint, with no key
+        assert evil_url in resumed.stderr and "no API key" in resumed.stderr  # named, before its first call
+
+        _doctor(db, evil_url)
+        evil.requests.clear(), evil.authorizations.clear()
+        given = nextstep("batch", "--resume", "r", "--db", str(db), "--base-url", home_url, env=SECRETS)
+        assert given.returncode == 0, given.stderr
+        assert evil_url in given.stderr and home_url in given.stderr  # the stored endpoint that differs is named
+        assert not evil.requests and set(home.authorizations[made:]) == {"Bearer sk-default"}
+
+        _doctor(db, evil_url)
+        named = nextstep("batch", "--resume", "r", "--db", str(db), "--api-key-env", "MY_KEY", env=SECRETS)
+        assert named.returncode == 0, named.stderr
+        assert set(evil.authorizations) == {"Bearer sk-mine"}  # the key the user named, to the endpoint named on screen
+
+        _doctor(db, evil_url, forget=False)
+        evil.requests.clear(), evil.authorizations.clear()
+        branched = nextstep("branch", "r", "--at", "2", "--strategy", "turn_back", "--reps", "1", "--judges", "0",
+                            "--db", str(db), env=SECRETS)
+        assert evil_url in branched.stderr and evil.requests and set(evil.authorizations) <= {None, "Bearer none"}
+    assert not [a for a in home.authorizations + evil.authorizations if a and "ghp-" in a]

@@ -57,12 +57,13 @@ def check_reachable(base_url: str, timeout: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def endpoint(config: Config, concurrency: int | None = None) -> Iterator[Endpoint]:
+def endpoint(config: Config, concurrency: int | None = None, *, send_key: bool = True) -> Iterator[Endpoint]:
     """The endpoint the config names; the local server runs only inside this block, with one parallel slot
-    per episode in flight (`concurrency`, default DEFAULT_SLOTS)."""
+    per episode in flight (`concurrency`, default DEFAULT_SLOTS). `send_key=False`: a --base-url the user did not
+    give (a stored run's) gets no key unless the user named the variable."""
     if config.base_url:
         check_reachable(config.base_url)
-        key = os.environ.get(config.api_key_env) or "none"  # many self-hosted servers need no key
+        key = (os.environ.get(config.api_key_env) if send_key else None) or "none"  # many self-hosted servers need no key
         yield Endpoint("openai-compatible", config.base_url, key, config.output_mode or "json_schema", config.model or "default",
                        concurrency or 8)
     elif config.backend == "openai":
