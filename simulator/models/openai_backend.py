@@ -105,9 +105,11 @@ def retryable(error: openai.APIError) -> bool:
     return status is not None and (status in RETRYABLE_STATUS or status >= 500)
 
 
-def failure(error: openai.APIError) -> str:
+def failure(error: openai.APIError | TimeoutError, deadline: float | None = None) -> str:
     """`BadRequestError: …`; a transport failure is named by its root cause (the aiohttp transport reports
     a refused or dropped connection as a timeout): `APIConnectionError: Server disconnected`."""
+    if isinstance(error, TimeoutError):  # our own deadline on the whole request
+        return f"APITimeoutError: no whole answer within the {deadline:g} s timeout"
     if not isinstance(error, openai.APIConnectionError):
         return f"{type(error).__name__}: {error}"
     root = error
@@ -121,12 +123,15 @@ class OpenAIChatModel:
     """One model name on one OpenAI-compatible endpoint; several roles may share the client."""
 
     def __init__(self, client: openai.AsyncOpenAI, name: str, *, output_mode: OutputMode = "json_schema",
-                 retry: RetryPolicy = RetryPolicy()):
+                 retry: RetryPolicy = RetryPolicy(), deadline: float | None = None):
         # Ours is the only retry layer: the client's own retries would multiply with it.
         self.client = client.with_options(max_retries=0)
         self.name = name
         self.output_mode = output_mode
         self.retry = retry
+        # The client's timeout bounds each read; `deadline` (default: the same seconds) bounds a request from sending
+        # it to the answer's last byte, so a server that trickles bytes cannot hold a call for minutes.
+        self.deadline = deadline or (client.timeout if isinstance(client.timeout, (int, float)) else None)
 
     async def complete(
         self,
@@ -152,14 +157,15 @@ class OpenAIChatModel:
         for attempt in range(self.retry.attempts):
             start = time.perf_counter()
             try:
-                response = await self.client.post(  # security: send the API key as create() does
-                    "/chat/completions", body=body, cast_to=object, options={"security": {"bearer_auth": True}}
-                )
+                async with asyncio.timeout(self.deadline):
+                    response = await self.client.post(  # security: send the API key as create() does
+                        "/chat/completions", body=body, cast_to=object, options={"security": {"bearer_auth": True}}
+                    )
                 break
-            except openai.APIError as e:
-                if not retryable(e) or attempt == self.retry.attempts - 1:
+            except (openai.APIError, TimeoutError) as e:
+                if isinstance(e, openai.APIError) and not retryable(e) or attempt == self.retry.attempts - 1:
                     tries = f" after {attempt + 1} tries" if attempt else ""
-                    raise ModelError(f"{failure(e)}{tries}") from None
+                    raise ModelError(f"{failure(e, self.deadline)}{tries}") from None
                 await asyncio.sleep(self.retry.delay(attempt, retry_after(getattr(e, "response", None))))
         latency = time.perf_counter() - start
         return completion(response, self.name, latency, attempt)
