@@ -10,7 +10,10 @@ from stub_server import StubServer
 from test_run_settings import nextstep
 
 from simulator.core.errors import ModelError
+from simulator.models.backends import Endpoint
+from simulator.models.config import Config
 from simulator.models.openai_backend import OpenAIChatModel, RetryPolicy
+from simulator.runs.batch import run_grid
 from simulator.storage.store import Store
 
 HI = [{"role": "user", "content": "hi"}]
@@ -53,3 +56,63 @@ def test_batch_takes_timeout(tmp_path):
     assert episode.status == "failed" and "APITimeoutError" in episode.error, episode.error
     assert settings["timeout"] == 0.5  # a resume keeps it
     assert took < 40  # five tries of 0.5 s and their backoff, plus start-up; not minutes
+
+
+async def test_every_request_in_flight_counts_against_concurrency_judges_too(tmp_path):
+    stub = StubServer(latency=0.03)
+    with stub as url:
+        await run_grid({"personas": "all", "max_turns": 2, "judges": 3}, db=tmp_path / "n.db", base_url=url, concurrency=2)
+    assert stub.max_in_flight == 2  # reached, never passed: three judges' parts at once wait their turn
+
+
+def _capacity(stub: StubServer, most: int, answered: list):
+    """A fault: 429 (Retry-After 0.05 s) to a request arriving while `most` others are in flight; appends each outcome."""
+
+    def fault(n, body):
+        busy = stub.in_flight > most
+        answered.append(429 if busy else 200)
+        return (429, {"retry-after": "0.05"}, {"error": {"message": "rate limited"}}) if busy else None
+
+    return fault
+
+
+async def test_repeated_429s_bring_the_window_down_and_it_recovers():
+    answered: list[int] = []
+    stub = StubServer(latency=0.05)
+    stub.fault = _capacity(stub, 1, answered)
+    with stub as url:
+        ep = Endpoint("openai-compatible", url, "k", "json_object", "m", concurrency=4)
+        async with ep.models(Config(timeout=5)) as models:
+            model = models["persona"]
+            outcomes = await asyncio.gather(*(model.complete(HI) for _ in range(16)), return_exceptions=True)
+            throttled = answered.count(429)
+            stub.fault, stub.max_in_flight = None, 0  # the endpoint has room again
+            await asyncio.gather(*(model.complete(HI) for _ in range(24)))
+    assert not [o for o in outcomes if isinstance(o, BaseException)]  # every call answered in the end
+    # the rate came down (7-10 in 3 runs: the first window's burst, then one probe per 4 successes); without the
+    # limiter 15 of the first 16 were throttled, and every lock-step retry again
+    assert throttled <= 14, answered
+    assert stub.max_in_flight == 4  # ... and went back up to the bound, not past it
+
+
+async def test_retries_after_a_429_are_spread_not_in_lock_step(client):
+    arrivals: list[float] = []
+
+    def fault(n, body):  # every request in the first 0.2 s is throttled: the 8 first tries, not their retries
+        arrivals.append(time.monotonic())
+        return (429, {"retry-after": "0.3"}, {"error": {"message": "slow down"}}) if arrivals[-1] - arrivals[0] < 0.2 else None
+
+    with StubServer(fault=fault) as url:
+        model = OpenAIChatModel(client(url), "m", retry=RetryPolicy(attempts=2, base_s=0.2, cap_s=1))
+        await asyncio.gather(*(model.complete(HI) for _ in range(8)))
+    retries = sorted(arrivals[8:])
+    assert len(retries) == 8 and retries[-1] - retries[0] > 0.05  # 8 draws of jitter over 0.2 s; in lock-step: ~0
+
+
+async def test_a_retry_after_beyond_the_cap_fails_the_call_at_once(client):
+    stub = StubServer(fault=lambda n, body: (429, {"retry-after": "3600"}, {"error": {"message": "quota"}}))
+    with stub as url:
+        model = OpenAIChatModel(client(url), "m", retry=RetryPolicy(attempts=3, max_retry_after_s=60))
+        error, took = await _bounded(model.complete(HI), 5)
+    assert error and "Retry-After" in error and "3600 s" in error and "60 s" in error, error
+    assert took < 2 and len(stub.requests) == 1

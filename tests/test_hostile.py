@@ -97,3 +97,32 @@ def test_a_doctored_database_cannot_send_a_secret_to_its_own_endpoint(tmp_path):
                             "--db", str(db), env=SECRETS)
         assert evil_url in branched.stderr and evil.requests and set(evil.authorizations) <= {None, "Bearer none"}
     assert not [a for a in home.authorizations + evil.authorizations if a and "ghp-" in a]
+
+
+def test_a_password_in_base_url_is_never_printed(tmp_path):
+    from test_run_settings import nextstep
+
+    result = nextstep("run", "--judges", "0", "--base-url", "http://me:hunter2@127.0.0.1:9/v1", "--out", str(tmp_path))
+    assert result.returncode == 2 and "unreachable" in result.stderr, result.stderr
+    assert "hunter2" not in result.stderr + result.stdout and "me:***@127.0.0.1:9" in result.stderr
+
+
+def test_a_key_the_endpoint_echoes_is_redacted_from_errors_logs_and_the_store(tmp_path):
+    from test_run_settings import nextstep
+
+    key = "sk-live-0123456789abcdef"
+
+    def echo(n, body):  # as some servers do: the key sent, quoted back in a 401 and in a 500
+        status = 401 if n % 2 else 500
+        return status, {}, {"error": {"message": f"Incorrect API key provided: {stub.authorizations[n]}; see ?api_key={key}"}}
+
+    stub = StubServer(fault=echo)
+    with stub as url:
+        result = nextstep("batch", "--personas", "aloof", "--max-turns", "1", "--judges", "0", "--run-id", "k",
+                          "--api-key-env", "MY_KEY", "--base-url", url, "--db", str(tmp_path / "n.db"), env={"MY_KEY": key})
+    assert stub.authorizations[0] == f"Bearer {key}"  # it was sent, and came back
+    with Store(tmp_path / "n.db") as store:
+        [episode] = store.episodes("k")
+    assert episode.status == "failed" and "Incorrect API key provided" in episode.error and "***" in episode.error
+    stored = b"".join(f.read_bytes() for f in tmp_path.glob("n.db*"))
+    assert key not in result.stderr + result.stdout and key.encode() not in stored, result.stderr

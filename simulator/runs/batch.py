@@ -8,7 +8,6 @@ import json
 import logging
 import time
 import traceback
-import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from simulator.conversation.runner import crashed_episode, run_episode
 from simulator.core.records import Call, Episode, RunSpec
 from simulator.core.errors import UserError
 from simulator.core.files import read_yaml, validate
+from simulator.core.redact import redact
 from simulator.models.backends import Endpoint, endpoint
 from simulator.models.config import Config, load_config
 from simulator.storage.store import Store
@@ -157,14 +157,6 @@ def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, mo
 
 def spec_id(spec: RunSpec) -> str:
     return "run-" + hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:10]
-
-
-def redact(url: str | None) -> str | None:
-    """A URL without its password: `redact('http://me:pw@host/v1')` -> 'http://me:***@host/v1'."""
-    parts = urllib.parse.urlsplit(url) if url else None
-    if not parts or parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def run_settings(config: Config, *, concurrency: int | None = None, rubric_file: Path | None = None) -> dict:
