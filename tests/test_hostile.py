@@ -4,6 +4,8 @@ prompt templates that try to run code (issue 24, items 9-13)."""
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 
 import pytest
 from stub_server import StubServer
@@ -126,3 +128,40 @@ def test_a_key_the_endpoint_echoes_is_redacted_from_errors_logs_and_the_store(tm
     assert episode.status == "failed" and "Incorrect API key provided" in episode.error and "***" in episode.error
     stored = b"".join(f.read_bytes() for f in tmp_path.glob("n.db*"))
     assert key not in result.stderr + result.stdout and key.encode() not in stored, result.stderr
+
+
+HOSTILE = "Hi\x1b]0;pwned\x07\x1b[2J there \u202eevil\u202c\x9b31m"  # sets the title, clears the screen, flips text
+
+
+def _hostile_lines(n, body):
+    """Dialogue with terminal control and bidi characters in it; structured answers as usual."""
+    from stub_server import completion
+
+    return None if body.get("response_format") else (200, {}, completion(body, HOSTILE))
+
+
+def _assert_escaped(out: str) -> None:
+    assert not [c for c in out if c in "\x1b\x07\x9b\u202e\u202c"], repr(out)
+    assert "\\x1b]0;pwned\\x07\\x1b[2J" in out and "\\u202eevil\\u202c" in out, out
+
+
+def test_model_output_cannot_drive_the_terminal(tmp_path):
+    import re
+
+    from test_run_settings import nextstep
+
+    db = str(tmp_path / "n.db")
+    with StubServer(fault=_hostile_lines) as url:
+        run = nextstep("run", "--judges", "0", "--max-turns", "1", "--base-url", url, "--out", str(tmp_path))
+        play = subprocess.run([sys.executable, "-m", "simulator", "play", "--as", "practitioner", "--judges", "0", "--max-turns", "2",
+                               "--base-url", url, "--db", db], input="Hello\n\n", capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    _assert_escaped(run.stdout)
+    assert play.returncode == 0, play.stderr
+    _assert_escaped(play.stdout)
+    episode = re.search(r"saved: episode (\w+)", play.stdout)[1]
+    show = nextstep("show", episode, "--db", db)
+    assert show.returncode == 0, show.stderr
+    _assert_escaped(show.stdout)
+    with Store(db) as store:
+        assert HOSTILE in [t.text for t in store.episode(episode).turns]  # stored as said: only the display escapes it
