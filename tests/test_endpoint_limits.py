@@ -116,3 +116,69 @@ async def test_a_retry_after_beyond_the_cap_fails_the_call_at_once(client):
         error, took = await _bounded(model.complete(HI), 5)
     assert error and "Retry-After" in error and "3600 s" in error and "60 s" in error, error
     assert took < 2 and len(stub.requests) == 1
+
+
+LONG = "la " * 40_000  # a 120,000-character line with no newline in it
+
+
+def _long_lines(first: int | None):
+    """Dialogue answered with LONG for the first `first` dialogue requests (None: all of them); states that keep talking."""
+    from stub_server import completion
+    from test_branch import keep_talking
+
+    seen = []
+
+    def fault(n, body):
+        if body.get("response_format"):
+            return keep_talking(n, body)
+        seen.append(n)
+        return (200, {}, completion(body, LONG)) if first is None or len(seen) <= first else None
+
+    return fault
+
+
+async def test_an_over_long_line_is_reasked_like_an_invalid_answer_and_never_sent_back(tmp_path):
+    stub = StubServer(fault=_long_lines(1))
+    with stub as url:
+        run_id = await run_grid({"personas": "aloof", "max_turns": 2, "judges": 0}, db=tmp_path / "n.db", base_url=url)
+    with Store(tmp_path / "n.db") as store:
+        [episode] = store.episodes(run_id)
+    assert episode.status == "succeeded" and len(episode.turns) == 4
+    assert max(len(t.text) for t in episode.turns) <= 1_000  # the cap the README states
+    [refused] = [c for c in episode.calls if not c.ok]
+    assert refused.purpose == "utterance" and "119,999 characters" in refused.error  # stripped
+    assert max(len(str(r)) for r in stub.requests) < 50_000  # no later prompt carries it
+
+
+async def test_lines_that_stay_over_long_fail_the_episode(tmp_path):
+    stub = StubServer(fault=_long_lines(None))
+    with stub as url:
+        run_id = await run_grid({"personas": "aloof", "max_turns": 2, "judges": 0}, db=tmp_path / "n.db",
+                                base_url=url, reasks=1)
+    with Store(tmp_path / "n.db") as store:
+        [episode] = store.episodes(run_id)
+    assert episode.status == "failed" and "over the 1,000 a line may have after 2 attempts" in episode.error and not episode.turns
+
+
+async def test_an_invalid_structured_answer_is_shown_back_capped(client):
+    from stub_server import completion
+
+    from simulator.conversation.episode import PersonaState
+    from simulator.models.chat import structured
+
+    stub = StubServer(fault=lambda n, body: (200, {}, completion(body, "{" + "x" * 200_000)) if n == 0 else None)
+    calls = []
+    with stub as url:
+        model = OpenAIChatModel(client(url), "m", output_mode="json_object")
+        await structured(model, HI, PersonaState, role="persona", purpose="state", calls=calls, reasks=1)
+    echoed = stub.requests[1]["messages"][-2]["content"]
+    assert len(echoed) < 5_000 and echoed.startswith("{xxx"), len(echoed)
+    assert [c.ok for c in calls] == [False, True]
+
+
+async def test_a_request_over_the_cap_is_not_sent(client):
+    stub = StubServer()
+    with stub as url:
+        model = OpenAIChatModel(client(url), "m")
+        error, _ = await _bounded(model.complete([{"role": "user", "content": "x" * 2_000_000}]), 10)
+    assert error and "characters" in error and not stub.requests, error

@@ -16,7 +16,7 @@ import openai
 from simulator.core.errors import ModelError
 from simulator.core.redact import redact
 
-from .chat import MAX_STRING_CHARS, Completion, Message
+from .chat import MAX_REQUEST_CHARS, MAX_STRING_CHARS, Completion, Message
 from .limiter import Limiter
 
 OutputMode = Literal["json_schema", "json_object", "llguidance"]
@@ -150,6 +150,9 @@ class OpenAIChatModel:
         # The body chat.completions.create() would send, in its key order; posting it directly skips the
         # client's per-call type-driven transform and response model construction (the largest client CPU
         # costs: benchmarks/RESULTS.md) which are identities for plain dicts of strings and numbers.
+        size = sum(len(m.get("content") or "") for m in messages)
+        if size > MAX_REQUEST_CHARS:
+            raise ModelError(f"request of {size:,} characters not sent: over the cap of {MAX_REQUEST_CHARS:,}")
         body = {"model": self.name, "messages": messages, "max_tokens": max_tokens}
         if schema:
             body |= structured_fields(schema, self.output_mode)
