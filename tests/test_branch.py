@@ -8,6 +8,7 @@ import re
 import sqlite3
 
 import pytest
+import yaml
 from conftest import ScriptedModel, persona_says, practitioner_says
 from stub_server import StubServer, pinned
 from test_cli import assert_one_line_error, nextstep
@@ -142,3 +143,38 @@ def test_branch_run_end_to_end_on_the_stub(tmp_path):
     assert "treatment" in text and "control" in text
     html = nextstep("report", run, "--db", str(db), "-o", str(tmp_path / "r.html"))
     assert html.returncode == 0 and (tmp_path / "r.html").read_text().count('class="side"') == len(forked)
+
+
+def test_a_branch_run_id_hashes_the_treatment_prompts_and_the_rubric_contents(tmp_path):
+    """Issue 22 item 6: edit the treatment's prompt (or the rubric) in place and branch again: a new run, not the
+    old continuations reused under the same id."""
+    import shutil
+
+    from simulator import api
+    from simulator.core.files import data_dir
+
+    base, treat = tmp_path / "base", tmp_path / "treat"
+    shutil.copytree(data_dir("prompts"), base)
+    shutil.copytree(data_dir("prompts"), treat)
+    db = tmp_path / "n.db"
+    with StubServer(fault=keep_talking) as url:
+        api.run_batch({"personas": "friendly", "max_turns": 2, "judges": 0}, db=db, run_id="base", base_url=url,
+                      prompts_dir=base)  # fmt: skip
+
+        def branch() -> str:
+            return api.branch("base", at="2", prompts_dir=treat, reps=1, judges=1, db=db, base_url=url)[0]
+
+        first = branch()
+        assert branch() == first  # nothing edited: the same run, resumed
+        (treat / "practitioner.j2").write_text((treat / "practitioner.j2").read_text() + "\nBe brief.\n")
+        edited = branch()
+        rubric = yaml.safe_load((base / "rubric.yaml").read_text())
+        rubric["conditions"]["timing"]["description"] += " Read the whole curve."
+        (base / "rubric.yaml").write_text(yaml.safe_dump(rubric))
+        regraded = branch()
+    assert len({first, edited, regraded}) == 3
+    with Store(db) as store:
+        specs = [store.run(r)["spec"] for r in (first, edited, regraded)]
+    assert [s.prompts["treatment/practitioner"] == specs[0].prompts["treatment/practitioner"] for s in specs] == [True, False, False]
+    assert len({s.prompts["control/practitioner"] for s in specs}) == 1  # the control's prompts are the parents'
+    assert [s.rubric_hash == specs[0].rubric_hash for s in specs] == [True, True, False]

@@ -228,10 +228,19 @@ def test_transitions_merge_runs_and_cross_check():
 
 def test_objective_timing_before_the_peak():
     turns = TURNS[:3] + [dict(TURNS[3], interest=9)]
-    # ask at turn 2: interest before it was 4 (turn 1); the peak, 9, comes later at turn 3
-    assert objective_timing(turns, 2) == {"ask_turn": 2, "peak_turn": 3, "turns_from_peak": -1, "interest_at_ask": 4,
-                                          "peak_interest": 9, "gap_to_peak": 5}
+    # ask at turn 2: interest before it was 4 (turn 1), its peak so far; the 9 at turn 3 is her reaction to the ask
+    assert objective_timing(turns, 2) == {"ask_turn": 2, "peak_turn": 1, "turns_from_peak": 1, "interest_at_ask": 4,
+                                          "peak_interest": 4, "gap_to_peak": 0}
     assert objective_timing(turns, 0) is None  # no telemetry before the ask
+
+
+def test_objective_timing_peak_is_over_the_turns_before_the_ask():
+    """Issue 22 item 9: her reaction to the ask (turn 5) is no part of the curve the ask is timed on."""
+    turns = [dict(t) for t in TURNS]
+    turns[5]["interest"] = 10  # the ask landed well: she warmed to it
+    # before the ask at 4 her interest went 4 (turn 1), 7 (turn 3): the ask came 1 turn after that peak, at it
+    assert objective_timing(turns, 4) == {"ask_turn": 4, "peak_turn": 3, "turns_from_peak": 1, "interest_at_ask": 7,
+                                          "peak_interest": 7, "gap_to_peak": 0}
 
 
 async def test_aloof_persona_at_high_interest_from_the_first_turn_is_flagged(make_context, catalog):

@@ -10,7 +10,7 @@ from simulator.core.errors import UserError
 from simulator.core.records import Episode
 from simulator.storage.store import Store
 
-from .agreement import panel_exchanged, panel_next_meeting, panel_scores, raised_flags
+from .agreement import panel_exchanged, panel_flags, panel_next_meeting, panel_scores
 
 MEASURES = ("mean_interest", "mean_comfort", *CONDITIONS)  # per-episode numbers compared with rank tests
 CONTACT = ("number", "email")  # a social handle only puts the real next step off (the article), so it is counted apart
@@ -39,7 +39,7 @@ def episode_row(record: Episode) -> dict:
     # An ungraded episode's panel is incomplete (a judge's endpoint failed): no judge column until it is re-graded.
     verdicts = [] if record.status == "ungraded" else record.verdicts
     scores = panel_scores(verdicts) if verdicts else {c: None for c in CONDITIONS}
-    raised = raised_flags(verdicts) if verdicts else set()
+    flags = panel_flags(verdicts)
     persona_turns = [t for t in record.turns if t.speaker == "persona"]
     exchanged = o and o.exchanged
     return {
@@ -59,7 +59,7 @@ def episode_row(record: Episode) -> dict:
         "mean_interest": _mean([t.interest for t in persona_turns]), "mean_comfort": _mean([t.comfort for t in persona_turns]),
         "judges": len(verdicts),
         **{c: scores.get(c) for c in CONDITIONS},
-        **{f"flag_{f}": (f in raised) if verdicts else None for f in FLAGS},
+        **{f"flag_{f}": flags[f] for f in FLAGS},  # None where no judge's flags part was scored
         "prompt_tokens": use and use.prompt_tokens, "completion_tokens": use and use.completion_tokens,
         "duration_s": record.duration_s,
     }  # fmt: skip
@@ -140,6 +140,27 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may read
 def spreadsheet_safe(value):
     """A text cell a spreadsheet shows as text, never evaluates: `spreadsheet_safe('=1+2')` -> "'=1+2"."""
     return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+
+
+def export_target(run_id: str, output: Path | None, fmt: str | None) -> tuple[str, Path]:
+    """The format and file of an export: the format follows the file's extension, the file is named after the run.
+
+    `export_target('r1', None, 'csv')` -> ('csv', Path('r1.csv')); `export_target('r1', Path('a.parquet'), None)` ->
+    ('parquet', Path('a.parquet')); a name and a format that disagree are a UserError.
+    """
+    named = output.suffix.lstrip(".").lower() if output is not None else None
+    if fmt is not None and fmt not in EXPORT_FORMATS:
+        raise UserError(f"--format {fmt!r}: choose from {', '.join(EXPORT_FORMATS)}")
+    if named is not None and named not in EXPORT_FORMATS:
+        raise UserError(f"-o {output}: name the file .jsonl, .csv or .parquet (the format follows the name: "
+                        f"{', '.join(EXPORT_FORMATS)})")  # fmt: skip
+    if fmt and named and fmt != named:
+        raise UserError(f"-o {output} is a .{named} file but --format is {fmt}; give one of them")
+    fmt = fmt or named or "jsonl"
+    return fmt, output if output is not None else Path(f"{run_id}.{fmt}")
 
 
 def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:

@@ -87,19 +87,19 @@ def contact_problem(exchanged: str, sentence: str | None, table: dict[str, dict]
 
 
 def objective_timing(turns: list[dict], ask_turn: int) -> dict | None:
-    """Where the ask fell on the persona's private interest curve; None without telemetry.
+    """Where the ask fell on the persona's private interest curve up to the ask; None without telemetry before it.
 
-    turns_from_peak > 0: asked after the interest peak; < 0: before it. interest_at_ask is the
-    persona's interest just before the ask.
+    The peak is over the persona turns before the ask: her reaction to the ask is the ask's effect, not the moment it
+    was timed on. turns_from_peak: how many turns after that peak the ask came; gap_to_peak: how far her interest
+    had fallen from it by the ask (0: asked while at her highest so far). interest_at_ask is her last value before it.
     """
-    curve = [(t["index"], t["interest"]) for t in turns if t["speaker"] == "persona" and "interest" in t]
-    before = [v for i, v in curve if i < ask_turn]
-    if not curve or not before:
+    before = [(t["index"], t["interest"]) for t in turns if t["speaker"] == "persona" and "interest" in t and t["index"] < ask_turn]
+    if not before:
         return None
-    peak = max(v for _, v in curve)
-    peak_turn = next(i for i, v in curve if v == peak)
+    peak = max(v for _, v in before)
+    peak_turn = next(i for i, v in before if v == peak)
     return {"ask_turn": ask_turn, "peak_turn": peak_turn, "turns_from_peak": ask_turn - peak_turn,
-            "interest_at_ask": before[-1], "peak_interest": peak, "gap_to_peak": peak - before[-1]}
+            "interest_at_ask": before[-1][1], "peak_interest": peak, "gap_to_peak": peak - before[-1][1]}
 
 
 def main_transition(verdict: Verdict) -> Transition | None:

@@ -299,5 +299,5 @@ def report(
     db: Db = Path("nextstep.db"), personas_dir: PersonasDir = None,
 ) -> None:
     """Write one self-contained HTML report (plots, tests, transcripts), viewable offline."""
-    output.write_text(api.report(run_id, vs=vs, db=db, personas_dir=personas_dir), encoding="utf-8")
+    api.report(run_id, vs=vs, db=db, personas_dir=personas_dir, output=output)
     console.print(f"wrote {output}")

@@ -67,7 +67,7 @@ def print_verdict(verdict: Verdict) -> None:
         console.print(table)
         if timing := t.timing_objective:
             console.print(
-                f"  objective timing: ask at turn {timing.ask_turn}, interest peak {timing.peak_interest} at turn "
+                f"  objective timing: ask at turn {timing.ask_turn}, interest peak before it {timing.peak_interest} at turn "
                 f"{timing.peak_turn} ({timing.turns_from_peak:+d} turns); interest at the ask {timing.interest_at_ask}"
             )
     flags = verdict.flags

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from simulator.conversation.catalog import Catalog, Profile
+from simulator.conversation.catalog import Catalog, Profile, entry_hash
 from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
 from simulator.conversation.runner import crashed_episode, fork_point, run_episode
@@ -110,6 +110,18 @@ def fork_points(records: list[Episode], at: str) -> tuple[list[tuple[Episode, in
         except UserError as e:
             skipped.append(str(e))
     return points, skipped
+
+
+def used_entries(points: list[tuple[Episode, int]], treatment: Treatment, catalogs: dict[str, Catalog]) -> dict[str, str]:
+    """{'ARM/KIND/NAME': entry hash} of every setting, persona and strategy a continuation of these parents reads."""
+    used = {}
+    for parent, _ in points:
+        for arm in ARMS:
+            treated = arm == "treatment"
+            names = {"settings": parent.setting, "personas": treated and treatment.persona or parent.persona,
+                     "strategies": treated and treatment.strategy or parent.strategy}  # fmt: skip
+            used |= {f"{arm}/{kind}/{name}": entry_hash(catalogs[arm].pick(kind, name)) for kind, name in names.items()}
+    return used
 
 
 def branch_id(spec: RunSpec) -> str:
@@ -211,6 +223,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
     The base settings (endpoint, models, prompt and persona directories) are those the parent run was made with;
     `config_flags` (Config fields) override them, as on `batch --resume`.
     """
+    from evaluations.judge.evaluator import PROMPTS as EVALUATOR_PROMPTS
     from evaluations.judge.graph import make_evaluator
     from evaluations.judge.panel import judge_panel
     from evaluations.judge.rubric import load_rubric
@@ -233,10 +246,19 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
                 catalogs["treatment"].pick(kind, name)
         for parent, _ in points:
             check_prompts(parent, Prompts(base.prompt_dirs))
-        spec = RunSpec(branch={"source": source, "parents": sorted(p.id for p, _ in points), "at": at, "reps": reps,
-                               "treatment": treatment.model_dump(mode="json"), "judges": judges, "max_turns": max_turns})  # fmt: skip
-        run_id = run_id or branch_id(spec)
         rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir) if judges else (None, None)
+        # The id hashes what the continuations are made and graded with, by content (as a batch's does): each arm's
+        # prompts, the judges' prompts and rubric, the catalog entries and the temperature (the parents', as sampled).
+        judged = {name: Prompts(base.prompt_dirs).hash(name) for name in EVALUATOR_PROMPTS} if judges else {}
+        spec = RunSpec(
+            branch={"source": source, "parents": sorted(p.id for p, _ in points), "at": at, "reps": reps,
+                    "treatment": treatment.model_dump(mode="json"), "judges": judges, "max_turns": max_turns,
+                    "temperature": sorted({p.provenance.temperature for p, _ in points if p.provenance})},
+            prompts={f"{arm}/{name}": Prompts(catalogs[arm].prompt_dirs).hash(name) for arm in ARMS
+                     for name in SIMULATION_PROMPTS} | judged,
+            rubric_hash=rubric_hash, catalog=used_entries(points, treatment, catalogs),
+        )  # fmt: skip
+        run_id = run_id or branch_id(spec)
         with endpoint(config, concurrency, send_key=send_key) as ep:
             treated = config.model_copy(update=treatment.model_dump(include={"practitioner_model", "persona_model"}, exclude_none=True))
             async with ep.models(config) as control, ep.models(treated) as models:
