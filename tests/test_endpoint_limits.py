@@ -182,3 +182,26 @@ async def test_a_request_over_the_cap_is_not_sent(client):
         model = OpenAIChatModel(client(url), "m")
         error, _ = await _bounded(model.complete([{"role": "user", "content": "x" * 2_000_000}]), 10)
     assert error and "characters" in error and not stub.requests, error
+
+
+async def test_a_waiter_cancelled_in_line_leaves_no_slot_taken():
+    from simulator.models.limiter import Limiter
+
+    limiter, order = Limiter(1), []
+
+    async def request(name: str, seconds: float):
+        ticket = await limiter.enter()
+        order.append(name)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            limiter.leave(ticket)
+
+    first = asyncio.create_task(request("first", 0.05))
+    await asyncio.sleep(0)
+    cancelled, last = asyncio.create_task(request("cancelled", 0)), asyncio.create_task(request("last", 0))
+    await asyncio.sleep(0)
+    assert limiter.in_flight == 1 and len(limiter._waiting) == 2  # both wait in line behind the first
+    cancelled.cancel()
+    await asyncio.gather(first, last, return_exceptions=True)
+    assert order == ["first", "last"] and limiter.in_flight == 0

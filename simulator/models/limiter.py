@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+import collections
 from dataclasses import dataclass
 
 
@@ -23,6 +22,7 @@ class Limiter:
 
     A window halves at most once for the requests sent under it, so a burst of 429s to one window counts once. The
     increase is slower than TCP's one per window: at a window of 1 that would probe with every other request.
+    Waiters are served first come, first served, each handed its slot when one frees (no herd of wake-ups).
     """
 
     def __init__(self, most: int):
@@ -30,22 +30,35 @@ class Limiter:
         self.window = float(most)
         self.in_flight = 0
         self.epoch = 0
-        self._turn = asyncio.Condition()
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[Ticket]:
-        """Wait for room in the window; the caller marks the ticket `throttled` (a 429) or `ok` before leaving."""
-        async with self._turn:
-            await self._turn.wait_for(lambda: self.in_flight < int(self.window))
+    async def enter(self) -> Ticket:
+        """Wait for room in the window. The caller marks the ticket `throttled` (a 429) or `ok`, then calls `leave`."""
+        if self._waiting or self.in_flight >= int(self.window):
+            handed = asyncio.get_running_loop().create_future()
+            self._waiting.append(handed)
+            try:
+                await handed  # `_hand_on` counted this request in flight before handing it the slot
+            except asyncio.CancelledError:
+                if handed.done() and not handed.cancelled():
+                    self._hand_on()
+                raise
+        else:
             self.in_flight += 1
-            ticket = Ticket(self.epoch)
-        try:
-            yield ticket
-        finally:
-            async with self._turn:
-                self.in_flight -= 1
-                if ticket.throttled and ticket.epoch == self.epoch:
-                    self.window, self.epoch = max(1.0, self.window / 2), self.epoch + 1
-                elif ticket.ok:
-                    self.window = min(float(self.most), self.window + 1 / self.most)
-                self._turn.notify_all()
+        return Ticket(self.epoch)
+
+    def leave(self, ticket: Ticket) -> None:
+        """The request is over: adjust the window by how it went, and hand its slot on."""
+        if ticket.throttled and ticket.epoch == self.epoch:
+            self.window, self.epoch = max(1.0, self.window / 2), self.epoch + 1
+        elif ticket.ok:
+            self.window = min(float(self.most), self.window + 1 / self.most)
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        self.in_flight -= 1
+        while self._waiting and self.in_flight < int(self.window):
+            handed = self._waiting.popleft()
+            if not handed.done():  # a waiter cancelled meanwhile is skipped
+                self.in_flight += 1
+                handed.set_result(None)

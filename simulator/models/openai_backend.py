@@ -162,28 +162,27 @@ class OpenAIChatModel:
             body["stop"] = stop
         body["temperature"] = temperature
         for attempt in range(self.retry.attempts):
-            tries = f" after {attempt + 1} tries" if attempt else ""
+            ticket = await self.limiter.enter()
             try:
-                async with self.limiter.slot() as ticket:  # the retry's wait below is outside: it holds no slot
-                    start = time.perf_counter()
-                    try:
-                        async with asyncio.timeout(self.deadline):
-                            response = await self.client.post(  # security: send the API key as create() does
-                                "/chat/completions", body=body, cast_to=object, options={"security": {"bearer_auth": True}}
-                            )
-                        ticket.ok = True
-                        break
-                    except openai.APIStatusError as e:
-                        ticket.throttled = e.status_code == 429
-                        raise
+                start = time.perf_counter()
+                async with asyncio.timeout(self.deadline):
+                    response = await self.client.post(  # security: send the API key as create() does
+                        "/chat/completions", body=body, cast_to=object, options={"security": {"bearer_auth": True}}
+                    )
+                ticket.ok = True
+                break
             except (openai.APIError, TimeoutError) as e:
-                if isinstance(e, openai.APIError) and not retryable(e) or attempt == self.retry.attempts - 1:
-                    raise ModelError(self._hidden(f"{failure(e, self.deadline)}{tries}")) from None
-                wait = retry_after(getattr(e, "response", None))
-                if wait is not None and wait > self.retry.max_retry_after_s:
-                    raise ModelError(self._hidden(f"{failure(e)}{tries}: the endpoint asks to wait {wait:.0f} s (Retry-After), "
-                                                  f"longer than the {self.retry.max_retry_after_s:.0f} s nextstep waits")) from None
-                await asyncio.sleep(self.retry.delay(attempt, wait))
+                ticket.throttled, error = getattr(e, "status_code", None) == 429, e
+            finally:
+                self.limiter.leave(ticket)  # before the wait below: a retry's wait holds no slot
+            tries = f" after {attempt + 1} tries" if attempt else ""
+            if isinstance(error, openai.APIError) and not retryable(error) or attempt == self.retry.attempts - 1:
+                raise ModelError(self._hidden(f"{failure(error, self.deadline)}{tries}"))
+            wait = retry_after(getattr(error, "response", None))
+            if wait is not None and wait > self.retry.max_retry_after_s:
+                raise ModelError(self._hidden(f"{failure(error)}{tries}: the endpoint asks to wait {wait:.0f} s (Retry-After), "
+                                              f"longer than the {self.retry.max_retry_after_s:.0f} s nextstep waits"))
+            await asyncio.sleep(self.retry.delay(attempt, wait))
         latency = time.perf_counter() - start
         return completion(response, self.name, latency, attempt)
 
