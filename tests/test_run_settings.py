@@ -137,11 +137,12 @@ def test_resume_needs_only_the_run_id(tmp_path):
     assert {r["model"] for r in later} == {"m-main", "m-persona", "m-judge"}
     assert all(r["response_format"]["type"] == "json_object" for r in later if "response_format" in r)
     assert any(marker in m["content"] for r in later for m in r["messages"])  # the run's own prompt directory
-    assert set(stub.authorizations[seen:]) == {"Bearer sk-not-to-be-stored"}  # the key, from the variable named
+    # the run's endpoint, and no key: which variable holds the key is the user's to say, never the database's (test_hostile)
+    assert set(stub.authorizations[seen:]) == {"Bearer none"} and url in resumed.stderr
     with Store(db) as store:
         run = store.run(command[3])
         assert run["counts"] == {"succeeded": 2}
-    assert run["settings"]["api_key_env"] == "MY_KEY" and run["settings"]["concurrency"] == 2
+    assert "api_key_env" not in run["settings"] and run["settings"]["concurrency"] == 2
     assert not any(b"sk-not-to-be-stored" in f.read_bytes() for f in tmp_path.glob("n.db*"))
 
 

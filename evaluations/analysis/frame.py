@@ -134,6 +134,14 @@ def _share(values) -> float | None:
     return float(known.astype(bool).mean()) if len(known) else None
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may read as the start of a formula
+
+
+def spreadsheet_safe(value):
+    """A text cell a spreadsheet shows as text, never evaluates: `spreadsheet_safe('=1+2')` -> "'=1+2"."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 
 
@@ -164,8 +172,9 @@ def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
         output.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
         return len(records)
     frame = load_run(run_id, db)
-    if fmt == "csv":
-        frame.to_csv(output, index=False)
+    if fmt == "csv":  # text columns neutralised (OWASP's CSV injection advice); parquet keeps values as they are
+        text = frame.select_dtypes(include="object").columns
+        frame.assign(**{c: frame[c].map(spreadsheet_safe) for c in text}).to_csv(output, index=False)
     elif fmt == "parquet":
         try:
             frame.to_parquet(output, index=False)

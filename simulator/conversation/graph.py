@@ -11,7 +11,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 from simulator.core.errors import ModelError, OutputError
-from simulator.models.chat import Call, ChatModel, chat, structured
+from simulator.models.chat import MAX_LINE_CHARS, Call, ChatModel, chat, structured
 
 from .catalog import Catalog, Profile
 from .episode import PersonaState, PractitionerLabel, fidelity_problems, outcome, parting_due, stop_rule
@@ -93,15 +93,19 @@ def _clean(text: str) -> str:
 
 
 async def _say(ctx: Context, model: ChatModel, messages: list[dict], role: str, turn: int, calls: list[Call]) -> str:
-    """One line of dialogue; an empty answer is re-asked like invalid structured output."""
+    """One line of dialogue; an empty or over-long answer is re-asked like invalid structured output."""
     for attempt in range(ctx.reasks + 1):
         text = _clean(await chat(
             model, messages, role=role, purpose="utterance", calls=calls, seed=ctx.call_seed(turn, attempt),
             max_tokens=ctx.max_tokens, temperature=ctx.temperature, stop=["\n"],
         ))  # fmt: skip
-        if text:
+        problem = "empty"
+        if len(text) > MAX_LINE_CHARS:  # the endpoint ignored max_tokens: the call is recorded as invalid
+            problem = f"a line of {len(text):,} characters, over the {MAX_LINE_CHARS:,} a line may have"
+            calls[-1] = calls[-1].model_copy(update={"ok": False, "error": problem})
+        elif text:
             return text
-    raise OutputError(f"{role} utterance: empty after {ctx.reasks + 1} attempts")
+    raise OutputError(f"{role} utterance: {problem} after {ctx.reasks + 1} attempts")
 
 
 def _failed(calls: list[Call], error: ModelError) -> dict:

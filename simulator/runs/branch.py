@@ -250,7 +250,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
         points, skipped = parents(store, source, at)
         parent_run = points[0][0].run_id
         stored = (store.run(parent_run)["settings"] or {}) if parent_run else {}
-        config = run_config(config_file, stored, **config_flags)
+        config, send_key = run_config(config_file, stored, **config_flags)
         base = load_catalog(config.personas_dir, config.prompts_dir)
         catalogs = {"control": base, "treatment": load_catalog(config.personas_dir, treatment.prompts_dir or config.prompts_dir)}
         for kind, name in (("strategies", treatment.strategy), ("personas", treatment.persona)):
@@ -271,7 +271,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
             rubric_hash=rubric_hash, catalog=used_entries(points, treatment, catalogs),
         )  # fmt: skip
         run_id = run_id or branch_id(spec)
-        with endpoint(config, concurrency) as ep:
+        with endpoint(config, concurrency, send_key=send_key) as ep:
             treated = config.model_copy(update=treatment.model_dump(include={"practitioner_model", "persona_model"}, exclude_none=True))
             async with ep.models(config) as control, ep.models(treated) as models:
                 spec = spec.model_copy(update={"backend": ep.backend, "models": {

@@ -95,7 +95,7 @@ async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[
     if judges < 1:
         raise UserError(f"--judges {judges}: grading needs at least one judge")
     rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
-    with endpoint(config, concurrency=1) as ep:
+    with endpoint(config, local_slots=1) as ep:
         async with ep.models(config) as models:
             panel = judge_panel(models["evaluators"], Prompts(catalog.prompt_dirs), rubric, rubric_hash, judges=judges,
                                 seed=seed, reasks=config.reasks, fidelity_judge=fidelity_judge)  # fmt: skip
