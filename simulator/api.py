@@ -27,12 +27,13 @@ from simulator.conversation.catalog import Catalog, load_catalog, profile_of
 from simulator.conversation.graph import Scenario
 from simulator.conversation.play import ROLES, Person
 from simulator.core.errors import UserError
+from simulator.core.files import output_file, write_atomic
 from simulator.core.records import Episode, Turn
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
-from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_grid
+from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_config, run_grid
 from simulator.runs.branch import Treatment, run_branches
-from simulator.runs.grading import OnGraded, grade_episodes, regrade, save_calibration, saved_verdicts
+from simulator.runs.grading import OnGraded, grade_episodes, regrade, save_calibration, saved_verdicts, stored_settings
 from simulator.runs.one import run_one
 from simulator.runs.played import save_played
 from simulator.storage.episode_files import write_episode
@@ -144,6 +145,7 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
     """
+    output_file(db, "--db")
     final: list[Progress] = []
 
     def remember(p: Progress) -> None:
@@ -184,16 +186,19 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: in
           **config_flags) -> dict:
     """Grade stored episodes again, without re-simulating: episode JSON files or directories, run ids or episode ids.
 
-    Each episode's new verdicts are saved as it is graded, once every judge has answered; earlier ones are kept as
-    history. Where an endpoint failed the earlier verdicts stay current; run again, it grades only what is missing
-    (verdicts already given with this rubric and panel are kept). Returns {'verdicts': per episode, every judge's
-    current verdict; 'judge_alpha': agreement between judges, or None for one judge; 'graded': how many were graded now;
-    'skipped': how many were already graded with this rubric and panel; 'failed': [(label, error)] of those whose
-    earlier verdicts stay current}.
+    Stored episodes are graded with their run's stored settings (endpoint, models, prompt and persona directories,
+    rubric), as `batch --resume` does; the flags given beat them. Each episode's new verdicts are saved as it is
+    graded, once every judge has answered; earlier ones are kept as history. Where an endpoint failed the earlier
+    verdicts stay current; run again, it grades only what is missing (verdicts already given with this rubric and
+    panel are kept). Returns {'verdicts': per episode, every judge's current verdict; 'judge_alpha': agreement between
+    judges, or None for one judge; 'graded': how many were graded now; 'skipped': how many were already graded with
+    this rubric and panel; 'failed': [(label, error)] of those whose earlier verdicts stay current}.
     """
     from evaluations.analysis.agreement import judge_alpha
 
-    c = config(config_file, **config_flags)
+    stored = stored_settings(episodes, Path(db))
+    c = run_config(config_file, stored, **config_flags)
+    rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
     done = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
                          seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
     return {"verdicts": done.verdicts, "judge_alpha": judge_alpha(done.verdicts) if judges > 1 else None,
@@ -205,11 +210,14 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
               **config_flags) -> dict:
     """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}.
 
-    With `output`, every verdict is saved there as it comes (the report once all are in), and a file left by an
-    interrupted calibration is resumed: verdicts the same judges already gave are kept, only the rest are graded.
+    `output`: also write every verdict there as JSON as it comes, and the report once all are in (its folder is
+    checked before any call); a file left there by an interrupted calibration is resumed: verdicts the same judges
+    already gave are kept, only the rest are graded.
     """
     from evaluations.analysis.agreement import calibration
 
+    if output is not None:
+        output_file(output, "-o")
     c = config(config_file, **config_flags)
     cat = load_catalog(c.personas_dir, c.prompts_dir)
     items = load_gold(Path(gold), cat)
@@ -286,11 +294,19 @@ def show(run_or_episode: str, db: Path | str = DB) -> dict:
     return {"run": run, "summary": run_summary(run_or_episode, db)}
 
 
-def export(run_id: str, output: Path | str, fmt: str = "jsonl", db: Path | str = DB) -> int:
-    """Write a run as jsonl (full records), csv or parquet (one row per episode); returns the number of episodes."""
-    from evaluations.analysis.frame import export as _export
+def export(run_id: str, output: Path | str | None = None, fmt: str | None = None, db: Path | str = DB, *,
+           force: bool = False) -> tuple[int, Path]:
+    """Write a run as jsonl (full records), csv or parquet (one row per episode); returns (episodes, file).
 
-    return _export(run_id, _existing(db), fmt, Path(output))
+    The format follows `output`'s extension, `output` defaults to RUN_ID.FORMAT, and an existing file is replaced
+    only with `force`.
+    """
+    from evaluations.analysis.frame import export as _export, export_target
+
+    db = _existing(db)
+    fmt, output = export_target(run_id, Path(output) if output is not None else None, fmt)
+    output_file(output, "-o", force=force)
+    return _export(run_id, db, fmt, output), output
 
 
 # --- analysis -------------------------------------------------------------------------------------------------------
@@ -337,10 +353,17 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
     return audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
 
 
-def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None) -> str:
-    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string."""
+def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None,
+           output: Path | str | None = None) -> str:
+    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string; also written to
+    `output` if given (its folder checked first)."""
     from evaluations.analysis.report import render_report
 
+    if output is not None:
+        output_file(output, "-o")
+        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir)
+        write_atomic(Path(output), html)
+        return html
     return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from simulator.core.files import replacing, write_atomic
 from simulator.core.records import Episode
 from simulator.storage.store import Store
 
-from .agreement import panel_exchanged, panel_next_meeting, panel_scores, raised_flags
+from .agreement import panel_exchanged, panel_flags, panel_next_meeting, panel_scores
 
 MEASURES = ("mean_interest", "mean_comfort", *CONDITIONS)  # per-episode numbers compared with rank tests
 CONTACT = ("number", "email")  # a social handle only puts the real next step off (the article), so it is counted apart
@@ -42,7 +43,7 @@ def episode_row(record: Episode) -> dict:
     # An ungraded episode's panel is incomplete (a judge's endpoint failed): no judge column until it is re-graded.
     verdicts = [] if record.status == "ungraded" else record.verdicts
     scores = panel_scores(verdicts) if verdicts else {c: None for c in CONDITIONS}
-    raised = raised_flags(verdicts) if verdicts else set()
+    flags = panel_flags(verdicts)
     persona_turns = [t for t in record.turns if t.speaker == "persona"]
     exchanged = o and o.exchanged
     return {
@@ -62,7 +63,7 @@ def episode_row(record: Episode) -> dict:
         "mean_interest": _mean([t.interest for t in persona_turns]), "mean_comfort": _mean([t.comfort for t in persona_turns]),
         "judges": len(verdicts),
         **{c: scores.get(c) for c in CONDITIONS},
-        **{f"flag_{f}": (f in raised) if verdicts else None for f in FLAGS},
+        **{f"flag_{f}": flags[f] for f in FLAGS},  # None where no judge's flags part was scored
         "prompt_tokens": use and use.prompt_tokens, "completion_tokens": use and use.completion_tokens,
         "duration_s": record.duration_s,
     }  # fmt: skip
@@ -75,19 +76,18 @@ def load_run(run_id: str, db: Path | str = "nextstep.db"):
 
 @dataclass
 class Scan:
-    """What the summaries need of a run, as scalars: `frame` (episode_row), `judges` (judge_rows), the strategies'
-    cautions, and {name: hash} of the evaluator prompts its verdicts used."""
+    """What the summaries need of a run, as scalars: `frame` (episode_row), `judges` (judge_rows) and the strategies'
+    cautions."""
 
     frame: Any
     judges: Any
     cautions: dict[str, str]
-    judge_prompts: dict[str, str]
 
 
-def scan_run(run_id: str, db: Path | str = "nextstep.db") -> Scan:
-    """One pass over a run, each record read, flattened and let go: memory grows with the scalar columns, not the
-    records (benchmarks/show_scale.py)."""
-    episodes, judges, cautions, prompts = _Columns(), _Columns(), {}, {}
+def scan_run(run_id: str, db: Path | str = "nextstep.db", *, each: Callable[[Episode], None] | None = None) -> Scan:
+    """One pass over a run, each record read, flattened, shown to `each` and let go: memory grows with the scalar
+    columns, not the records (benchmarks/show_scale.py)."""
+    episodes, judges, cautions = _Columns(), _Columns(), {}
     with Store(Path(db)) as store:
         store.run(run_id)
         for record in store.each_episode(run_id):
@@ -95,8 +95,9 @@ def scan_run(run_id: str, db: Path | str = "nextstep.db") -> Scan:
             judges.add(judge_rows(record))
             if record.caution:
                 cautions[record.strategy] = record.caution
-            prompts |= {n: h for v in record.verdicts for n, h in v.prompts.items()}
-    return Scan(episodes.frame(), judges.frame(JUDGE_COLUMNS), dict(sorted(cautions.items())), prompts)
+            if each:
+                each(record)
+    return Scan(episodes.frame(), judges.frame(JUDGE_COLUMNS), dict(sorted(cautions.items())))
 
 
 class _Columns:
@@ -176,6 +177,35 @@ def _share(values) -> float | None:
     return float(known.astype(bool).mean()) if len(known) else None
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may read as the start of a formula
+
+
+def spreadsheet_safe(value):
+    """A text cell a spreadsheet shows as text, never evaluates: `spreadsheet_safe('=1+2')` -> "'=1+2"."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+
+
+def export_target(run_id: str, output: Path | None, fmt: str | None) -> tuple[str, Path]:
+    """The format and file of an export: the format follows the file's extension, the file is named after the run.
+
+    `export_target('r1', None, 'csv')` -> ('csv', Path('r1.csv')); `export_target('r1', Path('a.parquet'), None)` ->
+    ('parquet', Path('a.parquet')); a name and a format that disagree are a UserError.
+    """
+    named = output.suffix.lstrip(".").lower() if output is not None else None
+    if fmt is not None and fmt not in EXPORT_FORMATS:
+        raise UserError(f"--format {fmt!r}: choose from {', '.join(EXPORT_FORMATS)}")
+    if named is not None and named not in EXPORT_FORMATS:
+        raise UserError(f"-o {output}: name the file .jsonl, .csv or .parquet (the format follows the name: "
+                        f"{', '.join(EXPORT_FORMATS)})")  # fmt: skip
+    if fmt and named and fmt != named:
+        raise UserError(f"-o {output} is a .{named} file but --format is {fmt}; give one of them")
+    fmt = fmt or named or "jsonl"
+    return fmt, output if output is not None else Path(f"{run_id}.{fmt}")
+
+
 def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
     """Write a run as jsonl (full records), csv or parquet (flat rows); returns the number of episodes."""
     if fmt == "jsonl":
@@ -188,8 +218,9 @@ def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
         raise UserError(f"--format {fmt!r}: choose from jsonl, csv, parquet")
     frame = load_run(run_id, db)
     with replacing(output) as tmp:
-        if fmt == "csv":
-            frame.to_csv(tmp, index=False)
+        if fmt == "csv":  # text columns neutralised (OWASP's CSV injection advice); parquet keeps values as they are
+            text = frame.select_dtypes(include="object").columns
+            frame.assign(**{c: frame[c].map(spreadsheet_safe) for c in text}).to_csv(tmp, index=False)
         else:
             try:
                 frame.to_parquet(tmp, index=False)

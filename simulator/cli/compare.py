@@ -13,7 +13,6 @@ from rich.text import Text
 
 from evaluations.judge.rubric import CONDITIONS
 import simulator.api as api
-from simulator.core.files import write_atomic
 from simulator.core.errors import UserError
 
 from .options import Db, Format, IncludeUnfaithful, PersonasDir
@@ -179,7 +178,8 @@ def print_comparison(c: dict, console) -> None:
     if c["differences"]:
         t = Table("differs", "A", "B", title="what differs", title_justify="left")
         for d in c["differences"]:
-            t.add_row(escape(d["field"]), escape(json.dumps(d["a"])), escape(json.dumps(d["b"])))
+            mixed = {side: " (mixed)" if side in d.get("mixed", []) else "" for side in ("A", "B")}
+            t.add_row(escape(d["field"]), escape(json.dumps(d["a"]) + mixed["A"]), escape(json.dumps(d["b"]) + mixed["B"]))
         console.print(t)
     else:
         console.print("the runs were made the same way (same prompts, rubric, models and grid)")
@@ -300,5 +300,5 @@ def report(
     db: Db = Path("nextstep.db"), personas_dir: PersonasDir = None,
 ) -> None:
     """Write one self-contained HTML report (plots, tests, transcripts), viewable offline."""
-    write_atomic(output, api.report(run_id, vs=vs, db=db, personas_dir=personas_dir))
+    api.report(run_id, vs=vs, db=db, personas_dir=personas_dir, output=output)
     console.print(f"wrote {output}")

@@ -27,9 +27,9 @@ def grade(
     db: Db = Path("nextstep.db"), judges: Judges = 1, seed: JudgeSeed = 0, rubric_file: RubricFile = None,
     fidelity_judge: FidelityJudge = False, *, config: dict,
 ) -> None:
-    """Re-grade stored episodes without re-simulating; earlier verdicts are kept as history.
-
-    New verdicts replace the old only where every judge answered; run again, it grades only what is missing."""
+    """Re-grade stored episodes without re-simulating, with their run's stored settings unless flags say otherwise;
+    earlier verdicts are kept as history. New verdicts replace the old only where every judge answered; run again,
+    it grades only what is missing."""
 
     def graded(n: int, total: int, label: str, verdicts: list[Verdict]) -> None:
         console.print(f"[dim]graded {label}[/]")

@@ -297,10 +297,8 @@ class Store:
         A retried (cell, rep) replaces the earlier attempt unless that one got further (succeeded beats ungraded beats
         failed): a late failure never takes a success's place. The attempt not kept goes to episode_history.
         """
-        episode = episode.model_copy(update={"run_id": run_id, "cell": cell, "rep": rep})
         with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
-                raise UserError(f"no run {run_id!r} in {self.path}")
+            self._check_run(run_id)
             old = conn.execute("SELECT id, status, error, record_json FROM episodes WHERE run_id = ? AND cell = ? AND rep = ?",
                                (run_id, cell, rep)).fetchone()  # fmt: skip
             if old and STATUS_RANK[old["status"]] > STATUS_RANK[episode.status]:
@@ -312,18 +310,40 @@ class Store:
                 self._keep_attempt(run_id, cell, rep, *old)
             # Deleting first cascades to the earlier attempt's turns, calls, verdicts, scores and flags.
             conn.execute("DELETE FROM episodes WHERE run_id = ? AND cell = ? AND rep = ?", (run_id, cell, rep))
-            insert(conn, "episodes", self._episode_row(episode))
-            for t in episode.turns:
-                insert(conn, "turns", {"episode_id": episode.id, "turn": t.index,
-                                       **pick(t, "speaker", "text", "intent", "interest", "comfort", "shares_contact")})
-            self._insert_calls(episode.id, None, episode.calls)
-            self._insert_verdicts(episode.id, episode.verdicts)
-            if prov := episode.provenance:
-                for name, digest in prov.prompts.items():
-                    insert(conn, "prompts", {"hash": digest, "name": name, "text": prov.prompt_texts.get(digest)}, "INSERT OR IGNORE")
-            if episode.status != "succeeded":
-                insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode.id,
-                                        "error": episode.error, "at": now()})  # fmt: skip
+            self._insert_episode(run_id, cell, rep, episode)
+
+    def add_episode(self, run_id: str, cell: str, episode: Episode) -> int:
+        """Store one more episode of `cell` as its next repetition and return that rep; it never replaces one.
+
+        The rep is chosen inside the insert's own write transaction, so two sessions saving the same cell at once
+        (two `nextstep play` terminals) each get their own.
+        """
+        with self._tx() as conn:
+            self._check_run(run_id)
+            rep = conn.execute("SELECT coalesce(max(rep) + 1, 0) FROM episodes WHERE run_id = ? AND cell = ?",
+                               (run_id, cell)).fetchone()[0]  # fmt: skip
+            self._insert_episode(run_id, cell, rep, episode)
+        return rep
+
+    def _check_run(self, run_id: str) -> None:
+        if self.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+            raise UserError(f"no run {run_id!r} in {self.path}")
+
+    def _insert_episode(self, run_id: str, cell: str, rep: int, episode: Episode) -> None:
+        """The episode's row and child rows, inside the caller's transaction."""
+        conn, episode = self.conn, episode.model_copy(update={"run_id": run_id, "cell": cell, "rep": rep})
+        insert(conn, "episodes", self._episode_row(episode))
+        for t in episode.turns:
+            insert(conn, "turns", {"episode_id": episode.id, "turn": t.index,
+                                   **pick(t, "speaker", "text", "intent", "interest", "comfort", "shares_contact")})
+        self._insert_calls(episode.id, None, episode.calls)
+        self._insert_verdicts(episode.id, episode.verdicts)
+        if prov := episode.provenance:
+            for name, digest in prov.prompts.items():
+                insert(conn, "prompts", {"hash": digest, "name": name, "text": prov.prompt_texts.get(digest)}, "INSERT OR IGNORE")
+        if episode.status != "succeeded":
+            insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode.id,
+                                    "error": episode.error, "at": now()})  # fmt: skip
 
     def _keep_attempt(self, run_id: str, cell: str, rep: int, episode_id: str, status: str, error: str | None, record_json: str) -> None:
         insert(self.conn, "episode_history", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode_id,
@@ -429,11 +449,6 @@ class Store:
         rows = self.conn.execute("""SELECT v.rubric_hash, count(DISTINCT v.episode_id) FROM verdicts v JOIN episodes e ON e.id = v.episode_id
                                     WHERE e.run_id = ? GROUP BY v.rubric_hash ORDER BY v.rubric_hash""", (run_id,))  # fmt: skip
         return dict(rows.fetchall())
-
-    def next_rep(self, run_id: str, cell: str) -> int:
-        """The first repetition number not yet used in a cell: where one more episode of it goes."""
-        row = self.conn.execute("SELECT coalesce(max(rep) + 1, 0) FROM episodes WHERE run_id = ? AND cell = ?", (run_id, cell))
-        return row.fetchone()[0]
 
     def ungraded(self, run_id: str) -> list[Episode]:
         """The run's episodes whose conversation is stored but a judge's endpoint failed: a resumed run grades them again."""
