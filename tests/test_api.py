@@ -116,4 +116,15 @@ def test_the_readme_notebook_example_runs(tmp_path, monkeypatch, capsys):
     assert sorted(df["persona"].unique()) == ["aloof", "unsure"]
     assert {"catalog.personas/aloof", "catalog.personas/unsure"} <= {d["field"] for d in c["differences"]}
     assert c["pairing"]["matched"] == 8
-    assert a.run_id in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert a.run_id in out
+    # Issue 22 item 13: the example's per-persona contact is over the episodes compare counts, not every episode.
+    printed = {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.split()[:1] in (["aloof"], ["unsure"])}
+    counted = {p["persona"]: p["contact"]["rate"] for p in namespace["api"].compare(a.run_id, db="demo.db")["personas"] if p["n"]}
+    assert printed == pytest.approx(counted)
+    import sqlite3  # ... and docs/store.md's SQL over the `usable` column says the same
+
+    with sqlite3.connect("demo.db") as conn:
+        by_sql = dict(conn.execute("SELECT persona, avg(exchanged IN ('number', 'email')) FROM episodes WHERE run_id = ? "
+                                   "AND usable GROUP BY persona", (a.run_id,)).fetchall())  # fmt: skip
+    assert by_sql == pytest.approx(counted)

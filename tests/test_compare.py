@@ -34,7 +34,9 @@ def episode(persona="friendly", setting="bar_club", strategy="turn_back", contac
            "setting": setting, "persona": persona, "strategy": strategy, "status": "succeeded", "fidelity_ok": True,
            "contact": contact, "social_handle": False, "next_meeting": None, "mean_interest": interest, "mean_comfort": None if interest is None else 10 - interest,
            **{c: score for c in CONDITIONS}, **{f"flag_{f}": False for f in FLAGS}}  # fmt: skip
-    return row | extra
+    row |= extra
+    completed = row["status"] == "succeeded"  # as Episode.completed and .usable say for a simulated episode
+    return {"completed": completed, "usable": completed and row["fidelity_ok"] is not False} | row
 
 
 def personas_frame() -> pd.DataFrame:
@@ -53,7 +55,7 @@ def test_persona_reactions_match_the_stats_functions():
     frame = personas_frame()
     r = persona_reactions(frame)
     json.dumps(r, allow_nan=False)  # plain JSON: NaN became None
-    assert r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 2} and r["n"] == 30 and r["episodes"] == 33
+    assert r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 2, "abandoned": 0} and r["n"] == 30 and r["episodes"] == 33
     rows = {row["persona"]: row for row in r["personas"]}
     assert rows["friendly"]["contact"] == {"k": 8, "n": 10, "rate": 0.8, "ci": list(wilson_ci(8, 10))}
     used = frame[(frame.status == "succeeded") & frame.fidelity_ok]
@@ -107,7 +109,7 @@ def test_small_and_empty_cells_are_marked_not_dropped():
 
 def test_include_unfaithful_keeps_fidelity_flagged_episodes():
     r = persona_reactions(personas_frame(), include_unfaithful=True)
-    assert r["n"] == 32 and r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 0}
+    assert r["n"] == 32 and r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 0, "abandoned": 0}
     assert {row["persona"]: row["contact"]["k"] for row in r["personas"]}["unsure"] == 7
 
 
@@ -168,10 +170,11 @@ def test_compare_runs_says_when_it_cannot_pair():
 
 def test_excluded_episodes_are_counted_in_pairing():
     fa, fb = paired_frames()
-    fb.loc[0, "fidelity_ok"], fb.loc[1, "status"] = False, "failed"
+    fb.loc[0, ["fidelity_ok", "usable"]] = False
+    fb.loc[1, ["status", "completed", "usable"]] = ["failed", False, False]
     c = compare_runs(run_dict("A"), run_dict("B"), fa, fb, {})
     assert c["pairing"]["paired"] == 8 and c["pairing"]["excluded"] == 2
-    fb["status"] = "failed"
+    fb["status"], fb["completed"], fb["usable"] = "failed", False, False
     c = compare_runs(run_dict("A"), run_dict("B"), fa, fb, {})
     assert c["pairing"]["paired"] == 0 and "every matched episode failed" in c["pairing"]["reason"]
 

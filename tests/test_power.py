@@ -102,6 +102,7 @@ def pilot(rng, cells=8, reps=40):
     for c in range(cells):
         for r in range(reps):
             rows.append({"episode_id": f"{c}/{r}", "cell": f"c{c}", "status": "succeeded", "fidelity_ok": True,
+                         "completed": True, "usable": True,
                          "contact": bool(rng.random() < p_cell[c]), "mean_interest": 5 + c / 4 + rng.normal(),
                          "mean_comfort": 5 + rng.normal(), **{x: 3 + rng.normal() for x in CONDITIONS}})
     return pd.DataFrame(rows)

@@ -52,7 +52,7 @@ def type_profile(records: list[Episode], persona: Persona) -> dict:
     shared = [r.id for r in asked if r.outcome.exchanged not in (None, "none")]
     return {
         "n": len(records), "small": len(records) < SMALL,
-        "out_of_character": sum(r.fidelity is not None and r.fidelity.ok is False for r in records),
+        "out_of_character": sum(r.in_character is False for r in records),
         "shares_when_asked": rate([r.id in shared for r in asked]) | {"episodes": shared},
         **{f"first_{k}": first_turn_check(records, persona, k) for k in ("interest", "comfort")},
         **{f"mean_{k}": mean_ci([episode_mean(r, k) for r in records]) for k in ("interest", "comfort")},
