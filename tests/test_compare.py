@@ -286,3 +286,21 @@ async def test_ablation_personas_against_the_article_ones_on_the_stub(tmp_path):
     assert c["pairing"]["matched"] == 18
     assert [row["strategy"] for row in c["ranking"]["contact"]["rows"]] == ["common_interest", "no_ask", "turn_back"]
     assert c["ranking"]["contact"]["n_a"] == c["ranking"]["contact"]["n_b"] == 18
+
+
+async def test_show_and_compare_measure_judge_agreement_on_the_same_episodes(tmp_path):
+    """Issue 22 item 12: `show RUN` took α over every succeeded episode, `compare RUN` over the usable ones; a run
+    with out-of-character episodes gave two figures for one thing. Both now use the usable episodes."""
+    from graded_stub import graded
+
+    from simulator import api
+
+    db = tmp_path / "n.db"
+    with StubServer(fault=graded) as url:  # random first states: some episodes in character, most not
+        run_id = await run_grid({"personas": "all", "strategies": "common_interest,turn_back", "reps": 4, "judges": 3,
+                                 "max_turns": 2}, db=db, base_url=url)  # fmt: skip
+    frame = api.load_frame(run_id, db=db)
+    assert 0 < frame["usable"].sum() < len(frame)  # the two sets differ
+    shown = api.summarize(run_id, db)["judge_alpha"]
+    compared = api.compare(run_id, db=db)["variance"]["agreement"]["conditions"]
+    assert shown == {c: (None if compared[c]["alpha"] is None else pytest.approx(compared[c]["alpha"], abs=5e-4)) for c in CONDITIONS}
