@@ -304,3 +304,19 @@ async def test_show_and_compare_measure_judge_agreement_on_the_same_episodes(tmp
     shown = api.summarize(run_id, db)["judge_alpha"]
     compared = api.compare(run_id, db=db)["variance"]["agreement"]["conditions"]
     assert shown == {c: (None if compared[c]["alpha"] is None else pytest.approx(compared[c]["alpha"], abs=5e-4)) for c in CONDITIONS}
+
+
+def test_compare_with_a_run_that_has_no_episodes(tmp_path):
+    """Issue 22 item 12: `compare A B` raised KeyError when B had no episodes; it says it cannot pair instead."""
+    from simulator import api
+    from simulator.storage.store import Store
+
+    db = tmp_path / "n.db"
+    with StubServer() as url:
+        a = api.run_batch({"personas": "aloof", "strategies": "common_interest,no_ask", "max_turns": 2}, db=db, base_url=url).run_id
+    with Store(db) as store:
+        store.create_run("empty", RunSpec(experiment={"grid": "none yet"}))
+    for x, y in ((a, "empty"), ("empty", a)):
+        c = api.compare(x, y, db=db)
+        assert c["pairing"]["paired"] == 0 and c["pairing"]["reason"] == "cannot pair: a run has no episodes"
+        assert "reason" in c["ranking"] and c["tests"] == {}
