@@ -239,7 +239,7 @@ def analyses_in_the_cli(runner, app, console, db, a, b):
     assert as_json("personas", a) == audit(records, load_catalog().personas, run_catalog=spec.catalog)
 
     for args, title in ((["compare", a], "where the variance comes from"), (["compare", a, b], "what these pairs could detect"),
-                        (["plan", a], "reps per cell"), (["personas", a], "are the types told apart")):
+                        (["plan", a], "episodes usable)"), (["personas", a], "are the types told apart")):
         result = runner.invoke(app, [*args, "--db", str(db)])
         assert result.exit_code == 0, result.output
         assert title in console.file.getvalue()

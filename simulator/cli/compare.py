@@ -274,10 +274,13 @@ def plan(
                            include_unfaithful=include_unfaithful)  # fmt: skip
     if fmt == "json":
         return _emit(result)
-    print_rows(console, f"plan from {run_id} ({result['n']} usable episodes): {power:.0%} power at alpha {alpha}, "
-                        "paired by cell and seed", plan_rows(result))  # fmt: skip
-    console.print("[dim]contact: exact McNemar power, twins independent given their cell; scores: paired t "
-                  "sample size divided by the Wilcoxon efficiency 3/pi.[/]")
+    print_rows(console, f"plan from {run_id} ({result['n']} of {result['episodes']} episodes usable): {power:.0%} power at "
+                        f"alpha {alpha}, paired by cell and seed", plan_rows(result))  # fmt: skip
+    console.print(f"[dim]pairs: usable pairs needed; kept: the share of pairs compare will keep (both twins usable and "
+                  f"with the measure: the pilot's share of such episodes, squared); reps: per cell over {result['cells']} "
+                  "cells, enough to keep that many pairs. contact: exact McNemar power, twins independent given their "
+                  "cell; scores (spread: sd of a pair's difference): paired t sample size divided by the Wilcoxon "
+                  "efficiency 3/pi.[/]")
 
 
 @app.command()
