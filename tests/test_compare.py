@@ -21,6 +21,7 @@ from evaluations.analysis.stats import (bootstrap_ci, holm, mcnemar, paired_boot
                                wilcoxon_paired, wilson_ci)
 import simulator.cli.compare as compare_cli
 from simulator.core.errors import UserError
+from simulator.core.files import data_dir
 from simulator.core.records import RunSpec
 from simulator.runs.batch import run_grid
 
@@ -284,8 +285,36 @@ async def test_ablation_personas_against_the_article_ones_on_the_stub(tmp_path):
     changed = {d["field"] for d in c["differences"]}
     assert {"catalog.personas/aloof", "catalog.personas/friendly", "catalog.personas/unsure"} <= changed
     assert c["pairing"]["matched"] == 18
-    assert [row["strategy"] for row in c["ranking"]["contact"]["rows"]] == ["common_interest", "no_ask", "turn_back"]
     assert c["ranking"]["contact"]["n_a"] == c["ranking"]["contact"]["n_b"] == 18
+
+
+async def test_strategy_ranking_on_the_rule_stub(tmp_path):
+    """Ranks and tau known by hand (test_compare asserted only the rows' order, which is alphabetical). On the rule
+    stub common_interest's plain ask wins friendly and aloof (and unsure when she likes them): contact >= 2/3; the
+    friends pretext wins friendly alone: 1/3; no_ask never asks: 0. Run B swaps the two strategies' instructions, so
+    the stub plays each cell with the other's move: B ranks friends_pretext first, common_interest second."""
+    import yaml
+
+    from rule_stub import rule_server
+
+    swapped = tmp_path / "prompts"
+    swapped.mkdir()
+    strategies = yaml.safe_load((data_dir("prompts") / "strategies.yaml").read_text())
+    strategies["common_interest"]["instructions"], strategies["friends_pretext"]["instructions"] = (
+        strategies["friends_pretext"]["instructions"], strategies["common_interest"]["instructions"])
+    (swapped / "strategies.yaml").write_text(yaml.safe_dump(strategies))
+    grid = {"personas": "all", "strategies": "common_interest,friends_pretext,no_ask", "reps": 2}
+    db = tmp_path / "n.db"
+    with rule_server() as url:
+        a = await run_grid(grid, db=db, base_url=url)
+        b = await run_grid(grid, db=db, base_url=url, prompts_dir=swapped)
+    ranking = compare_runs(*load_pair(a, b, db))["ranking"]["contact"]
+    ranks = {r["strategy"]: (r["rank_a"], r["rank_b"]) for r in ranking["rows"]}
+    assert ranks == {"common_interest": (1, 2), "friends_pretext": (2, 1), "no_ask": (3, 3)}
+    rates = {r["strategy"]: (r["a"], r["b"]) for r in ranking["rows"]}
+    assert rates["friends_pretext"][0] == rates["common_interest"][1] == pytest.approx(1 / 3) and rates["no_ask"] == (0, 0)
+    # tau-b by hand: of the 3 pairs of strategies, (ci, fp) swaps and the two with no_ask keep their order: (2 - 1) / 3
+    assert ranking["tau"] == pytest.approx(1 / 3)
 
 
 async def test_show_and_compare_measure_judge_agreement_on_the_same_episodes(tmp_path):
