@@ -68,7 +68,7 @@ def panel_exchanged(verdicts: list[Verdict]) -> str | None:
 
 def panel_next_meeting(verdicts: list[Verdict]) -> bool | None:
     """Whether most judges that read the outcome found a concrete next meeting (None if no judge answered)."""
-    said = [o.next_meeting for o in _read_outcomes(verdicts)]
+    said = [o.next_meeting for o in _read_outcomes(verdicts) if o.next_meeting is not None]
     return sum(said) > len(said) / 2 if said else None
 
 

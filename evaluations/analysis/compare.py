@@ -139,11 +139,11 @@ def persona_tests(ok: pd.DataFrame) -> dict:
 def excluded(frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
     """How many episodes aggregates leave out, and why."""
     if frame.empty:
-        return {"failed": 0, "ungraded": 0, "unfaithful": 0}
-    succeeded = frame["status"] == "succeeded"
-    unfaithful = succeeded & (frame["fidelity_ok"] == False)  # noqa: E712  (None means not checked: kept)
+        return {"failed": 0, "ungraded": 0, "unfaithful": 0, "abandoned": 0}
+    unfaithful = frame["completed"] & (frame["fidelity_ok"] == False)  # noqa: E712  (None means not checked: kept)
+    abandoned = (frame["status"] == "succeeded") & ~frame["completed"].astype(bool)
     return {"failed": int((frame["status"] == "failed").sum()), "ungraded": int((frame["status"] == "ungraded").sum()),
-            "unfaithful": 0 if include_unfaithful else int(unfaithful.sum())}
+            "unfaithful": 0 if include_unfaithful else int(unfaithful.sum()), "abandoned": int(abandoned.sum())}
 
 
 def persona_reactions(frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:

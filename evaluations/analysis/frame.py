@@ -25,13 +25,6 @@ def is_contact(exchanged: str | None) -> bool | None:
     return None if exchanged is None else exchanged in CONTACT
 
 
-def faithful(record: Episode) -> bool | None:
-    """False if the telemetry rules or any judge's fidelity check found the persona out of character."""
-    rules = record.fidelity.ok if record.fidelity else None
-    judged = [v.fidelity.in_character for v in record.verdicts if v.fidelity]
-    return False if rules is False or False in judged else rules
-
-
 def _mean(values: list[int | None]) -> float | None:
     """`_mean([4, 6])` -> 5.0; `_mean([])` -> None."""
     return sum(values) / len(values) if values else None
@@ -52,7 +45,7 @@ def episode_row(record: Episode) -> dict:
         "practitioner_gender": profile and profile.practitioner_gender, "persona_gender": profile and profile.persona_gender,
         "seed": record.seed, "status": record.status, "error": record.error,
         "prefix": branch and branch.prefix, "arm": branch and branch.arm, "person": record.person,
-        "fidelity_ok": faithful(record),
+        "fidelity_ok": record.in_character, "completed": record.completed, "usable": record.usable,
         "exchanged": exchanged, "contact": is_contact(exchanged),
         "social_handle": None if exchanged is None else exchanged == "social_handle",
         "next_meeting": panel_next_meeting(verdicts) if verdicts else None,  # needs a reading of the text: the judges'
@@ -144,14 +137,11 @@ def load_judges(run_id: str, db: Path | str = "nextstep.db"):
 
 
 def usable(frame, *, include_unfaithful: bool = False):
-    """Succeeded episodes, without fidelity-flagged ones unless asked: what aggregates are built on.
-
-    Failed and ungraded episodes are left out: an ungraded one waits for `nextstep batch --resume` to grade it.
-    """
-    keep = frame["status"] == "succeeded"
-    if not include_unfaithful:
-        keep &= frame["fidelity_ok"].fillna(True).astype(bool)
-    return frame[keep]
+    """The rows aggregates are built on: the `usable` column (`Episode.usable`), or with `include_unfaithful` the
+    `completed` one (out-of-character episodes kept). Failed, ungraded and abandoned episodes are always left out."""
+    if frame.empty:  # a run without episodes has no columns either
+        return frame
+    return frame[frame["completed" if include_unfaithful else "usable"].astype(bool)]
 
 
 def summary(frame, by=("persona", "setting")) -> list[dict]:
@@ -164,7 +154,7 @@ def summary(frame, by=("persona", "setting")) -> list[dict]:
             **dict(zip(by, key if isinstance(key, tuple) else (key,))),
             "episodes": len(group), "failed": int((group["status"] == "failed").sum()),
             "ungraded": int((group["status"] == "ungraded").sum()),
-            "unfaithful": int(((group["status"] == "succeeded") & (group["fidelity_ok"] == False)).sum()),  # noqa: E712
+            "unfaithful": int((group["completed"] & (group["fidelity_ok"] == False)).sum()),  # noqa: E712
             "n": len(ok), **{f"{m}_rate": _share(ok[m]) for m in ("contact", "social_handle", "next_meeting")},
             **{c: (float(ok[c].dropna().mean()) if ok[c].notna().any() else None) for c in CONDITIONS},
         })  # fmt: skip

@@ -18,7 +18,7 @@ from evaluations.judge.rubric import CONDITIONS
 from simulator.core.records import Episode, Turn
 
 from .fidelity import audit
-from .frame import episode_row, faithful, judges_frame, usable
+from .frame import episode_row, judges_frame, usable
 from .plots import condition_bars, heatmap, interest_curves
 from .tables import (agreement_rows, curve_rows, detectable_rows, pair_rows, persona_rows, repeats_rows,
                      variance_rows)
@@ -99,7 +99,7 @@ def _badges(record: Episode, flags: list[str]) -> str:
         out += f'<span class="badge contact">{escape(exchanged)}</span>'
     if record.status != "succeeded":
         return out + f'<span class="badge bad">{escape(record.status)}</span>'
-    return out + ('<span class="badge bad">out of character</span>' if faithful(record) is False else "")
+    return out + ('<span class="badge bad">out of character</span>' if record.in_character is False else "")
 
 
 def _turn(t: Turn, moving: set[int], quotes: list) -> str:
@@ -297,10 +297,11 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
     r, spec = run_analysis(frame, judges_frame(records)), run["spec"]
     fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.catalog)
     used = set(usable(frame)["episode_id"]) if len(frame) else set()
+    abandoned = f', {r["excluded"]["abandoned"]} abandoned by a person' if r["excluded"]["abandoned"] else ""
     body = [f"<h1>nextstep report: {escape(run_id)}</h1>",
             f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
             f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
-            'out of character. '
+            f'out of character{abandoned}. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
             "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x.id in used]), *cautions(records),
             "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),

@@ -8,14 +8,13 @@ from evaluations.judge.rubric import CONDITIONS
 from simulator.storage.store import Store
 
 from .agreement import scores_alpha
-from .frame import scan_run, summary
+from .frame import scan_run, summary, usable
 
 
 def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
     """Per persona x setting (`frame.summary`), the strategies' cautions, the judges' agreement where an episode had
-    several, and the tokens per succeeded episode over those whose endpoint reported usage.
-
-    Built from the run's scalar frames (`scan_run`), never from its records held at once."""
+    several (over the usable episodes, as `compare RUN`), and the tokens per succeeded episode over those whose endpoint
+    reported usage. Built from the run's scalar frames (`scan_run`), never from its records held at once."""
     scan = scan_run(run_id, db)
     frame, judges = scan.frame, scan.judges
     with Store(Path(db)) as store:
@@ -27,7 +26,7 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
         "run": run_id,
         "rows": summary(frame) if len(frame) else [],
         "cautions": scan.cautions,
-        "judge_alpha": scores_alpha(_panel_scores(judges, set(ok["episode_id"]))) if several else None,
+        "judge_alpha": scores_alpha(_panel_scores(judges, set(usable(frame)["episode_id"]))) if several else None,  # as compare's
         "rubrics": rubrics,  # {rubric hash: episodes}: two or more, and a re-grade was left part way
         "succeeded": len(ok),
         "usage_known": len(known),

@@ -30,9 +30,9 @@ def _progress_printer():
     task = bar.add_task("episodes", total=None, status="")
 
     def update(p) -> None:
-        status = (f"done {p.done} · failed {p.failed} · running {p.running} · {p.per_minute:.1f}/min · "
-                  f"{p.tokens:,} tokens")  # fmt: skip
-        bar.update(task, total=p.total, completed=p.done + p.failed, status=status)
+        status = (f"done {p.done} · ungraded {p.ungraded} · failed {p.failed} · running {p.running} · "
+                  f"{p.per_minute:.1f}/min · {p.tokens:,} tokens")  # fmt: skip
+        bar.update(task, total=p.total, completed=p.ended, status=status)
 
     @contextlib.contextmanager
     def live():

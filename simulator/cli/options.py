@@ -25,7 +25,7 @@ Seed = Annotated[int, typer.Option(help="Seed for every request; same seed, same
 
 # Grading.
 Judges = Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Independent judges per episode, 0 for none \\[default: 1].")]
-JudgeSeed = Annotated[int, typer.Option(help="Seed of the first judge.")]
+JudgeSeed = Annotated[int, typer.Option(help="Seed of the first judge; a stored episode adds its own seed (as a batch does).")]
 RubricFile = Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML overriding the shipped one.")]
 FidelityJudge = Annotated[bool, typer.Option(help="Also ask the judge whether the persona stayed in character.")]
 

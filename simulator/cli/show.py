@@ -106,8 +106,12 @@ def print_result(record: Episode, path) -> None:
     if o:
         console.print(f"\n[bold]outcome[/]: exchanged {o.exchanged}; ended by {o.ended_by} ({o.end_reason}); "
                       f"final interest {o.final_interest}, comfort {o.final_comfort}")
-    if record.fidelity and not record.fidelity.ok:
-        console.print(f"[yellow]persona fidelity[/]: {'; '.join(record.fidelity.problems)} (excluded from aggregates by default)")
+    if record.in_character is False:
+        why = (record.fidelity.problems if record.fidelity else []) + [
+            f"judge {v.judge}: {v.fidelity.reason}" for v in record.verdicts if v.fidelity and v.fidelity.in_character is False]
+        console.print(f"[yellow]out of character[/]: {escape('; '.join(why))} (excluded from aggregates by default)")
+    elif record.abandoned:
+        console.print("[yellow]abandoned[/]: a person ended it before an ask was answered (excluded from aggregates)")
     for verdict in record.verdicts:
         print_verdict(verdict)
     if u:

@@ -60,10 +60,11 @@ def print_session(run_id: str, db: Path, progress: Progress) -> None:
     """What this batch session did, and how to continue it."""
     unknown = (f" + {progress.unknown_usage_calls:,} calls whose endpoint reported no usage (not counted, so not "
                "held to --max-tokens)") if progress.unknown_usage_calls else ""  # fmt: skip
-    console.print(f"this session: {progress.done} succeeded, {progress.failed} failed, {progress.skipped} already done; "
+    console.print(f"this session: {progress.done} succeeded, {progress.ungraded} ungraded, {progress.failed} failed, "
+                  f"{progress.skipped} already done; "
                   f"{progress.tokens:,} tokens{unknown}")
     resume = f"nextstep batch --resume {run_id} --db {db}"
     if progress.stopped:
         console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")
-    elif progress.failed:
+    elif progress.failed or progress.ungraded:
         console.print(f"retry the failed episodes and grade the ungraded ones with: {resume}")

@@ -207,6 +207,7 @@ class Progress:
     total: int
     skipped: int = 0
     done: int = 0
+    ungraded: int = 0  # simulated, but a judge's endpoint failed: graded on resume; not a failure
     failed: int = 0
     running: int = 0
     tokens: int = 0  # reported by the endpoint; calls without usage are counted apart
@@ -219,7 +220,11 @@ class Progress:
     @property
     def per_minute(self) -> float:
         elapsed = time.monotonic() - self.started
-        return 60 * (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
+        return 60 * self.ended / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def ended(self) -> int:
+        return self.done + self.ungraded + self.failed
 
 
 def _crashed(cell: Cell, error: BaseException) -> Episode:
@@ -331,7 +336,10 @@ class Batch:
             if record.status == "succeeded":
                 progress.done += 1
             else:
-                progress.failed += 1
+                if record.status == "ungraded":
+                    progress.ungraded += 1
+                else:
+                    progress.failed += 1
                 log.warning("episode %s (%s rep %d) %s: %s", record.id, record.cell, record.rep, record.status, record.error)
                 if (reason := self.endpoint.exit_reason()) and not progress.stopped:
                     progress.stopped, progress.fault = reason, True

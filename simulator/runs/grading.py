@@ -94,23 +94,27 @@ def with_new_verdicts(record: Episode, verdicts: list[Verdict]) -> Episode:
 
 async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[str, dict]], *, judges: int, seed: int = 0,
                          rubric_file: Path | None = None, fidelity_judge: bool = False, on_graded: OnGraded | None = None,
+                         episode_seeds: list[int] | None = None, send_key: bool = True,
                          previous: list[list[Verdict]] | None = None) -> list[list[Verdict]]:
     """Every judge's verdict on each (label, episode), in order, one episode at a time; `on_graded` after each.
 
+    Judge i of episode n is seeded `seed + episode_seeds[n] + i` (a batch seeds them its episode's seed + i), or
+    `seed + i` for every episode without `episode_seeds` (a gold set's items have no seed of their own).
     `previous` (each episode's verdicts so far) makes it resume: a verdict that this very judge completed
     (`graded_by`) is kept without asking again, and an episode all of whose judges are kept is not passed to `on_graded`.
     """
     if judges < 1:
         raise UserError(f"--judges {judges}: grading needs at least one judge")
     rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
-    with endpoint(config, local_slots=1) as ep:
+    with endpoint(config, local_slots=1, send_key=send_key) as ep:
         async with ep.models(config) as models:
-            panel = judge_panel(models["evaluators"], Prompts(catalog.prompt_dirs), rubric, rubric_hash, judges=judges,
-                                seed=seed, reasks=config.reasks, fidelity_judge=fidelity_judge)  # fmt: skip
-            evaluate, results = make_evaluator(panel, catalog), []  # the evaluator graph, run alone
+            prompts, results = Prompts(catalog.prompt_dirs), []
             for n, (label, episode) in enumerate(episodes, start=1):
+                panel = judge_panel(models["evaluators"], prompts, rubric, rubric_hash, judges=judges,
+                                    seed=seed + (episode_seeds[n - 1] if episode_seeds else 0), reasks=config.reasks,
+                                    fidelity_judge=fidelity_judge)  # fmt: skip
                 kept = [v for v in (previous[n - 1] if previous else []) if any(graded_by(v, j) for j in panel)]
-                results.append(await evaluate(episode, previous=kept))
+                results.append(await make_evaluator(panel, catalog)(episode, previous=kept))  # the evaluator graph, alone
                 if on_graded and len(kept) < len(panel):
                     on_graded(n, len(episodes), label, results[-1])
             return results
@@ -128,7 +132,7 @@ class Regraded:
 
 async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Path, judges: int, seed: int = 0,
                   rubric_file: Path | None = None, fidelity_judge: bool = False,
-                  on_graded: OnGraded | None = None) -> Regraded:
+                  on_graded: OnGraded | None = None, send_key: bool = True) -> Regraded:
     """Grade stored episodes again and save each as it is graded; earlier verdicts are kept as history. The rubric and
     judges' prompts are kept in the store by hash, as a batch keeps them, so `compare` can show how they differ.
 
@@ -156,6 +160,7 @@ async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Pat
 
         await grade_episodes(config, catalog, [(t.label, t.record.transcript()) for t in targets], judges=judges, seed=seed,
                              rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=save,
+                             episode_seeds=[t.record.seed or 0 for t in targets], send_key=send_key,
                              previous=[t.record.verdicts for t in targets])  # fmt: skip
         done.skipped = len(targets) - done.graded - len(done.failed)
         return done

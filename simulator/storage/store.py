@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "nextstep/1"
 BUSY_TIMEOUT_S = 30  # how long a connection waits for another's write before it gives up
 # Columns added after databases were made: created on open when missing, so older files keep working.
-ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT"}
+ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT", "usable": "INTEGER"}
 # Tables added after databases were made: created on open when missing (a read-only open skips this and finds none).
 ADDED_TABLES = """
 CREATE TABLE IF NOT EXISTS episode_history (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, cell TEXT NOT NULL, rep INTEGER NOT NULL,
@@ -410,7 +410,7 @@ class Store:
                    "end_reason", "ended_by"),
             "parent_id": branch and branch.parent, "fork_turn": branch and branch.at,
             "arm": branch and (branch.treatment or branch.arm),
-            "fidelity_ok": e.fidelity and e.fidelity.ok, "n_turns": len(e.turns),
+            "fidelity_ok": e.in_character, "usable": e.usable, "n_turns": len(e.turns),
             "n_calls": e.usage and e.usage.calls, **pick(e.usage, "prompt_tokens", "completion_tokens", "latency_s"),
             "saved_at": now(), "provenance_json": prov and prov.model_dump_json(), "record_json": e.model_dump_json(),
         }  # fmt: skip
@@ -512,9 +512,9 @@ class Store:
             self._insert_verdicts(eid, verdicts)
             e = self._episode(conn.execute("SELECT id, record_json FROM episodes WHERE id = ?", (eid,)).fetchone()).with_verdicts(verdicts)
             conn.execute("""UPDATE episodes SET record_json = ?, status = ?, error = ?, n_calls = ?, prompt_tokens = ?,
-                            completion_tokens = ?, latency_s = ? WHERE id = ?""",
+                            completion_tokens = ?, latency_s = ?, fidelity_ok = ?, usable = ? WHERE id = ?""",
                          (e.model_dump_json(), e.status, e.error, e.usage.calls, e.usage.prompt_tokens,
-                          e.usage.completion_tokens, e.usage.latency_s, eid))  # fmt: skip
+                          e.usage.completion_tokens, e.usage.latency_s, e.in_character, e.usable, eid))  # fmt: skip
 
     def save_texts(self, texts: dict[str, tuple[str, str]]) -> None:
         """Keep texts by hash ({hash: (name, text)}), e.g. the rubric and evaluator prompts of a run."""
