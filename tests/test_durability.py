@@ -7,6 +7,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,18 @@ def wait_for(db: Path, n: int, proc: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
+def held_after(n_free: int, gate: threading.Event):
+    """A stub fault that holds every request after the first `n_free` until `gate` is set (then answers normally), or
+    for 60 s at most: then the gate opens for all (so a test on code that lets both writers on waits once, not forever)."""
+
+    def fault(n, body):
+        if n >= n_free and not gate.wait(timeout=60):
+            gate.set()
+        return None
+
+    return fault
+
+
 def test_a_second_batch_on_a_run_being_written_is_refused_naming_the_holder(tmp_path):
     """Two processes on one run both simulated every episode (about twice the requests of one run). The second is
     refused, in one line naming the first (pid, host, since when), before it sends a request."""
@@ -93,12 +106,14 @@ def test_a_second_batch_on_a_run_being_written_is_refused_naming_the_holder(tmp_
     alone = StubServer(latency=0.02)
     with alone as url:
         assert batch_process(url, tmp_path / "alone.db").wait(timeout=300) == 0
-    both = StubServer(latency=0.15)  # slow enough that the first is still at work when the second starts
+    gate = threading.Event()
+    both = StubServer(fault=held_after(30, gate))  # the first is still at work when the second starts
     with both as url:
         first = batch_process(url, tmp_path / "n.db")
         wait_for(tmp_path / "n.db", 3, first)
         second = batch_process(url, tmp_path / "n.db")
         _, err = second.communicate(timeout=300)
+        gate.set()
         first.communicate(timeout=300)
     assert first.returncode == 0 and second.returncode == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -109,12 +124,13 @@ def test_a_second_batch_on_a_run_being_written_is_refused_naming_the_holder(tmp_
 
 def test_a_failing_second_process_cannot_replace_successes(tmp_path):
     """A healthy and a failing process on one run: the failures replaced all the successes, both exiting 0."""
-    db = tmp_path / "n.db"
-    with StubServer(latency=0.15) as good, StubServer(latency=0.3, fault=lambda n, body: (400, {}, {"error": {"message": "no"}})) as bad:
+    db, gate = tmp_path / "n.db", threading.Event()
+    with StubServer(fault=held_after(30, gate)) as good, StubServer(fault=lambda n, body: (400, {}, {"error": {"message": "no"}})) as bad:
         healthy = batch_process(good, db)
         wait_for(db, 3, healthy)
         failing = batch_process(bad, db, resume=True)
         failing.communicate(timeout=300)
+        gate.set()
         healthy.communicate(timeout=300)
     assert healthy.returncode == 0 and failing.returncode != 0
     assert stored(db) == {"succeeded": 21}
@@ -177,7 +193,7 @@ def test_a_regrade_against_a_failing_endpoint_keeps_the_old_verdicts_current_and
     before = current_verdicts(graded_run)
     assert [status for status, _ in before.values()] == ["succeeded"] * 3
     with StubServer(fault=lambda n, body: (400, {}, {"error": {"message": "no"}})) as url:
-        result = nextstep("grade", "r", "--base-url", url, "--db", str(graded_run))
+        result = nextstep("grade", "r", "--seed", "1", "--base-url", url, "--db", str(graded_run))  # another panel
     assert current_verdicts(graded_run) == before
     assert result.returncode == 1, result.stdout + result.stderr
     assert "kept the earlier verdicts of 3 episode(s)" in result.stdout and "saved: new verdicts" not in result.stdout

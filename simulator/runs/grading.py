@@ -36,7 +36,7 @@ class Target:
     save: Callable[[Episode], None]
 
 
-def grading_targets(names: list[str], db: Path, stores: ExitStack | None = None) -> list[Target]:
+def grading_targets(names: list[str], db: Path, stores: ExitStack) -> list[Target]:
     """A Target for each episode file, directory of them, run id or episode id in `db`.
 
     Stored episodes are saved through one Store, kept open in `stores` (closed by the caller), which claims their runs:
@@ -51,7 +51,7 @@ def grading_targets(names: list[str], db: Path, stores: ExitStack | None = None)
             continue
         if not db.is_file():
             raise UserError(f"{name}: no such episode file or directory, and no database {db} to look it up in")
-        store = store or (stores or ExitStack()).enter_context(Store(db))
+        store = store or stores.enter_context(Store(db))
         is_run = any(r["id"] == name for r in store.runs())
         records = [r for r in store.episodes(name) if r.status != "failed"] if is_run else [store.episode(name)]
         for run_id in {r.run_id for r in records if r.run_id}:
