@@ -317,8 +317,7 @@ async def test_compare_shows_how_each_run_was_graded_from_its_verdicts(tmp_path,
                                                        "b": load_rubric(rubric)[1], "diff": None}  # fmt: skip
     assert "Read the whole curve." in fields["prompts.rubric"]["diff"]
     assert fields["judges.count"] == {"field": "judges.count", "a": [1, 2], "b": 2, "mixed": ["A"]}
-    assert fields["judges.seeds"] == {"field": "judges.seeds", "a": ["0 + judge", "episode seed + judge"],
-                                      "b": "5 + judge", "mixed": ["A"]}  # fmt: skip
+    assert fields["judges.seeds"] == {"field": "judges.seeds", "a": "episode seed + judge", "b": "episode seed +5 + judge"}
 
     console = Console(file=io.StringIO(), width=80)
     monkeypatch.setattr(compare_cli, "console", console)

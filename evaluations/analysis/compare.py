@@ -169,9 +169,10 @@ def run_analysis(frame: pd.DataFrame, judges: pd.DataFrame, *, include_unfaithfu
 
 
 def _seed_rule(record: Episode, verdict: Verdict) -> str:
-    """How a judge was seeded: from the episode (a batch: its seed + the judge's place) or from a fixed seed (`grade --seed`)."""
-    base = verdict.seed - verdict.judge if verdict.seed is not None else None
-    return "episode seed + judge" if base == record.seed else f"{base} + judge"
+    """How a judge was seeded, relative to its episode: a batch seeds judge i `episode seed + i`, `grade --seed S`
+    `episode seed + S + i`: `'episode seed + judge'`, `'episode seed +5 + judge'`."""
+    offset = verdict.seed - verdict.judge - (record.seed or 0) if verdict.seed is not None else None
+    return "episode seed + judge" if offset == 0 else f"episode seed {offset:+d} + judge" if offset is not None else "none"
 
 
 def judge_provenance(records: list[Episode]) -> dict:
