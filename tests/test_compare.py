@@ -1,4 +1,4 @@
-"""Persona reactions and run comparisons: each statistic is the stats function on the same numbers, wired right."""
+"""Persona reactions and run comparisons: each statistic against a value worked by hand or computed by scipy directly."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import json
 import subprocess
 import sys
 
+import math
+
 import pandas as pd
 import pytest
+from scipy import stats
 from rich.console import Console
 from conftest import lenient_personas
 from stub_server import StubServer
@@ -17,8 +20,7 @@ from typer.testing import CliRunner
 
 from evaluations.analysis.compare import compare_runs, load_pair, persona_reactions
 from evaluations.judge.rubric import CONDITIONS, FLAGS
-from evaluations.analysis.stats import (bootstrap_ci, holm, mcnemar, paired_bootstrap_ci, rates_test, scores_test,
-                               wilcoxon_paired, wilson_ci)
+from evaluations.analysis.stats import holm
 import simulator.cli.compare as compare_cli
 from simulator.core.errors import UserError
 from simulator.core.files import data_dir
@@ -58,28 +60,33 @@ def test_persona_reactions_match_the_stats_functions():
     json.dumps(r, allow_nan=False)  # plain JSON: NaN became None
     assert r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 2, "abandoned": 0} and r["n"] == 30 and r["episodes"] == 33
     rows = {row["persona"]: row for row in r["personas"]}
-    assert rows["friendly"]["contact"] == {"k": 8, "n": 10, "rate": 0.8, "ci": list(wilson_ci(8, 10))}
+    z = stats.norm.ppf(0.975)  # Wilson's interval for 8 of 10, from its formula
+    half = z * math.sqrt(0.8 * 0.2 / 10 + z * z / 400) / (1 + z * z / 10)
+    centre = (0.8 + z * z / 20) / (1 + z * z / 10)
+    assert rows["friendly"]["contact"] == {"k": 8, "n": 10, "rate": 0.8, "ci": pytest.approx([centre - half, centre + half])}
     used = frame[(frame.status == "succeeded") & frame.fidelity_ok]
     aloof = used[used.persona == "aloof"]
     assert rows["aloof"]["mean_interest"]["mean"] == pytest.approx(aloof.mean_interest.mean())
-    assert rows["aloof"]["timing"]["ci"] == pytest.approx(list(bootstrap_ci(aloof.timing.to_numpy(float))))
+    lo, hi = rows["aloof"]["timing"]["ci"]
+    assert lo < aloof.timing.mean() < hi and aloof.timing.min() <= lo and hi <= aloof.timing.max()  # a percentile interval
     assert rows["aloof"]["flags"]["rude"]["rate"] == pytest.approx(0.3) and rows["unsure"]["flags"]["rude"]["k"] == 0
 
     contact = r["tests"]["contact"]
-    assert contact["omnibus"]["p"] == pytest.approx(rates_test([2, 8, 5], [10, 10, 10])["p"])
+    assert contact["omnibus"]["p"] == pytest.approx(stats.chi2_contingency([[2, 8], [8, 2], [5, 5]]).pvalue)
     assert contact["omnibus"]["test"].startswith("chi2")
     pairs = {(p["a"], p["b"]): p for p in contact["pairwise"]}
-    assert pairs[("aloof", "friendly")]["p"] == pytest.approx(rates_test([2, 8], [10, 10])["p"])
-    assert pairs[("aloof", "friendly")]["effect"] == pytest.approx(rates_test([2, 8], [10, 10])["effect"])  # Cohen's h
+    assert pairs[("aloof", "friendly")]["p"] == pytest.approx(stats.fisher_exact([[2, 8], [8, 2]]).pvalue)
+    h = 2 * math.asin(math.sqrt(0.8)) - 2 * math.asin(math.sqrt(0.2))  # Cohen's h, friendly - aloof
+    assert pairs[("aloof", "friendly")]["effect"] == pytest.approx(h)
     raw = [p["p"] for p in contact["pairwise"]]
     assert [p["p_holm"] for p in contact["pairwise"]] == pytest.approx(holm(raw))
     smallest = pairs[("aloof", "friendly")]  # 2/10 against 8/10: Holm multiplies the smallest p by 3
     assert smallest["p"] == min(raw) and smallest["p_holm"] == pytest.approx(3 * smallest["p"]) and smallest["p_holm"] < 0.1
 
     groups = [used[used.persona == p].timing.to_numpy(float) for p in ("aloof", "friendly", "unsure")]
-    assert r["tests"]["timing"]["omnibus"]["p"] == pytest.approx(scores_test(groups)["p"])
+    assert r["tests"]["timing"]["omnibus"]["p"] == pytest.approx(stats.kruskal(*groups).pvalue)
     assert r["tests"]["timing"]["omnibus"]["test"] == "kruskal-wallis"
-    assert r["tests"]["timing"]["pairwise"][0]["p"] == pytest.approx(scores_test(groups[:2])["p"])
+    assert r["tests"]["timing"]["pairwise"][0]["p"] == pytest.approx(stats.mannwhitneyu(*groups[:2]).pvalue)
 
 
 def test_a_test_names_the_groups_it_left_out():
@@ -89,7 +96,7 @@ def test_a_test_names_the_groups_it_left_out():
     timing = r["tests"]["timing"]["omnibus"]
     used = frame[(frame.status == "succeeded") & frame.fidelity_ok.astype(bool)]
     two = [used[used.persona == p].timing.to_numpy(float) for p in ("aloof", "unsure")]
-    assert timing["test"] == "mann-whitney u" and timing["p"] == pytest.approx(scores_test(two)["p"])
+    assert timing["test"] == "mann-whitney u" and timing["p"] == pytest.approx(stats.mannwhitneyu(*two).pvalue)
     assert (timing["compared"], timing["left_out"]) == (["aloof", "unsure"], ["friendly"])
     assert r["tests"]["contact"]["omnibus"]["left_out"] == []
     from simulator.cli.compare import print_reactions
@@ -142,19 +149,22 @@ def test_compare_runs_pairs_and_tests():
     assert c["pairing"] == {"paired": 10, "matched": 10, "excluded": 0, "only_a": 0, "only_b": 0, "reason": None}
 
     t = c["tests"]
-    assert t["contact"]["p"] == pytest.approx(mcnemar(fa.contact, fb.contact)["p"])
-    assert (t["contact"]["b01"], t["contact"]["b10"]) == (mcnemar(fa.contact, fb.contact)["b01"], mcnemar(fa.contact, fb.contact)["b10"])
-    assert t["timing"]["p"] == pytest.approx(wilcoxon_paired(fa.timing, fb.timing)["p"])
-    assert t["timing"]["delta"] == pytest.approx((fb.timing - fa.timing).mean())
-    assert t["timing"]["ci"] == pytest.approx(list(paired_bootstrap_ci(fa.timing, fb.timing)))
-    assert t["mean_interest"]["p"] == pytest.approx(wilcoxon_paired(fa.mean_interest, fb.mean_interest)["p"])
+    # By hand: A made contact at reps 0, 3, 6, 9 and B at 0, 2, 4, 6, 8, so B alone at 2, 4, 8 and A alone at 3, 9;
+    # the exact McNemar p is 2 P(X <= 2) for X ~ Binomial(5, 1/2) = 2 (1 + 5 + 10) / 32 = 1.
+    assert (t["contact"]["b01"], t["contact"]["b10"], t["contact"]["p"]) == (3, 2, pytest.approx(1.0))
+    # timing: A scores 1 + rep % 3, B 2 + rep % 4; the differences are 1 1 1 4 0 0 3 3 -1 2, mean 1.4.
+    d = [1, 1, 1, 4, 0, 0, 3, 3, -1, 2]
+    assert t["timing"]["delta"] == pytest.approx(1.4) and t["timing"]["n"] == 10
+    assert t["timing"]["p"] == pytest.approx(stats.wilcoxon(d).pvalue)
+    assert t["timing"]["ci"][0] < 1.4 < t["timing"]["ci"][1] and -1 <= t["timing"]["ci"][0] and t["timing"]["ci"][1] <= 4
+    assert t["mean_interest"]["p"] == pytest.approx(stats.wilcoxon(fb.mean_interest - fa.mean_interest).pvalue)
     assert [x["p_holm"] for x in t.values()] == pytest.approx(holm([x["p"] for x in t.values()]))
 
     cells = {row["cell"]: row for row in c["cells"]}
     aloof = cells["bar_club/aloof/turn_back/man-woman"]
     assert aloof["n"] == 6 and not aloof["small"] and cells["bar_club/friendly/turn_back/man-woman"]["small"]
-    assert aloof["timing"] == pytest.approx((fb.timing[:6] - fa.timing[:6]).mean())
-    assert aloof["contact_a"] == pytest.approx(fa.contact[:6].mean())
+    assert aloof["timing"] == pytest.approx(sum(d[:6]) / 6)  # reps 0-5 are aloof's
+    assert aloof["contact_a"] == pytest.approx(2 / 6)  # reps 0 and 3
 
 
 def test_compare_runs_says_when_it_cannot_pair():
