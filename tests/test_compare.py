@@ -318,13 +318,27 @@ async def test_strategy_ranking_on_the_rule_stub(tmp_path):
     with rule_server() as url:
         a = await run_grid(grid, db=db, base_url=url)
         b = await run_grid(grid, db=db, base_url=url, prompts_dir=swapped)
-    ranking = compare_runs(*load_pair(a, b, db))["ranking"]["contact"]
+    c = compare_runs(*load_pair(a, b, db))
+    ranking = c["ranking"]["contact"]
     ranks = {r["strategy"]: (r["rank_a"], r["rank_b"]) for r in ranking["rows"]}
     assert ranks == {"common_interest": (1, 2), "friends_pretext": (2, 1), "no_ask": (3, 3)}
     rates = {r["strategy"]: (r["a"], r["b"]) for r in ranking["rows"]}
     assert rates["friends_pretext"][0] == rates["common_interest"][1] == pytest.approx(1 / 3) and rates["no_ask"] == (0, 0)
     # tau-b by hand: of the 3 pairs of strategies, (ci, fp) swaps and the two with no_ask keep their order: (2 - 1) / 3
     assert ranking["tau"] == pytest.approx(1 / 3)
+
+    # The paired compare, by hand: friendly shares on both sides and no_ask never asks; aloof shares to the plain ask
+    # only (A's common_interest, B's friends_pretext cells); unsure too, when she likes them, and a cell's twins draw
+    # the same first interest (same seed), read here from run A's turns.
+    from simulator.storage.store import Store
+
+    with Store(db) as store:
+        likes = {s: sum(next(t.interest for t in r.turns if t.speaker == "persona") > 4 for r in store.episodes(a)
+                        if r.persona == "unsure" and r.strategy == s) for s in ("common_interest", "friends_pretext")}
+    b10, b01 = 2 + likes["common_interest"], 2 + likes["friends_pretext"]
+    contact = c["tests"]["contact"]
+    assert c["pairing"]["paired"] == 18 and (contact["b01"], contact["b10"]) == (b01, b10)
+    assert contact["p"] == pytest.approx(stats.binomtest(b01, b01 + b10).pvalue)
 
 
 async def test_show_and_compare_measure_judge_agreement_on_the_same_episodes(tmp_path):
