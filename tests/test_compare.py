@@ -373,3 +373,43 @@ def test_compare_with_a_run_that_has_no_episodes(tmp_path):
         c = api.compare(x, y, db=db)
         assert c["pairing"]["paired"] == 0 and c["pairing"]["reason"] == "cannot pair: a run has no episodes"
         assert "reason" in c["ranking"] and c["tests"] == {}
+
+
+async def test_compare_shows_how_each_run_was_graded_from_its_verdicts(tmp_path, monkeypatch):
+    """Issue 22 item 5: B is A's grid graded again with another rubric, two judges and judge seed 5; one episode of A
+    is graded again with two judges. The specs are the same: only the verdicts say how each was graded."""
+    import shutil
+
+    import yaml
+
+    from evaluations.judge.rubric import load_rubric
+    from simulator import api
+    from simulator.core.files import data_dir
+
+    rubric = tmp_path / "rubric.yaml"
+    shutil.copy(data_dir("prompts") / "rubric.yaml", rubric)
+    edited = yaml.safe_load(rubric.read_text())
+    edited["conditions"]["timing"]["description"] += " Read the whole curve."
+    rubric.write_text(yaml.safe_dump(edited, sort_keys=False))
+    grid, db = {"personas": "unsure,friendly", "max_turns": 1}, tmp_path / "n.db"
+    with StubServer() as url:
+        a = await run_grid(grid, db=db, base_url=url)
+        b = await run_grid(grid, db=db, base_url=url, run_id="b")
+        api.grade(["b"], db=db, judges=2, seed=5, rubric_file=rubric, base_url=url)
+        api.grade([api.load_episodes(a, db=db)[0].id], db=db, judges=2, base_url=url)
+    c = compare_runs(*load_pair(a, "b", db))
+    fields = {d["field"]: d for d in c["differences"]}
+    assert {"prompts.rubric", "judges.count", "judges.seeds"} <= set(fields), sorted(fields)
+    assert fields["prompts.rubric"] | {"diff": None} == {"field": "prompts.rubric", "a": load_rubric()[1],
+                                                       "b": load_rubric(rubric)[1], "diff": None}  # fmt: skip
+    assert "Read the whole curve." in fields["prompts.rubric"]["diff"]
+    assert fields["judges.count"] == {"field": "judges.count", "a": [1, 2], "b": 2, "mixed": ["A"]}
+    # A re-grade seeds judge i with the episode's seed + --seed + i (issue 22 item 12), so A's is not mixed
+    assert fields["judges.seeds"] == {"field": "judges.seeds", "a": "episode seed + judge", "b": "episode seed + 5 + judge"}
+
+    console = Console(file=io.StringIO(), width=80)
+    monkeypatch.setattr(compare_cli, "console", console)
+    assert CliRunner().invoke(compare_cli.app, ["compare", a, "b", "--db", str(db)]).exit_code == 0
+    shown = console.file.getvalue()
+    assert "│ judges.count " in shown and "│ [1, 2] (mixed) " in shown
+    assert "Read the whole curve." in shown  # the rubric's diff

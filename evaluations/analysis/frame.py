@@ -124,6 +124,35 @@ def _share(values) -> float | None:
     return float(known.astype(bool).mean()) if len(known) else None
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may read as the start of a formula
+
+
+def spreadsheet_safe(value):
+    """A text cell a spreadsheet shows as text, never evaluates: `spreadsheet_safe('=1+2')` -> "'=1+2"."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+
+
+def export_target(run_id: str, output: Path | None, fmt: str | None) -> tuple[str, Path]:
+    """The format and file of an export: the format follows the file's extension, the file is named after the run.
+
+    `export_target('r1', None, 'csv')` -> ('csv', Path('r1.csv')); `export_target('r1', Path('a.parquet'), None)` ->
+    ('parquet', Path('a.parquet')); a name and a format that disagree are a UserError.
+    """
+    named = output.suffix.lstrip(".").lower() if output is not None else None
+    if fmt is not None and fmt not in EXPORT_FORMATS:
+        raise UserError(f"--format {fmt!r}: choose from {', '.join(EXPORT_FORMATS)}")
+    if named is not None and named not in EXPORT_FORMATS:
+        raise UserError(f"-o {output}: name the file .jsonl, .csv or .parquet (the format follows the name: "
+                        f"{', '.join(EXPORT_FORMATS)})")  # fmt: skip
+    if fmt and named and fmt != named:
+        raise UserError(f"-o {output} is a .{named} file but --format is {fmt}; give one of them")
+    fmt = fmt or named or "jsonl"
+    return fmt, output if output is not None else Path(f"{run_id}.{fmt}")
+
+
 def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
     """Write a run as jsonl (full records), csv or parquet (flat rows); returns the number of episodes."""
     if fmt == "jsonl":
@@ -133,8 +162,9 @@ def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
         output.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
         return len(records)
     frame = load_run(run_id, db)
-    if fmt == "csv":
-        frame.to_csv(output, index=False)
+    if fmt == "csv":  # text columns neutralised (OWASP's CSV injection advice); parquet keeps values as they are
+        text = frame.select_dtypes(include="object").columns
+        frame.assign(**{c: frame[c].map(spreadsheet_safe) for c in text}).to_csv(output, index=False)
     elif fmt == "parquet":
         try:
             frame.to_parquet(output, index=False)

@@ -224,7 +224,8 @@ def audit_section(a: dict) -> list[str]:
 def comparison_section(c: dict) -> list[str]:
     """What differs between the baseline and this run, and the paired tests."""
     out = [f"<p>A = {escape(c['a'])} (baseline), B = {escape(c['b'])}; deltas are B − A.</p>"]
-    diffs = [[d["field"], json.dumps(d["a"]), json.dumps(d["b"])] for d in c["differences"]]
+    mixed = lambda d, side: " (mixed)" if side in d.get("mixed", []) else ""  # noqa: E731
+    diffs = [[d["field"], json.dumps(d["a"]) + mixed(d, "A"), json.dumps(d["b"]) + mixed(d, "B")] for d in c["differences"]]
     out.append(table(["differs", "A", "B"], diffs) if diffs else "<p>The runs were made the same way.</p>")
     out += [diff_block(d["diff"]) for d in c["differences"] if d.get("diff")]
     p = c["pairing"]
@@ -319,7 +320,8 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
     prov = [["created", run["created_at"]], ["nextstep version", run["version"]], ["backend", spec.backend],
             ["models", json.dumps(spec.models)], ["episodes by status", json.dumps(run["counts"])],
             ["experiment", json.dumps(spec.experiment)],
-            *[[f"prompt {k}", v] for k, v in sorted(run_prompts(run, records).items())],
+            *[[f"prompt {k}", ", ".join(v) + " (mixed)" if isinstance(v, tuple) else v]
+              for k, v in sorted(run_prompts(run, records).items())],
             *[[k, v] for k, v in sorted((spec.catalog or {}).items())]]
     body += ["<h2>Provenance</h2>", table(["", ""], prov)]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>nextstep report {escape(run_id)}'

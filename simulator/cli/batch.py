@@ -71,7 +71,8 @@ def batch(
                                                        "the settings): skip succeeded episodes, retry failed ones, grade "
                                                        "ungraded ones again.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Name the run \\[default: a hash of grid, prompts and models].")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Episodes in flight; on the local engine also its parallel "
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests in flight to the endpoint, judges' included (so "
+                                                                   "also episodes); on the local engine also its parallel "
                                                                    f"slots \\[default: {DEFAULT_SLOTS} local, 8 otherwise].")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent "
                                                                   "(counting the calls whose endpoint reports usage).")] = None,

@@ -180,7 +180,8 @@ def print_comparison(c: dict, console) -> None:
     if c["differences"]:
         t = Table("differs", "A", "B", title="what differs", title_justify="left")
         for d in c["differences"]:
-            t.add_row(escape(d["field"]), escape(json.dumps(d["a"])), escape(json.dumps(d["b"])))
+            mixed = {side: " (mixed)" if side in d.get("mixed", []) else "" for side in ("A", "B")}
+            t.add_row(escape(d["field"]), escape(json.dumps(d["a"]) + mixed["A"]), escape(json.dumps(d["b"]) + mixed["B"]))
         console.print(t)
     else:
         console.print("the runs were made the same way (same prompts, rubric, models and grid)")
@@ -304,5 +305,5 @@ def report(
     db: Db = Path("nextstep.db"), personas_dir: PersonasDir = None,
 ) -> None:
     """Write one self-contained HTML report (plots, tests, transcripts), viewable offline."""
-    output.write_text(api.report(run_id, vs=vs, db=db, personas_dir=personas_dir), encoding="utf-8")
+    api.report(run_id, vs=vs, db=db, personas_dir=personas_dir, output=output)
     console.print(f"wrote {output}")

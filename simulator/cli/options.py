@@ -54,13 +54,16 @@ CONFIG_OPTIONS = {
     "practitioner_model": RoleModel,
     "persona_model": RoleModel,
     "evaluator_model": Annotated[Optional[str], typer.Option(help="Evaluator model(s), comma-separated; judges take them in turn.")],
+    "timeout": Annotated[Optional[float], typer.Option(help="Seconds one request to the model may take in all, from sending it to "
+                                                        "the answer's last byte; then it is abandoned (and retried) "
+                                                        f"\\[default: {Config.model_fields['timeout'].default:g}].")],
     "temperature": Temperature,
     "max_turns": Annotated[Optional[int], typer.Option(help=_MAX_TURNS.format(RUN_MAX_TURNS))],
     "personas_dir": PersonasDir,
     "prompts_dir": PromptsDir,
     "config_file": Annotated[Optional[Path], typer.Option("--config", help="TOML config file \\[default: ./nextstep.toml if present].")],
 }
-ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model")
+ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model", "timeout")
 ROLES = ("practitioner_model", "persona_model", "evaluator_model")
 FILES = ("personas_dir", "prompts_dir")
 

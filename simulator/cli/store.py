@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -51,10 +51,13 @@ def show(
 @app.command()
 def export(
     run_id: Annotated[str, typer.Argument(help="The run to export.")],
-    fmt: Annotated[str, typer.Option("--format", help="jsonl (full records), csv or parquet (one row per episode).")] = "jsonl",
-    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")] = Path("episodes.jsonl"),
+    fmt: Annotated[Optional[str], typer.Option("--format", show_default=False, help="jsonl (full records), csv or parquet "
+                                               "(one row per episode) \\[default: from the -o name, else jsonl].")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", show_default=False,
+                                                   help="File to write \\[default: RUN_ID.FORMAT].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
     db: Db = Path("nextstep.db"),
 ) -> None:
-    """Export a run's episodes."""
-    n = api.export(run_id, output, fmt, db)
+    """Export a run's episodes; the format follows the file name."""
+    n, output = api.export(run_id, output, fmt, db, force=force)
     console.print(f"wrote {n} episodes to {output}")

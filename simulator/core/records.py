@@ -241,6 +241,7 @@ class Verdict(_Versioned):
     status: Literal["graded", "ungraded"] = "graded"
     error: str | None = None
     transitions: list[Transition] = []
+    judge_added: list[int] = []  # practitioner turns the judge named as moves that no declared transition holds: not graded
     flags: Flags | None = None
     outcome: JudgedOutcome | None = None
     fidelity: JudgedFidelity | None = None
@@ -318,9 +319,10 @@ class Episode(_Versioned):
         return self.calls + [c for v in self.verdicts for c in v.calls]
 
     def transcript(self) -> dict:
-        """What a judge reads: the turns (as the graph holds them) and the scenario's names."""
+        """What a judge reads: the turns (as the graph holds them), the scenario's names, and how many turns are a
+        branch's kept prefix (its parent's persona said those)."""
         return {"turns": [t.model_dump() for t in self.turns], "setting": self.setting, "persona": self.persona,
-                "strategy": self.strategy}  # fmt: skip
+                "strategy": self.strategy, "kept": self.branch.at if self.branch else 0}  # fmt: skip
 
     def with_verdicts(self, verdicts: list[Verdict]) -> Episode:
         """Graded anew: usage counts the new verdicts' calls; a simulated episode's status follows them, a failed one stays."""

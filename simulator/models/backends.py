@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from simulator.core.errors import UserError
+from simulator.core.redact import redact
 
 from .config import Config
+from .limiter import Limiter
 from .local import DEFAULT_SLOTS, MODEL_NAME, local_server
 from .openai_backend import OpenAIChatModel, OutputMode, async_client
 
@@ -25,8 +28,14 @@ class Endpoint:
     api_key: str
     output_mode: OutputMode
     default_model: str
-    concurrency: int = 8  # episodes in flight unless --concurrency says otherwise: the slots of the local engine
+    # Episodes, and requests of every role and judge, in flight at most unless --concurrency says otherwise: on the
+    # local engine, its slots.
+    concurrency: int = 8
     exit_reason: Callable[[], str | None] = lambda: None  # the local server: why it is gone, if it died
+    limiter: Limiter = field(init=False)  # shared by every model of this endpoint: one bound for all their requests
+
+    def __post_init__(self):
+        object.__setattr__(self, "limiter", Limiter(self.concurrency))
 
     @contextlib.asynccontextmanager
     async def models(self, config: Config) -> AsyncIterator[dict]:
@@ -39,30 +48,37 @@ class Endpoint:
         async with async_client(self.base_url, self.api_key, config.timeout) as client:
 
             def model(name: str | None) -> OpenAIChatModel:
-                return OpenAIChatModel(client, name or default, output_mode=self.output_mode)
+                return OpenAIChatModel(client, name or default, output_mode=self.output_mode, limiter=self.limiter)
 
             yield {"practitioner": model(config.practitioner_model), "persona": model(config.persona_model),
                    "evaluators": [model(n) for n in evaluators]}  # fmt: skip
 
 
 def check_reachable(base_url: str, timeout: float = 5.0) -> None:
-    """A UserError if nothing answers at base_url; any HTTP answer (even 401) counts as reachable."""
+    """A UserError if nothing answers at base_url; any HTTP answer (even 401) counts as reachable.
+
+    The probe leaves out a user and password in the URL (urllib would take them for the host), and the error hides them.
+    """
+    parts = urllib.parse.urlsplit(base_url)
+    probe = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     try:
-        urllib.request.urlopen(f"{base_url.rstrip('/')}/models", timeout=timeout).close()
+        urllib.request.urlopen(f"{probe.rstrip('/')}/models", timeout=timeout).close()
     except urllib.error.HTTPError:
         return
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise UserError(f"--base-url {base_url}: unreachable ({reason})") from None
+        raise UserError(redact(f"--base-url {base_url}: unreachable ({reason})")) from None
 
 
 @contextlib.contextmanager
-def endpoint(config: Config, concurrency: int | None = None) -> Iterator[Endpoint]:
-    """The endpoint the config names; the local server runs only inside this block, with one parallel slot
-    per episode in flight (`concurrency`, default DEFAULT_SLOTS)."""
+def endpoint(config: Config, concurrency: int | None = None, *, local_slots: int | None = None,
+             send_key: bool = True) -> Iterator[Endpoint]:
+    """The endpoint the config names, with at most `concurrency` requests in flight (default 8); the local server runs
+    only inside this block, with that many parallel slots (default `local_slots`, else DEFAULT_SLOTS).
+    `send_key=False`: a --base-url the user did not give (a stored run's) gets no key unless the user named the variable."""
     if config.base_url:
         check_reachable(config.base_url)
-        key = os.environ.get(config.api_key_env) or "none"  # many self-hosted servers need no key
+        key = (os.environ.get(config.api_key_env) if send_key else None) or "none"  # many self-hosted servers need no key
         yield Endpoint("openai-compatible", config.base_url, key, config.output_mode or "json_schema", config.model or "default",
                        concurrency or 8)
     elif config.backend == "openai":
@@ -71,6 +87,6 @@ def endpoint(config: Config, concurrency: int | None = None) -> Iterator[Endpoin
             raise UserError(f"--backend openai needs an API key in ${config.api_key_env}")
         yield Endpoint("openai", None, key, config.output_mode or "json_schema", OPENAI_DEFAULT_MODEL, concurrency or 8)
     else:
-        with local_server(slots=concurrency or DEFAULT_SLOTS) as server:
+        with local_server(slots=concurrency or local_slots or DEFAULT_SLOTS) as server:
             yield Endpoint("local", server.url, "local", config.output_mode or "llguidance", MODEL_NAME,
                            server.slots, server.exit_reason)  # fmt: skip
