@@ -194,10 +194,11 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: in
     from evaluations.analysis.agreement import judge_alpha
 
     stored = stored_settings(episodes, Path(db))
-    c = run_config(config_file, stored, **config_flags)
+    c, send_key = run_config(config_file, stored, **config_flags)
     rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
     verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
-                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
+                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded,
+                             send_key=send_key))  # fmt: skip
     return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None}
 
 

@@ -90,7 +90,7 @@ def with_new_verdicts(record: Episode, verdicts: list[Verdict]) -> Episode:
 
 async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[str, dict]], *, judges: int, seed: int = 0,
                          rubric_file: Path | None = None, fidelity_judge: bool = False, on_graded: OnGraded | None = None,
-                         episode_seeds: list[int] | None = None) -> list[list[Verdict]]:
+                         episode_seeds: list[int] | None = None, send_key: bool = True) -> list[list[Verdict]]:
     """Every judge's verdict on each (label, episode), in order, one episode at a time; `on_graded` after each.
 
     Judge i of episode n is seeded `seed + episode_seeds[n] + i` (a batch seeds them its episode's seed + i), or
@@ -98,7 +98,7 @@ async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[
     if judges < 1:
         raise UserError(f"--judges {judges}: grading needs at least one judge")
     rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
-    with endpoint(config, local_slots=1) as ep:
+    with endpoint(config, local_slots=1, send_key=send_key) as ep:
         async with ep.models(config) as models:
             prompts, results = Prompts(catalog.prompt_dirs), []
             for n, (label, episode) in enumerate(episodes, start=1):
@@ -113,7 +113,7 @@ async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[
 
 async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Path, judges: int, seed: int = 0,
                   rubric_file: Path | None = None, fidelity_judge: bool = False,
-                  on_graded: OnGraded | None = None) -> list[list[dict]]:
+                  on_graded: OnGraded | None = None, send_key: bool = True) -> list[list[dict]]:
     """Grade stored episodes again and save each as it is graded; earlier verdicts are kept as history. The rubric and
     judges' prompts are kept in the store by hash, as a batch keeps them, so `compare` can show how they differ."""
     targets = grading_targets(names, db)
@@ -130,4 +130,4 @@ async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Pat
 
     return await grade_episodes(config, catalog, [(t.label, t.record.transcript()) for t in targets], judges=judges, seed=seed,
                                 rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=save,
-                                episode_seeds=[t.record.seed or 0 for t in targets])  # fmt: skip
+                                episode_seeds=[t.record.seed or 0 for t in targets], send_key=send_key)  # fmt: skip
