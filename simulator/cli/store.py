@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 import simulator.api as api
 
-from .options import Db
+from .options import Db, config_options
 from .show import console, print_caution, print_result, print_turn
 from .summary import print_summary
 
@@ -21,10 +21,12 @@ app = typer.Typer()
 @app.command()
 def runs(db: Db = Path("nextstep.db")) -> None:
     """List the runs in the database."""
-    table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens", title_justify="left")
+    table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens spent", "tokens saved",
+                  title_justify="left", caption="saved: calls the response cache answered (what they had cost)")  # fmt: skip
+    count = lambda n: "unknown" if n is None else f"{n:,}"  # noqa: E731
     for r in api.runs(db):
         table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["ungraded"]), str(r["failed"]),
-                      "unknown" if r["tokens"] is None else f"{r['tokens']:,}")  # fmt: skip
+                      count(r["tokens"]), count(r["saved_tokens"]))  # fmt: skip
     console.print(table)
 
 
@@ -49,12 +51,21 @@ def show(
 
 
 @app.command()
+@config_options("cache_dir")
 def export(
     run_id: Annotated[str, typer.Argument(help="The run to export.")],
     fmt: Annotated[str, typer.Option("--format", help="jsonl (full records), csv or parquet (one row per episode).")] = "jsonl",
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")] = Path("episodes.jsonl"),
     db: Db = Path("nextstep.db"),
+    bundle: Annotated[Optional[Path], typer.Option(help="Write a replay bundle instead: the records and every response the run "
+                                                        "used (from the response cache), no secret; `batch --replay` makes the "
+                                                        "run again from it. A name ending in .gz is compressed.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace the bundle file if it exists.")] = False,
+    *, config: dict,
 ) -> None:
-    """Export a run's episodes."""
+    """Export a run's episodes, or its replay bundle."""
+    if bundle is not None:
+        done = api.export_bundle(run_id, bundle, db=db, force=force, **config)
+        return console.print(f"wrote {done['episodes']} episodes and {done['responses']} responses to {bundle}", soft_wrap=True)
     n = api.export(run_id, output, fmt, db)
     console.print(f"wrote {n} episodes to {output}")

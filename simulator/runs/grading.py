@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from simulator.conversation.catalog import Catalog
 from simulator.conversation.prompts import Prompts
 from simulator.core.errors import UserError
 from simulator.core.records import Episode, Verdict
-from simulator.models.backends import endpoint
+from simulator.models.backends import Endpoint, endpoint
 from simulator.models.config import Config
 from simulator.storage.episode_files import read_episode, write_episode
 from simulator.storage.store import Store
@@ -62,12 +63,13 @@ def with_new_verdicts(record: Episode, verdicts: list[Verdict]) -> Episode:
 
 async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[str, dict]], *, judges: int, seed: int = 0,
                          rubric_file: Path | None = None, fidelity_judge: bool = False,
-                         on_graded: OnGraded | None = None) -> list[list[Verdict]]:
-    """Every judge's verdict on each (label, episode), in order, one episode at a time; `on_graded` after each."""
+                         on_graded: OnGraded | None = None, replay: Endpoint | None = None) -> list[list[Verdict]]:
+    """Every judge's verdict on each (label, episode), in order, one episode at a time; `on_graded` after each.
+    `replay`: a bundle's endpoint, which answers instead of the configured one."""
     if judges < 1:
         raise UserError(f"--judges {judges}: grading needs at least one judge")
     rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
-    with endpoint(config, concurrency=1) as ep:
+    with contextlib.nullcontext(replay) if replay else endpoint(config, concurrency=1) as ep:
         async with ep.models(config) as models:
             panel = judge_panel(models["evaluators"], Prompts(catalog.prompt_dirs), rubric, rubric_hash, judges=judges,
                                 seed=seed, reasks=config.reasks, fidelity_judge=fidelity_judge)  # fmt: skip
@@ -81,7 +83,7 @@ async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[
 
 async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Path, judges: int, seed: int = 0,
                   rubric_file: Path | None = None, fidelity_judge: bool = False,
-                  on_graded: OnGraded | None = None) -> list[list[dict]]:
+                  on_graded: OnGraded | None = None, replay: Endpoint | None = None) -> list[list[dict]]:
     """Grade stored episodes again and save each as it is graded; earlier verdicts are kept as history."""
     targets = grading_targets(names, db)
 
@@ -92,4 +94,4 @@ async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Pat
             on_graded(n, total, label, verdicts)
 
     return await grade_episodes(config, catalog, [(t.label, t.record.transcript()) for t in targets], judges=judges, seed=seed,
-                                rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=save)  # fmt: skip
+                                rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=save, replay=replay)  # fmt: skip
