@@ -48,6 +48,7 @@ def test_a_bundled_stub_run_is_made_again_with_no_endpoint_and_no_key(tmp_path, 
     assert done == {"episodes": 4, "responses": len({json.dumps(b, sort_keys=True) for b in stub.requests})}
     text = gzip.decompress(bundle.read_bytes()).decode()
     assert SENTINEL not in text and "Bearer" not in text
+    assert all(SENTINEL.encode() not in p.read_bytes() for p in cache_on.iterdir())  # nor is it in the cache
 
     # No endpoint (the stub is stopped), no key, no response cache: only the bundle can answer.
     monkeypatch.delenv("OPENAI_API_KEY")
