@@ -293,3 +293,17 @@ def test_old_databases_gain_the_from_cache_column(tmp_path):
         conn.execute("ALTER TABLE calls DROP COLUMN from_cache")
     with Store(db) as store:
         assert "from_cache" in {row[1] for row in store.conn.execute("PRAGMA table_info(calls)")}
+
+
+def test_runs_shows_tokens_spent_and_saved_with_ids_whole_at_80_columns(tmp_path):
+    from simulator.core.records import RunSpec
+
+    db = tmp_path / "n.db"
+    long_id = "run-named-by-hand-0123456789abcdef"
+    with Store(db) as store:
+        store.create_run(long_id, RunSpec(play={}))
+    listing = subprocess.run([sys.executable, "-m", "simulator", "runs", "--db", str(db)], capture_output=True, text=True,
+                             env={**os.environ, "COLUMNS": "80"})  # fmt: skip
+    assert listing.returncode == 0 and long_id in listing.stdout, listing.stdout
+    assert "spent" in listing.stdout and "saved" in listing.stdout
+    assert max(map(len, listing.stdout.splitlines())) <= 80

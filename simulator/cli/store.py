@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.measure import Measurement
 from rich.table import Table
 
 import simulator.api as api
@@ -21,13 +22,19 @@ app = typer.Typer()
 @app.command()
 def runs(db: Db = Path("nextstep.db")) -> None:
     """List the runs in the database."""
-    table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens spent", "tokens saved",
-                  title_justify="left", caption="saved: calls the response cache answered (what they had cost)")  # fmt: skip
+    found = api.runs(db)
     count = lambda n: "unknown" if n is None else f"{n:,}"  # noqa: E731
-    for r in api.runs(db):
-        table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["ungraded"]), str(r["failed"]),
-                      count(r["tokens"]), count(r["saved_tokens"]))  # fmt: skip
-    console.print(table)
+    table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens spent", "tokens saved",
+                  title_justify="left", caption="tokens saved: what the calls the response cache answered had cost")  # fmt: skip
+    rows = [(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["ungraded"]), str(r["failed"]),
+             count(r["tokens"]), count(r["saved_tokens"])) for r in found]  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
+    if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
+        return console.print(table)
+    for run, created, episodes, succeeded, ungraded, failed, spent, saved in rows:  # too narrow: one block per run, ids whole
+        console.print(f"[bold]{run}[/]  created {created}\n  episodes {episodes} · succeeded {succeeded} · ungraded {ungraded} "
+                      f"· failed {failed}\n  tokens spent {spent} · saved by the response cache {saved}")  # fmt: skip
 
 
 @app.command()
