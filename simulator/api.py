@@ -27,14 +27,15 @@ from simulator.conversation.catalog import Catalog, load_catalog, profile_of
 from simulator.conversation.graph import Scenario
 from simulator.conversation.play import ROLES, Person
 from simulator.core.errors import UserError
+from simulator.core.files import output_file
 from simulator.core.records import Episode, Turn
 from simulator.models.cache import ResponseCache, duration, user_cache_dir
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
-from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_grid
+from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_config, run_grid
 from simulator.runs.branch import Treatment, run_branches
 from simulator.runs.bundle import replay_batch, replay_grading, write_bundle
-from simulator.runs.grading import OnGraded, grade_episodes, regrade
+from simulator.runs.grading import OnGraded, grade_episodes, regrade, stored_settings
 from simulator.runs.one import run_one
 from simulator.runs.played import save_played
 from simulator.storage.episode_files import write_episode
@@ -149,6 +150,7 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
     `replay=BUNDLE` makes a bundled run again (`export_bundle`) with no endpoint: every answer comes from the bundle.
     """
+    output_file(db, "--db")
     final: list[Progress] = []
 
     def remember(p: Progress) -> None:
@@ -195,7 +197,9 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None
           replay: Path | str | None = None, config_file: Path | None = None, **config_flags) -> dict:
     """Grade stored episodes again, without re-simulating: episode JSON files or directories, run ids or episode ids.
 
-    Each episode's new verdicts are saved as it is graded; earlier ones are kept as history. Returns
+    Stored episodes are graded with their run's stored settings (endpoint, models, prompt and persona directories,
+    rubric), as `batch --resume` does; the flags given beat them. Each episode's new verdicts are saved as it is
+    graded; earlier ones are kept as history. Returns
     {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge}.
     `replay=BUNDLE` answers from the bundle alone, with the judges and seeds of its verdicts unless `judges`/`seed`
     are given, and adds 'differences': where the run's records now differ from the bundle's.
@@ -208,23 +212,38 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None
         several = max(map(len, verdicts), default=0) > 1
         return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if several else None, "differences": differences}
     judges, seed = 1 if judges is None else judges, seed or 0
-    c = config(config_file, **config_flags)
+    stored = stored_settings(episodes, Path(db))
+    c, send_key = run_config(config_file, stored, **config_flags)
+    rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
     verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
-                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
+                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded,
+                             send_key=send_key))  # fmt: skip
     return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None}
 
 
 def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
-              on_graded: OnGraded | None = None, config_file: Path | None = None, **config_flags) -> dict:
-    """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}."""
+              output: Path | str | None = None, on_graded: OnGraded | None = None, config_file: Path | None = None,
+              **config_flags) -> dict:
+    """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}.
+
+    `output`: also write the report and every verdict there as JSON (its folder is checked before any call).
+    """
+    import json
+
     from evaluations.analysis.agreement import calibration
 
+    if output is not None:
+        output_file(output, "-o")
     c = config(config_file, **config_flags)
     cat = load_catalog(c.personas_dir, c.prompts_dir)
     items = load_gold(Path(gold), cat)
     verdicts = _wait(grade_episodes(c, cat, [(item.id, item.episode()) for item in items], judges=judges, seed=seed,
                                     rubric_file=rubric_file, on_graded=on_graded))  # fmt: skip
-    return {"report": calibration(items, verdicts, seed=seed), "verdicts": dict(zip((i.id for i in items), verdicts))}
+    result = {"report": calibration(items, verdicts, seed=seed), "verdicts": dict(zip((i.id for i in items), verdicts))}
+    if output is not None:
+        judged = {item: [v.model_dump(mode="json") for v in vs] for item, vs in result["verdicts"].items()}
+        Path(output).write_text(json.dumps(result | {"verdicts": judged}, indent=2), encoding="utf-8")
+    return result
 
 
 # --- reading runs ---------------------------------------------------------------------------------------------------
@@ -280,11 +299,19 @@ def show(run_or_episode: str, db: Path | str = DB) -> dict:
     return {"run": run, "summary": run_summary(run_or_episode, db)}
 
 
-def export(run_id: str, output: Path | str, fmt: str = "jsonl", db: Path | str = DB) -> int:
-    """Write a run as jsonl (full records), csv or parquet (one row per episode); returns the number of episodes."""
-    from evaluations.analysis.frame import export as _export
+def export(run_id: str, output: Path | str | None = None, fmt: str | None = None, db: Path | str = DB, *,
+           force: bool = False) -> tuple[int, Path]:
+    """Write a run as jsonl (full records), csv or parquet (one row per episode); returns (episodes, file).
 
-    return _export(run_id, _existing(db), fmt, Path(output))
+    The format follows `output`'s extension, `output` defaults to RUN_ID.FORMAT, and an existing file is replaced
+    only with `force`.
+    """
+    from evaluations.analysis.frame import export as _export, export_target
+
+    db = _existing(db)
+    fmt, output = export_target(run_id, Path(output) if output is not None else None, fmt)
+    output_file(output, "-o", force=force)
+    return _export(run_id, db, fmt, output), output
 
 
 def export_bundle(run_id: str, output: Path | str, *, db: Path | str = DB, force: bool = False,
@@ -344,10 +371,17 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
     return audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
 
 
-def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None) -> str:
-    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string."""
+def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None,
+           output: Path | str | None = None) -> str:
+    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string; also written to
+    `output` if given (its folder checked first)."""
     from evaluations.analysis.report import render_report
 
+    if output is not None:
+        output_file(output, "-o")
+        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir)
+        Path(output).write_text(html, encoding="utf-8")
+        return html
     return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir)
 
 

@@ -79,7 +79,7 @@ def test_bundles_on_the_command_line(tmp_path, cache_on):
     wrote = nextstep("export", "r1", "--bundle", str(bundle), "--db", db)
     assert wrote.returncode == 0 and f"wrote 1 episodes and {len(stub.requests)} responses" in wrote.stdout, wrote.stderr
     again = nextstep("export", "r1", "--bundle", str(bundle), "--db", db)
-    assert again.returncode == 2 and again.stderr.strip() == f"nextstep: error: {bundle} exists; pass --force to replace it"
+    assert again.returncode == 2 and again.stderr.strip() == f"nextstep: error: --bundle {bundle}: the file exists; pass --force to replace it"
     assert nextstep("export", "r1", "--bundle", str(bundle), "--db", db, "--force").returncode == 0
     replay = nextstep("batch", "--replay", str(bundle), "--db", str(tmp_path / "r.db"))
     assert replay.returncode == 0 and "every record equals its record" in replay.stdout, replay.stdout + replay.stderr

@@ -21,6 +21,7 @@ from evaluations.analysis.stats import (bootstrap_ci, holm, mcnemar, paired_boot
                                wilcoxon_paired, wilson_ci)
 import simulator.cli.compare as compare_cli
 from simulator.core.errors import UserError
+from simulator.core.files import data_dir
 from simulator.core.records import RunSpec
 from simulator.runs.batch import run_grid
 
@@ -34,7 +35,9 @@ def episode(persona="friendly", setting="bar_club", strategy="turn_back", contac
            "setting": setting, "persona": persona, "strategy": strategy, "status": "succeeded", "fidelity_ok": True,
            "contact": contact, "social_handle": False, "next_meeting": None, "mean_interest": interest, "mean_comfort": None if interest is None else 10 - interest,
            **{c: score for c in CONDITIONS}, **{f"flag_{f}": False for f in FLAGS}}  # fmt: skip
-    return row | extra
+    row |= extra
+    completed = row["status"] == "succeeded"  # as Episode.completed and .usable say for a simulated episode
+    return {"completed": completed, "usable": completed and row["fidelity_ok"] is not False} | row
 
 
 def personas_frame() -> pd.DataFrame:
@@ -53,7 +56,7 @@ def test_persona_reactions_match_the_stats_functions():
     frame = personas_frame()
     r = persona_reactions(frame)
     json.dumps(r, allow_nan=False)  # plain JSON: NaN became None
-    assert r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 2} and r["n"] == 30 and r["episodes"] == 33
+    assert r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 2, "abandoned": 0} and r["n"] == 30 and r["episodes"] == 33
     rows = {row["persona"]: row for row in r["personas"]}
     assert rows["friendly"]["contact"] == {"k": 8, "n": 10, "rate": 0.8, "ci": list(wilson_ci(8, 10))}
     used = frame[(frame.status == "succeeded") & frame.fidelity_ok]
@@ -107,7 +110,7 @@ def test_small_and_empty_cells_are_marked_not_dropped():
 
 def test_include_unfaithful_keeps_fidelity_flagged_episodes():
     r = persona_reactions(personas_frame(), include_unfaithful=True)
-    assert r["n"] == 32 and r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 0}
+    assert r["n"] == 32 and r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 0, "abandoned": 0}
     assert {row["persona"]: row["contact"]["k"] for row in r["personas"]}["unsure"] == 7
 
 
@@ -168,10 +171,11 @@ def test_compare_runs_says_when_it_cannot_pair():
 
 def test_excluded_episodes_are_counted_in_pairing():
     fa, fb = paired_frames()
-    fb.loc[0, "fidelity_ok"], fb.loc[1, "status"] = False, "failed"
+    fb.loc[0, ["fidelity_ok", "usable"]] = False
+    fb.loc[1, ["status", "completed", "usable"]] = ["failed", False, False]
     c = compare_runs(run_dict("A"), run_dict("B"), fa, fb, {})
     assert c["pairing"]["paired"] == 8 and c["pairing"]["excluded"] == 2
-    fb["status"] = "failed"
+    fb["status"], fb["completed"], fb["usable"] = "failed", False, False
     c = compare_runs(run_dict("A"), run_dict("B"), fa, fb, {})
     assert c["pairing"]["paired"] == 0 and "every matched episode failed" in c["pairing"]["reason"]
 
@@ -236,7 +240,7 @@ def analyses_in_the_cli(runner, app, console, db, a, b):
     assert as_json("personas", a) == audit(records, load_catalog().personas, run_catalog=spec.catalog)
 
     for args, title in ((["compare", a], "where the variance comes from"), (["compare", a, b], "what these pairs could detect"),
-                        (["plan", a], "reps per cell"), (["personas", a], "are the types told apart")):
+                        (["plan", a], "episodes usable)"), (["personas", a], "are the types told apart")):
         result = runner.invoke(app, [*args, "--db", str(db)])
         assert result.exit_code == 0, result.output
         assert title in console.file.getvalue()
@@ -281,5 +285,105 @@ async def test_ablation_personas_against_the_article_ones_on_the_stub(tmp_path):
     changed = {d["field"] for d in c["differences"]}
     assert {"catalog.personas/aloof", "catalog.personas/friendly", "catalog.personas/unsure"} <= changed
     assert c["pairing"]["matched"] == 18
-    assert [row["strategy"] for row in c["ranking"]["contact"]["rows"]] == ["common_interest", "no_ask", "turn_back"]
     assert c["ranking"]["contact"]["n_a"] == c["ranking"]["contact"]["n_b"] == 18
+
+
+async def test_compare_shows_how_each_run_was_graded_from_its_verdicts(tmp_path, monkeypatch):
+    """Issue 22 item 5: B is A's grid graded again with another rubric, two judges and judge seed 5; one episode of A
+    is graded again with two judges. The specs are the same: only the verdicts say how each was graded."""
+    import shutil
+
+    import yaml
+
+    from evaluations.judge.rubric import load_rubric
+    from simulator import api
+    from simulator.core.files import data_dir
+
+    rubric = tmp_path / "rubric.yaml"
+    shutil.copy(data_dir("prompts") / "rubric.yaml", rubric)
+    edited = yaml.safe_load(rubric.read_text())
+    edited["conditions"]["timing"]["description"] += " Read the whole curve."
+    rubric.write_text(yaml.safe_dump(edited, sort_keys=False))
+    grid, db = {"personas": "unsure,friendly", "max_turns": 1}, tmp_path / "n.db"
+    with StubServer() as url:
+        a = await run_grid(grid, db=db, base_url=url)
+        b = await run_grid(grid, db=db, base_url=url, run_id="b")
+        api.grade(["b"], db=db, judges=2, seed=5, rubric_file=rubric, base_url=url)
+        api.grade([api.load_episodes(a, db=db)[0].id], db=db, judges=2, base_url=url)
+    c = compare_runs(*load_pair(a, "b", db))
+    fields = {d["field"]: d for d in c["differences"]}
+    assert {"prompts.rubric", "judges.count", "judges.seeds"} <= set(fields), sorted(fields)
+    assert fields["prompts.rubric"] | {"diff": None} == {"field": "prompts.rubric", "a": load_rubric()[1],
+                                                       "b": load_rubric(rubric)[1], "diff": None}  # fmt: skip
+    assert "Read the whole curve." in fields["prompts.rubric"]["diff"]
+    assert fields["judges.count"] == {"field": "judges.count", "a": [1, 2], "b": 2, "mixed": ["A"]}
+    assert fields["judges.seeds"] == {"field": "judges.seeds", "a": ["0 + judge", "episode seed + judge"],
+                                      "b": "5 + judge", "mixed": ["A"]}  # fmt: skip
+
+    console = Console(file=io.StringIO(), width=80)
+    monkeypatch.setattr(compare_cli, "console", console)
+    assert CliRunner().invoke(compare_cli.app, ["compare", a, "b", "--db", str(db)]).exit_code == 0
+    shown = console.file.getvalue()
+    assert "│ judges.count " in shown and "│ [1, 2] (mixed) " in shown
+    assert "Read the whole curve." in shown  # the rubric's diff
+async def test_strategy_ranking_on_the_rule_stub(tmp_path):
+    """Ranks and tau known by hand (test_compare asserted only the rows' order, which is alphabetical). On the rule
+    stub common_interest's plain ask wins friendly and aloof (and unsure when she likes them): contact >= 2/3; the
+    friends pretext wins friendly alone: 1/3; no_ask never asks: 0. Run B swaps the two strategies' instructions, so
+    the stub plays each cell with the other's move: B ranks friends_pretext first, common_interest second."""
+    import yaml
+
+    from rule_stub import rule_server
+
+    swapped = tmp_path / "prompts"
+    swapped.mkdir()
+    strategies = yaml.safe_load((data_dir("prompts") / "strategies.yaml").read_text())
+    strategies["common_interest"]["instructions"], strategies["friends_pretext"]["instructions"] = (
+        strategies["friends_pretext"]["instructions"], strategies["common_interest"]["instructions"])
+    (swapped / "strategies.yaml").write_text(yaml.safe_dump(strategies))
+    grid = {"personas": "all", "strategies": "common_interest,friends_pretext,no_ask", "reps": 2}
+    db = tmp_path / "n.db"
+    with rule_server() as url:
+        a = await run_grid(grid, db=db, base_url=url)
+        b = await run_grid(grid, db=db, base_url=url, prompts_dir=swapped)
+    ranking = compare_runs(*load_pair(a, b, db))["ranking"]["contact"]
+    ranks = {r["strategy"]: (r["rank_a"], r["rank_b"]) for r in ranking["rows"]}
+    assert ranks == {"common_interest": (1, 2), "friends_pretext": (2, 1), "no_ask": (3, 3)}
+    rates = {r["strategy"]: (r["a"], r["b"]) for r in ranking["rows"]}
+    assert rates["friends_pretext"][0] == rates["common_interest"][1] == pytest.approx(1 / 3) and rates["no_ask"] == (0, 0)
+    # tau-b by hand: of the 3 pairs of strategies, (ci, fp) swaps and the two with no_ask keep their order: (2 - 1) / 3
+    assert ranking["tau"] == pytest.approx(1 / 3)
+
+
+async def test_show_and_compare_measure_judge_agreement_on_the_same_episodes(tmp_path):
+    """Issue 22 item 12: `show RUN` took α over every succeeded episode, `compare RUN` over the usable ones; a run
+    with out-of-character episodes gave two figures for one thing. Both now use the usable episodes."""
+    from graded_stub import graded
+
+    from simulator import api
+
+    db = tmp_path / "n.db"
+    with StubServer(fault=graded) as url:  # random first states: some episodes in character, most not
+        run_id = await run_grid({"personas": "all", "strategies": "common_interest,turn_back", "reps": 4, "judges": 3,
+                                 "max_turns": 2}, db=db, base_url=url)  # fmt: skip
+    frame = api.load_frame(run_id, db=db)
+    assert 0 < frame["usable"].sum() < len(frame)  # the two sets differ
+    shown = api.summarize(run_id, db)["judge_alpha"]
+    compared = api.compare(run_id, db=db)["variance"]["agreement"]["conditions"]
+    assert shown == {c: (None if compared[c]["alpha"] is None else pytest.approx(compared[c]["alpha"], abs=5e-4)) for c in CONDITIONS}
+
+
+def test_compare_with_a_run_that_has_no_episodes(tmp_path):
+    """Issue 22 item 12: `compare A B` raised KeyError when B had no episodes; it says it cannot pair instead."""
+    from simulator import api
+    from simulator.storage.store import Store
+
+    db = tmp_path / "n.db"
+    with StubServer() as url:
+        a = api.run_batch({"personas": "aloof", "strategies": "common_interest,no_ask", "max_turns": 2}, db=db, base_url=url).run_id
+    with Store(db) as store:
+        store.create_run("empty", RunSpec(experiment={"grid": "none yet"}))
+    for x, y in ((a, "empty"), ("empty", a)):
+        c = api.compare(x, y, db=db)
+        assert c["pairing"]["paired"] == 0 and c["pairing"]["reason"] == "cannot pair: a run has no episodes"
+        assert "reason" in c["ranking"] and c["tests"] == {}

@@ -12,8 +12,8 @@ from .frame import load_run, summary
 
 def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
     """Per persona x setting (`frame.summary`), the strategies' cautions, the judges' agreement where an episode had
-    several, the tokens per succeeded episode over those whose endpoint reported usage, and the run's tokens spent
-    and saved by the response cache."""
+    several (over the usable episodes, as `compare RUN`), the tokens per succeeded episode over those whose endpoint
+    reported usage, and the run's tokens spent and saved by the response cache."""
     frame = load_run(run_id, db)
     with Store(Path(db)) as store:
         records = store.episodes(run_id)
@@ -25,7 +25,7 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
         "run": run_id,
         "rows": summary(frame),
         "cautions": dict(sorted({r.strategy: r.caution for r in records if r.caution}.items())),
-        "judge_alpha": judge_alpha([r.verdicts for r in records if r.status == "succeeded"]) if several else None,
+        "judge_alpha": judge_alpha([r.verdicts for r in records if r.usable]) if several else None,  # as compare's
         "succeeded": len(ok),
         "usage_known": len(known),
         "tokens_per_episode": float((known["prompt_tokens"] + known["completion_tokens"]).mean()) if len(known) else None,

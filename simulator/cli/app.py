@@ -9,6 +9,7 @@ import sys
 import typer
 
 from simulator.core.errors import UserError
+from simulator.core.redact import RedactingFilter, redact
 
 from . import batch, branch, cache, compare, grade, play, run, serve, store
 
@@ -21,6 +22,8 @@ for group in (run, grade, batch, store, serve, compare, branch, play, cache):
 def main() -> None:
     """Entry point: user errors are one line on stderr and exit 2; interruption exits 130."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # no credential in any log line, whichever module logs it
+        handler.addFilter(RedactingFilter())
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind (and stop servers) on SIGTERM too
     command = typer.main.get_command(app)
     try:
@@ -38,6 +41,7 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> None:
+    message = redact(message)  # a flag's value may hold a password (a URL's) or a key
     print(f"nextstep: error: {message}" if code == 2 else f"nextstep: {message}", file=sys.stderr)
     _exit(code)
 

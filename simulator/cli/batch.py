@@ -31,9 +31,10 @@ def _progress_printer():
     task = bar.add_task("episodes", total=None, status="")
 
     def update(p) -> None:
-        status = (f"done {p.done} · failed {p.failed} · running {p.running} · {p.per_minute:.1f}/min · "
-                  f"{p.tokens:,} tokens" + (f" · {p.saved_tokens:,} saved" if p.cache_hits else ""))  # fmt: skip
-        bar.update(task, total=p.total, completed=p.done + p.failed, status=status)
+        status = (f"done {p.done} · ungraded {p.ungraded} · failed {p.failed} · running {p.running} · "
+                  f"{p.per_minute:.1f}/min · {p.tokens:,} tokens"
+                  + (f" · {p.saved_tokens:,} saved" if p.cache_hits else ""))  # fmt: skip
+        bar.update(task, total=p.total, completed=p.ended, status=status)
 
     @contextlib.contextmanager
     def live():
@@ -72,7 +73,8 @@ def batch(
                                                        "the settings): skip succeeded episodes, retry failed ones, grade "
                                                        "ungraded ones again.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Name the run \\[default: a hash of grid, prompts and models].")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Episodes in flight; on the local engine also its parallel "
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests in flight to the endpoint, judges' included (so "
+                                                                   "also episodes); on the local engine also its parallel "
                                                                    f"slots \\[default: {DEFAULT_SLOTS} local, 8 otherwise].")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent "
                                                                   "(counting the calls whose endpoint reports usage).")] = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,7 +30,8 @@ def grade(
                                                         "the judges and seeds of its verdicts.")] = None,
     *, config: dict,
 ) -> None:
-    """Re-grade stored episodes without re-simulating; earlier verdicts are kept as history."""
+    """Re-grade stored episodes without re-simulating, with their run's stored settings unless flags say otherwise;
+    earlier verdicts are kept as history."""
 
     def graded(n: int, total: int, label: str, verdicts: list[Verdict]) -> None:
         console.print(f"[dim]graded {label}[/]")
@@ -102,9 +102,7 @@ def calibrate(
         unscored = sum(len(v.unscored) for v in verdicts)
         console.print(f"[dim]{n}/{total} {label}: graded, {unscored} part(s) unscored[/]")
 
-    result = api.calibrate(gold, judges=judges, seed=seed, rubric_file=rubric_file, on_graded=graded, **config)
+    result = api.calibrate(gold, judges=judges, seed=seed, rubric_file=rubric_file, output=output, on_graded=graded, **config)
     print_calibration(result["report"])
     if output:
-        judged = {item: [v.model_dump(mode="json") for v in verdicts] for item, verdicts in result["verdicts"].items()}
-        output.write_text(json.dumps(result | {"verdicts": judged}, indent=2))
         console.print(f"[bold]saved[/]: {output}")

@@ -61,18 +61,20 @@ def show(
 @config_options("cache_dir")
 def export(
     run_id: Annotated[str, typer.Argument(help="The run to export.")],
-    fmt: Annotated[str, typer.Option("--format", help="jsonl (full records), csv or parquet (one row per episode).")] = "jsonl",
-    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")] = Path("episodes.jsonl"),
+    fmt: Annotated[Optional[str], typer.Option("--format", show_default=False, help="jsonl (full records), csv or parquet "
+                                               "(one row per episode) \\[default: from the -o name, else jsonl].")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", show_default=False,
+                                                   help="File to write \\[default: RUN_ID.FORMAT].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
     db: Db = Path("nextstep.db"),
     bundle: Annotated[Optional[Path], typer.Option(help="Write a replay bundle instead: the records and every response the run "
                                                         "used (from the response cache), no secret; `batch --replay` makes the "
                                                         "run again from it. A name ending in .gz is compressed.")] = None,
-    force: Annotated[bool, typer.Option(help="Replace the bundle file if it exists.")] = False,
     *, config: dict,
 ) -> None:
-    """Export a run's episodes, or its replay bundle."""
+    """Export a run's episodes (the format follows the file name), or its replay bundle."""
     if bundle is not None:
         done = api.export_bundle(run_id, bundle, db=db, force=force, **config)
         return console.print(f"wrote {done['episodes']} episodes and {done['responses']} responses to {bundle}", soft_wrap=True)
-    n = api.export(run_id, output, fmt, db)
+    n, output = api.export(run_id, output, fmt, db, force=force)
     console.print(f"wrote {n} episodes to {output}")

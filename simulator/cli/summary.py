@@ -60,10 +60,11 @@ def print_session(run_id: str, db: Path, progress: Progress) -> None:
     unknown = (f" + {progress.unknown_usage_calls:,} calls whose endpoint reported no usage (not counted, so not "
                "held to --max-tokens)") if progress.unknown_usage_calls else ""  # fmt: skip
     saved = f"; {progress.saved_tokens:,} tokens saved by {progress.cache_hits:,} cached calls" if progress.cache_hits else ""
-    console.print(f"this session: {progress.done} succeeded, {progress.failed} failed, {progress.skipped} already done; "
+    console.print(f"this session: {progress.done} succeeded, {progress.ungraded} ungraded, {progress.failed} failed, "
+                  f"{progress.skipped} already done; "
                   f"{progress.tokens:,} tokens spent{unknown}{saved}")
     resume = f"nextstep batch --resume {run_id} --db {db}"
     if progress.stopped:
         console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")
-    elif progress.failed:
+    elif progress.failed or progress.ungraded:
         console.print(f"retry the failed episodes and grade the ungraded ones with: {resume}")

@@ -247,6 +247,7 @@ class Verdict(_Versioned):
     status: Literal["graded", "ungraded"] = "graded"
     error: str | None = None
     transitions: list[Transition] = []
+    judge_added: list[int] = []  # practitioner turns the judge named as moves that no declared transition holds: not graded
     flags: Flags | None = None
     outcome: JudgedOutcome | None = None
     fidelity: JudgedFidelity | None = None
@@ -292,14 +293,42 @@ class Episode(_Versioned):
     person: Literal["practitioner", "persona"] | None = None
     verdict_history: list[Verdict] = []  # earlier verdicts of an episode file re-graded (the store keeps a table of them)
 
+    # The one definition of what researchers count: the store's columns, the frame, compare, plan and the report read these.
+    @property
+    def in_character(self) -> bool | None:
+        """False if the persona-fidelity rules or any judge's fidelity check found the persona out of character; None
+        if neither checked (a failed episode, say); else True."""
+        rules = self.fidelity.ok if self.fidelity else None
+        judged = [v.fidelity.in_character for v in self.verdicts if v.graded and v.fidelity and v.fidelity.status == "scored"]
+        return False if rules is False or False in judged else rules if rules is not None else (True if judged else None)
+
+    @property
+    def abandoned(self) -> bool:
+        """Ended by a person (`play`: an empty line) before the persona answered an ask: its outcome is unknown, not 'none'."""
+        o = self.outcome
+        if o is None or o.end_reason != "ended_by_person":
+            return False
+        return o.first_ask_turn is None or not any(t.speaker == "persona" and t.index > o.first_ask_turn for t in self.turns)
+
+    @property
+    def completed(self) -> bool:
+        """Succeeded (simulated and graded) and not abandoned."""
+        return self.status == "succeeded" and not self.abandoned
+
+    @property
+    def usable(self) -> bool:
+        """What aggregates and `compare` count: completed and not out of character (an unchecked one is kept)."""
+        return self.completed and self.in_character is not False
+
     def all_calls(self) -> list[Call]:
         """Every call the episode made: the simulation's, then each verdict's."""
         return self.calls + [c for v in self.verdicts for c in v.calls]
 
     def transcript(self) -> dict:
-        """What a judge reads: the turns (as the graph holds them) and the scenario's names."""
+        """What a judge reads: the turns (as the graph holds them), the scenario's names, and how many turns are a
+        branch's kept prefix (its parent's persona said those)."""
         return {"turns": [t.model_dump() for t in self.turns], "setting": self.setting, "persona": self.persona,
-                "strategy": self.strategy}  # fmt: skip
+                "strategy": self.strategy, "kept": self.branch.at if self.branch else 0}  # fmt: skip
 
     def with_verdicts(self, verdicts: list[Verdict]) -> Episode:
         """Graded anew: usage counts the new verdicts' calls; a simulated episode's status follows them, a failed one stays."""

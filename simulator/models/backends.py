@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
-import urllib.parse
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from simulator.core.errors import ModelError, UserError
+from simulator.core.redact import redact
 
 from .cache import CachedModel, ResponseCache, Responses, duration, user_cache_dir
 from .config import Config
+from .limiter import Limiter
 from .local import DEFAULT_SLOTS, MODEL_FILE, MODEL_NAME, local_server
 from .openai_backend import OpenAIChatModel, OutputMode, async_client
 
@@ -28,10 +30,16 @@ class Endpoint:
     api_key: str
     output_mode: OutputMode
     default_model: str
-    concurrency: int = 8  # episodes in flight unless --concurrency says otherwise: the slots of the local engine
+    # Episodes, and requests of every role and judge, in flight at most unless --concurrency says otherwise: on the
+    # local engine, its slots.
+    concurrency: int = 8
     exit_reason: Callable[[], str | None] = lambda: None  # the local server: why it is gone, if it died
     identity: str = ""  # what answers, for the response cache's keys: never a credential, never the local port
     replay: Responses | None = None  # a replay bundle's responses: every call is answered from them, none reaches a server
+    limiter: Limiter = field(init=False)  # shared by every model of this endpoint: one bound for all their requests
+
+    def __post_init__(self):
+        object.__setattr__(self, "limiter", Limiter(self.concurrency))
 
     @contextlib.asynccontextmanager
     async def models(self, config: Config) -> AsyncIterator[dict]:
@@ -51,7 +59,7 @@ class Endpoint:
             async with async_client(self.base_url, self.api_key, config.timeout) as client:
 
                 def model(name: str | None):
-                    chat = OpenAIChatModel(client, name or default, output_mode=self.output_mode)
+                    chat = OpenAIChatModel(client, name or default, output_mode=self.output_mode, limiter=self.limiter)
                     return CachedModel(chat, cache, self.identity) if cache else chat
 
                 yield _roles(names, model)
@@ -104,23 +112,30 @@ def _version(package: str) -> str:
 
 
 def check_reachable(base_url: str, timeout: float = 5.0) -> None:
-    """A UserError if nothing answers at base_url; any HTTP answer (even 401) counts as reachable."""
+    """A UserError if nothing answers at base_url; any HTTP answer (even 401) counts as reachable.
+
+    The probe leaves out a user and password in the URL (urllib would take them for the host), and the error hides them.
+    """
+    parts = urllib.parse.urlsplit(base_url)
+    probe = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     try:
-        urllib.request.urlopen(f"{base_url.rstrip('/')}/models", timeout=timeout).close()
+        urllib.request.urlopen(f"{probe.rstrip('/')}/models", timeout=timeout).close()
     except urllib.error.HTTPError:
         return
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise UserError(f"--base-url {base_url}: unreachable ({reason})") from None
+        raise UserError(redact(f"--base-url {base_url}: unreachable ({reason})")) from None
 
 
 @contextlib.contextmanager
-def endpoint(config: Config, concurrency: int | None = None) -> Iterator[Endpoint]:
-    """The endpoint the config names; the local server runs only inside this block, with one parallel slot
-    per episode in flight (`concurrency`, default DEFAULT_SLOTS)."""
+def endpoint(config: Config, concurrency: int | None = None, *, local_slots: int | None = None,
+             send_key: bool = True) -> Iterator[Endpoint]:
+    """The endpoint the config names, with at most `concurrency` requests in flight (default 8); the local server runs
+    only inside this block, with that many parallel slots (default `local_slots`, else DEFAULT_SLOTS).
+    `send_key=False`: a --base-url the user did not give (a stored run's) gets no key unless the user named the variable."""
     if config.base_url:
         check_reachable(config.base_url)
-        key = os.environ.get(config.api_key_env) or "none"  # many self-hosted servers need no key
+        key = (os.environ.get(config.api_key_env) if send_key else None) or "none"  # many self-hosted servers need no key
         yield Endpoint("openai-compatible", config.base_url, key, config.output_mode or "json_schema", config.model or "default",
                        concurrency or 8, identity=endpoint_identity("openai-compatible", config.base_url))
     elif config.backend == "openai":
@@ -130,6 +145,6 @@ def endpoint(config: Config, concurrency: int | None = None) -> Iterator[Endpoin
         yield Endpoint("openai", None, key, config.output_mode or "json_schema", OPENAI_DEFAULT_MODEL, concurrency or 8,
                        identity=endpoint_identity("openai", None))
     else:
-        with local_server(slots=concurrency or DEFAULT_SLOTS) as server:
+        with local_server(slots=concurrency or local_slots or DEFAULT_SLOTS) as server:
             yield Endpoint("local", server.url, "local", config.output_mode or "llguidance", MODEL_NAME,
                            server.slots, server.exit_reason, endpoint_identity("local", None))  # fmt: skip

@@ -18,6 +18,13 @@ Message = dict[str, str]
 # The longest free text an output type may hold (a judge's reason): checked after parsing on every backend;
 # strict json_schema carries no length limits, a grammar (the local engine's llguidance mode) enforces it.
 MAX_STRING_CHARS = 300
+# A line of dialogue is asked for in ~48 tokens (about 250 characters); a longer one is an invalid answer, re-asked,
+# or it would be sent back in every later prompt and stored.
+MAX_LINE_CHARS = 1_000
+# An invalid answer is shown back to the model so it can correct it; no more than this much of it.
+MAX_SHOWN_BACK_CHARS = 2_000
+# No request of more characters is sent (the messages' text): far beyond any context window, a guard, not a budget.
+MAX_REQUEST_CHARS = 500_000
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -118,7 +125,7 @@ async def structured(
             error = str(e)
             messages = [
                 *messages,
-                {"role": "assistant", "content": completion.text},
+                {"role": "assistant", "content": completion.text[:MAX_SHOWN_BACK_CHARS]},
                 {"role": "user", "content": f"That answer was invalid: {error}. Reply with the JSON object only."},
             ]
             continue

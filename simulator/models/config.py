@@ -32,7 +32,7 @@ class Config(BaseSettings):
     temperature: float = Field(0.7, ge=0, le=2)
     max_turns: int | None = Field(None, ge=1, le=100, description="Most rounds per episode; unset, each command has its own default.")
     reasks: int = Field(2, ge=0, le=10)
-    timeout: float = Field(120.0, gt=0, description="Seconds before one model call is abandoned.")
+    timeout: float = Field(120.0, gt=0, description="Seconds one request may take in all before it is abandoned (and retried).")
     personas_dir: Path | None = None
     prompts_dir: Path | None = None
     cache: bool = Field(True, description="Answer a request asked before from the response cache (NEXTSTEP_CACHE=0: off).")

@@ -8,7 +8,6 @@ import json
 import logging
 import time
 import traceback
-import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,10 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from simulator.conversation.catalog import Catalog, Profile, entry_hash, load_catalog, profile_of
 from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
+from simulator.conversation.episode import max_rounds
 from simulator.conversation.runner import crashed_episode, run_episode
 from simulator.core.records import Call, Episode, RunSpec
 from simulator.core.errors import UserError
 from simulator.core.files import read_yaml, validate
+from simulator.core.redact import redact
 from simulator.models.backends import Endpoint, endpoint
 from simulator.models.config import Config, load_config
 from simulator.storage.store import Store
@@ -31,9 +32,10 @@ from .collection import fewer_collections
 
 log = logging.getLogger(__name__)
 
-# Config fields stored with a run, so that `nextstep batch --resume RUN_ID` needs nothing else (never the key itself).
-RESUME_SETTINGS = ("backend", "base_url", "api_key_env", "model", "practitioner_model", "persona_model", "evaluator_model",
-                   "output_mode", "reasks", "timeout", "personas_dir", "prompts_dir")
+# Config fields stored with a run, so that `nextstep batch --resume RUN_ID` needs nothing else. Never the key, nor the
+# name of its variable; the endpoint is stored too, but a resume takes it only as `run_config` says.
+RESUME_SETTINGS = ("backend", "model", "practitioner_model", "persona_model", "evaluator_model", "output_mode", "reasks",
+                   "timeout", "personas_dir", "prompts_dir")
 
 
 class Experiment(BaseModel):
@@ -125,15 +127,17 @@ def expand(exp: Experiment) -> list[Cell]:
     return cells
 
 
-def estimate(exp: Experiment, cells: int, reasks: int, judge_max_calls: Callable[[int, int], int]) -> dict:
+def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog) -> dict:
     """A true upper bound on calls, and tokens at roughly 500 a call if nothing is re-asked.
 
     A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
-    each tried up to reasks + 1 times; `judge_max_calls(max_turns, reasks)` bounds one judge on one episode.
+    each tried up to reasks + 1 times; a cell has at most `max_rounds` rounds (one more where its strategy has a
+    parting line); `judge_max_calls(rounds, reasks)` bounds one judge on one episode of that many rounds.
     """
-    at_most = cells * (4 * (reasks + 1) * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, reasks))
-    typical = cells * (4 * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, 0))
-    return {"episodes": cells, "reasks": reasks, "calls_at_most": at_most, "tokens_roughly": typical * 500}
+    rounds = [max_rounds(exp.max_turns, catalog.strategies[c.scenario.strategy].parting is not None) for c in cells]
+    at_most = sum(4 * (reasks + 1) * r + exp.judges * judge_max_calls(r, reasks) for r in rounds)
+    typical = sum(4 * r + exp.judges * judge_max_calls(r, 0) for r in rounds)
+    return {"episodes": len(cells), "reasks": reasks, "calls_at_most": at_most, "tokens_roughly": typical * 500}
 
 
 def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, models: dict, rubric_hash: str | None,
@@ -164,27 +168,34 @@ def spec_id(spec: RunSpec) -> str:
     return "run-" + hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def redact(url: str | None) -> str | None:
-    """A URL without its password: `redact('http://me:pw@host/v1')` -> 'http://me:***@host/v1'."""
-    parts = urllib.parse.urlsplit(url) if url else None
-    if not parts or parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
-
-
 def run_settings(config: Config, *, concurrency: int | None = None, rubric_file: Path | None = None) -> dict:
     """The non-secret settings a run is resumed with: endpoint, models, output mode, files, limits; never the key."""
-    values = config.model_dump(mode="json", include=set(RESUME_SETTINGS))
-    values["base_url"] = redact(values["base_url"])
+    values = config.model_dump(mode="json", include=set(RESUME_SETTINGS)) | {"base_url": redact(config.base_url)}
     for key in ("personas_dir", "prompts_dir"):
         values[key] = values[key] and str(Path(values[key]).resolve())
     return values | {"rubric_file": rubric_file and str(Path(rubric_file).resolve()), "concurrency": concurrency}
 
 
-def run_config(config_file: Path | None, stored: dict, **flags) -> Config:
-    """Flags given > a resumed run's stored settings > NEXTSTEP_* environment > config file > defaults."""
+def run_config(config_file: Path | None, stored: dict, **flags) -> tuple[Config, bool]:
+    """(config, whether to send it the key): flags given > a resumed run's stored settings > NEXTSTEP_* environment >
+    config file > defaults.
+
+    The secret and where it goes come from the user, never from a database (which anyone may have edited): the key's
+    variable is never read from `stored`; the stored endpoint is used only when the user gives none, is named before
+    any call, and gets a key only if the user names its variable (--api-key-env, NEXTSTEP_API_KEY_ENV, config file).
+    """
     given = {k: v for k, v in flags.items() if v is not None}
-    return load_config(config_file, **({k: stored.get(k) for k in RESUME_SETTINGS} | given))
+    config = load_config(config_file, **({k: stored.get(k) for k in RESUME_SETTINGS} | given))
+    kept = stored.get("base_url")
+    if not kept or kept == redact(config.base_url):
+        return config, True
+    if config.base_url:
+        log.warning("the run was made against %s; this session uses %s", kept, redact(config.base_url))
+        return config, True
+    named = "api_key_env" in config.model_fields_set
+    key = f"with the key in ${config.api_key_env}" if named else "sending no API key (name its variable with --api-key-env)"
+    log.warning("using the run's stored endpoint %s, %s; --base-url chooses another", kept, key)
+    return config.model_copy(update={"base_url": kept}), named
 
 
 def stored_run(db: Path | str, run_id: str) -> tuple[dict, dict]:
@@ -202,6 +213,7 @@ class Progress:
     total: int
     skipped: int = 0
     done: int = 0
+    ungraded: int = 0  # simulated, but a judge's endpoint failed: graded on resume; not a failure
     failed: int = 0
     running: int = 0
     tokens: int = 0  # spent: reported by the endpoint; calls without usage are counted apart
@@ -216,7 +228,11 @@ class Progress:
     @property
     def per_minute(self) -> float:
         elapsed = time.monotonic() - self.started
-        return 60 * (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
+        return 60 * self.ended / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def ended(self) -> int:
+        return self.done + self.ungraded + self.failed
 
 
 def _crashed(cell: Cell, error: BaseException) -> Episode:
@@ -319,7 +335,10 @@ class Batch:
             if record.status == "succeeded":
                 progress.done += 1
             else:
-                progress.failed += 1
+                if record.status == "ungraded":
+                    progress.ungraded += 1
+                else:
+                    progress.failed += 1
                 log.warning("episode %s (%s rep %d) %s: %s", record.id, record.cell, record.rep, record.status, record.error)
                 if (reason := self.endpoint.exit_reason()) and not progress.stopped:
                     progress.stopped, progress.fault = reason, True
@@ -381,11 +400,11 @@ async def run_grid(
     a resumed run's stored settings, which beat the environment and `config_file`.
     `on_progress` gets the counters whenever an episode starts or ends, and once at the end.
     """
-    experiment, stored, config, catalog = _prepare(experiment, db, resume, config, config_file, config_flags)
+    experiment, stored, (config, send_key), catalog = _prepare(experiment, db, resume, config, config_file, config_flags)
     run_id = resume or run_id
     rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
     concurrency = concurrency or stored.get("concurrency")
-    with Store(Path(db)) as store, endpoint(config, concurrency) as ep:
+    with Store(Path(db)) as store, endpoint(config, concurrency, send_key=send_key) as ep:
         batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
                       on_progress)  # fmt: skip
         run_id, _ = await batch.run()
@@ -393,15 +412,15 @@ async def run_grid(
 
 
 def _prepare(experiment, db, resume: str | None, config: Config | None, config_file: Path | None, flags: dict):
-    """(grid resolved against the catalog, a resumed run's stored settings, config, catalog) for a batch."""
+    """(grid resolved against the catalog, a resumed run's stored settings, (config, send the key?), catalog) for a batch."""
     stored = {}
     if resume:
         if experiment is not None:
             raise UserError("--resume takes the grid stored in the run; leave out the grid flags and --experiment")
         experiment, stored = stored_run(db, resume)
-    config = config or run_config(config_file, stored, **flags)
+    config, send_key = (config, True) if config else run_config(config_file, stored, **flags)
     catalog = load_catalog(config.personas_dir, config.prompts_dir)
-    return with_config(as_experiment(experiment), config).resolved(catalog), stored, config, catalog
+    return with_config(as_experiment(experiment), config).resolved(catalog), stored, (config, send_key), catalog
 
 
 def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | str = "nextstep.db", resume: str | None = None,
@@ -409,9 +428,9 @@ def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | 
     """The dry run of `run_grid` with the same arguments: the grid as it would run, its cells, and `estimate`."""
     from evaluations.judge.evaluator import judge_max_calls
 
-    experiment, _, config, _ = _prepare(experiment, db, resume, None, config_file, config_flags)
+    experiment, _, (config, _), catalog = _prepare(experiment, db, resume, None, config_file, config_flags)
     cells = expand(experiment)
-    return experiment, cells, estimate(experiment, len(cells), config.reasks, judge_max_calls)
+    return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog)
 
 
 def grid(experiment: Experiment | dict | Path | None = None, **fields) -> Experiment | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from simulator.conversation.catalog import personas_path
 from simulator.conversation.prompts import text_hash
 from simulator.core.errors import UserError
-from simulator.core.files import data_dir
+from simulator.core.files import data_dir, output_file
 from simulator.core.records import Episode, RunSpec, package_version
 from simulator.models.backends import Endpoint, endpoint_identity
 from simulator.models.cache import Responses, stored
@@ -74,8 +74,7 @@ def write_bundle(run_id: str, db: Path, output: Path, cache, *, force: bool = Fa
     """
     from simulator.storage.store import Store
 
-    if output.exists() and not force:
-        raise UserError(f"{output} exists; pass --force to replace it")
+    output_file(output, "--bundle", force=force)
     if cache is None:
         raise UserError("a bundle is made from the response cache, which is off (--no-cache or NEXTSTEP_CACHE=0)")
     with Store(db) as store:
@@ -114,7 +113,6 @@ def write_bundle(run_id: str, db: Path, output: Path, cache, *, force: bool = Fa
 
 def _write_atomically(output: Path, data: bytes) -> None:
     """All of `data` at `output`, or nothing: written beside it, then renamed over it."""
-    output.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
     try:
         with os.fdopen(handle, "wb") as f:
@@ -241,11 +239,13 @@ async def replay_grading(path: Path, names: list[str], *, db: Path, judges: int 
     from .grading import regrade
 
     bundle = read_bundle(path)
-    panel = max((e.verdicts for e in bundle.episodes), key=len, default=[])
+    graded = max(bundle.episodes, key=lambda e: len(e.verdicts), default=None)
+    panel = graded.verdicts if graded else []
     if not panel and judges is None:
         raise UserError(f"--replay {path}: the bundled run has no verdicts to make again")
     judges = judges if judges is not None else len(panel)
-    seed = seed if seed is not None else (panel[0].seed if panel and panel[0].seed is not None else 0)
+    if seed is None:  # judge i of an episode is seeded seed + the episode's seed + i (grading.grade_episodes)
+        seed = panel[0].seed - (graded.seed or 0) if panel and panel[0].seed is not None else 0
     with bundle.files() as files:
         config = bundle.config(files, evaluator_model=",".join(v.model for v in panel) or None)
         catalog = load_catalog(config.personas_dir, config.prompts_dir)
