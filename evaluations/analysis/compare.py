@@ -169,10 +169,13 @@ def run_analysis(frame: pd.DataFrame, judges: pd.DataFrame, *, include_unfaithfu
 
 
 def _seed_rule(record: Episode, verdict: Verdict) -> str:
-    """How a judge was seeded, relative to its episode: a batch seeds judge i `episode seed + i`, `grade --seed S`
-    `episode seed + S + i`: `'episode seed + judge'`, `'episode seed +5 + judge'`."""
-    offset = verdict.seed - verdict.judge - (record.seed or 0) if verdict.seed is not None else None
-    return "episode seed + judge" if offset == 0 else f"episode seed {offset:+d} + judge" if offset is not None else "none"
+    """How a judge was seeded: from the episode (its seed + the judge's place, plus `grade --seed S` when re-graded) or,
+    as older re-grades did, from a fixed seed: 'episode seed + judge', 'episode seed + 5 + judge', '7 + judge'."""
+    base = verdict.seed - verdict.judge if verdict.seed is not None else None
+    offset = base - record.seed if base is not None and record.seed is not None else None
+    if offset is None or abs(offset) > 2**16:  # no episode seed in it: a fixed seed
+        return f"{base} + judge"
+    return "episode seed + judge" if offset == 0 else f"episode seed + {offset} + judge"
 
 
 def judge_provenance(records: list[Episode]) -> dict:
