@@ -13,12 +13,14 @@ from .frame import scan_run, summary, usable
 
 def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
     """Per persona x setting (`frame.summary`), the strategies' cautions, the judges' agreement where an episode had
-    several (over the usable episodes, as `compare RUN`), and the tokens per succeeded episode over those whose endpoint
-    reported usage. Built from the run's scalar frames (`scan_run`), never from its records held at once."""
+    several (over the usable episodes, as `compare RUN`), the tokens per succeeded episode over those whose endpoint
+    reported usage, and the run's tokens spent and saved by the response cache. Built from the run's scalar frames
+    (`scan_run`), never from its records held at once."""
     scan = scan_run(run_id, db)
     frame, judges = scan.frame, scan.judges
     with Store(Path(db)) as store:
         rubrics = store.rubrics(run_id)
+        totals = next(r for r in store.runs() if r["id"] == run_id)
     ok = frame[frame["status"] == "succeeded"] if len(frame) else frame
     known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()] if len(ok) else ok
     several = bool(len(ok)) and ok["judges"].max() > 1
@@ -31,6 +33,8 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
         "succeeded": len(ok),
         "usage_known": len(known),
         "tokens_per_episode": float((known["prompt_tokens"] + known["completion_tokens"]).mean()) if len(known) else None,
+        "tokens_spent": totals["tokens"],  # at the endpoint, over every episode (None: some call reported no usage)
+        "tokens_saved": totals["saved_tokens"],  # by calls the response cache answered
     }  # fmt: skip
 
 
