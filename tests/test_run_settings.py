@@ -24,7 +24,8 @@ ONE_EPISODE = {"personas": "unsure", "max_turns": 1, "judges": 1}
 
 
 def nextstep(*args, env=None, cwd=None):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NEXTSTEP_")}
+    # the response cache stays as conftest set it (off, in the test's own directory): a resume here means the endpoint
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NEXTSTEP_") or k in ("NEXTSTEP_CACHE", "NEXTSTEP_CACHE_DIR")}
     return subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True, cwd=cwd,
                           env={**clean, "COLUMNS": "250", "PYTHONPATH": os.getcwd(), **(env or {})})  # fmt: skip
 

@@ -14,6 +14,7 @@ from simulator.models.local import DEFAULT_SLOTS
 
 from .options import ENDPOINT, FILES, ROLES, Db, GridMaxTurns, Judges, RubricFile, Temperature, config_options
 from .show import console
+from .grade import print_differences
 from .summary import print_session, print_summary
 
 app = typer.Typer()
@@ -31,7 +32,8 @@ def _progress_printer():
 
     def update(p) -> None:
         status = (f"done {p.done} · ungraded {p.ungraded} · failed {p.failed} · running {p.running} · "
-                  f"{p.per_minute:.1f}/min · {p.tokens:,} tokens")  # fmt: skip
+                  f"{p.per_minute:.1f}/min · {p.tokens:,} tokens"
+                  + (f" · {p.saved_tokens:,} saved" if p.cache_hits else ""))  # fmt: skip
         bar.update(task, total=p.total, completed=p.ended, status=status)
 
     @contextlib.contextmanager
@@ -78,6 +80,8 @@ def batch(
                                                                   "(counting the calls whose endpoint reports usage).")] = None,
     max_failures: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes after this many failures.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the cells and an upper bound on calls, run nothing.")] = False,
+    replay: Annotated[Optional[Path], typer.Option(help="Make a bundled run (`export --bundle`) again from the bundle alone: "
+                                                        "no endpoint, no key.")] = None,
     db: Db = Path("nextstep.db"), rubric_file: RubricFile = None, *, config: dict,
 ) -> None:
     """Run a grid of episodes concurrently into the SQLite store (resumable)."""
@@ -93,7 +97,8 @@ def batch(
                 show(progress)
 
             result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
-                                   max_failures=max_failures, rubric_file=rubric_file, on_progress=report, **config)  # fmt: skip
+                                   max_failures=max_failures, rubric_file=rubric_file, on_progress=report, replay=replay,
+                                   **config)  # fmt: skip
     except KeyboardInterrupt:
         if seen:  # the episodes that were in flight run again on resume
             seen[0].stopped = "interrupted"
@@ -102,3 +107,5 @@ def batch(
     print_summary(api.summarize(result.run_id, db), db, result.progress)
     if result.progress.fault:
         raise typer.Exit(1)
+    if replay is not None:
+        print_differences(result.differences, replay)

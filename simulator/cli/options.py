@@ -62,8 +62,12 @@ CONFIG_OPTIONS = {
     "personas_dir": PersonasDir,
     "prompts_dir": PromptsDir,
     "config_file": Annotated[Optional[Path], typer.Option("--config", help="TOML config file \\[default: ./nextstep.toml if present].")],
+    "cache": Annotated[Optional[bool], typer.Option("--cache/--no-cache", show_default=False, help="Answer requests asked before "
+                                                    "from the response cache \\[default: on; NEXTSTEP_CACHE=0 turns it off].")],
+    "cache_dir": Annotated[Optional[Path], typer.Option(help="Directory of the response cache \\[default: the user cache "
+                                                            "directory, see `nextstep cache info`].")],
 }
-ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model", "timeout")
+ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model", "timeout", "cache", "cache_dir")
 ROLES = ("practitioner_model", "persona_model", "evaluator_model")
 FILES = ("personas_dir", "prompts_dir")
 

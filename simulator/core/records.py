@@ -90,16 +90,22 @@ class Call(_Record):
     ok: bool = True
     error: str | None = None
     cached_tokens: int | None = None  # of the prompt tokens, where the server says
+    from_cache: bool = False  # answered by the response cache: its tokens were saved, not spent
+    key: str | None = None  # the request's response-cache key (a hash of what decides the answer)
 
 
 class Usage(_Record):
-    """Calls, tokens (None: some call's endpoint reported none) and latency summed over an episode."""
+    """Calls and latency summed over an episode, and tokens (None: some call's endpoint reported none) spent at the
+    endpoint apart from those saved by calls the response cache answered."""
 
     calls: int
-    prompt_tokens: int | None
+    prompt_tokens: int | None  # spent: calls that reached the endpoint
     completion_tokens: int | None
     cached_tokens: int | None = None
     latency_s: float
+    cache_hits: int = 0
+    saved_prompt_tokens: int | None = 0  # what the calls the cache answered had cost when first asked
+    saved_completion_tokens: int | None = 0
 
 
 class Outcome(_Record):
@@ -361,13 +367,20 @@ def total(values: list[int | None]) -> int | None:
 
 
 def usage(calls: list[Call]) -> Usage:
-    """Token and latency totals: `usage([])` -> Usage(calls=0, prompt_tokens=0, ...); a call without usage makes tokens None."""
+    """Token and latency totals: `usage([])` -> Usage(calls=0, prompt_tokens=0, ...); a call without usage makes tokens None.
+
+    Tokens of calls the response cache answered are saved, not spent: they count apart.
+    """
+    asked, hits = [c for c in calls if not c.from_cache], [c for c in calls if c.from_cache]
     return Usage(
         calls=len(calls),
-        prompt_tokens=total([c.prompt_tokens for c in calls]),
-        completion_tokens=total([c.completion_tokens for c in calls]),
-        cached_tokens=total([c.cached_tokens for c in calls]),
+        prompt_tokens=total([c.prompt_tokens for c in asked]),
+        completion_tokens=total([c.completion_tokens for c in asked]),
+        cached_tokens=total([c.cached_tokens for c in asked]),
         latency_s=round(sum(c.latency_s for c in calls), 3),
+        cache_hits=len(hits),
+        saved_prompt_tokens=total([c.prompt_tokens for c in hits]),
+        saved_completion_tokens=total([c.completion_tokens for c in hits]),
     )
 
 

@@ -158,6 +158,12 @@ def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, mo
     )  # fmt: skip
 
 
+def _differing(spec: RunSpec, other: RunSpec) -> list[str]:
+    """The spec fields that differ: `_differing(RunSpec(reasks=1), RunSpec(reasks=2))` -> ['reasks']."""
+    a, b = spec.identity(), other.identity()
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
 def spec_id(spec: RunSpec) -> str:
     return "run-" + hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:10]
 
@@ -210,8 +216,10 @@ class Progress:
     ungraded: int = 0  # simulated, but a judge's endpoint failed: graded on resume; not a failure
     failed: int = 0
     running: int = 0
-    tokens: int = 0  # reported by the endpoint; calls without usage are counted apart
+    tokens: int = 0  # spent: reported by the endpoint; calls without usage are counted apart
     unknown_usage_calls: int = 0
+    cache_hits: int = 0  # calls the response cache answered
+    saved_tokens: int = 0  # what those calls had cost when first asked
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None
     fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
@@ -248,6 +256,8 @@ class Batch:
     max_failures: int | None = None
     rubric_file: Path | None = None
     on_progress: Callable[[Progress], None] | None = None
+    expected: RunSpec | None = None  # a replay: the spec the run was made with, which this one must match
+    episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
 
     async def run(self) -> tuple[str, Progress]:
         async with self.endpoint.models(self.config) as models:
@@ -265,6 +275,8 @@ class Batch:
         texts = Judge(models["evaluators"][0], prompts, rubric, rubric_hash).texts() if exp.judges else {}
         judge_prompts = {name: digest for digest, (name, _) in texts.items() if name != "rubric"}
         spec = run_spec(exp, cat, config, self.endpoint.backend, models, rubric_hash, judge_prompts)
+        if self.expected is not None and (differ := _differing(spec, self.expected)):
+            raise UserError(f"this nextstep would not make the bundled run again: its {', '.join(differ)} differ")
         run_id = self.run_id or spec_id(spec)
         settings = run_settings(config, concurrency=self.concurrency, rubric_file=self.rubric_file)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextstep-store")
@@ -294,7 +306,8 @@ class Batch:
                               temperature=exp.temperature, max_turns=exp.max_turns, reasks=config.reasks,
                               evaluate=evaluator(cell.seed))  # fmt: skip
                 try:
-                    record = await run_episode(ctx, backend=self.endpoint.backend)
+                    record = await run_episode(ctx, backend=self.endpoint.backend,
+                                               episode_id=(self.episode_ids or {}).get((cell.key, cell.rep)))
                 except UserError:
                     raise  # bad input (e.g. a prompt with an undefined variable) fails every episode alike
                 except Exception as e:  # a bug must not lose the episode: it is stored as failed
@@ -345,7 +358,12 @@ class Batch:
         return run_id, progress
 
     def _count_tokens(self, progress: Progress, calls: list[Call]) -> None:
-        """Add the tokens the endpoint reported; warn once per run about calls it reported none for."""
+        """Add the tokens the endpoint reported (spent), apart from those of calls the cache answered (saved); warn once
+        per run about calls it reported none for."""
+        hits = [c for c in calls if c.from_cache]
+        progress.cache_hits += len(hits)
+        progress.saved_tokens += sum((c.prompt_tokens or 0) + (c.completion_tokens or 0) for c in hits)
+        calls = [c for c in calls if not c.from_cache]
         unknown = sum(c.prompt_tokens is None or c.completion_tokens is None for c in calls)
         if unknown and not progress.unknown_usage_calls:
             budget = f"; --max-tokens {self.max_tokens:,} cannot be enforced for them" if self.max_tokens is not None else ""

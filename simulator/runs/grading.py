@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from simulator.conversation.catalog import Catalog
 from simulator.conversation.prompts import Prompts
 from simulator.core.errors import UserError
 from simulator.core.records import Episode, Verdict
-from simulator.models.backends import endpoint
+from simulator.models.backends import Endpoint, endpoint
 from simulator.models.config import Config
 from simulator.storage.episode_files import read_episode, write_episode
 from simulator.storage.store import Store
@@ -90,15 +91,17 @@ def with_new_verdicts(record: Episode, verdicts: list[Verdict]) -> Episode:
 
 async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[str, dict]], *, judges: int, seed: int = 0,
                          rubric_file: Path | None = None, fidelity_judge: bool = False, on_graded: OnGraded | None = None,
-                         episode_seeds: list[int] | None = None, send_key: bool = True) -> list[list[Verdict]]:
+                         episode_seeds: list[int] | None = None, send_key: bool = True,
+                         replay: Endpoint | None = None) -> list[list[Verdict]]:
     """Every judge's verdict on each (label, episode), in order, one episode at a time; `on_graded` after each.
 
     Judge i of episode n is seeded `seed + episode_seeds[n] + i` (a batch seeds them its episode's seed + i), or
-    `seed + i` for every episode without `episode_seeds` (a gold set's items have no seed of their own)."""
+    `seed + i` for every episode without `episode_seeds` (a gold set's items have no seed of their own).
+    `replay`: a bundle's endpoint, which answers instead of the configured one."""
     if judges < 1:
         raise UserError(f"--judges {judges}: grading needs at least one judge")
     rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
-    with endpoint(config, local_slots=1, send_key=send_key) as ep:
+    with contextlib.nullcontext(replay) if replay else endpoint(config, local_slots=1, send_key=send_key) as ep:
         async with ep.models(config) as models:
             prompts, results = Prompts(catalog.prompt_dirs), []
             for n, (label, episode) in enumerate(episodes, start=1):
@@ -113,9 +116,10 @@ async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[
 
 async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Path, judges: int, seed: int = 0,
                   rubric_file: Path | None = None, fidelity_judge: bool = False,
-                  on_graded: OnGraded | None = None, send_key: bool = True) -> list[list[dict]]:
+                  on_graded: OnGraded | None = None, send_key: bool = True, replay: Endpoint | None = None) -> list[list[dict]]:
     """Grade stored episodes again and save each as it is graded; earlier verdicts are kept as history. The rubric and
-    judges' prompts are kept in the store by hash, as a batch keeps them, so `compare` can show how they differ."""
+    judges' prompts are kept in the store by hash, as a batch keeps them, so `compare` can show how they differ.
+    `replay`: a bundle's endpoint, which answers instead of the configured one."""
     targets = grading_targets(names, db)
     if any(not Path(name).exists() for name in names):  # some come from the store
         rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
@@ -130,4 +134,5 @@ async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Pat
 
     return await grade_episodes(config, catalog, [(t.label, t.record.transcript()) for t in targets], judges=judges, seed=seed,
                                 rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=save,
-                                episode_seeds=[t.record.seed or 0 for t in targets], send_key=send_key)  # fmt: skip
+                                episode_seeds=[t.record.seed or 0 for t in targets], send_key=send_key,
+                                replay=replay)  # fmt: skip

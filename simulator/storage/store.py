@@ -19,6 +19,7 @@ SCHEMA = "nextstep/1"
 BUSY_TIMEOUT_S = 30  # how long a connection waits for another's write before it gives up
 # Columns added after databases were made: created on open when missing, so older files keep working.
 ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT", "usable": "INTEGER"}
+ADDED_CALL_COLUMNS = {"from_cache": "INTEGER NOT NULL DEFAULT 0"}  # older calls never came from the response cache
 SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
 
 _TABLES = """
@@ -125,10 +126,11 @@ class Store:
             raise UserError(f"{self.path}: schema {found}, but this nextstep reads {SCHEMA}" if ours
                             else f"{self.path}: not a nextstep database")  # fmt: skip
         with self._tx() as conn:
-            have = {row[1] for row in conn.execute("PRAGMA table_info(episodes)")}
-            for column, kind in ADDED_COLUMNS.items():
-                if column not in have:
-                    conn.execute(f"ALTER TABLE episodes ADD COLUMN {column} {kind}")
+            for table, columns in (("episodes", ADDED_COLUMNS), ("calls", ADDED_CALL_COLUMNS)):
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for column, kind in columns.items():
+                    if column not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _wal(self) -> None:
         """Switch to WAL, waiting for other writers as every write here does.
@@ -212,13 +214,17 @@ class Store:
                 "settings": settings, "version": row["version"], "counts": dict(counts.fetchall())}  # fmt: skip
 
     def runs(self) -> list[dict]:
-        """Every run, newest first, with episode counts and tokens spent (None: some endpoint reported no usage)."""
+        """Every run, newest first, with episode counts, tokens spent at the endpoint and tokens saved by the response
+        cache (either None: some call's endpoint reported no usage)."""
         rows = self.conn.execute("""
             SELECT r.id, r.created_at, count(e.id) AS episodes,
                    coalesce(sum(e.status = 'succeeded'), 0) AS succeeded, coalesce(sum(e.status = 'ungraded'), 0) AS ungraded,
                    coalesce(sum(e.status = 'failed'), 0) AS failed,
                    CASE WHEN sum(e.n_calls > 0 AND (e.prompt_tokens IS NULL OR e.completion_tokens IS NULL)) > 0 THEN NULL
-                        ELSE coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) END AS tokens
+                        ELSE coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) END AS tokens,
+                   (SELECT CASE WHEN sum(c.prompt_tokens IS NULL OR c.completion_tokens IS NULL) > 0 THEN NULL
+                                ELSE coalesce(sum(c.prompt_tokens + c.completion_tokens), 0) END
+                    FROM calls c JOIN episodes x ON x.id = c.episode_id WHERE x.run_id = r.id AND c.from_cache) AS saved_tokens
             FROM runs r LEFT JOIN episodes e ON e.run_id = r.id
             GROUP BY r.id ORDER BY r.created_at DESC, r.rowid DESC""")  # fmt: skip
         return [dict(row) for row in rows]
@@ -285,7 +291,7 @@ class Store:
         for n, call in enumerate(calls):
             insert(self.conn, "calls", {"episode_id": episode_id, "n": n, "judge": judge, **pick(
                 call, "role", "purpose", "model", "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason",
-                "retries", "ok", "error")})  # fmt: skip
+                "retries", "ok", "error", "from_cache")})  # fmt: skip
 
     def _insert_verdicts(self, episode_id: str, verdicts: list[Verdict]) -> None:
         for v in verdicts:
@@ -369,6 +375,12 @@ class Store:
                             completion_tokens = ?, latency_s = ?, fidelity_ok = ?, usable = ? WHERE id = ?""",
                          (e.model_dump_json(), e.status, e.error, e.usage.calls, e.usage.prompt_tokens,
                           e.usage.completion_tokens, e.usage.latency_s, e.in_character, e.usable, eid))  # fmt: skip
+
+    def replaced_verdicts(self, run_id: str) -> list[Verdict]:
+        """The verdicts re-grading displaced from a run's episodes (verdict_history), oldest first."""
+        rows = self.conn.execute("""SELECT h.episode_id AS id, h.verdict_json FROM verdict_history h JOIN episodes e
+                                    ON e.id = h.episode_id WHERE e.run_id = ? ORDER BY h.id""", (run_id,))  # fmt: skip
+        return [self._valid(Verdict, row["verdict_json"], f"replaced verdict of episode {row['id']}") for row in rows]
 
     def save_texts(self, texts: dict[str, tuple[str, str]]) -> None:
         """Keep texts by hash ({hash: (name, text)}), e.g. the rubric and evaluator prompts of a run."""
