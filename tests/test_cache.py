@@ -216,6 +216,10 @@ def test_the_cli_flags_turn_the_cache_on_and_off_and_move_it(tmp_path):
     assert "removed 4 responses" in cleared.stdout
     with sqlite3.connect(cache / "responses.db") as conn:
         assert conn.execute("SELECT count(*) FROM responses").fetchone() == (0,)
+    (tmp_path / "a-file").write_text("")
+    with StubServer() as url:
+        bad = run("--cache", "--cache-dir", str(tmp_path / "a-file"), "--db", str(tmp_path / "d.db"))
+    assert bad.returncode == 2 and bad.stderr.strip() == f"nextstep: error: --cache-dir {tmp_path / 'a-file'}: not a directory"
 
 
 async def test_a_damaged_cache_is_reported_once_and_bypassed(tmp_path, cache_on, caplog):
