@@ -215,3 +215,22 @@ def test_the_kept_prefix_keeps_the_parents_verdict_and_a_generated_first_turn_is
         "ok": False, "problems": ["kept prefix: first-turn interest 9 is outside the expected 2-6"]}
     generated = Fidelity(ok=False, problems=["first-turn comfort 5 is outside the expected 1-3"])
     assert continued_fidelity(bad, 1, generated) == generated  # only the opening line kept: the parent's verdict is not about it
+
+
+def test_a_branch_experiment_on_the_rule_stub(tmp_path):
+    """Known by hand on the rule stub: aloof refuses the friends pretext (control) and shares her number with a plain
+    ask (treatment common_interest) from the same first two turns, so every one of the 3 x 2 pairs moves 0 -> 1 and
+    the exact McNemar p is 2 / 2^6."""
+    from rule_stub import rule_server
+
+    from simulator import api
+
+    db = tmp_path / "n.db"
+    with rule_server() as url:
+        base = api.run_batch({"personas": "aloof", "strategies": "friends_pretext", "reps": 3}, db=db, base_url=url).run_id
+        run, skipped, _ = api.branch(base, at="2", strategy="common_interest", reps=2, db=db, base_url=url)
+    c = api.compare(run, db=db)
+    contact = c["tests"]["contact"]
+    assert skipped == [] and c["pairing"]["paired"] == 6
+    assert (contact["a"], contact["b"], contact["b01"], contact["b10"]) == (0.0, 1.0, 6, 0)
+    assert contact["p"] == pytest.approx(2 / 2**6)

@@ -106,6 +106,13 @@ def test_variance_report_and_agreement_use_the_tested_functions():
     y = [s for row in scores for s in row]
     cells, eps = [f"c{i // 2}" for i in range(6) for _ in range(3)], [f"e{i}" for i in range(6) for _ in range(3)]
     assert r["measures"]["timing"] == nested_components(y, cells, eps) and r["judges"] == 3
+    # ... and the components by the balanced nested ANOVA's textbook sums of squares (3 cells x 2 reps x 3 judges):
+    x = np.array(scores, dtype=float).reshape(3, 2, 3)  # cell, rep, judge
+    ms_judge = ((x - x.mean(axis=2, keepdims=True)) ** 2).sum() / (6 * 2)
+    ms_rep = 3 * ((x.mean(axis=2) - x.mean(axis=(1, 2))[:, None]) ** 2).sum() / (6 - 3)
+    ms_cell = 6 * ((x.mean(axis=(1, 2)) - x.mean()) ** 2).sum() / (3 - 1)
+    by_hand = {"judge": ms_judge, "rep": (ms_rep - ms_judge) / 3, "cell": (ms_cell - ms_rep) / 6}
+    assert r["measures"]["timing"]["raw"] == approx(by_hand)
     assert r["measures"]["contact"] == nested_components(frame.contact.astype(float), frame.cell, frame.episode_id)
     assert r["measures"]["contact"]["components"]["judge"] is None
     data = np.array(scores, dtype=float).T  # judges x episodes

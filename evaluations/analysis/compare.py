@@ -169,9 +169,13 @@ def run_analysis(frame: pd.DataFrame, judges: pd.DataFrame, *, include_unfaithfu
 
 
 def _seed_rule(record: Episode, verdict: Verdict) -> str:
-    """How a judge was seeded: from the episode (a batch: its seed + the judge's place) or from a fixed seed (`grade --seed`)."""
+    """How a judge was seeded: from the episode (its seed + the judge's place, plus `grade --seed S` when re-graded) or,
+    as older re-grades did, from a fixed seed: 'episode seed + judge', 'episode seed + 5 + judge', '7 + judge'."""
     base = verdict.seed - verdict.judge if verdict.seed is not None else None
-    return "episode seed + judge" if base == record.seed else f"{base} + judge"
+    offset = base - record.seed if base is not None and record.seed is not None else None
+    if offset is None or abs(offset) > 2**16:  # no episode seed in it: a fixed seed
+        return f"{base} + judge"
+    return "episode seed + judge" if offset == 0 else f"episode seed + {offset} + judge"
 
 
 def judge_provenance(records: list[Episode]) -> dict:
