@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from simulator.conversation.catalog import Catalog, load_catalog, profile_of
 from simulator.core.errors import UserError
-from simulator.core.files import output_file
+from simulator.core.files import output_file, write_atomic
+from simulator.models.cache import ResponseCache, duration, user_cache_dir
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
 from simulator.runs.experiment import Experiment, Progress, grid
@@ -40,9 +41,10 @@ if TYPE_CHECKING:
     from simulator.runs.grading import OnGraded
 
 __all__ = [
-    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "calibrate", "catalog", "compare", "config", "export",
-    "grade", "grid", "load_episode", "load_episodes", "load_frame", "load_run", "play", "plan_batch", "plan_branch", "plan_reps",
-    "report", "run_batch", "run_episode", "runs", "save_episode", "serve", "show", "summarize",
+    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "cache_info", "calibrate", "catalog", "clear_cache",
+    "compare", "config", "export", "export_bundle", "grade", "grid", "load_episode", "load_episodes", "load_frame", "load_run",
+    "play", "plan_batch", "plan_branch", "plan_reps", "report", "run_batch", "run_episode", "runs", "save_episode", "serve",
+    "show", "summarize",
 ]  # fmt: skip
 
 DB = Path("nextstep.db")
@@ -130,10 +132,12 @@ def play(role: str, setting: str = "supermarket", persona: str = "unsure", strat
 
 @dataclass
 class BatchResult:
-    """A finished (or stopped) batch: its run id, and the counters of this session."""
+    """A finished (or stopped) batch: its run id, and the counters of this session; a replay also says where its
+    records differ from the bundle's (`differences`, [] when they are equal)."""
 
     run_id: str
     progress: Progress
+    differences: list[str] | None = None
 
 
 def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
@@ -147,14 +151,16 @@ def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: st
 def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
               run_id: str | None = None, concurrency: int | None = None, max_tokens: int | None = None,
               max_failures: int | None = None, rubric_file: Path | None = None,
-              on_progress: Callable[[Progress], None] | None = None, config_file: Path | None = None,
-              **config_flags) -> BatchResult:
+              on_progress: Callable[[Progress], None] | None = None, replay: Path | str | None = None,
+              config_file: Path | None = None, **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
 
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
+    `replay=BUNDLE` makes a bundled run again (`export_bundle`) with no endpoint: every answer comes from the bundle.
     """
     from simulator.runs.batch import run_grid
+    from simulator.runs.bundle import replay_batch
 
     output_file(db, "--db")
     final: list[Progress] = []
@@ -163,6 +169,12 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
         final[:] = [p]
         if on_progress:
             on_progress(p)
+
+    if replay is not None:
+        if experiment is not None or resume or run_id:
+            raise UserError("--replay makes the bundled run again: leave out the grid flags, --experiment, --resume and --run-id")
+        run, differences = _wait(replay_batch(Path(replay), db=Path(db), on_progress=remember))
+        return BatchResult(run, final[0], differences)
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
                          max_failures=max_failures, config_file=config_file, rubric_file=rubric_file, on_progress=remember,
@@ -226,24 +238,45 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
 # --- grading --------------------------------------------------------------------------------------------------------
 
 
-def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
-          fidelity_judge: bool = False, on_graded: OnGraded | None = None, config_file: Path | None = None,
-          **config_flags) -> dict:
+def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None, seed: int | None = None,
+          rubric_file: Path | None = None, fidelity_judge: bool = False, on_graded: OnGraded | None = None,
+          replay: Path | str | None = None, config_file: Path | None = None, **config_flags) -> dict:
     """Grade stored episodes again, without re-simulating: episode JSON files or directories, run ids or episode ids.
 
-    Each episode's new verdicts are saved as it is graded; earlier ones are kept as history. Returns
-    {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge;
+    Stored episodes are graded with their run's stored settings (endpoint, models, prompt and persona directories,
+    rubric), as `batch --resume` does; the flags given beat them. Each episode's new verdicts are saved as it is
+    graded, once every judge has answered; earlier ones are kept as history. Where an endpoint failed the earlier
+    verdicts stay current; run again, it grades only what is missing (verdicts already given with this rubric and
+    panel are kept). Returns {'verdicts': per episode, every judge's current verdict; 'judge_alpha': agreement between
+    judges, or None for one judge; 'graded': how many were graded now; 'skipped': how many were already graded with
+    this rubric and panel; 'failed': [(label, error)] of those whose earlier verdicts stay current;
     'summary': `grading_summary`, the counts `nextstep grade` prints}.
+    `replay=BUNDLE` answers from the bundle alone, with the judges and seeds of its verdicts unless `judges`/`seed`
+    are given, and adds 'differences': where the run's records now differ from the bundle's.
     """
     from evaluations.analysis.agreement import judge_alpha
     from evaluations.analysis.summary import grading_summary
-    from simulator.runs.grading import regrade
+    from simulator.runs.batch import run_config
+    from simulator.runs.bundle import replay_grading
+    from simulator.runs.grading import regrade, stored_settings
 
-    c = config(config_file, **config_flags)
-    verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
-                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
-    return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None,
-            "summary": grading_summary(verdicts)}
+    replayed = {}
+    if replay is not None:
+        done, replayed["differences"] = _wait(replay_grading(Path(replay), episodes, db=Path(db), judges=judges, seed=seed,
+                                                             on_graded=on_graded))  # fmt: skip
+        several = max(map(len, done.verdicts), default=0) > 1
+    else:
+        judges, seed = 1 if judges is None else judges, seed or 0
+        stored = stored_settings(episodes, Path(db))
+        c, send_key = run_config(config_file, stored, **config_flags)
+        rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
+        done = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
+                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded,
+                             send_key=send_key))  # fmt: skip
+        several = judges > 1
+    return {"verdicts": done.verdicts, "judge_alpha": judge_alpha(done.verdicts) if several else None,
+            "graded": done.graded, "skipped": done.skipped, "failed": done.failed, "summary": grading_summary(done.verdicts),
+            **replayed}  # fmt: skip
 
 
 def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
@@ -251,25 +284,36 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
               **config_flags) -> dict:
     """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}.
 
-    `output`: also write the report and every verdict there as JSON (its folder is checked before any call).
+    `output`: also write every verdict there as JSON as it comes, and the report once all are in (its folder is
+    checked before any call); a file left there by an interrupted calibration is resumed: verdicts the same judges
+    already gave are kept, only the rest are graded.
     """
-    import json
-
     from evaluations.analysis.agreement import calibration
     from evaluations.judge.gold import load_gold
-    from simulator.runs.grading import grade_episodes
+    from simulator.runs.grading import grade_episodes, save_calibration, saved_verdicts
 
     if output is not None:
         output_file(output, "-o")
     c = config(config_file, **config_flags)
     cat = load_catalog(c.personas_dir, c.prompts_dir)
     items = load_gold(Path(gold), cat)
+    output = Path(output) if output is not None else None
+    saved = saved_verdicts(output)
+    so_far = {i.id: saved[i.id] for i in items if i.id in saved}
+
+    def graded(n: int, total: int, label: str, verdicts: list) -> None:
+        if output is not None:
+            so_far[label] = verdicts
+            save_calibration(output, None, so_far)
+        if on_graded:
+            on_graded(n, total, label, verdicts)
+
     verdicts = _wait(grade_episodes(c, cat, [(item.id, item.episode()) for item in items], judges=judges, seed=seed,
-                                    rubric_file=rubric_file, on_graded=on_graded))  # fmt: skip
+                                    rubric_file=rubric_file, on_graded=graded,
+                                    previous=[saved.get(i.id, []) for i in items]))  # fmt: skip
     result = {"report": calibration(items, verdicts, seed=seed), "verdicts": dict(zip((i.id for i in items), verdicts))}
     if output is not None:
-        judged = {item: [v.model_dump(mode="json") for v in vs] for item, vs in result["verdicts"].items()}
-        Path(output).write_text(json.dumps(result | {"verdicts": judged}, indent=2), encoding="utf-8")
+        save_calibration(output, result["report"], result["verdicts"])
     return result
 
 
@@ -339,6 +383,22 @@ def export(run_id: str, output: Path | str | None = None, fmt: str | None = None
     return _export(run_id, db, fmt, output), output
 
 
+def export_bundle(run_id: str, output: Path | str, *, db: Path | str = DB, force: bool = False,
+                  config_file: Path | None = None, **config_flags) -> dict:
+    """Write a replay bundle: the run's records and every response it used, taken from the response cache (`cache_dir=`),
+    with nothing secret in it. `run_batch(replay=...)` and `grade(replay=...)` make the run again from it alone.
+    Returns {'episodes', 'responses'}; an existing `output` is replaced only with `force`."""
+    from simulator.runs.bundle import write_bundle
+
+    c = config(config_file, **config_flags)
+    cache = _cache(c) if c.cache else None
+    try:
+        return write_bundle(run_id, _existing(db), Path(output), cache, force=force)
+    finally:
+        if cache:
+            cache.close()
+
+
 # --- analysis -------------------------------------------------------------------------------------------------------
 
 
@@ -347,14 +407,15 @@ def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, includ
     from A to B, paired by cell and seed (with 'a' and 'b' keys); when one of them is the `play-persona` run, the
     personas people played beside the simulated ones (with 'people' and 'models' keys)."""
     from evaluations.analysis import compare as _compare
-    from evaluations.analysis.frame import load_judges, load_run as _frame
+    from evaluations.analysis.frame import scan_run
 
     db = _existing(db)
     branches = _compare.load_branches(run_a, db) if run_b is None else None
     if branches:
         return _compare.compare_branches(*branches, include_unfaithful=include_unfaithful)
     if run_b is None:
-        return _compare.run_analysis(_frame(run_a, db), load_judges(run_a, db), include_unfaithful=include_unfaithful)
+        scan = scan_run(run_a, db)  # one pass over the run, its records never held at once
+        return _compare.run_analysis(scan.frame, scan.judges, include_unfaithful=include_unfaithful)
     runs = _compare.load_pair(run_a, run_b, db)
     if _compare.played_persona(runs[0]) or _compare.played_persona(runs[1]):  # people beside models, unpaired
         return _compare.people_vs_models(*runs, include_unfaithful=include_unfaithful)
@@ -393,10 +454,35 @@ def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_
         output_file(output, "-o")
         html = report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
                       all_transcripts=all_transcripts)
-        Path(output).write_text(html, encoding="utf-8")
+        write_atomic(Path(output), html)
         return html
     return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
                          all_transcripts=all_transcripts)
+
+
+# --- the response cache ---------------------------------------------------------------------------------------------
+
+
+def cache_info(config_file: Path | None = None, **config_flags) -> dict:
+    """The response cache the configuration names: {'on', 'path', 'entries', 'used_bytes', 'disk_bytes', 'max_bytes',
+    'expiry_s', 'oldest', 'newest' (epoch seconds), 'broken' (why it is unusable, or None)}."""
+    c = config(config_file, **config_flags)
+    cache = _cache(c)
+    try:
+        return {"on": c.cache, **cache.info()}
+    finally:
+        cache.close()
+
+
+def clear_cache(config_file: Path | None = None, **config_flags) -> dict:
+    """Empty the response cache (a damaged one is deleted): {'path', 'removed' (entries, or -1 when it was unreadable)}."""
+    cache = _cache(config(config_file, **config_flags))
+    return {"path": str(cache.path), "removed": cache.clear()}
+
+
+def _cache(c: Config) -> ResponseCache:
+    return ResponseCache.open(c.cache_dir or user_cache_dir(), max_bytes=c.cache_max_mb << 20,
+                              expiry_s=duration(c.cache_expiry) if c.cache_expiry else None)  # fmt: skip
 
 
 def serve(port: int = 8080, slots: int = DEFAULT_SLOTS) -> int:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from evaluations.judge.rubric import CONDITIONS, FLAGS
 from evaluations.judge.rules import episode_scores
 from simulator.core.errors import UserError
+from simulator.core.files import replacing, write_atomic
 from simulator.core.records import Episode
 from simulator.storage.store import Store
 
@@ -19,13 +23,6 @@ CONTACT = ("number", "email")  # a social handle only puts the real next step of
 def is_contact(exchanged: str | None) -> bool | None:
     """Whether what was exchanged is contact: `is_contact('email')` -> True, `is_contact('social_handle')` -> False."""
     return None if exchanged is None else exchanged in CONTACT
-
-
-def faithful(record: Episode) -> bool | None:
-    """False if the telemetry rules or any judge's fidelity check found the persona out of character."""
-    rules = record.fidelity.ok if record.fidelity else None
-    judged = [v.fidelity.in_character for v in record.verdicts if v.fidelity]
-    return False if rules is False or False in judged else rules
 
 
 def _mean(values: list[int | None]) -> float | None:
@@ -48,7 +45,7 @@ def episode_row(record: Episode) -> dict:
         "practitioner_gender": profile and profile.practitioner_gender, "persona_gender": profile and profile.persona_gender,
         "seed": record.seed, "status": record.status, "error": record.error,
         "prefix": branch and branch.prefix, "arm": branch and branch.arm, "person": record.person,
-        "fidelity_ok": faithful(record),
+        "fidelity_ok": record.in_character, "completed": record.completed, "usable": record.usable,
         "exchanged": exchanged, "contact": is_contact(exchanged),
         "social_handle": None if exchanged is None else exchanged == "social_handle",
         "next_meeting": panel_next_meeting(verdicts) if verdicts else None,  # needs a reading of the text: the judges'
@@ -67,11 +64,50 @@ def episode_row(record: Episode) -> dict:
 
 def load_run(run_id: str, db: Path | str = "nextstep.db"):
     """A pandas DataFrame of a run's episodes, one row each (see `episode_row` for the columns)."""
-    import pandas as pd
+    return scan_run(run_id, db).frame
 
+
+@dataclass
+class Scan:
+    """What the summaries need of a run, as scalars: `frame` (episode_row), `judges` (judge_rows) and the strategies'
+    cautions."""
+
+    frame: Any
+    judges: Any
+    cautions: dict[str, str]
+
+
+def scan_run(run_id: str, db: Path | str = "nextstep.db", *, each: Callable[[Episode], None] | None = None) -> Scan:
+    """One pass over a run, each record read, flattened, shown to `each` and let go: memory grows with the scalar
+    columns, not the records (benchmarks/show_scale.py)."""
+    episodes, judges, cautions = _Columns(), _Columns(), {}
     with Store(Path(db)) as store:
         store.run(run_id)
-        return pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
+        for record in store.each_episode(run_id):
+            episodes.add([episode_row(record)])
+            judges.add(judge_rows(record))
+            if record.caution:
+                cautions[record.strategy] = record.caution
+            if each:
+                each(record)
+    return Scan(episodes.frame(), judges.frame(JUDGE_COLUMNS), dict(sorted(cautions.items())))
+
+
+class _Columns:
+    """Rows kept as one list per column (of scalars), so that a long run never holds its rows as dicts."""
+
+    def __init__(self):
+        self.columns: dict[str, list] = {}
+
+    def add(self, rows: list[dict]) -> None:
+        for row in rows:  # every row has the same keys (episode_row, judge_rows)
+            for key, value in row.items():
+                self.columns.setdefault(key, []).append(value)
+
+    def frame(self, columns: list[str] | None = None):
+        import pandas as pd
+
+        return pd.DataFrame(self.columns, columns=columns or list(self.columns))
 
 
 def judge_rows(record: Episode) -> list[dict]:
@@ -85,30 +121,27 @@ def judge_rows(record: Episode) -> list[dict]:
     return rows
 
 
+JUDGE_COLUMNS = ["episode_id", "cell", "judge", "judged_contact", *CONDITIONS]
+
+
 def judges_frame(records: list[Episode]):
     """A pandas DataFrame with one row per episode and judge (see `judge_rows`)."""
     import pandas as pd
 
-    columns = ["episode_id", "cell", "judge", "judged_contact", *CONDITIONS]
-    return pd.DataFrame([row for r in records for row in judge_rows(r)], columns=columns)
+    return pd.DataFrame([row for r in records for row in judge_rows(r)], columns=JUDGE_COLUMNS)
 
 
 def load_judges(run_id: str, db: Path | str = "nextstep.db"):
     """A run's per-judge frame (`judges_frame`)."""
-    with Store(Path(db)) as store:
-        store.run(run_id)
-        return judges_frame(store.episodes(run_id))
+    return scan_run(run_id, db).judges
 
 
 def usable(frame, *, include_unfaithful: bool = False):
-    """Succeeded episodes, without fidelity-flagged ones unless asked: what aggregates are built on.
-
-    Failed and ungraded episodes are left out: an ungraded one waits for `nextstep batch --resume` to grade it.
-    """
-    keep = frame["status"] == "succeeded"
-    if not include_unfaithful:
-        keep &= frame["fidelity_ok"].fillna(True).astype(bool)
-    return frame[keep]
+    """The rows aggregates are built on: the `usable` column (`Episode.usable`), or with `include_unfaithful` the
+    `completed` one (out-of-character episodes kept). Failed, ungraded and abandoned episodes are always left out."""
+    if frame.empty:  # a run without episodes has no columns either
+        return frame
+    return frame[frame["completed" if include_unfaithful else "usable"].astype(bool)]
 
 
 def summary(frame, by=("persona", "setting"), *, include_unfaithful: bool = False) -> list[dict]:
@@ -121,7 +154,7 @@ def summary(frame, by=("persona", "setting"), *, include_unfaithful: bool = Fals
             **dict(zip(by, key if isinstance(key, tuple) else (key,))),
             "episodes": len(group), "failed": int((group["status"] == "failed").sum()),
             "ungraded": int((group["status"] == "ungraded").sum()),
-            "unfaithful": int(((group["status"] == "succeeded") & (group["fidelity_ok"] == False)).sum()),  # noqa: E712
+            "unfaithful": int((group["completed"] & (group["fidelity_ok"] == False)).sum()),  # noqa: E712
             "n": len(ok), **{f"{m}_rate": _share(ok[m]) for m in ("contact", "social_handle", "next_meeting")},
             **{c: (float(ok[c].dropna().mean()) if ok[c].notna().any() else None) for c in CONDITIONS},
         })  # fmt: skip
@@ -132,6 +165,14 @@ def _share(values) -> float | None:
     """The share of True among the known values: `_share(pd.Series([True, None, False]))` -> 0.5."""
     known = values.dropna()
     return float(known.astype(bool).mean()) if len(known) else None
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may read as the start of a formula
+
+
+def spreadsheet_safe(value):
+    """A text cell a spreadsheet shows as text, never evaluates: `spreadsheet_safe('=1+2')` -> "'=1+2"."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
 EXPORT_FORMATS = ("jsonl", "csv", "parquet")
@@ -161,16 +202,18 @@ def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
         with Store(Path(db)) as store:
             store.run(run_id)
             records = store.episodes(run_id)
-        output.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
+        write_atomic(output, "".join(r.model_dump_json() + "\n" for r in records))
         return len(records)
-    frame = load_run(run_id, db)
-    if fmt == "csv":
-        frame.to_csv(output, index=False)
-    elif fmt == "parquet":
-        try:
-            frame.to_parquet(output, index=False)
-        except ImportError:
-            raise UserError("parquet export needs pyarrow: pip install 'nextstep[parquet]'") from None
-    else:
+    if fmt not in ("csv", "parquet"):
         raise UserError(f"--format {fmt!r}: choose from jsonl, csv, parquet")
+    frame = load_run(run_id, db)
+    with replacing(output) as tmp:
+        if fmt == "csv":  # text columns neutralised (OWASP's CSV injection advice); parquet keeps values as they are
+            text = frame.select_dtypes(include="object").columns
+            frame.assign(**{c: frame[c].map(spreadsheet_safe) for c in text}).to_csv(tmp, index=False)
+        else:
+            try:
+                frame.to_parquet(tmp, index=False)
+            except ImportError:
+                raise UserError("parquet export needs pyarrow: pip install 'nextstep[parquet]'") from None
     return len(frame)

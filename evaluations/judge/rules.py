@@ -10,14 +10,17 @@ MOVES = ("bridge", "ask")
 
 
 def transitions(turns: list[dict], judged: list[int]) -> list[dict]:
-    """Runs of practitioner turns that move toward the exchange, by declared intent or the judge.
+    """Runs of practitioner turns that move toward the exchange by their declared intent, cross-checked with the judge.
 
-    `transitions(turns, [4])` -> [{'turns': [2, 4], 'turn': 2, 'ask_turn': 4, 'has_ask': True, 'source': 'both'}] when
-    turn 2 was declared a bridge and turn 4 an ask.
+    The judge's reading marks a run 'both' where it names one of its turns, but never widens it: a run's turns are what
+    a condition may cite, and a judge naming every turn would make every sentence citable (`judge_only` lists the turns
+    it added). Only a transcript with no declared move (e.g. a gold transcript, which has no intents) takes its runs from
+    the judge. `transitions(turns, [4])` -> [{'turns': [2, 4], 'turn': 2, 'ask_turn': 4, 'has_ask': True,
+    'source': 'both'}] when turn 2 was declared a bridge and turn 4 an ask.
     """
     practitioner = [t for t in turns if t["speaker"] == "practitioner"]
     declared = {t["index"] for t in practitioner if t.get("intent") in MOVES}
-    moving = declared | {i for i in judged if any(t["index"] == i for t in practitioner)}
+    moving = declared or {i for i in judged if any(t["index"] == i for t in practitioner)}
     runs, run = [], []
     for t in practitioner:
         if t["index"] in moving:
@@ -37,6 +40,26 @@ def transitions(turns: list[dict], judged: list[int]) -> list[dict]:
             "source": "both" if from_intent and from_judge else "declared" if from_intent else "judge",
         })  # fmt: skip
     return result
+
+
+def judge_only(turns: list[dict], judged: list[int], found: list[dict]) -> list[int]:
+    """The practitioner turns the judge named as moves that no transition holds: reported apart, never graded as one."""
+    practitioner = {t["index"] for t in turns if t["speaker"] == "practitioner"}
+    held = {i for t in found for i in t["turns"]}
+    return sorted(i for i in set(judged) if i in practitioner and i not in held)
+
+
+def contact_turns(turns: list[dict]) -> tuple[int, ...]:
+    """The persona turns that may show contact was given: those after the practitioner's first ask; with no ask, only
+    a line her own record says gave contact; a transcript without telemetry (a gold one) has nothing to check
+    against, so any of her turns. A "Yes." said before anything was asked gave nothing."""
+    persona = [t for t in turns if t["speaker"] == "persona"]
+    if not any("intent" in t or "shares_contact" in t for t in turns):
+        return tuple(t["index"] for t in persona)
+    asks = [t["index"] for t in turns if t["speaker"] == "practitioner" and t.get("intent") == "ask"]
+    if asks:
+        return tuple(t["index"] for t in persona if t["index"] > asks[0])
+    return tuple(t["index"] for t in persona if t.get("shares_contact"))
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"”’')\]])\s+")

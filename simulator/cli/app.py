@@ -10,13 +10,14 @@ from typing import Annotated
 import typer
 
 from simulator.core.errors import UserError
+from simulator.core.redact import RedactingFilter, redact
 
-from . import batch, branch, compare, grade, play, run, serve, store
+from . import batch, branch, cache, compare, grade, play, run, serve, store
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
-                  add_completion=False, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]}, rich_markup_mode=None)  # fmt: skip
-for group in (run, grade, batch, store, serve, compare, branch, play):
+                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
+for group in (run, grade, batch, store, serve, compare, branch, play, cache):
     app.add_typer(group.app)
 
 
@@ -37,6 +38,8 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_versio
 def main() -> None:
     """Entry point: user errors are one line on stderr and exit 2; interruption exits 130."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # no credential in any log line, whichever module logs it
+        handler.addFilter(RedactingFilter())
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind (and stop servers) on SIGTERM too
     command = typer.main.get_command(app)
     try:
@@ -55,6 +58,7 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> None:
+    message = redact(message)  # a flag's value may hold a password (a URL's) or a key
     print(f"nextstep: error: {message}" if code == 2 else f"nextstep: {message}", file=sys.stderr)
     _exit(code)
 

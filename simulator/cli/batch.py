@@ -14,6 +14,7 @@ from simulator.models.local import DEFAULT_SLOTS
 from .options import ENDPOINT, FILES, ROLES, Db, GridMaxTurns, Judges, RubricFile, Temperature, config_options
 from .progress import progress_bar
 from .show import console
+from .grade import print_differences
 from .summary import print_session, print_summary
 
 app = typer.Typer()
@@ -48,12 +49,15 @@ def batch(
                                                        "the settings): skip succeeded episodes, retry failed ones, grade "
                                                        "ungraded ones again.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Name the run [default: a hash of grid, prompts and models].")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Episodes in flight; on the local engine also its parallel "
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests in flight to the endpoint, judges' included (so "
+                                                                   "also episodes); on the local engine also its parallel "
                                                                    f"slots [default: {DEFAULT_SLOTS} local, 8 otherwise].")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent "
                                                                   "(counting the calls whose endpoint reports usage).")] = None,
     max_failures: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes after this many failures.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the cells and an upper bound on calls, run nothing.")] = False,
+    replay: Annotated[Optional[Path], typer.Option(help="Make a bundled run (`export --bundle`) again from the bundle alone: "
+                                                        "no endpoint, no key.")] = None,
     db: Db = Path("nextstep.db"), rubric_file: RubricFile = None, *, config: dict,
 ) -> None:
     """Run a grid of episodes concurrently into the SQLite store (resumable)."""
@@ -66,11 +70,13 @@ def batch(
         with progress_bar(console, "episodes") as show:
             def report(p: api.Progress) -> None:
                 seen[:] = [p]
-                show(p.done + p.failed, p.total, f"done {p.done} · failed {p.failed} · running {p.running} · "
-                                                 f"{p.per_minute:.1f}/min · {p.tokens:,} tokens")  # fmt: skip
+                show(p.ended, p.total, f"done {p.done} · ungraded {p.ungraded} · failed {p.failed} · running {p.running} · "
+                                       f"{p.per_minute:.1f}/min · {p.tokens:,} tokens"
+                                       + (f" · {p.saved_tokens:,} saved" if p.cache_hits else ""))  # fmt: skip
 
             result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
-                                   max_failures=max_failures, rubric_file=rubric_file, on_progress=report, **config)  # fmt: skip
+                                   max_failures=max_failures, rubric_file=rubric_file, on_progress=report, replay=replay,
+                                   **config)  # fmt: skip
     except KeyboardInterrupt:
         if seen:  # the episodes that were in flight run again on resume
             seen[0].stopped = "interrupted"
@@ -79,3 +85,5 @@ def batch(
     print_summary(api.summarize(result.run_id, db), db, result.progress)
     if result.progress.fault:
         raise typer.Exit(1)
+    if replay is not None:
+        print_differences(result.differences, replay)

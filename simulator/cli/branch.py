@@ -19,7 +19,7 @@ app = typer.Typer()
 
 
 @app.command()
-@config_options("base_url")
+@config_options("base_url", "api_key_env", "timeout")
 def branch(
     source: Annotated[str, typer.Argument(help="An episode id (or unique prefix), or a run id: every episode of it.")],
     at: Annotated[str, typer.Option(help="Where to fork: a turn index (the turns before it are kept), first-ask (just "
@@ -34,7 +34,8 @@ def branch(
     base_prompts: Annotated[Optional[Path], typer.Option(help="The prompt directory the parents were made with, if "
                                                               "their run did not record it.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Name the branch run [default: a hash of what it does].")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Continuations in flight.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests in flight to the endpoint, judges' included "
+                                                                   "(so also continuations).")] = None,
     db: Db = Path("nextstep.db"), *, config: dict,
 ) -> None:
     """Continue stored episodes from an identical prefix, under a change and unchanged (the control), paired.

@@ -25,12 +25,17 @@ JUDGE = (*ENDPOINT, "evaluator_model", *FILES)
 @config_options(*JUDGE)
 def grade(
     episodes: Annotated[list[str], typer.Argument(help="Episode JSON files or directories, run ids or episode ids.", show_default=False)],
-    db: Db = Path("nextstep.db"), judges: Judges = 1, seed: JudgeSeed = 0, rubric_file: RubricFile = None,
-    fidelity_judge: FidelityJudge = False,
+    db: Db = Path("nextstep.db"), judges: Judges = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the first judge [default: 0].", show_default=False)] = None,
+    rubric_file: RubricFile = None, fidelity_judge: FidelityJudge = False,
+    replay: Annotated[Optional[Path], typer.Option(help="Answer from this bundle (`export --bundle`) alone, no endpoint, with "
+                                                        "the judges and seeds of its verdicts.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every verdict as it comes.")] = False,
     *, config: dict,
 ) -> None:
-    """Re-grade stored episodes without re-simulating; earlier verdicts are kept as history."""
+    """Re-grade stored episodes without re-simulating, with their run's stored settings unless flags say otherwise;
+    earlier verdicts are kept as history. New verdicts replace the old only where every judge answered; run again,
+    it grades only what is missing. A progress bar, then a summary table; every verdict with --verbose."""
     tally = {"verdicts": 0, "ungraded": 0}
     with progress_bar(console, "grading") as show:
         def graded(n: int, total: int, label: str, verdicts: list[Verdict]) -> None:
@@ -43,11 +48,30 @@ def grade(
             show(n, total, f"{tally['verdicts']} verdicts, {tally['ungraded']} ungraded")
 
         result = api.grade(episodes, db=db, judges=judges, seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge,
-                           on_graded=graded, **config)  # fmt: skip
+                           on_graded=graded, replay=replay, **config)  # fmt: skip
     print_grading(result["summary"])
     if result["judge_alpha"] is not None:
         print_alpha(result["judge_alpha"])
-    console.print(f"[bold]saved[/]: new verdicts for {len(result['verdicts'])} episode(s); earlier ones kept as history")
+    if result["skipped"]:
+        console.print(f"{result['skipped']} episode(s) already graded with this rubric and panel: kept as they are")
+    if result["graded"]:
+        console.print(f"[bold]saved[/]: new verdicts for {result['graded']} episode(s); earlier ones kept as history")
+    if failed := result["failed"]:
+        console.print(f"[bold red]kept the earlier verdicts of {len(failed)} episode(s)[/]: their new grading did not complete "
+                      f"({escape(failed[0][1])}); run the same command again to grade only those")  # fmt: skip
+        raise typer.Exit(1)
+    if replay is not None:
+        print_differences(result["differences"], replay)
+
+
+def print_differences(differences: list[str], bundle: Path) -> None:
+    """Whether a replay's records came out equal to the bundle's; exit 1 if not."""
+    if not differences:
+        return console.print(f"[bold]replayed[/]: every record equals its record in {bundle}")
+    console.print(f"[red]replayed, but {len(differences)} record(s) differ from {bundle}[/]:")
+    for line in differences:
+        console.print(f"  {line}", soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def print_grading(s: dict) -> None:
@@ -103,7 +127,7 @@ def print_calibration(report: dict) -> None:
 def calibrate(
     gold: Annotated[Path, typer.Argument(help="Gold set JSONL: one labelled transcript a line (README: Grading).")],
     judges: Judges = 1, seed: JudgeSeed = 0,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the report and every verdict as JSON.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the report and every verdict as JSON, each verdict as it comes; an existing file is resumed.")] = None,
     rubric_file: RubricFile = None, *, config: dict,
 ) -> None:
     """Grade a labelled gold set and report how far the judge agrees with it."""

@@ -84,6 +84,10 @@ def print_summary(s: dict, db: Path, progress: Progress | None = None) -> None:
                       "a finding")
     for strategy, caution in s["cautions"].items():
         console.print(f"[bold yellow]caution[/] ({escape(strategy)}): {escape(caution)}")
+    if len(s["rubrics"]) > 1:
+        mix = ", ".join(f"{(h or 'none')[:12]}: {n} episode(s)" for h, n in s["rubrics"].items())
+        console.print(f"[bold yellow]caution[/]: graded under {len(s['rubrics'])} rubrics ({mix}), a re-grade left part way; "
+                      f"finish it with the same `nextstep grade {run_id} --db {db} ...`, which grades only the rest")  # fmt: skip
     if s["judge_alpha"] is not None:
         print_alpha(s["judge_alpha"])
     if s["tokens_per_episode"] is not None:
@@ -92,6 +96,9 @@ def print_summary(s: dict, db: Path, progress: Progress | None = None) -> None:
         console.print(f"tokens per succeeded episode: {s['tokens_per_episode']:,.0f}{unknown}")
     elif s["succeeded"]:
         console.print("tokens per succeeded episode: unknown (the endpoint reported no usage)")
+    if s["tokens_saved"]:
+        spent = "unknown" if s["tokens_spent"] is None else f"{s['tokens_spent']:,}"
+        console.print(f"run tokens: {spent} spent at the endpoint, {s['tokens_saved']:,} saved by the response cache")
     if progress is not None:
         print_session(run_id, db, progress)
     console.print(f"see more: nextstep show {run_id} --db {db}\n          nextstep compare {run_id} --db {db}\n"
@@ -103,10 +110,12 @@ def print_session(run_id: str, db: Path, progress: Progress) -> None:
     """What this batch session did, and how to continue it."""
     unknown = (f" + {progress.unknown_usage_calls:,} calls whose endpoint reported no usage (not counted, so not "
                "held to --max-tokens)") if progress.unknown_usage_calls else ""  # fmt: skip
-    console.print(f"this session: {progress.done} succeeded, {progress.failed} failed, {progress.skipped} already done; "
-                  f"{progress.tokens:,} tokens{unknown}")
+    saved = f"; {progress.saved_tokens:,} tokens saved by {progress.cache_hits:,} cached calls" if progress.cache_hits else ""
+    console.print(f"this session: {progress.done} succeeded, {progress.ungraded} ungraded, {progress.failed} failed, "
+                  f"{progress.skipped} already done; "
+                  f"{progress.tokens:,} tokens spent{unknown}{saved}")
     resume = f"nextstep batch --resume {run_id} --db {db}"
     if progress.stopped:
         console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")
-    elif progress.failed:
+    elif progress.failed or progress.ungraded:
         console.print(f"retry the failed episodes and grade the ungraded ones with: {resume}")

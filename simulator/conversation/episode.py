@@ -136,6 +136,12 @@ def stop_rule(turns: list[dict], max_turns: int, *, parting: bool = False) -> di
     return None
 
 
+def max_rounds(max_turns: int, parting: bool) -> int:
+    """The most rounds an episode can have: `max_turns`, one more when the strategy has a parting line, which
+    `stop_rule` lets pass the limit by one round: `max_rounds(3, True)` -> 4."""
+    return max_turns + parting
+
+
 def asks_after_no(turns: list[dict]) -> int:
     """How many asks came after the persona had said no, plainly or softly: the turns' own record of pressing on."""
     declined, asks = False, 0
@@ -164,13 +170,15 @@ def outcome(turns: list[dict], end: dict) -> dict:
     }
 
 
-def fidelity_problems(turns: list[dict], expected: dict[str, tuple[int, int]]) -> list[str]:
+def fidelity_problems(turns: list[dict], expected: dict[str, tuple[int, int]], kept: int = 0) -> list[str]:
     """Rules on the telemetry: the first persona turn's values outside the persona's expected ranges.
 
-    `expected` maps 'interest'/'comfort' to an inclusive (low, high) range from the persona file.
+    `expected` maps 'interest'/'comfort' to an inclusive (low, high) range from the persona file. The first `kept`
+    turns are a stored prefix a branch continues: they are not this episode's to judge (they keep the verdict of the
+    episode they come from), so a first persona turn among them is not checked.
     """
     first = next((t for t in turns if t["speaker"] == "persona" and "interest" in t), None)
-    if first is None:
+    if first is None or first["index"] < kept:
         return []
     return [
         f"first-turn {key} {first[key]} is outside the expected {low}-{high}"

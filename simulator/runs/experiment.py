@@ -92,10 +92,13 @@ class Progress:
     total: int
     skipped: int = 0
     done: int = 0
+    ungraded: int = 0  # simulated, but a judge's endpoint failed: graded on resume; not a failure
     failed: int = 0
     running: int = 0
-    tokens: int = 0  # reported by the endpoint; calls without usage are counted apart
+    tokens: int = 0  # spent: reported by the endpoint; calls without usage are counted apart
     unknown_usage_calls: int = 0
+    cache_hits: int = 0  # calls the response cache answered
+    saved_tokens: int = 0  # what those calls had cost when first asked
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None
     fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
@@ -104,4 +107,8 @@ class Progress:
     @property
     def per_minute(self) -> float:
         elapsed = time.monotonic() - self.started
-        return 60 * (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
+        return 60 * self.ended / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def ended(self) -> int:
+        return self.done + self.ungraded + self.failed
