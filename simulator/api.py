@@ -187,14 +187,13 @@ def plan_branch(source: str, *, at: str, strategy: str | None = None, persona: s
                 reps: int = 4, db: Path | str = DB) -> dict:
     """What `branch` with these arguments would run, read from the store before any call: {'continuations': how many
     (both arms), 'warnings': out-of-character parents, a treatment that is what the parents already had}."""
-    from evaluations.analysis.frame import faithful
     from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
     from simulator.runs.branch import parents
 
     with Store(_existing(db)) as store:
         points, _ = parents(store, source, at)
     records, warnings = [p for p, _ in points], []
-    off = [r.id for r in records if faithful(r) is False]
+    off = [r.id for r in records if r.in_character is False]
     if off:
         warnings.append(f"{len(off)} of {len(records)} parent episode(s) are out of character (e.g. {', '.join(off[:3])}): "
                         "both arms continue a persona that already left its type")  # fmt: skip
