@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 from simulator.conversation.catalog import Catalog, load_catalog, profile_of
 from simulator.core.errors import UserError
 from simulator.core.files import output_file, write_atomic
-from simulator.models.cache import ResponseCache, duration, user_cache_dir
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
 from simulator.runs.experiment import Experiment, Progress, grid
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from simulator.core.records import Episode, Turn
+    from simulator.models.cache import ResponseCache
     from simulator.runs.batch import Cell
     from simulator.runs.branch import Treatment
     from simulator.runs.grading import OnGraded
@@ -480,6 +480,8 @@ def clear_cache(config_file: Path | None = None, **config_flags) -> dict:
 
 
 def _cache(c: Config) -> ResponseCache:
+    from simulator.models.cache import ResponseCache, duration, user_cache_dir  # the cache's module loads the model client
+
     return ResponseCache.open(c.cache_dir or user_cache_dir(), max_bytes=c.cache_max_mb << 20,
                               expiry_s=duration(c.cache_expiry) if c.cache_expiry else None)  # fmt: skip
 

@@ -60,7 +60,7 @@ def test_report_is_self_contained_and_escaped(runs):
     page = render_report(a, db)
     assert "<script" not in page  # the hostile turn is text, not an element, and we ship no scripts
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "**bold**" in page
-    assert page.count("<svg") == 3  # heatmap, interest curves, condition bars
+    assert page.count("<svg") == 5  # heatmap, interest curves, condition bars, strategy chart, strategy x persona
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
     assert not re.search(r"url\((?!#)", page) and "@import" not in page  # only in-page references: no web fonts
     for text in ("aloof", "friendly", "unsure", "contact rate", "kruskal-wallis", "<details>", "Provenance", a):
@@ -147,7 +147,7 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     text = re.sub(r"<[^>]+>", " ", dom)
     for name in ("aloof", "friendly", "unsure", "What changed", "Transcripts"):
         assert name in text
-    assert dom.count("<svg") == 5 and "<script" not in dom
+    assert dom.count("<svg") == 6 and "<script" not in dom  # and the paired differences
     shot = tmp_path / "shot.png"
     subprocess.run([*base, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000
