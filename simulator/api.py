@@ -136,13 +136,14 @@ def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: st
 
 def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
               run_id: str | None = None, concurrency: int | None = None, max_tokens: int | None = None,
-              max_failures: int | None = None, rubric_file: Path | None = None,
+              max_failures: int | None = None, max_cost: float | None = None, rubric_file: Path | None = None,
               on_progress: Callable[[Progress], None] | None = None, config_file: Path | None = None,
               **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
 
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
+    `max_tokens` and `max_cost` (US dollars; every model needs a known price) stop scheduling episodes once spent.
     """
     final: list[Progress] = []
 
@@ -152,7 +153,8 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
             on_progress(p)
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
-                         max_failures=max_failures, config_file=config_file, rubric_file=rubric_file, on_progress=remember,
+                         max_failures=max_failures, max_cost=max_cost, config_file=config_file, rubric_file=rubric_file,
+                         on_progress=remember,
                          **config_flags))  # fmt: skip
     return BatchResult(run, final[0])
 

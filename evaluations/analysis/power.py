@@ -8,13 +8,14 @@ correlation a shared seed adds only makes the plan conservative.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from .frame import MEASURES, usable
+from .frame import MEASURES, spend, usable
 from .variance import nested_components
 
 ARE_WILCOXON = 3 / math.pi  # signed-rank vs t efficiency for normal differences (Lehmann, Nonparametrics, 1975)
@@ -118,16 +119,19 @@ def mde_mean(n: int, sd_diff: float, *, alpha: float = 0.05, power: float = 0.8)
 
 def plan(frame: pd.DataFrame, *, contact_change: float = 0.1, score_change: float = 0.5, alpha: float = 0.05,
          power: float = 0.8, include_unfaithful: bool = False) -> dict:
-    """From one run's observed variance: repetitions per cell for `compare A B` to detect the given changes."""
+    """From one run's observed variance: repetitions per cell for `compare A B` to detect the given changes, and what
+    running both A and B at that many repetitions costs at this run's tokens and dollars per succeeded episode."""
     ok = usable(frame, include_unfaithful=include_unfaithful) if len(frame) else frame
     cells = int(frame["cell"].nunique()) if len(frame) else 0
     out = {"alpha": alpha, "power": power, "cells": cells, "n": len(ok), "measures": {}}
+    spent = spend(frame) if len(frame) else {"tokens_per_episode": None, "cost_per_episode": None}
+    _planned = functools.partial(_plan, cells=cells, spent=spent)
     if ok.empty:
         return out
     contact = nested_components(ok["contact"].astype(float), ok["cell"], ok["episode_id"])
     p, var_cell = float(ok["contact"].astype(float).mean()), contact["components"]["cell"] or 0.0
     pairs = pairs_for_contact(p, var_cell, contact_change, alpha=alpha, power=power)
-    out["measures"]["contact"] = _planned(pairs, cells, len(ok)) | {
+    out["measures"]["contact"] = _planned(pairs, len(ok)) | {
         "baseline": p, "change": contact_change, "var_cell": var_cell,
         "reason": None if pairs else f"a change of {contact_change:+} from {p:.2f} is out of reach"}  # fmt: skip
     for m in MEASURES:
@@ -137,15 +141,20 @@ def plan(frame: pd.DataFrame, *, contact_change: float = 0.1, score_change: floa
         pairs = pairs_for_mean(sd_diff, score_change, alpha=alpha, power=power) if sd_diff else None
         reason = ("needs 2+ repetitions in some cell to see the spread" if within is None
                   else "no spread between repetitions" if not sd_diff else None if pairs else "out of reach")
-        out["measures"][m] = _planned(pairs, cells, comp["n"]["episodes"]) | {
+        out["measures"][m] = _planned(pairs, comp["n"]["episodes"]) | {
             "baseline": float(_numbers(ok[m]).mean()) if comp["n"]["values"] else None, "change": score_change,
             "sd_diff": sd_diff, "reason": reason}  # fmt: skip
     return out
 
 
-def _planned(pairs: int | None, cells: int, n: int) -> dict:
-    """Pairs needed and what they mean per cell: {'n': 12, 'pairs': 40, 'reps_per_cell': 4} for 10 cells."""
-    return {"n": n, "pairs": pairs, "reps_per_cell": math.ceil(pairs / cells) if pairs and cells else None}
+def _plan(pairs: int | None, n: int, *, cells: int, spent: dict) -> dict:
+    """Pairs needed, what they mean per cell, and the episodes (both runs) with their tokens and dollars:
+    {'n': 12, 'pairs': 40, 'reps_per_cell': 4, 'episodes': 80, ...} for 10 cells."""
+    reps = math.ceil(pairs / cells) if pairs and cells else None
+    episodes = 2 * reps * cells if reps else None
+    cost = lambda per: None if episodes is None or per is None else episodes * per  # noqa: E731
+    return {"n": n, "pairs": pairs, "reps_per_cell": reps, "episodes": episodes,
+            "tokens": cost(spent["tokens_per_episode"]), "cost_usd": cost(spent["cost_per_episode"])}  # fmt: skip
 
 
 def detectable(paired: pd.DataFrame, *, alpha: float = 0.05, power: float = 0.8) -> dict:

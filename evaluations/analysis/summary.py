@@ -7,24 +7,24 @@ from pathlib import Path
 from simulator.storage.store import Store
 
 from .agreement import judge_alpha
-from .frame import load_run, summary
+from .frame import load_run, spend, summary
 
 
 def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
     """Per persona x setting (`frame.summary`), the strategies' cautions, the judges' agreement where an episode had
-    several, and the tokens per succeeded episode over those whose endpoint reported usage."""
+    several, and what it spent (`frame.spend`: tokens and dollars, in all and per succeeded episode)."""
     frame = load_run(run_id, db)
     with Store(Path(db)) as store:
         records = store.episodes(run_id)
     ok = frame[frame["status"] == "succeeded"]
-    known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()]
+    spent = spend(frame)
     several = bool(len(ok)) and ok["judges"].max() > 1
     return {
         "run": run_id,
         "rows": summary(frame),
         "cautions": dict(sorted({r.strategy: r.caution for r in records if r.caution}.items())),
         "judge_alpha": judge_alpha([r.verdicts for r in records if r.status == "succeeded"]) if several else None,
-        "succeeded": len(ok),
-        "usage_known": len(known),
-        "tokens_per_episode": float((known["prompt_tokens"] + known["completion_tokens"]).mean()) if len(known) else None,
+        **spent,
+        "usage_known": spent["tokens_known"],  # the name `batch` and `show` read since 0.2
     }  # fmt: skip
+

@@ -58,9 +58,11 @@ CONFIG_OPTIONS = {
     "max_turns": Annotated[Optional[int], typer.Option(help=_MAX_TURNS.format(RUN_MAX_TURNS))],
     "personas_dir": PersonasDir,
     "prompts_dir": PromptsDir,
+    "prices_file": Annotated[Optional[Path], typer.Option("--prices", help="TOML of US dollars per million tokens (input, "
+                                                          "cached_input, output) per model \\[default: ./prices.toml if present].")],
     "config_file": Annotated[Optional[Path], typer.Option("--config", help="TOML config file \\[default: ./nextstep.toml if present].")],
 }
-ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model")
+ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model", "prices_file")
 ROLES = ("practitioner_model", "persona_model", "evaluator_model")
 FILES = ("personas_dir", "prompts_dir")
 

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 import simulator.api as api
+from simulator.models.prices import money
 
 from .options import Db
 from .show import console, print_caution, print_result, print_turn
@@ -21,10 +22,10 @@ app = typer.Typer()
 @app.command()
 def runs(db: Db = Path("nextstep.db")) -> None:
     """List the runs in the database."""
-    table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens", title_justify="left")
+    table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens", "cost", title_justify="left")
     for r in api.runs(db):
         table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["ungraded"]), str(r["failed"]),
-                      "unknown" if r["tokens"] is None else f"{r['tokens']:,}")  # fmt: skip
+                      "unknown" if r["tokens"] is None else f"{r['tokens']:,}", money(r["cost_usd"]))  # fmt: skip
     console.print(table)
 
 

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from evaluations.judge.rubric import CONDITIONS
 from simulator.api import Progress
+from simulator.models.prices import money
 
 from .show import console
 
@@ -45,6 +46,11 @@ def print_summary(s: dict, db: Path, progress: Progress | None = None) -> None:
         console.print(f"tokens per succeeded episode: {s['tokens_per_episode']:,.0f}{unknown}")
     elif s["succeeded"]:
         console.print("tokens per succeeded episode: unknown (the endpoint reported no usage)")
+    if s["cost_usd"] is None:
+        console.print("cost of the run: unknown (a model has no known price: see --prices)")
+    else:
+        per = f", {money(s['cost_per_episode'])} per succeeded episode" if s["cost_per_episode"] is not None else ""
+        console.print(f"cost of the run: {money(s['cost_usd'])}{per}")
     if progress is not None:
         print_session(run_id, db, progress)
     console.print(f"see more: nextstep show {run_id} --db {db}\n          nextstep compare {run_id} --db {db}\n"
@@ -57,7 +63,7 @@ def print_session(run_id: str, db: Path, progress: Progress) -> None:
     unknown = (f" + {progress.unknown_usage_calls:,} calls whose endpoint reported no usage (not counted, so not "
                "held to --max-tokens)") if progress.unknown_usage_calls else ""  # fmt: skip
     console.print(f"this session: {progress.done} succeeded, {progress.failed} failed, {progress.skipped} already done; "
-                  f"{progress.tokens:,} tokens{unknown}")
+                  f"{progress.tokens:,} tokens{unknown}; cost {money(progress.cost)}")
     resume = f"nextstep batch --resume {run_id} --db {db}"
     if progress.stopped:
         console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")

@@ -90,6 +90,7 @@ class Call(_Record):
     ok: bool = True
     error: str | None = None
     cached_tokens: int | None = None  # of the prompt tokens, where the server says
+    cost_usd: float | None = None  # US dollars; None: no known price (or no usage), never a made-up zero
 
 
 class Usage(_Record):
@@ -99,6 +100,7 @@ class Usage(_Record):
     prompt_tokens: int | None
     completion_tokens: int | None
     cached_tokens: int | None = None
+    cost_usd: float | None = None
     latency_s: float
 
 
@@ -338,6 +340,7 @@ def usage(calls: list[Call]) -> Usage:
         prompt_tokens=total([c.prompt_tokens for c in calls]),
         completion_tokens=total([c.completion_tokens for c in calls]),
         cached_tokens=total([c.cached_tokens for c in calls]),
+        cost_usd=total([c.cost_usd for c in calls]),
         latency_s=round(sum(c.latency_s for c in calls), 3),
     )
 

@@ -33,6 +33,7 @@ class Config(BaseSettings):
     timeout: float = Field(120.0, gt=0, description="Seconds before one model call is abandoned.")
     personas_dir: Path | None = None
     prompts_dir: Path | None = None
+    prices_file: Path | None = Field(None, description="TOML of prices per million tokens for self-hosted models.")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

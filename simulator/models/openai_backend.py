@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import random
@@ -15,6 +16,7 @@ import openai
 from simulator.core.errors import ModelError
 
 from .chat import MAX_STRING_CHARS, Completion, Message
+from .prices import Price, call_cost
 
 OutputMode = Literal["json_schema", "json_object", "llguidance"]
 # Compact JSON: llama.cpp's default JSON grammar lets a small model pad between tokens with newlines until
@@ -121,12 +123,13 @@ class OpenAIChatModel:
     """One model name on one OpenAI-compatible endpoint; several roles may share the client."""
 
     def __init__(self, client: openai.AsyncOpenAI, name: str, *, output_mode: OutputMode = "json_schema",
-                 retry: RetryPolicy = RetryPolicy()):
+                 retry: RetryPolicy = RetryPolicy(), price: Price | None = None):
         # Ours is the only retry layer: the client's own retries would multiply with it.
         self.client = client.with_options(max_retries=0)
         self.name = name
         self.output_mode = output_mode
         self.retry = retry
+        self.price = price  # None: unknown, so every call's cost is unknown
 
     async def complete(
         self,
@@ -162,7 +165,8 @@ class OpenAIChatModel:
                     raise ModelError(f"{failure(e)}{tries}") from None
                 await asyncio.sleep(self.retry.delay(attempt, retry_after(getattr(e, "response", None))))
         latency = time.perf_counter() - start
-        return completion(response, self.name, latency, attempt)
+        c = completion(response, self.name, latency, attempt)
+        return dataclasses.replace(c, cost_usd=call_cost(self.price, c.prompt_tokens, c.cached_tokens, c.completion_tokens))
 
 
 def completion(response: object, name: str, latency: float, retries: int) -> Completion:

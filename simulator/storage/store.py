@@ -18,7 +18,8 @@ from simulator.core.records import Episode, RunSpec, Verdict, package_version
 SCHEMA = "nextstep/1"
 BUSY_TIMEOUT_S = 30  # how long a connection waits for another's write before it gives up
 # Columns added after databases were made: created on open when missing, so older files keep working.
-ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT"}
+ADDED_COLUMNS = {"episodes": {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT", "cost_usd": "REAL"},
+                 "calls": {"cached_tokens": "INTEGER", "cost_usd": "REAL"}}  # fmt: skip
 SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
 
 _TABLES = """
@@ -125,10 +126,11 @@ class Store:
             raise UserError(f"{self.path}: schema {found}, but this nextstep reads {SCHEMA}" if ours
                             else f"{self.path}: not a nextstep database")  # fmt: skip
         with self._tx() as conn:
-            have = {row[1] for row in conn.execute("PRAGMA table_info(episodes)")}
-            for column, kind in ADDED_COLUMNS.items():
-                if column not in have:
-                    conn.execute(f"ALTER TABLE episodes ADD COLUMN {column} {kind}")
+            for table, columns in ADDED_COLUMNS.items():
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for column, kind in columns.items():
+                    if column not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _wal(self) -> None:
         """Switch to WAL, waiting for other writers as every write here does.
@@ -212,13 +214,15 @@ class Store:
                 "settings": settings, "version": row["version"], "counts": dict(counts.fetchall())}  # fmt: skip
 
     def runs(self) -> list[dict]:
-        """Every run, newest first, with episode counts and tokens spent (None: some endpoint reported no usage)."""
+        """Every run, newest first, with episode counts, tokens spent (None: some endpoint reported no usage) and their
+        cost in US dollars (None: some call's price or usage is unknown)."""
         rows = self.conn.execute("""
             SELECT r.id, r.created_at, count(e.id) AS episodes,
                    coalesce(sum(e.status = 'succeeded'), 0) AS succeeded, coalesce(sum(e.status = 'ungraded'), 0) AS ungraded,
                    coalesce(sum(e.status = 'failed'), 0) AS failed,
                    CASE WHEN sum(e.n_calls > 0 AND (e.prompt_tokens IS NULL OR e.completion_tokens IS NULL)) > 0 THEN NULL
-                        ELSE coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) END AS tokens
+                        ELSE coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) END AS tokens,
+                   CASE WHEN sum(e.n_calls > 0 AND e.cost_usd IS NULL) > 0 THEN NULL ELSE coalesce(sum(e.cost_usd), 0) END AS cost_usd
             FROM runs r LEFT JOIN episodes e ON e.run_id = r.id
             GROUP BY r.id ORDER BY r.created_at DESC, r.rowid DESC""")  # fmt: skip
         return [dict(row) for row in rows]
@@ -257,7 +261,7 @@ class Store:
             "parent_id": branch and branch.parent, "fork_turn": branch and branch.at,
             "arm": branch and (branch.treatment or branch.arm),
             "fidelity_ok": e.fidelity and e.fidelity.ok, "n_turns": len(e.turns),
-            "n_calls": e.usage and e.usage.calls, **pick(e.usage, "prompt_tokens", "completion_tokens", "latency_s"),
+            "n_calls": e.usage and e.usage.calls, **pick(e.usage, "prompt_tokens", "completion_tokens", "latency_s", "cost_usd"),
             "saved_at": now(), "provenance_json": prov and prov.model_dump_json(), "record_json": e.model_dump_json(),
         }  # fmt: skip
 
@@ -265,7 +269,7 @@ class Store:
         for n, call in enumerate(calls):
             insert(self.conn, "calls", {"episode_id": episode_id, "n": n, "judge": judge, **pick(
                 call, "role", "purpose", "model", "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason",
-                "retries", "ok", "error")})  # fmt: skip
+                "retries", "ok", "error", "cached_tokens", "cost_usd")})  # fmt: skip
 
     def _insert_verdicts(self, episode_id: str, verdicts: list[Verdict]) -> None:
         for v in verdicts:
@@ -351,9 +355,9 @@ class Store:
             self._insert_verdicts(eid, verdicts)
             e = self._episode(conn.execute("SELECT id, record_json FROM episodes WHERE id = ?", (eid,)).fetchone()).with_verdicts(verdicts)
             conn.execute("""UPDATE episodes SET record_json = ?, status = ?, error = ?, n_calls = ?, prompt_tokens = ?,
-                            completion_tokens = ?, latency_s = ? WHERE id = ?""",
+                            completion_tokens = ?, latency_s = ?, cost_usd = ? WHERE id = ?""",
                          (e.model_dump_json(), e.status, e.error, e.usage.calls, e.usage.prompt_tokens,
-                          e.usage.completion_tokens, e.usage.latency_s, eid))  # fmt: skip
+                          e.usage.completion_tokens, e.usage.latency_s, e.usage.cost_usd, eid))  # fmt: skip
 
     def save_texts(self, texts: dict[str, tuple[str, str]]) -> None:
         """Keep texts by hash ({hash: (name, text)}), e.g. the rubric and evaluator prompts of a run."""
