@@ -27,12 +27,15 @@ from simulator.conversation.catalog import Catalog, load_catalog, profile_of
 from simulator.conversation.graph import Scenario
 from simulator.conversation.play import ROLES, Person
 from simulator.core.errors import UserError
+from simulator.core.files import output_file
 from simulator.core.records import Episode, Turn
+from simulator.models.cache import ResponseCache, duration, user_cache_dir
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
-from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_grid
+from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_config, run_grid
 from simulator.runs.branch import Treatment, run_branches
-from simulator.runs.grading import OnGraded, grade_episodes, regrade
+from simulator.runs.bundle import replay_batch, replay_grading, write_bundle
+from simulator.runs.grading import OnGraded, grade_episodes, regrade, stored_settings
 from simulator.runs.one import run_one
 from simulator.runs.played import save_played
 from simulator.storage.episode_files import write_episode
@@ -42,9 +45,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "calibrate", "catalog", "compare", "config", "export",
-    "grade", "grid", "load_episode", "load_episodes", "load_frame", "load_run", "play", "plan_batch", "plan_reps",
-    "report", "run_batch", "run_episode", "runs", "save_episode", "serve", "show", "summarize",
+    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "cache_info", "calibrate", "catalog", "clear_cache",
+    "compare", "config", "export", "export_bundle", "grade", "grid", "load_episode", "load_episodes", "load_frame", "load_run",
+    "play", "plan_batch", "plan_reps", "report", "run_batch", "run_episode", "runs", "save_episode", "serve", "show", "summarize",
 ]  # fmt: skip
 
 DB = Path("nextstep.db")
@@ -122,10 +125,12 @@ def play(role: str, setting: str = "supermarket", persona: str = "unsure", strat
 
 @dataclass
 class BatchResult:
-    """A finished (or stopped) batch: its run id, and the counters of this session."""
+    """A finished (or stopped) batch: its run id, and the counters of this session; a replay also says where its
+    records differ from the bundle's (`differences`, [] when they are equal)."""
 
     run_id: str
     progress: Progress
+    differences: list[str] | None = None
 
 
 def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
@@ -137,20 +142,28 @@ def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: st
 def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
               run_id: str | None = None, concurrency: int | None = None, max_tokens: int | None = None,
               max_failures: int | None = None, max_cost: float | None = None, rubric_file: Path | None = None,
-              on_progress: Callable[[Progress], None] | None = None, config_file: Path | None = None,
-              **config_flags) -> BatchResult:
+              on_progress: Callable[[Progress], None] | None = None, replay: Path | str | None = None,
+              config_file: Path | None = None, **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
 
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
     `max_tokens` and `max_cost` (US dollars; every model needs a known price) stop scheduling episodes once spent.
+    `replay=BUNDLE` makes a bundled run again (`export_bundle`) with no endpoint: every answer comes from the bundle.
     """
+    output_file(db, "--db")
     final: list[Progress] = []
 
     def remember(p: Progress) -> None:
         final[:] = [p]
         if on_progress:
             on_progress(p)
+
+    if replay is not None:
+        if experiment is not None or resume or run_id:
+            raise UserError("--replay makes the bundled run again: leave out the grid flags, --experiment, --resume and --run-id")
+        run, differences = _wait(replay_batch(Path(replay), db=Path(db), on_progress=remember))
+        return BatchResult(run, final[0], differences)
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
                          max_failures=max_failures, max_cost=max_cost, config_file=config_file, rubric_file=rubric_file,
@@ -181,33 +194,58 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
 # --- grading --------------------------------------------------------------------------------------------------------
 
 
-def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
-          fidelity_judge: bool = False, on_graded: OnGraded | None = None, config_file: Path | None = None,
-          **config_flags) -> dict:
+def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None, seed: int | None = None,
+          rubric_file: Path | None = None, fidelity_judge: bool = False, on_graded: OnGraded | None = None,
+          replay: Path | str | None = None, config_file: Path | None = None, **config_flags) -> dict:
     """Grade stored episodes again, without re-simulating: episode JSON files or directories, run ids or episode ids.
 
-    Each episode's new verdicts are saved as it is graded; earlier ones are kept as history. Returns
+    Stored episodes are graded with their run's stored settings (endpoint, models, prompt and persona directories,
+    rubric), as `batch --resume` does; the flags given beat them. Each episode's new verdicts are saved as it is
+    graded; earlier ones are kept as history. Returns
     {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge}.
+    `replay=BUNDLE` answers from the bundle alone, with the judges and seeds of its verdicts unless `judges`/`seed`
+    are given, and adds 'differences': where the run's records now differ from the bundle's.
     """
     from evaluations.analysis.agreement import judge_alpha
 
-    c = config(config_file, **config_flags)
+    if replay is not None:
+        verdicts, differences = _wait(replay_grading(Path(replay), episodes, db=Path(db), judges=judges, seed=seed,
+                                                     on_graded=on_graded))  # fmt: skip
+        several = max(map(len, verdicts), default=0) > 1
+        return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if several else None, "differences": differences}
+    judges, seed = 1 if judges is None else judges, seed or 0
+    stored = stored_settings(episodes, Path(db))
+    c, send_key = run_config(config_file, stored, **config_flags)
+    rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
     verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
-                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
+                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded,
+                             send_key=send_key))  # fmt: skip
     return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None}
 
 
 def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
-              on_graded: OnGraded | None = None, config_file: Path | None = None, **config_flags) -> dict:
-    """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}."""
+              output: Path | str | None = None, on_graded: OnGraded | None = None, config_file: Path | None = None,
+              **config_flags) -> dict:
+    """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}.
+
+    `output`: also write the report and every verdict there as JSON (its folder is checked before any call).
+    """
+    import json
+
     from evaluations.analysis.agreement import calibration
 
+    if output is not None:
+        output_file(output, "-o")
     c = config(config_file, **config_flags)
     cat = load_catalog(c.personas_dir, c.prompts_dir)
     items = load_gold(Path(gold), cat)
     verdicts = _wait(grade_episodes(c, cat, [(item.id, item.episode()) for item in items], judges=judges, seed=seed,
                                     rubric_file=rubric_file, on_graded=on_graded))  # fmt: skip
-    return {"report": calibration(items, verdicts, seed=seed), "verdicts": dict(zip((i.id for i in items), verdicts))}
+    result = {"report": calibration(items, verdicts, seed=seed), "verdicts": dict(zip((i.id for i in items), verdicts))}
+    if output is not None:
+        judged = {item: [v.model_dump(mode="json") for v in vs] for item, vs in result["verdicts"].items()}
+        Path(output).write_text(json.dumps(result | {"verdicts": judged}, indent=2), encoding="utf-8")
+    return result
 
 
 # --- reading runs ---------------------------------------------------------------------------------------------------
@@ -263,11 +301,33 @@ def show(run_or_episode: str, db: Path | str = DB) -> dict:
     return {"run": run, "summary": run_summary(run_or_episode, db)}
 
 
-def export(run_id: str, output: Path | str, fmt: str = "jsonl", db: Path | str = DB) -> int:
-    """Write a run as jsonl (full records), csv or parquet (one row per episode); returns the number of episodes."""
-    from evaluations.analysis.frame import export as _export
+def export(run_id: str, output: Path | str | None = None, fmt: str | None = None, db: Path | str = DB, *,
+           force: bool = False) -> tuple[int, Path]:
+    """Write a run as jsonl (full records), csv or parquet (one row per episode); returns (episodes, file).
 
-    return _export(run_id, _existing(db), fmt, Path(output))
+    The format follows `output`'s extension, `output` defaults to RUN_ID.FORMAT, and an existing file is replaced
+    only with `force`.
+    """
+    from evaluations.analysis.frame import export as _export, export_target
+
+    db = _existing(db)
+    fmt, output = export_target(run_id, Path(output) if output is not None else None, fmt)
+    output_file(output, "-o", force=force)
+    return _export(run_id, db, fmt, output), output
+
+
+def export_bundle(run_id: str, output: Path | str, *, db: Path | str = DB, force: bool = False,
+                  config_file: Path | None = None, **config_flags) -> dict:
+    """Write a replay bundle: the run's records and every response it used, taken from the response cache (`cache_dir=`),
+    with nothing secret in it. `run_batch(replay=...)` and `grade(replay=...)` make the run again from it alone.
+    Returns {'episodes', 'responses'}; an existing `output` is replaced only with `force`."""
+    c = config(config_file, **config_flags)
+    cache = _cache(c) if c.cache else None
+    try:
+        return write_bundle(run_id, _existing(db), Path(output), cache, force=force)
+    finally:
+        if cache:
+            cache.close()
 
 
 # --- analysis -------------------------------------------------------------------------------------------------------
@@ -313,11 +373,43 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
     return audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
 
 
-def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None) -> str:
-    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string."""
+def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None,
+           output: Path | str | None = None) -> str:
+    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string; also written to
+    `output` if given (its folder checked first)."""
     from evaluations.analysis.report import render_report
 
+    if output is not None:
+        output_file(output, "-o")
+        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir)
+        Path(output).write_text(html, encoding="utf-8")
+        return html
     return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir)
+
+
+# --- the response cache ---------------------------------------------------------------------------------------------
+
+
+def cache_info(config_file: Path | None = None, **config_flags) -> dict:
+    """The response cache the configuration names: {'on', 'path', 'entries', 'used_bytes', 'disk_bytes', 'max_bytes',
+    'expiry_s', 'oldest', 'newest' (epoch seconds), 'broken' (why it is unusable, or None)}."""
+    c = config(config_file, **config_flags)
+    cache = _cache(c)
+    try:
+        return {"on": c.cache, **cache.info()}
+    finally:
+        cache.close()
+
+
+def clear_cache(config_file: Path | None = None, **config_flags) -> dict:
+    """Empty the response cache (a damaged one is deleted): {'path', 'removed' (entries, or -1 when it was unreadable)}."""
+    cache = _cache(config(config_file, **config_flags))
+    return {"path": str(cache.path), "removed": cache.clear()}
+
+
+def _cache(c: Config) -> ResponseCache:
+    return ResponseCache.open(c.cache_dir or user_cache_dir(), max_bytes=c.cache_max_mb << 20,
+                              expiry_s=duration(c.cache_expiry) if c.cache_expiry else None)  # fmt: skip
 
 
 def serve(port: int = 8080, slots: int = DEFAULT_SLOTS) -> int:

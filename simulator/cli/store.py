@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
+from rich.measure import Measurement
 from rich.table import Table
 
 import simulator.api as api
 from simulator.models.prices import money
 
-from .options import Db
+from .options import Db, config_options
 from .show import console, print_caution, print_result, print_turn
 from .summary import print_summary
 
@@ -22,11 +23,19 @@ app = typer.Typer()
 @app.command()
 def runs(db: Db = Path("nextstep.db")) -> None:
     """List the runs in the database."""
-    table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens", "cost", title_justify="left")
-    for r in api.runs(db):
-        table.add_row(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["ungraded"]), str(r["failed"]),
-                      "unknown" if r["tokens"] is None else f"{r['tokens']:,}", money(r["cost_usd"]))  # fmt: skip
-    console.print(table)
+    found = api.runs(db)
+    count = lambda n: "unknown" if n is None else f"{n:,}"  # noqa: E731
+    table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens spent", "tokens saved", "cost",
+                  title_justify="left", caption="tokens saved: what the calls the response cache answered had cost")  # fmt: skip
+    rows = [(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["ungraded"]), str(r["failed"]),
+             count(r["tokens"]), count(r["saved_tokens"]), money(r["cost_usd"])) for r in found]  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
+    if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
+        return console.print(table)
+    for run, created, episodes, succeeded, ungraded, failed, spent, saved, cost in rows:  # too narrow: one block per run, ids whole
+        console.print(f"[bold]{run}[/]  created {created}\n  episodes {episodes} · succeeded {succeeded} · ungraded {ungraded} "
+                      f"· failed {failed}\n  tokens spent {spent} · saved by the response cache {saved} · cost {cost}")  # fmt: skip
 
 
 @app.command()
@@ -50,12 +59,23 @@ def show(
 
 
 @app.command()
+@config_options("cache_dir")
 def export(
     run_id: Annotated[str, typer.Argument(help="The run to export.")],
-    fmt: Annotated[str, typer.Option("--format", help="jsonl (full records), csv or parquet (one row per episode).")] = "jsonl",
-    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")] = Path("episodes.jsonl"),
+    fmt: Annotated[Optional[str], typer.Option("--format", show_default=False, help="jsonl (full records), csv or parquet "
+                                               "(one row per episode) \\[default: from the -o name, else jsonl].")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", show_default=False,
+                                                   help="File to write \\[default: RUN_ID.FORMAT].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
     db: Db = Path("nextstep.db"),
+    bundle: Annotated[Optional[Path], typer.Option(help="Write a replay bundle instead: the records and every response the run "
+                                                        "used (from the response cache), no secret; `batch --replay` makes the "
+                                                        "run again from it. A name ending in .gz is compressed.")] = None,
+    *, config: dict,
 ) -> None:
-    """Export a run's episodes."""
-    n = api.export(run_id, output, fmt, db)
+    """Export a run's episodes (the format follows the file name), or its replay bundle."""
+    if bundle is not None:
+        done = api.export_bundle(run_id, bundle, db=db, force=force, **config)
+        return console.print(f"wrote {done['episodes']} episodes and {done['responses']} responses to {bundle}", soft_wrap=True)
+    n, output = api.export(run_id, output, fmt, db, force=force)
     console.print(f"wrote {n} episodes to {output}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -58,3 +59,22 @@ def validate(model: type[BaseModel], data, where: str):
         return model.model_validate(data)
     except ValidationError as e:
         raise UserError(f"{where}: {validation_message(e)}") from None
+
+
+def output_file(path: Path | str, flag: str, *, force: bool = True) -> Path:
+    """`path` if a file can be written there, else a UserError naming the flag: checked before any work is paid for.
+
+    Its folder must exist and be writable, and the path must not be a folder; with `force=False` an existing file is
+    refused too. `output_file('no/such/x.csv', '-o')` raises "-o no/such/x.csv: no such directory no/such".
+    """
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a directory; give a file name")
+    if not folder.is_dir():
+        raise UserError(f"{flag} {path}: no such directory {folder}")
+    if path.exists() and not force:
+        raise UserError(f"{flag} {path}: the file exists; pass --force to replace it")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise UserError(f"{flag} {path}: not writable")
+    return path

@@ -13,5 +13,5 @@ def save_played(db, record: Episode, role: str) -> str:
     run_id, cell = f"play-{role}", f"{record.setting}/{record.persona}/{record.strategy}/{record.profile.id}"
     with Store(Path(db)) as store:
         store.create_run(run_id, RunSpec(play={"person": role}))
-        store.save_episode(run_id, cell, store.next_rep(run_id, cell), record.model_copy(update={"person": role}))
+        store.add_episode(run_id, cell, record.model_copy(update={"person": role}))
     return run_id
