@@ -108,6 +108,31 @@ class Store:
             self.conn.close()
             raise
 
+    @classmethod
+    def reader(cls, path: Path) -> Store:
+        """Open a database for reading only (SQLite `mode=ro`): it never writes the file nor waits for a writer's lock,
+        so a viewer can read while a batch writes (WAL readers see the last commit)."""
+        store = cls.__new__(cls)
+        store.path = Path(path)
+        if not store.path.is_file():
+            raise UserError(f"{store.path}: no such database")
+        uri = f"{store.path.resolve().as_uri()}?mode=ro"
+        store.conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        store.conn.row_factory = sqlite3.Row
+        try:
+            found = store._schema()
+        except sqlite3.DatabaseError:
+            found = ""
+        if found != SCHEMA:
+            store.conn.close()
+            raise UserError(f"{store.path}: schema {found}, but this nextstep reads {SCHEMA}" if found and found.startswith("nextstep/")
+                            else f"{store.path}: not a nextstep database")  # fmt: skip
+        return store
+
+    def last_saved(self, run_id: str) -> str | None:
+        """When the run's newest episode was saved (ISO, UTC), None before its first."""
+        return self.conn.execute("SELECT max(saved_at) FROM episodes WHERE run_id = ?", (run_id,)).fetchone()[0]
+
     def _open(self) -> None:
         self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
         if self._schema() == "":  # checked before WAL, which would change someone else's file

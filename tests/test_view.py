@@ -1,0 +1,242 @@
+"""`nextstep view`: pages over a store made by a batch against the rule stub, in plain HTTP and in Debian's Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.cookiejar import CookieJar
+
+import pytest
+from rule_stub import rule_server
+
+pytest.importorskip("starlette")
+uvicorn = pytest.importorskip("uvicorn")
+
+from simulator.core.records import RunSpec  # noqa: E402
+from simulator.runs.batch import run_grid  # noqa: E402
+from simulator.storage.store import Store  # noqa: E402
+from simulator.view import create_app  # noqa: E402
+
+XSS = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\"> right."
+STRATEGIES = "common_interest,friends_pretext"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Viewer:
+    """The viewer app served by uvicorn in a thread: `with Viewer(db) as url: ...`."""
+
+    def __init__(self, db, token: str | None = None):
+        self.port = _port()
+        self.server = uvicorn.Server(uvicorn.Config(create_app(db, token=token), host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))  # fmt: skip
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(5)
+
+
+def get(url: str, opener=None) -> tuple[int, str]:
+    try:
+        with (opener or urllib.request.build_opener()).open(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A rule-stub batch (3 personas x 2 strategies x 1 rep) and run 'xss': one of its episodes whose persona says XSS,
+    cited by every judge's grade of agenda_clarity. (db, batch run id, xss episode id)."""
+    db = tmp_path_factory.mktemp("view") / "n.db"
+    with rule_server() as url:
+        run_id = asyncio.run(run_grid({"personas": "all", "strategies": STRATEGIES, "reps": 1}, db=db, base_url=url, concurrency=2))
+    with Store(db) as s:
+        e = next(x for x in s.episodes(run_id) if x.persona == "aloof" and x.verdicts and x.verdicts[0].transitions)
+        turn = next(t for t in e.turns if t.speaker == "persona")
+        turns = [t.model_copy(update={"text": XSS}) if t.index == turn.index else t for t in e.turns]
+        verdicts = []
+        for v in e.verdicts:
+            tr = v.transitions[0]
+            grade = tr.conditions["agenda_clarity"].model_copy(update={"turn": turn.index, "quote": XSS, "status": "scored", "score": 2})
+            tr = tr.model_copy(update={"conditions": tr.conditions | {"agenda_clarity": grade}})
+            verdicts.append(v.model_copy(update={"transitions": [tr, *v.transitions[1:]]}))
+        s.create_run("xss", RunSpec(play={}))
+        s.add_episode("xss", "c0", e.model_copy(update={"id": "xss-episode", "turns": turns, "verdicts": verdicts}))
+    return db, run_id, "xss-episode"
+
+
+@pytest.fixture(scope="module")
+def site(store):
+    with Viewer(store[0]) as url:
+        yield url
+
+
+def test_pages_render_and_unknown_ones_are_404(store, site):
+    db, run_id, _ = store
+    status, runs = get(site + "/")
+    assert status == 200 and run_id in runs and "xss" in runs
+    status, run = get(f"{site}/run/{run_id}")
+    assert status == 200 and "done <b id=\"done\">6</b>" in run  # 3 personas x 2 strategies x 1 rep, all succeeded
+    assert "persona × setting" in run and "strategy × persona" in run
+    # friendly shares with both asks, aloof only with the plain one (common_interest) and never the pretext: by hand.
+    assert "contact 100% [21, 100]" in run  # Wilson 95% for 1/1: [0.2065, 1]
+    with Store(db) as s:
+        some = s.episodes(run_id)[0].id
+    status, page = get(f"{site}/episode/{some}")
+    assert status == 200 and "Transcript" in page and "judge 0" in page
+    for path in ("/run/no-such-run", "/episode/no-such-episode"):
+        status, page = get(site + path)
+        assert status == 404 and "Not found" in page and "Traceback" not in page
+    assert "no run &#39;no-such-run&#39;" in get(site + "/run/no-such-run")[1]
+
+
+def test_model_strings_are_escaped(store, site):
+    status, page = get(f"{site}/episode/{store[2]}")
+    assert status == 200
+    assert "<script>window.pwned" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;window.pwned = 1&lt;/script&gt;&lt;img src=x onerror=" in page
+
+
+def test_a_host_other_than_loopback_needs_the_token(store):
+    with Viewer(store[0], token="s3cret-token") as url:
+        assert get(url + "/")[0] == 403
+        assert get(url + "/?token=wrong")[0] == 403
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        status, page = get(url + "/?token=s3cret-token", opener)  # then kept in a cookie, out of the address bar
+        assert status == 200 and store[1] in page
+        assert get(url + f"/run/{store[1]}", opener)[0] == 200
+
+
+def test_the_viewer_reads_without_writing_or_blocking_a_writer(store):
+    db = store[0]
+    reader = Store.reader(db)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.conn.execute("INSERT INTO meta VALUES ('x', 'y')")
+    rows = reader.conn.execute("SELECT id FROM episodes")  # a read left open, as a page render in progress
+    rows.fetchone()
+    writer = Store(db)
+    writer.conn.execute("PRAGMA busy_timeout = 0")  # a lock held by the reader would fail at once
+    start = time.monotonic()
+    writer.create_run("written-while-read", RunSpec(play={}))
+    assert time.monotonic() - start < 1
+    writer.close()
+    reader.close()
+
+
+# --- in a real browser ----------------------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync = pytest.importorskip("playwright.sync_api")
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed")
+    with sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM)
+        yield b
+        b.close()
+
+
+def test_xss_renders_as_text_in_the_browser(store, site, browser):
+    page = browser.new_page()
+    page.goto(f"{site}/episode/{store[2]}")
+    assert page.evaluate("window.pwned") is None
+    assert XSS in page.inner_text("#turn-" + page.eval_on_selector("[data-cites]", "e => e.closest('.turn').id")[5:])
+    assert page.locator("img").count() == 0
+
+
+def test_clicking_a_grade_highlights_its_sentence(store, site, browser):
+    page = browser.new_page()
+    page.goto(f"{site}/episode/{store[2]}")
+    row = page.locator("tr.grade", has_text="agenda_clarity").first
+    gid = row.get_attribute("data-grade")
+    cited = page.locator(f"[data-cites~='{gid}']")
+    assert cited.inner_text() == XSS and "on" not in cited.get_attribute("class")
+    row.click()
+    assert "on" in cited.get_attribute("class").split()
+    other = page.locator("tr.grade", has_text="genuine_interest").first
+    other.click()  # another grade: the first sentence goes dark
+    assert "on" not in cited.get_attribute("class").split()
+
+
+def test_filtering_the_episode_list(store, site, browser):
+    page = browser.new_page()
+    page.goto(f"{site}/run/{store[1]}")
+    assert page.locator("#episodes tr").count() == 1 + 6
+    page.select_option("select[name=persona]", "aloof")
+    page.wait_for_url("**persona=aloof**")
+    personas = page.locator("#episodes tr td:nth-child(2)").all_inner_texts()
+    assert personas == ["aloof", "aloof"]  # one per strategy, 1 rep
+    page.select_option("select[name=strategy]", "friends_pretext")
+    page.wait_for_url("**strategy=friends_pretext**")
+    assert page.locator("#episodes tr td:nth-child(4)").all_inner_texts() == ["friends_pretext"]
+    assert page.locator("#episodes tr td:nth-child(7)").all_inner_texts() == ["none"]  # aloof refuses the pretext
+
+
+def test_pages_update_live_while_a_batch_writes(tmp_path, browser):
+    """A batch writes while the runs page and the run page are open: the counts rise without a reload."""
+    db = tmp_path / "live.db"
+    Store(db).close()
+    with rule_server(latency=0.15) as stub, Viewer(db) as site:
+        runs_page = browser.new_page()
+        runs_page.goto(site + "/")
+        runs_page.evaluate("window.notReloaded = true")
+        batch = threading.Thread(target=lambda: asyncio.run(run_grid(
+            {"personas": "all", "strategies": STRATEGIES, "reps": 2}, db=db, base_url=stub, run_id="live", concurrency=1)))
+        batch.start()
+        runs_page.wait_for_selector("tr[data-run=live]", timeout=20_000)
+        first = runs_page.inner_text("tr[data-run=live] td.done")
+        run_page = browser.new_page()
+        run_page.goto(site + "/run/live")
+        run_page.evaluate("window.notReloaded = true")
+        start = int(run_page.inner_text("#count"))
+        run_page.wait_for_function(f"Number(document.querySelector('#count').textContent) > {start}", timeout=30_000)
+        batch.join(120)
+        run_page.wait_for_function("Number(document.querySelector('#count').textContent) == 12", timeout=5_000)
+        assert run_page.locator("#episodes tr").count() == 1 + 12  # every new episode appeared in the list
+        runs_page.wait_for_function("document.querySelector('tr[data-run=live] td.done').textContent.startsWith('12 ')",
+                                    timeout=5_000)  # fmt: skip
+        assert first != runs_page.inner_text("tr[data-run=live] td.done")
+        assert run_page.evaluate("window.notReloaded") and runs_page.evaluate("window.notReloaded")
+
+        # Latency: an episode saved now shows on the open run page within 2 s.
+        with Store(db) as s:
+            e = s.episodes("live")[0]
+            saved = time.monotonic()
+            s.add_episode("live", "extra", e.model_copy(update={"id": "late-episode"}))
+        run_page.wait_for_selector("text=late-episode", timeout=2_000)
+        latency = time.monotonic() - saved
+        print(f"live-update latency: {latency:.2f} s")
+        assert latency < 2
+
+
+def test_a_missing_or_foreign_database_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("not a database")
+    for db, said in ((tmp_path / "none.db", "no such database"), (foreign, "not a nextstep database")):
+        done = subprocess.run([sys.executable, "-m", "simulator", "view", "--db", str(db), "--no-browser"],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 2 and done.stderr == f"nextstep: error: {db}: {said}\n"
