@@ -213,7 +213,7 @@ def test_pages_update_live_while_a_batch_writes(tmp_path, browser):
         run_page.wait_for_function(f"Number(document.querySelector('#count').textContent) > {start}", timeout=30_000)
         batch.join(120)
         run_page.wait_for_function("Number(document.querySelector('#count').textContent) == 12", timeout=5_000)
-        assert run_page.locator("#episodes tr").count() == 1 + 12  # every new episode appeared in the list
+        run_page.wait_for_function("document.querySelectorAll('#episodes tr').length == 1 + 12", timeout=2_000)  # every new one listed
         runs_page.wait_for_function("document.querySelector('tr[data-run=live] td.done').textContent.startsWith('12 ')",
                                     timeout=5_000)  # fmt: skip
         assert first != runs_page.inner_text("tr[data-run=live] td.done")

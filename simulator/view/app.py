@@ -42,8 +42,11 @@ def create_app(db: Path, *, token: str | None = None) -> Starlette:
         live = _found(pages.live_run, db, request.path_params["run_id"], _filters(request))
         return render("run.html", db=str(db), live=live, tables=pages.contact_tables(live["frame"]))
 
-    async def run_live(request: Request):
-        return render("run_live.html", live=_found(pages.live_run, db, request.path_params["run_id"], _filters(request)))
+    async def run_live(request: Request):  # the counts or the episode list
+        if request.path_params["part"] not in ("counts", "list"):
+            raise HTTPException(404, f"no part {request.path_params['part']!r} of a run page")
+        live = _found(pages.live_run, db, request.path_params["run_id"], _filters(request))
+        return render(f"run_{request.path_params['part']}.html", live=live)
 
     async def episode(request: Request):
         return render("episode.html", **_found(pages.episode_page, db, request.path_params["episode_id"]))
@@ -54,7 +57,7 @@ def create_app(db: Path, *, token: str | None = None) -> Starlette:
         return render("404.html", status=exc.status_code, detail=exc.detail)
 
     app = Starlette(routes=[
-        Route("/", runs), Route("/live/runs", runs_live), Route("/run/{run_id}", run), Route("/live/run/{run_id}", run_live),
+        Route("/", runs), Route("/live/runs", runs_live), Route("/run/{run_id}", run), Route("/live/run/{run_id}/{part:str}", run_live),
         Route("/episode/{episode_id}", episode),
     ], exception_handlers={HTTPException: not_found})  # fmt: skip
 

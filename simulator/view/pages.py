@@ -31,10 +31,14 @@ def run_status(done: int, planned: int | None, age_s: float | None) -> str:
 
 
 def _models(spec) -> str:
-    """'practitioner m1 · persona m2' from a spec's models (a branch run's are per arm)."""
-    flat = {f"{arm} {role}" if isinstance(roles, dict) else arm: name
-            for arm, roles in (spec.models or {}).items() for role, name in (roles.items() if isinstance(roles, dict) else [(None, roles)])}  # fmt: skip
-    return " · ".join(f"{k} {v}" for k, v in flat.items())
+    """'practitioner m1 · persona m2' from a spec's models (a branch run's are per arm, evaluators a list)."""
+    def name(x) -> str:
+        return ", ".join(map(str, x)) if isinstance(x, list) else str(x)
+
+    parts = []
+    for key, value in (spec.models or {}).items():
+        parts += [f"{key} {role} {name(m)}" for role, m in value.items()] if isinstance(value, dict) else [f"{key} {name(value)}"]
+    return " · ".join(parts)
 
 
 def runs_page(db: Path) -> list[dict]:
