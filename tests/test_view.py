@@ -240,3 +240,29 @@ def test_a_missing_or_foreign_database_is_one_line(tmp_path):
         done = subprocess.run([sys.executable, "-m", "simulator", "view", "--db", str(db), "--no-browser"],
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert done.returncode == 2 and done.stderr == f"nextstep: error: {db}: {said}\n"
+
+
+def test_compare_a_branch_run_and_two_runs(tmp_path):
+    """By hand on the rule stub (as tests/test_branch.py): aloof refuses the friends pretext and shares her number with a
+    plain ask from the same first two turns, so all 3 x 2 pairs move 0 -> 1: difference +1.00, exact McNemar p 2/2^6.
+    Two runs of one grid and seed against the deterministic stub are the same episodes: every difference 0, p 1."""
+    from simulator import api
+
+    db = tmp_path / "n.db"
+    grid = {"personas": "aloof", "strategies": "friends_pretext", "reps": 3}
+    with rule_server() as url:
+        base = api.run_batch(grid, db=db, base_url=url).run_id
+        again = api.run_batch(grid, db=db, base_url=url, run_id="again").run_id
+        branched, _, _ = api.branch(base, at="2", strategy="common_interest", reps=2, db=db, base_url=url)
+    with Viewer(db) as site:
+        status, page = get(f"{site}/compare?a={branched}")
+        assert status == 200 and 'paired <b id="paired">6</b>' in page
+        row = page[page.index('data-measure="contact"'):].split("</tr>")[0]
+        assert '<td data-label="difference" class="delta">1.00</td>' in row and f'class="p">{2 / 2**6:.3f}<' in row
+        status, page = get(f"{site}/compare?a={base}&b={again}")
+        assert status == 200 and 'paired <b id="paired">3</b>' in page
+        deltas = [part.split("<")[0] for part in page.split('class="delta">')[1:]]
+        assert deltas and set(deltas) == {"0.00"}
+        assert [part.split("<")[0] for part in page.split('class="p">')[1:]][0] == "1.000"  # McNemar, no discordant pair
+        assert get(f"{site}/compare?a={base}")[0] == 404  # not a branch run, and no second run named
+        assert get(f"{site}/compare?a=nope&b={base}")[0] == 404

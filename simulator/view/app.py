@@ -51,6 +51,12 @@ def create_app(db: Path, *, token: str | None = None) -> Starlette:
     async def episode(request: Request):
         return render("episode.html", **_found(pages.episode_page, db, request.path_params["episode_id"]))
 
+    async def compare(request: Request):
+        a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
+        if not a:
+            raise HTTPException(404, "choose a run to compare (?a=RUN&b=RUN, or ?a=BRANCH_RUN)")
+        return render("compare.html", **_found(pages.compare_page, db, a, b or None))
+
     async def not_found(request: Request, exc: HTTPException):
         if exc.status_code == 403:
             return PlainTextResponse("403: this viewer needs its token in the URL (?token=...), as printed when it started", 403)
@@ -58,7 +64,7 @@ def create_app(db: Path, *, token: str | None = None) -> Starlette:
 
     app = Starlette(routes=[
         Route("/", runs), Route("/live/runs", runs_live), Route("/run/{run_id}", run), Route("/live/run/{run_id}/{part:str}", run_live),
-        Route("/episode/{episode_id}", episode),
+        Route("/episode/{episode_id}", episode), Route("/compare", compare),
     ], exception_handlers={HTTPException: not_found})  # fmt: skip
 
     if token is None:

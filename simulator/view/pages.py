@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluations.analysis.compare import excluded, fmt, fmt_ci, persona_reactions
+from evaluations.analysis.compare import (compare_branches, compare_runs, excluded, fmt, fmt_ci, fmt_p, judge_provenance,
+                                          persona_reactions)
 from evaluations.analysis.frame import episode_row
+from simulator.core.errors import UserError
 from simulator.core.records import Episode
 from simulator.storage.store import Store
 
@@ -172,3 +174,38 @@ def episode_page(db: Path, episode_id: str) -> dict:
         "state": _state_svg(e.turns), "interest_pts": curve_points(e.turns, "interest"),
         "comfort_pts": curve_points(e.turns, "comfort"), "prompts": prompts, "fmt": fmt,
     }  # fmt: skip
+
+
+REACH = {"contact": 1, "mean_interest": 10, "mean_comfort": 10}  # the widest difference a measure can show; conditions 1-5: 4
+
+
+def forest(delta: float | None, ci: list, reach: float, width: int = 240) -> dict | None:
+    """Where a paired difference and its interval sit on a row of `width` px from -reach to +reach, zero in the middle."""
+    if delta is None or None in ci:
+        return None
+    x = lambda v: width / 2 + v / reach * (width / 2 - 6)  # noqa: E731
+    return {"lo": x(ci[0]), "hi": x(ci[1]), "at": x(delta), "mid": width / 2, "reach": reach}
+
+
+def _test_rows(tests: dict) -> list[dict]:
+    return [{"measure": m, "n": t["n"], "a": fmt(t["a"]), "b": fmt(t["b"]), "delta": fmt(t["delta"]),
+             "ci": f"[{fmt(t['ci'][0])}, {fmt(t['ci'][1])}]", "p": fmt_p(t["p"]), "p_holm": fmt_p(t.get("p_holm")),
+             "test": "McNemar (exact)" if m == "contact" else "Wilcoxon signed-rank", "plot": forest(t["delta"], t["ci"], REACH.get(m, 4))}
+            for m, t in tests.items()]  # fmt: skip
+
+
+def compare_page(db: Path, a: str, b: str | None) -> dict:
+    """Two runs paired by cell and seed (`compare_runs`), or a branch run's arms (`compare_branches`): deltas B - A."""
+    with Store.reader(db) as store:
+        run_a, records_a = store.run(a), store.episodes(a)
+        if not b:
+            if run_a["spec"].branch is None:
+                raise UserError(f"run {a!r} is not a branch run: choose a second run to compare it with")
+            result = compare_branches(run_a, _frame(records_a))
+            return {"kind": "branch", "a": a, "b": None, "result": result, "rows": _test_rows(result["tests"]),
+                    "personas": [{"persona": p["persona"], "n": p["n"], "rows": _test_rows(p["tests"])} for p in result["personas"]]}  # fmt: skip
+        run_b, records_b = store.run(b), store.episodes(b)
+        texts = store.prompt_texts()
+    result = compare_runs(run_a | {"judging": judge_provenance(records_a)}, run_b | {"judging": judge_provenance(records_b)},
+                          _frame(records_a), _frame(records_b), texts)  # fmt: skip
+    return {"kind": "runs", "a": a, "b": b, "result": result, "rows": _test_rows(result["tests"]), "personas": []}
