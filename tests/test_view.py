@@ -36,9 +36,9 @@ def _port() -> int:
 class Viewer:
     """The viewer app served by uvicorn in a thread: `with Viewer(db) as url: ...`."""
 
-    def __init__(self, db, token: str | None = None):
+    def __init__(self, db, token: str | None = None, label=None):
         self.port = _port()
-        self.server = uvicorn.Server(uvicorn.Config(create_app(db, token=token), host="127.0.0.1", port=self.port,
+        self.server = uvicorn.Server(uvicorn.Config(create_app(db, token=token, label=label), host="127.0.0.1", port=self.port,
                                                     log_level="warning"))  # fmt: skip
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -266,3 +266,45 @@ def test_compare_a_branch_run_and_two_runs(tmp_path):
         assert [part.split("<")[0] for part in page.split('class="p">')[1:]][0] == "1.000"  # McNemar, no discordant pair
         assert get(f"{site}/compare?a={base}")[0] == 404  # not a branch run, and no second run named
         assert get(f"{site}/compare?a=nope&b={base}")[0] == 404
+
+
+def test_label_three_episodes_then_calibrate_on_the_file(store, tmp_path, browser):
+    """Keys typed on the Label page are the labels saved (checked against what was typed), each saved as entered, and
+    `calibrate` reads the file as a gold set."""
+    import json
+
+    from simulator import api
+    from simulator.view import new_session
+
+    db, run_id, _ = store
+    out = tmp_path / "ana.jsonl"
+    anchors, flags = api.rubric_anchors()
+    session = new_session(db, run_id, sample=3, seed=0, labeller="ana", output=out, anchors=anchors, flags=flags)
+    with Store(db) as s:
+        persona = {e.id: e.persona for e in s.episodes(run_id)}
+    assert sorted(persona[i] for i in session.ids) == ["aloof", "friendly", "unsure"]  # one per persona: stratified
+    typed = ["54n321", "123450", "333333"]  # six conditions each; n and 0 are "not applicable"
+    with Viewer(db, label=session) as site:
+        page = browser.new_page()
+        page.goto(site + "/label")
+        for n, keys in enumerate(typed):
+            assert page.locator("h1").inner_text().startswith(f"Label {n + 1} of 3")
+            assert "judge" not in page.inner_text("main").lower().replace("blind to the judges", "")  # blind
+            for key in keys:
+                page.keyboard.press(key)
+            if n == 1:
+                page.check("input[name=flags][value=nervous]")
+                page.select_option("select[name=exchanged]", "email")
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"**/label/{'done' if n == 2 else n + 1}")
+            assert len(out.read_text().splitlines()) == n + 1  # saved as entered
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    scores = lambda keys: [int(k) if k in "12345" else None for k in keys]  # noqa: E731
+    assert [list(x["labels"].values()) for x in lines] == [scores(k) for k in typed]
+    assert list(lines[0]["labels"]) == list(anchors)
+    assert [x["flags"] for x in lines] == [[], ["nervous"], []] and [x["exchanged"] for x in lines] == ["none", "email", "none"]
+    assert {(x["labeller"], x["run_id"]) for x in lines} == {("ana", run_id)} and all(x["labelled_at"] for x in lines)
+    assert [x["id"] for x in lines] == session.ids
+    with rule_server() as url:
+        result = api.calibrate(out, base_url=url)
+    assert sorted(result["verdicts"]) == sorted(session.ids)

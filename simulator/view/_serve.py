@@ -17,8 +17,8 @@ def address(host: str, port: int, token: str | None) -> str:
     return f"http://{host}:{port}/" + (f"?token={token}" if token else "")
 
 
-def serve(db: Path, *, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True, say=print) -> None:
-    """Serve the viewer over `db` until interrupted."""
+def serve(db: Path, *, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True, say=print, label=None) -> None:
+    """Serve the viewer over `db` until interrupted; with a `label` session, start on its Label page."""
     import uvicorn
 
     from .app import create_app
@@ -26,10 +26,12 @@ def serve(db: Path, *, host: str = "127.0.0.1", port: int = 8765, open_browser: 
     Store.reader(db).close()  # a missing or foreign file is one line now, not a 404 on every page
     token = None if host in LOOPBACK else secrets.token_urlsafe(24)
     url = address(host, port, token)
+    if label is not None:
+        url = url.replace("/?", "/label?") if token else url + "label"
     say(f"nextstep view: {url} (Ctrl-C to stop)")
     if open_browser:
         webbrowser.open(url)
     try:
-        uvicorn.run(create_app(Path(db), token=token), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(Path(db), token=token, label=label), host=host, port=port, log_level="warning")
     except OSError as e:
         raise UserError(f"cannot serve on {host}:{port}: {e}") from None

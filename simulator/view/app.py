@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import jinja2
 from starlette.applications import Starlette
@@ -14,7 +15,7 @@ from starlette.routing import Route
 
 from simulator.core.errors import UserError
 
-from . import pages
+from . import labels, pages
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("simulator.view", "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined)  # fmt: skip
@@ -25,8 +26,9 @@ def render(name: str, status: int = 200, **context) -> HTMLResponse:
     return HTMLResponse(TEMPLATES.get_template(name).render(**context), status_code=status)
 
 
-def create_app(db: Path, *, token: str | None = None) -> Starlette:
-    """The viewer over `db`; with `token`, every request must carry it (?token=, then a cookie), as Jupyter's does."""
+def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession | None = None) -> Starlette:
+    """The viewer over `db`; with `token`, every request must carry it (?token=, then a cookie), as Jupyter's does;
+    with `label`, its Label pages save each entry to the session's file."""
     db = Path(db)
 
     def _filters(request: Request) -> dict[str, str]:
@@ -57,6 +59,27 @@ def create_app(db: Path, *, token: str | None = None) -> Starlette:
             raise HTTPException(404, "choose a run to compare (?a=RUN&b=RUN, or ?a=BRANCH_RUN)")
         return render("compare.html", **_found(pages.compare_page, db, a, b or None))
 
+    async def label_start(request: Request):
+        if label is None:
+            raise HTTPException(404, "no labelling session: start one with `nextstep label RUN --sample N`")
+        todo = next((n for n, i in enumerate(label.ids) if i not in label.saved), None)
+        return RedirectResponse(f"/label/{0 if todo is None else todo}", 303)
+
+    async def label_page(request: Request):
+        n = request.path_params["n"]
+        if label is None or not 0 <= n < len(label.ids):
+            raise HTTPException(404, f"no item {n} in this labelling session")
+        e = _found(pages.blind_episode, db, label.ids[n])
+        if request.method == "POST":
+            labels.save(label, labels.gold_line(e, label, parse_qs((await request.body()).decode())))
+            return RedirectResponse(f"/label/{n + 1}" if n + 1 < len(label.ids) else "/label/done", 303)
+        return render("label.html", e=e, n=n, session=label, entry=label.saved.get(e.id))
+
+    async def label_done(request: Request):
+        if label is None:
+            raise HTTPException(404, "no labelling session")
+        return render("label_done.html", session=label)
+
     async def not_found(request: Request, exc: HTTPException):
         if exc.status_code == 403:
             return PlainTextResponse("403: this viewer needs its token in the URL (?token=...), as printed when it started", 403)
@@ -65,6 +88,8 @@ def create_app(db: Path, *, token: str | None = None) -> Starlette:
     app = Starlette(routes=[
         Route("/", runs), Route("/live/runs", runs_live), Route("/run/{run_id}", run), Route("/live/run/{run_id}/{part:str}", run_live),
         Route("/episode/{episode_id}", episode), Route("/compare", compare),
+        Route("/label", label_start), Route("/label/done", label_done),
+        Route("/label/{n:int}", label_page, methods=["GET", "POST"]),
     ], exception_handlers={HTTPException: not_found})  # fmt: skip
 
     if token is None:

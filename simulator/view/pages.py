@@ -209,3 +209,9 @@ def compare_page(db: Path, a: str, b: str | None) -> dict:
     result = compare_runs(run_a | {"judging": judge_provenance(records_a)}, run_b | {"judging": judge_provenance(records_b)},
                           _frame(records_a), _frame(records_b), texts)  # fmt: skip
     return {"kind": "runs", "a": a, "b": b, "result": result, "rows": _test_rows(result["tests"]), "personas": []}
+
+
+def blind_episode(db: Path, episode_id: str) -> Episode:
+    """An episode for labelling: its turns and factors only (the page shows no verdict, outcome or private state)."""
+    with Store.reader(db) as store:
+        return store.episode(episode_id)
