@@ -25,6 +25,7 @@ from simulator.view import create_app  # noqa: E402
 
 XSS = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\"> right."
 STRATEGIES = "common_interest,friends_pretext"
+KEY = "sk-view-test-0123456789abcdef"
 
 
 def _port() -> int:
@@ -65,9 +66,17 @@ def get(url: str, opener=None) -> tuple[int, str]:
 def store(tmp_path_factory):
     """A rule-stub batch (3 personas x 2 strategies x 1 rep) and run 'xss': one of its episodes whose persona says XSS,
     cited by every judge's grade of agenda_clarity. (db, batch run id, xss episode id)."""
+    import os
+
     db = tmp_path_factory.mktemp("view") / "n.db"
-    with rule_server() as url:
-        run_id = asyncio.run(run_grid({"personas": "all", "strategies": STRATEGIES, "reps": 1}, db=db, base_url=url, concurrency=2))
+    stub, os.environ["NEXTSTEP_VIEW_TEST_KEY"] = rule_server(), KEY
+    try:
+        with stub as url:
+            run_id = asyncio.run(run_grid({"personas": "all", "strategies": STRATEGIES, "reps": 1}, db=db, base_url=url,
+                                          concurrency=2, api_key_env="NEXTSTEP_VIEW_TEST_KEY"))  # fmt: skip
+    finally:
+        del os.environ["NEXTSTEP_VIEW_TEST_KEY"]
+    assert f"Bearer {KEY}" in stub.authorizations  # the batch used the key the pages must never show
     with Store(db) as s:
         e = next(x for x in s.episodes(run_id) if x.persona == "aloof" and x.verdicts and x.verdicts[0].transitions)
         turn = next(t for t in e.turns if t.speaker == "persona")
@@ -106,6 +115,8 @@ def test_pages_render_and_unknown_ones_are_404(store, site):
         status, page = get(site + path)
         assert status == 404 and "Not found" in page and "Traceback" not in page
     assert "no run &#39;no-such-run&#39;" in get(site + "/run/no-such-run")[1]
+    for page in (runs, run, page, get(f"{site}/episode/{some}")[1], get(f"{site}/compare?a={run_id}&b={run_id}")[1]):
+        assert KEY not in page and KEY[:12] not in page
 
 
 def test_model_strings_are_escaped(store, site):
