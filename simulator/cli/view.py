@@ -54,5 +54,5 @@ def label(
         raise UserError(f"-o {output}: no such directory {output.parent}")
     anchors, flags = api.rubric_anchors()
     session = new_session(db, run_id, sample=sample, seed=seed, labeller=labeller, output=output, anchors=anchors, flags=flags)
-    print(f"labelling {len(session.ids)} episodes of {run_id} as {labeller} into {output}")
+    print(f"labelling {len(session.ids)} episodes of {run_id} as {labeller} into {output}", flush=True)
     serve(db, port=port, open_browser=not no_browser, label=session)

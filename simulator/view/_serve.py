@@ -17,7 +17,7 @@ def address(host: str, port: int, token: str | None) -> str:
     return f"http://{host}:{port}/" + (f"?token={token}" if token else "")
 
 
-def serve(db: Path, *, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True, say=print, label=None) -> None:
+def serve(db: Path, *, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True, say=None, label=None) -> None:
     """Serve the viewer over `db` until interrupted; with a `label` session, start on its Label page."""
     import uvicorn
 
@@ -34,7 +34,7 @@ def serve(db: Path, *, host: str = "127.0.0.1", port: int = 8765, open_browser: 
     url = address(host, port, token)
     if label is not None:
         url = url.replace("/?", "/label?") if token else url + "label"
-    say(f"nextstep view: {url} (Ctrl-C to stop)")
+    (say or (lambda line: print(line, flush=True)))(f"nextstep view: {url} (Ctrl-C to stop)")
     if open_browser:
         webbrowser.open(url)
     try:
