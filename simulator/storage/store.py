@@ -148,7 +148,14 @@ class Store:
         nor waits for a writer's lock, so a viewer can read while a batch writes (WAL readers see the last commit)."""
         if not Path(path).is_file():
             raise UserError(f"{path}: no such database")
-        return cls(path, read_only=True)
+        store = cls(path, read_only=True)
+        have = {t: {row[1] for row in store.conn.execute(f"PRAGMA table_info({t})")} for t in ("episodes", "calls")}
+        if missing := [f"{t}.{c}" for t, cols in (("episodes", ADDED_COLUMNS), ("calls", ADDED_CALL_COLUMNS)) for c in cols
+                       if c not in have[t]]:  # fmt: skip
+            store.close()
+            raise UserError(f"{path}: made by an older nextstep (no {', '.join(missing)}); any nextstep command that writes it "
+                            f"(e.g. `nextstep runs --db {path}`) brings it up to date")  # fmt: skip
+        return store
 
     def last_saved(self, run_id: str) -> str | None:
         """When the run's newest episode was saved (ISO, UTC), None before its first."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import webbrowser
 from pathlib import Path
 
 from simulator.core.errors import UserError
+from simulator.storage.store import Store
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -23,13 +23,7 @@ def serve(db: Path, *, host: str = "127.0.0.1", port: int = 8765, open_browser: 
 
     from .app import create_app
 
-    from . import pages
-
-    try:  # a missing, foreign or older file is one line now, not an error on every page
-        pages.runs_page(Path(db))
-    except sqlite3.OperationalError as e:
-        raise UserError(f"{db}: {e}: the store predates what the viewer reads; any nextstep command that writes it "
-                        f"(e.g. `nextstep runs --db {db}`) brings it up to date") from None
+    Store.reader(db).close()  # a missing, foreign or older file is one line now, not an error on every page
     token = None if host in LOOPBACK else secrets.token_urlsafe(24)
     url = address(host, port, token)
     if label is not None:
