@@ -150,13 +150,14 @@ def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: st
 
 def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
               run_id: str | None = None, concurrency: int | None = None, max_tokens: int | None = None,
-              max_failures: int | None = None, rubric_file: Path | None = None,
+              max_failures: int | None = None, max_cost: float | None = None, rubric_file: Path | None = None,
               on_progress: Callable[[Progress], None] | None = None, replay: Path | str | None = None,
               config_file: Path | None = None, **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
 
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
+    `max_tokens` and `max_cost` (US dollars; every model needs a known price) stop scheduling episodes once spent.
     `replay=BUNDLE` makes a bundled run again (`export_bundle`) with no endpoint: every answer comes from the bundle.
     """
     from simulator.runs.batch import run_grid
@@ -177,7 +178,8 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
         return BatchResult(run, final[0], differences)
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
-                         max_failures=max_failures, config_file=config_file, rubric_file=rubric_file, on_progress=remember,
+                         max_failures=max_failures, max_cost=max_cost, config_file=config_file, rubric_file=rubric_file,
+                         on_progress=remember,
                          **config_flags))  # fmt: skip
     return BatchResult(run, final[0])
 
@@ -314,6 +316,14 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
     if output is not None:
         save_calibration(output, result["report"], result["verdicts"])
     return result
+
+
+def rubric_anchors(rubric_file: Path | None = None) -> tuple[dict[str, dict[int, str]], tuple[str, ...]]:
+    """What a labeller sees beside each condition: ({condition: {1: text, 3: text, 5: text}}, the flag ids)."""
+    from evaluations.judge.rubric import load_rubric
+
+    rubric, _ = load_rubric(rubric_file)
+    return {c: dict(sorted(cond.anchors.items())) for c, cond in rubric.conditions.items()}, tuple(rubric.flags)
 
 
 # --- reading runs ---------------------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ from .compare import (SHORT, compare_branches, compare_runs, fmt, fmt_ci, fmt_p,
                       which_test)
 from evaluations.judge.rubric import CONDITIONS
 from simulator.core.records import Episode, Turn
+from simulator.models.prices import money
 
 from .fidelity import audit
-from .frame import episode_row, judges_frame, usable
+from .frame import episode_row, judges_frame, spend, usable
 from .plots import condition_bars, heatmap, interest_curves, paired_differences, strategy_bars
 from .tables import (agreement_rows, curve_rows, detectable_rows, pair_rows, persona_rows, repeats_rows,
                      variance_note, variance_rows)
@@ -343,6 +344,7 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
     r, spec = run_analysis(frame, judges_frame(records), include_unfaithful=include_unfaithful), run["spec"]
     fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.catalog)
     used = set(usable(frame, include_unfaithful=include_unfaithful)["episode_id"]) if len(frame) else set()
+    spent = spend(frame)
     abandoned = f', {r["excluded"]["abandoned"]} abandoned by a person' if r["excluded"]["abandoned"] else ""
     kept = " (out-of-character episodes kept: --include-unfaithful)" if include_unfaithful else ""
     body = [f"<h1>nextstep report: {escape(run_id)}</h1>",
@@ -372,6 +374,9 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
              "evidence.</p>", *map(episode, shown[:limit])]
     prov = [["created", run["created_at"]], ["nextstep version", run["version"]], ["backend", spec.backend],
             ["models", json.dumps(spec.models)], ["episodes by status", json.dumps(run["counts"])],
+            ["tokens", "unknown" if spent["tokens"] is None else f"{spent['tokens']:,.0f}"],
+            ["cost", money(spent["cost_usd"]) + (f" ({money(spent['cost_per_episode'])} per succeeded episode)"
+                                                 if spent["cost_per_episode"] is not None else "")],
             ["experiment", json.dumps(spec.experiment)],
             *[[f"prompt {k}", ", ".join(v) + " (mixed)" if isinstance(v, tuple) else v]
               for k, v in sorted(run_prompts(run, records).items())],

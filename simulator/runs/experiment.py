@@ -97,12 +97,19 @@ class Progress:
     running: int = 0
     tokens: int = 0  # spent: reported by the endpoint; calls without usage are counted apart
     unknown_usage_calls: int = 0
+    cost_usd: float = 0.0  # of the calls whose cost is known
+    unknown_cost_calls: int = 0  # no known price (or no usage): their cost is not in cost_usd
     cache_hits: int = 0  # calls the response cache answered
     saved_tokens: int = 0  # what those calls had cost when first asked
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None
     fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
     finished: bool = False
+
+    @property
+    def cost(self) -> float | None:
+        """Dollars spent this session, None if some call's cost is unknown: a partial sum would read as the whole."""
+        return None if self.unknown_cost_calls else self.cost_usd
 
     @property
     def per_minute(self) -> float:
