@@ -265,6 +265,14 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
     return result
 
 
+def rubric_anchors(rubric_file: Path | None = None) -> tuple[dict[str, dict[int, str]], tuple[str, ...]]:
+    """What a labeller sees beside each condition: ({condition: {1: text, 3: text, 5: text}}, the flag ids)."""
+    from evaluations.judge.rubric import load_rubric
+
+    rubric, _ = load_rubric(rubric_file)
+    return {c: dict(sorted(cond.anchors.items())) for c, cond in rubric.conditions.items()}, tuple(rubric.flags)
+
+
 # --- reading runs ---------------------------------------------------------------------------------------------------
 
 

@@ -125,12 +125,12 @@ def insert(conn: sqlite3.Connection, table: str, row: dict, verb: str = "INSERT"
 class Store:
     """A nextstep database: `with Store(path) as db: db.create_run('r1', spec)`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, read_only: bool = False):
         self.path = Path(path)
         self._claims: dict[str, str] = {}  # run id -> the token of this Store's claim on it
         self._beating: threading.Event | None = None  # set to stop the heartbeat thread
         # A file that cannot be written here (read-only media, an archive) is opened for reading only: nothing to migrate.
-        self.read_only = self.path.is_file() and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        self.read_only = read_only or (self.path.is_file() and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)))
         self.conn = self._connect()
         try:
             self._open_read_only() if self.read_only else self._open()
@@ -143,6 +143,25 @@ class Store:
         except UserError:
             self.conn.close()
             raise
+
+    @classmethod
+    def reader(cls, path: Path) -> Store:
+        """Open a database for reading only (SQLite `mode=ro`), even one this user could write: it never writes the file
+        nor waits for a writer's lock, so a viewer can read while a batch writes (WAL readers see the last commit)."""
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such database")
+        store = cls(path, read_only=True)
+        have = {t: {row[1] for row in store.conn.execute(f"PRAGMA table_info({t})")} for t in ("episodes", "calls")}
+        if missing := [f"{t}.{c}" for t, cols in (("episodes", ADDED_COLUMNS), ("calls", ADDED_CALL_COLUMNS)) for c in cols
+                       if c not in have[t]]:  # fmt: skip
+            store.close()
+            raise UserError(f"{path}: made by an older nextstep (no {', '.join(missing)}); any nextstep command that writes it "
+                            f"(e.g. `nextstep runs --db {path}`) brings it up to date")  # fmt: skip
+        return store
+
+    def last_saved(self, run_id: str) -> str | None:
+        """When the run's newest episode was saved (ISO, UTC), None before its first."""
+        return self.conn.execute("SELECT max(saved_at) FROM episodes WHERE run_id = ?", (run_id,)).fetchone()[0]
 
     def _connect(self, immutable: bool = False) -> sqlite3.Connection:
         # Autocommit mode: every write goes through `_tx`, which takes the write lock up front.
