@@ -141,13 +141,14 @@ def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: st
 
 def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
               run_id: str | None = None, concurrency: int | None = None, max_tokens: int | None = None,
-              max_failures: int | None = None, rubric_file: Path | None = None,
+              max_failures: int | None = None, max_cost: float | None = None, rubric_file: Path | None = None,
               on_progress: Callable[[Progress], None] | None = None, replay: Path | str | None = None,
               config_file: Path | None = None, **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
 
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
+    `max_tokens` and `max_cost` (US dollars; every model needs a known price) stop scheduling episodes once spent.
     `replay=BUNDLE` makes a bundled run again (`export_bundle`) with no endpoint: every answer comes from the bundle.
     """
     output_file(db, "--db")
@@ -165,7 +166,8 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
         return BatchResult(run, final[0], differences)
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
-                         max_failures=max_failures, config_file=config_file, rubric_file=rubric_file, on_progress=remember,
+                         max_failures=max_failures, max_cost=max_cost, config_file=config_file, rubric_file=rubric_file,
+                         on_progress=remember,
                          **config_flags))  # fmt: skip
     return BatchResult(run, final[0])
 

@@ -8,13 +8,14 @@ from evaluations.judge.rubric import CONDITIONS
 from simulator.storage.store import Store
 
 from .agreement import scores_alpha
-from .frame import scan_run, summary, usable
+from .frame import scan_run, spend, summary, usable
 
 
 def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
     """Per persona x setting (`frame.summary`), the strategies' cautions, the judges' agreement where an episode had
     several (over the usable episodes, as `compare RUN`), the tokens per succeeded episode over those whose endpoint
-    reported usage, and the run's tokens spent and saved by the response cache. Built from the run's scalar frames
+    reported usage, the run's cost (`frame.spend`: in all and per succeeded
+    episode), and its tokens spent and saved by the response cache. Built from the run's scalar frames
     (`scan_run`), never from its records held at once."""
     scan = scan_run(run_id, db)
     frame, judges = scan.frame, scan.judges
@@ -35,6 +36,7 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
         "tokens_per_episode": float((known["prompt_tokens"] + known["completion_tokens"]).mean()) if len(known) else None,
         "tokens_spent": totals["tokens"],  # at the endpoint, over every episode (None: some call reported no usage)
         "tokens_saved": totals["saved_tokens"],  # by calls the response cache answered
+        **{k: v for k, v in spend(frame).items() if k in ("cost_usd", "cost_per_episode")},
     }  # fmt: skip
 
 

@@ -24,8 +24,9 @@ from simulator.core.records import Call, Episode, RunSpec
 from simulator.core.errors import StorageError, UserError
 from simulator.core.files import read_yaml, validate
 from simulator.core.redact import redact
-from simulator.models.backends import Endpoint, endpoint
+from simulator.models.backends import Endpoint, endpoint, role_prices
 from simulator.models.config import Config, load_config
+from simulator.models.prices import money
 from simulator.storage.store import Store
 
 from .collection import fewer_collections
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 # Config fields stored with a run, so that `nextstep batch --resume RUN_ID` needs nothing else. Never the key, nor the
 # name of its variable; the endpoint is stored too, but a resume takes it only as `run_config` says.
 RESUME_SETTINGS = ("backend", "model", "practitioner_model", "persona_model", "evaluator_model", "output_mode", "reasks",
-                   "timeout", "personas_dir", "prompts_dir")
+                   "timeout", "personas_dir", "prompts_dir", "prices_file")
 
 
 class Experiment(BaseModel):
@@ -127,17 +128,41 @@ def expand(exp: Experiment) -> list[Cell]:
     return cells
 
 
-def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog) -> dict:
-    """A true upper bound on calls, and tokens at roughly 500 a call if nothing is re-asked.
+# What a dry run assumes a call takes: 500 tokens, 400 of them prompt (the embedded default batch spends about 4 prompt
+# tokens per completion token: benchmarks/B5.md), none served from a cache.
+CALL_PROMPT_TOKENS, CALL_COMPLETION_TOKENS = 400, 100
+
+
+def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog,
+             prices: dict | None = None) -> dict:
+    """A true upper bound on calls, tokens at roughly 500 a call if nothing is re-asked, and their cost at most and then.
 
     A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
     each tried up to reasks + 1 times; a cell has at most `max_rounds` rounds (one more where its strategy has a
     parting line); `judge_max_calls(rounds, reasks)` bounds one judge on one episode of that many rounds.
+    `prices` ({'practitioner', 'persona', 'evaluators'}: a Price or None each) prices the calls, judge j at evaluator
+    model j modulo their number; a cost is None if a role's price is unknown (or no prices are given).
     """
     rounds = [max_rounds(exp.max_turns, catalog.strategies[c.scenario.strategy].parting is not None) for c in cells]
-    at_most = sum(4 * (reasks + 1) * r + exp.judges * judge_max_calls(r, reasks) for r in rounds)
-    typical = sum(4 * r + exp.judges * judge_max_calls(r, 0) for r in rounds)
-    return {"episodes": len(cells), "reasks": reasks, "calls_at_most": at_most, "tokens_roughly": typical * 500}
+
+    def calls(tries: int) -> dict[str, int]:
+        """Calls per role over the grid."""
+        per_role = {"practitioner": sum(2 * tries * r for r in rounds), "persona": sum(2 * tries * r for r in rounds)}
+        return per_role | {f"judge {j}": sum(judge_max_calls(r, tries - 1) for r in rounds) for j in range(exp.judges)}
+
+    def cost(per_role: dict[str, int]) -> float | None:
+        if prices is None:
+            return None
+        evaluators = prices["evaluators"]
+        by_role = {role: prices[role] if role in prices else evaluators[int(role.split()[1]) % len(evaluators)] for role in per_role}
+        if any(p is None for p in by_role.values()):
+            return None
+        return sum(n * by_role[r].cost(CALL_PROMPT_TOKENS, 0, CALL_COMPLETION_TOKENS) for r, n in per_role.items())
+
+    at_most, typical = calls(reasks + 1), calls(1)
+    return {"episodes": len(cells), "reasks": reasks, "calls_at_most": sum(at_most.values()),
+            "tokens_roughly": sum(typical.values()) * (CALL_PROMPT_TOKENS + CALL_COMPLETION_TOKENS),
+            "cost_at_most": cost(at_most), "cost_roughly": cost(typical)}  # fmt: skip
 
 
 def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, models: dict, rubric_hash: str | None,
@@ -218,12 +243,19 @@ class Progress:
     running: int = 0
     tokens: int = 0  # spent: reported by the endpoint; calls without usage are counted apart
     unknown_usage_calls: int = 0
+    cost_usd: float = 0.0  # of the calls whose cost is known
+    unknown_cost_calls: int = 0  # no known price (or no usage): their cost is not in cost_usd
     cache_hits: int = 0  # calls the response cache answered
     saved_tokens: int = 0  # what those calls had cost when first asked
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None
     fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
     finished: bool = False
+
+    @property
+    def cost(self) -> float | None:
+        """Dollars spent this session, None if some call's cost is unknown: a partial sum would read as the whole."""
+        return None if self.unknown_cost_calls else self.cost_usd
 
     @property
     def per_minute(self) -> float:
@@ -256,12 +288,18 @@ class Batch:
     max_failures: int | None = None
     rubric_file: Path | None = None
     on_progress: Callable[[Progress], None] | None = None
+    max_cost: float | None = None  # US dollars
     expected: RunSpec | None = None  # a replay: the spec the run was made with, which this one must match
     episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
     settings: dict | None = None  # a replay: the run's settings as it was made (not the bundle's temporary files)
 
     async def run(self) -> tuple[str, Progress]:
         async with self.endpoint.models(self.config) as models:
+            if self.max_cost is not None:
+                unpriced = sorted({m.name for m in [models["practitioner"], models["persona"], *models["evaluators"]] if m.price is None})
+                if unpriced:
+                    raise UserError(f"--max-cost: no price known for {', '.join(unpriced)}; give one in prices.toml "
+                                    "(--prices FILE; see README 'Cost')")
             return await self._run(models)
 
     async def _run(self, models: dict) -> tuple[str, Progress]:
@@ -361,6 +399,8 @@ class Batch:
                     progress.stopped, progress.fault = reason, True
             if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
                 progress.stopped = f"token budget of {self.max_tokens:,} reached"
+            if self.max_cost is not None and progress.cost_usd >= self.max_cost and not progress.stopped:
+                progress.stopped = f"cost budget of {money(self.max_cost)} reached"
             if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
                 progress.stopped, progress.fault = f"{progress.failed} failures reached --max-failures", True
             self._report(progress)
@@ -391,6 +431,8 @@ class Batch:
                         "not counted in token totals%s", budget)  # fmt: skip
         progress.unknown_usage_calls += unknown
         progress.tokens += sum((c.prompt_tokens or 0) + (c.completion_tokens or 0) for c in calls)
+        progress.unknown_cost_calls += sum(c.cost_usd is None for c in calls)
+        progress.cost_usd += sum(c.cost_usd or 0.0 for c in calls)
 
     def _report(self, progress: Progress) -> None:
         if self.on_progress:
@@ -406,6 +448,7 @@ async def run_grid(
     concurrency: int | None = None,
     max_tokens: int | None = None,
     max_failures: int | None = None,
+    max_cost: float | None = None,
     config: Config | None = None,
     config_file: Path | None = None,
     rubric_file: Path | None = None,
@@ -426,7 +469,7 @@ async def run_grid(
     concurrency = concurrency or stored.get("concurrency")
     with Store(Path(db)) as store, endpoint(config, concurrency, send_key=send_key) as ep:
         batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
-                      on_progress)  # fmt: skip
+                      on_progress, max_cost)  # fmt: skip
         run_id, _ = await batch.run()
     return run_id
 
@@ -450,7 +493,7 @@ def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | 
 
     experiment, _, (config, _), catalog = _prepare(experiment, db, resume, None, config_file, config_flags)
     cells = expand(experiment)
-    return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog)
+    return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog, role_prices(config))
 
 
 def grid(experiment: Experiment | dict | Path | None = None, **fields) -> Experiment | None:
