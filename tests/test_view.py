@@ -54,7 +54,7 @@ class Viewer:
         self.thread.join(5)
 
 
-def get(url: str, opener=None) -> tuple[int, str]:
+def get(url, opener=None) -> tuple[int, str]:
     try:
         with (opener or urllib.request.build_opener()).open(url, timeout=10) as r:
             return r.status, r.read().decode()
@@ -134,6 +134,21 @@ def test_a_host_other_than_loopback_needs_the_token(store):
         status, page = get(url + "/?token=s3cret-token", opener)  # then kept in a cookie, out of the address bar
         assert status == 200 and store[1] in page
         assert get(url + f"/run/{store[1]}", opener)[0] == 200
+
+
+def test_loopback_answers_its_own_name_only_and_labels_only_from_its_own_page(store, site, tmp_path):
+    """DNS rebinding (another name pointing at 127.0.0.1) and another site's form posting a label are refused."""
+    rebound = urllib.request.Request(site + "/", headers={"Host": "evil.example:80"})
+    assert get(rebound)[0] == 403
+    assert get(urllib.request.Request(site + "/", headers={"Host": "localhost"}))[0] == 200
+    from simulator.view import LabelSession
+
+    session = LabelSession(store[1], [store[2]], tmp_path / "l.jsonl", "ana", {"timing": {1: "a", 3: "b", 5: "c"}})
+    with Viewer(store[0], label=session) as url:
+        post = lambda origin: urllib.request.Request(url + "/label/0", data=b"timing=4&exchanged=none",  # noqa: E731
+                                                     headers={"Origin": origin}, method="POST")  # fmt: skip
+        assert get(post("http://evil.example"))[0] == 403 and not session.output.exists()
+        assert get(post(url))[0] == 200 and '"timing": 4' in session.output.read_text()  # then redirected to /label/done
 
 
 def test_the_viewer_reads_without_writing_or_blocking_a_writer(store):
@@ -250,12 +265,12 @@ def test_a_missing_foreign_or_older_database_is_one_line(tmp_path):
     foreign.write_text("not a database")
     old = tmp_path / "old.db"  # made by 0.1.0, without the columns added since: the viewer does not migrate
     old.write_bytes((Path(__file__).parent / "fixtures" / "nextstep-0.1.0.db").read_bytes())
-    said_old = (f"made by an older nextstep (no episodes.usable, calls.from_cache); any nextstep command that writes it "
-                f"(e.g. `nextstep runs --db {old}`) brings it up to date")  # the two columns added after the fixture was made
+    said_old = "made by an older nextstep (no episodes.usable, "  # the columns added after the fixture was made, usable first
     for db, said in ((tmp_path / "none.db", "no such database"), (foreign, "not a nextstep database"), (old, said_old)):
         done = subprocess.run([sys.executable, "-m", "simulator", "view", "--db", str(db), "--no-browser"],
                               capture_output=True, text=True, timeout=60)  # fmt: skip
-        assert done.returncode == 2 and done.stderr == f"nextstep: error: {db}: {said}\n"
+        assert done.returncode == 2 and done.stderr.startswith(f"nextstep: error: {db}: {said}") and done.stderr.count("\n") == 1
+    assert "calls.from_cache" in done.stderr and done.stderr.endswith(f"(e.g. `nextstep runs --db {old}`) brings it up to date\n")
 
 
 def test_compare_a_branch_run_and_two_runs(tmp_path):

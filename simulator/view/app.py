@@ -71,6 +71,9 @@ def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession
             raise HTTPException(404, f"no item {n} in this labelling session")
         e = _found(pages.blind_episode, db, label.ids[n])
         if request.method == "POST":
+            origin = request.headers.get("origin")
+            if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host')}":  # another site's form
+                raise HTTPException(403, f"a label may only be saved from this viewer's own page, not from {origin}")
             labels.save(label, labels.gold_line(e, label, parse_qs((await request.body()).decode())))
             return RedirectResponse(f"/label/{n + 1}" if n + 1 < len(label.ids) else "/label/done", 303)
         return render("label.html", e=e, n=n, session=label, entry=label.saved.get(e.id))
@@ -82,7 +85,7 @@ def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession
 
     async def not_found(request: Request, exc: HTTPException):
         if exc.status_code == 403:
-            return PlainTextResponse("403: this viewer needs its token in the URL (?token=...), as printed when it started", 403)
+            return PlainTextResponse(f"403: {exc.detail}", 403)
         return render("404.html", status=exc.status_code, detail=exc.detail)
 
     app = Starlette(routes=[
@@ -93,7 +96,7 @@ def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession
     ], exception_handlers={HTTPException: not_found})  # fmt: skip
 
     if token is None:
-        return app
+        return loopback_only(app)
 
     async def guarded(scope, receive, send):
         if scope["type"] == "http":
@@ -116,3 +119,17 @@ def _found(page, db: Path, key: str, *args):
         return page(db, key, *args)
     except UserError as e:
         raise HTTPException(404, str(e)) from None
+
+
+def loopback_only(app):
+    """Answer only requests addressed to the loopback name (a page elsewhere that rebinds its own name to 127.0.0.1 is
+    refused), as Jupyter does without a token."""
+
+    async def checked(scope, receive, send):
+        if scope["type"] == "http":
+            host = Request(scope).headers.get("host", "").rsplit(":", 1)[0]
+            if host not in ("127.0.0.1", "localhost", "[::1]"):
+                return await PlainTextResponse(f"403: this viewer answers only at 127.0.0.1, not {host}", 403)(scope, receive, send)
+        await app(scope, receive, send)
+
+    return checked

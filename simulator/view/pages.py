@@ -54,7 +54,8 @@ def runs_page(db: Path) -> list[dict]:
             out.append({"id": row["id"], "created": row["created_at"], "done": row["succeeded"], "planned": planned,
                         "episodes": row["episodes"], "failed": row["failed"], "ungraded": row["ungraded"],
                         "status": run_status(row["succeeded"], planned, _age_s(store.last_saved(row["id"]), now)),
-                        "models": _models(run["spec"]), "tokens": row["tokens"]})  # fmt: skip
+                        "models": _models(run["spec"]), "tokens": row["tokens"],
+                        "cost": row.get("cost_usd")})  # fmt: skip
     return out
 
 
