@@ -7,7 +7,6 @@ import json
 import pytest
 from stub_server import StubServer
 
-from evaluations.analysis.frame import faithful
 from simulator.conversation.episode import PersonaState
 from simulator.core.errors import ModelError
 from simulator.core.records import Episode
@@ -63,10 +62,10 @@ def test_fidelity_counts_rules_and_judges():
                                        "status": "succeeded", **fields})  # fmt: skip
 
     judged = {"judge": 0, "model": "m", "fidelity": {"status": "scored", "in_character": False}}
-    assert faithful(episode(fidelity={"ok": True}, verdicts=[{"judge": 0, "model": "m", "fidelity": None}])) is True
-    assert faithful(episode(fidelity={"ok": False}, verdicts=[])) is False
-    assert faithful(episode(fidelity={"ok": True}, verdicts=[judged])) is False
-    assert faithful(episode(verdicts=[])) is None
+    assert episode(fidelity={"ok": True}, verdicts=[{"judge": 0, "model": "m", "fidelity": None}]).in_character is True
+    assert episode(fidelity={"ok": False}, verdicts=[]).in_character is False
+    assert episode(fidelity={"ok": True}, verdicts=[judged]).in_character is False
+    assert episode(verdicts=[]).in_character is None
 
 
 def test_a_dead_engine_is_named_by_its_signal_in_words():
