@@ -18,6 +18,7 @@ LAYERS = [
     ["evaluations.judge", "simulator.storage"],
     ["simulator.runs", "evaluations.analysis"],
     ["simulator.api"],
+    ["simulator.fitness"],  # composes the public API's batch, personas audit and calibration
     ["simulator.cli"],
     ["simulator.__main__"],
 ]

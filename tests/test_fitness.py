@@ -1,0 +1,102 @@
+"""`nextstep fitness` on scripted endpoints whose answer is known: rule-following personas pass, random personas are
+not told apart, personas that always share are too cooperative."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rule_stub import rule_server
+
+from simulator.fitness import PROTOCOL, fitness
+
+GRID_EPISODES = 3 * 2 * 6  # personas x strategies (common_interest, friends_pretext) x reps, as protocol.yaml says
+
+
+def nextstep(*args):
+    return subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True,
+                          env={"COLUMNS": "80", "PATH": "/usr/bin:/bin", "NEXTSTEP_CACHE": "0"})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def verdicts(tmp_path_factory):
+    """The verdict against each scripted endpoint: {mode: verdict}."""
+    out = {}
+    for mode in ("rules", "random", "always_share"):
+        with rule_server(mode=mode) as url:
+            out[mode] = fitness(db=tmp_path_factory.mktemp(mode) / "n.db", base_url=url, cache=False)
+    return out
+
+
+def check(verdict: dict, criterion: int, name: str) -> dict:
+    crit = next(c for c in verdict["criteria"] if c["criterion"] == criterion)
+    return next(k for k in crit["checks"] if k["check"].startswith(name))
+
+
+def status(verdict: dict) -> dict[int, str]:
+    return {c["criterion"]: c["status"] for c in verdict["criteria"]}
+
+
+def test_rule_following_personas_pass(verdicts):
+    v = verdicts["rules"]
+    assert status(v) == {1: "pass", 2: "pass", 3: "not run", 4: "not run", 5: "pass"} and v["overall"] == "pass"
+    assert v["episodes"] == GRID_EPISODES
+    assert check(v, 1, "first private state")["figure"] == 1.0  # the stub draws every first state inside the file's range
+    assert check(v, 1, "pairs")["of"] == "3 of 3 pairs"
+    # By hand: aloof shares to the plain ask only (6 of 12), unsure to the plain ask when her interest > 4 (2 of 12
+    # here), friendly always (12 of 12): neither conditional persona reaches friendly.
+    assert check(v, 1, "no persona")["figure"] == 0
+    assert check(v, 2, "persona turns")["figure"] == 0.0  # states kept after the first turn, nothing leaked
+    assert check(v, 5, "episodes failed")["of"] == f"0 of {GRID_EPISODES}"
+
+
+def test_random_personas_are_not_told_apart(verdicts):
+    v = verdicts["random"]
+    assert status(v)[1] == "fail" and v["overall"] == "fail"
+    first = check(v, 1, "first private state")
+    # Uniform 0-10 lands in aloof's first comfort range (1-3) 3 times in 11: the lowest share in range is far below 0.7.
+    assert first["status"] == "fail" and first["figure"] < 0.5 and first["ci"][1] < 0.7
+    assert check(v, 1, "pairs")["status"] == "fail"
+    assert status(v)[2] == "fail"  # a fresh random state every turn leaves the envelope before the ask
+    assert all("stopped early" in c["note"] for c in v["criteria"] if c["status"] == "not run")
+
+
+def test_personas_that_always_share_are_too_cooperative(verdicts):
+    v = verdicts["always_share"]
+    assert status(v)[1] == "fail"
+    coop = check(v, 1, "no persona")
+    assert coop["status"] == "fail" and coop["figure"] == 2  # aloof and unsure each share 12 of 12, as friendly does
+    assert all("12 of 12 vs 12 of 12" in d for d in coop["details"])
+    assert check(v, 1, "first private state")["status"] == "pass"  # only the sharing is wrong
+
+
+def test_the_verdict_records_the_protocol_hash(verdicts):
+    assert verdicts["rules"]["protocol"]["hash"] == hashlib.sha256(Path(PROTOCOL).read_bytes()).hexdigest()[:12]
+
+
+def test_dry_run_says_what_it_will_spend():
+    result = nextstep("fitness", "--dry-run", "--base-url", "http://127.0.0.1:9/v1")
+    assert result.returncode == 0, result.stderr
+    assert f"in all: {GRID_EPISODES} episodes, at most" in result.stdout
+
+
+def test_budget_below_the_bound_is_refused_before_any_call(tmp_path):
+    result = nextstep("fitness", "--budget", "10", "--base-url", "http://127.0.0.1:9/v1", "--db", str(tmp_path / "n.db"))
+    assert result.returncode == 2 and result.stderr.startswith("nextstep: error: --budget 10:") and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "n.db").exists()
+
+
+@pytest.mark.parametrize("mode, code", [("rules", 0), ("always_share", 1)])
+def test_the_command_prints_80_columns_and_writes_json(tmp_path, mode, code):
+    with rule_server(mode=mode) as url:
+        result = nextstep("fitness", "--base-url", url, "--db", str(tmp_path / "n.db"), "-o", str(tmp_path / "v.json"))
+    assert result.returncode == code, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"fitness: {'PASS' if code == 0 else 'FAIL'}" and max(map(len, lines)) <= 80
+    saved = json.loads((tmp_path / "v.json").read_text())
+    assert saved["runs"]["grid"] in result.stdout  # the stored run's id, whole
+    assert f"{saved['criteria'][0]['criterion']}. personas told apart: {saved['criteria'][0]['status'].upper()}" in lines
