@@ -17,7 +17,11 @@ character and its numbers mean little. Here every call is answered by a small sc
 
 Variants for checks that must fail for a known reason (`rule_server(mode=...)`): 'random' personas report a state
 drawn uniformly from 0-10 on every turn and share or refuse at random; 'always_share' personas follow the rules in
-all else but give whatever is asked for.
+all else but give whatever is asked for; with 'random_judge' the people follow the rules and the judge answers at
+random (a score 1-5 or not applicable per condition, each flag one time in two, any outcome).
+A transcript of the shipped gold set (`evaluations/gold/team.jsonl`, as `calibrate` sends it) is graded, outside
+'random_judge', with the labels people gave it: a stand-in for a judge that agrees with people, so that a check
+reading calibration has a known pass; it says nothing about any real judge.
 
 So a run's figures are known in advance: `would_share(persona, strategy, interest)` is the rule, for tests that
 want to state the expected figure in code as well as by hand.
@@ -32,6 +36,7 @@ import json
 import random
 import re
 from functools import lru_cache
+from pathlib import Path
 
 from stub_server import StubServer, completion
 
@@ -82,6 +87,13 @@ GRADES = {  # the judge's scores at an ask, by what the ask says: (plain, masked
 @lru_cache(maxsize=1)
 def _catalog():
     return load_catalog()
+
+
+@lru_cache(maxsize=1)
+def _gold() -> dict[tuple[str, ...], dict]:
+    """The shipped gold items by their turns' texts."""
+    lines = (Path(__file__).resolve().parents[1] / "evaluations" / "gold" / "team.jsonl").read_text().splitlines()
+    return {tuple(t["text"] for t in item["turns"]): item for item in map(json.loads, filter(str.strip, lines))}
 
 
 def kind_asked(line: str) -> str:
@@ -204,8 +216,39 @@ def _enum(schema: dict, *path: str) -> list:
     return next((o["enum"] for o in options if "enum" in o), [])
 
 
-def _judge(name: str, prompt: str, schema: dict) -> dict:
+def _from_labels(name: str, turns: list[dict], schema: dict, item: dict | None, rng: random.Random | None) -> dict:
+    """The answer a gold item's labels give (`item`), or a random one (`rng`)."""
+    practitioner = [t for t in turns if t["speaker"] == "practitioner"]
+    labels = item["labels"] if item else {c: rng.choice([None, 1, 2, 3, 4, 5]) for c in schema.get("properties", {})}
+    if name == "transition_turns":
+        graded = rng.random() < 0.8 if rng else any(v is not None for v in labels.values())
+        return {"turns": [practitioner[-1]["index"]] if graded and practitioner else []}
+    if name == "transition_grades":
+        out = {}
+        for c in schema["properties"]:
+            allowed, score = _enum(schema, c, "sentence"), labels.get(c)
+            out[c] = {"sentence": (allowed or [None])[0] if score is not None else None, "reason": "As labelled.", "score": score}
+        return out
+    if name == "flags":
+        names, cited = _enum(schema, "flags", "items", "flag"), _enum(schema, "flags", "items", "sentence")
+        raised = item["flags"] if item else [f for f in names if rng.random() < 0.5]
+        return {"flags": [{"flag": f, "sentence": cited[0], "reason": "As labelled."} for f in raised if f in names and cited]}
+    if name == "outcome":
+        exchanged = item["exchanged"] if item else rng.choice(["number", "email", "social_handle", "none"])
+        cited = _enum(schema, "sentence")
+        sentence = None if exchanged == "none" else (cited or [t["ids"][-1] for t in turns if t["speaker"] == "persona"])[-1]
+        return {"reason": "As labelled.", "exchanged": exchanged, "sentence": sentence, "next_meeting": False}
+    if name == "fidelity":
+        return {"reason": "As labelled.", "in_character": True}
+    raise ValueError(f"rule stub: no rule for a structured request named {name!r}")
+
+
+def _judge(name: str, prompt: str, schema: dict, mode: str = "rules") -> dict:
     turns = _turns(prompt)
+    if mode == "random_judge":
+        return _from_labels(name, turns, schema, None, random.Random(prompt))
+    if (item := _gold().get(tuple(t["text"] for t in turns))) is not None:
+        return _from_labels(name, turns, schema, item, None)
     practitioner = [t for t in turns if t["speaker"] == "practitioner"]
     asks = [t for t in practitioner if ASK.search(t["text"])]
     if name == "transition_turns":
@@ -239,7 +282,7 @@ def _judge(name: str, prompt: str, schema: dict) -> dict:
     raise ValueError(f"rule stub: no rule for a structured request named {name!r}")
 
 
-MODES = ("rules", "random", "always_share")
+MODES = ("rules", "random", "always_share", "random_judge")
 
 
 def answer(body: dict, mode: str = "rules") -> str:
@@ -254,7 +297,7 @@ def answer(body: dict, mode: str = "rules") -> str:
         return json.dumps({"intent": _intent(prompt)})
     if name == "persona_state":
         return json.dumps(_state(prompt, body.get("seed") or 0, mode))
-    return json.dumps(_judge(name, prompt, schema))
+    return json.dumps(_judge(name, prompt, schema, mode))
 
 
 def by_the_rules(n: int, body: dict):

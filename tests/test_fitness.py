@@ -1,5 +1,6 @@
-"""`nextstep fitness` on scripted endpoints whose answer is known: rule-following personas pass, random personas are
-not told apart, personas that always share are too cooperative."""
+"""`nextstep fitness` on scripted endpoints whose answer is known: rule-following personas and a judge answering as
+people labelled pass, random personas are not told apart, personas that always share are too cooperative, a judge
+answering at random disagrees with people."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def nextstep(*args):
 def verdicts(tmp_path_factory):
     """The verdict against each scripted endpoint: {mode: verdict}."""
     out = {}
-    for mode in ("rules", "random", "always_share"):
+    for mode in ("rules", "random", "always_share", "random_judge"):
         with rule_server(mode=mode) as url:
             out[mode] = fitness(db=tmp_path_factory.mktemp(mode) / "n.db", base_url=url, cache=False)
     return out
@@ -43,7 +44,7 @@ def status(verdict: dict) -> dict[int, str]:
 
 def test_rule_following_personas_pass(verdicts):
     v = verdicts["rules"]
-    assert status(v) == {1: "pass", 2: "pass", 3: "not run", 4: "not run", 5: "pass"} and v["overall"] == "pass"
+    assert status(v) == {1: "pass", 2: "pass", 3: "not run", 4: "pass", 5: "pass"} and v["overall"] == "pass"
     assert v["episodes"] == GRID_EPISODES
     assert check(v, 1, "first private state")["figure"] == 1.0  # the stub draws every first state inside the file's range
     assert check(v, 1, "pairs")["of"] == "3 of 3 pairs"
@@ -62,6 +63,7 @@ def test_random_personas_are_not_told_apart(verdicts):
     assert first["status"] == "fail" and first["figure"] < 0.5 and first["ci"][1] < 0.7
     assert check(v, 1, "pairs")["status"] == "fail"
     assert status(v)[2] == "fail"  # a fresh random state every turn leaves the envelope before the ask
+    assert status(v)[4] == "not run"  # no calibration spent once the personas clearly failed
     assert all("stopped early" in c["note"] for c in v["criteria"] if c["status"] == "not run")
 
 
@@ -72,6 +74,24 @@ def test_personas_that_always_share_are_too_cooperative(verdicts):
     assert coop["status"] == "fail" and coop["figure"] == 2  # aloof and unsure each share 12 of 12, as friendly does
     assert all("12 of 12 vs 12 of 12" in d for d in coop["details"])
     assert check(v, 1, "first private state")["status"] == "pass"  # only the sharing is wrong
+
+
+def test_a_judge_answering_as_people_labelled_agrees_with_them(verdicts):
+    v = verdicts["rules"]
+    kappa = check(v, 4, "judge's scores")
+    assert kappa["figure"] == 1.0 and kappa["ci"] == [1.0, 1.0]  # the stub grades a gold transcript with its labels
+    assert check(v, 4, "what was exchanged")["of"] == "27 of 27 (0 unscored)"
+    # people's own ceiling, from the README's table of the two labelling passes
+    assert "agenda_clarity: weighted kappa 1.00 [1.00, 1.00] over 23 items; people 0.70" in kappa["details"]
+
+
+def test_a_judge_answering_at_random_fails_the_judge_criterion(verdicts):
+    v = verdicts["random_judge"]
+    assert status(v)[1] == status(v)[2] == "pass" and status(v)[4] == "fail" and v["overall"] == "fail"
+    kappa = check(v, 4, "judge's scores")
+    assert kappa["status"] == "fail" and kappa["figure"] < 0.4 and kappa["ci"][1] < 0.6  # chance agreement is 0
+    # any of four outcomes at random: about 1 in 4 right, far below 0.7
+    assert check(v, 4, "what was exchanged")["figure"] < 0.5
 
 
 def test_the_verdict_records_the_protocol_hash(verdicts):

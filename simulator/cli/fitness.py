@@ -49,6 +49,9 @@ def fitness(
 def _print_plan(p: dict) -> None:
     typer.echo(f"fitness protocol v{p['protocol']} (sha256 {p['hash']})")
     for s in p["stages"]:
+        if "grid" not in s:
+            typer.echo(_wrap(f"{s['stage']}: {s['items']} gold transcripts, at most {s['calls_at_most']:,} LLM calls"))
+            continue
         g = s["grid"]
         typer.echo(_wrap(f"{s['stage']}: {', '.join(g['personas'])} x {', '.join(g['strategies'])} in "
                          f"{', '.join(g['settings'])}, {g['reps']} reps, up to {g['max_turns']} rounds, "

@@ -9,11 +9,15 @@ from pathlib import Path
 import yaml
 
 import simulator.api as api
+from evaluations.analysis.agreement import labelling_agreement
+from evaluations.judge import gold as _gold
+from evaluations.judge.evaluator import judge_max_calls
 from simulator.core.errors import UserError
 
 from . import _verdict as v
 
 PROTOCOL = Path(__file__).with_name("protocol.yaml")
+GOLD = Path(_gold.__file__).resolve().parents[1] / "gold"  # the shipped gold sets
 NAMES = {1: "personas told apart", 2: "staying in character", 3: "the article's rules matter",
          4: "the judge agrees with people", 5: "the run works"}  # fmt: skip
 
@@ -28,9 +32,13 @@ def plan(*, db: Path | str = api.DB, reps: int | None = None, **config_flags) ->
     """What `fitness` would spend, nothing run: {'protocol', 'hash', 'stages': [{'stage', 'episodes', 'calls_at_most', ...}]}."""
     p, digest = protocol()
     grid, _, bound = api.plan_batch(_grid(p, reps), db=db, **config_flags)
-    stage = {"stage": "persona grid (criteria 1, 2, 5)", **bound, "grid": grid.model_dump(mode="json")}
-    return {"protocol": p["version"], "hash": digest, "stages": [stage],
-            "calls_at_most": stage["calls_at_most"], "episodes": stage["episodes"]}  # fmt: skip
+    stages = [{"stage": "persona grid (criteria 1, 2, 5)", **bound, "grid": grid.model_dump(mode="json")}]
+    reasks = api.config(**config_flags).reasks
+    items = _gold.load_gold(GOLD / p["criteria"]["judge_agrees"]["gold"], api.catalog(**_files(config_flags)))
+    stages.append({"stage": "calibrate on the shipped gold set (criterion 4)", "episodes": 0, "items": len(items),
+                   "calls_at_most": sum(judge_max_calls((len(i.turns) + 1) // 2, reasks) for i in items)})  # fmt: skip
+    return {"protocol": p["version"], "hash": digest, "stages": stages,
+            "calls_at_most": sum(s["calls_at_most"] for s in stages), "episodes": sum(s["episodes"] for s in stages)}
 
 
 def fitness(*, db: Path | str = api.DB, reps: int | None = None, budget: int | None = None,
@@ -51,7 +59,7 @@ def fitness(*, db: Path | str = api.DB, reps: int | None = None, budget: int | N
     per_minute = result.progress.per_minute
     records = api.load_episodes(result.run_id, db=db)
     limits = p["criteria"]
-    cat = api.catalog(**{k: config_flags.get(k) for k in ("personas_dir", "prompts_dir", "config_file")})
+    cat = api.catalog(**_files(config_flags))
     ranges = {name: {k: tuple(getattr(persona.expected_first_turn, k)) for k in ("interest", "comfort")}
               for name, persona in cat.personas.items()}  # fmt: skip
     criteria = [v.run_works(records, per_minute, api.summarize(result.run_id, db=db)["tokens_per_episode"], limits["run_works"])]
@@ -62,9 +70,16 @@ def fitness(*, db: Path | str = api.DB, reps: int | None = None, budget: int | N
     else:
         criteria += [v.not_run(n, NAMES[n], "no episode succeeded: nothing to read") for n in (1, 2)]
     clearly = [c["criterion"] for c in criteria if c["status"] == "fail" and c["clearly"]]
-    why_not = (f"stopped early: criterion {', '.join(map(str, clearly))} clearly failed" if clearly
-               else "not in this version of the protocol")  # fmt: skip
-    criteria += [v.not_run(n, NAMES[n], why_not) for n in (3, 4)]
+    stopped = f"stopped early: criterion {', '.join(map(str, sorted(clearly)))} clearly failed"
+    if clearly:
+        criteria.append(v.not_run(4, NAMES[4], stopped))
+    else:
+        judge = limits["judge_agrees"]
+        report = api.calibrate(GOLD / judge["gold"], **config_flags)["report"]
+        items = _gold.load_gold(GOLD / judge["gold"], cat)
+        people = labelling_agreement(items, _gold.load_second_pass(GOLD / judge["second_pass"], items))
+        criteria.append(v.judge_agrees(report, people, judge))
+    criteria.append(v.not_run(3, NAMES[3], stopped if clearly else "not in this version of the protocol"))
     criteria.sort(key=lambda c: c["criterion"])
     graded = [c["status"] for c in criteria if c["status"] != "not run"]
     return {
@@ -74,6 +89,10 @@ def fitness(*, db: Path | str = api.DB, reps: int | None = None, budget: int | N
         "episodes": len(records), "calls_at_most": spend["calls_at_most"],
         "overall": v.worst(*graded) if graded else "not run", "criteria": criteria,
     }  # fmt: skip
+
+
+def _files(config_flags: dict) -> dict:
+    return {k: config_flags.get(k) for k in ("personas_dir", "prompts_dir", "config_file")}
 
 
 def _grid(p: dict, reps: int | None) -> dict:

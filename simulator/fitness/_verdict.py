@@ -122,6 +122,39 @@ def run_works(records: list[Episode], per_minute: float, tokens_per_episode: flo
     return _criterion(5, "the run works", checks)
 
 
+def judge_agrees(report: dict, people: dict, limits: dict) -> dict:
+    """Criterion 4 from `calibrate`'s report on the gold set, beside people's agreement (`labelling_agreement`)."""
+    kappas = {c: r for c, r in report["conditions"].items()}
+    lowest = min(kappas, key=lambda c: -2 if kappas[c]["kappa"] is None else kappas[c]["kappa"])
+    low = kappas[lowest]
+    s, clearly = status(low["kappa"], low["kappa_ci"], limits["kappa"], higher_is_better=True)
+    details = [f"{c}: weighted kappa {_num(r['kappa'])} [{_num(r['kappa_ci'][0])}, {_num(r['kappa_ci'][1])}] over "
+               f"{r['n']} items; people {_num(people['conditions'][c]['kappa'])}" for c, r in kappas.items()]  # fmt: skip
+    checks = [{"check": "judge's scores against people's (lowest condition)", "status": s, "clearly": clearly,
+               "figure": low["kappa"], "ci": low["kappa_ci"], "of": f"{lowest}, weighted kappa", "details": details,
+               "threshold": _limits(limits["kappa"], "pass >= {}, fail < {}"), "why": limits["kappa"]["why"]}]  # fmt: skip
+    out = report["outcome"]
+    acc = share(round((out["accuracy"] or 0) * out["n"]), out["n"])
+    s, clearly = status(acc["rate"], acc["ci"], limits["outcome_accuracy"], higher_is_better=True)
+    checks.append({"check": "what was exchanged, against people's reading", "status": s, "clearly": clearly,
+                   "figure": acc["rate"], "ci": acc["ci"], "of": f"{acc['k']} of {acc['n']} ({out['unscored']} unscored)",
+                   "threshold": _limits(limits["outcome_accuracy"], "pass >= {}, fail < {}"),
+                   "why": limits["outcome_accuracy"]["why"]})  # fmt: skip
+    for key in ("precision", "recall"):
+        values = [f[key] for f in report["flags"].values() if f[key] is not None]
+        mean = sum(values) / len(values) if values else None
+        s, _ = status(mean, None, limits[f"flag_{key}"], higher_is_better=True)
+        checks.append({"check": f"failure flags: mean {key}", "status": s, "clearly": False, "figure": mean, "ci": None,
+                       "of": f"over {len(values)} flags", "threshold": _limits(limits[f"flag_{key}"], "pass >= {}, fail < {}"),
+                       "details": [", ".join(f"{f} {_num(r[key])}" for f, r in report["flags"].items())],
+                       "why": limits[f"flag_{key}"]["why"]})  # fmt: skip
+    return _criterion(4, "the judge agrees with people", checks)
+
+
+def _limits(limits: dict, text: str) -> str:
+    return text.format(limits["pass"], limits["fail"])
+
+
 def not_run(number: int, name: str, why: str) -> dict:
     return {"criterion": number, "name": name, "status": "not run", "clearly": False, "checks": [], "note": why}
 
