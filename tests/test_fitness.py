@@ -110,6 +110,31 @@ def test_budget_below_the_bound_is_refused_before_any_call(tmp_path):
     assert not (tmp_path / "n.db").exists()
 
 
+def test_a_budget_that_covers_only_the_grid_skips_the_calibration(tmp_path):
+    from simulator.fitness import plan
+
+    grid = plan(db=tmp_path / "n.db")["stages"][0]["calls_at_most"]
+    with rule_server() as url:
+        v = fitness(db=tmp_path / "n.db", base_url=url, cache=False, budget=grid)
+    judge = next(c for c in v["criteria"] if c["criterion"] == 4)
+    assert judge["status"] == "not run" and f"past --budget {grid}" in judge["note"] and v["overall"] == "pass"
+
+
+@pytest.mark.local_model
+def test_the_embedded_model_fails_personas_and_character_plainly(tmp_path):
+    """SmolLM2-135M plays no persona: criteria 1 and 2 fail, with figures, and nothing crashes (one rep a cell, the grid only)."""
+    from simulator.cli.fitness import render
+    from simulator.fitness import plan
+
+    grid = plan(db=tmp_path / "n.db", reps=1)["stages"][0]["calls_at_most"]
+    v = fitness(db=tmp_path / "n.db", reps=1, budget=grid)
+    assert {c["criterion"]: c["status"] for c in v["criteria"]}[1] == "fail"
+    assert {c["criterion"]: c["status"] for c in v["criteria"]}[2] == "fail"
+    page = render(v)
+    assert "1. personas told apart: FAIL" in page and "2. staying in character: FAIL" in page
+    assert max(map(len, page.splitlines())) <= 80
+
+
 @pytest.mark.parametrize("mode, code", [("rules", 0), ("always_share", 1)])
 def test_the_command_prints_80_columns_and_writes_json(tmp_path, mode, code):
     with rule_server(mode=mode) as url:

@@ -26,8 +26,9 @@ def fitness(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the verdict as JSON to this file.")] = None,
     reps: Annotated[Optional[int], typer.Option(min=1, help="Repetitions per cell instead of the protocol's (the verdict "
                                                             "says it was reduced).")] = None,
-    budget: Annotated[Optional[int], typer.Option(min=1, help="Most LLM calls it may spend; refused before any call if "
-                                                              "the protocol may spend more.")] = None,
+    budget: Annotated[Optional[int], typer.Option(min=1, help="Most LLM calls it may spend (every re-ask counted): "
+                                                              "refused if the persona grid may spend more, and a later "
+                                                              "stage that could pass it is not run.")] = None,
     db: Db = Path("nextstep.db"), *, config: dict,
 ) -> None:
     """Run the fixed fitness protocol and print a verdict per criterion (exit 1 when one fails)."""

@@ -46,12 +46,13 @@ def fitness(*, db: Path | str = api.DB, reps: int | None = None, budget: int | N
     """Run the protocol into `db` (a stored run like any batch's, resumable) and read the verdict per criterion.
 
     `reps` overrides the protocol's repetitions (the verdict says so); `budget` is the most LLM calls it may spend:
-    a protocol whose bound is above it is refused before any call.
+    a persona grid whose bound is above it is refused before any call, and a later stage that could pass it is not run.
     """
     p, digest = protocol()
     spend = plan(db=db, reps=reps, **config_flags)
-    if budget is not None and spend["calls_at_most"] > budget:
-        raise UserError(f"--budget {budget}: the protocol may spend up to {spend['calls_at_most']:,} calls "
+    grid_bound, judge_bound = (s["calls_at_most"] for s in spend["stages"])
+    if budget is not None and grid_bound > budget:
+        raise UserError(f"--budget {budget}: the protocol's persona grid may spend up to {grid_bound:,} calls "
                         f"({spend['episodes']} episodes); raise the budget or lower --reps")  # fmt: skip
     grid = _grid(p, reps)
     max_failures = max(1, int(p["stop_after_failures"] * spend["episodes"]))
@@ -73,6 +74,9 @@ def fitness(*, db: Path | str = api.DB, reps: int | None = None, budget: int | N
     stopped = f"stopped early: criterion {', '.join(map(str, sorted(clearly)))} clearly failed"
     if clearly:
         criteria.append(v.not_run(4, NAMES[4], stopped))
+    elif budget is not None and grid_bound + judge_bound > budget:
+        criteria.append(v.not_run(4, NAMES[4], f"not run: the calibration may spend up to {judge_bound:,} calls, "
+                                               f"past --budget {budget} with the grid's {grid_bound:,}"))
     else:
         judge = limits["judge_agrees"]
         report = api.calibrate(GOLD / judge["gold"], **config_flags)["report"]
