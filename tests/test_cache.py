@@ -138,7 +138,7 @@ async def test_any_change_to_prompt_model_parameter_or_seed_misses(tmp_path, cac
     stub = StubServer()
     with stub as url:
         await run_grid(GRID, db=tmp_path / "n.db", base_url=url)
-        assert len(stub.requests) == 18
+        assert stub.requests
         prompts = tmp_path / "prompts"
         prompts.mkdir()
         shipped = load_catalog().prompt_dirs[-1] / "practitioner.j2"
@@ -193,9 +193,9 @@ async def test_with_the_cache_off_every_call_reaches_the_endpoint(tmp_path, monk
         await run_grid(GRID, db=tmp_path / "b.db", base_url=url, cache=False)  # --no-cache
         monkeypatch.setenv("NEXTSTEP_CACHE", "0")
         await run_grid(GRID, db=tmp_path / "c.db", base_url=url)
-    assert whole == 18 and len(stub.requests) == 3 * whole
+    assert whole > 0 and len(stub.requests) == 3 * whole
     with Store(tmp_path / "c.db") as store:
-        assert tuple(store.conn.execute("SELECT count(*), sum(from_cache) FROM calls").fetchone()) == (18, 0)
+        assert tuple(store.conn.execute("SELECT count(*), sum(from_cache) FROM calls").fetchone()) == (whole, 0)
 
 
 def test_the_cli_flags_turn_the_cache_on_and_off_and_move_it(tmp_path):
@@ -216,6 +216,10 @@ def test_the_cli_flags_turn_the_cache_on_and_off_and_move_it(tmp_path):
     assert "removed 4 responses" in cleared.stdout
     with sqlite3.connect(cache / "responses.db") as conn:
         assert conn.execute("SELECT count(*) FROM responses").fetchone() == (0,)
+    (tmp_path / "a-file").write_text("")
+    with StubServer() as url:
+        bad = run("--cache", "--cache-dir", str(tmp_path / "a-file"), "--db", str(tmp_path / "d.db"))
+    assert bad.returncode == 2 and bad.stderr.strip() == f"nextstep: error: --cache-dir {tmp_path / 'a-file'}: not a directory"
 
 
 async def test_a_damaged_cache_is_reported_once_and_bypassed(tmp_path, cache_on, caplog):
@@ -226,9 +230,10 @@ async def test_a_damaged_cache_is_reported_once_and_bypassed(tmp_path, cache_on,
         run_id = await run_grid(GRID, db=tmp_path / "n.db", base_url=url)
     warnings = [r for r in caplog.records if r.name == "simulator.models.cache"]
     assert len(warnings) == 1 and "responses.db is unusable" in warnings[0].getMessage()
-    assert len(stub.requests) == 18  # every call went to the endpoint
     with Store(tmp_path / "n.db") as store:
-        assert {e.status for e in store.episodes(run_id)} == {"succeeded"}
+        records = store.episodes(run_id)
+    assert {e.status for e in records} == {"succeeded"}
+    assert len(stub.requests) == sum(len(e.all_calls()) for e in records)  # every call went to the endpoint
     cleared = subprocess.run([sys.executable, "-m", "simulator", "cache", "clear"], capture_output=True, text=True)
     assert "removed a damaged cache" in cleared.stdout and not (cache_on / "responses.db").exists()
 

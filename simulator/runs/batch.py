@@ -258,6 +258,7 @@ class Batch:
     on_progress: Callable[[Progress], None] | None = None
     expected: RunSpec | None = None  # a replay: the spec the run was made with, which this one must match
     episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
+    settings: dict | None = None  # a replay: the run's settings as it was made (not the bundle's temporary files)
 
     async def run(self) -> tuple[str, Progress]:
         async with self.endpoint.models(self.config) as models:
@@ -278,7 +279,9 @@ class Batch:
         if self.expected is not None and (differ := _differing(spec, self.expected)):
             raise UserError(f"this nextstep would not make the bundled run again: its {', '.join(differ)} differ")
         run_id = self.run_id or spec_id(spec)
-        settings = run_settings(config, concurrency=self.concurrency, rubric_file=self.rubric_file)
+        settings = self.settings
+        if settings is None:
+            settings = run_settings(config, concurrency=self.concurrency, rubric_file=self.rubric_file)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextstep-store")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(writer, self.store.create_run, run_id, spec, settings)
