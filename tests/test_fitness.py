@@ -120,6 +120,26 @@ def test_a_budget_that_covers_only_the_grid_skips_the_calibration(tmp_path):
     assert judge["status"] == "not run" and f"past --budget {grid}" in judge["note"] and v["overall"] == "pass"
 
 
+def test_a_model_that_never_answers_in_json_fails_the_run_criterion(tmp_path):
+    from rule_stub import answer
+    from stub_server import StubServer, completion
+
+    def prose(n, body):  # plain lines as the rules say, but every structured answer is prose
+        return 200, {}, completion(body, "Sure! Here you go." if body.get("response_format") else answer(body))
+
+    with StubServer(fault=prose) as url:
+        v = fitness(db=tmp_path / "n.db", base_url=url, cache=False)
+    run = next(c for c in v["criteria"] if c["criterion"] == 5)
+    assert run["status"] == "fail" and v["overall"] == "fail"
+    # every episode fails at its first structured call, so the batch stops once a quarter of the 36 have failed (9)
+    ran = check(v, 5, "the grid ran")
+    assert ran["status"] == "fail" and "stopped scheduling" in ran["of"]
+    assert check(v, 5, "episodes failed")["figure"] == 1.0
+    # by hand: each episode's practitioner line (plain text, fine), then its intent tried 3 times (2 re-asks), all prose
+    assert check(v, 5, "calls whose answer")["figure"] == 3 / 4
+    assert {c["criterion"]: c["status"] for c in v["criteria"]} == {1: "not run", 2: "not run", 3: "not run", 4: "not run", 5: "fail"}
+
+
 @pytest.mark.local_model
 def test_the_embedded_model_fails_personas_and_character_plainly(tmp_path):
     """SmolLM2-135M plays no persona: criteria 1 and 2 fail, with figures, and nothing crashes (one rep a cell, the grid only)."""

@@ -100,8 +100,9 @@ def staying_in_character(records: list[Episode], ranges: dict[str, dict], limits
     return _criterion(2, "staying in character", [check])
 
 
-def run_works(records: list[Episode], per_minute: float, tokens_per_episode: float | None, limits: dict) -> dict:
-    """Criterion 5: failed episodes, re-asked calls, degenerate endings; tokens and pace (reported, not graded)."""
+def run_works(records: list[Episode], per_minute: float, tokens_per_episode: float | None, limits: dict, *,
+              planned: int, stopped: str | None = None) -> dict:
+    """Criterion 5: the grid finished, failed episodes, re-asked calls, degenerate endings; tokens and pace (reported)."""
     calls = [c for r in records for c in r.all_calls()]
     ended = [r for r in records if r.outcome]
     figures = {
@@ -109,7 +110,11 @@ def run_works(records: list[Episode], per_minute: float, tokens_per_episode: flo
         "reasked": (share(sum(not c.ok for c in calls), len(calls)), "calls whose answer did not parse (re-asked)"),
         "degenerate": (share(sum(r.outcome.end_reason == "degenerate" for r in ended), len(ended)), "endings by repetition"),
     }
-    checks = []
+    checks = [{"check": "the grid ran to its end", "status": "fail" if stopped else "pass", "clearly": bool(stopped),
+               "figure": None, "ci": None, "of": f"{len(records)} of {planned} episodes stored"
+               + (f"; the batch stopped scheduling: {stopped}" if stopped else ""),
+               "threshold": "pass: every episode stored", "why": "A batch stops when too many episodes fail "
+               "(stop_after_failures in the protocol): the endpoint cannot carry the grid as it stands."}]  # fmt: skip
     for key, (s_, what) in figures.items():
         s, clearly = status(s_["rate"], s_["ci"], limits[key], higher_is_better=False)
         checks.append({"check": what, "status": s, "clearly": clearly, "figure": s_["rate"], "ci": s_["ci"],
