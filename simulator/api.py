@@ -27,7 +27,7 @@ from simulator.conversation.catalog import Catalog, load_catalog, profile_of
 from simulator.conversation.graph import Scenario
 from simulator.conversation.play import ROLES, Person
 from simulator.core.errors import UserError
-from simulator.core.files import output_file
+from simulator.core.files import output_file, write_atomic
 from simulator.core.records import Episode, Turn
 from simulator.models.cache import ResponseCache, duration, user_cache_dir
 from simulator.models.config import Config, load_config
@@ -35,7 +35,7 @@ from simulator.models.local import DEFAULT_SLOTS, serve as _serve
 from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_config, run_grid
 from simulator.runs.branch import Treatment, run_branches
 from simulator.runs.bundle import replay_batch, replay_grading, write_bundle
-from simulator.runs.grading import OnGraded, grade_episodes, regrade, stored_settings
+from simulator.runs.grading import OnGraded, grade_episodes, regrade, save_calibration, saved_verdicts, stored_settings
 from simulator.runs.one import run_one
 from simulator.runs.played import save_played
 from simulator.storage.episode_files import write_episode
@@ -141,13 +141,14 @@ def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: st
 
 def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
               run_id: str | None = None, concurrency: int | None = None, max_tokens: int | None = None,
-              max_failures: int | None = None, rubric_file: Path | None = None,
+              max_failures: int | None = None, max_cost: float | None = None, rubric_file: Path | None = None,
               on_progress: Callable[[Progress], None] | None = None, replay: Path | str | None = None,
               config_file: Path | None = None, **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
 
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
+    `max_tokens` and `max_cost` (US dollars; every model needs a known price) stop scheduling episodes once spent.
     `replay=BUNDLE` makes a bundled run again (`export_bundle`) with no endpoint: every answer comes from the bundle.
     """
     output_file(db, "--db")
@@ -165,7 +166,8 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
         return BatchResult(run, final[0], differences)
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
-                         max_failures=max_failures, config_file=config_file, rubric_file=rubric_file, on_progress=remember,
+                         max_failures=max_failures, max_cost=max_cost, config_file=config_file, rubric_file=rubric_file,
+                         on_progress=remember,
                          **config_flags))  # fmt: skip
     return BatchResult(run, final[0])
 
@@ -199,26 +201,32 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None
 
     Stored episodes are graded with their run's stored settings (endpoint, models, prompt and persona directories,
     rubric), as `batch --resume` does; the flags given beat them. Each episode's new verdicts are saved as it is
-    graded; earlier ones are kept as history. Returns
-    {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge}.
+    graded, once every judge has answered; earlier ones are kept as history. Where an endpoint failed the earlier
+    verdicts stay current; run again, it grades only what is missing (verdicts already given with this rubric and
+    panel are kept). Returns {'verdicts': per episode, every judge's current verdict; 'judge_alpha': agreement between
+    judges, or None for one judge; 'graded': how many were graded now; 'skipped': how many were already graded with
+    this rubric and panel; 'failed': [(label, error)] of those whose earlier verdicts stay current}.
     `replay=BUNDLE` answers from the bundle alone, with the judges and seeds of its verdicts unless `judges`/`seed`
     are given, and adds 'differences': where the run's records now differ from the bundle's.
     """
     from evaluations.analysis.agreement import judge_alpha
 
+    replayed = {}
     if replay is not None:
-        verdicts, differences = _wait(replay_grading(Path(replay), episodes, db=Path(db), judges=judges, seed=seed,
-                                                     on_graded=on_graded))  # fmt: skip
-        several = max(map(len, verdicts), default=0) > 1
-        return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if several else None, "differences": differences}
-    judges, seed = 1 if judges is None else judges, seed or 0
-    stored = stored_settings(episodes, Path(db))
-    c, send_key = run_config(config_file, stored, **config_flags)
-    rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
-    verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
+        done, replayed["differences"] = _wait(replay_grading(Path(replay), episodes, db=Path(db), judges=judges, seed=seed,
+                                                             on_graded=on_graded))  # fmt: skip
+        several = max(map(len, done.verdicts), default=0) > 1
+    else:
+        judges, seed = 1 if judges is None else judges, seed or 0
+        stored = stored_settings(episodes, Path(db))
+        c, send_key = run_config(config_file, stored, **config_flags)
+        rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
+        done = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
                              seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded,
                              send_key=send_key))  # fmt: skip
-    return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None}
+        several = judges > 1
+    return {"verdicts": done.verdicts, "judge_alpha": judge_alpha(done.verdicts) if several else None,
+            "graded": done.graded, "skipped": done.skipped, "failed": done.failed, **replayed}  # fmt: skip
 
 
 def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
@@ -226,10 +234,10 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
               **config_flags) -> dict:
     """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}.
 
-    `output`: also write the report and every verdict there as JSON (its folder is checked before any call).
+    `output`: also write every verdict there as JSON as it comes, and the report once all are in (its folder is
+    checked before any call); a file left there by an interrupted calibration is resumed: verdicts the same judges
+    already gave are kept, only the rest are graded.
     """
-    import json
-
     from evaluations.analysis.agreement import calibration
 
     if output is not None:
@@ -237,13 +245,32 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
     c = config(config_file, **config_flags)
     cat = load_catalog(c.personas_dir, c.prompts_dir)
     items = load_gold(Path(gold), cat)
+    output = Path(output) if output is not None else None
+    saved = saved_verdicts(output)
+    so_far = {i.id: saved[i.id] for i in items if i.id in saved}
+
+    def graded(n: int, total: int, label: str, verdicts: list) -> None:
+        if output is not None:
+            so_far[label] = verdicts
+            save_calibration(output, None, so_far)
+        if on_graded:
+            on_graded(n, total, label, verdicts)
+
     verdicts = _wait(grade_episodes(c, cat, [(item.id, item.episode()) for item in items], judges=judges, seed=seed,
-                                    rubric_file=rubric_file, on_graded=on_graded))  # fmt: skip
+                                    rubric_file=rubric_file, on_graded=graded,
+                                    previous=[saved.get(i.id, []) for i in items]))  # fmt: skip
     result = {"report": calibration(items, verdicts, seed=seed), "verdicts": dict(zip((i.id for i in items), verdicts))}
     if output is not None:
-        judged = {item: [v.model_dump(mode="json") for v in vs] for item, vs in result["verdicts"].items()}
-        Path(output).write_text(json.dumps(result | {"verdicts": judged}, indent=2), encoding="utf-8")
+        save_calibration(output, result["report"], result["verdicts"])
     return result
+
+
+def rubric_anchors(rubric_file: Path | None = None) -> tuple[dict[str, dict[int, str]], tuple[str, ...]]:
+    """What a labeller sees beside each condition: ({condition: {1: text, 3: text, 5: text}}, the flag ids)."""
+    from evaluations.judge.rubric import load_rubric
+
+    rubric, _ = load_rubric(rubric_file)
+    return {c: dict(sorted(cond.anchors.items())) for c, cond in rubric.conditions.items()}, tuple(rubric.flags)
 
 
 # --- reading runs ---------------------------------------------------------------------------------------------------
@@ -336,14 +363,15 @@ def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, includ
     from A to B, paired by cell and seed (with 'a' and 'b' keys); when one of them is the `play-persona` run, the
     personas people played beside the simulated ones (with 'people' and 'models' keys)."""
     from evaluations.analysis import compare as _compare
-    from evaluations.analysis.frame import load_judges, load_run as _frame
+    from evaluations.analysis.frame import scan_run
 
     db = _existing(db)
     branches = _compare.load_branches(run_a, db) if run_b is None else None
     if branches:
         return _compare.compare_branches(*branches, include_unfaithful=include_unfaithful)
     if run_b is None:
-        return _compare.run_analysis(_frame(run_a, db), load_judges(run_a, db), include_unfaithful=include_unfaithful)
+        scan = scan_run(run_a, db)  # one pass over the run, its records never held at once
+        return _compare.run_analysis(scan.frame, scan.judges, include_unfaithful=include_unfaithful)
     runs = _compare.load_pair(run_a, run_b, db)
     if _compare.played_persona(runs[0]) or _compare.played_persona(runs[1]):  # people beside models, unpaired
         return _compare.people_vs_models(*runs, include_unfaithful=include_unfaithful)
@@ -380,7 +408,7 @@ def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_
     if output is not None:
         output_file(output, "-o")
         html = report(run_id, vs=vs, db=db, personas_dir=personas_dir)
-        Path(output).write_text(html, encoding="utf-8")
+        write_atomic(Path(output), html)
         return html
     return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir)
 

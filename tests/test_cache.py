@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import random
 import signal
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -79,12 +80,15 @@ async def test_grading_a_run_twice_asks_the_endpoint_once(tmp_path, cache_on):
     with StubServer() as url:
         run_id = await run_grid({**GRID, "judges": 0}, db=db, base_url=url)
     catalog = load_catalog()
+    # The same grading in a second copy of the run: `grade` itself keeps verdicts its panel already gave (issue 24), so
+    # the copy, ungraded, is what shows the cache answering a grading it has seen.
+    shutil.copy(db, tmp_path / "copy.db")
     stub = StubServer(fault=drifting)
     with stub as url:
         config = load_config(base_url=url)
-        first = await regrade([run_id], config, catalog, db=db, judges=2)
+        first = (await regrade([run_id], config, catalog, db=db, judges=2)).verdicts
         asked = len(stub.requests)
-        second = await regrade([run_id], config, catalog, db=db, judges=2)
+        second = (await regrade([run_id], config, catalog, db=tmp_path / "copy.db", judges=2)).verdicts
     assert asked == sum(len(v.calls) for vs in first for v in vs) > 0 and len(stub.requests) == asked  # the second time none
     assert all(c.from_cache for vs in second for v in vs for c in v.calls)
     strip = {"calls": {"__all__": {"latency_s", "from_cache"}}}

@@ -16,9 +16,10 @@ from .compare import (SHORT, compare_branches, compare_runs, fmt, fmt_ci, fmt_p,
                       which_test)
 from evaluations.judge.rubric import CONDITIONS
 from simulator.core.records import Episode, Turn
+from simulator.models.prices import money
 
 from .fidelity import audit
-from .frame import episode_row, judges_frame, usable
+from .frame import episode_row, judges_frame, spend, usable
 from .plots import condition_bars, heatmap, interest_curves
 from .tables import (agreement_rows, curve_rows, detectable_rows, pair_rows, persona_rows, repeats_rows,
                      variance_rows)
@@ -297,6 +298,7 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
     r, spec = run_analysis(frame, judges_frame(records)), run["spec"]
     fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.catalog)
     used = set(usable(frame)["episode_id"]) if len(frame) else set()
+    spent = spend(frame)
     abandoned = f', {r["excluded"]["abandoned"]} abandoned by a person' if r["excluded"]["abandoned"] else ""
     body = [f"<h1>nextstep report: {escape(run_id)}</h1>",
             f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
@@ -319,6 +321,9 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
         body.append(f"<p>… {len(shown) - MAX_EPISODES} more episodes not shown (nextstep show EPISODE_ID).</p>")
     prov = [["created", run["created_at"]], ["nextstep version", run["version"]], ["backend", spec.backend],
             ["models", json.dumps(spec.models)], ["episodes by status", json.dumps(run["counts"])],
+            ["tokens", "unknown" if spent["tokens"] is None else f"{spent['tokens']:,.0f}"],
+            ["cost", money(spent["cost_usd"]) + (f" ({money(spent['cost_per_episode'])} per succeeded episode)"
+                                                 if spent["cost_per_episode"] is not None else "")],
             ["experiment", json.dumps(spec.experiment)],
             *[[f"prompt {k}", ", ".join(v) + " (mixed)" if isinstance(v, tuple) else v]
               for k, v in sorted(run_prompts(run, records).items())],

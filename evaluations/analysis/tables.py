@@ -5,6 +5,8 @@ Each function returns (head, rows) of plain strings; '*' marks figures resting o
 
 from __future__ import annotations
 
+from simulator.models.prices import money
+
 from .compare import SHORT, fmt, fmt_ci
 
 COMPONENTS = ("cell", "rep", "judge")
@@ -56,6 +58,19 @@ def plan_rows(p: dict) -> tuple[list[str], list[list[str]]]:
                      str(r["pairs"] or "-"), _pct(r["usable_pair_rate"]), str(r["reps_per_cell"] or "-"),
                      r["reason"] or ""])  # fmt: skip
     return head, rows
+
+
+def plan_costs(p: dict) -> list[str]:
+    """What each reachable plan costs, both runs at its repetitions, at this run's spend per succeeded episode:
+    '$4.20 (1,234,000 tokens) to detect +0.15 contact at 80% power: 2 runs x 5 reps x 9 cells = 90 episodes'."""
+    lines = []
+    for m, r in p["measures"].items():
+        if r["episodes"]:
+            tokens = "unknown" if r["tokens"] is None else f"{r['tokens']:,.0f}"
+            lines.append(f"{money(r['cost_usd'])} ({tokens} tokens) to detect {r['change']:+} {SHORT.get(m, m)} at "
+                         f"{p['power']:.0%} power: 2 runs x {r['reps_per_cell']} reps x {p['cells']} cells = "
+                         f"{r['episodes']} episodes")  # fmt: skip
+    return lines
 
 
 def detectable_rows(d: dict) -> tuple[list[str], list[list[str]]]:

@@ -11,11 +11,11 @@ import typer
 from simulator.core.errors import UserError
 from simulator.core.redact import RedactingFilter, redact
 
-from . import batch, branch, cache, compare, fitness, grade, play, run, serve, store
+from . import batch, branch, cache, compare, fitness, grade, play, run, serve, store, view
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
                   add_completion=False, pretty_exceptions_enable=False)
-for group in (run, grade, batch, store, serve, compare, branch, play, cache, fitness):
+for group in (run, grade, batch, store, serve, compare, branch, play, cache, view, fitness):
     app.add_typer(group.app)
 
 

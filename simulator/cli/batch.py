@@ -11,6 +11,7 @@ from rich.table import Table
 
 import simulator.api as api
 from simulator.models.local import DEFAULT_SLOTS
+from simulator.models.prices import money
 
 from .options import ENDPOINT, FILES, ROLES, Db, GridMaxTurns, Judges, RubricFile, Temperature, config_options
 from .show import console
@@ -32,7 +33,7 @@ def _progress_printer():
 
     def update(p) -> None:
         status = (f"done {p.done} · ungraded {p.ungraded} · failed {p.failed} · running {p.running} · "
-                  f"{p.per_minute:.1f}/min · {p.tokens:,} tokens"
+                  f"{p.per_minute:.1f}/min · {p.tokens:,} tokens · {money(p.cost)}"
                   + (f" · {p.saved_tokens:,} saved" if p.cache_hits else ""))  # fmt: skip
         bar.update(task, total=p.total, completed=p.ended, status=status)
 
@@ -56,6 +57,8 @@ def print_plan(grid, cells: list, e: dict) -> None:
     console.print(f"max_turns {grid.max_turns} · temperature {grid.temperature} · judges {grid.judges} · reasks {e['reasks']}")
     console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls (every possible re-ask counted), "
                   f"roughly {e['tokens_roughly']:,} tokens")
+    console.print(f"cost: at most {money(e['cost_at_most'])} if every re-ask happens, typically {money(e['cost_roughly'])} "
+                  "(at roughly 500 tokens a call, none from a cache; unknown: a model has no price, see --prices)")
 
 
 @app.command()
@@ -79,6 +82,8 @@ def batch(
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent "
                                                                   "(counting the calls whose endpoint reports usage).")] = None,
     max_failures: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes after this many failures.")] = None,
+    max_cost: Annotated[Optional[float], typer.Option(min=0, help="Stop scheduling episodes once this many US dollars are "
+                                                                  "spent (every model needs a known price).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the cells and an upper bound on calls, run nothing.")] = False,
     replay: Annotated[Optional[Path], typer.Option(help="Make a bundled run (`export --bundle`) again from the bundle alone: "
                                                         "no endpoint, no key.")] = None,
@@ -97,8 +102,8 @@ def batch(
                 show(progress)
 
             result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
-                                   max_failures=max_failures, rubric_file=rubric_file, on_progress=report, replay=replay,
-                                   **config)  # fmt: skip
+                                   max_failures=max_failures, max_cost=max_cost, rubric_file=rubric_file, on_progress=report,
+                                   replay=replay, **config)  # fmt: skip
     except KeyboardInterrupt:
         if seen:  # the episodes that were in flight run again on resume
             seen[0].stopped = "interrupted"

@@ -268,7 +268,7 @@ def plan(
     db: Db = Path("nextstep.db"), fmt: Format = "text", include_unfaithful: IncludeUnfaithful = False,
 ) -> None:
     """Repetitions per cell a paired `compare A B` needs to detect given changes, from this run's variance."""
-    from evaluations.analysis.tables import plan_rows
+    from evaluations.analysis.tables import plan_costs, plan_rows
 
     _check_format(fmt)
     result = api.plan_reps(run_id, contact_change=contact_change, score_change=score_change, alpha=alpha, power=power, db=db,
@@ -282,6 +282,8 @@ def plan(
                   "cells, enough to keep that many pairs. contact: exact McNemar power, twins independent given their "
                   "cell; scores (spread: sd of a pair's difference): paired t sample size divided by the Wilcoxon "
                   "efficiency 3/pi.[/]")
+    for line in plan_costs(result):
+        console.print(line)
 
 
 @app.command()

@@ -61,13 +61,15 @@ CONFIG_OPTIONS = {
     "max_turns": Annotated[Optional[int], typer.Option(help=_MAX_TURNS.format(RUN_MAX_TURNS))],
     "personas_dir": PersonasDir,
     "prompts_dir": PromptsDir,
+    "prices_file": Annotated[Optional[Path], typer.Option("--prices", help="TOML of US dollars per million tokens (input, "
+                                                          "cached_input, output) per model \\[default: ./prices.toml if present].")],
     "config_file": Annotated[Optional[Path], typer.Option("--config", help="TOML config file \\[default: ./nextstep.toml if present].")],
     "cache": Annotated[Optional[bool], typer.Option("--cache/--no-cache", show_default=False, help="Answer requests asked before "
                                                     "from the response cache \\[default: on; NEXTSTEP_CACHE=0 turns it off].")],
     "cache_dir": Annotated[Optional[Path], typer.Option(help="Directory of the response cache \\[default: the user cache "
                                                             "directory, see `nextstep cache info`].")],
 }
-ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model", "timeout", "cache", "cache_dir")
+ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model", "timeout", "cache", "cache_dir", "prices_file")
 ROLES = ("practitioner_model", "persona_model", "evaluator_model")
 FILES = ("personas_dir", "prompts_dir")
 

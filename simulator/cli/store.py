@@ -11,6 +11,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 import simulator.api as api
+from simulator.models.prices import money
 
 from .options import Db, config_options
 from .show import console, print_caution, print_result, print_turn
@@ -24,17 +25,17 @@ def runs(db: Db = Path("nextstep.db")) -> None:
     """List the runs in the database."""
     found = api.runs(db)
     count = lambda n: "unknown" if n is None else f"{n:,}"  # noqa: E731
-    table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens spent", "tokens saved",
+    table = Table("run", "created", "episodes", "succeeded", "ungraded", "failed", "tokens spent", "tokens saved", "cost",
                   title_justify="left", caption="tokens saved: what the calls the response cache answered had cost")  # fmt: skip
     rows = [(r["id"], r["created_at"], str(r["episodes"]), str(r["succeeded"]), str(r["ungraded"]), str(r["failed"]),
-             count(r["tokens"]), count(r["saved_tokens"])) for r in found]  # fmt: skip
+             count(r["tokens"]), count(r["saved_tokens"]), money(r["cost_usd"])) for r in found]  # fmt: skip
     for row in rows:
         table.add_row(*row)
     if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
         return console.print(table)
-    for run, created, episodes, succeeded, ungraded, failed, spent, saved in rows:  # too narrow: one block per run, ids whole
+    for run, created, episodes, succeeded, ungraded, failed, spent, saved, cost in rows:  # too narrow: one block per run, ids whole
         console.print(f"[bold]{run}[/]  created {created}\n  episodes {episodes} · succeeded {succeeded} · ungraded {ungraded} "
-                      f"· failed {failed}\n  tokens spent {spent} · saved by the response cache {saved}")  # fmt: skip
+                      f"· failed {failed}\n  tokens spent {spent} · saved by the response cache {saved} · cost {cost}")  # fmt: skip
 
 
 @app.command()

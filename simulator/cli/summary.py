@@ -9,6 +9,7 @@ from rich.table import Table
 
 from evaluations.judge.rubric import CONDITIONS
 from simulator.api import Progress
+from simulator.models.prices import money
 
 from .show import console
 
@@ -37,6 +38,10 @@ def print_summary(s: dict, db: Path, progress: Progress | None = None) -> None:
     console.print("[dim]failed, ungraded (a judge's endpoint failed; --resume grades them again) and out-of-character "
                   "episodes are kept but left out of rates and means; n/a: nothing scored there (no usable episode, or the "
                   "judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
+    if len(s["rubrics"]) > 1:
+        mix = ", ".join(f"{(h or 'none')[:12]}: {n} episode(s)" for h, n in s["rubrics"].items())
+        console.print(f"[bold yellow]caution[/]: graded under {len(s['rubrics'])} rubrics ({mix}), a re-grade left part way; "
+                      f"finish it with the same `nextstep grade {run_id} --db {db} ...`, which grades only the rest")  # fmt: skip
     if s["judge_alpha"] is not None:
         print_alpha(s["judge_alpha"])
     if s["tokens_per_episode"] is not None:
@@ -45,6 +50,11 @@ def print_summary(s: dict, db: Path, progress: Progress | None = None) -> None:
         console.print(f"tokens per succeeded episode: {s['tokens_per_episode']:,.0f}{unknown}")
     elif s["succeeded"]:
         console.print("tokens per succeeded episode: unknown (the endpoint reported no usage)")
+    if s["cost_usd"] is None:
+        console.print("cost of the run: unknown (a model has no known price: see --prices)")
+    else:
+        per = f", {money(s['cost_per_episode'])} per succeeded episode" if s["cost_per_episode"] is not None else ""
+        console.print(f"cost of the run: {money(s['cost_usd'])}{per}")
     if s["tokens_saved"]:
         spent = "unknown" if s["tokens_spent"] is None else f"{s['tokens_spent']:,}"
         console.print(f"run tokens: {spent} spent at the endpoint, {s['tokens_saved']:,} saved by the response cache")
@@ -62,7 +72,7 @@ def print_session(run_id: str, db: Path, progress: Progress) -> None:
     saved = f"; {progress.saved_tokens:,} tokens saved by {progress.cache_hits:,} cached calls" if progress.cache_hits else ""
     console.print(f"this session: {progress.done} succeeded, {progress.ungraded} ungraded, {progress.failed} failed, "
                   f"{progress.skipped} already done; "
-                  f"{progress.tokens:,} tokens spent{unknown}{saved}")
+                  f"{progress.tokens:,} tokens spent{unknown}{saved}; cost {money(progress.cost)}")
     resume = f"nextstep batch --resume {run_id} --db {db}"
     if progress.stopped:
         console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")

@@ -38,6 +38,7 @@ class Completion:
     model: str = ""
     retries: int = 0
     cached_tokens: int | None = None  # prompt tokens the server reused from its cache, where it says
+    cost_usd: float | None = None  # None: the price or the tokens are unknown (models/prices.py)
     from_cache: bool = False  # answered by the response cache (simulator.models.cache), not the endpoint
     key: str | None = None  # the request's cache key
 
@@ -62,8 +63,8 @@ class ChatModel(Protocol):
 def _call(role: str, purpose: str, model: ChatModel, seed: int | None, c: Completion, error: str | None = None) -> Call:
     return Call(role=role, purpose=purpose, model=c.model or model.name, seed=seed, prompt_tokens=c.prompt_tokens,
                 completion_tokens=c.completion_tokens, latency_s=round(c.latency_s, 4), finish_reason=c.finish_reason,
-                retries=c.retries, ok=error is None, error=error, cached_tokens=c.cached_tokens, from_cache=c.from_cache,
-                key=c.key)
+                retries=c.retries, ok=error is None, error=error, cached_tokens=c.cached_tokens, cost_usd=c.cost_usd,
+                from_cache=c.from_cache, key=c.key)
 
 
 async def chat(model: ChatModel, messages: list[Message], *, role: str, purpose: str, calls: list[Call], **options) -> str:

@@ -21,11 +21,12 @@ from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
 from simulator.conversation.episode import max_rounds
 from simulator.conversation.runner import crashed_episode, run_episode
 from simulator.core.records import Call, Episode, RunSpec
-from simulator.core.errors import UserError
+from simulator.core.errors import StorageError, UserError
 from simulator.core.files import read_yaml, validate
 from simulator.core.redact import redact
-from simulator.models.backends import Endpoint, endpoint
+from simulator.models.backends import Endpoint, endpoint, role_prices
 from simulator.models.config import Config, load_config
+from simulator.models.prices import money
 from simulator.storage.store import Store
 
 from .collection import fewer_collections
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 # Config fields stored with a run, so that `nextstep batch --resume RUN_ID` needs nothing else. Never the key, nor the
 # name of its variable; the endpoint is stored too, but a resume takes it only as `run_config` says.
 RESUME_SETTINGS = ("backend", "model", "practitioner_model", "persona_model", "evaluator_model", "output_mode", "reasks",
-                   "timeout", "personas_dir", "prompts_dir")
+                   "timeout", "personas_dir", "prompts_dir", "prices_file")
 
 
 class Experiment(BaseModel):
@@ -127,17 +128,41 @@ def expand(exp: Experiment) -> list[Cell]:
     return cells
 
 
-def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog) -> dict:
-    """A true upper bound on calls, and tokens at roughly 500 a call if nothing is re-asked.
+# What a dry run assumes a call takes: 500 tokens, 400 of them prompt (the embedded default batch spends about 4 prompt
+# tokens per completion token: benchmarks/B5.md), none served from a cache.
+CALL_PROMPT_TOKENS, CALL_COMPLETION_TOKENS = 400, 100
+
+
+def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog,
+             prices: dict | None = None) -> dict:
+    """A true upper bound on calls, tokens at roughly 500 a call if nothing is re-asked, and their cost at most and then.
 
     A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
     each tried up to reasks + 1 times; a cell has at most `max_rounds` rounds (one more where its strategy has a
     parting line); `judge_max_calls(rounds, reasks)` bounds one judge on one episode of that many rounds.
+    `prices` ({'practitioner', 'persona', 'evaluators'}: a Price or None each) prices the calls, judge j at evaluator
+    model j modulo their number; a cost is None if a role's price is unknown (or no prices are given).
     """
     rounds = [max_rounds(exp.max_turns, catalog.strategies[c.scenario.strategy].parting is not None) for c in cells]
-    at_most = sum(4 * (reasks + 1) * r + exp.judges * judge_max_calls(r, reasks) for r in rounds)
-    typical = sum(4 * r + exp.judges * judge_max_calls(r, 0) for r in rounds)
-    return {"episodes": len(cells), "reasks": reasks, "calls_at_most": at_most, "tokens_roughly": typical * 500}
+
+    def calls(tries: int) -> dict[str, int]:
+        """Calls per role over the grid."""
+        per_role = {"practitioner": sum(2 * tries * r for r in rounds), "persona": sum(2 * tries * r for r in rounds)}
+        return per_role | {f"judge {j}": sum(judge_max_calls(r, tries - 1) for r in rounds) for j in range(exp.judges)}
+
+    def cost(per_role: dict[str, int]) -> float | None:
+        if prices is None:
+            return None
+        evaluators = prices["evaluators"]
+        by_role = {role: prices[role] if role in prices else evaluators[int(role.split()[1]) % len(evaluators)] for role in per_role}
+        if any(p is None for p in by_role.values()):
+            return None
+        return sum(n * by_role[r].cost(CALL_PROMPT_TOKENS, 0, CALL_COMPLETION_TOKENS) for r, n in per_role.items())
+
+    at_most, typical = calls(reasks + 1), calls(1)
+    return {"episodes": len(cells), "reasks": reasks, "calls_at_most": sum(at_most.values()),
+            "tokens_roughly": sum(typical.values()) * (CALL_PROMPT_TOKENS + CALL_COMPLETION_TOKENS),
+            "cost_at_most": cost(at_most), "cost_roughly": cost(typical)}  # fmt: skip
 
 
 def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, models: dict, rubric_hash: str | None,
@@ -218,12 +243,19 @@ class Progress:
     running: int = 0
     tokens: int = 0  # spent: reported by the endpoint; calls without usage are counted apart
     unknown_usage_calls: int = 0
+    cost_usd: float = 0.0  # of the calls whose cost is known
+    unknown_cost_calls: int = 0  # no known price (or no usage): their cost is not in cost_usd
     cache_hits: int = 0  # calls the response cache answered
     saved_tokens: int = 0  # what those calls had cost when first asked
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None
     fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
     finished: bool = False
+
+    @property
+    def cost(self) -> float | None:
+        """Dollars spent this session, None if some call's cost is unknown: a partial sum would read as the whole."""
+        return None if self.unknown_cost_calls else self.cost_usd
 
     @property
     def per_minute(self) -> float:
@@ -256,12 +288,18 @@ class Batch:
     max_failures: int | None = None
     rubric_file: Path | None = None
     on_progress: Callable[[Progress], None] | None = None
+    max_cost: float | None = None  # US dollars
     expected: RunSpec | None = None  # a replay: the spec the run was made with, which this one must match
     episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
     settings: dict | None = None  # a replay: the run's settings as it was made (not the bundle's temporary files)
 
     async def run(self) -> tuple[str, Progress]:
         async with self.endpoint.models(self.config) as models:
+            if self.max_cost is not None:
+                unpriced = sorted({m.name for m in [models["practitioner"], models["persona"], *models["evaluators"]] if m.price is None})
+                if unpriced:
+                    raise UserError(f"--max-cost: no price known for {', '.join(unpriced)}; give one in prices.toml "
+                                    "(--prices FILE; see README 'Cost')")
             return await self._run(models)
 
     async def _run(self, models: dict) -> tuple[str, Progress]:
@@ -284,6 +322,7 @@ class Batch:
             settings = run_settings(config, concurrency=self.concurrency, rubric_file=self.rubric_file)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextstep-store")
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(writer, self.store.claim, run_id)  # refused while another live process writes the run
         await loop.run_in_executor(writer, self.store.create_run, run_id, spec, settings)
         done = await loop.run_in_executor(writer, self.store.done, run_id)
         regrade = await loop.run_in_executor(writer, self.store.ungraded, run_id)  # simulated; a judge's endpoint failed
@@ -293,6 +332,19 @@ class Batch:
             await loop.run_in_executor(writer, self.store.save_texts, texts)
         progress = Progress(run_id, total=len(cells) + len(regrade), skipped=len(done))
         limit = asyncio.Semaphore(self.concurrency or self.endpoint.concurrency)
+
+        broken: list[StorageError] = []
+
+        async def saved(write: Callable, *args) -> bool:
+            """Write through the writer thread; a database that fails (full, locked, damaged) stops the batch."""
+            try:
+                await loop.run_in_executor(writer, write, *args)
+                return True
+            except StorageError as e:  # the episode is not stored: it runs again on resume
+                broken.append(e)
+                progress.running -= 1
+                progress.stopped, progress.fault = progress.stopped or str(e), True
+                return False
 
         def evaluator(seed: int):
             judges = judge_panel(models["evaluators"], prompts, rubric, rubric_hash, judges=exp.judges, seed=seed,
@@ -316,8 +368,8 @@ class Batch:
                 except Exception as e:  # a bug must not lose the episode: it is stored as failed
                     record = _crashed(cell, e)
                 record = record.model_copy(update={"run_id": run_id, "cell": cell.key, "rep": cell.rep})
-                await loop.run_in_executor(writer, self.store.save_episode, run_id, cell.key, cell.rep, record)
-                ended(record, record.all_calls())
+                if await saved(self.store.save_episode, run_id, cell.key, cell.rep, record):
+                    ended(record, record.all_calls())
 
         async def grade_again(record: Episode) -> None:
             """Grade an ungraded episode with the judges that did not answer; its conversation is kept as it is."""
@@ -327,9 +379,9 @@ class Batch:
                 progress.running += 1
                 self._report(progress)
                 verdicts = await evaluator(record.seed)(record.transcript(), previous=record.verdicts)
-                await loop.run_in_executor(writer, self.store.replace_verdicts, record.id, verdicts)
-                new = [c for v in verdicts if v not in record.verdicts for c in v.calls]
-                ended(record.with_verdicts(verdicts), new)
+                if await saved(self.store.replace_verdicts, record.id, verdicts):
+                    new = [c for v in verdicts if v not in record.verdicts for c in v.calls]
+                    ended(record.with_verdicts(verdicts), new)
 
         def ended(record: Episode, calls: list[Call]) -> None:
             """Count an episode that ended (simulated, or graded again) with the calls it made just now."""
@@ -347,6 +399,8 @@ class Batch:
                     progress.stopped, progress.fault = reason, True
             if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
                 progress.stopped = f"token budget of {self.max_tokens:,} reached"
+            if self.max_cost is not None and progress.cost_usd >= self.max_cost and not progress.stopped:
+                progress.stopped = f"cost budget of {money(self.max_cost)} reached"
             if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
                 progress.stopped, progress.fault = f"{progress.failed} failures reached --max-failures", True
             self._report(progress)
@@ -356,6 +410,9 @@ class Batch:
                 await asyncio.gather(*(grade_again(r) for r in regrade), *(one(c) for c in cells))
         finally:
             writer.shutdown(wait=True)
+        if broken:
+            raise StorageError(f"{broken[0]}; {progress.skipped + progress.done} succeeded episode(s) of run {run_id} stored, "
+                               f"those in flight not; resume with: nextstep batch --resume {run_id} --db {self.store.path}")
         progress.finished = True
         self._report(progress)
         return run_id, progress
@@ -374,6 +431,8 @@ class Batch:
                         "not counted in token totals%s", budget)  # fmt: skip
         progress.unknown_usage_calls += unknown
         progress.tokens += sum((c.prompt_tokens or 0) + (c.completion_tokens or 0) for c in calls)
+        progress.unknown_cost_calls += sum(c.cost_usd is None for c in calls)
+        progress.cost_usd += sum(c.cost_usd or 0.0 for c in calls)
 
     def _report(self, progress: Progress) -> None:
         if self.on_progress:
@@ -389,6 +448,7 @@ async def run_grid(
     concurrency: int | None = None,
     max_tokens: int | None = None,
     max_failures: int | None = None,
+    max_cost: float | None = None,
     config: Config | None = None,
     config_file: Path | None = None,
     rubric_file: Path | None = None,
@@ -409,7 +469,7 @@ async def run_grid(
     concurrency = concurrency or stored.get("concurrency")
     with Store(Path(db)) as store, endpoint(config, concurrency, send_key=send_key) as ep:
         batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
-                      on_progress)  # fmt: skip
+                      on_progress, max_cost)  # fmt: skip
         run_id, _ = await batch.run()
     return run_id
 
@@ -433,7 +493,7 @@ def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | 
 
     experiment, _, (config, _), catalog = _prepare(experiment, db, resume, None, config_file, config_flags)
     cells = expand(experiment)
-    return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog)
+    return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog, role_prices(config))
 
 
 def grid(experiment: Experiment | dict | Path | None = None, **fields) -> Experiment | None:

@@ -225,10 +225,10 @@ async def replay_batch(path: Path, *, db: Path, on_progress=None) -> tuple[str, 
 
 
 async def replay_grading(path: Path, names: list[str], *, db: Path, judges: int | None = None, seed: int | None = None,
-                         on_graded=None) -> tuple[list, list[str]]:
+                         on_graded=None) -> tuple:
     """Grade stored episodes again as the bundled run's latest verdicts were made, answered from the bundle alone:
     the judges, seeds, models and fidelity check are those of the bundle's verdicts unless `judges`/`seed` are given.
-    Returns (verdicts per episode, `differences` of the run in `db` from the bundle's records)."""
+    Returns (`grading.Regraded`, `differences` of the run in `db` from the bundle's records)."""
     bundle = read_bundle(path)
     graded = max(bundle.episodes, key=lambda e: len(e.verdicts), default=None)
     panel = graded.verdicts if graded else []
@@ -240,9 +240,9 @@ async def replay_grading(path: Path, names: list[str], *, db: Path, judges: int 
     with bundle.files() as files:
         config = bundle.config(files, evaluator_model=",".join(v.model for v in panel) or None)
         catalog = load_catalog(config.personas_dir, config.prompts_dir)
-        verdicts = await regrade(names, config, catalog, db=db, judges=judges, seed=seed, rubric_file=files["rubric_file"],
-                                 fidelity_judge=any(v.fidelity for v in panel), on_graded=on_graded,
-                                 replay=bundle.endpoint())  # fmt: skip
+        done = await regrade(names, config, catalog, db=db, judges=judges, seed=seed, rubric_file=files["rubric_file"],
+                             fidelity_judge=any(v.fidelity for v in panel), on_graded=on_graded,
+                             replay=bundle.endpoint())  # fmt: skip
     with Store(db) as store:
         records = store.episodes(bundle.run_id) if any(r["id"] == bundle.run_id for r in store.runs()) else []
-    return verdicts, differences(bundle, records)
+    return done, differences(bundle, records)
