@@ -63,7 +63,7 @@ def fitness(*, db: Path | str = api.DB, reps: int | None = None, budget: int | N
     cat = api.catalog(**_files(config_flags))
     ranges = {name: {k: tuple(getattr(persona.expected_first_turn, k)) for k in ("interest", "comfort")}
               for name, persona in cat.personas.items()}  # fmt: skip
-    criteria = [v.run_works(records, per_minute, api.summarize(result.run_id, db=db)["tokens_per_episode"], limits["run_works"],
+    criteria = [v.run_works(records, per_minute, api.summarize(result.run_id, db=db), limits["run_works"],
                            planned=spend["stages"][0]["episodes"], stopped=result.progress.stopped)]  # fmt: skip
     if any(r.status == "succeeded" for r in records):
         audit = api.audit_personas(result.run_id, db=db, personas_dir=config_flags.get("personas_dir"))

@@ -100,7 +100,7 @@ def staying_in_character(records: list[Episode], ranges: dict[str, dict], limits
     return _criterion(2, "staying in character", [check])
 
 
-def run_works(records: list[Episode], per_minute: float, tokens_per_episode: float | None, limits: dict, *,
+def run_works(records: list[Episode], per_minute: float, summary: dict, limits: dict, *,
               planned: int, stopped: str | None = None) -> dict:
     """Criterion 5: the grid finished, failed episodes, re-asked calls, degenerate endings; tokens and pace (reported)."""
     calls = [c for r in records for c in r.all_calls()]
@@ -120,9 +120,11 @@ def run_works(records: list[Episode], per_minute: float, tokens_per_episode: flo
         checks.append({"check": what, "status": s, "clearly": clearly, "figure": s_["rate"], "ci": s_["ci"],
                        "of": f"{s_['k']} of {s_['n']}", "threshold": f"pass <= {limits[key]['pass']}, fail > {limits[key]['fail']}",
                        "why": limits[key]["why"]})  # fmt: skip
-    tokens = "unknown (the endpoint reported no usage)" if tokens_per_episode is None else f"{tokens_per_episode:,.0f}"
+    tokens, cost = summary["tokens_per_episode"], summary.get("cost_per_episode")  # `summarize`'s, as `batch` prints
+    tokens = "unknown (the endpoint reported no usage)" if tokens is None else f"{tokens:,.0f}"
+    money = "no price known for the model" if cost is None else f"US${cost:.4f} per episode"
     checks.append({"check": "cost and pace (reported, not graded)", "status": "pass", "clearly": False, "figure": None,
-                   "ci": None, "of": f"tokens per episode {tokens}; {per_minute:.1f} episodes per minute; money: no price known",
+                   "ci": None, "of": f"tokens per episode {tokens}; {per_minute:.1f} episodes per minute; {money}",
                    "threshold": "none", "why": "Read them to plan the grid; no model fails for being slow."})  # fmt: skip
     return _criterion(5, "the run works", checks)
 
