@@ -74,7 +74,7 @@ def test_the_commands_read_a_0_1_0_database(old_db, tmp_path):
     shown = nextstep("show", graded[:6], "--db", str(old_db))
     assert shown.returncode == 0 and "verdict" in shown.stdout and "Traceback" not in shown.stderr, shown.stderr
     summary = nextstep("show", "old-batch", "--db", str(old_db), env={**os.environ, "COLUMNS": "200"})  # the summary tables
-    assert summary.returncode == 0 and "contact (number/email)" in summary.stdout, summary.stderr
+    assert summary.returncode == 0 and "contact: number or email exchanged" in summary.stdout, summary.stderr
     for run in ("old-batch", "old-branch", "play-persona"):
         assert export(run, old_db, "jsonl", tmp_path / f"{run}.jsonl") == len(load_run(run, old_db)) > 0
         assert nextstep("export", run, "--format", "csv", "-o", str(tmp_path / f"{run}.csv"), "--db", str(old_db)).returncode == 0

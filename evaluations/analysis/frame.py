@@ -165,12 +165,12 @@ def usable(frame, *, include_unfaithful: bool = False):
     return frame[frame["completed" if include_unfaithful else "usable"].astype(bool)]
 
 
-def summary(frame, by=("persona", "setting")) -> list[dict]:
+def summary(frame, by=("persona", "setting"), *, include_unfaithful: bool = False) -> list[dict]:
     """Per group: episodes, failed, ungraded, excluded by fidelity, the rates of contact (number or email), of a
-    social handle and of a concrete next meeting, and the mean score per condition."""
+    social handle and of a concrete next meeting, and the mean score per condition (over `usable` episodes)."""
     rows = []
     for key, group in frame.groupby(list(by), sort=True):
-        ok = usable(group)
+        ok = usable(group, include_unfaithful=include_unfaithful)
         rows.append({
             **dict(zip(by, key if isinstance(key, tuple) else (key,))),
             "episodes": len(group), "failed": int((group["status"] == "failed").sum()),

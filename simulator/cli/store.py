@@ -63,9 +63,9 @@ def show(
 def export(
     run_id: Annotated[str, typer.Argument(help="The run to export.")],
     fmt: Annotated[Optional[str], typer.Option("--format", show_default=False, help="jsonl (full records), csv or parquet "
-                                               "(one row per episode) \\[default: from the -o name, else jsonl].")] = None,
+                                               "(one row per episode) [default: from the -o name, else jsonl].")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", show_default=False,
-                                                   help="File to write \\[default: RUN_ID.FORMAT].")] = None,
+                                                   help="File to write [default: RUN_ID.FORMAT].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
     db: Db = Path("nextstep.db"),
     bundle: Annotated[Optional[Path], typer.Option(help="Write a replay bundle instead: the records and every response the run "

@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, ValidationError
 
 from simulator.core.errors import OutputError
@@ -82,6 +81,8 @@ def json_schema(output_type: type[BaseModel]) -> dict:
     types keep inside the subset every strict provider takes (no length or range keywords: bounded
     values are enums, lengths are checked by pydantic after parsing), which tests/test_schemas.py checks.
     """
+    from openai.lib._pydantic import to_strict_json_schema  # here: the chat interface alone must not load the client
+
     return to_strict_json_schema(output_type)
 
 
