@@ -15,11 +15,19 @@ character and its numbers mean little. Here every call is answered by a small sc
   (a "just friends" ask), reads the outcome from the stranger's line that gave contact (next meeting when a day was
   proposed and contact given) and finds every persona in character.
 
+Variants for checks that must fail for a known reason (`rule_server(mode=...)`): 'random' personas report a state
+drawn uniformly from 0-10 on every turn and share or refuse at random; 'always_share' personas follow the rules in
+all else but give whatever is asked for; with 'random_judge' the people follow the rules and the judge answers at
+random (a score 1-5 or not applicable per condition, each flag one time in two, any outcome).
+A transcript of the shipped gold set (`evaluations/gold/team.jsonl`, as `calibrate` sends it) is graded, outside
+'random_judge', with the labels people gave it: a stand-in for a judge that agrees with people, so that a check
+reading calibration has a known pass; it says nothing about any real judge.
+
 So a run's figures are known in advance: `would_share(persona, strategy, interest)` is the rule, for tests that
 want to state the expected figure in code as well as by hand.
 
     with StubServer(fault=by_the_rules) as url: ...       # or: with rule_server() as url: ...
-    python tests/rule_stub.py PORT                         # serve in the foreground, e.g. for the CLI
+    python tests/rule_stub.py PORT [MODE]                  # serve in the foreground, e.g. for the CLI
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import json
 import random
 import re
 from functools import lru_cache
+from pathlib import Path
 
 from stub_server import StubServer, completion
 
@@ -78,6 +87,13 @@ GRADES = {  # the judge's scores at an ask, by what the ask says: (plain, masked
 @lru_cache(maxsize=1)
 def _catalog():
     return load_catalog()
+
+
+@lru_cache(maxsize=1)
+def _gold() -> dict[tuple[str, ...], dict]:
+    """The shipped gold items by their turns' texts."""
+    lines = (Path(__file__).resolve().parents[1] / "evaluations" / "gold" / "team.jsonl").read_text().splitlines()
+    return {tuple(t["text"] for t in item["turns"]): item for item in map(json.loads, filter(str.strip, lines))}
 
 
 def kind_asked(line: str) -> str:
@@ -135,7 +151,7 @@ def _practitioner(messages: list[dict]) -> str:
     return f"{KEEP_TALKING} ({len(mine)})"
 
 
-def _persona(messages: list[dict]) -> str:
+def _persona(messages: list[dict], mode: str = "rules") -> str:
     system, persona = messages[0]["content"], _persona_in(messages[0]["content"])
     mine = [m["content"] for m in messages if m["role"] == "assistant"]
     heard = messages[-1]["content"] if messages[-1]["role"] == "user" else ""
@@ -143,16 +159,20 @@ def _persona(messages: list[dict]) -> str:
     if heard in (GOODBYE, ACCEPT_NO):
         return BYE[len([m for m in mine if m in BYE])]
     if ASK.search(heard):
-        if would_share(persona, heard, interest):
+        coin = random.Random(json.dumps(messages)).random() < 0.5  # the random persona's answer, fixed by the request
+        if mode == "always_share" or (coin if mode == "random" else would_share(persona, heard, interest)):
             return GIVES[kind_asked(heard)]
         return NO[persona] if manner(heard) == "plain" or persona == "aloof" else HEDGE
     return CHAT[persona][min(len(mine), len(CHAT[persona]) - 1)] + ("" if len(mine) < len(CHAT[persona]) else f" ({len(mine)})")
 
 
-def _state(prompt: str, seed: int) -> dict:
+def _state(prompt: str, seed: int, mode: str = "rules") -> dict:
     """The persona's private state after her line: drawn inside her file's range on her first turn, then kept."""
     said = _last_line(prompt)
     intent = "give_contact" if said in GIVES.values() else "decline" if said in set(NO.values()) | {HEDGE} else "chat"
+    if mode == "random":  # anywhere, every turn
+        rng = random.Random(f"{seed} {prompt}")
+        return {"interest": rng.randint(0, 10), "comfort": rng.randint(0, 10), "intent": intent}
     transcript = prompt.partition("(Me) and a stranger (Them):\n")[2].partition("\n\nYour last line")[0]
     if sum(line.startswith("Me:") for line in transcript.splitlines()) == 1:
         first = _catalog().personas[_persona_in(prompt)].expected_first_turn
@@ -196,8 +216,39 @@ def _enum(schema: dict, *path: str) -> list:
     return next((o["enum"] for o in options if "enum" in o), [])
 
 
-def _judge(name: str, prompt: str, schema: dict) -> dict:
+def _from_labels(name: str, turns: list[dict], schema: dict, item: dict | None, rng: random.Random | None) -> dict:
+    """The answer a gold item's labels give (`item`), or a random one (`rng`)."""
+    practitioner = [t for t in turns if t["speaker"] == "practitioner"]
+    labels = item["labels"] if item else {c: rng.choice([None, 1, 2, 3, 4, 5]) for c in schema.get("properties", {})}
+    if name == "transition_turns":
+        graded = rng.random() < 0.8 if rng else any(v is not None for v in labels.values())
+        return {"turns": [practitioner[-1]["index"]] if graded and practitioner else []}
+    if name == "transition_grades":
+        out = {}
+        for c in schema["properties"]:
+            allowed, score = _enum(schema, c, "sentence"), labels.get(c)
+            out[c] = {"sentence": (allowed or [None])[0] if score is not None else None, "reason": "As labelled.", "score": score}
+        return out
+    if name == "flags":
+        names, cited = _enum(schema, "flags", "items", "flag"), _enum(schema, "flags", "items", "sentence")
+        raised = item["flags"] if item else [f for f in names if rng.random() < 0.5]
+        return {"flags": [{"flag": f, "sentence": cited[0], "reason": "As labelled."} for f in raised if f in names and cited]}
+    if name == "outcome":
+        exchanged = item["exchanged"] if item else rng.choice(["number", "email", "social_handle", "none"])
+        cited = _enum(schema, "sentence")
+        sentence = None if exchanged == "none" else (cited or [t["ids"][-1] for t in turns if t["speaker"] == "persona"])[-1]
+        return {"reason": "As labelled.", "exchanged": exchanged, "sentence": sentence, "next_meeting": False}
+    if name == "fidelity":
+        return {"reason": "As labelled.", "in_character": True}
+    raise ValueError(f"rule stub: no rule for a structured request named {name!r}")
+
+
+def _judge(name: str, prompt: str, schema: dict, mode: str = "rules") -> dict:
     turns = _turns(prompt)
+    if mode == "random_judge":
+        return _from_labels(name, turns, schema, None, random.Random(prompt))
+    if (item := _gold().get(tuple(t["text"] for t in turns))) is not None:
+        return _from_labels(name, turns, schema, item, None)
     practitioner = [t for t in turns if t["speaker"] == "practitioner"]
     asks = [t for t in practitioner if ASK.search(t["text"])]
     if name == "transition_turns":
@@ -231,19 +282,22 @@ def _judge(name: str, prompt: str, schema: dict) -> dict:
     raise ValueError(f"rule stub: no rule for a structured request named {name!r}")
 
 
-def answer(body: dict) -> str:
-    """The scripted answer to one chat completion request."""
+MODES = ("rules", "random", "always_share", "random_judge")
+
+
+def answer(body: dict, mode: str = "rules") -> str:
+    """The scripted answer to one chat completion request (`mode`: see the module's docstring)."""
     messages, schema = body["messages"], _schema(body)
     prompt = next(m["content"] for m in messages if m["role"] == "user")  # a re-ask appends to the first prompt
     if schema is None:
         first = messages[0]["content"]
-        return _practitioner(messages) if "You have just started chatting" in first else _persona(messages)
+        return _practitioner(messages) if "You have just started chatting" in first else _persona(messages, mode)
     name = schema.get("title")
     if name == "practitioner_intent":
         return json.dumps({"intent": _intent(prompt)})
     if name == "persona_state":
-        return json.dumps(_state(prompt, body.get("seed") or 0))
-    return json.dumps(_judge(name, prompt, schema))
+        return json.dumps(_state(prompt, body.get("seed") or 0, mode))
+    return json.dumps(_judge(name, prompt, schema, mode))
 
 
 def by_the_rules(n: int, body: dict):
@@ -251,14 +305,22 @@ def by_the_rules(n: int, body: dict):
     return 200, {}, completion(body, answer(body))
 
 
-def rule_server(latency: float = 0.0) -> StubServer:
-    """A StubServer playing by the rules: `with rule_server() as url: ...`."""
-    return StubServer(latency, fault=by_the_rules)
+def playing(mode: str):
+    """A fault hook answering in `mode`: `playing('rules')` is `by_the_rules`."""
+    if mode not in MODES:
+        raise ValueError(f"rule stub: no mode {mode!r} (one of {', '.join(MODES)})")
+    return lambda n, body: (200, {}, completion(body, answer(body, mode)))
+
+
+def rule_server(latency: float = 0.0, mode: str = "rules") -> StubServer:
+    """A StubServer playing by the rules (or a variant, `mode`): `with rule_server() as url: ...`."""
+    return StubServer(latency, fault=playing(mode))
 
 
 if __name__ == "__main__":  # `python tests/rule_stub.py PORT`: serve in the foreground
     import sys
 
-    stub = StubServer(port=int(sys.argv[1]), fault=by_the_rules)
-    print(f"rule stub serving on {stub.url}", flush=True)
+    mode = sys.argv[2] if len(sys.argv) > 2 else "rules"
+    stub = StubServer(port=int(sys.argv[1]), fault=playing(mode))
+    print(f"rule stub ({mode}) serving on {stub.url}", flush=True)
     stub.server.serve_forever()

@@ -18,7 +18,8 @@ LAYERS = [
     ["evaluations.judge", "simulator.storage"],
     ["simulator.runs", "evaluations.analysis"],
     ["simulator.api"],
-    ["simulator.view"],  # the viewer: a layer of its own that reads the store and the analysis, never the models
+    ["simulator.fitness", "simulator.view"],  # fitness composes the public API (batch, personas audit, calibration);
+    # the viewer reads the store and the analysis, never the models
     ["simulator.cli"],
     ["simulator.__main__"],
 ]

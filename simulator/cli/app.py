@@ -12,12 +12,12 @@ import typer
 from simulator.core.errors import UserError
 from simulator.core.redact import RedactingFilter, redact
 
-from . import batch, branch, cache, compare, grade, play, run, serve, store, view
+from . import batch, branch, cache, compare, fitness, grade, play, run, serve, store, view
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
-for group in (run, grade, batch, store, serve, compare, branch, play, cache, view):
+for group in (run, grade, batch, store, serve, compare, branch, play, cache, view, fitness):
     app.add_typer(group.app)
 
 

@@ -1,0 +1,167 @@
+"""`nextstep fitness` on scripted endpoints whose answer is known: rule-following personas and a judge answering as
+people labelled pass, random personas are not told apart, personas that always share are too cooperative, a judge
+answering at random disagrees with people."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rule_stub import rule_server
+
+from simulator.fitness import PROTOCOL, fitness
+
+GRID_EPISODES = 3 * 2 * 6  # personas x strategies (common_interest, friends_pretext) x reps, as protocol.yaml says
+
+
+def nextstep(*args):
+    return subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True,
+                          env={"COLUMNS": "80", "PATH": "/usr/bin:/bin", "NEXTSTEP_CACHE": "0"})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def verdicts(tmp_path_factory):
+    """The verdict against each scripted endpoint: {mode: verdict}."""
+    out = {}
+    for mode in ("rules", "random", "always_share", "random_judge"):
+        with rule_server(mode=mode) as url:
+            out[mode] = fitness(db=tmp_path_factory.mktemp(mode) / "n.db", base_url=url, cache=False)
+    return out
+
+
+def check(verdict: dict, criterion: int, name: str) -> dict:
+    crit = next(c for c in verdict["criteria"] if c["criterion"] == criterion)
+    return next(k for k in crit["checks"] if k["check"].startswith(name))
+
+
+def status(verdict: dict) -> dict[int, str]:
+    return {c["criterion"]: c["status"] for c in verdict["criteria"]}
+
+
+def test_rule_following_personas_pass(verdicts):
+    v = verdicts["rules"]
+    assert status(v) == {1: "pass", 2: "pass", 3: "not run", 4: "pass", 5: "pass"} and v["overall"] == "pass"
+    assert v["episodes"] == GRID_EPISODES
+    assert check(v, 1, "first private state")["figure"] == 1.0  # the stub draws every first state inside the file's range
+    assert check(v, 1, "pairs")["of"] == "3 of 3 pairs"
+    # By hand: aloof shares to the plain ask only (6 of 12), unsure to the plain ask when her interest > 4 (2 of 12
+    # here), friendly always (12 of 12): neither conditional persona reaches friendly.
+    assert check(v, 1, "no persona")["figure"] == 0
+    assert check(v, 2, "persona turns")["figure"] == 0.0  # states kept after the first turn, nothing leaked
+    assert check(v, 5, "episodes failed")["of"] == f"0 of {GRID_EPISODES}"
+
+
+def test_random_personas_are_not_told_apart(verdicts):
+    v = verdicts["random"]
+    assert status(v)[1] == "fail" and v["overall"] == "fail"
+    first = check(v, 1, "first private state")
+    # Uniform 0-10 lands in aloof's first comfort range (1-3) 3 times in 11: the lowest share in range is far below 0.7.
+    assert first["status"] == "fail" and first["figure"] < 0.5 and first["ci"][1] < 0.7
+    assert check(v, 1, "pairs")["status"] == "fail"
+    assert status(v)[2] == "fail"  # a fresh random state every turn leaves the envelope before the ask
+    assert status(v)[4] == "not run"  # no calibration spent once the personas clearly failed
+    assert all("stopped early" in c["note"] for c in v["criteria"] if c["status"] == "not run")
+
+
+def test_personas_that_always_share_are_too_cooperative(verdicts):
+    v = verdicts["always_share"]
+    assert status(v)[1] == "fail"
+    coop = check(v, 1, "no persona")
+    assert coop["status"] == "fail" and coop["figure"] == 2  # aloof and unsure each share 12 of 12, as friendly does
+    assert all("12 of 12 vs 12 of 12" in d for d in coop["details"])
+    assert check(v, 1, "first private state")["status"] == "pass"  # only the sharing is wrong
+
+
+def test_a_judge_answering_as_people_labelled_agrees_with_them(verdicts):
+    v = verdicts["rules"]
+    kappa = check(v, 4, "judge's scores")
+    assert kappa["figure"] == 1.0 and kappa["ci"] == [1.0, 1.0]  # the stub grades a gold transcript with its labels
+    assert check(v, 4, "what was exchanged")["of"] == "27 of 27 (0 unscored)"
+    # people's own ceiling, from the README's table of the two labelling passes
+    assert "agenda_clarity: weighted kappa 1.00 [1.00, 1.00] over 23 items; people 0.70" in kappa["details"]
+
+
+def test_a_judge_answering_at_random_fails_the_judge_criterion(verdicts):
+    v = verdicts["random_judge"]
+    assert status(v)[1] == status(v)[2] == "pass" and status(v)[4] == "fail" and v["overall"] == "fail"
+    kappa = check(v, 4, "judge's scores")
+    assert kappa["status"] == "fail" and kappa["figure"] < 0.4 and kappa["ci"][1] < 0.6  # chance agreement is 0
+    # any of four outcomes at random: about 1 in 4 right, far below 0.7
+    assert check(v, 4, "what was exchanged")["figure"] < 0.5
+
+
+def test_the_verdict_records_the_protocol_hash(verdicts):
+    assert verdicts["rules"]["protocol"]["hash"] == hashlib.sha256(Path(PROTOCOL).read_bytes()).hexdigest()[:12]
+
+
+def test_dry_run_says_what_it_will_spend():
+    result = nextstep("fitness", "--dry-run", "--base-url", "http://127.0.0.1:9/v1")
+    assert result.returncode == 0, result.stderr
+    assert f"in all: {GRID_EPISODES} episodes, at most" in result.stdout
+
+
+def test_budget_below_the_bound_is_refused_before_any_call(tmp_path):
+    result = nextstep("fitness", "--budget", "10", "--base-url", "http://127.0.0.1:9/v1", "--db", str(tmp_path / "n.db"))
+    assert result.returncode == 2 and result.stderr.startswith("nextstep: error: --budget 10:") and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "n.db").exists()
+
+
+def test_a_budget_that_covers_only_the_grid_skips_the_calibration(tmp_path):
+    from simulator.fitness import plan
+
+    grid = plan(db=tmp_path / "n.db")["stages"][0]["calls_at_most"]
+    with rule_server() as url:
+        v = fitness(db=tmp_path / "n.db", base_url=url, cache=False, budget=grid)
+    judge = next(c for c in v["criteria"] if c["criterion"] == 4)
+    assert judge["status"] == "not run" and f"past --budget {grid}" in judge["note"] and v["overall"] == "pass"
+
+
+def test_a_model_that_never_answers_in_json_fails_the_run_criterion(tmp_path):
+    from rule_stub import answer
+    from stub_server import StubServer, completion
+
+    def prose(n, body):  # plain lines as the rules say, but every structured answer is prose
+        return 200, {}, completion(body, "Sure! Here you go." if body.get("response_format") else answer(body))
+
+    with StubServer(fault=prose) as url:
+        v = fitness(db=tmp_path / "n.db", base_url=url, cache=False)
+    run = next(c for c in v["criteria"] if c["criterion"] == 5)
+    assert run["status"] == "fail" and v["overall"] == "fail"
+    # every episode fails at its first structured call, so the batch stops once a quarter of the 36 have failed (9)
+    ran = check(v, 5, "the grid ran")
+    assert ran["status"] == "fail" and "stopped scheduling" in ran["of"]
+    assert check(v, 5, "episodes failed")["figure"] == 1.0
+    # by hand: each episode's practitioner line (plain text, fine), then its intent tried 3 times (2 re-asks), all prose
+    assert check(v, 5, "calls whose answer")["figure"] == 3 / 4
+    assert {c["criterion"]: c["status"] for c in v["criteria"]} == {1: "not run", 2: "not run", 3: "not run", 4: "not run", 5: "fail"}
+
+
+@pytest.mark.local_model
+def test_the_embedded_model_fails_personas_and_character_plainly(tmp_path):
+    """SmolLM2-135M plays no persona: criteria 1 and 2 fail, with figures, and nothing crashes (one rep a cell, the grid only)."""
+    from simulator.cli.fitness import render
+    from simulator.fitness import plan
+
+    grid = plan(db=tmp_path / "n.db", reps=1)["stages"][0]["calls_at_most"]
+    v = fitness(db=tmp_path / "n.db", reps=1, budget=grid)
+    assert {c["criterion"]: c["status"] for c in v["criteria"]}[1] == "fail"
+    assert {c["criterion"]: c["status"] for c in v["criteria"]}[2] == "fail"
+    page = render(v)
+    assert "1. personas told apart: FAIL" in page and "2. staying in character: FAIL" in page
+    assert max(map(len, page.splitlines())) <= 80
+
+
+@pytest.mark.parametrize("mode, code", [("rules", 0), ("always_share", 1)])
+def test_the_command_prints_80_columns_and_writes_json(tmp_path, mode, code):
+    with rule_server(mode=mode) as url:
+        result = nextstep("fitness", "--base-url", url, "--db", str(tmp_path / "n.db"), "-o", str(tmp_path / "v.json"))
+    assert result.returncode == code, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"fitness: {'PASS' if code == 0 else 'FAIL'}" and max(map(len, lines)) <= 80
+    saved = json.loads((tmp_path / "v.json").read_text())
+    assert saved["runs"]["grid"] in result.stdout  # the stored run's id, whole
+    assert f"{saved['criteria'][0]['criterion']}. personas told apart: {saved['criteria'][0]['status'].upper()}" in lines
