@@ -31,7 +31,7 @@ from simulator.core.files import output_file
 from simulator.core.records import Episode, Turn
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
-from simulator.runs.batch import Cell, Experiment, Progress, grid, plan_grid, run_grid
+from simulator.runs.batch import FAIL_FAST, Cell, Experiment, Progress, grid, plan_grid, run_grid
 from simulator.runs.branch import Treatment, run_branches
 from simulator.runs.grading import OnGraded, grade_episodes, regrade
 from simulator.runs.one import run_one
@@ -137,13 +137,15 @@ def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: st
 
 def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
               run_id: str | None = None, concurrency: int | None = None, max_tokens: int | None = None,
-              max_failures: int | None = None, rubric_file: Path | None = None,
+              max_failures: int | None = None, fail_fast: int = FAIL_FAST, rubric_file: Path | None = None,
               on_progress: Callable[[Progress], None] | None = None, config_file: Path | None = None,
               **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
 
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
+    Before any episode, one test call per distinct model: an endpoint that refuses it raises UserError, nothing run.
+    `fail_fast` N stops the batch when the first N episodes to end all failed with the same error (0: never).
     """
     output_file(db, "--db")
     final: list[Progress] = []
@@ -155,7 +157,7 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
                          max_failures=max_failures, config_file=config_file, rubric_file=rubric_file, on_progress=remember,
-                         **config_flags))  # fmt: skip
+                         fail_fast=fail_fast, **config_flags))  # fmt: skip
     return BatchResult(run, final[0])
 
 

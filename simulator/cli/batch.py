@@ -52,8 +52,8 @@ def print_plan(grid, cells: list, e: dict) -> None:
         table.add_row(key, str(len(seeds)), ", ".join(map(str, seeds[:5])) + (" …" if len(seeds) > 5 else ""))
     console.print(table)
     console.print(f"max_turns {grid.max_turns} · temperature {grid.temperature} · judges {grid.judges} · reasks {e['reasks']}")
-    console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls (every possible re-ask counted), "
-                  f"roughly {e['tokens_roughly']:,} tokens")
+    console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls (every possible re-ask counted, and "
+                  f"{e['test_calls']} test call(s), one per distinct model), roughly {e['tokens_roughly']:,} tokens")
 
 
 @app.command()
@@ -76,6 +76,8 @@ def batch(
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent "
                                                                   "(counting the calls whose endpoint reports usage).")] = None,
     max_failures: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes after this many failures.")] = None,
+    fail_fast: Annotated[int, typer.Option(min=0, help="Stop when the first N episodes to end all failed with the same "
+                                                       "error (0: never).")] = api.FAIL_FAST,
     dry_run: Annotated[bool, typer.Option(help="Print the cells and an upper bound on calls, run nothing.")] = False,
     db: Db = Path("nextstep.db"), rubric_file: RubricFile = None, *, config: dict,
 ) -> None:
@@ -92,12 +94,14 @@ def batch(
                 show(progress)
 
             result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
-                                   max_failures=max_failures, rubric_file=rubric_file, on_progress=report, **config)  # fmt: skip
+                                   max_failures=max_failures, fail_fast=fail_fast, rubric_file=rubric_file, on_progress=report,
+                                   **config)  # fmt: skip
     except KeyboardInterrupt:
         if seen:  # the episodes that were in flight run again on resume
             seen[0].stopped = "interrupted"
             print_session(seen[0].run_id, db, seen[0])
         raise
     print_summary(api.summarize(result.run_id, db), db, result.progress)
-    if result.progress.fault:
+    p = result.progress
+    if p.fault or (p.failed and not p.done):  # something broke, or every episode of this session failed
         raise typer.Exit(1)

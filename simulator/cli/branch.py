@@ -42,8 +42,11 @@ def branch(
     and the other settings are the parent run's unless given.
     """
     counts: dict[str, list[int]] = {}
+    failed = 0
 
     def saved(record: Episode) -> None:
+        nonlocal failed
+        failed += record.status == "failed"
         arm, exchanged = record.branch.arm, record.outcome and record.outcome.exchanged
         k, n = counts.setdefault(arm, [0, 0])
         counts[arm] = [k + (exchanged not in (None, "none")), n + 1]
@@ -59,3 +62,5 @@ def branch(
         console.print(f"{arm}: {n} continuations this session, {k} ended in an exchange")
     console.print(f"branch run {run} ({escape(treatment.label())} vs control)\n"
                   f"see more: nextstep compare {run} --db {db}\n          nextstep report {run} --db {db} -o {run}.html")
+    if failed and failed == sum(n for _, n in counts.values()):  # every continuation of this session failed
+        raise typer.Exit(1)

@@ -38,6 +38,14 @@ def grade(
     if result["judge_alpha"] is not None:
         print_alpha(result["judge_alpha"])
     console.print(f"[bold]saved[/]: new verdicts for {len(result['verdicts'])} episode(s); earlier ones kept as history")
+    _exit_if_all_ungraded(result["verdicts"])
+
+
+def _exit_if_all_ungraded(verdicts: list[list[Verdict]]) -> None:
+    """Exit 1 when no verdict was graded at all: the endpoint failed every time (each is stored as ungraded)."""
+    if verdicts and not any(v.graded for vs in verdicts for v in vs):
+        console.print("[red]every verdict is ungraded[/]: the endpoint failed each time")
+        raise typer.Exit(1)
 
 
 def _ci(x, ci) -> str:
@@ -89,3 +97,4 @@ def calibrate(
     print_calibration(result["report"])
     if output:
         console.print(f"[bold]saved[/]: {output}")
+    _exit_if_all_ungraded(list(result["verdicts"].values()))

@@ -56,8 +56,9 @@ def print_session(run_id: str, db: Path, progress: Progress) -> None:
     """What this batch session did, and how to continue it."""
     unknown = (f" + {progress.unknown_usage_calls:,} calls whose endpoint reported no usage (not counted, so not "
                "held to --max-tokens)") if progress.unknown_usage_calls else ""  # fmt: skip
+    tested = f" (with {progress.test_calls} test call(s) before the episodes)" if progress.test_calls else ""
     console.print(f"this session: {progress.done} succeeded, {progress.failed} failed, {progress.skipped} already done; "
-                  f"{progress.tokens:,} tokens{unknown}")
+                  f"{progress.tokens:,} tokens{tested}{unknown}")
     resume = f"nextstep batch --resume {run_id} --db {db}"
     if progress.stopped:
         console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")

@@ -34,15 +34,21 @@ class Endpoint:
 
         'evaluators' is a list: --evaluator-model may name several models, which judges take in turn.
         """
-        default = config.model or self.default_model
-        evaluators = [n.strip() for n in (config.evaluator_model or "").split(",") if n.strip()] or [None]
+        names = role_models(config)
         async with async_client(self.base_url, self.api_key, config.timeout) as client:
 
             def model(name: str | None) -> OpenAIChatModel:
-                return OpenAIChatModel(client, name or default, output_mode=self.output_mode)
+                return OpenAIChatModel(client, name or self.default_model, output_mode=self.output_mode)
 
-            yield {"practitioner": model(config.practitioner_model), "persona": model(config.persona_model),
-                   "evaluators": [model(n) for n in evaluators]}  # fmt: skip
+            yield {"practitioner": model(names["practitioner"]), "persona": model(names["persona"]),
+                   "evaluators": [model(n) for n in names["evaluators"]]}  # fmt: skip
+
+
+def role_models(config: Config) -> dict:
+    """The model each role is set to, None for the endpoint's default: {'practitioner', 'persona', 'evaluators': [...]}."""
+    evaluators = [n.strip() for n in (config.evaluator_model or "").split(",") if n.strip()] or [None]
+    return {"practitioner": config.practitioner_model or config.model, "persona": config.persona_model or config.model,
+            "evaluators": [n or config.model for n in evaluators]}  # fmt: skip
 
 
 def check_reachable(base_url: str, timeout: float = 5.0) -> None:

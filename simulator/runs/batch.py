@@ -23,14 +23,16 @@ from simulator.conversation.runner import crashed_episode, run_episode
 from simulator.core.records import Call, Episode, RunSpec
 from simulator.core.errors import UserError
 from simulator.core.files import read_yaml, validate
-from simulator.models.backends import Endpoint, endpoint
+from simulator.models.backends import Endpoint, endpoint, role_models
 from simulator.models.config import Config, load_config
 from simulator.storage.store import Store
 
 from .collection import fewer_collections
+from .preflight import preflight, roles_of
 
 log = logging.getLogger(__name__)
 
+FAIL_FAST = 3  # a batch stops when its first this-many finished episodes all failed with one error (0: never)
 # Config fields stored with a run, so that `nextstep batch --resume RUN_ID` needs nothing else (never the key itself).
 RESUME_SETTINGS = ("backend", "base_url", "api_key_env", "model", "practitioner_model", "persona_model", "evaluator_model",
                    "output_mode", "reasks", "timeout", "personas_dir", "prompts_dir")
@@ -125,15 +127,17 @@ def expand(exp: Experiment) -> list[Cell]:
     return cells
 
 
-def estimate(exp: Experiment, cells: int, reasks: int, judge_max_calls: Callable[[int, int], int]) -> dict:
+def estimate(exp: Experiment, cells: int, reasks: int, judge_max_calls: Callable[[int, int], int], test_calls: int = 0) -> dict:
     """A true upper bound on calls, and tokens at roughly 500 a call if nothing is re-asked.
 
     A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
-    each tried up to reasks + 1 times; `judge_max_calls(max_turns, reasks)` bounds one judge on one episode.
+    each tried up to reasks + 1 times; `judge_max_calls(max_turns, reasks)` bounds one judge on one episode;
+    `test_calls` are the preflight's, one per distinct model, made once before the episodes.
     """
-    at_most = cells * (4 * (reasks + 1) * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, reasks))
-    typical = cells * (4 * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, 0))
-    return {"episodes": cells, "reasks": reasks, "calls_at_most": at_most, "tokens_roughly": typical * 500}
+    at_most = cells * (4 * (reasks + 1) * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, reasks)) + test_calls
+    typical = cells * (4 * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, 0)) + test_calls
+    return {"episodes": cells, "reasks": reasks, "test_calls": test_calls, "calls_at_most": at_most,
+            "tokens_roughly": typical * 500}  # fmt: skip
 
 
 def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, models: dict, rubric_hash: str | None,
@@ -198,8 +202,9 @@ class Progress:
     done: int = 0
     failed: int = 0
     running: int = 0
-    tokens: int = 0  # reported by the endpoint; calls without usage are counted apart
+    tokens: int = 0  # reported by the endpoint, the preflight's test calls included; calls without usage are counted apart
     unknown_usage_calls: int = 0
+    test_calls: int = 0  # the preflight's: one per distinct model, before the episodes
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None
     fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
@@ -232,6 +237,7 @@ class Batch:
     max_failures: int | None = None
     rubric_file: Path | None = None
     on_progress: Callable[[Progress], None] | None = None
+    fail_fast: int = FAIL_FAST
 
     async def run(self) -> tuple[str, Progress]:
         async with self.endpoint.models(self.config) as models:
@@ -253,14 +259,22 @@ class Batch:
         settings = run_settings(config, concurrency=self.concurrency, rubric_file=self.rubric_file)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextstep-store")
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(writer, self.store.create_run, run_id, spec, settings)
         done = await loop.run_in_executor(writer, self.store.done, run_id)
         regrade = await loop.run_in_executor(writer, self.store.ungraded, run_id)  # simulated; a judge's endpoint failed
         stored = done | {(r.cell, r.rep) for r in regrade}
-        cells = [c for c in expand(exp) if (c.key, c.rep) not in stored]
+        planned = expand(exp)
+        cells = [c for c in planned if (c.key, c.rep) not in stored]
+        # Before anything is stored or fanned out: a wrong model name, path or key fails here, once.
+        tested = await preflight(roles_of(models, simulate=bool(cells), judges=exp.judges if cells or regrade else 0))
+        spec = spec.model_copy(update={"planned": len(planned)})
+        await loop.run_in_executor(writer, self.store.create_run, run_id, spec, settings)
         if texts:
             await loop.run_in_executor(writer, self.store.save_texts, texts)
-        progress = Progress(run_id, total=len(cells) + len(regrade), skipped=len(done))
+        progress = Progress(run_id, total=len(cells) + len(regrade), skipped=len(done), test_calls=len(tested))
+        self._count_tokens(progress, tested)
+        if self.max_tokens is not None and progress.tokens >= self.max_tokens:
+            progress.stopped = f"token budget of {self.max_tokens:,} reached"
+        first_errors: list[str] = []  # of the episodes that ended, while none has succeeded
         limit = asyncio.Semaphore(self.concurrency or self.endpoint.concurrency)
 
         def evaluator(seed: int):
@@ -310,6 +324,11 @@ class Batch:
                 log.warning("episode %s (%s rep %d) %s: %s", record.id, record.cell, record.rep, record.status, record.error)
                 if (reason := self.endpoint.exit_reason()) and not progress.stopped:
                     progress.stopped, progress.fault = reason, True
+                if not progress.done and len(first_errors) < self.fail_fast:
+                    first_errors.append(record.error or "")
+                    if len(first_errors) == self.fail_fast and len(set(first_errors)) == 1 and not progress.stopped:
+                        progress.stopped = f"the first {self.fail_fast} episodes all failed with the same error ({record.error})"
+                        progress.fault = True
             if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
                 progress.stopped = f"token budget of {self.max_tokens:,} reached"
             if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
@@ -353,6 +372,7 @@ async def run_grid(
     config_file: Path | None = None,
     rubric_file: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    fail_fast: int = FAIL_FAST,
     **config_flags,
 ) -> str:
     """Run a grid (an Experiment, a dict of its fields, or an experiment YAML path) and return the run id.
@@ -361,7 +381,9 @@ async def run_grid(
     `resume=RUN_ID` does the same for a run by id, with the grid and settings stored in it.
     `config_flags` are Config fields (backend, base_url, model, ...), as on the command line; they beat
     a resumed run's stored settings, which beat the environment and `config_file`.
-    `on_progress` gets the counters whenever an episode starts or ends, and once at the end.
+    `on_progress` gets the counters whenever an episode starts or ends, and once at the end. Before any episode, one
+    test call per distinct model (a UserError if the endpoint refuses it); `fail_fast` N stops the batch when the
+    first N episodes to end all failed with the same error (0: never).
     """
     experiment, stored, config, catalog = _prepare(experiment, db, resume, config, config_file, config_flags)
     run_id = resume or run_id
@@ -369,7 +391,7 @@ async def run_grid(
     concurrency = concurrency or stored.get("concurrency")
     with Store(Path(db)) as store, endpoint(config, concurrency) as ep:
         batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
-                      on_progress)  # fmt: skip
+                      on_progress, fail_fast)  # fmt: skip
         run_id, _ = await batch.run()
     return run_id
 
@@ -393,7 +415,9 @@ def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | 
 
     experiment, _, config, _ = _prepare(experiment, db, resume, None, config_file, config_flags)
     cells = expand(experiment)
-    return experiment, cells, estimate(experiment, len(cells), config.reasks, judge_max_calls)
+    roles = role_models(config)
+    models = {roles["practitioner"], roles["persona"], *roles["evaluators"][: experiment.judges]}
+    return experiment, cells, estimate(experiment, len(cells), config.reasks, judge_max_calls, len(models) if cells else 0)
 
 
 def grid(experiment: Experiment | dict | Path | None = None, **fields) -> Experiment | None:

@@ -26,6 +26,7 @@ from simulator.storage.store import Store
 
 from .batch import cell_seed
 from .collection import fewer_collections
+from .preflight import preflight, roles_of
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,12 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
             async with ep.models(config) as control, ep.models(treated) as models:
                 spec = spec.model_copy(update={"backend": ep.backend, "models": {
                     arm: {r: m[r].name for r in ("practitioner", "persona")} for arm, m in (("control", control), ("treatment", models))}})
-                store.create_run(run_id, spec, run_settings(config, concurrency=concurrency, rubric_file=rubric_file))
+                done, todo = store.done(run_id), continuations(points, reps)
+                if any((c.cell, c.rep) not in done for c in todo):  # one test call per distinct model before fanning out
+                    treated_roles = roles_of(models, simulate=True, judges=0, arm="treatment")
+                    await preflight(roles_of(control, simulate=True, judges=judges) | treated_roles)
+                store.create_run(run_id, spec.model_copy(update={"planned": len(todo)}),
+                                 run_settings(config, concurrency=concurrency, rubric_file=rubric_file))  # fmt: skip
 
                 def evaluator(seed: int):
                     panel = judge_panel(control["evaluators"], Prompts(base.prompt_dirs), rubric, rubric_hash, judges=judges,
@@ -252,5 +258,5 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
                 branches = BranchSet(run_id, {"control": control, "treatment": models}, catalogs, treatment, store, ep.backend,
                                      max_turns=max_turns, reasks=config.reasks, evaluator=evaluator,
                                      concurrency=concurrency or ep.concurrency)  # fmt: skip
-                await branches.run(continuations(points, reps), on_saved)
+                await branches.run(todo, on_saved)
     return run_id, skipped

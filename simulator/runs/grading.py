@@ -18,6 +18,8 @@ from simulator.models.config import Config
 from simulator.storage.episode_files import read_episode, write_episode
 from simulator.storage.store import Store
 
+from .preflight import preflight, roles_of
+
 OnGraded = Callable[[int, int, str, list[Verdict]], None]  # (1-based position, how many in all, label, every verdict)
 
 
@@ -69,6 +71,8 @@ async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[
     rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
     with endpoint(config, concurrency=1) as ep:
         async with ep.models(config) as models:
+            if episodes:  # one test call per distinct evaluator model before grading anything
+                await preflight(roles_of(models, simulate=False, judges=judges))
             panel = judge_panel(models["evaluators"], Prompts(catalog.prompt_dirs), rubric, rubric_hash, judges=judges,
                                 seed=seed, reasks=config.reasks, fidelity_judge=fidelity_judge)  # fmt: skip
             evaluate, results = make_evaluator(panel, catalog), []  # the evaluator graph, run alone

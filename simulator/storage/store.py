@@ -182,7 +182,7 @@ class Store:
         has fewer spec fields: it resumes as long as every field it has is unchanged. The schema version is kept
         beside the spec and is no part of its identity either, so a run stored by 0.1.0 resumes.
         """
-        version = {"schema_version": spec.schema_version}
+        version = {"schema_version": spec.schema_version} | ({"planned": spec.planned} if spec.planned is not None else {})
         spec = spec.identity()
         with self._tx() as conn:
             row = conn.execute("SELECT spec_json FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -194,11 +194,15 @@ class Store:
             older = SETTINGS_KEY not in stored
             stored.pop(SETTINGS_KEY, None)
             stored.pop("schema_version", None)
+            planned = stored.pop("planned", None)
+            version.setdefault("planned", planned)
             same = (lambda k: covers(spec.get(k), stored[k])) if older else (lambda k: spec.get(k) == stored.get(k))
             if differ := [k for k in sorted(stored.keys() | spec.keys()) if (k in stored or not older) and not same(k)]:
                 raise UserError(f"run {run_id!r} in {self.path} was made with a different {', '.join(differ)}; start a new run instead")
-            if settings is not None:
-                conn.execute("UPDATE runs SET spec_json = ? WHERE id = ?", (dumps(spec | version | {SETTINGS_KEY: settings}), run_id))
+            if settings is not None or version.get("planned") != planned:
+                settings = settings if settings is not None else json.loads(row[0]).get(SETTINGS_KEY)
+                kept = {SETTINGS_KEY: settings} if settings is not None else {}
+                conn.execute("UPDATE runs SET spec_json = ? WHERE id = ?", (dumps(spec | version | kept), run_id))
 
     def run(self, run_id: str) -> dict:
         """{'id', 'created_at', 'spec' (a RunSpec), 'settings' (None: stored before settings were kept), 'version', 'counts'}."""
