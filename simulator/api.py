@@ -35,7 +35,7 @@ from simulator.runs.batch import FAIL_FAST, Cell, Experiment, Progress, grid, pl
 from simulator.runs.branch import Treatment, run_branches
 from simulator.runs.grading import OnGraded, grade_episodes, regrade
 from simulator.runs.one import run_one
-from simulator.runs.played import save_played
+from simulator.runs.played import save_played, save_watched
 from simulator.storage.episode_files import write_episode
 from simulator.storage.store import Store
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "calibrate", "catalog", "compare", "config", "export",
+    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "calibrate", "catalog", "compare", "config", "episodes", "export",
     "grade", "grid", "load_episode", "load_episodes", "load_frame", "load_run", "play", "plan_batch", "plan_reps",
     "report", "run_batch", "run_episode", "runs", "save_episode", "serve", "show", "summarize",
 ]  # fmt: skip
@@ -68,6 +68,12 @@ def _existing(db: Path | str) -> Path:
     return Path(db)
 
 
+def _run_id(run_id: str, db: Path | str) -> str:
+    """A run's whole id from its id or a unique prefix; an ambiguous or unknown one lists the candidates or the closest."""
+    with Store(_existing(db)) as store:
+        return store.resolve_run(run_id)
+
+
 # --- configuration and catalog -------------------------------------------------------------------------------------
 
 
@@ -87,17 +93,24 @@ def catalog(config_file: Path | None = None, **config_flags) -> Catalog:
 
 def run_episode(setting: str = "supermarket", persona: str = "unsure", strategy: str = "common_interest", *,
                 practitioner_gender: str = "man", persona_gender: str = "woman", seed: int = 0, judges: int = 1,
-                rubric_file: Path | None = None, fidelity_judge: bool = False, on_start: Callable[[dict], None] | None = None,
-                on_turn: Callable[[Turn], None] | None = None, config_file: Path | None = None, **config_flags) -> Episode:
+                rubric_file: Path | None = None, fidelity_judge: bool = False, db: Path | str | None = None,
+                on_start: Callable[[dict], None] | None = None, on_turn: Callable[[Turn], None] | None = None,
+                config_file: Path | None = None, **config_flags) -> Episode:
     """Simulate one episode and grade it with `judges` judges; returns the episode record (a failure is in it, not raised).
 
-    `on_start(about)` once the endpoint is up (`about`: the scenario, seed, backend and the strategy's caution);
-    `on_turn(turn)` after each turn. `max_turns` defaults to 8 here.
+    `db`: also store it there, in run 'watch' (the path is checked first). `on_start(about)` once the endpoint is up
+    (`about`: the scenario, seed, backend and the strategy's caution); `on_turn(turn)` after each turn. `max_turns`
+    defaults to 8 here.
     """
+    if db is not None:
+        output_file(db, "--db")
     c = config(config_file, **config_flags)
     scenario = Scenario(setting, persona, strategy, profile_of(practitioner_gender, persona_gender))
-    return _wait(run_one(c, load_catalog(c.personas_dir, c.prompts_dir), scenario, seed=seed, judges=judges,
-                         rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_start=on_start, on_turn=on_turn))  # fmt: skip
+    record = _wait(run_one(c, load_catalog(c.personas_dir, c.prompts_dir), scenario, seed=seed, judges=judges,
+                           rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_start=on_start, on_turn=on_turn))  # fmt: skip
+    if db is not None:
+        save_watched(db, record)
+    return record
 
 
 def save_episode(record: Episode, out: Path | str = "episodes") -> Path:
@@ -114,6 +127,7 @@ def play(role: str, setting: str = "supermarket", persona: str = "unsure", strat
     graded and stored in run 'play-ROLE' of `db`. Returns (record, run id)."""
     if role not in ROLES:
         raise UserError(f"--as {role!r}: choose practitioner or persona")
+    output_file(db, "--db")
     c = config(config_file, **config_flags)
     scenario = Scenario(setting, persona, strategy, profile_of(practitioner_gender, persona_gender))
     record = _wait(run_one(c, load_catalog(c.personas_dir, c.prompts_dir), scenario, seed=seed, judges=judges,
@@ -132,6 +146,7 @@ class BatchResult:
 def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
                config_file: Path | None = None, **config_flags) -> tuple[Experiment, list[Cell], dict]:
     """What `run_batch` with these arguments would run, nothing run: (grid, cells, bound on calls and tokens)."""
+    resume = resume and _run_id(resume, db)
     return plan_grid(experiment, db=db, resume=resume, config_file=config_file, **config_flags)
 
 
@@ -148,6 +163,7 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
     `fail_fast` N stops the batch when the first N episodes to end all failed with the same error (0: never).
     """
     output_file(db, "--db")
+    resume = resume and _run_id(resume, db)
     final: list[Progress] = []
 
     def remember(p: Progress) -> None:
@@ -230,20 +246,19 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
 def runs(db: Path | str = DB) -> list[dict]:
     """Every run in `db`, with its counts of episodes by status and its tokens."""
     with Store(_existing(db)) as store:
-        return store.runs()
+        return [r | store.completion(r["id"]) for r in store.runs()]
 
 
 def load_run(run_id: str, db: Path | str = DB) -> dict:
     """A stored run: its id, spec (grid, models, prompt hashes) and the settings it resumes with."""
     with Store(_existing(db)) as store:
-        return store.run(run_id)
+        return store.run(store.resolve_run(run_id))
 
 
 def load_episodes(run_id: str, db: Path | str = DB) -> list[Episode]:
     """A run's episode records (turns, calls, verdicts), as the store keeps them."""
     with Store(_existing(db)) as store:
-        store.run(run_id)
-        return store.episodes(run_id)
+        return store.episodes(store.resolve_run(run_id))
 
 
 def load_episode(episode_id: str, db: Path | str = DB) -> Episode:
@@ -252,18 +267,35 @@ def load_episode(episode_id: str, db: Path | str = DB) -> Episode:
         return store.episode(episode_id)
 
 
+def episodes(run_id: str, db: Path | str = DB, *, persona: str | None = None, setting: str | None = None,
+             strategy: str | None = None, status: str | None = None, contact: bool | None = None,
+             unusable: bool = False) -> list[dict]:
+    """A run's episodes as rows (id, cell, status, outcome), filtered: `contact` True or False keeps those that did or
+    did not end in contact (number or email); `unusable` keeps only those the statistics leave out."""
+    from evaluations.analysis.frame import episode_list
+
+    return episode_list(_frame_of(run_id, db), persona=persona, setting=setting, strategy=strategy, status=status,
+                        contact=contact, unusable=unusable)  # fmt: skip
+
+
+def _frame_of(run_id: str, db: Path | str):
+    from evaluations.analysis.frame import load_run as _frame
+
+    return _frame(_run_id(run_id, db), db)
+
+
 def load_frame(run_id: str, db: Path | str = DB) -> pd.DataFrame:
     """A run as a pandas DataFrame, one row per episode: status, outcome, private state, a column per condition."""
     from evaluations.analysis.frame import load_run as _frame
 
-    return _frame(run_id, _existing(db))
+    return _frame(_run_id(run_id, db), db)
 
 
 def summarize(run_id: str, db: Path | str = DB) -> dict:
     """Per persona x setting: episodes, exclusions, contact rates and mean scores; cautions, judge agreement, tokens."""
     from evaluations.analysis.summary import run_summary
 
-    return run_summary(run_id, _existing(db))
+    return run_summary(_run_id(run_id, db), db)
 
 
 def show(run_or_episode: str, db: Path | str = DB) -> dict:
@@ -271,10 +303,11 @@ def show(run_or_episode: str, db: Path | str = DB) -> dict:
     from evaluations.analysis.summary import run_summary
 
     with Store(_existing(db)) as store:
-        if not any(r["id"] == run_or_episode for r in store.runs()):
-            return {"episode": store.episode(run_or_episode)}
-        run = store.run(run_or_episode)
-    return {"run": run, "summary": run_summary(run_or_episode, db)}
+        kind, found = store.find(run_or_episode)
+        if kind == "episode":
+            return {"episode": store.episode(found)}
+        run = store.run(found)
+    return {"run": run, "summary": run_summary(found, db)}
 
 
 def export(run_id: str, output: Path | str | None = None, fmt: str | None = None, db: Path | str = DB, *,
@@ -286,7 +319,7 @@ def export(run_id: str, output: Path | str | None = None, fmt: str | None = None
     """
     from evaluations.analysis.frame import export as _export, export_target
 
-    db = _existing(db)
+    run_id = _run_id(run_id, db)
     fmt, output = export_target(run_id, Path(output) if output is not None else None, fmt)
     output_file(output, "-o", force=force)
     return _export(run_id, db, fmt, output), output
@@ -302,16 +335,21 @@ def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, includ
     from evaluations.analysis import compare as _compare
     from evaluations.analysis.frame import load_judges, load_run as _frame
 
-    db = _existing(db)
+    run_a, run_b = _run_id(run_a, db), run_b and _run_id(run_b, db)
+    db = Path(db)
     branches = _compare.load_branches(run_a, db) if run_b is None else None
     if branches:
-        return _compare.compare_branches(*branches, include_unfaithful=include_unfaithful)
-    if run_b is None:
-        return _compare.run_analysis(_frame(run_a, db), load_judges(run_a, db), include_unfaithful=include_unfaithful)
-    runs = _compare.load_pair(run_a, run_b, db)
-    if _compare.played_persona(runs[0]) or _compare.played_persona(runs[1]):  # people beside models, unpaired
-        return _compare.people_vs_models(*runs, include_unfaithful=include_unfaithful)
-    return _compare.compare_runs(*runs, include_unfaithful=include_unfaithful)
+        result = _compare.compare_branches(*branches, include_unfaithful=include_unfaithful)
+    elif run_b is None:
+        result = _compare.run_analysis(_frame(run_a, db), load_judges(run_a, db), include_unfaithful=include_unfaithful)
+    else:
+        runs = _compare.load_pair(run_a, run_b, db)
+        if _compare.played_persona(runs[0]) or _compare.played_persona(runs[1]):  # people beside models, unpaired
+            result = _compare.people_vs_models(*runs, include_unfaithful=include_unfaithful)
+        else:
+            result = _compare.compare_runs(*runs, include_unfaithful=include_unfaithful)
+    with Store(db) as store:  # how far each run is: a half-done grid must not pass for the run
+        return result | {"completion": {r: store.completion(r) for r in (run_a, run_b) if r}}
 
 
 def plan_reps(run_id: str, *, contact_change: float = 0.1, score_change: float = 0.5, alpha: float = 0.05,
@@ -322,7 +360,7 @@ def plan_reps(run_id: str, *, contact_change: float = 0.1, score_change: float =
 
     if not (0 < alpha < 1 and 0 < power < 1):
         raise UserError(f"--alpha {alpha} and --power {power} must both lie between 0 and 1")
-    return plan(_frame(run_id, _existing(db)), contact_change=contact_change, score_change=score_change, alpha=alpha,
+    return plan(_frame(_run_id(run_id, db), db), contact_change=contact_change, score_change=score_change, alpha=alpha,
                 power=power, include_unfaithful=include_unfaithful)  # fmt: skip
 
 
@@ -331,6 +369,7 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
     from evaluations.analysis.fidelity import audit
 
     with Store(_existing(db)) as store:
+        run_id = store.resolve_run(run_id)
         run, records = store.run(run_id), store.episodes(run_id)
     return audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
 
@@ -346,7 +385,7 @@ def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_
         html = report(run_id, vs=vs, db=db, personas_dir=personas_dir)
         Path(output).write_text(html, encoding="utf-8")
         return html
-    return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir)
+    return render_report(_run_id(run_id, db), Path(db), vs=vs and _run_id(vs, db), personas_dir=personas_dir)
 
 
 def serve(port: int = 8080, slots: int = DEFAULT_SLOTS) -> int:

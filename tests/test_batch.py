@@ -225,7 +225,7 @@ def test_cli_batch_runs_show_grade_export(tmp_path):
     assert nextstep("export", "r1", "--format", "csv", "-o", str(out), "--db", db).returncode == 0
     assert len(pd.read_csv(out)) == 2
     missing = nextstep("show", "nope", "--db", db)
-    assert missing.returncode == 2 and "no episode" in missing.stderr.lower()
+    assert missing.returncode == 2 and "no run or episode 'nope'" in missing.stderr.lower()
     not_ours = tmp_path / "other.db"
     sqlite3.connect(not_ours).execute("CREATE TABLE t (x)").connection.commit()
     bad = nextstep("runs", "--db", str(not_ours))

@@ -121,7 +121,7 @@ def test_a_sentinel_key_reaches_no_file(tmp_path):
     with stub as url:
         common = ["--base-url", url, "--api-key-env", "MY_KEY"]
         batch = nextstep("batch", "--personas", "aloof", "--max-turns", "2", "--run-id", "s", "--db", str(out / "n.db"), *common, env=env)
-        run = nextstep("run", "--max-turns", "2", "--out", str(out / "episodes"), *common, env=env)
+        run = nextstep("run", "--max-turns", "2", "--out", str(out / "episodes"), "--db", str(out / "n.db"), *common, env=env)
     assert batch.returncode == 0 and run.returncode == 0, batch.stderr + run.stderr
     for fmt in ("jsonl", "csv", "parquet"):
         assert nextstep("export", "s", "--format", fmt, "-o", str(out / f"e.{fmt}"), "--db", str(out / "n.db")).returncode == 0

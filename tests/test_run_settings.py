@@ -95,7 +95,7 @@ def test_help_shows_the_true_defaults(tmp_path):
     assert "[default: 3;" in batch_help and "[default: 0.7]" in batch_help and "[default: supermarket]" in batch_help
     assert "[default: 8;" in run_help and "[default: 0.7]" in run_help
     with StubServer() as url:
-        result = nextstep("run", "--judges", "0", "--base-url", url, "--out", str(tmp_path))
+        result = nextstep("run", "--judges", "0", "--base-url", url, "--out", str(tmp_path), "--db", str(tmp_path / "n.db"))
     assert result.returncode == 0, result.stderr
     [episode] = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
     assert episode["provenance"]["max_turns"] == 8 and episode["provenance"]["temperature"] == 0.7

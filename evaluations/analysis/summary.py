@@ -15,12 +15,13 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
     several, and the tokens per succeeded episode over those whose endpoint reported usage."""
     frame = load_run(run_id, db)
     with Store(Path(db)) as store:
-        records = store.episodes(run_id)
+        records, completion = store.episodes(run_id), store.completion(run_id)
     ok = frame[frame["status"] == "succeeded"]
     known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()]
     several = bool(len(ok)) and ok["judges"].max() > 1
     return {
         "run": run_id,
+        "completion": completion,
         "rows": summary(frame),
         "cautions": dict(sorted({r.strategy: r.caution for r in records if r.caution}.items())),
         "judge_alpha": judge_alpha([r.verdicts for r in records if r.status == "succeeded"]) if several else None,
@@ -28,3 +29,20 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
         "usage_known": len(known),
         "tokens_per_episode": float((known["prompt_tokens"] + known["completion_tokens"]).mean()) if len(known) else None,
     }  # fmt: skip
+
+
+def completion_note(run_id: str, c: dict) -> str:
+    """One line on how far a run is (`Store.completion`): 'run r1: 40/168 episodes done; incomplete, unbalanced
+    (the cells hold different numbers of episodes); continue with: nextstep batch --resume r1 --db n.db'."""
+    done = f"{c['done']}/{c['planned']}" if c["planned"] is not None else f"{c['done']}"
+    line = f"run {run_id}: {done} episodes done"
+    if c["complete"] is False:
+        line += "; incomplete"
+    if not c["balanced"]:
+        line += ", unbalanced (the cells hold different numbers of episodes)" if c["complete"] is False else \
+            "; unbalanced (the cells hold different numbers of episodes)"
+    if c["failed"] or c["ungraded"]:
+        line += f"; {c['failed']} failed, {c['ungraded']} ungraded"
+    if c["resume"] and (c["complete"] is False or c["failed"] or c["ungraded"]):
+        line += f"; continue with: {c['resume']}"
+    return line

@@ -22,7 +22,10 @@ def print_summary(s: dict, db: Path, progress: Progress | None = None) -> None:
     """Per persona x setting: episodes, exclusions and contact rate; then mean score per condition; then what next."""
     from evaluations.analysis.compare import fmt  # with the statistics stack: loaded once a summary is printed
 
+    from evaluations.analysis.summary import completion_note
+
     run_id = s["run"]
+    console.print(completion_note(run_id, s["completion"]))
     counts = Table("persona", "setting", "episodes", "failed", "ungraded", "out of character", "contact (number/email)",
                    "next meeting", "social handle only", title=f"run {run_id}", title_justify="left")  # fmt: skip
     scores = Table("persona", "setting", *(c.replace("_", " ") for c in CONDITIONS),

@@ -189,15 +189,13 @@ class BranchSet:
 
 def parents(store: Store, source: str, at: str) -> tuple[list[tuple[Episode, int]], list[str]]:
     """(parent, fork turn) pairs from a run id (each episode that can be forked) or one episode id, and what was left out."""
-    if any(r["id"] == source for r in store.runs()):
-        points, skipped = fork_points(store.episodes(source), at)
+    kind, found = store.find(source)
+    if kind == "run":
+        points, skipped = fork_points(store.episodes(found), at)
         if not points:
-            raise UserError(f"no episode of run {source} can be forked --at {at}: {skipped[0] if skipped else 'it is empty'}")
+            raise UserError(f"no episode of run {found} can be forked --at {at}: {skipped[0] if skipped else 'it is empty'}")
         return points, skipped
-    try:
-        record = store.episode(source)
-    except UserError:
-        raise UserError(f"no run or episode {source!r} in {store.path}") from None
+    record = store.episode(found)
     if record.status == "failed":
         raise UserError(f"episode {record.id} failed: there is no conversation to fork")
     return [(record, fork_turn(record.turns, at, record.id))], []
@@ -223,6 +221,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
     if not treatment.label():
         raise UserError("nothing to change: give --strategy, --persona, --prompts-dir, --practitioner-model or --persona-model")
     with Store(Path(db)) as store:
+        source = store.find(source)[1]  # the whole id, so a prefix names the same branch run
         points, skipped = parents(store, source, at)
         parent_run = points[0][0].run_id
         stored = (store.run(parent_run)["settings"] or {}) if parent_run else {}

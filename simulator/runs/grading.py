@@ -44,8 +44,8 @@ def grading_targets(names: list[str], db: Path) -> list[Target]:
         if not db.is_file():
             raise UserError(f"{name}: no such episode file or directory, and no database {db} to look it up in")
         with Store(db) as store:
-            is_run = any(r["id"] == name for r in store.runs())
-            records = [r for r in store.episodes(name) if r.status != "failed"] if is_run else [store.episode(name)]
+            kind, found = store.find(name)
+            records = [r for r in store.episodes(found) if r.status != "failed"] if kind == "run" else [store.episode(found)]
 
         def save(record: Episode, db: Path = db) -> None:
             with Store(db) as store:
