@@ -71,7 +71,11 @@ async def test_chaos_batch_stores_every_episode_once_and_resume_completes_it(tmp
 
 
 def test_max_failures_stops_scheduling(tmp_path):
-    with StubServer(fault=lambda n, body: (400, {}, {"error": {"message": "no"}})) as url:
+    def fault(n, body):  # the model's test call passes (else nothing would run), every episode's call fails
+        tested = ((body.get("response_format") or {}).get("json_schema") or {}).get("name") == "preflight"
+        return None if tested else (400, {}, {"error": {"message": "no"}})
+
+    with StubServer(fault=fault) as url:
         result = nextstep("batch", "--personas", "all", "--strategies", "all", "--judges", "0", "--max-failures", "2",
                           "--concurrency", "1", "--base-url", url, "--db", str(tmp_path / "n.db"))
     assert result.returncode == 1
