@@ -29,9 +29,10 @@ STRUCTURED = ("intent", "state", "transitions", "transition", "flags", "outcome"
 
 
 def batch(slots: int, work: Path, output_mode: str | None, extra: list[str]) -> dict:
-    """One default batch in a fresh database; its wall time, tokens and per-purpose call figures."""
+    """One default batch in a fresh database and response cache; its wall time, tokens and per-purpose call figures."""
     db = work / f"b5-{slots}-{time.monotonic_ns()}.db"
-    cmd = [sys.executable, "-m", "simulator", "batch", "--db", str(db), "--run-id", "b5", "--concurrency", str(slots), *extra]
+    cmd = [sys.executable, "-m", "simulator", "batch", "--db", str(db), "--run-id", "b5", "--concurrency", str(slots), *extra,
+           "--cache-dir", str(db.with_suffix(".cache"))]  # a fresh response cache too: every batch asks the engine
     if output_mode:
         cmd += ["--output-mode", output_mode]
     start = time.perf_counter()

@@ -29,11 +29,13 @@ from simulator.conversation.play import ROLES, Person
 from simulator.core.errors import UserError
 from simulator.core.files import output_file
 from simulator.core.records import Episode, Turn
+from simulator.models.cache import ResponseCache, duration, user_cache_dir
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
-from simulator.runs.batch import FAIL_FAST, Cell, Experiment, Progress, grid, plan_grid, run_grid
+from simulator.runs.batch import FAIL_FAST, Cell, Experiment, Progress, grid, plan_grid, run_config, run_grid
 from simulator.runs.branch import Treatment, run_branches
-from simulator.runs.grading import OnGraded, grade_episodes, regrade
+from simulator.runs.bundle import replay_batch, replay_grading, write_bundle
+from simulator.runs.grading import OnGraded, grade_episodes, regrade, stored_settings
 from simulator.runs.one import run_one
 from simulator.runs.played import save_played, save_watched
 from simulator.storage.episode_files import write_episode
@@ -43,9 +45,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "calibrate", "catalog", "compare", "config", "episodes", "export",
-    "grade", "grid", "load_episode", "load_episodes", "load_frame", "load_run", "play", "plan_batch", "plan_reps",
-    "report", "run_batch", "run_episode", "runs", "save_episode", "serve", "show", "summarize",
+    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "cache_info", "calibrate", "catalog", "clear_cache",
+    "compare", "config", "episodes", "export", "export_bundle", "grade", "grid", "load_episode", "load_episodes", "load_frame",
+    "load_run", "play", "plan_batch", "plan_reps", "report", "run_batch", "run_episode", "runs", "save_episode", "serve", "show",
+    "summarize",
 ]  # fmt: skip
 
 DB = Path("nextstep.db")
@@ -137,10 +140,12 @@ def play(role: str, setting: str = "supermarket", persona: str = "unsure", strat
 
 @dataclass
 class BatchResult:
-    """A finished (or stopped) batch: its run id, and the counters of this session."""
+    """A finished (or stopped) batch: its run id, and the counters of this session; a replay also says where its
+    records differ from the bundle's (`differences`, [] when they are equal)."""
 
     run_id: str
     progress: Progress
+    differences: list[str] | None = None
 
 
 def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
@@ -153,14 +158,15 @@ def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: st
 def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
               run_id: str | None = None, concurrency: int | None = None, max_tokens: int | None = None,
               max_failures: int | None = None, fail_fast: int = FAIL_FAST, rubric_file: Path | None = None,
-              on_progress: Callable[[Progress], None] | None = None, config_file: Path | None = None,
-              **config_flags) -> BatchResult:
+              on_progress: Callable[[Progress], None] | None = None, replay: Path | str | None = None,
+              config_file: Path | None = None, **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
 
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
     Before any episode, one test call per distinct model: an endpoint that refuses it raises UserError, nothing run.
     `fail_fast` N stops the batch when the first N episodes to end all failed with the same error (0: never).
+    `replay=BUNDLE` makes a bundled run again (`export_bundle`) with no endpoint: every answer comes from the bundle.
     """
     output_file(db, "--db")
     resume = resume and _run_id(resume, db)
@@ -170,6 +176,12 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
         final[:] = [p]
         if on_progress:
             on_progress(p)
+
+    if replay is not None:
+        if experiment is not None or resume or run_id:
+            raise UserError("--replay makes the bundled run again: leave out the grid flags, --experiment, --resume and --run-id")
+        run, differences = _wait(replay_batch(Path(replay), db=Path(db), on_progress=remember))
+        return BatchResult(run, final[0], differences)
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
                          max_failures=max_failures, config_file=config_file, rubric_file=rubric_file, on_progress=remember,
@@ -199,19 +211,32 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
 # --- grading --------------------------------------------------------------------------------------------------------
 
 
-def grade(episodes: list[str], *, db: Path | str = DB, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
-          fidelity_judge: bool = False, on_graded: OnGraded | None = None, config_file: Path | None = None,
-          **config_flags) -> dict:
+def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None, seed: int | None = None,
+          rubric_file: Path | None = None, fidelity_judge: bool = False, on_graded: OnGraded | None = None,
+          replay: Path | str | None = None, config_file: Path | None = None, **config_flags) -> dict:
     """Grade stored episodes again, without re-simulating: episode JSON files or directories, run ids or episode ids.
 
-    Each episode's new verdicts are saved as it is graded; earlier ones are kept as history. Returns
+    Stored episodes are graded with their run's stored settings (endpoint, models, prompt and persona directories,
+    rubric), as `batch --resume` does; the flags given beat them. Each episode's new verdicts are saved as it is
+    graded; earlier ones are kept as history. Returns
     {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge}.
+    `replay=BUNDLE` answers from the bundle alone, with the judges and seeds of its verdicts unless `judges`/`seed`
+    are given, and adds 'differences': where the run's records now differ from the bundle's.
     """
     from evaluations.analysis.agreement import judge_alpha
 
-    c = config(config_file, **config_flags)
+    if replay is not None:
+        verdicts, differences = _wait(replay_grading(Path(replay), episodes, db=Path(db), judges=judges, seed=seed,
+                                                     on_graded=on_graded))  # fmt: skip
+        several = max(map(len, verdicts), default=0) > 1
+        return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if several else None, "differences": differences}
+    judges, seed = 1 if judges is None else judges, seed or 0
+    stored = stored_settings(episodes, Path(db))
+    c, send_key = run_config(config_file, stored, **config_flags)
+    rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
     verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
-                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded))  # fmt: skip
+                             seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded,
+                             send_key=send_key))  # fmt: skip
     return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None}
 
 
@@ -325,6 +350,20 @@ def export(run_id: str, output: Path | str | None = None, fmt: str | None = None
     return _export(run_id, db, fmt, output), output
 
 
+def export_bundle(run_id: str, output: Path | str, *, db: Path | str = DB, force: bool = False,
+                  config_file: Path | None = None, **config_flags) -> dict:
+    """Write a replay bundle: the run's records and every response it used, taken from the response cache (`cache_dir=`),
+    with nothing secret in it. `run_batch(replay=...)` and `grade(replay=...)` make the run again from it alone.
+    Returns {'episodes', 'responses'}; an existing `output` is replaced only with `force`."""
+    c = config(config_file, **config_flags)
+    cache = _cache(c) if c.cache else None
+    try:
+        return write_bundle(run_id, _existing(db), Path(output), cache, force=force)
+    finally:
+        if cache:
+            cache.close()
+
+
 # --- analysis -------------------------------------------------------------------------------------------------------
 
 
@@ -386,6 +425,31 @@ def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_
         Path(output).write_text(html, encoding="utf-8")
         return html
     return render_report(_run_id(run_id, db), Path(db), vs=vs and _run_id(vs, db), personas_dir=personas_dir)
+
+
+# --- the response cache ---------------------------------------------------------------------------------------------
+
+
+def cache_info(config_file: Path | None = None, **config_flags) -> dict:
+    """The response cache the configuration names: {'on', 'path', 'entries', 'used_bytes', 'disk_bytes', 'max_bytes',
+    'expiry_s', 'oldest', 'newest' (epoch seconds), 'broken' (why it is unusable, or None)}."""
+    c = config(config_file, **config_flags)
+    cache = _cache(c)
+    try:
+        return {"on": c.cache, **cache.info()}
+    finally:
+        cache.close()
+
+
+def clear_cache(config_file: Path | None = None, **config_flags) -> dict:
+    """Empty the response cache (a damaged one is deleted): {'path', 'removed' (entries, or -1 when it was unreadable)}."""
+    cache = _cache(config(config_file, **config_flags))
+    return {"path": str(cache.path), "removed": cache.clear()}
+
+
+def _cache(c: Config) -> ResponseCache:
+    return ResponseCache.open(c.cache_dir or user_cache_dir(), max_bytes=c.cache_max_mb << 20,
+                              expiry_s=duration(c.cache_expiry) if c.cache_expiry else None)  # fmt: skip
 
 
 def serve(port: int = 8080, slots: int = DEFAULT_SLOTS) -> int:

@@ -36,6 +36,15 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
 
 
+@pytest.fixture(autouse=True)
+def no_response_cache(monkeypatch, tmp_path_factory):
+    """The response cache is off in tests unless a test turns it on (tests that count requests or run the same thing
+    twice mean the endpoint); when one does, it gets a directory of its own, never the user's cache. Set in the
+    environment, so the `nextstep` processes a test starts inherit both."""
+    monkeypatch.setenv("NEXTSTEP_CACHE", "0")
+    monkeypatch.setenv("NEXTSTEP_CACHE_DIR", str(tmp_path_factory.mktemp("response-cache")))
+
+
 class ScriptedModel:
     """A chat model that answers from a script and records every call; each reply must be used."""
 

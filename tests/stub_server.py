@@ -72,7 +72,8 @@ def answer(body: dict) -> str:
 
 
 class StubServer:
-    """Serve on 127.0.0.1 in a thread. `fault(n, body)` may return (status, headers, payload) or 'reset'/'hang' for request n."""
+    """Serve on 127.0.0.1 in a thread. `fault(n, body)` may return (status, headers, payload) or 'reset'/'hang'/'trickle'
+    for request n."""
 
     def __init__(self, latency: float = 0.0, fault: Callable[[int, dict], object] | None = None, port: int = 0):
         self.latency, self.fault = latency, fault
@@ -113,6 +114,9 @@ class StubServer:
                     if outcome == "hang":
                         time.sleep(30)
                         return
+                    if outcome == "trickle":  # a whole answer, a byte every 0.2 s: each read is quick, the call is not
+                        self._send(200, {}, completion(body, answer(body)), trickle=0.2)
+                        return
                     if outcome is None:
                         self._send(200, {}, completion(body, answer(body)))
                     else:
@@ -121,7 +125,7 @@ class StubServer:
                     with stub._lock:
                         stub.in_flight -= 1
 
-            def _send(self, status: int, headers: dict, payload) -> None:
+            def _send(self, status: int, headers: dict, payload, trickle: float = 0.0) -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -129,7 +133,16 @@ class StubServer:
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(data)
+                if not trickle:
+                    self.wfile.write(data)
+                    return
+                try:
+                    for i in range(len(data)):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(trickle)
+                except OSError:  # the client gave up
+                    self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True

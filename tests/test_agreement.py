@@ -200,3 +200,50 @@ def test_duplicate_gold_ids(tmp_path, catalog):
     with pytest.raises(UserError, match=r"gold.jsonl:3: duplicate id 'g1'"):
         load_gold(tmp_path / "gold.jsonl", catalog)
 
+
+
+def _flags_unscored(v: Verdict) -> Verdict:
+    return v.model_copy(update={"flags": v.flags.model_copy(update={"status": "unscored", "reason": "bad JSON", "raised": []})})
+
+
+def test_an_unscored_flags_part_is_missing_not_not_raised():
+    """Issue 22 item 2: a judge whose flags part is unscored neither outvotes a judge that raised a flag nor says 0."""
+    from evaluations.analysis.agreement import panel_flags
+
+    raised, unscored = verdict({"timing": 3}, ["rude"]), _flags_unscored(verdict({"timing": 3}))
+    assert panel_flags([raised, unscored])["rude"] is True  # 1 of the 1 judge that checked the flags
+    assert panel_flags([raised, unscored])["creepy"] is False
+    assert panel_flags([unscored]) == {f: None for f in FLAGS}  # nobody checked: missing
+    assert panel_flags([raised, verdict({"timing": 3}), unscored])["rude"] is False  # 1 of 2 is no majority
+    # ... and calibrate counts only the items whose flags were checked: one hit, one item left out.
+    items = [_item(1, {"timing": 5}, ["rude"]), _item(2, {"timing": 3}, ["rude"])]
+    report = calibration(items, [[raised], [unscored]])
+    assert (report["flags"]["rude"]["tp"], report["flags"]["rude"]["fn"]) == (1, 0)
+
+
+def test_unscored_flags_on_a_stub_batch(tmp_path):
+    """The same on a batch: two judges, the odd-seeded judge's flags answers never parse (one judge per episode, since
+    judge i is seeded episode seed + i; a re-ask, seeded one more, is garbled too). Every friends_pretext episode has its
+    masked aim flagged by the other judge."""
+    import asyncio
+
+    from rule_stub import by_the_rules
+    from stub_server import StubServer, completion
+
+    from evaluations.analysis.frame import load_run
+    from simulator.runs.batch import run_grid
+
+    def garbled_flags(n, body):
+        flags = (body.get("response_format") or {}).get("json_schema", {}).get("name") == "flags"
+        if flags and (body["seed"] % 2 or len(body["messages"]) > 1):
+            return 200, {}, completion(body, "not json")
+        return by_the_rules(n, body)
+
+    db = tmp_path / "n.db"
+    with StubServer(fault=garbled_flags) as url:
+        run_id = asyncio.run(run_grid({"personas": "all", "strategies": "friends_pretext,common_interest", "reps": 2,
+                                       "judges": 2}, db=db, base_url=url))  # fmt: skip
+    frame = load_run(run_id, db)
+    assert len(frame) == 12 and set(frame["status"]) == {"succeeded"}
+    sketchy = frame.groupby("strategy")["flag_sketchy"].apply(list).to_dict()
+    assert sketchy == {"common_interest": [False] * 6, "friends_pretext": [True] * 6}  # was [False] * 6: outvoted

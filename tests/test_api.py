@@ -117,4 +117,41 @@ def test_the_readme_notebook_example_runs(tmp_path, monkeypatch, capsys):
     assert sorted(df["persona"].unique()) == ["aloof", "unsure"]
     assert {"catalog.personas/aloof", "catalog.personas/unsure"} <= {d["field"] for d in c["differences"]}
     assert c["pairing"]["matched"] == 8
-    assert a.run_id in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert a.run_id in out
+    # Issue 22 item 13: the example's per-persona contact is over the episodes compare counts, not every episode.
+    printed = {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.split()[:1] in (["aloof"], ["unsure"])}
+    counted = {p["persona"]: p["contact"]["rate"] for p in namespace["api"].compare(a.run_id, db="demo.db")["personas"] if p["n"]}
+    assert printed == pytest.approx(counted)
+    import sqlite3  # ... and docs/store.md's SQL over the `usable` column says the same
+
+    with sqlite3.connect("demo.db") as conn:
+        by_sql = dict(conn.execute("SELECT persona, avg(exchanged IN ('number', 'email')) FROM episodes WHERE run_id = ? "
+                                   "AND usable GROUP BY persona", (a.run_id,)).fetchall())  # fmt: skip
+    assert by_sql == pytest.approx(counted)
+
+
+def test_regrading_seeds_each_episode_s_judges_from_its_own_seed(tmp_path):
+    """Issue 22 item 12: `grade RUN` gave every episode's judge i the seed `--seed` + i, so four episodes drew the same
+    judge; judge i of an episode is seeded with the episode's seed + `--seed` + i, as a batch seeds it."""
+    from rule_stub import rule_server
+
+    from simulator import api
+    from simulator.storage.store import Store
+
+    db = tmp_path / "n.db"
+    with rule_server() as url:
+        run_id = api.run_batch({"personas": "aloof,unsure", "reps": 2, "judges": 2}, db=db, base_url=url).run_id
+        with Store(db) as store:
+            batch = {e.id: [(v.judge, v.seed) for v in e.verdicts] for e in store.episodes(run_id)}
+            seeds = {e.id: e.seed for e in store.episodes(run_id)}
+        api.grade([run_id], db=db, judges=2, base_url=url)
+        api.grade([run_id], db=db, judges=2, seed=10, base_url=url)
+    with Store(db) as store:
+        regraded = {e.id: [(v.judge, v.seed) for v in e.verdicts] for e in store.episodes(run_id)}
+        history = {e.id: sorted(json.loads(row[0])["seed"] for row in store.conn.execute(
+            "SELECT verdict_json FROM verdict_history WHERE episode_id = ?", (e.id,))) for e in store.episodes(run_id)}  # fmt: skip
+    assert len(set(seeds.values())) == 4
+    assert regraded == {e: [(0, s + 10), (1, s + 11)] for e, s in seeds.items()}
+    assert batch == {e: [(0, s), (1, s + 1)] for e, s in seeds.items()}
+    assert history == {e: sorted([s, s + 1, s, s + 1]) for e, s in seeds.items()}  # the batch's, then `--seed 0`'s: the same

@@ -112,7 +112,7 @@ def test_ctrl_c_says_what_was_stored_and_how_to_resume(tmp_path):
         stored = _stored(db)
         assert proc.returncode == 130 and err.endswith("nextstep: interrupted\n"), err
         assert 0 < stored < 90, "the batch must be interrupted part way through"
-        counted = re.search(r"this session: (\d+) succeeded, 0 failed", said)
+        counted = re.search(r"this session: (\d+) succeeded, 0 ungraded, 0 failed", said)
         assert counted and stored - 4 <= int(counted[1]) <= stored, out  # a save under way when the signal came lands, uncounted
         assert "stopped scheduling: interrupted; continue with: nextstep batch --resume cut --db" in said, out
         resumed = subprocess.run([sys.executable, "-m", "simulator", "batch", "--resume", "cut", *common], capture_output=True, text=True)
@@ -250,3 +250,16 @@ async def test_a_batch_collects_garbage_less_often_and_restores_the_threshold(tm
     with StubServer() as url:
         await run_grid({"personas": "aloof,unsure", "max_turns": 1, "judges": 0}, db=tmp_path / "n.db", base_url=url)
     assert len(seen) == 2 and min(seen) >= 10 * before[0] and gc.get_threshold() == before
+
+
+async def test_ungraded_episodes_are_counted_apart_from_failed_ones(tmp_path, monkeypatch):
+    """Issue 22 item 12: an episode whose judge's endpoint failed is ungraded (its conversation is kept and graded on
+    resume), neither 'failed' in the batch line nor a failure against --max-failures."""
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt, retry_after: 0.0)
+    seen = []
+    with StubServer(fault=lambda n, body: "reset" if _judge_call(body) else None) as url:  # every judge call dropped
+        await run_grid({"personas": "all", "max_turns": 2}, db=tmp_path / "n.db", base_url=url, max_failures=1, concurrency=1,
+                       on_progress=seen.append)  # fmt: skip
+    p = seen[-1]
+    assert (p.done, p.failed, p.stopped) == (0, 0, None)  # was (0, 1, '1 failures reached --max-failures')
+    assert p.ungraded == 3

@@ -8,6 +8,7 @@ import re
 import sqlite3
 
 import pytest
+import yaml
 from conftest import ScriptedModel, persona_says, practitioner_says
 from stub_server import StubServer, pinned
 from test_cli import assert_one_line_error, nextstep
@@ -142,3 +143,94 @@ def test_branch_run_end_to_end_on_the_stub(tmp_path):
     assert "treatment" in text and "control" in text
     html = nextstep("report", run, "--db", str(db), "-o", str(tmp_path / "r.html"))
     assert html.returncode == 0 and (tmp_path / "r.html").read_text().count('class="side"') == len(forked)
+
+
+def test_a_branch_run_id_hashes_the_treatment_prompts_and_the_rubric_contents(tmp_path):
+    """Issue 22 item 6: edit the treatment's prompt (or the rubric) in place and branch again: a new run, not the
+    old continuations reused under the same id."""
+    import shutil
+
+    from simulator import api
+    from simulator.core.files import data_dir
+
+    base, treat = tmp_path / "base", tmp_path / "treat"
+    shutil.copytree(data_dir("prompts"), base)
+    shutil.copytree(data_dir("prompts"), treat)
+    db = tmp_path / "n.db"
+    with StubServer(fault=keep_talking) as url:
+        api.run_batch({"personas": "friendly", "max_turns": 2, "judges": 0}, db=db, run_id="base", base_url=url,
+                      prompts_dir=base)  # fmt: skip
+
+        def branch() -> str:
+            return api.branch("base", at="2", prompts_dir=treat, reps=1, judges=1, db=db, base_url=url)[0]
+
+        first = branch()
+        assert branch() == first  # nothing edited: the same run, resumed
+        (treat / "practitioner.j2").write_text((treat / "practitioner.j2").read_text() + "\nBe brief.\n")
+        edited = branch()
+        rubric = yaml.safe_load((base / "rubric.yaml").read_text())
+        rubric["conditions"]["timing"]["description"] += " Read the whole curve."
+        (base / "rubric.yaml").write_text(yaml.safe_dump(rubric))
+        regraded = branch()
+    assert len({first, edited, regraded}) == 3
+    with Store(db) as store:
+        specs = [store.run(r)["spec"] for r in (first, edited, regraded)]
+    assert [s.prompts["treatment/practitioner"] == specs[0].prompts["treatment/practitioner"] for s in specs] == [True, False, False]
+    assert len({s.prompts["control/practitioner"] for s in specs}) == 1  # the control's prompts are the parents'
+    assert [s.rubric_hash == specs[0].rubric_hash for s in specs] == [True, True, False]
+
+
+def test_a_continuation_as_another_persona_is_judged_on_the_turns_it_generated(tmp_path):
+    """Issue 22 item 1: the kept first persona turn (unsure's comfort 5) is the parent's, judged as the parent was; it
+    is not aloof's first turn (her range is 1-3), so the treatment is in character and every pair is compared."""
+    from simulator import api
+    from simulator.core.records import Fidelity
+
+    db = tmp_path / "n.db"
+    with Store(db) as store:
+        store.create_run("base", RunSpec(experiment={}))
+        store.save_episode("base", "supermarket/unsure/common_interest/man-woman", 0, Episode(
+            id="parent000001", setting="supermarket", persona="unsure", strategy="common_interest", seed=5,
+            status="succeeded", turns=TURNS, fidelity=Fidelity(ok=True), run_id="base"))  # fmt: skip
+    with StubServer(fault=keep_talking) as url:  # every later persona turn reports interest 5, comfort 5
+        run, _, _ = api.branch("parent000001", at="2", persona="aloof", reps=2, judges=0, max_turns=3, db=db, base_url=url)
+    records = api.load_episodes(run, db=db)
+    assert sorted((r.branch.arm, r.persona, r.fidelity.ok) for r in records) == [
+        ("control", "unsure", True), ("control", "unsure", True), ("treatment", "aloof", True), ("treatment", "aloof", True)]
+    assert api.compare(run, db=db)["pairing"]["paired"] == 2
+
+
+def test_the_kept_prefix_keeps_the_parents_verdict_and_a_generated_first_turn_is_checked():
+    from simulator.conversation.episode import fidelity_problems
+    from simulator.core.records import Fidelity
+    from simulator.runs.branch import continued_fidelity
+
+    aloof = {"interest": (3, 7), "comfort": (1, 3)}
+    turns = [t.model_dump() for t in TURNS]  # turn 1: interest 4, comfort 5
+    assert fidelity_problems(turns, aloof, kept=1) == ["first-turn comfort 5 is outside the expected 1-3"]  # generated
+    assert fidelity_problems(turns, aloof, kept=2) == []  # the parent's turn
+    bad = Episode(id="p", setting="supermarket", persona="unsure", strategy="common_interest", status="succeeded",
+                  turns=TURNS, fidelity=Fidelity(ok=False, problems=["first-turn interest 9 is outside the expected 2-6"]))
+    assert continued_fidelity(bad, 2, Fidelity(ok=True)).model_dump() == {
+        "ok": False, "problems": ["kept prefix: first-turn interest 9 is outside the expected 2-6"]}
+    generated = Fidelity(ok=False, problems=["first-turn comfort 5 is outside the expected 1-3"])
+    assert continued_fidelity(bad, 1, generated) == generated  # only the opening line kept: the parent's verdict is not about it
+
+
+def test_a_branch_experiment_on_the_rule_stub(tmp_path):
+    """Known by hand on the rule stub: aloof refuses the friends pretext (control) and shares her number with a plain
+    ask (treatment common_interest) from the same first two turns, so every one of the 3 x 2 pairs moves 0 -> 1 and
+    the exact McNemar p is 2 / 2^6."""
+    from rule_stub import rule_server
+
+    from simulator import api
+
+    db = tmp_path / "n.db"
+    with rule_server() as url:
+        base = api.run_batch({"personas": "aloof", "strategies": "friends_pretext", "reps": 3}, db=db, base_url=url).run_id
+        run, skipped, _ = api.branch(base, at="2", strategy="common_interest", reps=2, db=db, base_url=url)
+    c = api.compare(run, db=db)
+    contact = c["tests"]["contact"]
+    assert skipped == [] and c["pairing"]["paired"] == 6
+    assert (contact["a"], contact["b"], contact["b01"], contact["b10"]) == (0.0, 1.0, 6, 0)
+    assert contact["p"] == pytest.approx(2 / 2**6)

@@ -1,4 +1,4 @@
-"""Persona reactions and run comparisons: each statistic is the stats function on the same numbers, wired right."""
+"""Persona reactions and run comparisons: each statistic against a value worked by hand or computed by scipy directly."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import json
 import subprocess
 import sys
 
+import math
+
 import pandas as pd
 import pytest
+from scipy import stats
 from rich.console import Console
 from conftest import lenient_personas
 from stub_server import StubServer
@@ -17,10 +20,10 @@ from typer.testing import CliRunner
 
 from evaluations.analysis.compare import compare_runs, load_pair, persona_reactions
 from evaluations.judge.rubric import CONDITIONS, FLAGS
-from evaluations.analysis.stats import (bootstrap_ci, holm, mcnemar, paired_bootstrap_ci, rates_test, scores_test,
-                               wilcoxon_paired, wilson_ci)
+from evaluations.analysis.stats import holm
 import simulator.cli.compare as compare_cli
 from simulator.core.errors import UserError
+from simulator.core.files import data_dir
 from simulator.core.records import RunSpec
 from simulator.runs.batch import run_grid
 
@@ -34,7 +37,9 @@ def episode(persona="friendly", setting="bar_club", strategy="turn_back", contac
            "setting": setting, "persona": persona, "strategy": strategy, "status": "succeeded", "fidelity_ok": True,
            "contact": contact, "social_handle": False, "next_meeting": None, "mean_interest": interest, "mean_comfort": None if interest is None else 10 - interest,
            **{c: score for c in CONDITIONS}, **{f"flag_{f}": False for f in FLAGS}}  # fmt: skip
-    return row | extra
+    row |= extra
+    completed = row["status"] == "succeeded"  # as Episode.completed and .usable say for a simulated episode
+    return {"completed": completed, "usable": completed and row["fidelity_ok"] is not False} | row
 
 
 def personas_frame() -> pd.DataFrame:
@@ -53,30 +58,35 @@ def test_persona_reactions_match_the_stats_functions():
     frame = personas_frame()
     r = persona_reactions(frame)
     json.dumps(r, allow_nan=False)  # plain JSON: NaN became None
-    assert r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 2} and r["n"] == 30 and r["episodes"] == 33
+    assert r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 2, "abandoned": 0} and r["n"] == 30 and r["episodes"] == 33
     rows = {row["persona"]: row for row in r["personas"]}
-    assert rows["friendly"]["contact"] == {"k": 8, "n": 10, "rate": 0.8, "ci": list(wilson_ci(8, 10))}
+    z = stats.norm.ppf(0.975)  # Wilson's interval for 8 of 10, from its formula
+    half = z * math.sqrt(0.8 * 0.2 / 10 + z * z / 400) / (1 + z * z / 10)
+    centre = (0.8 + z * z / 20) / (1 + z * z / 10)
+    assert rows["friendly"]["contact"] == {"k": 8, "n": 10, "rate": 0.8, "ci": pytest.approx([centre - half, centre + half])}
     used = frame[(frame.status == "succeeded") & frame.fidelity_ok]
     aloof = used[used.persona == "aloof"]
     assert rows["aloof"]["mean_interest"]["mean"] == pytest.approx(aloof.mean_interest.mean())
-    assert rows["aloof"]["timing"]["ci"] == pytest.approx(list(bootstrap_ci(aloof.timing.to_numpy(float))))
+    lo, hi = rows["aloof"]["timing"]["ci"]
+    assert lo < aloof.timing.mean() < hi and aloof.timing.min() <= lo and hi <= aloof.timing.max()  # a percentile interval
     assert rows["aloof"]["flags"]["rude"]["rate"] == pytest.approx(0.3) and rows["unsure"]["flags"]["rude"]["k"] == 0
 
     contact = r["tests"]["contact"]
-    assert contact["omnibus"]["p"] == pytest.approx(rates_test([2, 8, 5], [10, 10, 10])["p"])
+    assert contact["omnibus"]["p"] == pytest.approx(stats.chi2_contingency([[2, 8], [8, 2], [5, 5]]).pvalue)
     assert contact["omnibus"]["test"].startswith("chi2")
     pairs = {(p["a"], p["b"]): p for p in contact["pairwise"]}
-    assert pairs[("aloof", "friendly")]["p"] == pytest.approx(rates_test([2, 8], [10, 10])["p"])
-    assert pairs[("aloof", "friendly")]["effect"] == pytest.approx(rates_test([2, 8], [10, 10])["effect"])  # Cohen's h
+    assert pairs[("aloof", "friendly")]["p"] == pytest.approx(stats.fisher_exact([[2, 8], [8, 2]]).pvalue)
+    h = 2 * math.asin(math.sqrt(0.8)) - 2 * math.asin(math.sqrt(0.2))  # Cohen's h, friendly - aloof
+    assert pairs[("aloof", "friendly")]["effect"] == pytest.approx(h)
     raw = [p["p"] for p in contact["pairwise"]]
     assert [p["p_holm"] for p in contact["pairwise"]] == pytest.approx(holm(raw))
     smallest = pairs[("aloof", "friendly")]  # 2/10 against 8/10: Holm multiplies the smallest p by 3
     assert smallest["p"] == min(raw) and smallest["p_holm"] == pytest.approx(3 * smallest["p"]) and smallest["p_holm"] < 0.1
 
     groups = [used[used.persona == p].timing.to_numpy(float) for p in ("aloof", "friendly", "unsure")]
-    assert r["tests"]["timing"]["omnibus"]["p"] == pytest.approx(scores_test(groups)["p"])
+    assert r["tests"]["timing"]["omnibus"]["p"] == pytest.approx(stats.kruskal(*groups).pvalue)
     assert r["tests"]["timing"]["omnibus"]["test"] == "kruskal-wallis"
-    assert r["tests"]["timing"]["pairwise"][0]["p"] == pytest.approx(scores_test(groups[:2])["p"])
+    assert r["tests"]["timing"]["pairwise"][0]["p"] == pytest.approx(stats.mannwhitneyu(*groups[:2]).pvalue)
 
 
 def test_a_test_names_the_groups_it_left_out():
@@ -86,7 +96,7 @@ def test_a_test_names_the_groups_it_left_out():
     timing = r["tests"]["timing"]["omnibus"]
     used = frame[(frame.status == "succeeded") & frame.fidelity_ok.astype(bool)]
     two = [used[used.persona == p].timing.to_numpy(float) for p in ("aloof", "unsure")]
-    assert timing["test"] == "mann-whitney u" and timing["p"] == pytest.approx(scores_test(two)["p"])
+    assert timing["test"] == "mann-whitney u" and timing["p"] == pytest.approx(stats.mannwhitneyu(*two).pvalue)
     assert (timing["compared"], timing["left_out"]) == (["aloof", "unsure"], ["friendly"])
     assert r["tests"]["contact"]["omnibus"]["left_out"] == []
     from simulator.cli.compare import print_reactions
@@ -107,7 +117,7 @@ def test_small_and_empty_cells_are_marked_not_dropped():
 
 def test_include_unfaithful_keeps_fidelity_flagged_episodes():
     r = persona_reactions(personas_frame(), include_unfaithful=True)
-    assert r["n"] == 32 and r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 0}
+    assert r["n"] == 32 and r["excluded"] == {"failed": 1, "ungraded": 0, "unfaithful": 0, "abandoned": 0}
     assert {row["persona"]: row["contact"]["k"] for row in r["personas"]}["unsure"] == 7
 
 
@@ -139,19 +149,22 @@ def test_compare_runs_pairs_and_tests():
     assert c["pairing"] == {"paired": 10, "matched": 10, "excluded": 0, "only_a": 0, "only_b": 0, "reason": None}
 
     t = c["tests"]
-    assert t["contact"]["p"] == pytest.approx(mcnemar(fa.contact, fb.contact)["p"])
-    assert (t["contact"]["b01"], t["contact"]["b10"]) == (mcnemar(fa.contact, fb.contact)["b01"], mcnemar(fa.contact, fb.contact)["b10"])
-    assert t["timing"]["p"] == pytest.approx(wilcoxon_paired(fa.timing, fb.timing)["p"])
-    assert t["timing"]["delta"] == pytest.approx((fb.timing - fa.timing).mean())
-    assert t["timing"]["ci"] == pytest.approx(list(paired_bootstrap_ci(fa.timing, fb.timing)))
-    assert t["mean_interest"]["p"] == pytest.approx(wilcoxon_paired(fa.mean_interest, fb.mean_interest)["p"])
+    # By hand: A made contact at reps 0, 3, 6, 9 and B at 0, 2, 4, 6, 8, so B alone at 2, 4, 8 and A alone at 3, 9;
+    # the exact McNemar p is 2 P(X <= 2) for X ~ Binomial(5, 1/2) = 2 (1 + 5 + 10) / 32 = 1.
+    assert (t["contact"]["b01"], t["contact"]["b10"], t["contact"]["p"]) == (3, 2, pytest.approx(1.0))
+    # timing: A scores 1 + rep % 3, B 2 + rep % 4; the differences are 1 1 1 4 0 0 3 3 -1 2, mean 1.4.
+    d = [1, 1, 1, 4, 0, 0, 3, 3, -1, 2]
+    assert t["timing"]["delta"] == pytest.approx(1.4) and t["timing"]["n"] == 10
+    assert t["timing"]["p"] == pytest.approx(stats.wilcoxon(d).pvalue)
+    assert t["timing"]["ci"][0] < 1.4 < t["timing"]["ci"][1] and -1 <= t["timing"]["ci"][0] and t["timing"]["ci"][1] <= 4
+    assert t["mean_interest"]["p"] == pytest.approx(stats.wilcoxon(fb.mean_interest - fa.mean_interest).pvalue)
     assert [x["p_holm"] for x in t.values()] == pytest.approx(holm([x["p"] for x in t.values()]))
 
     cells = {row["cell"]: row for row in c["cells"]}
     aloof = cells["bar_club/aloof/turn_back/man-woman"]
     assert aloof["n"] == 6 and not aloof["small"] and cells["bar_club/friendly/turn_back/man-woman"]["small"]
-    assert aloof["timing"] == pytest.approx((fb.timing[:6] - fa.timing[:6]).mean())
-    assert aloof["contact_a"] == pytest.approx(fa.contact[:6].mean())
+    assert aloof["timing"] == pytest.approx(sum(d[:6]) / 6)  # reps 0-5 are aloof's
+    assert aloof["contact_a"] == pytest.approx(2 / 6)  # reps 0 and 3
 
 
 def test_compare_runs_says_when_it_cannot_pair():
@@ -168,10 +181,11 @@ def test_compare_runs_says_when_it_cannot_pair():
 
 def test_excluded_episodes_are_counted_in_pairing():
     fa, fb = paired_frames()
-    fb.loc[0, "fidelity_ok"], fb.loc[1, "status"] = False, "failed"
+    fb.loc[0, ["fidelity_ok", "usable"]] = False
+    fb.loc[1, ["status", "completed", "usable"]] = ["failed", False, False]
     c = compare_runs(run_dict("A"), run_dict("B"), fa, fb, {})
     assert c["pairing"]["paired"] == 8 and c["pairing"]["excluded"] == 2
-    fb["status"] = "failed"
+    fb["status"], fb["completed"], fb["usable"] = "failed", False, False
     c = compare_runs(run_dict("A"), run_dict("B"), fa, fb, {})
     assert c["pairing"]["paired"] == 0 and "every matched episode failed" in c["pairing"]["reason"]
 
@@ -236,7 +250,7 @@ def analyses_in_the_cli(runner, app, console, db, a, b):
     assert as_json("personas", a) == audit(records, load_catalog().personas, run_catalog=spec.catalog)
 
     for args, title in ((["compare", a], "where the variance comes from"), (["compare", a, b], "what these pairs could detect"),
-                        (["plan", a], "reps per cell"), (["personas", a], "are the types told apart")):
+                        (["plan", a], "episodes usable)"), (["personas", a], "are the types told apart")):
         result = runner.invoke(app, [*args, "--db", str(db)])
         assert result.exit_code == 0, result.output
         assert title in console.file.getvalue()
@@ -281,5 +295,121 @@ async def test_ablation_personas_against_the_article_ones_on_the_stub(tmp_path):
     changed = {d["field"] for d in c["differences"]}
     assert {"catalog.personas/aloof", "catalog.personas/friendly", "catalog.personas/unsure"} <= changed
     assert c["pairing"]["matched"] == 18
-    assert [row["strategy"] for row in c["ranking"]["contact"]["rows"]] == ["common_interest", "no_ask", "turn_back"]
     assert c["ranking"]["contact"]["n_a"] == c["ranking"]["contact"]["n_b"] == 18
+
+
+async def test_strategy_ranking_on_the_rule_stub(tmp_path):
+    """Ranks and tau known by hand (test_compare asserted only the rows' order, which is alphabetical). On the rule
+    stub common_interest's plain ask wins friendly and aloof (and unsure when she likes them): contact >= 2/3; the
+    friends pretext wins friendly alone: 1/3; no_ask never asks: 0. Run B swaps the two strategies' instructions, so
+    the stub plays each cell with the other's move: B ranks friends_pretext first, common_interest second."""
+    import yaml
+
+    from rule_stub import rule_server
+
+    swapped = tmp_path / "prompts"
+    swapped.mkdir()
+    strategies = yaml.safe_load((data_dir("prompts") / "strategies.yaml").read_text())
+    strategies["common_interest"]["instructions"], strategies["friends_pretext"]["instructions"] = (
+        strategies["friends_pretext"]["instructions"], strategies["common_interest"]["instructions"])
+    (swapped / "strategies.yaml").write_text(yaml.safe_dump(strategies))
+    grid = {"personas": "all", "strategies": "common_interest,friends_pretext,no_ask", "reps": 2}
+    db = tmp_path / "n.db"
+    with rule_server() as url:
+        a = await run_grid(grid, db=db, base_url=url)
+        b = await run_grid(grid, db=db, base_url=url, prompts_dir=swapped)
+    c = compare_runs(*load_pair(a, b, db))
+    ranking = c["ranking"]["contact"]
+    ranks = {r["strategy"]: (r["rank_a"], r["rank_b"]) for r in ranking["rows"]}
+    assert ranks == {"common_interest": (1, 2), "friends_pretext": (2, 1), "no_ask": (3, 3)}
+    rates = {r["strategy"]: (r["a"], r["b"]) for r in ranking["rows"]}
+    assert rates["friends_pretext"][0] == rates["common_interest"][1] == pytest.approx(1 / 3) and rates["no_ask"] == (0, 0)
+    # tau-b by hand: of the 3 pairs of strategies, (ci, fp) swaps and the two with no_ask keep their order: (2 - 1) / 3
+    assert ranking["tau"] == pytest.approx(1 / 3)
+
+    # The paired compare, by hand: friendly shares on both sides and no_ask never asks; aloof shares to the plain ask
+    # only (A's common_interest, B's friends_pretext cells); unsure too, when she likes them, and a cell's twins draw
+    # the same first interest (same seed), read here from run A's turns.
+    from simulator.storage.store import Store
+
+    with Store(db) as store:
+        likes = {s: sum(next(t.interest for t in r.turns if t.speaker == "persona") > 4 for r in store.episodes(a)
+                        if r.persona == "unsure" and r.strategy == s) for s in ("common_interest", "friends_pretext")}
+    b10, b01 = 2 + likes["common_interest"], 2 + likes["friends_pretext"]
+    contact = c["tests"]["contact"]
+    assert c["pairing"]["paired"] == 18 and (contact["b01"], contact["b10"]) == (b01, b10)
+    assert contact["p"] == pytest.approx(stats.binomtest(b01, b01 + b10).pvalue)
+
+
+async def test_show_and_compare_measure_judge_agreement_on_the_same_episodes(tmp_path):
+    """Issue 22 item 12: `show RUN` took α over every succeeded episode, `compare RUN` over the usable ones; a run
+    with out-of-character episodes gave two figures for one thing. Both now use the usable episodes."""
+    from graded_stub import graded
+
+    from simulator import api
+
+    db = tmp_path / "n.db"
+    with StubServer(fault=graded) as url:  # random first states: some episodes in character, most not
+        run_id = await run_grid({"personas": "all", "strategies": "common_interest,turn_back", "reps": 4, "judges": 3,
+                                 "max_turns": 2}, db=db, base_url=url)  # fmt: skip
+    frame = api.load_frame(run_id, db=db)
+    assert 0 < frame["usable"].sum() < len(frame)  # the two sets differ
+    shown = api.summarize(run_id, db)["judge_alpha"]
+    compared = api.compare(run_id, db=db)["variance"]["agreement"]["conditions"]
+    assert shown == {c: (None if compared[c]["alpha"] is None else pytest.approx(compared[c]["alpha"], abs=5e-4)) for c in CONDITIONS}
+
+
+def test_compare_with_a_run_that_has_no_episodes(tmp_path):
+    """Issue 22 item 12: `compare A B` raised KeyError when B had no episodes; it says it cannot pair instead."""
+    from simulator import api
+    from simulator.storage.store import Store
+
+    db = tmp_path / "n.db"
+    with StubServer() as url:
+        a = api.run_batch({"personas": "aloof", "strategies": "common_interest,no_ask", "max_turns": 2}, db=db, base_url=url).run_id
+    with Store(db) as store:
+        store.create_run("empty", RunSpec(experiment={"grid": "none yet"}))
+    for x, y in ((a, "empty"), ("empty", a)):
+        c = api.compare(x, y, db=db)
+        assert c["pairing"]["paired"] == 0 and c["pairing"]["reason"] == "cannot pair: a run has no episodes"
+        assert "reason" in c["ranking"] and c["tests"] == {}
+
+
+async def test_compare_shows_how_each_run_was_graded_from_its_verdicts(tmp_path, monkeypatch):
+    """Issue 22 item 5: B is A's grid graded again with another rubric, two judges and judge seed 5; one episode of A
+    is graded again with two judges. The specs are the same: only the verdicts say how each was graded."""
+    import shutil
+
+    import yaml
+
+    from evaluations.judge.rubric import load_rubric
+    from simulator import api
+    from simulator.core.files import data_dir
+
+    rubric = tmp_path / "rubric.yaml"
+    shutil.copy(data_dir("prompts") / "rubric.yaml", rubric)
+    edited = yaml.safe_load(rubric.read_text())
+    edited["conditions"]["timing"]["description"] += " Read the whole curve."
+    rubric.write_text(yaml.safe_dump(edited, sort_keys=False))
+    grid, db = {"personas": "unsure,friendly", "max_turns": 1}, tmp_path / "n.db"
+    with StubServer() as url:
+        a = await run_grid(grid, db=db, base_url=url)
+        b = await run_grid(grid, db=db, base_url=url, run_id="b")
+        api.grade(["b"], db=db, judges=2, seed=5, rubric_file=rubric, base_url=url)
+        api.grade([api.load_episodes(a, db=db)[0].id], db=db, judges=2, base_url=url)
+    c = compare_runs(*load_pair(a, "b", db))
+    fields = {d["field"]: d for d in c["differences"]}
+    assert {"prompts.rubric", "judges.count", "judges.seeds"} <= set(fields), sorted(fields)
+    assert fields["prompts.rubric"] | {"diff": None} == {"field": "prompts.rubric", "a": load_rubric()[1],
+                                                       "b": load_rubric(rubric)[1], "diff": None}  # fmt: skip
+    assert "Read the whole curve." in fields["prompts.rubric"]["diff"]
+    assert fields["judges.count"] == {"field": "judges.count", "a": [1, 2], "b": 2, "mixed": ["A"]}
+    # A re-grade seeds judge i with the episode's seed + --seed + i (issue 22 item 12), so A's is not mixed
+    assert fields["judges.seeds"] == {"field": "judges.seeds", "a": "episode seed + judge", "b": "episode seed + 5 + judge"}
+
+    console = Console(file=io.StringIO(), width=80)
+    monkeypatch.setattr(compare_cli, "console", console)
+    assert CliRunner().invoke(compare_cli.app, ["compare", a, "b", "--db", str(db)]).exit_code == 0
+    shown = console.file.getvalue()
+    assert "│ judges.count " in shown and "│ [1, 2] (mixed) " in shown
+    assert "Read the whole curve." in shown  # the rubric's diff

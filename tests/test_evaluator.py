@@ -8,7 +8,8 @@ from conftest import ScriptedModel, persona_says, practitioner_says
 from evaluations.judge.evaluator import Judge, numbered
 from evaluations.judge.graph import grade, make_evaluator
 from evaluations.judge.rubric import CONDITIONS, load_rubric
-from evaluations.judge.rules import citation_problem, evidence_turns, objective_timing, sentence_table, sentences, transitions
+from evaluations.judge.rules import (citation_problem, evidence_turns, judge_only, objective_timing, sentence_table, sentences,
+                                    transitions)
 from simulator.conversation.prompts import Prompts
 from simulator.conversation.runner import run_episode
 from simulator.core.errors import ModelError
@@ -219,19 +220,30 @@ def test_transitions_merge_runs_and_cross_check():
     turns = [dict(t) for t in TURNS]
     turns[2]["intent"] = "small_talk"
     assert transitions(turns, []) == [{"turns": [4], "turn": 4, "ask_turn": 4, "has_ask": True, "source": "declared"}]
-    assert transitions(turns, [0, 5]) == [  # 5 is the persona's turn: ignored
-        {"turns": [0], "turn": 0, "ask_turn": 0, "has_ask": False, "source": "judge"},
-        {"turns": [4], "turn": 4, "ask_turn": 4, "has_ask": True, "source": "declared"},
-    ]
+    found = transitions(turns, [0, 5])  # 5 is the persona's turn: ignored; 0 is only the judge's: reported apart
+    assert found == [{"turns": [4], "turn": 4, "ask_turn": 4, "has_ask": True, "source": "declared"}]
+    assert judge_only(turns, [0, 5], found) == [0]
+    gold = [{"index": t["index"], "speaker": t["speaker"], "text": t["text"]} for t in TURNS]  # no intents declared
+    assert transitions(gold, [0, 4]) == [{"turns": [0], "turn": 0, "ask_turn": 0, "has_ask": False, "source": "judge"},
+                                         {"turns": [4], "turn": 4, "ask_turn": 4, "has_ask": False, "source": "judge"}]
     assert transitions(TURNS, [2]) == [{"turns": [2, 4], "turn": 2, "ask_turn": 4, "has_ask": True, "source": "both"}]
 
 
 def test_objective_timing_before_the_peak():
     turns = TURNS[:3] + [dict(TURNS[3], interest=9)]
-    # ask at turn 2: interest before it was 4 (turn 1); the peak, 9, comes later at turn 3
-    assert objective_timing(turns, 2) == {"ask_turn": 2, "peak_turn": 3, "turns_from_peak": -1, "interest_at_ask": 4,
-                                          "peak_interest": 9, "gap_to_peak": 5}
+    # ask at turn 2: interest before it was 4 (turn 1), its peak so far; the 9 at turn 3 is her reaction to the ask
+    assert objective_timing(turns, 2) == {"ask_turn": 2, "peak_turn": 1, "turns_from_peak": 1, "interest_at_ask": 4,
+                                          "peak_interest": 4, "gap_to_peak": 0}
     assert objective_timing(turns, 0) is None  # no telemetry before the ask
+
+
+def test_objective_timing_peak_is_over_the_turns_before_the_ask():
+    """Issue 22 item 9: her reaction to the ask (turn 5) is no part of the curve the ask is timed on."""
+    turns = [dict(t) for t in TURNS]
+    turns[5]["interest"] = 10  # the ask landed well: she warmed to it
+    # before the ask at 4 her interest went 4 (turn 1), 7 (turn 3): the ask came 1 turn after that peak, at it
+    assert objective_timing(turns, 4) == {"ask_turn": 4, "peak_turn": 3, "turns_from_peak": 1, "interest_at_ask": 7,
+                                          "peak_interest": 7, "gap_to_peak": 0}
 
 
 async def test_aloof_persona_at_high_interest_from_the_first_turn_is_flagged(make_context, catalog):
@@ -273,7 +285,7 @@ async def test_the_judged_outcome_cites_where_contact_was_given_or_is_unscored(j
     verdict = await grade(EPISODE, j, catalog)
     model.assert_used_up()
     assert "number was given: cite the id of the stranger's sentence" in model.requests[4]["messages"][-1]["content"]
-    assert "sentence 4.2 is not from turns 1, 3, 5" in model.requests[5]["messages"][-1]["content"]
+    assert "sentence 4.2 is not from turns 5" in model.requests[5]["messages"][-1]["content"]
     o = verdict.outcome
     assert (o.status, o.exchanged, o.sentence, o.turn, o.quote) == ("scored", "number", "5.1", 5, "Sure, it's 555 0199.")
 
@@ -283,3 +295,45 @@ async def test_the_judged_outcome_cites_where_contact_was_given_or_is_unscored(j
     j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, {"reason": "Nothing.", "exchanged": "none", "sentence": None,
                                                                   "next_meeting": False}])  # fmt: skip
     assert (await grade(EPISODE, j, catalog)).outcome.status == "scored"  # 'none' needs no sentence
+
+
+async def test_the_fidelity_judge_reads_only_the_lines_a_continuation_generated(judge, catalog):
+    """Issue 22 item 1: a branch's kept prefix (here turns 0-3) was said by the parent's persona, not this one."""
+    from evaluations.judge.evaluator import check_fidelity
+
+    j, model = judge([{"reason": "Warm and brief.", "in_character": True}], fidelity_judge=True)
+    ep = EPISODE | {"kept": 4, "persona_entry": catalog.personas["aloof"]}
+    assert (await check_fidelity(j, ep, [], 0))["in_character"] is True
+    prompt = model.requests[0]["messages"][-1]["content"]
+    assert "Sure, it's 555 0199." in prompt and "I love baking" not in prompt and "too many" not in prompt
+
+
+async def test_turns_only_the_judge_names_are_reported_apart_not_added_to_the_scope(judge, catalog):
+    """Issue 22 item 10: a judge naming every practitioner turn (0, 2, 4) widened the transition to 0-4, so any of
+    its sentences could be cited for timing. The declared transition (2, 4) keeps its scope; turn 0 is reported apart."""
+    j, model = judge([{"turns": [0, 2, 4]}, all_good(), {"flags": []}, OUTCOME])
+    verdict = await grade(EPISODE, j, catalog)
+    model.assert_used_up()
+    assert [(t.turns, t.source) for t in verdict.transitions] == [([2, 4], "both")]
+    assert sentence_enum(model.requests[1]["schema"], "timing") == ["2.1", "4.1", "4.2"]
+    assert verdict.judge_added == [0]
+
+
+async def test_contact_is_cited_from_a_persona_turn_after_the_first_ask(judge, catalog):
+    """Issue 22 item 10: her 'They do, I always get too many.' (turn 1) came before any ask: it gave nothing."""
+    j, model = judge([{"turns": [4]}, all_good(), {"flags": []}, OUTCOME | {"sentence": "1.1"}, OUTCOME])
+    verdict = await grade(EPISODE, j, catalog)
+    model.assert_used_up()
+    assert "sentence 1.1 is not from turns 5" in model.requests[4]["messages"][-1]["content"]
+    assert model.requests[3]["schema"]["properties"]["sentence"]["anyOf"][0]["enum"] == ["5.1"]
+    assert (verdict.outcome.status, verdict.outcome.sentence) == ("scored", "5.1")
+
+
+def test_which_persona_turns_may_show_contact_was_given():
+    from evaluations.judge.rules import contact_turns
+
+    assert contact_turns(TURNS) == (5,)  # after the first ask (turn 4)
+    no_ask = [dict(t, intent="small_talk") if t["speaker"] == "practitioner" else t for t in TURNS]
+    assert contact_turns(no_ask) == (5,)  # no ask: only the line her own record says gave contact
+    gold = [{"index": t["index"], "speaker": t["speaker"], "text": t["text"]} for t in TURNS]
+    assert contact_turns(gold) == (1, 3, 5)  # no telemetry to check against (a gold transcript): any of her turns

@@ -101,3 +101,18 @@ def test_small_groups_are_marked_and_changed_files_said():
 def test_curve_counts_turns_reached():
     recs = [record("a", "aloof", [(1, 2), (3, 4)]), record("b", "aloof", [(5, 6)])]
     assert curve(recs, "interest") == [{"turn": 1, "n": 2, "mean": 3.0}, {"turn": 2, "n": 1, "mean": 3.0}]
+
+
+def test_a_social_handle_is_not_sharing_contact_in_the_audit(tmp_path):
+    """Issue 22 item 12: the audit's 'shares when asked' counted a social handle. On the rule stub friendly gives her
+    number to common_interest and her Instagram to social_media: by hand, 2 of 4 asks (2 reps) shared contact."""
+    from rule_stub import rule_server
+
+    from simulator import api
+
+    db = tmp_path / "n.db"
+    with rule_server() as url:
+        run_id = api.run_batch({"personas": "friendly", "strategies": "common_interest,social_media", "reps": 2},
+                               db=db, base_url=url).run_id
+    shares = api.audit_personas(run_id, db=db)["types"]["friendly"]["shares_when_asked"]
+    assert (shares["k"], shares["n"]) == (2, 4)  # was (4, 4)

@@ -213,3 +213,32 @@ async def test_compare_puts_people_played_personas_beside_simulated_ones(make_co
     assert row["tests"]["mean_interest"]["test"] == "mann-whitney u"
     assert CliRunner().invoke(app, ["compare", "play-persona", "sim", "--db", str(db)]).exit_code == 0
     assert "people vs models" in console.file.getvalue()
+
+
+def test_two_play_sessions_of_one_cell_saved_together_are_both_kept(tmp_path, monkeypatch):
+    """Issue 22 item 11: each session read the next repetition (0) before either wrote; the second then replaced the
+    first. Here both read before either writes (a barrier in next_rep), as two terminals saving at once can."""
+    import threading
+
+    from simulator.core.records import Episode
+    from simulator.runs.played import save_played
+
+    db, barrier = tmp_path / "n.db", threading.Barrier(2, timeout=5)
+    read = getattr(Store, "next_rep", None)
+
+    def next_rep_then_wait(self, run_id, cell):
+        rep = read(self, run_id, cell)
+        barrier.wait()  # the other session has read too
+        return rep
+
+    monkeypatch.setattr(Store, "next_rep", next_rep_then_wait, raising=False)  # gone once the insert allocates the rep
+    played = [Episode(id=f"played{n:06d}", setting="supermarket", persona="unsure", strategy="common_interest",
+                      profile={}, status="succeeded") for n in range(2)]  # fmt: skip
+    threads = [threading.Thread(target=save_played, args=(db, record, "persona")) for record in played]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with Store(db) as store:
+        kept = sorted((r.id, r.rep) for r in store.episodes("play-persona"))
+    assert [i for i, _ in kept] == ["played000000", "played000001"] and sorted(r for _, r in kept) == [0, 1]

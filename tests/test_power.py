@@ -102,6 +102,7 @@ def pilot(rng, cells=8, reps=40):
     for c in range(cells):
         for r in range(reps):
             rows.append({"episode_id": f"{c}/{r}", "cell": f"c{c}", "status": "succeeded", "fidelity_ok": True,
+                         "completed": True, "usable": True,
                          "contact": bool(rng.random() < p_cell[c]), "mean_interest": 5 + c / 4 + rng.normal(),
                          "mean_comfort": 5 + rng.normal(), **{x: 3 + rng.normal() for x in CONDITIONS}})
     return pd.DataFrame(rows)
@@ -113,10 +114,15 @@ def test_plan_reads_the_run_variance():
     assert r["cells"] == 8 and r["n"] == 320
     contact, timing = r["measures"]["contact"], r["measures"]["timing"]
     assert contact["baseline"] == approx(frame.contact.mean())
-    assert contact["pairs"] == pairs_for_contact(contact["baseline"], contact["var_cell"], 0.15)
-    assert contact["reps_per_cell"] == math.ceil(contact["pairs"] / 8)
     assert timing["sd_diff"] == approx(math.sqrt(2), rel=0.1)  # within-cell sd 1 on each side
-    assert timing["pairs"] == pairs_for_mean(timing["sd_diff"], 0.5)
+    # Checked by simulation, not against the planner's own functions: compare's tests at the planned sizes.
+    rng = np.random.default_rng(17)
+    d = rng.normal(0.5, math.sqrt(2), size=(SIMS, timing["pairs"]))  # the pilot's true spread of a pair's difference
+    assert (stats.wilcoxon(d, axis=1).pvalue <= 0.05).mean() == approx(0.8, abs=0.05)
+    rates = np.repeat(frame.groupby("cell")["contact"].mean().to_numpy(), contact["reps_per_cell"])
+    a, b = rng.random((SIMS, rates.size)) < rates, rng.random((SIMS, rates.size)) < rates + 0.15
+    achieved = (mcnemar_p((~a & b).sum(axis=1), (a & ~b).sum(axis=1)) <= 0.05).mean()
+    assert achieved == approx(0.8, abs=0.05)
     one_rep = plan(frame.drop_duplicates("cell"))["measures"]["timing"]
     assert one_rep["pairs"] is None and "2+ repetitions" in one_rep["reason"]
 
@@ -132,3 +138,32 @@ def test_detectable_on_a_finished_pair():
     sd = float((paired.timing_b - paired.timing_a).std(ddof=1))
     assert r["measures"]["timing"]["mde"] == approx(mde_mean(n, sd)) and r["measures"]["timing"]["sd_diff"] == approx(sd)
     assert 0 < ARE_WILCOXON < 1
+
+
+def test_plan_counts_the_pairs_compare_will_drop():
+    """Issue 22 item 7: compare drops every pair where either twin is out of character (or failed). With 30% of the
+    pilot out of character, the old plan's reps gave about 55% power. Simulate compare on the planned reps: each twin
+    usable with the pilot's 70%, McNemar on the pairs left."""
+    rng = np.random.default_rng(16)
+    frame = pilot(rng, cells=8, reps=40)
+    out = rng.random(len(frame)) < 0.3
+    frame.loc[out, ["fidelity_ok", "usable"]] = False
+    kept = 1 - out.mean()
+    r = plan(frame, contact_change=0.15)
+    contact = r["measures"]["contact"]
+    p_cell = frame[frame.usable].groupby("cell")["contact"].mean().to_numpy()  # the pilot's own cells, as plan sees them
+    rates = np.repeat(p_cell, contact["reps_per_cell"])
+    a = rng.random((SIMS, rates.size)) < rates
+    b = rng.random((SIMS, rates.size)) < rates + 0.15
+    both = (rng.random((SIMS, rates.size)) < kept) & (rng.random((SIMS, rates.size)) < kept)
+    b01, b10 = (~a & b & both).sum(axis=1), (a & ~b & both).sum(axis=1)
+    achieved = (mcnemar_p(b01, b10) <= 0.05).mean()
+    assert achieved >= 0.8 - 4 * MC_SE, achieved  # was about 0.55 before plan counted the dropped pairs
+    assert r["usable_share"] == approx(kept) and contact["usable_pair_rate"] == approx(kept**2)
+
+    # A measure the judges left unscored on some episodes loses those pairs too: 40% of timing scores missing.
+    frame.loc[rng.random(len(frame)) < 0.4, "timing"] = None
+    timing = plan(frame, score_change=0.5)["measures"]["timing"]
+    present = frame.loc[frame.usable, "timing"].notna().mean()
+    assert timing["usable_pair_rate"] == approx((kept * present) ** 2)
+    assert timing["reps_per_cell"] == math.ceil(timing["pairs"] / (8 * (kept * present) ** 2))

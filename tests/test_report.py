@@ -88,6 +88,22 @@ def test_report_shows_variance_repeats_and_the_persona_audit(runs):
         assert plain(table(*rows)).split("<tr>", 2)[2] in page
     for text in ("Where the variance comes from", "Repeat reliability", "Persona fidelity audit", "effective judges"):
         assert text in page
+    # The fixture has warnings to show: it ran on lenient persona files and is audited against the shipped ones,
+    # so every persona's file changed, and first turns fall outside the shipped ranges (counted here from the turns).
+    shipped = load_catalog().personas
+    with Store(db) as store:
+        firsts = [(r.persona, r.id, next(t for t in r.turns if t.speaker == "persona")) for r in store.episodes(a)]
+    expected = {("file_changed", p): [] for p in ("aloof", "friendly", "unsure")}
+    for persona, key in ((p, k) for p in shipped for k in ("interest", "comfort")):
+        low, high = getattr(shipped[persona].expected_first_turn, key)
+        for side, out in (("above", lambda x: x > high), ("below", lambda x: x < low)):
+            ids = [i for p, i, t in firsts if p == persona and out(getattr(t, key))]
+            if ids:
+                expected[(f"first_turn_{side}", persona, key)] = ids
+    found = {(w["kind"], *w["personas"], *([w["message"].split(" than her file")[0].rsplit(" ", 1)[1]]
+                                            if w["kind"].startswith("first_turn") else [])): w["episodes"]
+             for w in fidelity["warnings"] if w["kind"] in ("file_changed", "first_turn_above", "first_turn_below")}
+    assert len(expected) > 3 and found == expected
     assert all(w["message"].replace("'", "&#x27;") in page for w in fidelity["warnings"])
 
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import sqlite3
 import subprocess
 import sys
 
+import pytest
 import yaml
-from stub_server import StubServer, completion, instance
+from stub_server import StubServer, completion
 
 from evaluations.judge.rubric import load_rubric
+from simulator.core.errors import UserError
 from simulator.core.files import data_dir
 from simulator.runs.batch import run_grid
 from simulator.storage.store import Store
@@ -23,7 +24,8 @@ ONE_EPISODE = {"personas": "unsure", "max_turns": 1, "judges": 1}
 
 
 def nextstep(*args, env=None, cwd=None):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NEXTSTEP_")}
+    # the response cache stays as conftest set it (off, in the test's own directory): a resume here means the endpoint
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NEXTSTEP_") or k in ("NEXTSTEP_CACHE", "NEXTSTEP_CACHE_DIR")}
     return subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True, cwd=cwd,
                           env={**clean, "COLUMNS": "250", "PYTHONPATH": os.getcwd(), **(env or {})})  # fmt: skip
 
@@ -136,11 +138,12 @@ def test_resume_needs_only_the_run_id(tmp_path):
     assert {r["model"] for r in later} == {"m-main", "m-persona", "m-judge"}
     assert all(r["response_format"]["type"] == "json_object" for r in later if "response_format" in r)
     assert any(marker in m["content"] for r in later for m in r["messages"])  # the run's own prompt directory
-    assert set(stub.authorizations[seen:]) == {"Bearer sk-not-to-be-stored"}  # the key, from the variable named
+    # the run's endpoint, and no key: which variable holds the key is the user's to say, never the database's (test_hostile)
+    assert set(stub.authorizations[seen:]) == {"Bearer none"} and url in resumed.stderr
     with Store(db) as store:
         run = store.run(command[3])
         assert run["counts"] == {"succeeded": 2}
-    assert run["settings"]["api_key_env"] == "MY_KEY" and run["settings"]["concurrency"] == 2
+    assert "api_key_env" not in run["settings"] and run["settings"]["concurrency"] == 2
     assert not any(b"sk-not-to-be-stored" in f.read_bytes() for f in tmp_path.glob("n.db*"))
 
 
@@ -159,9 +162,12 @@ async def test_a_run_stored_without_settings_still_resumes(tmp_path):
         assert store.run(run_id)["counts"] == {"succeeded": 1}
 
 
-def _forcing_reasks(reasks: int):
-    """A stub hook that makes every call need all its attempts: empty lines, invalid JSON, then evidence that is rejected."""
+def _forcing_every_path(reasks: int):
+    """A stub hook that makes an episode take every call the bound counts: each line empty `reasks` times, each structured
+    answer invalid `reasks` times, every piece of evidence (conditions, flags, outcome) rejected until the judge's re-asks
+    run out; the practitioner asks, says goodbye (a strategy with a parting line then gets one more round), asks again."""
     plain: dict[str, int] = {}
+    evidence = {"sentence": "99.1", "reason": "Cited."}  # no such sentence: rejected every time
 
     def hook(n, body):
         fmt = body.get("response_format")
@@ -171,25 +177,41 @@ def _forcing_reasks(reasks: int):
             return (200, {}, completion(body, "")) if plain[key] <= reasks else None
         if sum("That answer was invalid" in m["content"] for m in body["messages"]) < reasks:
             return 200, {}, completion(body, "not json")
-        schema = fmt.get("schema") or fmt["json_schema"]["schema"]
-        value = instance(schema, random.Random(n))
-        if value.get("flags") == []:  # raise a flag whose quote ('ok') is rejected, so the flags are asked again
-            value["flags"] = [instance(schema["properties"]["flags"]["items"], random.Random(n), schema.get("$defs", {}))]
+        name, prompt = fmt["json_schema"]["name"], body["messages"][0]["content"]
+        if name == "practitioner_intent":  # by how many lines the practitioner said before this one
+            value = {"intent": ("ask", "goodbye", "ask")[min(prompt.count("\nMe: ") + prompt.startswith("Me: "), 2)]}
+        elif name == "persona_state":
+            value = {"interest": 5, "comfort": 5, "intent": "chat"}
+        elif name == "transition_turns":
+            value = {"turns": []}
+        elif name == "transition_grades":
+            value = {c: evidence | {"score": 3} for c in fmt["json_schema"]["schema"]["properties"]}
+        elif name == "flags":
+            value = {"flags": [evidence | {"flag": "rude"}]}
+        else:
+            value = {"exchanged": "none", "next_meeting": False} | evidence  # cites a sentence though nothing was given
         return 200, {}, completion(body, json.dumps(value))
 
     return hook
 
 
-def test_dry_run_bound_holds_when_every_call_is_reasked(tmp_path):
-    grid = ["--personas", "all", "--strategies", "turn_back,no_ask", "--max-turns", "2", "--judges", "2", "--db", str(tmp_path / "n.db")]
+def test_dry_run_bound_holds_when_every_path_is_forced(tmp_path):
+    """Issue 22 item 3. Counted by hand, with 3 attempts a call (reasks 2): turn_back rounds are ask, goodbye, then its
+    parting line (an ask): 3 rounds x 4 calls x 3 = 36; no_ask ends at the limit: 2 x 4 x 3 = 24. A judge: 3 to find the
+    transitions, 3 x 3 per transition (turn_back: turns 0 and 4, two; no_ask: one), 3 x 3 flags, 3 x 3 outcome: 39 and 30.
+    With 2 judges: 36 + 78 + 24 + 60 = 198."""
+    grid = ["--personas", "unsure", "--strategies", "turn_back,no_ask", "--max-turns", "2", "--judges", "2",
+            "--db", str(tmp_path / "n.db")]  # fmt: skip
     dry = nextstep("batch", "--dry-run", *grid)
     assert dry.returncode == 0, dry.stderr
     bound = int(re.search(r"at most ([\d,]+) LLM calls", dry.stdout).group(1).replace(",", ""))
-    stub = StubServer(fault=_forcing_reasks(2))
+    stub = StubServer(fault=_forcing_every_path(2))
     with stub as url:
         result = nextstep("batch", *grid, "--run-id", "r", "--base-url", url)
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(tmp_path / "n.db") as conn:
         stored = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
-    assert stored + 1 == len(stub.requests) <= bound  # one model: one test call before the episodes, counted in the bound
-    assert len(stub.requests) > 6 * (4 * 2 + 6 * 2)  # the re-asks really happened: beyond a count without them
+        rounds = dict(conn.execute("SELECT strategy, n_turns / 2 FROM episodes").fetchall())
+    assert rounds == {"turn_back": 3, "no_ask": 2}  # the parting round happened
+    assert stored + 1 == len(stub.requests) == 199  # one model: one test call before the episodes, not an episode's call
+    assert bound == 199  # an upper bound, and reached: the test takes every path the bound counts (the test call too)

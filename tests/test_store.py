@@ -86,7 +86,7 @@ def test_round_trip(db):
     assert db.conn.execute("SELECT text FROM prompts WHERE hash = 'h1'").fetchone()[0] == "You are {{ x }}."
     assert db.run("r1")["counts"] == {"succeeded": 1}
     assert db.runs()[0] | {"created_at": None} == {"id": "r1", "created_at": None, "episodes": 1, "succeeded": 1, "ungraded": 0,
-                                                    "failed": 0, "tokens": 126, "planned": None}  # fmt: skip
+                                                    "failed": 0, "tokens": 126, "saved_tokens": 0, "planned": None}  # fmt: skip
     with pytest.raises(UserError, match="no episode 'zzz'"):
         db.episode("zzz")
 
@@ -221,9 +221,38 @@ def test_readable_with_plain_sql(tmp_path):
 
 
 def test_only_the_store_runs_sql():
-    """Queries live in the store; analysis and commands call its methods (once compare read `store.conn` itself)."""
+    """Queries live in the store; analysis and commands call its methods (once compare read `store.conn` itself).
+    The response cache is a file of its own under the models, which every call passes (README: the response cache)."""
     root = Path(__file__).resolve().parents[1]
     sql = re.compile(r"\.conn\b|\bsqlite3\b|\.execute\(")
+    own = {root / "simulator" / "models" / "cache.py"}
     found = [f"{path.relative_to(root)}:{n}" for folder in ("simulator", "evaluations") for path in (root / folder).rglob("*.py")
-             if "storage" not in path.parts for n, line in enumerate(path.read_text().splitlines(), start=1) if sql.search(line)]
+             if "storage" not in path.parts and path not in own for n, line in enumerate(path.read_text().splitlines(), start=1) if sql.search(line)]
     assert found == []
+
+
+def _judged_in_character(v: Verdict, in_character: bool) -> Verdict:
+    return Verdict.model_validate(v.model_dump() | {"fidelity": {"status": "scored", "reason": "x", "in_character": in_character}})
+
+
+def test_out_of_character_and_usable_have_one_definition(db):
+    """Issue 22 items 12-13: the store's columns and the frame say the same; a judge's fidelity check counts, and an
+    episode a person abandoned (`play`: an empty line) is no outcome to count."""
+    from evaluations.analysis.frame import episode_row
+
+    judged_out = record("j").model_copy(update={"verdicts": [_judged_in_character(verdict(), False)]})
+    abandoned = record("p").model_copy(update={"outcome": record("p").outcome.model_copy(
+        update={"end_reason": "ended_by_person", "ended_by": "persona"})})  # fmt: skip
+    episodes = {"j": judged_out, "p": abandoned, "f": record("f", failed=True), "ok": record("ok")}
+    for rep, (name, e) in enumerate(episodes.items()):
+        db.save_episode("r1", "c", rep, e)
+    columns = {row[1] for row in db.conn.execute("PRAGMA table_info(episodes)")}
+    assert "usable" in columns
+    stored = {r[0]: (r[1], r[2]) for r in db.conn.execute("SELECT id, fidelity_ok, usable FROM episodes")}
+    # by hand: rules pass on j but its judge found her out of character; p was abandoned; f failed
+    assert stored == {"j": (0, 0), "p": (1, 0), "f": (None, 0), "ok": (1, 1)}
+    rows = {e: episode_row(r) for e, r in episodes.items()}
+    assert {e: (r["fidelity_ok"], r["usable"]) for e, r in rows.items()} == {
+        "j": (False, False), "p": (True, False), "f": (None, False), "ok": (True, True)}
+    db.replace_verdicts("j", [_judged_in_character(verdict(), True)])  # re-graded: now in character
+    assert tuple(db.conn.execute("SELECT fidelity_ok, usable FROM episodes WHERE id = 'j'").fetchone()) == (1, 1)

@@ -92,7 +92,8 @@ def test_judge_rows_one_per_judge():
 def frames(scores):
     """Episodes e0.. in cells of two reps; scores[e] holds each judge's score (the same for every condition)."""
     episodes = [{"episode_id": f"e{i}", "cell": f"c{i // 2}", "rep": i % 2, "persona": "aloof" if i < 4 else "friendly",
-                 "status": "succeeded", "fidelity_ok": True, "contact": i % 3 == 0} for i in range(len(scores))]
+                 "status": "succeeded", "fidelity_ok": True, "completed": True, "usable": True, "contact": i % 3 == 0}
+                for i in range(len(scores))]
     judges = [{"episode_id": f"e{i}", "cell": f"c{i // 2}", "judge": j, "judged_contact": i % 3 == 0,
                **{c: s for c in CONDITIONS}} for i, row in enumerate(scores) for j, s in enumerate(row)]
     return pd.DataFrame(episodes), pd.DataFrame(judges)
@@ -105,6 +106,13 @@ def test_variance_report_and_agreement_use_the_tested_functions():
     y = [s for row in scores for s in row]
     cells, eps = [f"c{i // 2}" for i in range(6) for _ in range(3)], [f"e{i}" for i in range(6) for _ in range(3)]
     assert r["measures"]["timing"] == nested_components(y, cells, eps) and r["judges"] == 3
+    # ... and the components by the balanced nested ANOVA's textbook sums of squares (3 cells x 2 reps x 3 judges):
+    x = np.array(scores, dtype=float).reshape(3, 2, 3)  # cell, rep, judge
+    ms_judge = ((x - x.mean(axis=2, keepdims=True)) ** 2).sum() / (6 * 2)
+    ms_rep = 3 * ((x.mean(axis=2) - x.mean(axis=(1, 2))[:, None]) ** 2).sum() / (6 - 3)
+    ms_cell = 6 * ((x.mean(axis=(1, 2)) - x.mean()) ** 2).sum() / (3 - 1)
+    by_hand = {"judge": ms_judge, "rep": (ms_rep - ms_judge) / 3, "cell": (ms_cell - ms_rep) / 6}
+    assert r["measures"]["timing"]["raw"] == approx(by_hand)
     assert r["measures"]["contact"] == nested_components(frame.contact.astype(float), frame.cell, frame.episode_id)
     assert r["measures"]["contact"]["components"]["judge"] is None
     data = np.array(scores, dtype=float).T  # judges x episodes
@@ -113,7 +121,7 @@ def test_variance_report_and_agreement_use_the_tested_functions():
     assert a["effective_judges"] == approx(effective_judges(3, mean_pairwise_r(data))) and a["n"] == 6
     assert 1 <= a["effective_judges"] < 3  # these judges agree a lot: worth fewer than three
     # An out-of-character episode leaves every measure.
-    frame.loc[0, "fidelity_ok"] = False
+    frame.loc[0, ["fidelity_ok", "usable"]] = False
     assert variance_report(frame, judges)["measures"]["timing"]["n"]["episodes"] == 5
 
 
@@ -128,7 +136,7 @@ def test_contact_at_k_by_hand():
     # Cell x: 3 reps, 2 contacts; cell y: 3 reps, 0 contacts; cell z: 2 reps, 2 contacts.
     rows = [("x", "aloof", c) for c in (True, True, False)] + [("y", "aloof", False)] * 3 + [("z", "friendly", True)] * 2
     frame = pd.DataFrame([{"episode_id": f"e{i}", "cell": cell, "persona": p, "contact": c, "status": "succeeded",
-                           "fidelity_ok": True} for i, (cell, p, c) in enumerate(rows)])
+                           "fidelity_ok": True, "completed": True, "usable": True} for i, (cell, p, c) in enumerate(rows)])
     r = contact_at_k(frame)
     k2 = r["overall"][1]
     # k = 2: pass^2 = (C(2,2)/C(3,2) + 0 + 1) / 3 = (1/3 + 1) / 3; pass@2 = (1 + 0 + 1) / 3.

@@ -42,11 +42,17 @@ def panel_applicable(verdicts: list[Verdict]) -> dict[str, bool | None]:
     return {c: True if "scored" in said[c] else False if "not_applicable" in said[c] else None for c in CONDITIONS}
 
 
-def raised_flags(verdicts: list[Verdict]) -> set[str]:
-    """Flags raised, with accepted evidence, by a majority of the judges."""
-    verdicts = graded(verdicts)
-    counts = Counter(f.flag for v in verdicts for f in (v.flags.raised if v.flags else []))
-    return {flag for flag, n in counts.items() if n > len(verdicts) / 2}
+def panel_flags(verdicts: list[Verdict]) -> dict[str, bool | None]:
+    """Per flag, whether a majority of the judges that checked the flags raised it with accepted evidence; every flag
+    None when no judge's flags part was scored (an unscored part is missing, not 'nothing raised').
+
+    `panel_flags([raised_rude, flags_unscored])['rude']` -> True: 1 of the 1 judge that checked.
+    """
+    checked = [v for v in graded(verdicts) if v.flags and v.flags.status == "scored"]
+    if not checked:
+        return {f: None for f in FLAGS}
+    counts = Counter(f.flag for v in checked for f in v.flags.raised)
+    return {f: counts[f] > len(checked) / 2 for f in FLAGS}
 
 
 def _read_outcomes(verdicts: list[Verdict]) -> list:
@@ -62,7 +68,7 @@ def panel_exchanged(verdicts: list[Verdict]) -> str | None:
 
 def panel_next_meeting(verdicts: list[Verdict]) -> bool | None:
     """Whether most judges that read the outcome found a concrete next meeting (None if no judge answered)."""
-    said = [o.next_meeting for o in _read_outcomes(verdicts)]
+    said = [o.next_meeting for o in _read_outcomes(verdicts) if o.next_meeting is not None]
     return sum(said) > len(said) / 2 if said else None
 
 
@@ -129,10 +135,10 @@ def calibration(items: list[GoldItem], verdicts_per_item: list[list[Verdict]], *
             "kappa": _nan_to_none(weighted_kappa(g, p)), "kappa_ci": [_nan_to_none(x) for x in kappa_ci],
             "alpha": _nan_to_none(_alpha2(g, p)), "alpha_ci": [_nan_to_none(x) for x in alpha_ci],
         }  # fmt: skip
-    raised = [raised_flags(v) for v in verdicts_per_item]
+    raised = [panel_flags(v) for v in verdicts_per_item]
     flags = {}
-    for f in FLAGS:
-        pr = precision_recall([f in item.flags for item in items], [f in r for r in raised])
+    for f in FLAGS:  # an item whose flags no judge checked is left out (precision_recall drops None)
+        pr = precision_recall([f in item.flags for item in items], [r[f] for r in raised])
         flags[f] = {k: _nan_to_none(v) if isinstance(v, float) else v for k, v in pr.items()}
     exchanged = [panel_exchanged(v) for v in verdicts_per_item]
     answered = [(item.exchanged, e) for item, e in zip(items, exchanged) if e is not None]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from evaluations.judge.rubric import CONDITIONS, FLAGS
-from simulator.core.records import Episode, RunSpec
+from simulator.core.records import Episode, RunSpec, Verdict
 
 from .frame import MEASURES, episode_row, usable
 from .power import detectable
@@ -138,11 +138,11 @@ def persona_tests(ok: pd.DataFrame) -> dict:
 def excluded(frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
     """How many episodes aggregates leave out, and why."""
     if frame.empty:
-        return {"failed": 0, "ungraded": 0, "unfaithful": 0}
-    succeeded = frame["status"] == "succeeded"
-    unfaithful = succeeded & (frame["fidelity_ok"] == False)  # noqa: E712  (None means not checked: kept)
+        return {"failed": 0, "ungraded": 0, "unfaithful": 0, "abandoned": 0}
+    unfaithful = frame["completed"] & (frame["fidelity_ok"] == False)  # noqa: E712  (None means not checked: kept)
+    abandoned = (frame["status"] == "succeeded") & ~frame["completed"].astype(bool)
     return {"failed": int((frame["status"] == "failed").sum()), "ungraded": int((frame["status"] == "ungraded").sum()),
-            "unfaithful": 0 if include_unfaithful else int(unfaithful.sum())}
+            "unfaithful": 0 if include_unfaithful else int(unfaithful.sum()), "abandoned": int(abandoned.sum())}
 
 
 def persona_reactions(frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
@@ -168,20 +168,49 @@ def run_analysis(frame: pd.DataFrame, judges: pd.DataFrame, *, include_unfaithfu
 # --- two runs -------------------------------------------------------------------------------------
 
 
-def run_prompts(run: dict, records: list[Episode]) -> dict[str, str]:
-    """{name: hash} of every prompt a run used: simulation prompts, the rubric and the judges' prompts."""
+def _seed_rule(record: Episode, verdict: Verdict) -> str:
+    """How a judge was seeded: from the episode (its seed + the judge's place, plus `grade --seed S` when re-graded) or,
+    as older re-grades did, from a fixed seed: 'episode seed + judge', 'episode seed + 5 + judge', '7 + judge'."""
+    base = verdict.seed - verdict.judge if verdict.seed is not None else None
+    offset = base - record.seed if base is not None and record.seed is not None else None
+    if offset is None or abs(offset) > 2**16:  # no episode seed in it: a fixed seed
+        return f"{base} + judge"
+    return "episode seed + judge" if offset == 0 else f"episode seed + {offset} + judge"
+
+
+def judge_provenance(records: list[Episode]) -> dict:
+    """How a run's episodes were graded, read from their verdicts (a re-grade changes these, never the run's spec):
+    'prompts.NAME' of the judges' prompts, 'prompts.rubric', 'judges.models' (the panel, judge by judge),
+    'judges.count' and 'judges.seeds', each the one value every episode shares or, mixed within the run, a sorted tuple."""
+    seen: dict[str, set] = {}
+    for r in records:
+        if r.status == "failed":  # never graded
+            continue
+        found = {"judges.count": [len(r.verdicts)], "judges.models": [", ".join(v.model for v in r.verdicts)],
+                 "judges.seeds": [_seed_rule(r, v) for v in r.verdicts], "prompts.rubric": [v.rubric_hash for v in r.verdicts]}
+        found |= {f"prompts.{n}": [h] for v in r.verdicts for n, h in v.prompts.items()}  # fmt: skip
+        for key, values in found.items():
+            seen.setdefault(key, set()).update(values)
+    return {k: sorted(vs, key=str)[0] if len(vs) == 1 else tuple(sorted(vs, key=str)) for k, vs in seen.items() if vs}
+
+
+def run_prompts(run: dict, records: list[Episode]) -> dict:
+    """{name: hash} of every prompt a run used: simulation prompts, the rubric and the judges' prompts, the judges' as
+    their verdicts record them (a tuple where they are mixed within the run)."""
     spec = run["spec"]
-    judged = {n: h for r in records for v in r.verdicts for n, h in v.prompts.items()}
-    return {**(spec.prompts or {}), **judged, "rubric": spec.rubric_hash}
+    judged = {k.removeprefix("prompts."): v for k, v in judge_provenance(records).items() if k.startswith("prompts.")}
+    return {**(spec.prompts or {}), "rubric": spec.rubric_hash, **judged}
 
 
 def _flat(spec: RunSpec, run: dict) -> dict:
-    """The run's make-up as 'section.field' -> value, so two runs can be compared field by field."""
-    prompts = run.get("prompt_hashes") or {**(spec.prompts or {}), "rubric": spec.rubric_hash}
+    """The run's make-up as 'section.field' -> value, so two runs can be compared field by field; how its episodes were
+    graded comes from their verdicts when the run carries them (`judging`, see `load_pair`)."""
+    judging = run.get("judging") or {}
+    prompts = {**(spec.prompts or {}), "rubric": spec.rubric_hash}
     flat = {f"experiment.{k}": v for k, v in (spec.experiment or {}).items()}
     flat |= {f"models.{k}": v for k, v in (spec.models or {}).items()}
     flat |= {f"catalog.{k}": v for k, v in (spec.catalog or {}).items()}
-    flat |= {f"prompts.{k}": v for k, v in prompts.items()}
+    flat |= {f"prompts.{k}": v for k, v in prompts.items()} | judging
     return flat | {"backend": spec.backend, "reasks": spec.reasks, "version": run.get("version")}
 
 
@@ -195,13 +224,15 @@ def prompt_diff(name: str, a: str | None, b: str | None, hash_a: str, hash_b: st
 
 
 def differences(run_a: dict, run_b: dict, texts: dict[str, str]) -> list[dict]:
-    """Every field that differs between two runs; changed prompts carry a unified diff of their texts."""
+    """Every field that differs between two runs, or is mixed within one (all its values, and 'mixed': the sides);
+    a prompt that differs with one value a side carries a unified diff of its texts."""
     a, b = _flat(run_a["spec"], run_a), _flat(run_b["spec"], run_b)
     rows = []
     for key in sorted(a.keys() | b.keys()):
-        if a.get(key) != b.get(key):
-            row = {"field": key, "a": a.get(key), "b": b.get(key)}
-            if key.startswith("prompts.") and a.get(key) and b.get(key):
+        mixed = [side for side, flat in (("A", a), ("B", b)) if isinstance(flat.get(key), tuple)]
+        if a.get(key) != b.get(key) or mixed:
+            row = {"field": key, "a": a.get(key), "b": b.get(key)} | ({"mixed": mixed} if mixed else {})
+            if key.startswith("prompts.") and a.get(key) and b.get(key) and not mixed:
                 row["diff"] = prompt_diff(key[8:], texts.get(a[key]), texts.get(b[key]), a[key], b[key])
             rows.append(row)
     return rows
@@ -267,7 +298,7 @@ def compare_runs(run_a: dict, run_b: dict, frame_a: pd.DataFrame, frame_b: pd.Da
                  include_unfaithful: bool = False) -> dict:
     """What differs between two runs and what it did, on episodes paired by cell and seed (issue 5, point 2).
 
-    run_a/run_b are `Store.run` dicts (optionally with `prompt_hashes` from `run_prompts`); texts maps hash -> text.
+    run_a/run_b are `Store.run` dicts (optionally with `judging` from `judge_provenance`); texts maps hash -> text.
     """
     paired, info = pair(frame_a, frame_b, include_unfaithful=include_unfaithful)
     out = {"a": run_a["id"], "b": run_b["id"], "differences": differences(run_a, run_b, texts), "pairing": info,
@@ -385,7 +416,7 @@ def load_pair(run_a: str, run_b: str, db: Path | str) -> tuple[dict, dict, pd.Da
         runs, frames = [], []
         for run_id in (run_a, run_b):
             run, records = store.run(run_id), store.episodes(run_id)
-            runs.append(run | {"prompt_hashes": run_prompts(run, records)})
+            runs.append(run | {"judging": judge_provenance(records)})
             frames.append(pd.DataFrame([episode_row(r) for r in records]))
         texts = store.prompt_texts()
     return runs[0], runs[1], frames[0], frames[1], texts

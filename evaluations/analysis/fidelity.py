@@ -14,6 +14,7 @@ from simulator.conversation.catalog import Persona, entry_hash
 from simulator.core.records import Episode, Turn
 
 from .compare import SMALL, clean, mean_ci, rate
+from .frame import is_contact
 from .stats import cohens_h_ci, hedges_g_ci
 
 
@@ -49,10 +50,10 @@ def episode_mean(record: Episode, key: str) -> float | None:
 def type_profile(records: list[Episode], persona: Persona) -> dict:
     """One persona type: how often she shared when asked, her first turn against her file, her curves."""
     asked = [r for r in records if r.outcome and r.outcome.asked]
-    shared = [r.id for r in asked if r.outcome.exchanged not in (None, "none")]
+    shared = [r.id for r in asked if is_contact(r.outcome.exchanged)]  # a number or an email, as compare counts contact
     return {
         "n": len(records), "small": len(records) < SMALL,
-        "out_of_character": sum(r.fidelity is not None and r.fidelity.ok is False for r in records),
+        "out_of_character": sum(r.in_character is False for r in records),
         "shares_when_asked": rate([r.id in shared for r in asked]) | {"episodes": shared},
         **{f"first_{k}": first_turn_check(records, persona, k) for k in ("interest", "comfort")},
         **{f"mean_{k}": mean_ci([episode_mean(r, k) for r in records]) for k in ("interest", "comfort")},

@@ -10,7 +10,7 @@ from simulator.core.errors import UserError
 from simulator.core.records import Episode
 from simulator.storage.store import Store
 
-from .agreement import panel_exchanged, panel_next_meeting, panel_scores, raised_flags
+from .agreement import panel_exchanged, panel_flags, panel_next_meeting, panel_scores
 
 MEASURES = ("mean_interest", "mean_comfort", *CONDITIONS)  # per-episode numbers compared with rank tests
 CONTACT = ("number", "email")  # a social handle only puts the real next step off (the article), so it is counted apart
@@ -19,13 +19,6 @@ CONTACT = ("number", "email")  # a social handle only puts the real next step of
 def is_contact(exchanged: str | None) -> bool | None:
     """Whether what was exchanged is contact: `is_contact('email')` -> True, `is_contact('social_handle')` -> False."""
     return None if exchanged is None else exchanged in CONTACT
-
-
-def faithful(record: Episode) -> bool | None:
-    """False if the telemetry rules or any judge's fidelity check found the persona out of character."""
-    rules = record.fidelity.ok if record.fidelity else None
-    judged = [v.fidelity.in_character for v in record.verdicts if v.fidelity]
-    return False if rules is False or False in judged else rules
 
 
 def _mean(values: list[int | None]) -> float | None:
@@ -39,7 +32,7 @@ def episode_row(record: Episode) -> dict:
     # An ungraded episode's panel is incomplete (a judge's endpoint failed): no judge column until it is re-graded.
     verdicts = [] if record.status == "ungraded" else record.verdicts
     scores = panel_scores(verdicts) if verdicts else {c: None for c in CONDITIONS}
-    raised = raised_flags(verdicts) if verdicts else set()
+    flags = panel_flags(verdicts)
     persona_turns = [t for t in record.turns if t.speaker == "persona"]
     exchanged = o and o.exchanged
     return {
@@ -48,7 +41,7 @@ def episode_row(record: Episode) -> dict:
         "practitioner_gender": profile and profile.practitioner_gender, "persona_gender": profile and profile.persona_gender,
         "seed": record.seed, "status": record.status, "error": record.error,
         "prefix": branch and branch.prefix, "arm": branch and branch.arm, "person": record.person,
-        "fidelity_ok": faithful(record),
+        "fidelity_ok": record.in_character, "completed": record.completed, "usable": record.usable,
         "exchanged": exchanged, "contact": is_contact(exchanged),
         "social_handle": None if exchanged is None else exchanged == "social_handle",
         "next_meeting": panel_next_meeting(verdicts) if verdicts else None,  # needs a reading of the text: the judges'
@@ -59,7 +52,7 @@ def episode_row(record: Episode) -> dict:
         "mean_interest": _mean([t.interest for t in persona_turns]), "mean_comfort": _mean([t.comfort for t in persona_turns]),
         "judges": len(verdicts),
         **{c: scores.get(c) for c in CONDITIONS},
-        **{f"flag_{f}": (f in raised) if verdicts else None for f in FLAGS},
+        **{f"flag_{f}": flags[f] for f in FLAGS},  # None where no judge's flags part was scored
         "prompt_tokens": use and use.prompt_tokens, "completion_tokens": use and use.completion_tokens,
         "duration_s": record.duration_s,
     }  # fmt: skip
@@ -101,14 +94,11 @@ def load_judges(run_id: str, db: Path | str = "nextstep.db"):
 
 
 def usable(frame, *, include_unfaithful: bool = False):
-    """Succeeded episodes, without fidelity-flagged ones unless asked: what aggregates are built on.
-
-    Failed and ungraded episodes are left out: an ungraded one waits for `nextstep batch --resume` to grade it.
-    """
-    keep = frame["status"] == "succeeded"
-    if not include_unfaithful:
-        keep &= frame["fidelity_ok"].fillna(True).astype(bool)
-    return frame[keep]
+    """The rows aggregates are built on: the `usable` column (`Episode.usable`), or with `include_unfaithful` the
+    `completed` one (out-of-character episodes kept). Failed, ungraded and abandoned episodes are always left out."""
+    if frame.empty:  # a run without episodes has no columns either
+        return frame
+    return frame[frame["completed" if include_unfaithful else "usable"].astype(bool)]
 
 
 STATUSES = ("succeeded", "ungraded", "failed")
@@ -152,7 +142,7 @@ def summary(frame, by=("persona", "setting")) -> list[dict]:
             **dict(zip(by, key if isinstance(key, tuple) else (key,))),
             "episodes": len(group), "failed": int((group["status"] == "failed").sum()),
             "ungraded": int((group["status"] == "ungraded").sum()),
-            "unfaithful": int(((group["status"] == "succeeded") & (group["fidelity_ok"] == False)).sum()),  # noqa: E712
+            "unfaithful": int((group["completed"] & (group["fidelity_ok"] == False)).sum()),  # noqa: E712
             "n": len(ok), **{f"{m}_rate": _share(ok[m]) for m in ("contact", "social_handle", "next_meeting")},
             **{c: (float(ok[c].dropna().mean()) if ok[c].notna().any() else None) for c in CONDITIONS},
         })  # fmt: skip
@@ -163,6 +153,14 @@ def _share(values) -> float | None:
     """The share of True among the known values: `_share(pd.Series([True, None, False]))` -> 0.5."""
     known = values.dropna()
     return float(known.astype(bool).mean()) if len(known) else None
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may read as the start of a formula
+
+
+def spreadsheet_safe(value):
+    """A text cell a spreadsheet shows as text, never evaluates: `spreadsheet_safe('=1+2')` -> "'=1+2"."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
 EXPORT_FORMATS = ("jsonl", "csv", "parquet")
@@ -195,8 +193,9 @@ def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
         output.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
         return len(records)
     frame = load_run(run_id, db)
-    if fmt == "csv":
-        frame.to_csv(output, index=False)
+    if fmt == "csv":  # text columns neutralised (OWASP's CSV injection advice); parquet keeps values as they are
+        text = frame.select_dtypes(include="object").columns
+        frame.assign(**{c: frame[c].map(spreadsheet_safe) for c in text}).to_csv(output, index=False)
     elif fmt == "parquet":
         try:
             frame.to_parquet(output, index=False)

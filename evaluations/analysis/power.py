@@ -118,16 +118,23 @@ def mde_mean(n: int, sd_diff: float, *, alpha: float = 0.05, power: float = 0.8)
 
 def plan(frame: pd.DataFrame, *, contact_change: float = 0.1, score_change: float = 0.5, alpha: float = 0.05,
          power: float = 0.8, include_unfaithful: bool = False) -> dict:
-    """From one run's observed variance: repetitions per cell for `compare A B` to detect the given changes."""
+    """From one run's observed variance: repetitions per cell for `compare A B` to detect the given changes.
+
+    `compare` tests only the pairs whose twins are both usable and have the measure, so the repetitions are planned
+    on the pilot's usable-pair rate: (its share of usable episodes with the measure)^2, taking run B to lose episodes
+    as the pilot did and the twins' losses as independent.
+    """
     ok = usable(frame, include_unfaithful=include_unfaithful) if len(frame) else frame
     cells = int(frame["cell"].nunique()) if len(frame) else 0
-    out = {"alpha": alpha, "power": power, "cells": cells, "n": len(ok), "measures": {}}
+    share = len(ok) / len(frame) if len(frame) else None
+    out = {"alpha": alpha, "power": power, "cells": cells, "episodes": len(frame), "n": len(ok), "usable_share": share,
+           "measures": {}}  # fmt: skip
     if ok.empty:
         return out
     contact = nested_components(ok["contact"].astype(float), ok["cell"], ok["episode_id"])
     p, var_cell = float(ok["contact"].astype(float).mean()), contact["components"]["cell"] or 0.0
     pairs = pairs_for_contact(p, var_cell, contact_change, alpha=alpha, power=power)
-    out["measures"]["contact"] = _planned(pairs, cells, len(ok)) | {
+    out["measures"]["contact"] = _planned(pairs, cells, len(ok), share**2) | {
         "baseline": p, "change": contact_change, "var_cell": var_cell,
         "reason": None if pairs else f"a change of {contact_change:+} from {p:.2f} is out of reach"}  # fmt: skip
     for m in MEASURES:
@@ -137,15 +144,17 @@ def plan(frame: pd.DataFrame, *, contact_change: float = 0.1, score_change: floa
         pairs = pairs_for_mean(sd_diff, score_change, alpha=alpha, power=power) if sd_diff else None
         reason = ("needs 2+ repetitions in some cell to see the spread" if within is None
                   else "no spread between repetitions" if not sd_diff else None if pairs else "out of reach")
-        out["measures"][m] = _planned(pairs, cells, comp["n"]["episodes"]) | {
+        out["measures"][m] = _planned(pairs, cells, comp["n"]["episodes"], (comp["n"]["episodes"] / len(frame)) ** 2) | {
             "baseline": float(_numbers(ok[m]).mean()) if comp["n"]["values"] else None, "change": score_change,
             "sd_diff": sd_diff, "reason": reason}  # fmt: skip
     return out
 
 
-def _planned(pairs: int | None, cells: int, n: int) -> dict:
-    """Pairs needed and what they mean per cell: {'n': 12, 'pairs': 40, 'reps_per_cell': 4} for 10 cells."""
-    return {"n": n, "pairs": pairs, "reps_per_cell": math.ceil(pairs / cells) if pairs and cells else None}
+def _planned(pairs: int | None, cells: int, n: int, pair_rate: float) -> dict:
+    """Usable pairs needed, and the repetitions per cell that leave that many at `pair_rate`:
+    {'n': 12, 'pairs': 40, 'usable_pair_rate': 0.5, 'reps_per_cell': 8} for 10 cells."""
+    reps = math.ceil(pairs / (cells * pair_rate)) if pairs and cells and pair_rate else None
+    return {"n": n, "pairs": pairs, "usable_pair_rate": pair_rate, "reps_per_cell": reps}
 
 
 def detectable(paired: pd.DataFrame, *, alpha: float = 0.05, power: float = 0.8) -> dict:

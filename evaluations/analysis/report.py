@@ -18,7 +18,7 @@ from evaluations.judge.rubric import CONDITIONS
 from simulator.core.records import Episode, Turn
 
 from .fidelity import audit
-from .frame import episode_row, faithful, judges_frame, usable
+from .frame import episode_row, judges_frame, usable
 from .plots import condition_bars, heatmap, interest_curves
 from .tables import (agreement_rows, curve_rows, detectable_rows, pair_rows, persona_rows, repeats_rows,
                      variance_rows)
@@ -99,7 +99,7 @@ def _badges(record: Episode, flags: list[str]) -> str:
         out += f'<span class="badge contact">{escape(exchanged)}</span>'
     if record.status != "succeeded":
         return out + f'<span class="badge bad">{escape(record.status)}</span>'
-    return out + ('<span class="badge bad">out of character</span>' if faithful(record) is False else "")
+    return out + ('<span class="badge bad">out of character</span>' if record.in_character is False else "")
 
 
 def _turn(t: Turn, moving: set[int], quotes: list) -> str:
@@ -224,7 +224,8 @@ def audit_section(a: dict) -> list[str]:
 def comparison_section(c: dict) -> list[str]:
     """What differs between the baseline and this run, and the paired tests."""
     out = [f"<p>A = {escape(c['a'])} (baseline), B = {escape(c['b'])}; deltas are B − A.</p>"]
-    diffs = [[d["field"], json.dumps(d["a"]), json.dumps(d["b"])] for d in c["differences"]]
+    mixed = lambda d, side: " (mixed)" if side in d.get("mixed", []) else ""  # noqa: E731
+    diffs = [[d["field"], json.dumps(d["a"]) + mixed(d, "A"), json.dumps(d["b"]) + mixed(d, "B")] for d in c["differences"]]
     out.append(table(["differs", "A", "B"], diffs) if diffs else "<p>The runs were made the same way.</p>")
     out += [diff_block(d["diff"]) for d in c["differences"] if d.get("diff")]
     p = c["pairing"]
@@ -299,10 +300,11 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
     r, spec = run_analysis(frame, judges_frame(records)), run["spec"]
     fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.catalog)
     used = set(usable(frame)["episode_id"]) if len(frame) else set()
+    abandoned = f', {r["excluded"]["abandoned"]} abandoned by a person' if r["excluded"]["abandoned"] else ""
     body = [f"<h1>nextstep report: {escape(run_id)}</h1>", f"<p><b>{'<br>'.join(map(escape, notes))}</b></p>",
             f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
             f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
-            'out of character. '
+            f'out of character{abandoned}. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
             "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x.id in used]), *cautions(records),
             "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),
@@ -321,7 +323,8 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
     prov = [["created", run["created_at"]], ["nextstep version", run["version"]], ["backend", spec.backend],
             ["models", json.dumps(spec.models)], ["episodes by status", json.dumps(run["counts"])],
             ["experiment", json.dumps(spec.experiment)],
-            *[[f"prompt {k}", v] for k, v in sorted(run_prompts(run, records).items())],
+            *[[f"prompt {k}", ", ".join(v) + " (mixed)" if isinstance(v, tuple) else v]
+              for k, v in sorted(run_prompts(run, records).items())],
             *[[k, v] for k, v in sorted((spec.catalog or {}).items())]]
     body += ["<h2>Provenance</h2>", table(["", ""], prov)]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>nextstep report {escape(run_id)}'

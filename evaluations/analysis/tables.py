@@ -48,12 +48,13 @@ def repeats_rows(rep: dict) -> tuple[list[str], list[list[str]]]:
 
 def plan_rows(p: dict) -> tuple[list[str], list[list[str]]]:
     """Per measure: what the run shows, the change to detect, pairs and repetitions per cell needed."""
-    head = ["measure", "n", "now", "spread", "change", "pairs needed", f"reps per cell ({p['cells']} cells)", "note"]
+    head = ["measure", "n", "now", "spread", "change", "pairs", "kept", "reps", "note"]
     rows = []
     for m, r in p["measures"].items():
-        spread = f"cell var {fmt(r['var_cell'], 3)}" if m == "contact" else f"sd of a pair's difference {fmt(r['sd_diff'])}"
+        spread = f"cell var {fmt(r['var_cell'], 3)}" if m == "contact" else f"sd diff {fmt(r['sd_diff'])}"
         rows.append([SHORT.get(m, m), str(r["n"]), fmt(r["baseline"]), spread, f"{r['change']:+}",
-                     str(r["pairs"] or "-"), str(r["reps_per_cell"] or "-"), r["reason"] or ""])  # fmt: skip
+                     str(r["pairs"] or "-"), _pct(r["usable_pair_rate"]), str(r["reps_per_cell"] or "-"),
+                     r["reason"] or ""])  # fmt: skip
     return head, rows
 
 

@@ -16,7 +16,8 @@ from simulator.core.errors import OutputError
 from simulator.models.chat import Call, ChatModel, MAX_STRING_CHARS, json_schema, structured
 
 from .rubric import CONDITIONS, FLAGS, Rubric
-from .rules import citation_problem, contact_problem, evidence_turns, objective_timing, sentence_table, sentences, transitions
+from .rules import (citation_problem, contact_problem, contact_turns, evidence_turns, judge_only, objective_timing, sentence_table,
+                    sentences, transitions)
 
 Score = Literal[1, 2, 3, 4, 5]
 _STRICT = ConfigDict(extra="forbid")
@@ -31,6 +32,12 @@ def _short(text: str) -> str:
 
 
 Reason = Annotated[str, AfterValidator(_short)]
+
+
+def judge_texts(prompts: Prompts, rubric: Rubric, rubric_hash: str) -> dict[str, tuple[str, str]]:
+    """{hash: (name, text)} of the rubric and every evaluator prompt a judge grades with."""
+    texts = {p: prompts.source(p) for p in PROMPTS} | {"rubric": rubric.model_dump_json(indent=1)}
+    return {text_hash(t) if n != "rubric" else rubric_hash: (n, t) for n, t in texts.items()}
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,7 @@ class Judge:
 
     def texts(self) -> dict[str, tuple[str, str]]:
         """{hash: (name, text)} of the rubric and every evaluator prompt, for the store's provenance."""
-        texts = {p: self.prompts.source(p) for p in PROMPTS} | {"rubric": self.rubric.model_dump_json(indent=1)}
-        return {text_hash(t) if n != "rubric" else self.rubric_hash: (n, t) for n, t in texts.items()}
+        return judge_texts(self.prompts, self.rubric, self.rubric_hash)
 
     async def ask(self, prompt: str, output_type: type[BaseModel], purpose: str, calls: list[Call], k: int, max_tokens: int,
                   citable: dict[str, tuple[str, ...]] | None = None):
@@ -247,7 +253,7 @@ async def grade_outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> di
     the outcome is unscored (a reading that cites nothing may be a prompt's wording copied, not the transcript's)."""
     turns, feedback = ep["turns"], []
     table = sentence_table(turns)
-    persona = tuple(t["index"] for t in turns if t["speaker"] == "persona")
+    persona = contact_turns(turns)
     for attempt in range(judge.reasks + 1):
         prompt = judge.prompts.render("evaluator_outcome", transcript=numbered(turns), feedback=feedback)
         try:
@@ -266,8 +272,9 @@ async def grade_outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> di
 
 
 async def check_fidelity(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict:
-    """The optional judge check (`fidelity_judge`) of whether the persona stayed in character (rules run in the graph)."""
-    lines = [t["text"] for t in ep["turns"] if t["speaker"] == "persona"]
+    """The optional judge check (`fidelity_judge`) of whether the persona stayed in character (rules run in the graph),
+    on her own lines: a branch's kept prefix (`ep['kept']` turns) was said by the parent's persona."""
+    lines = [t["text"] for t in ep["turns"] if t["speaker"] == "persona" and t["index"] >= ep.get("kept", 0)]
     prompt = judge.prompts.render("evaluator_fidelity", persona=ep["persona_entry"], lines=lines)
     try:
         return (await judge.ask(prompt, _Fidelity, "fidelity", calls, k, 200)).model_dump() | {"status": "scored"}
@@ -276,7 +283,8 @@ async def check_fidelity(judge: Judge, ep: dict, calls: list[Call], k: int) -> d
 
 
 async def find_transitions(judge: Judge, ep: dict, calls: list[Call]) -> dict:
-    """The transitions, the judge's reading checked against the declared intents; an invalid answer leaves the declared ones."""
+    """The transitions, the judge's reading checked against the declared intents (the turns it adds reported apart); an
+    invalid answer leaves the declared ones."""
     turns, unscored, judged = ep["turns"], [], []
     practitioner = tuple(t["index"] for t in turns if t["speaker"] == "practitioner")
     try:
@@ -285,7 +293,7 @@ async def find_transitions(judge: Judge, ep: dict, calls: list[Call]) -> dict:
     except OutputError as e:
         unscored.append(f"transitions: {e}")
     found = transitions(turns, judged) or [{"turns": [], "turn": None, "ask_turn": None, "has_ask": False, "source": "none"}]
-    return {"transitions": found, "unscored": unscored}
+    return {"transitions": found, "unscored": unscored, "judge_added": judge_only(turns, judged, found)}
 
 
 async def grade_found(judge: Judge, ep: dict, transition: dict, calls: list[Call], n: int) -> dict:
@@ -295,12 +303,14 @@ async def grade_found(judge: Judge, ep: dict, transition: dict, calls: list[Call
     return transition | {"conditions": conditions, "timing_objective": objective_timing(ep["turns"], ask) if ask is not None else None}
 
 
-def judge_max_calls(max_turns: int, reasks: int, fidelity_judge: bool = False) -> int:
-    """The most calls one judge makes on an episode of at most `max_turns` rounds, every re-ask counted.
+def judge_max_calls(rounds: int, reasks: int, fidelity_judge: bool = False) -> int:
+    """The most calls one judge makes on an episode of at most `rounds` rounds, every re-ask counted.
 
-    Each structured call takes up to reasks + 1 attempts; a transition's grades and the flags are asked again
-    up to `reasks` times when evidence is rejected; runs of practitioner turns split by other turns give at most
-    ceil(max_turns / 2) transitions (or one over the whole conversation). `judge_max_calls(3, 2)` -> 33.
+    Each structured call takes up to reasks + 1 attempts. Finding the transitions is one such call. A transition's
+    grades, the flags and the outcome are each asked again up to `reasks` times while their evidence is rejected, each
+    asking a call of its own attempts: (reasks + 1)^2 apiece. The practitioner's `rounds` turns, split by turns that do
+    not move, make at most ceil(rounds / 2) transitions (or one over the whole conversation).
+    `judge_max_calls(3, 2)` -> 3 + 2 x 9 + 9 + 9 = 39.
     """
-    attempts, transitions = reasks + 1, max(1, (max_turns + 1) // 2)
-    return attempts + transitions * attempts**2 + attempts**2 + attempts + (attempts if fidelity_judge else 0)
+    attempts, transitions = reasks + 1, max(1, (rounds + 1) // 2)
+    return attempts + (transitions + 2) * attempts**2 + (attempts if fidelity_judge else 0)

@@ -167,8 +167,9 @@ def _verdict_of(judge: Judge, parts: list[Part]) -> dict:
     unscored = by["transitions"]["unscored"] + [
         f"turn {t['turn']} {c}: {g['reason']}" for t in found for c, g in t["conditions"].items() if g["status"] == "unscored"]
     unscored += [f"{step}: {by[step]['reason']}" for step in ("flags", "outcome") if by[step]["status"] == "unscored"]
-    return verdict | {"status": "graded", "transitions": found, "flags": by["flags"], "outcome": by["outcome"],
-                       "fidelity": by.get("fidelity"), "unscored": unscored, "calls": calls}  # fmt: skip
+    return verdict | {"status": "graded", "transitions": found, "judge_added": by["transitions"]["judge_added"],
+                       "flags": by["flags"], "outcome": by["outcome"], "fidelity": by.get("fidelity"), "unscored": unscored,
+                       "calls": calls}  # fmt: skip
 
 
 async def _verdicts(state: State, config: RunnableConfig) -> dict:

@@ -10,14 +10,17 @@ MOVES = ("bridge", "ask")
 
 
 def transitions(turns: list[dict], judged: list[int]) -> list[dict]:
-    """Runs of practitioner turns that move toward the exchange, by declared intent or the judge.
+    """Runs of practitioner turns that move toward the exchange by their declared intent, cross-checked with the judge.
 
-    `transitions(turns, [4])` -> [{'turns': [2, 4], 'turn': 2, 'ask_turn': 4, 'has_ask': True, 'source': 'both'}] when
-    turn 2 was declared a bridge and turn 4 an ask.
+    The judge's reading marks a run 'both' where it names one of its turns, but never widens it: a run's turns are what
+    a condition may cite, and a judge naming every turn would make every sentence citable (`judge_only` lists the turns
+    it added). Only a transcript with no declared move (e.g. a gold transcript, which has no intents) takes its runs from
+    the judge. `transitions(turns, [4])` -> [{'turns': [2, 4], 'turn': 2, 'ask_turn': 4, 'has_ask': True,
+    'source': 'both'}] when turn 2 was declared a bridge and turn 4 an ask.
     """
     practitioner = [t for t in turns if t["speaker"] == "practitioner"]
     declared = {t["index"] for t in practitioner if t.get("intent") in MOVES}
-    moving = declared | {i for i in judged if any(t["index"] == i for t in practitioner)}
+    moving = declared or {i for i in judged if any(t["index"] == i for t in practitioner)}
     runs, run = [], []
     for t in practitioner:
         if t["index"] in moving:
@@ -37,6 +40,26 @@ def transitions(turns: list[dict], judged: list[int]) -> list[dict]:
             "source": "both" if from_intent and from_judge else "declared" if from_intent else "judge",
         })  # fmt: skip
     return result
+
+
+def judge_only(turns: list[dict], judged: list[int], found: list[dict]) -> list[int]:
+    """The practitioner turns the judge named as moves that no transition holds: reported apart, never graded as one."""
+    practitioner = {t["index"] for t in turns if t["speaker"] == "practitioner"}
+    held = {i for t in found for i in t["turns"]}
+    return sorted(i for i in set(judged) if i in practitioner and i not in held)
+
+
+def contact_turns(turns: list[dict]) -> tuple[int, ...]:
+    """The persona turns that may show contact was given: those after the practitioner's first ask; with no ask, only
+    a line her own record says gave contact; a transcript without telemetry (a gold one) has nothing to check
+    against, so any of her turns. A "Yes." said before anything was asked gave nothing."""
+    persona = [t for t in turns if t["speaker"] == "persona"]
+    if not any("intent" in t or "shares_contact" in t for t in turns):
+        return tuple(t["index"] for t in persona)
+    asks = [t["index"] for t in turns if t["speaker"] == "practitioner" and t.get("intent") == "ask"]
+    if asks:
+        return tuple(t["index"] for t in persona if t["index"] > asks[0])
+    return tuple(t["index"] for t in persona if t.get("shares_contact"))
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"”’')\]])\s+")
@@ -87,19 +110,19 @@ def contact_problem(exchanged: str, sentence: str | None, table: dict[str, dict]
 
 
 def objective_timing(turns: list[dict], ask_turn: int) -> dict | None:
-    """Where the ask fell on the persona's private interest curve; None without telemetry.
+    """Where the ask fell on the persona's private interest curve up to the ask; None without telemetry before it.
 
-    turns_from_peak > 0: asked after the interest peak; < 0: before it. interest_at_ask is the
-    persona's interest just before the ask.
+    The peak is over the persona turns before the ask: her reaction to the ask is the ask's effect, not the moment it
+    was timed on. turns_from_peak: how many turns after that peak the ask came; gap_to_peak: how far her interest
+    had fallen from it by the ask (0: asked while at her highest so far). interest_at_ask is her last value before it.
     """
-    curve = [(t["index"], t["interest"]) for t in turns if t["speaker"] == "persona" and "interest" in t]
-    before = [v for i, v in curve if i < ask_turn]
-    if not curve or not before:
+    before = [(t["index"], t["interest"]) for t in turns if t["speaker"] == "persona" and "interest" in t and t["index"] < ask_turn]
+    if not before:
         return None
-    peak = max(v for _, v in curve)
-    peak_turn = next(i for i, v in curve if v == peak)
+    peak = max(v for _, v in before)
+    peak_turn = next(i for i, v in before if v == peak)
     return {"ask_turn": ask_turn, "peak_turn": peak_turn, "turns_from_peak": ask_turn - peak_turn,
-            "interest_at_ask": before[-1], "peak_interest": peak, "gap_to_peak": peak - before[-1]}
+            "interest_at_ask": before[-1][1], "peak_interest": peak, "gap_to_peak": peak - before[-1][1]}
 
 
 def main_transition(verdict: Verdict) -> Transition | None:

@@ -9,18 +9,21 @@ import sys
 import typer
 
 from simulator.core.errors import UserError
+from simulator.core.redact import RedactingFilter, redact
 
-from . import batch, branch, compare, grade, play, run, serve, store
+from . import batch, branch, cache, compare, grade, play, run, serve, store
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
                   add_completion=False, pretty_exceptions_enable=False)
-for group in (run, grade, batch, store, serve, compare, branch, play):
+for group in (run, grade, batch, store, serve, compare, branch, play, cache):
     app.add_typer(group.app)
 
 
 def main() -> None:
     """Entry point: user errors are one line on stderr and exit 2; interruption exits 130."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # no credential in any log line, whichever module logs it
+        handler.addFilter(RedactingFilter())
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind (and stop servers) on SIGTERM too
     command = typer.main.get_command(app)
     try:
@@ -38,6 +41,7 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> None:
+    message = redact(message)  # a flag's value may hold a password (a URL's) or a key
     print(f"nextstep: error: {message}" if code == 2 else f"nextstep: {message}", file=sys.stderr)
     _exit(code)
 

@@ -14,6 +14,7 @@ from simulator.models.local import DEFAULT_SLOTS
 
 from .options import ENDPOINT, FILES, ROLES, Db, GridMaxTurns, Judges, RubricFile, Temperature, config_options
 from .show import console
+from .grade import print_differences
 from .summary import print_session, print_summary
 
 app = typer.Typer()
@@ -30,9 +31,10 @@ def _progress_printer():
     task = bar.add_task("episodes", total=None, status="")
 
     def update(p) -> None:
-        status = (f"done {p.done} · failed {p.failed} · running {p.running} · {p.per_minute:.1f}/min · "
-                  f"{p.tokens:,} tokens")  # fmt: skip
-        bar.update(task, total=p.total, completed=p.done + p.failed, status=status)
+        status = (f"done {p.done} · ungraded {p.ungraded} · failed {p.failed} · running {p.running} · "
+                  f"{p.per_minute:.1f}/min · {p.tokens:,} tokens"
+                  + (f" · {p.saved_tokens:,} saved" if p.cache_hits else ""))  # fmt: skip
+        bar.update(task, total=p.total, completed=p.ended, status=status)
 
     @contextlib.contextmanager
     def live():
@@ -71,7 +73,8 @@ def batch(
                                                        "the settings): skip succeeded episodes, retry failed ones, grade "
                                                        "ungraded ones again.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Name the run \\[default: a hash of grid, prompts and models].")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Episodes in flight; on the local engine also its parallel "
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests in flight to the endpoint, judges' included (so "
+                                                                   "also episodes); on the local engine also its parallel "
                                                                    f"slots \\[default: {DEFAULT_SLOTS} local, 8 otherwise].")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent "
                                                                   "(counting the calls whose endpoint reports usage).")] = None,
@@ -79,6 +82,8 @@ def batch(
     fail_fast: Annotated[int, typer.Option(min=0, help="Stop when the first N episodes to end all failed with the same "
                                                        "error (0: never).")] = api.FAIL_FAST,
     dry_run: Annotated[bool, typer.Option(help="Print the cells and an upper bound on calls, run nothing.")] = False,
+    replay: Annotated[Optional[Path], typer.Option(help="Make a bundled run (`export --bundle`) again from the bundle alone: "
+                                                        "no endpoint, no key.")] = None,
     db: Db = Path("nextstep.db"), rubric_file: RubricFile = None, *, config: dict,
 ) -> None:
     """Run a grid of episodes concurrently into the SQLite store (resumable)."""
@@ -95,6 +100,7 @@ def batch(
 
             result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
                                    max_failures=max_failures, fail_fast=fail_fast, rubric_file=rubric_file, on_progress=report,
+                                   replay=replay,
                                    **config)  # fmt: skip
     except KeyboardInterrupt:
         if seen:  # the episodes that were in flight run again on resume
@@ -103,5 +109,7 @@ def batch(
         raise
     print_summary(api.summarize(result.run_id, db), db, result.progress)
     p = result.progress
-    if p.fault or (p.failed and not p.done):  # something broke, or every episode of this session failed
+    if p.fault or ((p.failed or p.ungraded) and not p.done):  # something broke, or no episode of this session succeeded
         raise typer.Exit(1)
+    if replay is not None:
+        print_differences(result.differences, replay)

@@ -33,7 +33,8 @@ def branch(
     base_prompts: Annotated[Optional[Path], typer.Option(help="The prompt directory the parents were made with, if "
                                                               "their run did not record it.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Name the branch run \\[default: a hash of what it does].")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Continuations in flight.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests in flight to the endpoint, judges' included "
+                                                                   "(so also continuations).")] = None,
     db: Db = Path("nextstep.db"), *, config: dict,
 ) -> None:
     """Continue stored episodes from an identical prefix, under a change and unchanged (the control), paired.

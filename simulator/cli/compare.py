@@ -76,7 +76,8 @@ def print_reactions(run_id: str, r: dict, console) -> None:
 
     ex = r["excluded"]
     why = f"excluded {ex['failed']} failed, {ex['ungraded']} ungraded, {ex['unfaithful']} fidelity-flagged" + (
-        "" if r["include_unfaithful"] else " (keep those with --include-unfaithful)")
+        "" if r["include_unfaithful"] else " (keep those with --include-unfaithful)") + (
+        f", {ex['abandoned']} abandoned by a person" if ex.get("abandoned") else "")
     console.print(f"[bold]run {escape(run_id)}[/]: {r['episodes']} episodes, {r['n']} used; {why}")
     if not r["n"]:
         return
@@ -158,7 +159,8 @@ def print_people(c: dict, console) -> None:
 
     ex = c["excluded"]
     console.print(f"[bold]people[/] {escape(c['people'])}  vs  [bold]models[/] {escape(c['models'])}: personas played by a "
-                  f"person beside the simulated ones (excluded: {ex['people']['failed']} + {ex['models']['failed']} failed)")
+                  f"person beside the simulated ones (excluded: {ex['people']['failed']} + {ex['models']['failed']} failed, "
+                  f"{ex['people']['abandoned']} abandoned)")
     t = Table("persona", "measure", "people", "models", "test", "p (Holm)",
               title="persona reactions, people vs models (unpaired: different conversations)", title_justify="left")
     for row in c["personas"]:
@@ -178,7 +180,8 @@ def print_comparison(c: dict, console) -> None:
     if c["differences"]:
         t = Table("differs", "A", "B", title="what differs", title_justify="left")
         for d in c["differences"]:
-            t.add_row(escape(d["field"]), escape(json.dumps(d["a"])), escape(json.dumps(d["b"])))
+            mixed = {side: " (mixed)" if side in d.get("mixed", []) else "" for side in ("A", "B")}
+            t.add_row(escape(d["field"]), escape(json.dumps(d["a"]) + mixed["A"]), escape(json.dumps(d["b"]) + mixed["B"]))
         console.print(t)
     else:
         console.print("the runs were made the same way (same prompts, rubric, models and grid)")
@@ -276,10 +279,13 @@ def plan(
                            include_unfaithful=include_unfaithful)  # fmt: skip
     if fmt == "json":
         return _emit(result)
-    print_rows(console, f"plan from {run_id} ({result['n']} usable episodes): {power:.0%} power at alpha {alpha}, "
-                        "paired by cell and seed", plan_rows(result))  # fmt: skip
-    console.print("[dim]contact: exact McNemar power, twins independent given their cell; scores: paired t "
-                  "sample size divided by the Wilcoxon efficiency 3/pi.[/]")
+    print_rows(console, f"plan from {run_id} ({result['n']} of {result['episodes']} episodes usable): {power:.0%} power at "
+                        f"alpha {alpha}, paired by cell and seed", plan_rows(result))  # fmt: skip
+    console.print(f"[dim]pairs: usable pairs needed; kept: the share of pairs compare will keep (both twins usable and "
+                  f"with the measure: the pilot's share of such episodes, squared); reps: per cell over {result['cells']} "
+                  "cells, enough to keep that many pairs. contact: exact McNemar power, twins independent given their "
+                  "cell; scores (spread: sd of a pair's difference): paired t sample size divided by the Wilcoxon "
+                  "efficiency 3/pi.[/]")
 
 
 @app.command()

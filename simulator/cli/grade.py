@@ -23,10 +23,15 @@ JUDGE = (*ENDPOINT, "evaluator_model", *FILES)
 @config_options(*JUDGE)
 def grade(
     episodes: Annotated[list[str], typer.Argument(help="Episode JSON files or directories, run ids or episode ids.", show_default=False)],
-    db: Db = Path("nextstep.db"), judges: Judges = 1, seed: JudgeSeed = 0, rubric_file: RubricFile = None,
-    fidelity_judge: FidelityJudge = False, *, config: dict,
+    db: Db = Path("nextstep.db"), judges: Judges = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the first judge \\[default: 0].", show_default=False)] = None,
+    rubric_file: RubricFile = None, fidelity_judge: FidelityJudge = False,
+    replay: Annotated[Optional[Path], typer.Option(help="Answer from this bundle (`export --bundle`) alone, no endpoint, with "
+                                                        "the judges and seeds of its verdicts.")] = None,
+    *, config: dict,
 ) -> None:
-    """Re-grade stored episodes without re-simulating; earlier verdicts are kept as history."""
+    """Re-grade stored episodes without re-simulating, with their run's stored settings unless flags say otherwise;
+    earlier verdicts are kept as history."""
 
     def graded(n: int, total: int, label: str, verdicts: list[Verdict]) -> None:
         console.print(f"[dim]graded {label}[/]")
@@ -34,10 +39,12 @@ def grade(
             print_verdict(verdict)
 
     result = api.grade(episodes, db=db, judges=judges, seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge,
-                       on_graded=graded, **config)  # fmt: skip
+                       on_graded=graded, replay=replay, **config)  # fmt: skip
     if result["judge_alpha"] is not None:
         print_alpha(result["judge_alpha"])
     console.print(f"[bold]saved[/]: new verdicts for {len(result['verdicts'])} episode(s); earlier ones kept as history")
+    if replay is not None:
+        print_differences(result["differences"], replay)
     _exit_if_all_ungraded(result["verdicts"])
 
 
@@ -46,6 +53,16 @@ def _exit_if_all_ungraded(verdicts: list[list[Verdict]]) -> None:
     if verdicts and not any(v.graded for vs in verdicts for v in vs):
         console.print("[red]every verdict is ungraded[/]: the endpoint failed each time")
         raise typer.Exit(1)
+
+
+def print_differences(differences: list[str], bundle: Path) -> None:
+    """Whether a replay's records came out equal to the bundle's; exit 1 if not."""
+    if not differences:
+        return console.print(f"[bold]replayed[/]: every record equals its record in {bundle}")
+    console.print(f"[red]replayed, but {len(differences)} record(s) differ from {bundle}[/]:")
+    for line in differences:
+        console.print(f"  {line}", soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def _ci(x, ci) -> str:

@@ -25,7 +25,7 @@ Seed = Annotated[int, typer.Option(help="Seed for every request; same seed, same
 
 # Grading.
 Judges = Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Independent judges per episode, 0 for none \\[default: 1].")]
-JudgeSeed = Annotated[int, typer.Option(help="Seed of the first judge.")]
+JudgeSeed = Annotated[int, typer.Option(help="Seed of the first judge; a stored episode adds its own seed (as a batch does).")]
 RubricFile = Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML overriding the shipped one.")]
 FidelityJudge = Annotated[bool, typer.Option(help="Also ask the judge whether the persona stayed in character.")]
 
@@ -54,13 +54,20 @@ CONFIG_OPTIONS = {
     "practitioner_model": RoleModel,
     "persona_model": RoleModel,
     "evaluator_model": Annotated[Optional[str], typer.Option(help="Evaluator model(s), comma-separated; judges take them in turn.")],
+    "timeout": Annotated[Optional[float], typer.Option(help="Seconds one request to the model may take in all, from sending it to "
+                                                        "the answer's last byte; then it is abandoned (and retried) "
+                                                        f"\\[default: {Config.model_fields['timeout'].default:g}].")],
     "temperature": Temperature,
     "max_turns": Annotated[Optional[int], typer.Option(help=_MAX_TURNS.format(RUN_MAX_TURNS))],
     "personas_dir": PersonasDir,
     "prompts_dir": PromptsDir,
     "config_file": Annotated[Optional[Path], typer.Option("--config", help="TOML config file \\[default: ./nextstep.toml if present].")],
+    "cache": Annotated[Optional[bool], typer.Option("--cache/--no-cache", show_default=False, help="Answer requests asked before "
+                                                    "from the response cache \\[default: on; NEXTSTEP_CACHE=0 turns it off].")],
+    "cache_dir": Annotated[Optional[Path], typer.Option(help="Directory of the response cache \\[default: the user cache "
+                                                            "directory, see `nextstep cache info`].")],
 }
-ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model")
+ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model", "timeout", "cache", "cache_dir")
 ROLES = ("practitioner_model", "persona_model", "evaluator_model")
 FILES = ("personas_dir", "prompts_dir")
 

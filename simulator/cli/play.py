@@ -13,7 +13,7 @@ import simulator.api as api
 from simulator.core.records import Turn
 
 from .options import ENDPOINT, FILES, ROLES, Db, Judges, Persona, PersonaGender, PractitionerGender, Seed, Setting, Strategy, config_options
-from .show import console, print_result, print_turn
+from .show import console, print_result, print_turn, shown
 
 app = typer.Typer()
 
@@ -40,7 +40,7 @@ def play(
 
     def heard(turn: Turn) -> None:  # what the person sees: the model's lines, never its private state
         if turn.speaker == other:
-            console.print(f"[magenta]them[/]: {escape(turn.text)}", soft_wrap=True)
+            console.print(f"[magenta]them[/]: {shown(turn.text)}", soft_wrap=True)
 
     # asyncio.run swaps in its own Ctrl-C handler (cancel the task) unless one is set: this one makes Ctrl-C at a
     # prompt reach input() as KeyboardInterrupt, which ends the episode cleanly.

@@ -8,12 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich import box
+from rich.measure import Measurement
 from rich.table import Table
 
 import simulator.api as api
 from simulator.core.errors import UserError
 
-from .options import Db, Format
+from .options import Db, Format, config_options
 from .show import console, print_caution, print_result, print_turn
 from .summary import print_summary
 
@@ -41,24 +42,30 @@ def _id_column(table: Table, name: str, ids: list[str]) -> None:
 
 @app.command()
 def runs(db: Db = Path("nextstep.db"), fmt: Format = "text") -> None:
-    """List the runs in the database: episodes done of planned, failures, tokens."""
+    """List the runs in the database: episodes done of planned, failures, tokens spent and saved."""
     _check(fmt)
     found = api.runs(db)
     if fmt == "json":
         return _emit(found)
+    count = lambda n: "unknown" if n is None else f"{n:,}"  # noqa: E731
     table = Table(title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
     _id_column(table, "run", [r["id"] for r in found])
-    widest = max((len(r["id"]) for r in found), default=3)
-    stack = widest + 16 + 46 > console.width  # the time goes under the date when a long id needs the room
-    table.add_column("created", min_width=10 if stack else 16)
-    for column in ("done", "failed", "ungraded", "tokens"):
+    table.add_column("created")
+    for column in ("done", "failed", "ungraded", "spent", "saved"):
         table.add_column(column, justify="right", no_wrap=True)
-    for r in found:
-        done = f"{r['done']}/{r['planned']}" if r["planned"] is not None else str(r["done"])
-        table.add_row(r["id"], r["created_at"][:16].replace("T", "\n" if stack else " "), done, str(r["failed"]), str(r["ungraded"]),
-                      "unknown" if r["tokens"] is None else f"{r['tokens']:,}")  # fmt: skip
-    console.print(table)
-    console.print("[dim]created: UTC; done: succeeded episodes of those planned (a played or watched run plans none)[/]")
+    rows = [(r["id"], r["created_at"][:16].replace("T", " "), f"{r['done']}/{r['planned']}" if r["planned"] is not None
+             else str(r["done"]), str(r["failed"]), str(r["ungraded"]), count(r["tokens"]), count(r["saved_tokens"]))
+            for r in found]  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
+    if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
+        console.print(table)
+    else:
+        for run, created, done, failed, ungraded, spent, saved in rows:  # too narrow: one block per run, ids whole
+            console.print(f"[bold]{run}[/]  created {created}\n  done {done} · failed {failed} · ungraded {ungraded}\n"
+                          f"  tokens spent {spent} · saved {saved}")  # fmt: skip
+    console.print("[dim]created: UTC; done: succeeded episodes of those planned (a played or watched run plans none); "
+                  "tokens spent at the endpoint, and saved: what the calls the response cache answered had cost[/]")
     for r in found:
         if r["complete"] is False and r["resume"]:
             console.print(f"[yellow]incomplete[/] {r['id']}: {r['resume']}")
@@ -123,6 +130,7 @@ def episodes(
 
 
 @app.command()
+@config_options("cache_dir")
 def export(
     run_id: Annotated[str, typer.Argument(help="The run to export.")],
     fmt: Annotated[Optional[str], typer.Option("--format", show_default=False, help="jsonl (full records), csv or parquet "
@@ -131,7 +139,14 @@ def export(
                                                    help="File to write \\[default: RUN_ID.FORMAT].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
     db: Db = Path("nextstep.db"),
+    bundle: Annotated[Optional[Path], typer.Option(help="Write a replay bundle instead: the records and every response the run "
+                                                        "used (from the response cache), no secret; `batch --replay` makes the "
+                                                        "run again from it. A name ending in .gz is compressed.")] = None,
+    *, config: dict,
 ) -> None:
-    """Export a run's episodes; the format follows the file name."""
+    """Export a run's episodes (the format follows the file name), or its replay bundle."""
+    if bundle is not None:
+        done = api.export_bundle(run_id, bundle, db=db, force=force, **config)
+        return console.print(f"wrote {done['episodes']} episodes and {done['responses']} responses to {bundle}", soft_wrap=True)
     n, output = api.export(run_id, output, fmt, db, force=force)
     console.print(f"wrote {n} episodes to {output}")

@@ -35,26 +35,54 @@ class PersonaState(BaseModel):
         return self.model_dump() | {"shares_contact": self.intent == "give_contact"}
 
 
-_SOCIAL = re.compile(r"instagram|insta\b|snapchat|snap\b|tiktok|facebook|twitter|linkedin|handle|follow (you|me)|social media|\bdm\b", re.I)
-_EMAIL = re.compile(r"e-?mail", re.I)
+_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")  # sam@example.com
+_PHONE = re.compile(r"\+?\(?\d[\d\s().-]*\d")  # a run of digits and separators; seven digits or more make a number
+_AT_HANDLE = re.compile(r"(?<![\w.+-])@\w[\w.]*")  # @sam.smiles, not part of an address
+_NAMED = {  # words that name a kind of contact, in the order a line naming several is read
+    "email": re.compile(r"\be-?mail\b", re.I),
+    "number": re.compile(r"\b(?:number|phone|digits|call me|text me|ring me|whatsapp)\b", re.I),
+    "social_handle": re.compile(r"\b(?:instagram|insta|ig|snapchat|snap me|tiktok|facebook|twitter|linkedin|dm me|follow me|"
+                                r"my handle|handle is|social media)\b", re.I),
+}
+_CLAUSE = re.compile(r"[,;:.!?]|\bbut\b", re.I)
+_NEGATION = re.compile(r"\b(?:not|never|no|don't|dont|do not|isn't|won't|rather not|without)\b", re.I)
+
+
+def _negated(text: str, at: int) -> bool:
+    """Whether the word at `at` is denied earlier in its clause: 'I'm not on Instagram' denies Instagram."""
+    clause = _CLAUSE.split(text[:at])[-1]
+    return bool(_NEGATION.search(clause))
+
+
+def _named(text: str) -> Exchanged | None:
+    """The first kind of contact a line names without denying it, or None: `_named('I never use email, text me')` -> 'number'."""
+    for kind, words in _NAMED.items():
+        if any(not _negated(text, m.start()) for m in words.finditer(text)):
+            return kind
+    return None
 
 
 def contact_kind(text: str) -> Exchanged:
-    """What an ask asks for: `contact_kind('What is your insta?')` -> 'social_handle'."""
-    if _SOCIAL.search(text):
-        return "social_handle"
-    if _EMAIL.search(text):
+    """What an ask asks for: `contact_kind('What is your insta?')` -> 'social_handle'; a number unless it names another."""
+    return _named(text) or "number"
+
+
+def given_in(text: str) -> Exchanged | None:
+    """What a giving line gives, or None if it does not say: an address, then a phone number (7+ digits), then an
+    @handle, then the kinds it names without denying them. `given_in("I'm not on Instagram, but it's 555 0199")` -> 'number'."""
+    if _ADDRESS.search(text):
         return "email"
-    return "number"
+    if any(sum(c.isdigit() for c in m.group()) >= 7 for m in _PHONE.finditer(text)):
+        return "number"
+    if _AT_HANDLE.search(text):
+        return "social_handle"
+    return _named(text)
 
 
 def given_kind(turns: list[dict]) -> Exchanged:
-    """What the last line gave: what it names itself ('my email is...'), else what the last ask asked for."""
-    given = turns[-1]["text"]
-    if _SOCIAL.search(given) or _EMAIL.search(given):
-        return contact_kind(given)
+    """What the last line gave: what it says itself (`given_in`), else what the last ask asked for."""
     asks = [t for t in turns if t.get("intent") == "ask"]
-    return contact_kind(asks[-1]["text"]) if asks else "number"
+    return given_in(turns[-1]["text"]) or (contact_kind(asks[-1]["text"]) if asks else "number")
 
 
 def normalize(text: str) -> str:
@@ -108,6 +136,12 @@ def stop_rule(turns: list[dict], max_turns: int, *, parting: bool = False) -> di
     return None
 
 
+def max_rounds(max_turns: int, parting: bool) -> int:
+    """The most rounds an episode can have: `max_turns`, one more when the strategy has a parting line, which
+    `stop_rule` lets pass the limit by one round: `max_rounds(3, True)` -> 4."""
+    return max_turns + parting
+
+
 def asks_after_no(turns: list[dict]) -> int:
     """How many asks came after the persona had said no, plainly or softly: the turns' own record of pressing on."""
     declined, asks = False, 0
@@ -136,13 +170,15 @@ def outcome(turns: list[dict], end: dict) -> dict:
     }
 
 
-def fidelity_problems(turns: list[dict], expected: dict[str, tuple[int, int]]) -> list[str]:
+def fidelity_problems(turns: list[dict], expected: dict[str, tuple[int, int]], kept: int = 0) -> list[str]:
     """Rules on the telemetry: the first persona turn's values outside the persona's expected ranges.
 
-    `expected` maps 'interest'/'comfort' to an inclusive (low, high) range from the persona file.
+    `expected` maps 'interest'/'comfort' to an inclusive (low, high) range from the persona file. The first `kept`
+    turns are a stored prefix a branch continues: they are not this episode's to judge (they keep the verdict of the
+    episode they come from), so a first persona turn among them is not checked.
     """
     first = next((t for t in turns if t["speaker"] == "persona" and "interest" in t), None)
-    if first is None:
+    if first is None or first["index"] < kept:
         return []
     return [
         f"first-turn {key} {first[key]} is outside the expected {low}-{high}"

@@ -11,7 +11,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 from simulator.core.errors import ModelError, OutputError
-from simulator.models.chat import Call, ChatModel, chat, structured
+from simulator.models.chat import MAX_LINE_CHARS, Call, ChatModel, chat, structured
 
 from .catalog import Catalog, Profile
 from .episode import PersonaState, PractitionerLabel, fidelity_problems, outcome, parting_due, stop_rule
@@ -54,6 +54,7 @@ class Context:
     max_tokens: int = 48
     evaluate: Evaluator | None = None  # graded after `finish` when given; the graph must be built with its .graph
     person: str | None = None  # 'practitioner' or 'persona' when a person plays that role (`nextstep play`)
+    kept: int = 0  # a branch's continuation: how many turns are the parent's stored prefix (not judged here)
 
     def call_seed(self, turn: int, k: int) -> int:
         """A distinct, reproducible seed for the k-th call of a turn."""
@@ -92,15 +93,19 @@ def _clean(text: str) -> str:
 
 
 async def _say(ctx: Context, model: ChatModel, messages: list[dict], role: str, turn: int, calls: list[Call]) -> str:
-    """One line of dialogue; an empty answer is re-asked like invalid structured output."""
+    """One line of dialogue; an empty or over-long answer is re-asked like invalid structured output."""
     for attempt in range(ctx.reasks + 1):
         text = _clean(await chat(
             model, messages, role=role, purpose="utterance", calls=calls, seed=ctx.call_seed(turn, attempt),
             max_tokens=ctx.max_tokens, temperature=ctx.temperature, stop=["\n"],
         ))  # fmt: skip
-        if text:
+        problem = "empty"
+        if len(text) > MAX_LINE_CHARS:  # the endpoint ignored max_tokens: the call is recorded as invalid
+            problem = f"a line of {len(text):,} characters, over the {MAX_LINE_CHARS:,} a line may have"
+            calls[-1] = calls[-1].model_copy(update={"ok": False, "error": problem})
+        elif text:
             return text
-    raise OutputError(f"{role} utterance: empty after {ctx.reasks + 1} attempts")
+    raise OutputError(f"{role} utterance: {problem} after {ctx.reasks + 1} attempts")
 
 
 def _failed(calls: list[Call], error: ModelError) -> dict:
@@ -190,10 +195,10 @@ async def persona_node(state: State, config: RunnableConfig) -> dict:
 
 
 async def finish_node(state: State, config: RunnableConfig) -> dict:
-    """The outcome from the structured turns, and persona-fidelity rules."""
+    """The outcome from the structured turns, and persona-fidelity rules on the turns this episode generated."""
     ctx, turns = _ctx(config), state.get("turns", [])
     persona = ctx.catalog.personas[ctx.scenario.persona]
-    problems = fidelity_problems(turns, persona.expected_first_turn.model_dump())
+    problems = fidelity_problems(turns, persona.expected_first_turn.model_dump(), ctx.kept)
     return {"outcome": outcome(turns, state["end"]), "fidelity": {"ok": not problems, "problems": problems}}
 
 
@@ -205,7 +210,7 @@ def _evaluate(evaluator):
         if ctx.evaluate is None or state.get("error") or not turns:  # a person may end it before anything was said
             return {}
         s = ctx.scenario
-        episode = {"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy}
+        episode = {"turns": turns, "setting": s.setting, "persona": s.persona, "strategy": s.strategy, "kept": ctx.kept}
         # A run of its own rather than a child of this one: no nested callbacks or checkpoints to pay for on every
         # episode (the verdicts are this node's output; nothing resumes inside the grading).
         result = await evaluator.ainvoke({"episode": episode}, {"configurable": ctx.evaluate.configurable()})

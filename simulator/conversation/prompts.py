@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jinja2
 from jinja2 import meta
+from jinja2.sandbox import SandboxedEnvironment
 
 from simulator.core.errors import UserError
 from simulator.core.files import read_text
@@ -39,11 +40,13 @@ def repeated_run(output: str, text: str, words: int = 8) -> str | None:
 
 
 class Prompts:
-    """Loads `<name>.j2` from the first directory that has it and renders it strictly."""
+    """Loads `<name>.j2` from the first directory that has it and renders it strictly, in Jinja's sandbox."""
 
     def __init__(self, dirs: tuple[Path, ...]):
         self.dirs = dirs
-        self.env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+        # A --prompts-dir may be shared: the sandbox keeps a template to its variables and filters, away from
+        # Python's internals (attributes such as __globals__), so a template cannot run code.
+        self.env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
         self._cache: dict[str, tuple[str, jinja2.Template, set[str], Path, str]] = {}
 
     def _load(self, name: str):
@@ -77,6 +80,8 @@ class Prompts:
             return template.render(**variables).strip()
         except jinja2.UndefinedError as e:
             raise UserError(f"{path}: {e.message}") from None
+        except jinja2.exceptions.SecurityError as e:
+            raise UserError(f"{path}: refused by the template sandbox: {e}") from None
 
     def hashes(self) -> dict[str, str]:
         """{template name: hash} of every template loaded so far."""

@@ -12,6 +12,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from simulator.core.records import Episode, Provenance, Turn, package_version, usage
+from simulator.core.redact import redact
 
 from .catalog import entry_hash
 from .graph import Context, Scenario, build_graph
@@ -71,7 +72,7 @@ def crashed_episode(scenario: Scenario, seed: int, error: BaseException) -> Epis
     """The record of an episode that raised instead of ending: stored as failed, with the error, and nothing else."""
     s = scenario
     return Episode(id=uuid.uuid4().hex[:12], setting=s.setting, persona=s.persona, strategy=s.strategy, profile=s.profile,
-                   seed=seed, status="failed", error=f"{type(error).__name__}: {error}", usage=usage([]), duration_s=0.0)
+                   seed=seed, status="failed", error=redact(f"{type(error).__name__}: {error}"), usage=usage([]), duration_s=0.0)
 
 
 async def _drive(app, start, config: dict, on_turn, answer, seen: int) -> dict:
@@ -127,7 +128,7 @@ async def run_episode(ctx: Context, *, backend: str, episode_id: str | None = No
     error = state.get("error")
     episode = Episode.model_validate(record | {
         "status": "failed" if error else "succeeded",  # with_verdicts sets status, error and usage from the verdicts
-        "error": error,
+        "error": redact(error),  # the backend hides its key; this, any credential the message quotes
         "turns": state.get("turns", []),
         "outcome": state.get("outcome"),
         "fidelity": state.get("fidelity"),

@@ -90,16 +90,22 @@ class Call(_Record):
     ok: bool = True
     error: str | None = None
     cached_tokens: int | None = None  # of the prompt tokens, where the server says
+    from_cache: bool = False  # answered by the response cache: its tokens were saved, not spent
+    key: str | None = None  # the request's response-cache key (a hash of what decides the answer)
 
 
 class Usage(_Record):
-    """Calls, tokens (None: some call's endpoint reported none) and latency summed over an episode."""
+    """Calls and latency summed over an episode, and tokens (None: some call's endpoint reported none) spent at the
+    endpoint apart from those saved by calls the response cache answered."""
 
     calls: int
-    prompt_tokens: int | None
+    prompt_tokens: int | None  # spent: calls that reached the endpoint
     completion_tokens: int | None
     cached_tokens: int | None = None
     latency_s: float
+    cache_hits: int = 0
+    saved_prompt_tokens: int | None = 0  # what the calls the cache answered had cost when first asked
+    saved_completion_tokens: int | None = 0
 
 
 class Outcome(_Record):
@@ -241,6 +247,7 @@ class Verdict(_Versioned):
     status: Literal["graded", "ungraded"] = "graded"
     error: str | None = None
     transitions: list[Transition] = []
+    judge_added: list[int] = []  # practitioner turns the judge named as moves that no declared transition holds: not graded
     flags: Flags | None = None
     outcome: JudgedOutcome | None = None
     fidelity: JudgedFidelity | None = None
@@ -286,14 +293,42 @@ class Episode(_Versioned):
     person: Literal["practitioner", "persona"] | None = None
     verdict_history: list[Verdict] = []  # earlier verdicts of an episode file re-graded (the store keeps a table of them)
 
+    # The one definition of what researchers count: the store's columns, the frame, compare, plan and the report read these.
+    @property
+    def in_character(self) -> bool | None:
+        """False if the persona-fidelity rules or any judge's fidelity check found the persona out of character; None
+        if neither checked (a failed episode, say); else True."""
+        rules = self.fidelity.ok if self.fidelity else None
+        judged = [v.fidelity.in_character for v in self.verdicts if v.graded and v.fidelity and v.fidelity.status == "scored"]
+        return False if rules is False or False in judged else rules if rules is not None else (True if judged else None)
+
+    @property
+    def abandoned(self) -> bool:
+        """Ended by a person (`play`: an empty line) before the persona answered an ask: its outcome is unknown, not 'none'."""
+        o = self.outcome
+        if o is None or o.end_reason != "ended_by_person":
+            return False
+        return o.first_ask_turn is None or not any(t.speaker == "persona" and t.index > o.first_ask_turn for t in self.turns)
+
+    @property
+    def completed(self) -> bool:
+        """Succeeded (simulated and graded) and not abandoned."""
+        return self.status == "succeeded" and not self.abandoned
+
+    @property
+    def usable(self) -> bool:
+        """What aggregates and `compare` count: completed and not out of character (an unchecked one is kept)."""
+        return self.completed and self.in_character is not False
+
     def all_calls(self) -> list[Call]:
         """Every call the episode made: the simulation's, then each verdict's."""
         return self.calls + [c for v in self.verdicts for c in v.calls]
 
     def transcript(self) -> dict:
-        """What a judge reads: the turns (as the graph holds them) and the scenario's names."""
+        """What a judge reads: the turns (as the graph holds them), the scenario's names, and how many turns are a
+        branch's kept prefix (its parent's persona said those)."""
         return {"turns": [t.model_dump() for t in self.turns], "setting": self.setting, "persona": self.persona,
-                "strategy": self.strategy}  # fmt: skip
+                "strategy": self.strategy, "kept": self.branch.at if self.branch else 0}  # fmt: skip
 
     def with_verdicts(self, verdicts: list[Verdict]) -> Episode:
         """Graded anew: usage counts the new verdicts' calls; a simulated episode's status follows them, a failed one stays."""
@@ -335,13 +370,20 @@ def total(values: list[int | None]) -> int | None:
 
 
 def usage(calls: list[Call]) -> Usage:
-    """Token and latency totals: `usage([])` -> Usage(calls=0, prompt_tokens=0, ...); a call without usage makes tokens None."""
+    """Token and latency totals: `usage([])` -> Usage(calls=0, prompt_tokens=0, ...); a call without usage makes tokens None.
+
+    Tokens of calls the response cache answered are saved, not spent: they count apart.
+    """
+    asked, hits = [c for c in calls if not c.from_cache], [c for c in calls if c.from_cache]
     return Usage(
         calls=len(calls),
-        prompt_tokens=total([c.prompt_tokens for c in calls]),
-        completion_tokens=total([c.completion_tokens for c in calls]),
-        cached_tokens=total([c.cached_tokens for c in calls]),
+        prompt_tokens=total([c.prompt_tokens for c in asked]),
+        completion_tokens=total([c.completion_tokens for c in asked]),
+        cached_tokens=total([c.cached_tokens for c in asked]),
         latency_s=round(sum(c.latency_s for c in calls), 3),
+        cache_hits=len(hits),
+        saved_prompt_tokens=total([c.prompt_tokens for c in hits]),
+        saved_completion_tokens=total([c.completion_tokens for c in hits]),
     )
 
 

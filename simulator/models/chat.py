@@ -18,6 +18,13 @@ Message = dict[str, str]
 # The longest free text an output type may hold (a judge's reason): checked after parsing on every backend;
 # strict json_schema carries no length limits, a grammar (the local engine's llguidance mode) enforces it.
 MAX_STRING_CHARS = 300
+# A line of dialogue is asked for in ~48 tokens (about 250 characters); a longer one is an invalid answer, re-asked,
+# or it would be sent back in every later prompt and stored.
+MAX_LINE_CHARS = 1_000
+# An invalid answer is shown back to the model so it can correct it; no more than this much of it.
+MAX_SHOWN_BACK_CHARS = 2_000
+# No request of more characters is sent (the messages' text): far beyond any context window, a guard, not a budget.
+MAX_REQUEST_CHARS = 500_000
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -31,6 +38,8 @@ class Completion:
     model: str = ""
     retries: int = 0
     cached_tokens: int | None = None  # prompt tokens the server reused from its cache, where it says
+    from_cache: bool = False  # answered by the response cache (simulator.models.cache), not the endpoint
+    key: str | None = None  # the request's cache key
 
 
 class ChatModel(Protocol):
@@ -53,7 +62,8 @@ class ChatModel(Protocol):
 def _call(role: str, purpose: str, model: ChatModel, seed: int | None, c: Completion, error: str | None = None) -> Call:
     return Call(role=role, purpose=purpose, model=c.model or model.name, seed=seed, prompt_tokens=c.prompt_tokens,
                 completion_tokens=c.completion_tokens, latency_s=round(c.latency_s, 4), finish_reason=c.finish_reason,
-                retries=c.retries, ok=error is None, error=error, cached_tokens=c.cached_tokens)
+                retries=c.retries, ok=error is None, error=error, cached_tokens=c.cached_tokens, from_cache=c.from_cache,
+                key=c.key)
 
 
 async def chat(model: ChatModel, messages: list[Message], *, role: str, purpose: str, calls: list[Call], **options) -> str:
@@ -115,7 +125,7 @@ async def structured(
             error = str(e)
             messages = [
                 *messages,
-                {"role": "assistant", "content": completion.text},
+                {"role": "assistant", "content": completion.text[:MAX_SHOWN_BACK_CHARS]},
                 {"role": "user", "content": f"That answer was invalid: {error}. Reply with the JSON object only."},
             ]
             continue

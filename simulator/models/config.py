@@ -6,11 +6,13 @@ import contextvars
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 from simulator.core.errors import UserError
 from simulator.core.files import validation_message
+
+from .cache import duration
 
 DEFAULT_CONFIG_FILE = Path("nextstep.toml")
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config_file", default=None)
@@ -30,9 +32,20 @@ class Config(BaseSettings):
     temperature: float = Field(0.7, ge=0, le=2)
     max_turns: int | None = Field(None, ge=1, le=100, description="Most rounds per episode; unset, each command has its own default.")
     reasks: int = Field(2, ge=0, le=10)
-    timeout: float = Field(120.0, gt=0, description="Seconds before one model call is abandoned.")
+    timeout: float = Field(120.0, gt=0, description="Seconds one request may take in all before it is abandoned (and retried).")
     personas_dir: Path | None = None
     prompts_dir: Path | None = None
+    cache: bool = Field(True, description="Answer a request asked before from the response cache (NEXTSTEP_CACHE=0: off).")
+    cache_dir: Path | None = Field(None, description="Directory of the response cache; unset, the user cache directory.")
+    cache_expiry: str | None = Field(None, description="Entries older than this (90s, 30m, 12h, 7d) are asked again.")
+    cache_max_mb: int = Field(1024, ge=1, description="Size bound of the response cache; least recently used entries go first.")
+
+    @field_validator("cache_expiry")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            duration(value)
+        return value
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -7,14 +7,17 @@ import email.utils
 import json
 import random
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Literal
 
 import openai
 
 from simulator.core.errors import ModelError
+from simulator.core.redact import redact
 
-from .chat import MAX_STRING_CHARS, Completion, Message
+from .chat import MAX_REQUEST_CHARS, MAX_STRING_CHARS, Completion, Message
+from .limiter import Limiter
 
 OutputMode = Literal["json_schema", "json_object", "llguidance"]
 # Compact JSON: llama.cpp's default JSON grammar lets a small model pad between tokens with newlines until
@@ -64,7 +67,8 @@ RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Capped exponential backoff with full jitter; the server's Retry-After wins when it gives one."""
+    """Capped exponential backoff with full jitter, after the server's Retry-After when it gives one (so calls
+    throttled together do not all come back together); a Retry-After beyond `max_retry_after_s` fails the call."""
 
     attempts: int = 5
     base_s: float = 0.5
@@ -72,10 +76,9 @@ class RetryPolicy:
     max_retry_after_s: float = 120.0  # a server may ask for a long pause; beyond this we would rather fail
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before try `attempt + 1`: `RetryPolicy(base_s=1).delay(2, None)` is in [0, 4]."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_retry_after_s)
-        return random.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+        """Seconds to wait before try `attempt + 1`: `RetryPolicy(base_s=1).delay(2, None)` is in [0, 4],
+        `RetryPolicy(base_s=1).delay(0, 3)` in [3, 4]."""
+        return max(retry_after or 0.0, 0.0) + random.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
 
 
 def retry_after(response) -> float | None:
@@ -105,9 +108,11 @@ def retryable(error: openai.APIError) -> bool:
     return status is not None and (status in RETRYABLE_STATUS or status >= 500)
 
 
-def failure(error: openai.APIError) -> str:
+def failure(error: openai.APIError | TimeoutError, deadline: float | None = None) -> str:
     """`BadRequestError: …`; a transport failure is named by its root cause (the aiohttp transport reports
     a refused or dropped connection as a timeout): `APIConnectionError: Server disconnected`."""
+    if isinstance(error, TimeoutError):  # our own deadline on the whole request
+        return f"APITimeoutError: no whole answer within the {deadline:g} s timeout"
     if not isinstance(error, openai.APIConnectionError):
         return f"{type(error).__name__}: {error}"
     root = error
@@ -118,15 +123,19 @@ def failure(error: openai.APIError) -> str:
 
 
 class OpenAIChatModel:
-    """One model name on one OpenAI-compatible endpoint; several roles may share the client."""
+    """One model name on one OpenAI-compatible endpoint; several roles may share the client and the limiter."""
 
     def __init__(self, client: openai.AsyncOpenAI, name: str, *, output_mode: OutputMode = "json_schema",
-                 retry: RetryPolicy = RetryPolicy()):
+                 retry: RetryPolicy = RetryPolicy(), deadline: float | None = None, limiter: Limiter | None = None):
         # Ours is the only retry layer: the client's own retries would multiply with it.
         self.client = client.with_options(max_retries=0)
         self.name = name
         self.output_mode = output_mode
         self.retry = retry
+        self.limiter = limiter or Limiter(10**6)  # alone, no bound; Endpoint.models gives its roles one limiter
+        # The client's timeout bounds each read; `deadline` (default: the same seconds) bounds a request from sending
+        # it to the answer's last byte, so a server that trickles bytes cannot hold a call for minutes.
+        self.deadline = deadline or (client.timeout if isinstance(client.timeout, (int, float)) else None)
 
     async def complete(
         self,
@@ -141,6 +150,9 @@ class OpenAIChatModel:
         # The body chat.completions.create() would send, in its key order; posting it directly skips the
         # client's per-call type-driven transform and response model construction (the largest client CPU
         # costs: benchmarks/RESULTS.md) which are identities for plain dicts of strings and numbers.
+        size = sum(len(m.get("content") or "") for m in messages)
+        if size > MAX_REQUEST_CHARS:
+            raise ModelError(f"request of {size:,} characters not sent: over the cap of {MAX_REQUEST_CHARS:,}")
         body = {"model": self.name, "messages": messages, "max_tokens": max_tokens}
         if schema:
             body |= structured_fields(schema, self.output_mode)
@@ -150,19 +162,33 @@ class OpenAIChatModel:
             body["stop"] = stop
         body["temperature"] = temperature
         for attempt in range(self.retry.attempts):
-            start = time.perf_counter()
+            ticket = await self.limiter.enter()
             try:
-                response = await self.client.post(  # security: send the API key as create() does
-                    "/chat/completions", body=body, cast_to=object, options={"security": {"bearer_auth": True}}
-                )
+                start = time.perf_counter()
+                async with asyncio.timeout(self.deadline):
+                    response = await self.client.post(  # security: send the API key as create() does
+                        "/chat/completions", body=body, cast_to=object, options={"security": {"bearer_auth": True}}
+                    )
+                ticket.ok = True
                 break
-            except openai.APIError as e:
-                if not retryable(e) or attempt == self.retry.attempts - 1:
-                    tries = f" after {attempt + 1} tries" if attempt else ""
-                    raise ModelError(f"{failure(e)}{tries}") from None
-                await asyncio.sleep(self.retry.delay(attempt, retry_after(getattr(e, "response", None))))
+            except (openai.APIError, TimeoutError) as e:
+                ticket.throttled, error = getattr(e, "status_code", None) == 429, e
+            finally:
+                self.limiter.leave(ticket)  # before the wait below: a retry's wait holds no slot
+            tries = f" after {attempt + 1} tries" if attempt else ""
+            if isinstance(error, openai.APIError) and not retryable(error) or attempt == self.retry.attempts - 1:
+                raise ModelError(self._hidden(f"{failure(error, self.deadline)}{tries}"))
+            wait = retry_after(getattr(error, "response", None))
+            if wait is not None and wait > self.retry.max_retry_after_s:
+                raise ModelError(self._hidden(f"{failure(error)}{tries}: the endpoint asks to wait {wait:.0f} s (Retry-After), "
+                                              f"longer than the {self.retry.max_retry_after_s:.0f} s nextstep waits"))
+            await asyncio.sleep(self.retry.delay(attempt, wait))
         latency = time.perf_counter() - start
         return completion(response, self.name, latency, attempt)
+
+    def _hidden(self, message: str) -> str:
+        """An error message without the key or other credentials an endpoint may quote back (it is stored and logged)."""
+        return redact(message, [self.client.api_key, urllib.parse.urlsplit(str(self.client.base_url)).password])
 
 
 def completion(response: object, name: str, latency: float, retries: int) -> Completion:

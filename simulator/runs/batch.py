@@ -8,7 +8,6 @@ import json
 import logging
 import time
 import traceback
-import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,10 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from simulator.conversation.catalog import Catalog, Profile, entry_hash, load_catalog, profile_of
 from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
+from simulator.conversation.episode import max_rounds
 from simulator.conversation.runner import crashed_episode, run_episode
 from simulator.core.records import Call, Episode, RunSpec
 from simulator.core.errors import UserError
 from simulator.core.files import read_yaml, validate
+from simulator.core.redact import redact
 from simulator.models.backends import Endpoint, endpoint, role_models
 from simulator.models.config import Config, load_config
 from simulator.storage.store import Store
@@ -33,9 +34,10 @@ from .preflight import preflight, roles_of
 log = logging.getLogger(__name__)
 
 FAIL_FAST = 3  # a batch stops when its first this-many finished episodes all failed with one error (0: never)
-# Config fields stored with a run, so that `nextstep batch --resume RUN_ID` needs nothing else (never the key itself).
-RESUME_SETTINGS = ("backend", "base_url", "api_key_env", "model", "practitioner_model", "persona_model", "evaluator_model",
-                   "output_mode", "reasks", "timeout", "personas_dir", "prompts_dir")
+# Config fields stored with a run, so that `nextstep batch --resume RUN_ID` needs nothing else. Never the key, nor the
+# name of its variable; the endpoint is stored too, but a resume takes it only as `run_config` says.
+RESUME_SETTINGS = ("backend", "model", "practitioner_model", "persona_model", "evaluator_model", "output_mode", "reasks",
+                   "timeout", "personas_dir", "prompts_dir")
 
 
 class Experiment(BaseModel):
@@ -127,16 +129,19 @@ def expand(exp: Experiment) -> list[Cell]:
     return cells
 
 
-def estimate(exp: Experiment, cells: int, reasks: int, judge_max_calls: Callable[[int, int], int], test_calls: int = 0) -> dict:
+def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog,
+             test_calls: int = 0) -> dict:
     """A true upper bound on calls, and tokens at roughly 500 a call if nothing is re-asked.
 
     A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
-    each tried up to reasks + 1 times; `judge_max_calls(max_turns, reasks)` bounds one judge on one episode;
+    each tried up to reasks + 1 times; a cell has at most `max_rounds` rounds (one more where its strategy has a
+    parting line); `judge_max_calls(rounds, reasks)` bounds one judge on one episode of that many rounds;
     `test_calls` are the preflight's, one per distinct model, made once before the episodes.
     """
-    at_most = cells * (4 * (reasks + 1) * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, reasks)) + test_calls
-    typical = cells * (4 * exp.max_turns + exp.judges * judge_max_calls(exp.max_turns, 0)) + test_calls
-    return {"episodes": cells, "reasks": reasks, "test_calls": test_calls, "calls_at_most": at_most,
+    rounds = [max_rounds(exp.max_turns, catalog.strategies[c.scenario.strategy].parting is not None) for c in cells]
+    at_most = sum(4 * (reasks + 1) * r + exp.judges * judge_max_calls(r, reasks) for r in rounds) + test_calls
+    typical = sum(4 * r + exp.judges * judge_max_calls(r, 0) for r in rounds) + test_calls
+    return {"episodes": len(cells), "reasks": reasks, "test_calls": test_calls, "calls_at_most": at_most,
             "tokens_roughly": typical * 500}  # fmt: skip
 
 
@@ -158,31 +163,44 @@ def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, mo
     )  # fmt: skip
 
 
+def _differing(spec: RunSpec, other: RunSpec) -> list[str]:
+    """The spec fields that differ: `_differing(RunSpec(reasks=1), RunSpec(reasks=2))` -> ['reasks']."""
+    a, b = spec.identity(), other.identity()
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
 def spec_id(spec: RunSpec) -> str:
     return "run-" + hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def redact(url: str | None) -> str | None:
-    """A URL without its password: `redact('http://me:pw@host/v1')` -> 'http://me:***@host/v1'."""
-    parts = urllib.parse.urlsplit(url) if url else None
-    if not parts or parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
-
-
 def run_settings(config: Config, *, concurrency: int | None = None, rubric_file: Path | None = None) -> dict:
     """The non-secret settings a run is resumed with: endpoint, models, output mode, files, limits; never the key."""
-    values = config.model_dump(mode="json", include=set(RESUME_SETTINGS))
-    values["base_url"] = redact(values["base_url"])
+    values = config.model_dump(mode="json", include=set(RESUME_SETTINGS)) | {"base_url": redact(config.base_url)}
     for key in ("personas_dir", "prompts_dir"):
         values[key] = values[key] and str(Path(values[key]).resolve())
     return values | {"rubric_file": rubric_file and str(Path(rubric_file).resolve()), "concurrency": concurrency}
 
 
-def run_config(config_file: Path | None, stored: dict, **flags) -> Config:
-    """Flags given > a resumed run's stored settings > NEXTSTEP_* environment > config file > defaults."""
+def run_config(config_file: Path | None, stored: dict, **flags) -> tuple[Config, bool]:
+    """(config, whether to send it the key): flags given > a resumed run's stored settings > NEXTSTEP_* environment >
+    config file > defaults.
+
+    The secret and where it goes come from the user, never from a database (which anyone may have edited): the key's
+    variable is never read from `stored`; the stored endpoint is used only when the user gives none, is named before
+    any call, and gets a key only if the user names its variable (--api-key-env, NEXTSTEP_API_KEY_ENV, config file).
+    """
     given = {k: v for k, v in flags.items() if v is not None}
-    return load_config(config_file, **({k: stored.get(k) for k in RESUME_SETTINGS} | given))
+    config = load_config(config_file, **({k: stored.get(k) for k in RESUME_SETTINGS} | given))
+    kept = stored.get("base_url")
+    if not kept or kept == redact(config.base_url):
+        return config, True
+    if config.base_url:
+        log.warning("the run was made against %s; this session uses %s", kept, redact(config.base_url))
+        return config, True
+    named = "api_key_env" in config.model_fields_set
+    key = f"with the key in ${config.api_key_env}" if named else "sending no API key (name its variable with --api-key-env)"
+    log.warning("using the run's stored endpoint %s, %s; --base-url chooses another", kept, key)
+    return config.model_copy(update={"base_url": kept}), named
 
 
 def stored_run(db: Path | str, run_id: str) -> tuple[dict, dict]:
@@ -200,11 +218,14 @@ class Progress:
     total: int
     skipped: int = 0
     done: int = 0
+    ungraded: int = 0  # simulated, but a judge's endpoint failed: graded on resume; not a failure
     failed: int = 0
     running: int = 0
-    tokens: int = 0  # reported by the endpoint, the preflight's test calls included; calls without usage are counted apart
+    tokens: int = 0  # spent: reported by the endpoint, the preflight's test calls included; calls without usage apart
     unknown_usage_calls: int = 0
     test_calls: int = 0  # the preflight's: one per distinct model, before the episodes
+    cache_hits: int = 0  # calls the response cache answered
+    saved_tokens: int = 0  # what those calls had cost when first asked
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None
     fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
@@ -213,7 +234,11 @@ class Progress:
     @property
     def per_minute(self) -> float:
         elapsed = time.monotonic() - self.started
-        return 60 * (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
+        return 60 * self.ended / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def ended(self) -> int:
+        return self.done + self.ungraded + self.failed
 
 
 def _crashed(cell: Cell, error: BaseException) -> Episode:
@@ -238,6 +263,8 @@ class Batch:
     rubric_file: Path | None = None
     on_progress: Callable[[Progress], None] | None = None
     fail_fast: int = FAIL_FAST
+    expected: RunSpec | None = None  # a replay: the spec the run was made with, which this one must match
+    episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
 
     async def run(self) -> tuple[str, Progress]:
         async with self.endpoint.models(self.config) as models:
@@ -255,6 +282,8 @@ class Batch:
         texts = Judge(models["evaluators"][0], prompts, rubric, rubric_hash).texts() if exp.judges else {}
         judge_prompts = {name: digest for digest, (name, _) in texts.items() if name != "rubric"}
         spec = run_spec(exp, cat, config, self.endpoint.backend, models, rubric_hash, judge_prompts)
+        if self.expected is not None and (differ := _differing(spec, self.expected)):
+            raise UserError(f"this nextstep would not make the bundled run again: its {', '.join(differ)} differ")
         run_id = self.run_id or spec_id(spec)
         settings = run_settings(config, concurrency=self.concurrency, rubric_file=self.rubric_file)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextstep-store")
@@ -265,7 +294,8 @@ class Batch:
         planned = expand(exp)
         cells = [c for c in planned if (c.key, c.rep) not in stored]
         # Before anything is stored or fanned out: a wrong model name, path or key fails here, once.
-        tested = await preflight(roles_of(models, simulate=bool(cells), judges=exp.judges if cells or regrade else 0))
+        roles = roles_of(models, simulate=bool(cells), judges=exp.judges if cells or regrade else 0)
+        tested = [] if self.endpoint.replay else await preflight(roles)  # a replay reaches no endpoint
         spec = spec.model_copy(update={"planned": len(planned)})
         await loop.run_in_executor(writer, self.store.create_run, run_id, spec, settings)
         if texts:
@@ -292,7 +322,8 @@ class Batch:
                               temperature=exp.temperature, max_turns=exp.max_turns, reasks=config.reasks,
                               evaluate=evaluator(cell.seed))  # fmt: skip
                 try:
-                    record = await run_episode(ctx, backend=self.endpoint.backend)
+                    record = await run_episode(ctx, backend=self.endpoint.backend,
+                                               episode_id=(self.episode_ids or {}).get((cell.key, cell.rep)))
                 except UserError:
                     raise  # bad input (e.g. a prompt with an undefined variable) fails every episode alike
                 except Exception as e:  # a bug must not lose the episode: it is stored as failed
@@ -320,7 +351,10 @@ class Batch:
             if record.status == "succeeded":
                 progress.done += 1
             else:
-                progress.failed += 1
+                if record.status == "ungraded":
+                    progress.ungraded += 1
+                else:
+                    progress.failed += 1
                 log.warning("episode %s (%s rep %d) %s: %s", record.id, record.cell, record.rep, record.status, record.error)
                 if (reason := self.endpoint.exit_reason()) and not progress.stopped:
                     progress.stopped, progress.fault = reason, True
@@ -345,7 +379,12 @@ class Batch:
         return run_id, progress
 
     def _count_tokens(self, progress: Progress, calls: list[Call]) -> None:
-        """Add the tokens the endpoint reported; warn once per run about calls it reported none for."""
+        """Add the tokens the endpoint reported (spent), apart from those of calls the cache answered (saved); warn once
+        per run about calls it reported none for."""
+        hits = [c for c in calls if c.from_cache]
+        progress.cache_hits += len(hits)
+        progress.saved_tokens += sum((c.prompt_tokens or 0) + (c.completion_tokens or 0) for c in hits)
+        calls = [c for c in calls if not c.from_cache]
         unknown = sum(c.prompt_tokens is None or c.completion_tokens is None for c in calls)
         if unknown and not progress.unknown_usage_calls:
             budget = f"; --max-tokens {self.max_tokens:,} cannot be enforced for them" if self.max_tokens is not None else ""
@@ -385,11 +424,11 @@ async def run_grid(
     test call per distinct model (a UserError if the endpoint refuses it); `fail_fast` N stops the batch when the
     first N episodes to end all failed with the same error (0: never).
     """
-    experiment, stored, config, catalog = _prepare(experiment, db, resume, config, config_file, config_flags)
+    experiment, stored, (config, send_key), catalog = _prepare(experiment, db, resume, config, config_file, config_flags)
     run_id = resume or run_id
     rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
     concurrency = concurrency or stored.get("concurrency")
-    with Store(Path(db)) as store, endpoint(config, concurrency) as ep:
+    with Store(Path(db)) as store, endpoint(config, concurrency, send_key=send_key) as ep:
         batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
                       on_progress, fail_fast)  # fmt: skip
         run_id, _ = await batch.run()
@@ -397,15 +436,15 @@ async def run_grid(
 
 
 def _prepare(experiment, db, resume: str | None, config: Config | None, config_file: Path | None, flags: dict):
-    """(grid resolved against the catalog, a resumed run's stored settings, config, catalog) for a batch."""
+    """(grid resolved against the catalog, a resumed run's stored settings, (config, send the key?), catalog) for a batch."""
     stored = {}
     if resume:
         if experiment is not None:
             raise UserError("--resume takes the grid stored in the run; leave out the grid flags and --experiment")
         experiment, stored = stored_run(db, resume)
-    config = config or run_config(config_file, stored, **flags)
+    config, send_key = (config, True) if config else run_config(config_file, stored, **flags)
     catalog = load_catalog(config.personas_dir, config.prompts_dir)
-    return with_config(as_experiment(experiment), config).resolved(catalog), stored, config, catalog
+    return with_config(as_experiment(experiment), config).resolved(catalog), stored, (config, send_key), catalog
 
 
 def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | str = "nextstep.db", resume: str | None = None,
@@ -413,11 +452,11 @@ def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | 
     """The dry run of `run_grid` with the same arguments: the grid as it would run, its cells, and `estimate`."""
     from evaluations.judge.evaluator import judge_max_calls
 
-    experiment, _, config, _ = _prepare(experiment, db, resume, None, config_file, config_flags)
+    experiment, _, (config, _), catalog = _prepare(experiment, db, resume, None, config_file, config_flags)
     cells = expand(experiment)
     roles = role_models(config)
     models = {roles["practitioner"], roles["persona"], *roles["evaluators"][: experiment.judges]}
-    return experiment, cells, estimate(experiment, len(cells), config.reasks, judge_max_calls, len(models) if cells else 0)
+    return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog, len(models) if cells else 0)
 
 
 def grid(experiment: Experiment | dict | Path | None = None, **fields) -> Experiment | None:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from simulator.conversation.catalog import Catalog, Profile
+from simulator.conversation.catalog import Catalog, Profile, entry_hash
 from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
 from simulator.conversation.runner import crashed_episode, fork_point, run_episode
 from simulator.core.errors import UserError
-from simulator.core.records import Branch, Episode, RunSpec, Turn, Verdict
+from simulator.core.records import Branch, Episode, Fidelity, RunSpec, Turn, Verdict
 from simulator.storage.store import Store
 
 from .batch import cell_seed
@@ -99,6 +99,17 @@ def continuations(parents: list[tuple[Episode, int]], reps: int) -> list[Continu
             for parent, at in parents for rep in range(reps) for arm in ARMS]  # fmt: skip
 
 
+def continued_fidelity(parent: Episode, at: int, generated: Fidelity | None) -> Fidelity | None:
+    """A continuation's fidelity: the rules on the turns it generated (`generated`), and for a kept prefix holding the
+    first persona turn (what the rules read) the parent's verdict on it, judged against the parent's persona."""
+    judged_in_prefix = any(t.speaker == "persona" for t in parent.turns[:at])
+    parts = [("kept prefix: ", parent.fidelity if judged_in_prefix else None), ("", generated)]
+    parts = [(label, f) for label, f in parts if f is not None]
+    if not parts:
+        return None
+    return Fidelity(ok=all(f.ok for _, f in parts), problems=[label + p for label, f in parts for p in f.problems])
+
+
 def fork_points(records: list[Episode], at: str) -> tuple[list[tuple[Episode, int]], list[str]]:
     """(parent, fork turn) for each succeeded episode, and why the others are left out (one line each)."""
     points, skipped = [], []
@@ -111,6 +122,18 @@ def fork_points(records: list[Episode], at: str) -> tuple[list[tuple[Episode, in
         except UserError as e:
             skipped.append(str(e))
     return points, skipped
+
+
+def used_entries(points: list[tuple[Episode, int]], treatment: Treatment, catalogs: dict[str, Catalog]) -> dict[str, str]:
+    """{'ARM/KIND/NAME': entry hash} of every setting, persona and strategy a continuation of these parents reads."""
+    used = {}
+    for parent, _ in points:
+        for arm in ARMS:
+            treated = arm == "treatment"
+            names = {"settings": parent.setting, "personas": treated and treatment.persona or parent.persona,
+                     "strategies": treated and treatment.strategy or parent.strategy}  # fmt: skip
+            used |= {f"{arm}/{kind}/{name}": entry_hash(catalogs[arm].pick(kind, name)) for kind, name in names.items()}
+    return used
 
 
 def branch_id(spec: RunSpec) -> str:
@@ -155,7 +178,7 @@ class BranchSet:
         return Context(models["practitioner"], models["persona"], cat, Prompts(cat.prompt_dirs), self.scenario(c), c.seed,
                        temperature=self.temperature if self.temperature is not None else prov.temperature if prov else 0.7,
                        max_turns=self.max_turns or (prov and prov.max_turns) or 8, reasks=self.reasks,
-                       evaluate=self.evaluator(c.seed))  # fmt: skip
+                       evaluate=self.evaluator(c.seed), kept=c.at)  # fmt: skip
 
     async def run(self, todo: list[Continuation], on_saved: Callable[[Episode], None] | None = None) -> None:
         """Run the continuations not yet succeeded; each forks from its prefix's one checkpoint."""
@@ -176,7 +199,8 @@ class BranchSet:
                 except Exception as e:  # a bug must not lose the continuation: it is stored as failed
                     log.debug("continuation crashed", exc_info=True)
                     record = crashed_episode(self.scenario(c), c.seed, e)
-                record = record.model_copy(update={"run_id": self.run_id, "cell": c.cell, "rep": c.rep, "branch": Branch(
+                record = record.model_copy(update={"run_id": self.run_id, "cell": c.cell, "rep": c.rep,
+                                                   "fidelity": continued_fidelity(c.parent, c.at, record.fidelity), "branch": Branch(
                     parent=c.parent.id, at=c.at, prefix=c.prefix, arm=c.arm,
                     treatment=self.treatment.label() if c.arm == "treatment" else None)})  # fmt: skip
                 self.store.save_episode(self.run_id, c.cell, c.rep, record)
@@ -210,6 +234,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
     The base settings (endpoint, models, prompt and persona directories) are those the parent run was made with;
     `config_flags` (Config fields) override them, as on `batch --resume`.
     """
+    from evaluations.judge.evaluator import PROMPTS as EVALUATOR_PROMPTS
     from evaluations.judge.graph import make_evaluator
     from evaluations.judge.panel import judge_panel
     from evaluations.judge.rubric import load_rubric
@@ -225,7 +250,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
         points, skipped = parents(store, source, at)
         parent_run = points[0][0].run_id
         stored = (store.run(parent_run)["settings"] or {}) if parent_run else {}
-        config = run_config(config_file, stored, **config_flags)
+        config, send_key = run_config(config_file, stored, **config_flags)
         base = load_catalog(config.personas_dir, config.prompts_dir)
         catalogs = {"control": base, "treatment": load_catalog(config.personas_dir, treatment.prompts_dir or config.prompts_dir)}
         for kind, name in (("strategies", treatment.strategy), ("personas", treatment.persona)):
@@ -233,11 +258,20 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
                 catalogs["treatment"].pick(kind, name)
         for parent, _ in points:
             check_prompts(parent, Prompts(base.prompt_dirs))
-        spec = RunSpec(branch={"source": source, "parents": sorted(p.id for p, _ in points), "at": at, "reps": reps,
-                               "treatment": treatment.model_dump(mode="json"), "judges": judges, "max_turns": max_turns})  # fmt: skip
-        run_id = run_id or branch_id(spec)
         rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir) if judges else (None, None)
-        with endpoint(config, concurrency) as ep:
+        # The id hashes what the continuations are made and graded with, by content (as a batch's does): each arm's
+        # prompts, the judges' prompts and rubric, the catalog entries and the temperature (the parents', as sampled).
+        judged = {name: Prompts(base.prompt_dirs).hash(name) for name in EVALUATOR_PROMPTS} if judges else {}
+        spec = RunSpec(
+            branch={"source": source, "parents": sorted(p.id for p, _ in points), "at": at, "reps": reps,
+                    "treatment": treatment.model_dump(mode="json"), "judges": judges, "max_turns": max_turns,
+                    "temperature": sorted({p.provenance.temperature for p, _ in points if p.provenance})},
+            prompts={f"{arm}/{name}": Prompts(catalogs[arm].prompt_dirs).hash(name) for arm in ARMS
+                     for name in SIMULATION_PROMPTS} | judged,
+            rubric_hash=rubric_hash, catalog=used_entries(points, treatment, catalogs),
+        )  # fmt: skip
+        run_id = run_id or branch_id(spec)
+        with endpoint(config, concurrency, send_key=send_key) as ep:
             treated = config.model_copy(update=treatment.model_dump(include={"practitioner_model", "persona_model"}, exclude_none=True))
             async with ep.models(config) as control, ep.models(treated) as models:
                 spec = spec.model_copy(update={"backend": ep.backend, "models": {

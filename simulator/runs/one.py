@@ -39,7 +39,7 @@ async def run_one(config: Config, catalog: Catalog, scenario: Scenario, *, seed:
         catalog.pick(kind, name)
     prompts = Prompts(catalog.prompt_dirs)
     rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir) if judges else (None, None)
-    with endpoint(config, concurrency=1) as ep:
+    with endpoint(config, local_slots=1) as ep:
         if on_start:
             on_start(about(catalog, scenario, seed, ep.backend))
         async with ep.models(config) as models:

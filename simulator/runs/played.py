@@ -16,7 +16,7 @@ def _save_next(db, run_id: str, spec: RunSpec, record: Episode) -> str:
     cell = f"{record.setting}/{record.persona}/{record.strategy}/{record.profile.id}"
     with Store(Path(db)) as store:
         store.create_run(run_id, spec)
-        store.save_episode(run_id, cell, store.next_rep(run_id, cell), record)
+        store.add_episode(run_id, cell, record)
     return run_id
 
 

@@ -19,7 +19,8 @@ from simulator.core.records import Episode, RunSpec, Verdict, package_version
 SCHEMA = "nextstep/1"
 BUSY_TIMEOUT_S = 30  # how long a connection waits for another's write before it gives up
 # Columns added after databases were made: created on open when missing, so older files keep working.
-ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT"}
+ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT", "usable": "INTEGER"}
+ADDED_CALL_COLUMNS = {"from_cache": "INTEGER NOT NULL DEFAULT 0"}  # older calls never came from the response cache
 SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
 
 _TABLES = """
@@ -152,10 +153,11 @@ class Store:
             raise UserError(f"{self.path}: schema {found}, but this nextstep reads {SCHEMA}" if ours
                             else f"{self.path}: not a nextstep database")  # fmt: skip
         with self._tx() as conn:
-            have = {row[1] for row in conn.execute("PRAGMA table_info(episodes)")}
-            for column, kind in ADDED_COLUMNS.items():
-                if column not in have:
-                    conn.execute(f"ALTER TABLE episodes ADD COLUMN {column} {kind}")
+            for table, columns in (("episodes", ADDED_COLUMNS), ("calls", ADDED_CALL_COLUMNS)):
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for column, kind in columns.items():
+                    if column not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _wal(self) -> None:
         """Switch to WAL, waiting for other writers as every write here does.
@@ -283,38 +285,62 @@ class Store:
                 "settings": settings, "version": row["version"], "counts": dict(counts.fetchall())}  # fmt: skip
 
     def runs(self) -> list[dict]:
-        """Every run, newest first, with episode counts, the episodes planned (None: open-ended) and tokens spent (None:
-        some endpoint reported no usage)."""
+        """Every run, newest first, with episode counts, the episodes planned (None: open-ended),
+        tokens spent at the endpoint and tokens saved by the response
+        cache (either None: some call's endpoint reported no usage)."""
         rows = self.conn.execute("""
             SELECT r.id, r.created_at, count(e.id) AS episodes, json_extract(r.spec_json, '$.planned') AS planned,
                    coalesce(sum(e.status = 'succeeded'), 0) AS succeeded, coalesce(sum(e.status = 'ungraded'), 0) AS ungraded,
                    coalesce(sum(e.status = 'failed'), 0) AS failed,
                    CASE WHEN sum(e.n_calls > 0 AND (e.prompt_tokens IS NULL OR e.completion_tokens IS NULL)) > 0 THEN NULL
-                        ELSE coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) END AS tokens
+                        ELSE coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) END AS tokens,
+                   (SELECT CASE WHEN sum(c.prompt_tokens IS NULL OR c.completion_tokens IS NULL) > 0 THEN NULL
+                                ELSE coalesce(sum(c.prompt_tokens + c.completion_tokens), 0) END
+                    FROM calls c JOIN episodes x ON x.id = c.episode_id WHERE x.run_id = r.id AND c.from_cache) AS saved_tokens
             FROM runs r LEFT JOIN episodes e ON e.run_id = r.id
             GROUP BY r.id ORDER BY r.created_at DESC, r.rowid DESC""")  # fmt: skip
         return [dict(row) for row in rows]
 
     def save_episode(self, run_id: str, cell: str, rep: int, episode: Episode) -> None:
         """Store one episode (as the run's `cell`, `rep`) with its child rows; a retried (cell, rep) replaces the earlier attempt."""
-        episode = episode.model_copy(update={"run_id": run_id, "cell": cell, "rep": rep})
         with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
-                raise UserError(f"no run {run_id!r} in {self.path}")
+            self._check_run(run_id)
             # Deleting first cascades to the earlier attempt's turns, calls, verdicts, scores and flags.
             conn.execute("DELETE FROM episodes WHERE run_id = ? AND cell = ? AND rep = ?", (run_id, cell, rep))
-            insert(conn, "episodes", self._episode_row(episode))
-            for t in episode.turns:
-                insert(conn, "turns", {"episode_id": episode.id, "turn": t.index,
-                                       **pick(t, "speaker", "text", "intent", "interest", "comfort", "shares_contact")})
-            self._insert_calls(episode.id, None, episode.calls)
-            self._insert_verdicts(episode.id, episode.verdicts)
-            if prov := episode.provenance:
-                for name, digest in prov.prompts.items():
-                    insert(conn, "prompts", {"hash": digest, "name": name, "text": prov.prompt_texts.get(digest)}, "INSERT OR IGNORE")
-            if episode.status != "succeeded":
-                insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode.id,
-                                        "error": episode.error, "at": now()})  # fmt: skip
+            self._insert_episode(run_id, cell, rep, episode)
+
+    def add_episode(self, run_id: str, cell: str, episode: Episode) -> int:
+        """Store one more episode of `cell` as its next repetition and return that rep; it never replaces one.
+
+        The rep is chosen inside the insert's own write transaction, so two sessions saving the same cell at once
+        (two `nextstep play` terminals) each get their own.
+        """
+        with self._tx() as conn:
+            self._check_run(run_id)
+            rep = conn.execute("SELECT coalesce(max(rep) + 1, 0) FROM episodes WHERE run_id = ? AND cell = ?",
+                               (run_id, cell)).fetchone()[0]  # fmt: skip
+            self._insert_episode(run_id, cell, rep, episode)
+        return rep
+
+    def _check_run(self, run_id: str) -> None:
+        if self.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+            raise UserError(f"no run {run_id!r} in {self.path}")
+
+    def _insert_episode(self, run_id: str, cell: str, rep: int, episode: Episode) -> None:
+        """The episode's row and child rows, inside the caller's transaction."""
+        conn, episode = self.conn, episode.model_copy(update={"run_id": run_id, "cell": cell, "rep": rep})
+        insert(conn, "episodes", self._episode_row(episode))
+        for t in episode.turns:
+            insert(conn, "turns", {"episode_id": episode.id, "turn": t.index,
+                                   **pick(t, "speaker", "text", "intent", "interest", "comfort", "shares_contact")})
+        self._insert_calls(episode.id, None, episode.calls)
+        self._insert_verdicts(episode.id, episode.verdicts)
+        if prov := episode.provenance:
+            for name, digest in prov.prompts.items():
+                insert(conn, "prompts", {"hash": digest, "name": name, "text": prov.prompt_texts.get(digest)}, "INSERT OR IGNORE")
+        if episode.status != "succeeded":
+            insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode.id,
+                                    "error": episode.error, "at": now()})  # fmt: skip
 
     def _episode_row(self, e: Episode) -> dict:
         prov, branch = e.provenance, e.branch
@@ -328,7 +354,7 @@ class Store:
                    "end_reason", "ended_by"),
             "parent_id": branch and branch.parent, "fork_turn": branch and branch.at,
             "arm": branch and (branch.treatment or branch.arm),
-            "fidelity_ok": e.fidelity and e.fidelity.ok, "n_turns": len(e.turns),
+            "fidelity_ok": e.in_character, "usable": e.usable, "n_turns": len(e.turns),
             "n_calls": e.usage and e.usage.calls, **pick(e.usage, "prompt_tokens", "completion_tokens", "latency_s"),
             "saved_at": now(), "provenance_json": prov and prov.model_dump_json(), "record_json": e.model_dump_json(),
         }  # fmt: skip
@@ -337,7 +363,7 @@ class Store:
         for n, call in enumerate(calls):
             insert(self.conn, "calls", {"episode_id": episode_id, "n": n, "judge": judge, **pick(
                 call, "role", "purpose", "model", "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason",
-                "retries", "ok", "error")})  # fmt: skip
+                "retries", "ok", "error", "from_cache")})  # fmt: skip
 
     def _insert_verdicts(self, episode_id: str, verdicts: list[Verdict]) -> None:
         for v in verdicts:
@@ -361,11 +387,6 @@ class Store:
         """(cell, rep) of the run's succeeded episodes: what a resumed run can skip."""
         rows = self.conn.execute("SELECT cell, rep FROM episodes WHERE run_id = ? AND status = 'succeeded'", (run_id,))
         return {(cell, rep) for cell, rep in rows}
-
-    def next_rep(self, run_id: str, cell: str) -> int:
-        """The first repetition number not yet used in a cell: where one more episode of it goes."""
-        row = self.conn.execute("SELECT coalesce(max(rep) + 1, 0) FROM episodes WHERE run_id = ? AND cell = ?", (run_id, cell))
-        return row.fetchone()[0]
 
     def ungraded(self, run_id: str) -> list[Episode]:
         """The run's episodes whose conversation is stored but a judge's endpoint failed: a resumed run grades them again."""
@@ -420,9 +441,15 @@ class Store:
             self._insert_verdicts(eid, verdicts)
             e = self._episode(conn.execute("SELECT id, record_json FROM episodes WHERE id = ?", (eid,)).fetchone()).with_verdicts(verdicts)
             conn.execute("""UPDATE episodes SET record_json = ?, status = ?, error = ?, n_calls = ?, prompt_tokens = ?,
-                            completion_tokens = ?, latency_s = ? WHERE id = ?""",
+                            completion_tokens = ?, latency_s = ?, fidelity_ok = ?, usable = ? WHERE id = ?""",
                          (e.model_dump_json(), e.status, e.error, e.usage.calls, e.usage.prompt_tokens,
-                          e.usage.completion_tokens, e.usage.latency_s, eid))  # fmt: skip
+                          e.usage.completion_tokens, e.usage.latency_s, e.in_character, e.usable, eid))  # fmt: skip
+
+    def replaced_verdicts(self, run_id: str) -> list[Verdict]:
+        """The verdicts re-grading displaced from a run's episodes (verdict_history), oldest first."""
+        rows = self.conn.execute("""SELECT h.episode_id AS id, h.verdict_json FROM verdict_history h JOIN episodes e
+                                    ON e.id = h.episode_id WHERE e.run_id = ? ORDER BY h.id""", (run_id,))  # fmt: skip
+        return [self._valid(Verdict, row["verdict_json"], f"replaced verdict of episode {row['id']}") for row in rows]
 
     def save_texts(self, texts: dict[str, tuple[str, str]]) -> None:
         """Keep texts by hash ({hash: (name, text)}), e.g. the rubric and evaluator prompts of a run."""
