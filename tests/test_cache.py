@@ -59,7 +59,8 @@ async def test_the_same_batch_into_a_new_database_asks_nothing_and_stores_the_sa
         first = await run_grid(GRID, db=tmp_path / "a.db", base_url=url)
         asked = len(stub.requests)
         second = await run_grid(GRID, db=tmp_path / "b.db", base_url=url)
-    assert asked > 2 and len(stub.requests) == asked  # the second batch asked nothing
+    assert asked > 2 and len(stub.requests) == asked  # the second batch asked nothing (its test call was cached too)
+    asked -= 1  # the model's test call before the episodes: counted by the session, stored with no episode
     with Store(tmp_path / "a.db") as a, Store(tmp_path / "b.db") as b:
         before, after = a.episodes(first), b.episodes(second)
         runs_a, runs_b = a.runs()[0], b.runs()[0]
@@ -85,7 +86,8 @@ async def test_grading_a_run_twice_asks_the_endpoint_once(tmp_path, cache_on):
         first = await regrade([run_id], config, catalog, db=db, judges=2)
         asked = len(stub.requests)
         second = await regrade([run_id], config, catalog, db=db, judges=2)
-    assert asked == sum(len(v.calls) for vs in first for v in vs) > 0 and len(stub.requests) == asked  # the second time none
+    assert asked == sum(len(v.calls) for vs in first for v in vs) + 1 > 1 and len(stub.requests) == asked  # the second time none
+    # (+ 1: the evaluator model's test call, asked the first time, answered from the cache the second)
     assert all(c.from_cache for vs in second for v in vs for c in v.calls)
     strip = {"calls": {"__all__": {"latency_s", "from_cache"}}}
     assert [[v.model_dump(exclude=strip) for v in vs] for vs in second] == [[v.model_dump(exclude=strip) for v in vs] for vs in first]
@@ -138,7 +140,7 @@ async def test_any_change_to_prompt_model_parameter_or_seed_misses(tmp_path, cac
     stub = StubServer()
     with stub as url:
         await run_grid(GRID, db=tmp_path / "n.db", base_url=url)
-        assert len(stub.requests) == 18
+        assert len(stub.requests) == 18 + 1  # and the model's test call
         prompts = tmp_path / "prompts"
         prompts.mkdir()
         shipped = load_catalog().prompt_dirs[-1] / "practitioner.j2"
@@ -150,7 +152,8 @@ async def test_any_change_to_prompt_model_parameter_or_seed_misses(tmp_path, cac
             run_id = await run_grid(GRID | change.get("grid", {}), db=tmp_path / f"{n}.db", base_url=url, **change.get("flags", {}))
             with Store(tmp_path / f"{n}.db") as store:
                 calls = [c for e in store.episodes(run_id) for c in e.all_calls()]
-            assert len(stub.requests) - before == len(calls) and not any(c.from_cache for c in calls), change  # all missed
+            tested = 1 if "model" in change.get("flags", {}) else 0  # a new model gets its own test call
+            assert len(stub.requests) - before == len(calls) + tested and not any(c.from_cache for c in calls), change
         before = len(stub.requests)
         await run_grid(GRID, db=tmp_path / "same.db", base_url=url)
     assert len(stub.requests) == before  # ... and the unchanged grid still hits
@@ -193,7 +196,7 @@ async def test_with_the_cache_off_every_call_reaches_the_endpoint(tmp_path, monk
         await run_grid(GRID, db=tmp_path / "b.db", base_url=url, cache=False)  # --no-cache
         monkeypatch.setenv("NEXTSTEP_CACHE", "0")
         await run_grid(GRID, db=tmp_path / "c.db", base_url=url)
-    assert whole == 18 and len(stub.requests) == 3 * whole
+    assert whole == 18 + 1 and len(stub.requests) == 3 * whole  # each with the model's test call
     with Store(tmp_path / "c.db") as store:
         assert tuple(store.conn.execute("SELECT count(*), sum(from_cache) FROM calls").fetchone()) == (18, 0)
 
@@ -205,15 +208,15 @@ def test_the_cli_flags_turn_the_cache_on_and_off_and_move_it(tmp_path):
     with stub as url:
         cache = tmp_path / "moved"
         assert run("--cache", "--cache-dir", str(cache), "--db", str(tmp_path / "a.db")).returncode == 0
-        assert len(stub.requests) == 4 and (cache / "responses.db").is_file()
+        assert len(stub.requests) == 5 and (cache / "responses.db").is_file()  # 4 and the model's test call
         hit = run("--cache", "--cache-dir", str(cache), "--db", str(tmp_path / "b.db"))
-        assert len(stub.requests) == 4 and "4 cached calls" in hit.stdout, hit.stdout
+        assert len(stub.requests) == 5 and "5 cached calls" in hit.stdout, hit.stdout
         run("--no-cache", "--cache-dir", str(cache), "--db", str(tmp_path / "c.db"))
-        assert len(stub.requests) == 8
+        assert len(stub.requests) == 10
     info = subprocess.run([sys.executable, "-m", "simulator", "cache", "info", "--cache-dir", str(cache)], capture_output=True, text=True)
-    assert "entries: 4" in info.stdout and str(cache / "responses.db") in info.stdout.replace("\n", "")
+    assert "entries: 5" in info.stdout and str(cache / "responses.db") in info.stdout.replace("\n", "")
     cleared = subprocess.run([sys.executable, "-m", "simulator", "cache", "clear", "--cache-dir", str(cache)], capture_output=True, text=True)
-    assert "removed 4 responses" in cleared.stdout
+    assert "removed 5 responses" in cleared.stdout
     with sqlite3.connect(cache / "responses.db") as conn:
         assert conn.execute("SELECT count(*) FROM responses").fetchone() == (0,)
 
@@ -226,7 +229,7 @@ async def test_a_damaged_cache_is_reported_once_and_bypassed(tmp_path, cache_on,
         run_id = await run_grid(GRID, db=tmp_path / "n.db", base_url=url)
     warnings = [r for r in caplog.records if r.name == "simulator.models.cache"]
     assert len(warnings) == 1 and "responses.db is unusable" in warnings[0].getMessage()
-    assert len(stub.requests) == 18  # every call went to the endpoint
+    assert len(stub.requests) == 18 + 1  # every call went to the endpoint (and the model's test call)
     with Store(tmp_path / "n.db") as store:
         assert {e.status for e in store.episodes(run_id)} == {"succeeded"}
     cleared = subprocess.run([sys.executable, "-m", "simulator", "cache", "clear"], capture_output=True, text=True)

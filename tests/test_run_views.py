@@ -37,7 +37,8 @@ def db(tmp_path_factory):
     grid = {"personas": "aloof,unsure", "strategies": "no_ask", "max_turns": 1, "judges": 0}
     with StubServer() as url:
         api.run_batch(grid | {"reps": 2}, db=path, base_url=url, run_id="alpha-1")
-        api.run_batch(grid | {"reps": 3}, db=path, base_url=url, run_id="alpha-2", concurrency=1, max_tokens=61)
+        # another seed, so no answer comes from the response cache and the first episode spends the budget
+        api.run_batch(grid | {"reps": 3, "seed": 1}, db=path, base_url=url, run_id="alpha-2", concurrency=1, max_tokens=61)
         api.run_batch(grid | {"personas": "friendly"}, db=path, base_url=url)
     return path
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from simulator.core.errors import ModelError, UserError
 from simulator.core.records import Call
-from simulator.models.cache import CachedModel
 from simulator.models.chat import ChatModel, chat
 
 # A structured call, so that an endpoint refusing the output mode fails here too; its answer is not used.
@@ -28,9 +27,8 @@ async def preflight(roles: dict[str, ChatModel]) -> list[Call]:
     """
     calls: list[Call] = []
     for name, (model, users) in distinct(roles).items():
-        real = model.model if isinstance(model, CachedModel) else model  # an answer from the cache would prove nothing
-        try:
-            await chat(real, MESSAGES, role=users[0], purpose="preflight", calls=calls, schema=SCHEMA, max_tokens=16,
+        try:  # through the response cache: a model this endpoint answered before is not asked again
+            await chat(model, MESSAGES, role=users[0], purpose="preflight", calls=calls, schema=SCHEMA, max_tokens=16,
                        temperature=0.0)  # fmt: skip
         except ModelError as e:
             error = " ".join(str(e).split())
