@@ -355,14 +355,14 @@ class Batch:
                     progress.ungraded += 1
                 else:
                     progress.failed += 1
+                    if not (progress.done or progress.ungraded) and len(first_errors) < self.fail_fast:
+                        first_errors.append(record.error or "")  # the first episodes to end, while every one failed
                 log.warning("episode %s (%s rep %d) %s: %s", record.id, record.cell, record.rep, record.status, record.error)
                 if (reason := self.endpoint.exit_reason()) and not progress.stopped:
                     progress.stopped, progress.fault = reason, True
-                if not progress.done and len(first_errors) < self.fail_fast:
-                    first_errors.append(record.error or "")
-                    if len(first_errors) == self.fail_fast and len(set(first_errors)) == 1 and not progress.stopped:
-                        progress.stopped = f"the first {self.fail_fast} episodes all failed with the same error ({record.error})"
-                        progress.fault = True
+                if self.fail_fast and first_errors == [record.error or ""] * self.fail_fast and not progress.stopped:
+                    progress.stopped = f"the first {self.fail_fast} episodes all failed with the same error ({record.error})"
+                    progress.fault = True
             if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
                 progress.stopped = f"token budget of {self.max_tokens:,} reached"
             if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
