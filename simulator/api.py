@@ -27,7 +27,7 @@ from simulator.conversation.catalog import Catalog, load_catalog, profile_of
 from simulator.conversation.graph import Scenario
 from simulator.conversation.play import ROLES, Person
 from simulator.core.errors import UserError
-from simulator.core.files import output_file
+from simulator.core.files import output_file, write_atomic
 from simulator.core.records import Episode, Turn
 from simulator.models.cache import ResponseCache, duration, user_cache_dir
 from simulator.models.config import Config, load_config
@@ -35,7 +35,7 @@ from simulator.models.local import DEFAULT_SLOTS, serve as _serve
 from simulator.runs.batch import FAIL_FAST, Cell, Experiment, Progress, grid, plan_grid, run_config, run_grid
 from simulator.runs.branch import Treatment, run_branches
 from simulator.runs.bundle import replay_batch, replay_grading, write_bundle
-from simulator.runs.grading import OnGraded, grade_episodes, regrade, stored_settings
+from simulator.runs.grading import OnGraded, grade_episodes, regrade, save_calibration, saved_verdicts, stored_settings
 from simulator.runs.one import run_one
 from simulator.runs.played import save_played, save_watched
 from simulator.storage.episode_files import write_episode
@@ -218,26 +218,32 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None
 
     Stored episodes are graded with their run's stored settings (endpoint, models, prompt and persona directories,
     rubric), as `batch --resume` does; the flags given beat them. Each episode's new verdicts are saved as it is
-    graded; earlier ones are kept as history. Returns
-    {'verdicts': per episode, every judge's verdict; 'judge_alpha': agreement between judges, or None for one judge}.
+    graded, once every judge has answered; earlier ones are kept as history. Where an endpoint failed the earlier
+    verdicts stay current; run again, it grades only what is missing (verdicts already given with this rubric and
+    panel are kept). Returns {'verdicts': per episode, every judge's current verdict; 'judge_alpha': agreement between
+    judges, or None for one judge; 'graded': how many were graded now; 'skipped': how many were already graded with
+    this rubric and panel; 'failed': [(label, error)] of those whose earlier verdicts stay current}.
     `replay=BUNDLE` answers from the bundle alone, with the judges and seeds of its verdicts unless `judges`/`seed`
     are given, and adds 'differences': where the run's records now differ from the bundle's.
     """
     from evaluations.analysis.agreement import judge_alpha
 
+    replayed = {}
     if replay is not None:
-        verdicts, differences = _wait(replay_grading(Path(replay), episodes, db=Path(db), judges=judges, seed=seed,
-                                                     on_graded=on_graded))  # fmt: skip
-        several = max(map(len, verdicts), default=0) > 1
-        return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if several else None, "differences": differences}
-    judges, seed = 1 if judges is None else judges, seed or 0
-    stored = stored_settings(episodes, Path(db))
-    c, send_key = run_config(config_file, stored, **config_flags)
-    rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
-    verdicts = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
+        done, replayed["differences"] = _wait(replay_grading(Path(replay), episodes, db=Path(db), judges=judges, seed=seed,
+                                                             on_graded=on_graded))  # fmt: skip
+        several = max(map(len, done.verdicts), default=0) > 1
+    else:
+        judges, seed = 1 if judges is None else judges, seed or 0
+        stored = stored_settings(episodes, Path(db))
+        c, send_key = run_config(config_file, stored, **config_flags)
+        rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
+        done = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
                              seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded,
                              send_key=send_key))  # fmt: skip
-    return {"verdicts": verdicts, "judge_alpha": judge_alpha(verdicts) if judges > 1 else None}
+        several = judges > 1
+    return {"verdicts": done.verdicts, "judge_alpha": judge_alpha(done.verdicts) if several else None,
+            "graded": done.graded, "skipped": done.skipped, "failed": done.failed, **replayed}  # fmt: skip
 
 
 def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
@@ -245,10 +251,10 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
               **config_flags) -> dict:
     """Grade a labelled gold set (JSONL) and measure the judges against it: {'report': `calibration`, 'verdicts': by item}.
 
-    `output`: also write the report and every verdict there as JSON (its folder is checked before any call).
+    `output`: also write every verdict there as JSON as it comes, and the report once all are in (its folder is
+    checked before any call); a file left there by an interrupted calibration is resumed: verdicts the same judges
+    already gave are kept, only the rest are graded.
     """
-    import json
-
     from evaluations.analysis.agreement import calibration
 
     if output is not None:
@@ -256,12 +262,23 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
     c = config(config_file, **config_flags)
     cat = load_catalog(c.personas_dir, c.prompts_dir)
     items = load_gold(Path(gold), cat)
+    output = Path(output) if output is not None else None
+    saved = saved_verdicts(output)
+    so_far = {i.id: saved[i.id] for i in items if i.id in saved}
+
+    def graded(n: int, total: int, label: str, verdicts: list) -> None:
+        if output is not None:
+            so_far[label] = verdicts
+            save_calibration(output, None, so_far)
+        if on_graded:
+            on_graded(n, total, label, verdicts)
+
     verdicts = _wait(grade_episodes(c, cat, [(item.id, item.episode()) for item in items], judges=judges, seed=seed,
-                                    rubric_file=rubric_file, on_graded=on_graded))  # fmt: skip
+                                    rubric_file=rubric_file, on_graded=graded,
+                                    previous=[saved.get(i.id, []) for i in items]))  # fmt: skip
     result = {"report": calibration(items, verdicts, seed=seed), "verdicts": dict(zip((i.id for i in items), verdicts))}
     if output is not None:
-        judged = {item: [v.model_dump(mode="json") for v in vs] for item, vs in result["verdicts"].items()}
-        Path(output).write_text(json.dumps(result | {"verdicts": judged}, indent=2), encoding="utf-8")
+        save_calibration(output, result["report"], result["verdicts"])
     return result
 
 
@@ -372,7 +389,7 @@ def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, includ
     from A to B, paired by cell and seed (with 'a' and 'b' keys); when one of them is the `play-persona` run, the
     personas people played beside the simulated ones (with 'people' and 'models' keys)."""
     from evaluations.analysis import compare as _compare
-    from evaluations.analysis.frame import load_judges, load_run as _frame
+    from evaluations.analysis.frame import scan_run
 
     run_a, run_b = _run_id(run_a, db), run_b and _run_id(run_b, db)
     db = Path(db)
@@ -380,7 +397,8 @@ def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, includ
     if branches:
         result = _compare.compare_branches(*branches, include_unfaithful=include_unfaithful)
     elif run_b is None:
-        result = _compare.run_analysis(_frame(run_a, db), load_judges(run_a, db), include_unfaithful=include_unfaithful)
+        scan = scan_run(run_a, db)  # one pass over the run, its records never held at once
+        result = _compare.run_analysis(scan.frame, scan.judges, include_unfaithful=include_unfaithful)
     else:
         runs = _compare.load_pair(run_a, run_b, db)
         if _compare.played_persona(runs[0]) or _compare.played_persona(runs[1]):  # people beside models, unpaired
@@ -422,7 +440,7 @@ def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_
     if output is not None:
         output_file(output, "-o")
         html = report(run_id, vs=vs, db=db, personas_dir=personas_dir)
-        Path(output).write_text(html, encoding="utf-8")
+        write_atomic(Path(output), html)
         return html
     return render_report(_run_id(run_id, db), Path(db), vs=vs and _run_id(vs, db), personas_dir=personas_dir)
 

@@ -62,8 +62,9 @@ def test_a_bundled_stub_run_is_made_again_with_no_endpoint_and_no_key(tmp_path, 
     assert {k: v[-2] for k, v in again.items()} == {k: v[-2] for k, v in first_verdicts.items()}  # the batch's own verdicts
     graded = api.grade([run], db=tmp_path / "again.db", replay=bundle)  # the judges and seeds of the bundle's verdicts
     assert graded["differences"] == [] and made(api.load_episodes(run, db=tmp_path / "again.db")) == original
-    with Store(tmp_path / "again.db") as store:
-        assert SENTINEL not in json.dumps(store.run(run)["settings"])
+    with Store(tmp_path / "again.db") as store, Store(db) as made_first:
+        settings = store.run(run)["settings"]
+        assert settings == made_first.run(run)["settings"] and SENTINEL not in json.dumps(settings)  # as made, not the replay's
 
 
 def nextstep(*args, **env):

@@ -98,6 +98,11 @@ def test_a_doctored_database_cannot_send_a_secret_to_its_own_endpoint(tmp_path):
         branched = nextstep("branch", "r", "--at", "2", "--strategy", "turn_back", "--reps", "1", "--judges", "0",
                             "--db", str(db), env=SECRETS)
         assert evil_url in branched.stderr and evil.requests and set(evil.authorizations) <= {None, "Bearer none"}
+        evil.requests.clear(), evil.authorizations.clear()
+        branched = nextstep("branch", "r", "--at", "2", "--strategy", "no_ask", "--reps", "1", "--judges", "0",
+                            "--api-key-env", "MY_KEY", "--db", str(db), env=SECRETS)
+        assert branched.returncode == 0, branched.stderr
+        assert set(evil.authorizations) == {"Bearer sk-mine"}  # branch takes the key's variable from the user too
     assert not [a for a in home.authorizations + evil.authorizations if a and "ghp-" in a]
 
 

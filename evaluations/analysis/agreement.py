@@ -78,15 +78,20 @@ def _nan_to_none(x: float) -> float | None:
 
 def judge_alpha(verdicts_per_episode: list[list[Verdict]]) -> dict[str, float | None]:
     """Krippendorff's alpha (ordinal) per condition between judges; units are episodes."""
-    k = max((len(v) for v in verdicts_per_episode), default=0)
+    return scores_alpha([[episode_scores(v) for v in verdicts] for verdicts in verdicts_per_episode])
+
+
+def scores_alpha(scores_per_episode: list[list[dict]]) -> dict[str, float | None]:
+    """`judge_alpha` from each episode's judges' scores ({condition: score}, in the panel's order), not their verdicts."""
+    k = max((len(s) for s in scores_per_episode), default=0)
     if k < 2:
         return {c: None for c in CONDITIONS}
     result = {}
     for c in CONDITIONS:
-        data = np.full((k, len(verdicts_per_episode)), np.nan)
-        for unit, verdicts in enumerate(verdicts_per_episode):
-            for judge, verdict in enumerate(verdicts):
-                score = episode_scores(verdict).get(c)
+        data = np.full((k, len(scores_per_episode)), np.nan)
+        for unit, judges in enumerate(scores_per_episode):
+            for judge, scores in enumerate(judges):
+                score = scores.get(c)
                 data[judge, unit] = np.nan if score is None else score
         result[c] = _nan_to_none(krippendorff_alpha(data, level="ordinal"))
     return result

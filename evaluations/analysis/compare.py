@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Iterable
 from itertools import combinations
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pandas as pd
 from evaluations.judge.rubric import CONDITIONS, FLAGS
 from simulator.core.records import Episode, RunSpec, Verdict
 
-from .frame import MEASURES, episode_row, usable
+from .frame import MEASURES, scan_run, usable
 from .power import detectable
 from .stats import bootstrap_ci, holm, kendall_tau, mcnemar, paired_bootstrap_ci, rates_test, scores_test, wilcoxon_paired, wilson_ci
 from .variance import contact_at_k, variance_report
@@ -178,20 +179,33 @@ def _seed_rule(record: Episode, verdict: Verdict) -> str:
     return "episode seed + judge" if offset == 0 else f"episode seed + {offset} + judge"
 
 
-def judge_provenance(records: list[Episode]) -> dict:
+def judge_provenance(records: Iterable[Episode]) -> dict:
     """How a run's episodes were graded, read from their verdicts (a re-grade changes these, never the run's spec):
     'prompts.NAME' of the judges' prompts, 'prompts.rubric', 'judges.models' (the panel, judge by judge),
     'judges.count' and 'judges.seeds', each the one value every episode shares or, mixed within the run, a sorted tuple."""
-    seen: dict[str, set] = {}
+    judging = Judging()
     for r in records:
+        judging.add(r)
+    return judging.result()
+
+
+class Judging:
+    """`judge_provenance` one record at a time (`add`), for a pass that holds no records (`frame.scan_run`)."""
+
+    def __init__(self):
+        self.seen: dict[str, set] = {}
+
+    def add(self, r: Episode) -> None:
         if r.status == "failed":  # never graded
-            continue
+            return
         found = {"judges.count": [len(r.verdicts)], "judges.models": [", ".join(v.model for v in r.verdicts)],
                  "judges.seeds": [_seed_rule(r, v) for v in r.verdicts], "prompts.rubric": [v.rubric_hash for v in r.verdicts]}
         found |= {f"prompts.{n}": [h] for v in r.verdicts for n, h in v.prompts.items()}  # fmt: skip
         for key, values in found.items():
-            seen.setdefault(key, set()).update(values)
-    return {k: sorted(vs, key=str)[0] if len(vs) == 1 else tuple(sorted(vs, key=str)) for k, vs in seen.items() if vs}
+            self.seen.setdefault(key, set()).update(values)
+
+    def result(self) -> dict:
+        return {k: sorted(vs, key=str)[0] if len(vs) == 1 else tuple(sorted(vs, key=str)) for k, vs in self.seen.items() if vs}
 
 
 def run_prompts(run: dict, records: list[Episode]) -> dict:
@@ -342,7 +356,7 @@ def load_branches(run_id: str, db: Path | str) -> tuple[dict, pd.DataFrame] | No
         run = store.run(run_id)
         if run["spec"].branch is None:
             return None
-        return run, pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
+    return run, scan_run(run_id, db).frame
 
 
 # --- people and models ------------------------------------------------------------------------------
@@ -412,11 +426,13 @@ def load_pair(run_a: str, run_b: str, db: Path | str) -> tuple[dict, dict, pd.Da
     """Read two runs for `compare_runs`: (run_a, run_b, frame_a, frame_b, texts)."""
     from simulator.storage.store import Store
 
+    runs, frames = [], []
+    for run_id in (run_a, run_b):
+        judging = Judging()
+        scan = scan_run(run_id, db, each=judging.add)  # one record at a time, none held
+        with Store(Path(db)) as store:
+            runs.append(store.run(run_id) | {"judging": judging.result()})
+        frames.append(scan.frame)
     with Store(Path(db)) as store:
-        runs, frames = [], []
-        for run_id in (run_a, run_b):
-            run, records = store.run(run_id), store.episodes(run_id)
-            runs.append(run | {"judging": judge_provenance(records)})
-            frames.append(pd.DataFrame([episode_row(r) for r in records]))
         texts = store.prompt_texts()
     return runs[0], runs[1], frames[0], frames[1], texts

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from evaluations.judge.rubric import CONDITIONS, FLAGS
 from evaluations.judge.rules import episode_scores
 from simulator.core.errors import UserError
+from simulator.core.files import replacing, write_atomic
 from simulator.core.records import Episode
 from simulator.storage.store import Store
 
@@ -60,11 +64,50 @@ def episode_row(record: Episode) -> dict:
 
 def load_run(run_id: str, db: Path | str = "nextstep.db"):
     """A pandas DataFrame of a run's episodes, one row each (see `episode_row` for the columns)."""
-    import pandas as pd
+    return scan_run(run_id, db).frame
 
+
+@dataclass
+class Scan:
+    """What the summaries need of a run, as scalars: `frame` (episode_row), `judges` (judge_rows) and the strategies'
+    cautions."""
+
+    frame: Any
+    judges: Any
+    cautions: dict[str, str]
+
+
+def scan_run(run_id: str, db: Path | str = "nextstep.db", *, each: Callable[[Episode], None] | None = None) -> Scan:
+    """One pass over a run, each record read, flattened, shown to `each` and let go: memory grows with the scalar
+    columns, not the records (benchmarks/show_scale.py)."""
+    episodes, judges, cautions = _Columns(), _Columns(), {}
     with Store(Path(db)) as store:
         store.run(run_id)
-        return pd.DataFrame([episode_row(r) for r in store.episodes(run_id)])
+        for record in store.each_episode(run_id):
+            episodes.add([episode_row(record)])
+            judges.add(judge_rows(record))
+            if record.caution:
+                cautions[record.strategy] = record.caution
+            if each:
+                each(record)
+    return Scan(episodes.frame(), judges.frame(JUDGE_COLUMNS), dict(sorted(cautions.items())))
+
+
+class _Columns:
+    """Rows kept as one list per column (of scalars), so that a long run never holds its rows as dicts."""
+
+    def __init__(self):
+        self.columns: dict[str, list] = {}
+
+    def add(self, rows: list[dict]) -> None:
+        for row in rows:  # every row has the same keys (episode_row, judge_rows)
+            for key, value in row.items():
+                self.columns.setdefault(key, []).append(value)
+
+    def frame(self, columns: list[str] | None = None):
+        import pandas as pd
+
+        return pd.DataFrame(self.columns, columns=columns or list(self.columns))
 
 
 def judge_rows(record: Episode) -> list[dict]:
@@ -78,19 +121,19 @@ def judge_rows(record: Episode) -> list[dict]:
     return rows
 
 
+JUDGE_COLUMNS = ["episode_id", "cell", "judge", "judged_contact", *CONDITIONS]
+
+
 def judges_frame(records: list[Episode]):
     """A pandas DataFrame with one row per episode and judge (see `judge_rows`)."""
     import pandas as pd
 
-    columns = ["episode_id", "cell", "judge", "judged_contact", *CONDITIONS]
-    return pd.DataFrame([row for r in records for row in judge_rows(r)], columns=columns)
+    return pd.DataFrame([row for r in records for row in judge_rows(r)], columns=JUDGE_COLUMNS)
 
 
 def load_judges(run_id: str, db: Path | str = "nextstep.db"):
     """A run's per-judge frame (`judges_frame`)."""
-    with Store(Path(db)) as store:
-        store.run(run_id)
-        return judges_frame(store.episodes(run_id))
+    return scan_run(run_id, db).judges
 
 
 def usable(frame, *, include_unfaithful: bool = False):
@@ -190,17 +233,18 @@ def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
         with Store(Path(db)) as store:
             store.run(run_id)
             records = store.episodes(run_id)
-        output.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
+        write_atomic(output, "".join(r.model_dump_json() + "\n" for r in records))
         return len(records)
-    frame = load_run(run_id, db)
-    if fmt == "csv":  # text columns neutralised (OWASP's CSV injection advice); parquet keeps values as they are
-        text = frame.select_dtypes(include="object").columns
-        frame.assign(**{c: frame[c].map(spreadsheet_safe) for c in text}).to_csv(output, index=False)
-    elif fmt == "parquet":
-        try:
-            frame.to_parquet(output, index=False)
-        except ImportError:
-            raise UserError("parquet export needs pyarrow: pip install 'nextstep[parquet]'") from None
-    else:
+    if fmt not in ("csv", "parquet"):
         raise UserError(f"--format {fmt!r}: choose from jsonl, csv, parquet")
+    frame = load_run(run_id, db)
+    with replacing(output) as tmp:
+        if fmt == "csv":  # text columns neutralised (OWASP's CSV injection advice); parquet keeps values as they are
+            text = frame.select_dtypes(include="object").columns
+            frame.assign(**{c: frame[c].map(spreadsheet_safe) for c in text}).to_csv(tmp, index=False)
+        else:
+            try:
+                frame.to_parquet(tmp, index=False)
+            except ImportError:
+                raise UserError("parquet export needs pyarrow: pip install 'nextstep[parquet]'") from None
     return len(frame)

@@ -4,35 +4,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evaluations.judge.rubric import CONDITIONS
 from simulator.storage.store import Store
 
-from .agreement import judge_alpha
-from .frame import load_run, summary
+from .agreement import scores_alpha
+from .frame import scan_run, summary, usable
 
 
 def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
     """Per persona x setting (`frame.summary`), the strategies' cautions, the judges' agreement where an episode had
     several (over the usable episodes, as `compare RUN`), the tokens per succeeded episode over those whose endpoint
-    reported usage, and the run's tokens spent and saved by the response cache."""
-    frame = load_run(run_id, db)
+    reported usage, and the run's tokens spent and saved by the response cache. Built from the run's scalar frames
+    (`scan_run`), never from its records held at once."""
+    scan = scan_run(run_id, db)
+    frame, judges = scan.frame, scan.judges
     with Store(Path(db)) as store:
-        records, completion = store.episodes(run_id), store.completion(run_id)
+        rubrics, completion = store.rubrics(run_id), store.completion(run_id)
         totals = next(r for r in store.runs() if r["id"] == run_id)
-    ok = frame[frame["status"] == "succeeded"]
-    known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()]
+    ok = frame[frame["status"] == "succeeded"] if len(frame) else frame
+    known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()] if len(ok) else ok
     several = bool(len(ok)) and ok["judges"].max() > 1
     return {
         "run": run_id,
         "completion": completion,
-        "rows": summary(frame),
-        "cautions": dict(sorted({r.strategy: r.caution for r in records if r.caution}.items())),
-        "judge_alpha": judge_alpha([r.verdicts for r in records if r.usable]) if several else None,  # as compare's
+        "rows": summary(frame) if len(frame) else [],
+        "cautions": scan.cautions,
+        "judge_alpha": scores_alpha(_panel_scores(judges, set(usable(frame)["episode_id"]))) if several else None,  # as compare's
+        "rubrics": rubrics,  # {rubric hash: episodes}: two or more, and a re-grade was left part way
         "succeeded": len(ok),
         "usage_known": len(known),
         "tokens_per_episode": float((known["prompt_tokens"] + known["completion_tokens"]).mean()) if len(known) else None,
         "tokens_spent": totals["tokens"],  # at the endpoint, over every episode (None: some call reported no usage)
         "tokens_saved": totals["saved_tokens"],  # by calls the response cache answered
     }  # fmt: skip
+
+
+def _panel_scores(judges, episodes: set[str]) -> list[list[dict]]:
+    """Each of `episodes`' judges' scores, in the panel's order, from the per-judge frame (run order kept)."""
+    rows = judges[judges["episode_id"].isin(episodes)]
+    per_episode: dict[str, list[dict]] = {}
+    for row in rows[["episode_id", *CONDITIONS]].itertuples(index=False):
+        per_episode.setdefault(row[0], []).append({c: (None if v != v else int(v)) for c, v in zip(CONDITIONS, row[1:])})
+    return list(per_episode.values())
 
 
 def completion_note(run_id: str, c: dict) -> str:

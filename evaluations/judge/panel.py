@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from simulator.conversation.prompts import Prompts
+from simulator.core.records import Verdict
 from simulator.models.chat import ChatModel
 
-from .evaluator import Judge
+from .evaluator import PROMPTS, Judge
 from .rubric import Rubric
 
 
@@ -16,3 +17,12 @@ def judge_panel(models: list[ChatModel], prompts: Prompts, rubric: Rubric, rubri
     return [Judge(models[i % len(models)], prompts, rubric, rubric_hash, seed=seed + i, index=i, reasks=reasks,
                   fidelity_judge=fidelity_judge) for i in range(judges)]  # fmt: skip
 
+
+
+def graded_by(verdict: Verdict, judge: Judge) -> bool:
+    """Whether `verdict` is this judge's completed grading: its place in the panel, model, seed, temperature, rubric,
+    evaluator prompts and fidelity check all the same (what a resumed re-grade may keep instead of asking again)."""
+    return (verdict.graded and verdict.judge == judge.index and verdict.model == judge.model.name and verdict.seed == judge.seed
+            and verdict.temperature == judge.temperature and verdict.rubric_hash == judge.rubric_hash
+            and verdict.prompts == {p: judge.prompts.hash(p) for p in PROMPTS}
+            and (verdict.fidelity is not None) == judge.fidelity_judge)  # fmt: skip

@@ -18,7 +18,7 @@ app = typer.Typer()
 
 
 @app.command()
-@config_options("base_url")
+@config_options("base_url", "api_key_env", "timeout")
 def branch(
     source: Annotated[str, typer.Argument(help="An episode id (or unique prefix), or a run id: every episode of it.")],
     at: Annotated[str, typer.Option(help="Where to fork: a turn index (the turns before it are kept), first-ask (just "

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import simulator.api as api
@@ -31,7 +32,8 @@ def grade(
     *, config: dict,
 ) -> None:
     """Re-grade stored episodes without re-simulating, with their run's stored settings unless flags say otherwise;
-    earlier verdicts are kept as history."""
+    earlier verdicts are kept as history. New verdicts replace the old only where every judge answered; run again,
+    it grades only what is missing."""
 
     def graded(n: int, total: int, label: str, verdicts: list[Verdict]) -> None:
         console.print(f"[dim]graded {label}[/]")
@@ -42,7 +44,14 @@ def grade(
                        on_graded=graded, replay=replay, **config)  # fmt: skip
     if result["judge_alpha"] is not None:
         print_alpha(result["judge_alpha"])
-    console.print(f"[bold]saved[/]: new verdicts for {len(result['verdicts'])} episode(s); earlier ones kept as history")
+    if result["skipped"]:
+        console.print(f"{result['skipped']} episode(s) already graded with this rubric and panel: kept as they are")
+    if result["graded"]:
+        console.print(f"[bold]saved[/]: new verdicts for {result['graded']} episode(s); earlier ones kept as history")
+    if failed := result["failed"]:
+        console.print(f"[bold red]kept the earlier verdicts of {len(failed)} episode(s)[/]: their new grading did not complete "
+                      f"({escape(failed[0][1])}); run the same command again to grade only those")  # fmt: skip
+        raise typer.Exit(1)
     if replay is not None:
         print_differences(result["differences"], replay)
     _exit_if_all_ungraded(result["verdicts"])
@@ -101,7 +110,7 @@ def print_calibration(report: dict) -> None:
 def calibrate(
     gold: Annotated[Path, typer.Argument(help="Gold set JSONL: one labelled transcript a line (README: Grading).")],
     judges: Judges = 1, seed: JudgeSeed = 0,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the report and every verdict as JSON.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the report and every verdict as JSON, each verdict as it comes; an existing file is resumed.")] = None,
     rubric_file: RubricFile = None, *, config: dict,
 ) -> None:
     """Grade a labelled gold set and report how far the judge agrees with it."""

@@ -40,6 +40,10 @@ def print_summary(s: dict, db: Path, progress: Progress | None = None) -> None:
     console.print("[dim]failed, ungraded (a judge's endpoint failed; --resume grades them again) and out-of-character "
                   "episodes are kept but left out of rates and means; n/a: nothing scored there (no usable episode, or the "
                   "judges' evidence was rejected: see `nextstep show EPISODE`)[/]")
+    if len(s["rubrics"]) > 1:
+        mix = ", ".join(f"{(h or 'none')[:12]}: {n} episode(s)" for h, n in s["rubrics"].items())
+        console.print(f"[bold yellow]caution[/]: graded under {len(s['rubrics'])} rubrics ({mix}), a re-grade left part way; "
+                      f"finish it with the same `nextstep grade {run_id} --db {db} ...`, which grades only the rest")  # fmt: skip
     if s["judge_alpha"] is not None:
         print_alpha(s["judge_alpha"])
     if s["tokens_per_episode"] is not None:

@@ -11,3 +11,7 @@ class ModelError(Exception):
 
 class OutputError(ModelError):
     """The model's output stayed invalid after every re-ask."""
+
+
+class StorageError(UserError):
+    """The database could not be written (a full disk, a lock held too long, a damaged file): one line, exit 2."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -59,6 +62,60 @@ def validate(model: type[BaseModel], data, where: str):
         return model.model_validate(data)
     except ValidationError as e:
         raise UserError(f"{where}: {validation_message(e)}") from None
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary file beside `path` to write; once written it is synced and renamed over `path`, so `path` is always
+    either its old contents or the new ones, never half of them (a full disk, a kill). Errors name `path` in one line.
+
+        with replacing(Path("out.csv")) as tmp: frame.to_csv(tmp)
+    """
+    path = Path(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write: {e.strerror}") from None
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())  # not mkstemp's 0600
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _sync_dir(path.parent)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes to `path` through `replacing`; returns `path`."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _sync_dir(folder: Path) -> None:
+    """Make a rename durable: sync the folder's entry (not possible on every platform or filesystem)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def output_file(path: Path | str, flag: str, *, force: bool = True) -> Path:

@@ -96,6 +96,8 @@ def open_cache(config: Config) -> ResponseCache | None:
     """The response cache the config asks for, or None when it is off (--no-cache, NEXTSTEP_CACHE=0)."""
     if not config.cache:
         return None
+    if config.cache_dir is not None and config.cache_dir.exists() and not config.cache_dir.is_dir():
+        raise UserError(f"--cache-dir {config.cache_dir}: not a directory")
     return ResponseCache.open(config.cache_dir or user_cache_dir(), max_bytes=config.cache_max_mb << 20,
                               expiry_s=duration(config.cache_expiry) if config.cache_expiry else None)  # fmt: skip
 

@@ -21,7 +21,7 @@ from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
 from simulator.conversation.episode import max_rounds
 from simulator.conversation.runner import crashed_episode, run_episode
 from simulator.core.records import Call, Episode, RunSpec
-from simulator.core.errors import UserError
+from simulator.core.errors import StorageError, UserError
 from simulator.core.files import read_yaml, validate
 from simulator.core.redact import redact
 from simulator.models.backends import Endpoint, endpoint, role_models
@@ -265,6 +265,7 @@ class Batch:
     fail_fast: int = FAIL_FAST
     expected: RunSpec | None = None  # a replay: the spec the run was made with, which this one must match
     episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
+    settings: dict | None = None  # a replay: the run's settings as it was made (not the bundle's temporary files)
 
     async def run(self) -> tuple[str, Progress]:
         async with self.endpoint.models(self.config) as models:
@@ -285,9 +286,12 @@ class Batch:
         if self.expected is not None and (differ := _differing(spec, self.expected)):
             raise UserError(f"this nextstep would not make the bundled run again: its {', '.join(differ)} differ")
         run_id = self.run_id or spec_id(spec)
-        settings = run_settings(config, concurrency=self.concurrency, rubric_file=self.rubric_file)
+        settings = self.settings
+        if settings is None:
+            settings = run_settings(config, concurrency=self.concurrency, rubric_file=self.rubric_file)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextstep-store")
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(writer, self.store.claim, run_id)  # refused while another live process writes the run
         done = await loop.run_in_executor(writer, self.store.done, run_id)
         regrade = await loop.run_in_executor(writer, self.store.ungraded, run_id)  # simulated; a judge's endpoint failed
         stored = done | {(r.cell, r.rep) for r in regrade}
@@ -306,6 +310,19 @@ class Batch:
             progress.stopped = f"token budget of {self.max_tokens:,} reached"
         first_errors: list[str] = []  # of the episodes that ended, while none has succeeded
         limit = asyncio.Semaphore(self.concurrency or self.endpoint.concurrency)
+
+        broken: list[StorageError] = []
+
+        async def saved(write: Callable, *args) -> bool:
+            """Write through the writer thread; a database that fails (full, locked, damaged) stops the batch."""
+            try:
+                await loop.run_in_executor(writer, write, *args)
+                return True
+            except StorageError as e:  # the episode is not stored: it runs again on resume
+                broken.append(e)
+                progress.running -= 1
+                progress.stopped, progress.fault = progress.stopped or str(e), True
+                return False
 
         def evaluator(seed: int):
             judges = judge_panel(models["evaluators"], prompts, rubric, rubric_hash, judges=exp.judges, seed=seed,
@@ -329,8 +346,8 @@ class Batch:
                 except Exception as e:  # a bug must not lose the episode: it is stored as failed
                     record = _crashed(cell, e)
                 record = record.model_copy(update={"run_id": run_id, "cell": cell.key, "rep": cell.rep})
-                await loop.run_in_executor(writer, self.store.save_episode, run_id, cell.key, cell.rep, record)
-                ended(record, record.all_calls())
+                if await saved(self.store.save_episode, run_id, cell.key, cell.rep, record):
+                    ended(record, record.all_calls())
 
         async def grade_again(record: Episode) -> None:
             """Grade an ungraded episode with the judges that did not answer; its conversation is kept as it is."""
@@ -340,9 +357,9 @@ class Batch:
                 progress.running += 1
                 self._report(progress)
                 verdicts = await evaluator(record.seed)(record.transcript(), previous=record.verdicts)
-                await loop.run_in_executor(writer, self.store.replace_verdicts, record.id, verdicts)
-                new = [c for v in verdicts if v not in record.verdicts for c in v.calls]
-                ended(record.with_verdicts(verdicts), new)
+                if await saved(self.store.replace_verdicts, record.id, verdicts):
+                    new = [c for v in verdicts if v not in record.verdicts for c in v.calls]
+                    ended(record.with_verdicts(verdicts), new)
 
         def ended(record: Episode, calls: list[Call]) -> None:
             """Count an episode that ended (simulated, or graded again) with the calls it made just now."""
@@ -374,6 +391,9 @@ class Batch:
                 await asyncio.gather(*(grade_again(r) for r in regrade), *(one(c) for c in cells))
         finally:
             writer.shutdown(wait=True)
+        if broken:
+            raise StorageError(f"{broken[0]}; {progress.skipped + progress.done} succeeded episode(s) of run {run_id} stored, "
+                               f"those in flight not; resume with: nextstep batch --resume {run_id} --db {self.store.path}")
         progress.finished = True
         self._report(progress)
         return run_id, progress

@@ -17,16 +17,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulator.conversation.catalog import personas_path
+from simulator.conversation.catalog import load_catalog, personas_path
 from simulator.conversation.prompts import text_hash
 from simulator.core.errors import UserError
-from simulator.core.files import data_dir, output_file
+from simulator.core.files import data_dir, output_file, read_text
 from simulator.core.records import Episode, RunSpec, package_version
+from simulator.core.redact import redact
 from simulator.models.backends import Endpoint, endpoint_identity
 from simulator.models.cache import Responses, stored
 from simulator.models.config import Config
+from simulator.storage.store import Store
 
-from .batch import redact
+from .batch import Batch, as_experiment
+from .grading import regrade
 
 FORMAT = "nextstep-bundle/1"
 # What a replay cannot repeat: when it ran, how long calls took, and whether they reached an endpoint.
@@ -47,7 +50,7 @@ def _effective(shipped: Path, own: Path | None, pattern: str) -> dict[str, str]:
     files = {p.name: p for p in sorted(shipped.glob(pattern))}
     if own is not None and own.is_dir():
         files |= {p.name: p for p in sorted(own.glob(pattern))}
-    return {name: path.read_text(encoding="utf-8") for name, path in files.items()}
+    return {name: read_text(path) for name, path in files.items()}
 
 
 def _files(settings: dict, spec: RunSpec) -> dict[str, str]:
@@ -58,7 +61,7 @@ def _files(settings: dict, spec: RunSpec) -> dict[str, str]:
     files = {f"prompts/{n}": t for n, t in _effective(data_dir("prompts"), prompts_dir, "*.*").items()}
     files |= {f"personas/{n}": t for n, t in _effective(data_dir("personas"), personas_dir, "*.yaml").items()}
     if settings.get("rubric_file"):
-        files["prompts/rubric.yaml"] = Path(settings["rubric_file"]).read_text(encoding="utf-8")
+        files["prompts/rubric.yaml"] = read_text(Path(settings["rubric_file"]))  # a missing file is one line
     changed = [name for name, digest in (spec.prompts or {}).items() if text_hash(files.get(f"prompts/{name}.j2", "")) != digest]
     if changed:
         raise UserError(f"prompt file(s) {', '.join(sorted(changed))} changed since the run was made: a bundle of today's "
@@ -72,8 +75,6 @@ def write_bundle(run_id: str, db: Path, output: Path, cache, *, force: bool = Fa
     `cache` is the response cache the run's calls went through; every response its records (and the verdicts re-grading
     replaced) used must still be there.
     """
-    from simulator.storage.store import Store
-
     output_file(output, "--bundle", force=force)
     if cache is None:
         raise UserError("a bundle is made from the response cache, which is off (--no-cache or NEXTSTEP_CACHE=0)")
@@ -210,18 +211,13 @@ async def replay_batch(path: Path, *, db: Path, on_progress=None) -> tuple[str, 
     The run's episodes keep their ids. If the run was re-graded after its batch, its verdicts are left out of the
     comparison: `replay_grading` makes those again.
     """
-    from simulator.conversation.catalog import load_catalog
-    from simulator.storage.store import Store
-
-    from .batch import Batch, as_experiment
-
     bundle = read_bundle(path)
     with bundle.files() as files, Store(db) as store:
         config = bundle.config(files)
         catalog = load_catalog(config.personas_dir, config.prompts_dir)
         experiment = as_experiment(bundle.spec.experiment).resolved(catalog)
         batch = Batch(experiment, catalog, config, bundle.endpoint(), store, bundle.run_id, rubric_file=files["rubric_file"],
-                      on_progress=on_progress, expected=bundle.spec,
+                      on_progress=on_progress, expected=bundle.spec, settings=bundle.settings,
                       episode_ids={(e.cell, e.rep): e.id for e in bundle.episodes})  # fmt: skip
         run_id, _ = await batch.run()
         records = store.episodes(run_id)
@@ -229,15 +225,10 @@ async def replay_batch(path: Path, *, db: Path, on_progress=None) -> tuple[str, 
 
 
 async def replay_grading(path: Path, names: list[str], *, db: Path, judges: int | None = None, seed: int | None = None,
-                         on_graded=None) -> tuple[list, list[str]]:
+                         on_graded=None) -> tuple:
     """Grade stored episodes again as the bundled run's latest verdicts were made, answered from the bundle alone:
     the judges, seeds, models and fidelity check are those of the bundle's verdicts unless `judges`/`seed` are given.
-    Returns (verdicts per episode, `differences` of the run in `db` from the bundle's records)."""
-    from simulator.conversation.catalog import load_catalog
-    from simulator.storage.store import Store
-
-    from .grading import regrade
-
+    Returns (`grading.Regraded`, `differences` of the run in `db` from the bundle's records)."""
     bundle = read_bundle(path)
     graded = max(bundle.episodes, key=lambda e: len(e.verdicts), default=None)
     panel = graded.verdicts if graded else []
@@ -249,9 +240,9 @@ async def replay_grading(path: Path, names: list[str], *, db: Path, judges: int 
     with bundle.files() as files:
         config = bundle.config(files, evaluator_model=",".join(v.model for v in panel) or None)
         catalog = load_catalog(config.personas_dir, config.prompts_dir)
-        verdicts = await regrade(names, config, catalog, db=db, judges=judges, seed=seed, rubric_file=files["rubric_file"],
-                                 fidelity_judge=any(v.fidelity for v in panel), on_graded=on_graded,
-                                 replay=bundle.endpoint())  # fmt: skip
+        done = await regrade(names, config, catalog, db=db, judges=judges, seed=seed, rubric_file=files["rubric_file"],
+                             fidelity_judge=any(v.fidelity for v in panel), on_graded=on_graded,
+                             replay=bundle.endpoint())  # fmt: skip
     with Store(db) as store:
         records = store.episodes(bundle.run_id) if any(r["id"] == bundle.run_id for r in store.runs()) else []
-    return verdicts, differences(bundle, records)
+    return done, differences(bundle, records)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluations.judge.evaluator import judge_texts
 from evaluations.judge.graph import make_evaluator
-from evaluations.judge.panel import judge_panel
+from evaluations.judge.panel import graded_by, judge_panel
 from evaluations.judge.rubric import load_rubric
 from simulator.conversation.catalog import Catalog
 from simulator.conversation.prompts import Prompts
 from simulator.core.errors import UserError
+from simulator.core.files import validate, write_atomic
 from simulator.core.records import Episode, Verdict
 from simulator.models.backends import Endpoint, endpoint
 from simulator.models.config import Config
@@ -36,9 +38,13 @@ class Target:
     save: Callable[[Episode], None]
 
 
-def grading_targets(names: list[str], db: Path) -> list[Target]:
-    """A Target for each episode file, directory of them, run id or episode id in `db`."""
-    targets = []
+def grading_targets(names: list[str], db: Path, stores: ExitStack) -> list[Target]:
+    """A Target for each episode file, directory of them, run id or episode id in `db`.
+
+    Stored episodes are saved through one Store, kept open in `stores` (closed by the caller), which claims their runs:
+    a batch or another `grade` writing one of them is refused, as a second batch is.
+    """
+    targets, store = [], None
     for name in names:
         path = Path(name)
         if path.exists():
@@ -47,15 +53,13 @@ def grading_targets(names: list[str], db: Path) -> list[Target]:
             continue
         if not db.is_file():
             raise UserError(f"{name}: no such episode file or directory, and no database {db} to look it up in")
-        with Store(db) as store:
-            kind, found = store.find(name)
-            records = [r for r in store.episodes(found) if r.status != "failed"] if kind == "run" else [store.episode(found)]
-
-        def save(record: Episode, db: Path = db) -> None:
-            with Store(db) as store:
-                store.replace_verdicts(record.id, record.verdicts)
-
-        targets += [Target(f"{r.id} ({r.cell or r.setting})", r, save) for r in records]
+        store = store or stores.enter_context(Store(db))
+        kind, found = store.find(name)
+        records = [r for r in store.episodes(found) if r.status != "failed"] if kind == "run" else [store.episode(found)]
+        for run_id in {r.run_id for r in records if r.run_id}:
+            store.claim(run_id)
+        targets += [Target(f"{r.id} ({r.cell or r.setting})", r, lambda record, s=store: s.replace_verdicts(record.id, record.verdicts))
+                    for r in records]  # fmt: skip
     if not targets:
         raise UserError(f"nothing to grade in {', '.join(names)}")
     return targets
@@ -93,12 +97,15 @@ def with_new_verdicts(record: Episode, verdicts: list[Verdict]) -> Episode:
 async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[str, dict]], *, judges: int, seed: int = 0,
                          rubric_file: Path | None = None, fidelity_judge: bool = False, on_graded: OnGraded | None = None,
                          episode_seeds: list[int] | None = None, send_key: bool = True,
-                         replay: Endpoint | None = None) -> list[list[Verdict]]:
+                         replay: Endpoint | None = None, previous: list[list[Verdict]] | None = None) -> list[list[Verdict]]:
     """Every judge's verdict on each (label, episode), in order, one episode at a time; `on_graded` after each.
 
     Judge i of episode n is seeded `seed + episode_seeds[n] + i` (a batch seeds them its episode's seed + i), or
     `seed + i` for every episode without `episode_seeds` (a gold set's items have no seed of their own).
-    `replay`: a bundle's endpoint, which answers instead of the configured one."""
+    `replay`: a bundle's endpoint, which answers instead of the configured one.
+    `previous` (each episode's verdicts so far) makes it resume: a verdict that this very judge completed
+    (`graded_by`) is kept without asking again, and an episode all of whose judges are kept is not passed to `on_graded`.
+    """
     if judges < 1:
         raise UserError(f"--judges {judges}: grading needs at least one judge")
     rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
@@ -111,31 +118,73 @@ async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[
                 panel = judge_panel(models["evaluators"], prompts, rubric, rubric_hash, judges=judges,
                                     seed=seed + (episode_seeds[n - 1] if episode_seeds else 0), reasks=config.reasks,
                                     fidelity_judge=fidelity_judge)  # fmt: skip
-                results.append(await make_evaluator(panel, catalog)(episode))  # the evaluator graph, run alone
-                if on_graded:
+                kept = [v for v in (previous[n - 1] if previous else []) if any(graded_by(v, j) for j in panel)]
+                results.append(await make_evaluator(panel, catalog)(episode, previous=kept))  # the evaluator graph, alone
+                if on_graded and len(kept) < len(panel):
                     on_graded(n, len(episodes), label, results[-1])
             return results
 
 
+@dataclass
+class Regraded:
+    """What `regrade` did: every episode's current verdicts, and which were graded, kept after a failure, or skipped."""
+
+    verdicts: list[list[Verdict]]  # per episode, in order: the new verdicts, or the earlier ones where those stay current
+    graded: int = 0
+    skipped: int = 0  # already graded with this rubric and panel
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (label, error): the new grading did not complete
+
+
 async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Path, judges: int, seed: int = 0,
                   rubric_file: Path | None = None, fidelity_judge: bool = False,
-                  on_graded: OnGraded | None = None, send_key: bool = True, replay: Endpoint | None = None) -> list[list[dict]]:
+                  on_graded: OnGraded | None = None, send_key: bool = True, replay: Endpoint | None = None) -> Regraded:
     """Grade stored episodes again and save each as it is graded; earlier verdicts are kept as history. The rubric and
     judges' prompts are kept in the store by hash, as a batch keeps them, so `compare` can show how they differ.
-    `replay`: a bundle's endpoint, which answers instead of the configured one."""
-    targets = grading_targets(names, db)
-    if any(not Path(name).exists() for name in names):  # some come from the store
-        rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
-        with Store(db) as store:
-            store.save_texts(judge_texts(Prompts(catalog.prompt_dirs), rubric, rubric_hash))
+    `replay`: a bundle's endpoint, which answers instead of the configured one.
 
-    def save(n: int, total: int, label: str, verdicts: list[dict]) -> None:
-        target = targets[n - 1]
-        target.save(with_new_verdicts(target.record, verdicts))
-        if on_graded:
-            on_graded(n, total, label, verdicts)
+    New verdicts take the old ones' place only when every judge completed: where an endpoint failed, the earlier
+    verdicts stay current (and `failed` names the episode). Run again, it resumes: verdicts already given by this
+    rubric and panel are kept, so only what is missing is graded.
+    """
+    with ExitStack() as stores:
+        targets = grading_targets(names, db, stores)
+        done = Regraded([t.record.verdicts for t in targets])
+        if any(not Path(name).exists() for name in names):  # some come from the store
+            rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
+            with Store(db) as store:
+                store.save_texts(judge_texts(Prompts(catalog.prompt_dirs), rubric, rubric_hash))
 
-    return await grade_episodes(config, catalog, [(t.label, t.record.transcript()) for t in targets], judges=judges, seed=seed,
-                                rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=save,
-                                episode_seeds=[t.record.seed or 0 for t in targets], send_key=send_key,
-                                replay=replay)  # fmt: skip
+        def save(n: int, total: int, label: str, verdicts: list[Verdict]) -> None:
+            target = targets[n - 1]
+            if errors := [f"judge {v.judge}: {v.error}" for v in verdicts if not v.graded]:
+                done.failed.append((label, errors[0]))
+            else:
+                target.save(with_new_verdicts(target.record, verdicts))
+                done.verdicts[n - 1], done.graded = verdicts, done.graded + 1
+            if on_graded:
+                on_graded(n, total, label, verdicts)
+
+        await grade_episodes(config, catalog, [(t.label, t.record.transcript()) for t in targets], judges=judges, seed=seed,
+                             rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=save,
+                             episode_seeds=[t.record.seed or 0 for t in targets], send_key=send_key, replay=replay,
+                             previous=[t.record.verdicts for t in targets])  # fmt: skip
+        done.skipped = len(targets) - done.graded - len(done.failed)
+        return done
+
+
+def saved_verdicts(path: Path | None) -> dict[str, list[Verdict]]:
+    """The verdicts by item in a calibration file (`save_calibration`); none if there is no file yet."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        verdicts = saved["verdicts"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a calibration file to resume ({e}); choose another -o") from None
+    return {item: [validate(Verdict, v, f"{path}: {item}") for v in vs] for item, vs in verdicts.items()}
+
+
+def save_calibration(path: Path, report: dict | None, verdicts: dict[str, list[Verdict]]) -> None:
+    """Write the report (None while it is under way) and every verdict by item, whole or not at all."""
+    judged = {item: [v.model_dump(mode="json") for v in vs] for item, vs in verdicts.items()}
+    write_atomic(path, json.dumps({"report": report, "verdicts": judged}, indent=2))

@@ -6,15 +6,14 @@ import json
 from pathlib import Path
 
 from simulator.core.errors import UserError
-from simulator.core.files import validate
+from simulator.core.files import validate, write_atomic
 from simulator.core.records import Episode
 
 
 def write_episode(record: Episode, path: Path) -> Path:
-    """Write `record` to `path` as indented JSON (its folder made if need be); returns `path`."""
+    """Write `record` to `path` as indented JSON (its folder made if need be), whole or not at all; returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(record.model_dump_json(indent=2))
-    return path
+    return write_atomic(path, record.model_dump_json(indent=2))
 
 
 def read_episode(path: Path) -> Episode:

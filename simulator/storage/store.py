@@ -5,22 +5,40 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import json
+import logging
+import os
+import secrets
+import socket
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from simulator.core.errors import UserError
+from simulator.core.errors import StorageError, UserError
 from simulator.core.files import validation_message
 from simulator.core.records import Episode, RunSpec, Verdict, package_version
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "nextstep/1"
 BUSY_TIMEOUT_S = 30  # how long a connection waits for another's write before it gives up
 # Columns added after databases were made: created on open when missing, so older files keep working.
 ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT", "usable": "INTEGER"}
 ADDED_CALL_COLUMNS = {"from_cache": "INTEGER NOT NULL DEFAULT 0"}  # older calls never came from the response cache
+# Tables added after databases were made: created on open when missing (a read-only open skips this and finds none).
+ADDED_TABLES = """
+CREATE TABLE IF NOT EXISTS episode_history (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, cell TEXT NOT NULL, rep INTEGER NOT NULL,
+    episode_id TEXT NOT NULL, status TEXT NOT NULL, error TEXT, record_json TEXT NOT NULL, replaced_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS writers (run_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, token TEXT NOT NULL,
+    since TEXT NOT NULL, beat REAL NOT NULL)
+"""
+STATUS_RANK = {"failed": 0, "ungraded": 1, "succeeded": 2}  # a save never puts a lower one in place of a higher one
+LEASE_S = 120  # a writer on another host that has not beaten its heartbeat for this long has stopped
+BEAT_S = 10  # how often a writer beats
 SETTINGS_KEY = "run_settings"  # in runs.spec_json beside the spec; Store.run() returns it apart, as 'settings'
 
 _TABLES = """
@@ -78,6 +96,21 @@ def covers(new, old) -> bool:
     return new == old
 
 
+def _alive(writer) -> bool:
+    """Whether a `writers` row is a writer still at work: its heartbeat is recent, and on this host its process runs."""
+    if time.time() - writer["beat"] > LEASE_S:
+        return False
+    if writer["host"] != socket.gethostname():
+        return True
+    try:
+        os.kill(writer["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def dumps(value) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
@@ -119,12 +152,13 @@ class Store:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        # Autocommit mode: every write goes through `_tx`, which takes the write lock up front.
-        # check_same_thread=False: a batch hands all its writes to one dedicated writer thread.
-        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
+        self._claims: dict[str, str] = {}  # run id -> the token of this Store's claim on it
+        self._beating: threading.Event | None = None  # set to stop the heartbeat thread
+        # A file that cannot be written here (read-only media, an archive) is opened for reading only: nothing to migrate.
+        self.read_only = self.path.is_file() and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        self.conn = self._connect()
         try:
-            self._open()
+            self._open_read_only() if self.read_only else self._open()
         except sqlite3.OperationalError as e:  # locked, unwritable directory: about access, not the file's contents
             self.conn.close()
             raise UserError(f"{self.path}: {e}") from None
@@ -135,8 +169,28 @@ class Store:
             self.conn.close()
             raise
 
+    def _connect(self, immutable: bool = False) -> sqlite3.Connection:
+        # Autocommit mode: every write goes through `_tx`, which takes the write lock up front.
+        # check_same_thread=False: a batch hands all its writes to one dedicated writer thread.
+        where, uri = (f"{self.path.resolve().as_uri()}?{'immutable=1' if immutable else 'mode=ro'}", True) if self.read_only else (self.path, False)
+        conn = sqlite3.connect(where, uri=uri, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _open_read_only(self) -> None:
+        """Read a file that cannot be written; a WAL database whose shared-memory file cannot be made is read as immutable."""
+        try:
+            found = self._schema()
+        except sqlite3.OperationalError:
+            self.conn.close()
+            self.conn = self._connect(immutable=True)
+            found = self._schema()
+        if found != SCHEMA:
+            raise UserError(f"{self.path}: schema {found}, but this nextstep reads {SCHEMA}" if found and found.startswith("nextstep/")
+                            else f"{self.path}: not a nextstep database")  # fmt: skip
+
     def _open(self) -> None:
-        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         if self._schema() == "":  # checked before WAL, which would change someone else's file
             raise UserError(f"{self.path}: not a nextstep database")
         self._wal()
@@ -158,6 +212,8 @@ class Store:
                 for column, kind in columns.items():
                     if column not in have:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            for statement in filter(str.strip, ADDED_TABLES.split(";")):
+                conn.execute(statement)
 
     def _wal(self) -> None:
         """Switch to WAL, waiting for other writers as every write here does.
@@ -186,15 +242,27 @@ class Store:
 
     @contextmanager
     def _tx(self):
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One write transaction; SQLite's failures (full disk, a lock held past the busy timeout, a damaged file, a
+        read-only file) become a StorageError naming the file."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            try:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise StorageError(f"{self.path}: cannot write: {e}") from None
 
     def close(self) -> None:
+        self.release()
         self.conn.close()
 
     def __enter__(self) -> Store:
@@ -302,9 +370,22 @@ class Store:
         return [dict(row) for row in rows]
 
     def save_episode(self, run_id: str, cell: str, rep: int, episode: Episode) -> None:
-        """Store one episode (as the run's `cell`, `rep`) with its child rows; a retried (cell, rep) replaces the earlier attempt."""
+        """Store one episode (as the run's `cell`, `rep`) with its child rows.
+
+        A retried (cell, rep) replaces the earlier attempt unless that one got further (succeeded beats ungraded beats
+        failed): a late failure never takes a success's place. The attempt not kept goes to episode_history.
+        """
         with self._tx() as conn:
             self._check_run(run_id)
+            old = conn.execute("SELECT id, status, error, record_json FROM episodes WHERE run_id = ? AND cell = ? AND rep = ?",
+                               (run_id, cell, rep)).fetchone()  # fmt: skip
+            if old and STATUS_RANK[old["status"]] > STATUS_RANK[episode.status]:
+                self._keep_attempt(run_id, cell, rep, episode.id, episode.status, episode.error, episode.model_dump_json())
+                insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode.id,
+                                        "error": episode.error, "at": now()})  # fmt: skip
+                return
+            if old:
+                self._keep_attempt(run_id, cell, rep, *old)
             # Deleting first cascades to the earlier attempt's turns, calls, verdicts, scores and flags.
             conn.execute("DELETE FROM episodes WHERE run_id = ? AND cell = ? AND rep = ?", (run_id, cell, rep))
             self._insert_episode(run_id, cell, rep, episode)
@@ -341,6 +422,59 @@ class Store:
         if episode.status != "succeeded":
             insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode.id,
                                     "error": episode.error, "at": now()})  # fmt: skip
+
+    def _keep_attempt(self, run_id: str, cell: str, rep: int, episode_id: str, status: str, error: str | None, record_json: str) -> None:
+        insert(self.conn, "episode_history", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode_id,
+                                              "status": status, "error": error, "record_json": record_json, "replaced_at": now()})  # fmt: skip
+
+    # --- one writer per run: a lease with the holder's pid, host and a heartbeat ----------------------------------------
+
+    def claim(self, run_id: str) -> None:
+        """Become the run's only writer, or a UserError naming the live writer that holds it.
+
+        A holder is stale (and taken over) when its heartbeat is older than LEASE_S, or at once when it ran on this host
+        and its process is gone (killed, even by SIGKILL).
+        """
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM writers WHERE run_id = ?", (run_id,)).fetchone()
+            if row and row["token"] != self._token(run_id) and _alive(row):
+                raise UserError(f"run {run_id!r} in {self.path} is being written by pid {row['pid']} on {row['host']} "
+                                f"since {row['since']}; wait for it to end, or stop it and resume")  # fmt: skip
+            self._claims[run_id] = token = self._token(run_id) or secrets.token_hex(8)
+            insert(conn, "writers", {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(), "token": token,
+                                     "since": now(), "beat": time.time()}, "INSERT OR REPLACE")  # fmt: skip
+
+        if not self._beating:
+            self._beating = threading.Event()
+            threading.Thread(target=self._beat, args=(self._beating,), daemon=True, name="nextstep-heartbeat").start()
+
+    def _beat(self, stop: threading.Event) -> None:
+        """Every BEAT_S, tell other processes this Store still writes its claimed runs (on a connection of its own)."""
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            while not stop.wait(BEAT_S):
+                try:
+                    conn.executemany("UPDATE writers SET beat = ? WHERE token = ?", [(time.time(), t) for t in list(self._claims.values())])
+                except sqlite3.Error as e:  # a full disk or a long lock: the next beat tries again
+                    log.debug("%s: heartbeat not written: %s", self.path, e)
+        finally:
+            conn.close()
+
+    def release(self) -> None:
+        """Let go of every run this Store claimed (closing it does too)."""
+        if self._beating:
+            self._beating.set()
+            self._beating = None
+        tokens, self._claims = list(self._claims.values()), {}
+        if tokens:
+            try:
+                with self._tx() as conn:
+                    conn.executemany("DELETE FROM writers WHERE token = ?", [(t,) for t in tokens])
+            except StorageError:  # left for the next writer to find stale (this process will be gone)
+                pass
+
+    def _token(self, run_id: str) -> str | None:
+        return self._claims.get(run_id)
 
     def _episode_row(self, e: Episode) -> dict:
         prov, branch = e.provenance, e.branch
@@ -388,6 +522,12 @@ class Store:
         rows = self.conn.execute("SELECT cell, rep FROM episodes WHERE run_id = ? AND status = 'succeeded'", (run_id,))
         return {(cell, rep) for cell, rep in rows}
 
+    def rubrics(self, run_id: str) -> dict[str | None, int]:
+        """{rubric hash: episodes with a current verdict under it}: more than one key, and the run is graded under a mix."""
+        rows = self.conn.execute("""SELECT v.rubric_hash, count(DISTINCT v.episode_id) FROM verdicts v JOIN episodes e ON e.id = v.episode_id
+                                    WHERE e.run_id = ? GROUP BY v.rubric_hash ORDER BY v.rubric_hash""", (run_id,))  # fmt: skip
+        return dict(rows.fetchall())
+
     def ungraded(self, run_id: str) -> list[Episode]:
         """The run's episodes whose conversation is stored but a judge's endpoint failed: a resumed run grades them again."""
         rows = self.conn.execute("SELECT id, record_json FROM episodes WHERE run_id = ? AND status = 'ungraded' ORDER BY cell, rep",
@@ -395,9 +535,15 @@ class Store:
         return [self._episode(row) for row in rows]
 
     def episodes(self, run_id: str, *, include_failed: bool = True) -> list[Episode]:
+        return list(self.each_episode(run_id, include_failed=include_failed))
+
+    def each_episode(self, run_id: str, *, include_failed: bool = True) -> Iterator[Episode]:
+        """The run's records one at a time, in cell order: a summary of 100,000 episodes holds one record at once."""
         only = "" if include_failed else " AND status = 'succeeded'"
-        rows = self.conn.execute(f"SELECT id, record_json FROM episodes WHERE run_id = ?{only} ORDER BY cell, rep", (run_id,))
-        return [self._episode(row) for row in rows]
+        # A cursor of its own, so that other queries on this Store between two records leave it where it is.
+        rows = self.conn.cursor().execute(f"SELECT id, record_json FROM episodes WHERE run_id = ?{only} ORDER BY cell, rep", (run_id,))
+        for row in rows:
+            yield self._episode(row)
 
     def _episode(self, row) -> Episode:
         return self._valid(Episode, row["record_json"], f"episode {row['id']}")
