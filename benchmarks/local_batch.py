@@ -6,7 +6,8 @@
 
 Each batch is the `nextstep batch` command a user types (default grid: supermarket x 3 personas x
 common_interest, 3 rounds, 1 judge), in a fresh database, with `--concurrency N`, which on the local
-engine is also its number of parallel slots. Prints one JSON line per batch and a markdown table.
+engine is also its number of parallel slots. Prints one JSON line per batch (with `cache_share`: per call kind, the
+share of prompt tokens the engine served from its prefix cache) and a markdown table.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from simulator.storage.store import Store  # noqa: E402
+
+from prefix_share import from_run  # noqa: E402
 
 STRUCTURED = ("intent", "state", "transitions", "transition", "flags", "outcome", "fidelity")
 
@@ -42,6 +46,7 @@ def batch(slots: int, work: Path, output_mode: str | None, extra: list[str]) -> 
         raise SystemExit(f"batch failed ({done.returncode}): {done.stderr[-2000:]}")
     with Store(db) as store:
         episodes = store.episodes("b5")
+    cache = from_run(db, "b5")  # per call kind, the prompt tokens the engine served from its prefix cache
     calls = [c.model_dump() for e in episodes for c in e.all_calls()]
     purposes = defaultdict(list)
     for c in calls:
@@ -57,6 +62,7 @@ def batch(slots: int, work: Path, output_mode: str | None, extra: list[str]) -> 
                            "mean_latency_s": round(statistics.mean(c["latency_s"] for c in cs), 2),
                            "cut_off": sum(c["finish_reason"] == "length" for c in cs)}
                        for p, cs in sorted(purposes.items()) if p in STRUCTURED},
+        "cache_share": {kind: v["share"] for kind, v in cache.items()},
         "transcripts": {f"{e.cell}/{e.rep}": [t.text for t in e.turns] for e in episodes},
     }  # fmt: skip
 

@@ -5,8 +5,9 @@ prints what it returns. Functions that reach a model take the Config fields as k
 `model=`, `evaluator_model=`, `personas_dir=`, `prompts_dir=`, ...) and `config_file=`, as the command line does:
 given > NEXTSTEP_* environment > config file > defaults. They block until done; called from a running event loop
 (a notebook cell), they run in a worker thread. Bad input raises `simulator.core.errors.UserError`.
-The statistics (`evaluations.analysis`: pandas, scipy) are imported by the functions that use them, so a command
-that only simulates starts without them.
+Each function imports what its work needs when it runs (the conversation graph and the model client, or the
+statistics: pandas, scipy), so importing this module, and so every command's start and `--help`, stays light;
+tests/test_startup.py checks it. A new function does the same: light imports at the top, its work's inside.
 
     from simulator import api
     batch = api.run_batch({"personas": "all", "reps": 2}, db="n.db", base_url="http://localhost:8000/v1")
@@ -22,33 +23,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evaluations.judge.gold import load_gold
 from simulator.conversation.catalog import Catalog, load_catalog, profile_of
-from simulator.conversation.graph import Scenario
-from simulator.conversation.play import ROLES, Person
 from simulator.core.errors import UserError
 from simulator.core.files import output_file, write_atomic
-from simulator.core.records import Episode, Turn
-from simulator.models.cache import ResponseCache, duration, user_cache_dir
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
-from simulator.runs.batch import FAIL_FAST, Cell, Experiment, Progress, grid, plan_grid, run_config, run_grid
-from simulator.runs.branch import Treatment, run_branches
-from simulator.runs.bundle import replay_batch, replay_grading, write_bundle
-from simulator.runs.grading import OnGraded, grade_episodes, regrade, save_calibration, saved_verdicts, stored_settings
-from simulator.runs.one import run_one
-from simulator.runs.played import save_played, save_watched
-from simulator.storage.episode_files import write_episode
+from simulator.runs.experiment import FAIL_FAST, Experiment, Progress, grid
 from simulator.storage.store import Store
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from simulator.core.records import Episode, Turn
+    from simulator.models.cache import ResponseCache
+    from simulator.runs.batch import Cell
+    from simulator.runs.branch import Treatment
+    from simulator.runs.grading import OnGraded
+
 __all__ = [
     "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "cache_info", "calibrate", "catalog", "clear_cache",
     "compare", "config", "episodes", "export", "export_bundle", "grade", "grid", "load_episode", "load_episodes", "load_frame",
-    "load_run", "play", "plan_batch", "plan_reps", "report", "run_batch", "run_episode", "runs", "save_episode", "serve", "show",
-    "summarize",
+    "load_run", "play", "plan_batch", "plan_branch", "plan_reps", "report", "run_batch", "run_episode", "runs", "save_episode",
+    "serve", "show", "summarize",
 ]  # fmt: skip
 
 DB = Path("nextstep.db")
@@ -107,6 +103,10 @@ def run_episode(setting: str = "supermarket", persona: str = "unsure", strategy:
     """
     if db is not None:
         output_file(db, "--db")
+    from simulator.conversation.graph import Scenario
+    from simulator.runs.one import run_one
+    from simulator.runs.played import save_watched
+
     c = config(config_file, **config_flags)
     scenario = Scenario(setting, persona, strategy, profile_of(practitioner_gender, persona_gender))
     record = _wait(run_one(c, load_catalog(c.personas_dir, c.prompts_dir), scenario, seed=seed, judges=judges,
@@ -118,6 +118,8 @@ def run_episode(setting: str = "supermarket", persona: str = "unsure", strategy:
 
 def save_episode(record: Episode, out: Path | str = "episodes") -> Path:
     """Write an episode record to `out/ID.json`; returns the file."""
+    from simulator.storage.episode_files import write_episode
+
     return write_episode(record, Path(out) / f"{record.id}.json")
 
 
@@ -128,6 +130,11 @@ def play(role: str, setting: str = "supermarket", persona: str = "unsure", strat
          config_file: Path | None = None, **config_flags) -> tuple[Episode, str]:
     """A person plays `role` (practitioner or persona) through `read` and `say`, the model the other; the episode is
     graded and stored in run 'play-ROLE' of `db`. Returns (record, run id)."""
+    from simulator.conversation.graph import Scenario
+    from simulator.conversation.play import ROLES, Person
+    from simulator.runs.one import run_one
+    from simulator.runs.played import save_played
+
     if role not in ROLES:
         raise UserError(f"--as {role!r}: choose practitioner or persona")
     output_file(db, "--db")
@@ -151,13 +158,16 @@ class BatchResult:
 def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
                config_file: Path | None = None, **config_flags) -> tuple[Experiment, list[Cell], dict]:
     """What `run_batch` with these arguments would run, nothing run: (grid, cells, bound on calls and tokens)."""
+    from simulator.runs.batch import plan_grid
+
     resume = resume and _run_id(resume, db)
     return plan_grid(experiment, db=db, resume=resume, config_file=config_file, **config_flags)
 
 
 def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
               run_id: str | None = None, concurrency: int | None = None, max_tokens: int | None = None,
-              max_failures: int | None = None, fail_fast: int = FAIL_FAST, rubric_file: Path | None = None,
+              max_failures: int | None = None, max_cost: float | None = None, fail_fast: int = FAIL_FAST,
+              rubric_file: Path | None = None,
               on_progress: Callable[[Progress], None] | None = None, replay: Path | str | None = None,
               config_file: Path | None = None, **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
@@ -166,8 +176,12 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
     Before any episode, one test call per distinct model: an endpoint that refuses it raises UserError, nothing run.
     `fail_fast` N stops the batch when the first N episodes to end all failed with the same error (0: never).
+    `max_tokens` and `max_cost` (US dollars; every model needs a known price) stop scheduling episodes once spent.
     `replay=BUNDLE` makes a bundled run again (`export_bundle`) with no endpoint: every answer comes from the bundle.
     """
+    from simulator.runs.batch import run_grid
+    from simulator.runs.bundle import replay_batch
+
     output_file(db, "--db")
     resume = resume and _run_id(resume, db)
     final: list[Progress] = []
@@ -184,9 +198,40 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
         return BatchResult(run, final[0], differences)
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
-                         max_failures=max_failures, config_file=config_file, rubric_file=rubric_file, on_progress=remember,
-                         fail_fast=fail_fast, **config_flags))  # fmt: skip
+                         max_failures=max_failures, max_cost=max_cost, config_file=config_file, rubric_file=rubric_file,
+                         on_progress=remember, fail_fast=fail_fast, **config_flags))  # fmt: skip
     return BatchResult(run, final[0])
+
+
+def plan_branch(source: str, *, at: str, strategy: str | None = None, persona: str | None = None,
+                prompts_dir: Path | None = None, practitioner_model: str | None = None, persona_model: str | None = None,
+                reps: int = 4, db: Path | str = DB) -> dict:
+    """What `branch` with these arguments would run, read from the store before any call: {'continuations': how many
+    (both arms), 'warnings': out-of-character parents, a treatment that is what the parents already had}."""
+    from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
+    from simulator.runs.branch import parents
+
+    with Store(_existing(db)) as store:
+        points, _ = parents(store, source, at)
+    records, warnings = [p for p, _ in points], []
+    off = [r.id for r in records if r.in_character is False]
+    if off:
+        warnings.append(f"{len(off)} of {len(records)} parent episode(s) are out of character (e.g. {', '.join(off[:3])}): "
+                        "both arms continue a persona that already left its type")  # fmt: skip
+    given = {"--strategy": strategy, "--persona": persona, "--prompts-dir": prompts_dir,
+             "--practitioner-model": practitioner_model, "--persona-model": persona_model}  # fmt: skip
+    made = lambda r, role: r.provenance.models.get(role) if r.provenance else None  # noqa: E731
+    prompts = Prompts(load_catalog(None, prompts_dir).prompt_dirs) if prompts_dir else None
+    already = {"--strategy": lambda r: r.strategy == strategy, "--persona": lambda r: r.persona == persona,
+               "--practitioner-model": lambda r: made(r, "practitioner") == practitioner_model,
+               "--persona-model": lambda r: made(r, "persona") == persona_model,
+               "--prompts-dir": lambda r: bool(r.provenance) and all(
+                   r.provenance.prompts.get(n) == prompts.hash(n) for n in SIMULATION_PROMPTS)}  # fmt: skip
+    changes = [flag for flag, value in given.items() if value is not None]
+    if changes and all(all(already[flag](r) for r in records) for flag in changes):
+        warnings.append(f"the treatment equals the control: every parent already has {', '.join(changes)} as given, so "
+                        "both arms run the same conversation")  # fmt: skip
+    return {"continuations": 2 * reps * len(points), "warnings": warnings}
 
 
 def branch(source: str, *, at: str, strategy: str | None = None, persona: str | None = None, prompts_dir: Path | None = None,
@@ -200,6 +245,8 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
     `base_prompts` is the prompt directory the parents were made with, if their run did not record it.
     Returns (branch run id, the episodes left out with why, the treatment).
     """
+    from simulator.runs.branch import Treatment, run_branches
+
     treatment = Treatment(strategy=strategy, persona=persona, prompts_dir=prompts_dir,
                           practitioner_model=practitioner_model, persona_model=persona_model)  # fmt: skip
     run, skipped = _wait(run_branches(source, at=at, treatment=treatment, reps=reps, db=_existing(db), judges=judges,
@@ -222,11 +269,16 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None
     verdicts stay current; run again, it grades only what is missing (verdicts already given with this rubric and
     panel are kept). Returns {'verdicts': per episode, every judge's current verdict; 'judge_alpha': agreement between
     judges, or None for one judge; 'graded': how many were graded now; 'skipped': how many were already graded with
-    this rubric and panel; 'failed': [(label, error)] of those whose earlier verdicts stay current}.
+    this rubric and panel; 'failed': [(label, error)] of those whose earlier verdicts stay current;
+    'summary': `grading_summary`, the counts `nextstep grade` prints}.
     `replay=BUNDLE` answers from the bundle alone, with the judges and seeds of its verdicts unless `judges`/`seed`
     are given, and adds 'differences': where the run's records now differ from the bundle's.
     """
     from evaluations.analysis.agreement import judge_alpha
+    from evaluations.analysis.summary import grading_summary
+    from simulator.runs.batch import run_config
+    from simulator.runs.bundle import replay_grading
+    from simulator.runs.grading import regrade, stored_settings
 
     replayed = {}
     if replay is not None:
@@ -243,7 +295,8 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None
                              send_key=send_key))  # fmt: skip
         several = judges > 1
     return {"verdicts": done.verdicts, "judge_alpha": judge_alpha(done.verdicts) if several else None,
-            "graded": done.graded, "skipped": done.skipped, "failed": done.failed, **replayed}  # fmt: skip
+            "graded": done.graded, "skipped": done.skipped, "failed": done.failed, "summary": grading_summary(done.verdicts),
+            **replayed}  # fmt: skip
 
 
 def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: Path | None = None,
@@ -256,6 +309,8 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
     already gave are kept, only the rest are graded.
     """
     from evaluations.analysis.agreement import calibration
+    from evaluations.judge.gold import load_gold
+    from simulator.runs.grading import grade_episodes, save_calibration, saved_verdicts
 
     if output is not None:
         output_file(output, "-o")
@@ -280,6 +335,14 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
     if output is not None:
         save_calibration(output, result["report"], result["verdicts"])
     return result
+
+
+def rubric_anchors(rubric_file: Path | None = None) -> tuple[dict[str, dict[int, str]], tuple[str, ...]]:
+    """What a labeller sees beside each condition: ({condition: {1: text, 3: text, 5: text}}, the flag ids)."""
+    from evaluations.judge.rubric import load_rubric
+
+    rubric, _ = load_rubric(rubric_file)
+    return {c: dict(sorted(cond.anchors.items())) for c, cond in rubric.conditions.items()}, tuple(rubric.flags)
 
 
 # --- reading runs ---------------------------------------------------------------------------------------------------
@@ -342,14 +405,12 @@ def summarize(run_id: str, db: Path | str = DB) -> dict:
 
 def show(run_or_episode: str, db: Path | str = DB) -> dict:
     """{'run': the stored run, 'summary': `summarize`} for a run id, else {'episode': the record} (an id or prefix)."""
-    from evaluations.analysis.summary import run_summary
-
     with Store(_existing(db)) as store:
         kind, found = store.find(run_or_episode)
         if kind == "episode":
             return {"episode": store.episode(found)}
         run = store.run(found)
-    return {"run": run, "summary": run_summary(found, db)}
+    return {"run": run, "summary": summarize(found, db)}
 
 
 def export(run_id: str, output: Path | str | None = None, fmt: str | None = None, db: Path | str = DB, *,
@@ -372,6 +433,8 @@ def export_bundle(run_id: str, output: Path | str, *, db: Path | str = DB, force
     """Write a replay bundle: the run's records and every response it used, taken from the response cache (`cache_dir=`),
     with nothing secret in it. `run_batch(replay=...)` and `grade(replay=...)` make the run again from it alone.
     Returns {'episodes', 'responses'}; an existing `output` is replaced only with `force`."""
+    from simulator.runs.bundle import write_bundle
+
     c = config(config_file, **config_flags)
     cache = _cache(c) if c.cache else None
     try:
@@ -432,17 +495,20 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
 
 
 def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None,
-           output: Path | str | None = None) -> str:
+           include_unfaithful: bool = False, all_transcripts: bool = False, output: Path | str | None = None) -> str:
     """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string; also written to
-    `output` if given (its folder checked first)."""
+    `output` if given (its folder checked first). `include_unfaithful` keeps out-of-character episodes in the
+    statistics, as `compare` does; `all_transcripts` shows every transcript, not the first 300."""
     from evaluations.analysis.report import render_report
 
     if output is not None:
         output_file(output, "-o")
-        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir)
+        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
+                      all_transcripts=all_transcripts)
         write_atomic(Path(output), html)
         return html
-    return render_report(_run_id(run_id, db), Path(db), vs=vs and _run_id(vs, db), personas_dir=personas_dir)
+    return render_report(_run_id(run_id, db), _existing(db), vs=vs and _run_id(vs, db), personas_dir=personas_dir,
+                         include_unfaithful=include_unfaithful, all_transcripts=all_transcripts)
 
 
 # --- the response cache ---------------------------------------------------------------------------------------------
@@ -466,6 +532,8 @@ def clear_cache(config_file: Path | None = None, **config_flags) -> dict:
 
 
 def _cache(c: Config) -> ResponseCache:
+    from simulator.models.cache import ResponseCache, duration, user_cache_dir  # the cache's module loads the model client
+
     return ResponseCache.open(c.cache_dir or user_cache_dir(), max_bytes=c.cache_max_mb << 20,
                               expiry_s=duration(c.cache_expiry) if c.cache_expiry else None)  # fmt: skip
 

@@ -208,7 +208,7 @@ def test_cli_batch_runs_show_grade_export(tmp_path):
         batch = nextstep("batch", "--personas", "aloof,unsure", "--max-turns", "2", "--run-id", "r1", "--base-url", url, "--db", db)
         assert batch.returncode == 0, batch.stderr
         assert "agreement between judges" not in batch.stdout  # one judge: nothing to agree on
-        assert "run r1" in batch.stdout and "contact (number/email)" in batch.stdout and "nextstep show r1" in batch.stdout
+        assert "run r1" in batch.stdout and "contact: number or email exchanged" in batch.stdout and "nextstep show r1" in batch.stdout
         listing = nextstep("runs", "--db", db)
         assert "r1" in listing.stdout and listing.returncode == 0
         regrade = nextstep("grade", "r1", "--judges", "2", "--base-url", url, "--db", db)

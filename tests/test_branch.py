@@ -17,7 +17,7 @@ from simulator.conversation.runner import fork_point, run_episode
 from simulator.core.errors import UserError
 from simulator.core.records import Episode, RunSpec, Turn
 from simulator.runs.branch import fork_turn
-from simulator.storage.store import ADDED_COLUMNS, Store
+from simulator.storage.store import ADDED_CALL_COLUMNS, ADDED_COLUMNS, Store
 
 TURNS = [Turn.model_validate(t) for t in [
     {"index": 0, "speaker": "practitioner", "text": "Hi.", "intent": "small_talk"},
@@ -96,13 +96,15 @@ def test_branch_bad_input_is_one_line_and_exit_2(tmp_path, args, fragment):
 
 def test_old_databases_open_and_gain_the_link_columns(tmp_path):
     db = _parent_db(tmp_path)
-    with sqlite3.connect(db) as conn:  # as a database made before branches existed
-        for column in ADDED_COLUMNS:
-            conn.execute(f"ALTER TABLE episodes DROP COLUMN {column}")
+    with sqlite3.connect(db) as conn:  # as a database made before branches (and prices) existed
+        for table, columns in (("episodes", ADDED_COLUMNS), ("calls", ADDED_CALL_COLUMNS)):
+            for column in columns:
+                conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     with Store(db) as store:
         assert store.episode("parent000001").turns == TURNS
-        have = {row[1] for row in store.conn.execute("PRAGMA table_info(episodes)")}
-        assert set(ADDED_COLUMNS) <= have
+        for table, columns in (("episodes", ADDED_COLUMNS), ("calls", ADDED_CALL_COLUMNS)):
+            have = {row[1] for row in store.conn.execute(f"PRAGMA table_info({table})")}
+            assert set(columns) <= have, table
 
 
 # Stub answers that never end a conversation early (no goodbye, no leaving), so every parent can be forked.

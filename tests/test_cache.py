@@ -47,8 +47,8 @@ def drifting(n: int, body: dict):
 
 
 def outcomes(records: list[Episode]) -> list:
-    """What a run found, without how it was asked (latency, whether the cache answered)."""
-    strip = {"latency_s", "from_cache"}
+    """What a run found, without how it was asked (latency, whether the cache answered, so what it cost: a hit is $0)."""
+    strip = {"latency_s", "from_cache", "cost_usd"}
     return [(e.cell, e.rep, e.status, [t.model_dump() for t in e.turns], e.outcome, e.fidelity,
              [v.model_dump(exclude={"calls": {"__all__": strip}}) for v in e.verdicts],
              [c.model_dump(exclude=strip) for c in e.calls]) for e in records]  # fmt: skip
@@ -93,7 +93,7 @@ async def test_grading_a_run_twice_asks_the_endpoint_once(tmp_path, cache_on):
     assert asked == sum(len(v.calls) for vs in first for v in vs) + 1 > 1 and len(stub.requests) == asked  # the second time none
     # (+ 1: the evaluator model's test call, asked the first time, answered from the cache the second)
     assert all(c.from_cache for vs in second for v in vs for c in v.calls)
-    strip = {"calls": {"__all__": {"latency_s", "from_cache"}}}
+    strip = {"calls": {"__all__": {"latency_s", "from_cache", "cost_usd"}}}  # a hit costs $0
     assert [[v.model_dump(exclude=strip) for v in vs] for vs in second] == [[v.model_dump(exclude=strip) for v in vs] for vs in first]
 
 

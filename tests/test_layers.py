@@ -18,11 +18,13 @@ LAYERS = [
     ["evaluations.judge", "simulator.storage"],
     ["simulator.runs", "evaluations.analysis"],
     ["simulator.api"],
+    ["simulator.view"],  # the viewer: a layer of its own that reads the store and the analysis, never the models
     ["simulator.cli"],
     ["simulator.__main__"],
 ]
 RANK = {folder: rank for rank, folders in enumerate(LAYERS) for folder in folders}
-ONLY = {"simulator.storage": {"simulator.core"}}  # the store reads and writes records and nothing else
+ONLY = {"simulator.storage": {"simulator.core"},  # the store reads and writes records and nothing else
+        "simulator.view": {"simulator.core", "simulator.storage", "evaluations.analysis"}}
 
 
 def folder(module: str) -> str | None:

@@ -74,7 +74,7 @@ def test_the_commands_read_a_0_1_0_database(old_db, tmp_path):
     shown = nextstep("show", graded[:6], "--db", str(old_db))
     assert shown.returncode == 0 and "verdict" in shown.stdout and "Traceback" not in shown.stderr, shown.stderr
     summary = nextstep("show", "old-batch", "--db", str(old_db), env={**os.environ, "COLUMNS": "200"})  # the summary tables
-    assert summary.returncode == 0 and "contact (number/email)" in summary.stdout, summary.stderr
+    assert summary.returncode == 0 and "contact: number or email exchanged" in summary.stdout, summary.stderr
     for run in ("old-batch", "old-branch", "play-persona"):
         assert export(run, old_db, "jsonl", tmp_path / f"{run}.jsonl") == len(load_run(run, old_db)) > 0
         assert nextstep("export", run, "--format", "csv", "-o", str(tmp_path / f"{run}.csv"), "--db", str(old_db)).returncode == 0
@@ -82,12 +82,24 @@ def test_the_commands_read_a_0_1_0_database(old_db, tmp_path):
     assert nextstep("compare", "old-batch", "--db", str(old_db), "--include-unfaithful").returncode == 0
 
 
-async def test_a_0_1_0_run_resumes_under_its_own_id(old_db):
+def _prompts_of(db: Path, folder: Path) -> Path:
+    """The prompt templates the database's runs were made with, as files in `folder` (the store keeps their texts)."""
+    folder.mkdir()
+    with sqlite3.connect(db) as conn:
+        for name, text in conn.execute("SELECT name, text FROM prompts WHERE name != 'rubric'"):
+            (folder / f"{name}.j2").write_text(text)
+    return folder
+
+
+async def test_a_0_1_0_run_resumes_under_its_own_id(old_db, tmp_path):
+    # The shipped prompts have changed since 0.1.0 (issue 25 laid them out for prefix caches), and an edited prompt
+    # makes a new run: the old run resumes with the prompts it was made with.
+    prompts = _prompts_of(old_db, tmp_path / "prompts-0.1.0")
     with StubServer() as url:
-        assert await run_grid(resume="old-batch", db=old_db, base_url=url) == "old-batch"
+        assert await run_grid(resume="old-batch", db=old_db, base_url=url, prompts_dir=prompts) == "old-batch"
         # The same grid again finds the same run (its id is the hash of the spec 0.1.0 stored) and has nothing left to do.
         grid = {"personas": "friendly,aloof,unsure", "strategies": "common_interest", "max_turns": 2, "judges": 1}
-        assert await run_grid(grid, db=old_db, base_url=url, run_id="old-batch") == "old-batch"
+        assert await run_grid(grid, db=old_db, base_url=url, run_id="old-batch", prompts_dir=prompts) == "old-batch"
     with Store(old_db) as store:
         episodes = store.episodes("old-batch")
     assert [e.status for e in episodes] == ["succeeded"] * 3  # the failed one retried, the ungraded one graded again

@@ -60,10 +60,10 @@ def test_report_is_self_contained_and_escaped(runs):
     page = render_report(a, db)
     assert "<script" not in page  # the hostile turn is text, not an element, and we ship no scripts
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "**bold**" in page
-    assert page.count("<svg") == 3  # heatmap, interest curves, condition bars
+    assert page.count("<svg") == 5  # heatmap, interest curves, condition bars, strategy chart, strategy x persona
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
     assert not re.search(r"url\((?!#)", page) and "@import" not in page  # only in-page references: no web fonts
-    for text in ("aloof", "friendly", "unsure", "contact rate", "kruskal-wallis", "<details>", "Provenance", a):
+    for text in ("aloof", "friendly", "unsure", "contact rate", "kruskal-wallis", "<details id=\"ep-", "Provenance", a):
         assert text in page
 
 
@@ -147,10 +147,60 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     text = re.sub(r"<[^>]+>", " ", dom)
     for name in ("aloof", "friendly", "unsure", "What changed", "Transcripts"):
         assert name in text
-    assert dom.count("<svg") == 3 and "<script" not in dom
+    assert dom.count("<svg") == 6 and "<script" not in dom  # and the paired differences
     shot = tmp_path / "shot.png"
     subprocess.run([*base, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000
     image = Image.open(shot).convert("RGB")
     assert image.size == (1280, 2000)
     assert len(image.getcolors(maxcolors=1 << 20)) > 50  # plots and tables, not a blank page
+
+
+def test_report_shows_the_strategies(runs):
+    """Per-strategy contact with intervals, a strategy chart, the strategy x persona heatmap and the tests."""
+    db, a, b = runs
+    page = render_report(a, db)
+    strategies = page[page.index("<h2>Strategies</h2>"):page.index("<h2>Persona fidelity audit</h2>")]
+    assert "contact rate by strategy, Wilson 95% CI" in strategies and "contact rate, strategy × persona" in strategies
+    assert strategies.count("<svg") == 2 and "Do the strategies differ?" in strategies and "fisher exact" in strategies
+
+
+def test_report_vs_ranks_the_strategies_with_kendall_tau(runs):
+    """As `compare A B` prints: the strategies' order on each side and Kendall's tau-b between them."""
+    from evaluations.analysis.compare import compare_runs, load_pair
+
+    db, a, b = runs
+    page = render_report(b, db, vs=a)
+    ranking = compare_runs(*load_pair(a, b, db))["ranking"]
+    assert "Strategies ranked in A and in B" in page
+    tau = ranking["contact"]["tau"]
+    assert f"Kendall's τ-b {'n/a' if tau is None else f'{tau:.2f}'}" in page
+    assert all(row["strategy"] in page for row in ranking["contact"]["rows"])
+
+
+def test_report_takes_include_unfaithful(runs, tmp_path):
+    db, a, b = runs
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(compare_cli.app, ["report", a, "--include-unfaithful", "-o", str(out), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "out-of-character episodes kept: --include-unfaithful" in out.read_text()
+
+
+def test_report_layout_for_readers(runs, monkeypatch):
+    """A --vs report opens with the comparison and its paired-difference plot; transcripts say how many of how many
+    and can all be shown; each label names the profile; fidelity warnings link to their episodes."""
+    import evaluations.analysis.report as report
+
+    db, a, b = runs
+    page = render_report(b, db, vs=a)
+    assert page.index("<h2>What changed</h2>") < page.index("<h2>Persona reactions</h2>")
+    assert "paired differences" in page[page.index("<h2>What changed</h2>"):page.index("<h2>Persona reactions</h2>")]
+    with Store(db) as store:
+        n = len(store.episodes(b))  # 3 personas x 2 strategies x 3 reps
+    assert n == 18 and f"<h2>Transcripts: {n} of {n}</h2>" in page
+    assert "man-woman · rep 0" in page  # the profile in each label
+    monkeypatch.setattr(report, "MAX_EPISODES", 5)
+    assert "<h2>Transcripts: 5 of 18</h2>" in render_report(b, db) and "--all-transcripts" in render_report(b, db)
+    assert "<h2>Transcripts: 18 of 18</h2>" in render_report(b, db, all_transcripts=True)
+    links = re.findall(r'<a href="#ep-(\w+)">', page)
+    assert all(f'id="ep-{i}"' in page for i in links)  # each link finds its transcript

@@ -86,7 +86,8 @@ def test_round_trip(db):
     assert db.conn.execute("SELECT text FROM prompts WHERE hash = 'h1'").fetchone()[0] == "You are {{ x }}."
     assert db.run("r1")["counts"] == {"succeeded": 1}
     assert db.runs()[0] | {"created_at": None} == {"id": "r1", "created_at": None, "episodes": 1, "succeeded": 1, "ungraded": 0,
-                                                    "failed": 0, "tokens": 126, "saved_tokens": 0, "planned": None}  # fmt: skip
+                                                    "failed": 0, "tokens": 126, "saved_tokens": 0, "cost_usd": None,
+                                                    "planned": None}  # fmt: skip
     with pytest.raises(UserError, match="no episode 'zzz'"):
         db.episode("zzz")
 

@@ -129,11 +129,17 @@ def _test(groups: dict[str, pd.Series], kind: str) -> dict:
     return {"omnibus": named(list(groups)), "pairwise": pairs}
 
 
+def group_tests(ok: pd.DataFrame, by: str) -> dict:
+    """Do the groups of `by` (persona, strategy) differ? Contact by chi-squared/Fisher, each measure by
+    Kruskal-Wallis, then every pair, Holm-adjusted."""
+    names = sorted(ok[by].unique()) if len(ok) else []
+    tests = {"contact": _test({n: ok.loc[ok[by] == n, "contact"] for n in names}, "rate")}
+    return tests | {m: _test({n: ok.loc[ok[by] == n, m] for n in names}, "scores") for m in MEASURES}
+
+
 def persona_tests(ok: pd.DataFrame) -> dict:
-    """Do the personas differ? Contact by chi-squared/Fisher, each measure by Kruskal-Wallis, then pairs."""
-    personas = sorted(ok["persona"].unique()) if len(ok) else []
-    tests = {"contact": _test({p: ok.loc[ok["persona"] == p, "contact"] for p in personas}, "rate")}
-    return tests | {m: _test({p: ok.loc[ok["persona"] == p, m] for p in personas}, "scores") for m in MEASURES}
+    """Do the personas differ? (`group_tests` by persona)."""
+    return group_tests(ok, "persona")
 
 
 def excluded(frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
@@ -147,15 +153,18 @@ def excluded(frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
 
 
 def persona_reactions(frame: pd.DataFrame, *, include_unfaithful: bool = False) -> dict:
-    """Per persona, persona x setting and persona x strategy, with tests across personas (issue 5, point 1)."""
+    """Per persona, persona x setting and persona x strategy, with tests across personas (issue 5, point 1); per
+    strategy, with tests across strategies (the variable a grid usually varies)."""
     base = {"episodes": len(frame), "include_unfaithful": include_unfaithful, "small_below": SMALL,
             "excluded": excluded(frame, include_unfaithful=include_unfaithful)}  # fmt: skip
     if frame.empty:
-        return base | {"n": 0, "personas": [], "persona_setting": [], "persona_strategy": [], "tests": {}}
+        return base | {"n": 0, "personas": [], "persona_setting": [], "persona_strategy": [], "tests": {}, "strategies": [],
+                       "strategy_tests": {}}  # fmt: skip
     ok = usable(frame, include_unfaithful=include_unfaithful)
     return clean(base | {
         "n": len(ok), "personas": _by(frame, ok, ["persona"]), "persona_setting": _by(frame, ok, ["persona", "setting"]),
         "persona_strategy": _by(frame, ok, ["persona", "strategy"]), "tests": persona_tests(ok),
+        "strategies": _by(frame, ok, ["strategy"]), "strategy_tests": group_tests(ok, "strategy"),
     })  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from evaluations.judge.rubric import CONDITIONS, FLAGS
 from evaluations.judge.rules import episode_scores
 from simulator.core.errors import UserError
 from simulator.core.files import replacing, write_atomic
-from simulator.core.records import Episode
+from simulator.core.records import Episode, usage
 from simulator.storage.store import Store
 
 from .agreement import panel_exchanged, panel_flags, panel_next_meeting, panel_scores
@@ -58,8 +58,29 @@ def episode_row(record: Episode) -> dict:
         **{c: scores.get(c) for c in CONDITIONS},
         **{f"flag_{f}": flags[f] for f in FLAGS},  # None where no judge's flags part was scored
         "prompt_tokens": use and use.prompt_tokens, "completion_tokens": use and use.completion_tokens,
-        "duration_s": record.duration_s,
+        "cost_usd": use.cost_usd if use else usage(record.all_calls()).cost_usd, "duration_s": record.duration_s,
     }  # fmt: skip
+
+
+def spend(frame) -> dict:
+    """A run's tokens and US dollars in all (None when some episode's are unknown: a partial sum would read as the
+    whole), and per succeeded episode, over the succeeded episodes whose figure is known (`*_known` of them).
+
+    `spend(frame)` -> {'tokens': 5400, 'cost_usd': 0.03, 'tokens_per_episode': 1800.0, 'cost_per_episode': 0.01,
+    'succeeded': 3, 'tokens_known': 3, 'cost_known': 3}
+    """
+    ok = frame[frame["status"] == "succeeded"] if len(frame) else frame
+    out = {"succeeded": len(ok)}
+    for key, per, known in (("tokens", "tokens_per_episode", "tokens_known"), ("cost_usd", "cost_per_episode", "cost_known")):
+        columns = ["prompt_tokens", "completion_tokens"] if key == "tokens" else [key]
+        if frame.empty or not set(columns) <= set(frame.columns):  # nothing spent; or a frame made without these figures
+            out |= {key: 0 if frame.empty else None, per: None, known: 0}
+            continue
+        values = frame[columns].sum(axis=1, min_count=len(columns))  # NaN where any part is unknown
+        mine = values[ok.index].dropna()
+        out[key] = None if values.isna().any() else float(values.sum())
+        out[per], out[known] = (float(mine.mean()) if len(mine) else None), len(mine)
+    return out
 
 
 def load_run(run_id: str, db: Path | str = "nextstep.db"):
@@ -175,12 +196,12 @@ def episode_list(frame, *, persona: str | None = None, setting: str | None = Non
     return rows.where(rows.notna(), None).to_dict("records")
 
 
-def summary(frame, by=("persona", "setting")) -> list[dict]:
+def summary(frame, by=("persona", "setting"), *, include_unfaithful: bool = False) -> list[dict]:
     """Per group: episodes, failed, ungraded, excluded by fidelity, the rates of contact (number or email), of a
-    social handle and of a concrete next meeting, and the mean score per condition."""
+    social handle and of a concrete next meeting, and the mean score per condition (over `usable` episodes)."""
     rows = []
     for key, group in frame.groupby(list(by), sort=True):
-        ok = usable(group)
+        ok = usable(group, include_unfaithful=include_unfaithful)
         rows.append({
             **dict(zip(by, key if isinstance(key, tuple) else (key,))),
             "episodes": len(group), "failed": int((group["status"] == "failed").sum()),

@@ -8,13 +8,14 @@ correlation a shared seed adds only makes the plan conservative.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from .frame import MEASURES, usable
+from .frame import MEASURES, spend, usable
 from .variance import nested_components
 
 ARE_WILCOXON = 3 / math.pi  # signed-rank vs t efficiency for normal differences (Lehmann, Nonparametrics, 1975)
@@ -129,6 +130,7 @@ def plan(frame: pd.DataFrame, *, contact_change: float = 0.1, score_change: floa
     share = len(ok) / len(frame) if len(frame) else None
     out = {"alpha": alpha, "power": power, "cells": cells, "episodes": len(frame), "n": len(ok), "usable_share": share,
            "measures": {}}  # fmt: skip
+    _planned = functools.partial(_plan, spent=spend(frame))
     if ok.empty:
         return out
     contact = nested_components(ok["contact"].astype(float), ok["cell"], ok["episode_id"])
@@ -150,11 +152,15 @@ def plan(frame: pd.DataFrame, *, contact_change: float = 0.1, score_change: floa
     return out
 
 
-def _planned(pairs: int | None, cells: int, n: int, pair_rate: float) -> dict:
-    """Usable pairs needed, and the repetitions per cell that leave that many at `pair_rate`:
-    {'n': 12, 'pairs': 40, 'usable_pair_rate': 0.5, 'reps_per_cell': 8} for 10 cells."""
+def _plan(pairs: int | None, cells: int, n: int, pair_rate: float, *, spent: dict) -> dict:
+    """Usable pairs needed, the repetitions per cell that leave that many at `pair_rate`, and the episodes of both runs
+    with their tokens and dollars: {'n': 12, 'pairs': 40, 'usable_pair_rate': 0.5, 'reps_per_cell': 8, 'episodes': 160,
+    'tokens': ..., 'cost_usd': ...} for 10 cells."""
     reps = math.ceil(pairs / (cells * pair_rate)) if pairs and cells and pair_rate else None
-    return {"n": n, "pairs": pairs, "usable_pair_rate": pair_rate, "reps_per_cell": reps}
+    episodes = 2 * reps * cells if reps else None
+    cost = lambda per: None if episodes is None or per is None else episodes * per  # noqa: E731
+    return {"n": n, "pairs": pairs, "usable_pair_rate": pair_rate, "reps_per_cell": reps, "episodes": episodes,
+            "tokens": cost(spent["tokens_per_episode"]), "cost_usd": cost(spent["cost_per_episode"])}  # fmt: skip
 
 
 def detectable(paired: pd.DataFrame, *, alpha: float = 0.05, power: float = 0.8) -> dict:

@@ -16,18 +16,20 @@ from .compare import (SHORT, compare_branches, compare_runs, fmt, fmt_ci, fmt_p,
                       which_test)
 from evaluations.judge.rubric import CONDITIONS
 from simulator.core.records import Episode, Turn
+from simulator.models.prices import money
 
 from .fidelity import audit
-from .frame import episode_row, judges_frame, usable
-from .plots import condition_bars, heatmap, interest_curves
+from .frame import episode_row, judges_frame, spend, usable
+from .plots import condition_bars, heatmap, interest_curves, paired_differences, strategy_bars
 from .tables import (agreement_rows, curve_rows, detectable_rows, pair_rows, persona_rows, repeats_rows,
-                     variance_rows)
+                     variance_note, variance_rows)
 
 MAX_EPISODES = 300  # transcripts shown; beyond this the file gets heavy and the statistics say more
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;color:#222;max-width:1180px;margin:24px auto;padding:0 16px}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;border-bottom:2px solid #ddd;margin-top:32px}
-table{border-collapse:collapse;margin:8px 0 16px;font-size:13px} th{background:#f4f4f4}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px;display:block;overflow-x:auto;max-width:100%}
+th{background:#f4f4f4} svg{max-width:100%;height:auto}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 td.num{text-align:right;font-variant-numeric:tabular-nums} .muted{color:#777}
 table.tight td,table.tight th{white-space:nowrap}
@@ -118,8 +120,11 @@ def episode(record: Episode) -> Html:
     raised = [(v.judge, f) for v in verdicts for f in (v.flags.raised if v.flags else [])]
     moving = {i for v in verdicts for t in v.transitions for i in t.turns}
     quotes = evidence(record)
-    head = " · ".join(escape(str(x)) for x in (record.persona, record.setting, record.strategy, record.rep))
-    parts = [f"<details><summary>{head}{_badges(record, sorted({f.flag for _, f in raised}))}</summary>"]
+    profile = record.profile.id if record.profile else None
+    head = " · ".join(escape(str(x)) for x in (record.persona, record.setting, record.strategy, profile, f"rep {record.rep}")
+                      if x is not None)
+    parts = [f'<details id="ep-{escape(record.id)}"><summary>{head}{_badges(record, sorted({f.flag for _, f in raised}))}'
+             "</summary>"]
     if record.caution:
         parts.append(f'<div class="caution">{escape(record.caution)}</div>')
     parts += [_turn(t, moving, quotes.get(t.index, [])) for t in record.turns]
@@ -186,6 +191,24 @@ def reactions_section(r: dict, records: list[Episode]) -> list[str]:
     ]
 
 
+def strategies_section(r: dict) -> list[str]:
+    """Contact per strategy with its interval, strategy x persona, and the tests between strategies."""
+    rows = r["strategies"]
+    if len(rows) < 2:
+        return [f"<p>One strategy ({escape(', '.join(str(x['strategy']) for x in rows))}): nothing to compare.</p>"]
+    table_rows = [[x["strategy"], _n(x), fmt_ci(x["contact"], percent=True), fmt_ci(x["next_meeting"], percent=True),
+                   fmt_ci(x["mean_interest"]), fmt_ci(x["mean_comfort"])] for x in rows]  # fmt: skip
+    tests = [[m, which_test(t["omnibus"]), fmt(t["omnibus"]["statistic"]), fmt_p(t["omnibus"]["p"]),
+              f"{fmt(t['omnibus']['effect'])} {t['omnibus']['effect_name']}", _pairs(t)] for m, t in r["strategy_tests"].items()]
+    return [
+        f'<div class="plots">{strategy_bars(rows)}{heatmap(r["persona_strategy"], "strategy", "persona")}</div>',
+        table(["strategy", "n", "contact (number/email) [95% CI]", "next meeting [95% CI]", "interest 0-10", "comfort 0-10"],
+              table_rows, {1}),
+        "<h3>Do the strategies differ?</h3>", table(["measure", "test", "statistic", "p", "effect", "pairs"], tests),
+        '<p class="muted">The same tests as between personas, across strategies.</p>',
+    ]
+
+
 def cautions(records: list[Episode]) -> list[str]:
     """One warning per strategy that carries a caution (a negative baseline), wherever its numbers are shown."""
     found = {r.strategy: r.caution for r in records if r.caution}
@@ -196,6 +219,7 @@ def variance_section(r: dict) -> list[str]:
     """Variance components, the judges' agreement and contact@k."""
     v = r["variance"]
     out = [table(*variance_rows(v), set(range(1, 8))),
+           f'<p class="muted">{escape(variance_note(v))}.</p>',
            '<p class="muted">Method-of-moments nested random-effects ANOVA: episodes (repetitions, one seed each) '
            "within cells, judges' scores within episodes; negative estimates are set to 0 and said. Contact is read "
            "from the turns (no judge level); judged contact is each judge's reading.</p>"]
@@ -208,10 +232,17 @@ def variance_section(r: dict) -> list[str]:
                   "all end in an exchange (pass^k) and that at least one does (pass@k), averaged over cells.</p>"]
 
 
+def _episode_links(ids: list[str], show: int = 8) -> Html:
+    """Links to the first few episodes' transcripts, and how many more: not hundreds of ids in a row."""
+    links = ", ".join(f'<a href="#ep-{escape(i)}">{escape(i)}</a>' for i in ids[:show])
+    more = f" and {len(ids) - show} more (nextstep personas RUN lists them)" if len(ids) > show else ""
+    return Html(f"{len(ids)} episode(s): {links}{more}")
+
+
 def audit_section(a: dict) -> list[str]:
     """The persona fidelity audit: types against their files, curves, separation, and warnings with episodes."""
-    warnings = [f"<li><b>{escape(w['message'])}</b>" + (f'<br><span class="muted">episodes: {escape(", ".join(w["episodes"]))}'
-                "</span>" if w["episodes"] else "") + "</li>" for w in a["warnings"]]  # fmt: skip
+    warnings = [f"<li><b>{escape(w['message'])}</b>" + (f'<br><span class="muted">{_episode_links(w["episodes"])}</span>'
+                if w["episodes"] else "") + "</li>" for w in a["warnings"]]  # fmt: skip
     return [
         table(*persona_rows(a), {1, 2}), table(*curve_rows(a)), table(*pair_rows(a)),
         f"<ul>{''.join(warnings)}</ul>" if warnings else "<p>No warnings: every type behaves within its file and the "
@@ -228,13 +259,27 @@ def comparison_section(c: dict) -> list[str]:
     diffs = [[d["field"], json.dumps(d["a"]) + mixed(d, "A"), json.dumps(d["b"]) + mixed(d, "B")] for d in c["differences"]]
     out.append(table(["differs", "A", "B"], diffs) if diffs else "<p>The runs were made the same way.</p>")
     out += [diff_block(d["diff"]) for d in c["differences"] if d.get("diff")]
+    out += ranking_section(c["ranking"])
     p = c["pairing"]
     if p["reason"]:
         return out + [f"<p><b>{escape(p['reason'])}</b></p>"]
     out.append(f"<p>{p['paired']} episodes paired by cell, rep and seed; {p['excluded']} matched but failed or out of "
                f"character on a side; {p['only_a']} only in A, {p['only_b']} only in B.</p>")
-    return out + [*tests_section(c["tests"]), cells_table(c["cells"]),
+    return out + [paired_differences(c["tests"], SHORT), *tests_section(c["tests"]), cells_table(c["cells"]),
                   "<h3>What these pairs could detect</h3>", table(*detectable_rows(c["detectable"]), {1})]
+
+
+def ranking_section(r: dict) -> list[str]:
+    """The strategies' order in A and in B, per measure, with Kendall's tau-b between the two orders."""
+    if r.get("reason"):
+        return [f'<p class="muted">Strategy ranking: {escape(r["reason"])}</p>']
+    out = ["<h3>Strategies ranked in A and in B</h3>"]
+    for m in ("contact", "mean_interest"):
+        x = r[m]
+        rows = [[row["strategy"], fmt(row["a"]), fmt(row["rank_a"], 0), fmt(row["b"]), fmt(row["rank_b"], 0)] for row in x["rows"]]
+        out += [f"<p>By {escape(SHORT.get(m, m))} (A n={x['n_a']}, B n={x['n_b']}): Kendall's τ-b {fmt(x['tau'])}</p>",
+                table(["strategy", "A", "rank A", "B", "rank B"], rows, {1, 2, 3, 4})]
+    return out
 
 
 def tests_section(tests: dict, a: str = "A", b: str = "B") -> list[str]:
@@ -286,8 +331,10 @@ def branches_section(c: dict, records: list[Episode]) -> list[str]:
     return out
 
 
-def render_report(run_id: str, db: Path | str, *, vs: str | None = None, personas_dir: Path | None = None) -> str:
-    """The whole report as one HTML string; `vs` names a baseline run to compare this one with, paired."""
+def render_report(run_id: str, db: Path | str, *, vs: str | None = None, personas_dir: Path | None = None,
+                  include_unfaithful: bool = False, all_transcripts: bool = False) -> str:
+    """The whole report as one HTML string; `vs` names a baseline run to compare this one with, paired;
+    `include_unfaithful` keeps out-of-character episodes in the statistics."""
     from simulator.conversation.catalog import load_catalog
     from simulator.storage.store import Store
 
@@ -297,35 +344,46 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
         run, records = store.run(run_id), store.episodes(run_id)
         notes = [completion_note(r, store.completion(r)) for r in (run_id, vs) if r]
     frame = pd.DataFrame([episode_row(r) for r in records])
-    r, spec = run_analysis(frame, judges_frame(records)), run["spec"]
+    r, spec = run_analysis(frame, judges_frame(records), include_unfaithful=include_unfaithful), run["spec"]
     fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.catalog)
-    used = set(usable(frame)["episode_id"]) if len(frame) else set()
+    used = set(usable(frame, include_unfaithful=include_unfaithful)["episode_id"]) if len(frame) else set()
+    spent = spend(frame)
     abandoned = f', {r["excluded"]["abandoned"]} abandoned by a person' if r["excluded"]["abandoned"] else ""
+    kept = " (out-of-character episodes kept: --include-unfaithful)" if include_unfaithful else ""
     body = [f"<h1>nextstep report: {escape(run_id)}</h1>", f"<p><b>{'<br>'.join(map(escape, notes))}</b></p>",
             f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
             f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
-            f'out of character{abandoned}. '
+            f'out of character{abandoned}{kept}. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
+            *(["<h2>What changed</h2>",
+               *comparison_section(compare_runs(*load_pair(vs, run_id, db), include_unfaithful=include_unfaithful))]
+              if vs else []),  # a --vs report is read for the comparison: it comes first
             "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x.id in used]), *cautions(records),
+            "<h2>Strategies</h2>", *strategies_section(r),
             "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),
             "<h2>Where the variance comes from</h2>", *variance_section(r)]
-    if vs:
-        body += ["<h2>What changed</h2>", *comparison_section(compare_runs(*load_pair(vs, run_id, db)))]
     if spec.branch is not None:
         body += ["<h2>Branches: treatment and control from identical prefixes</h2>",
-                 *branches_section(compare_branches(run, frame), [x for x in records if x.branch])]
+                 *branches_section(compare_branches(run, frame, include_unfaithful=include_unfaithful),
+                                   [x for x in records if x.branch])]
     order = lambda x: (x.persona, x.setting, x.strategy, x.rep or 0)  # noqa: E731
     shown = sorted(records, key=order)
-    body += ["<h2>Transcripts</h2>", '<p class="muted">Orange: turns in a transition. Yellow: evidence a judge quoted '
-             "(hover for the condition, score and reason). Red: a flag's evidence.</p>", *map(episode, shown[:MAX_EPISODES])]
-    if len(shown) > MAX_EPISODES:
-        body.append(f"<p>… {len(shown) - MAX_EPISODES} more episodes not shown (nextstep show EPISODE_ID).</p>")
+    limit = len(shown) if all_transcripts else MAX_EPISODES
+    every = "" if len(shown) <= limit else (f" (the first {limit} in persona, setting, strategy order; all of them: "
+                                             f"nextstep report {escape(run_id)} --all-transcripts)")  # fmt: skip
+    body += [f"<h2>Transcripts: {min(limit, len(shown))} of {len(shown)}</h2>",
+             f'<p class="muted">Showing {min(limit, len(shown))} of {len(shown)} episodes{every}. Orange: turns in a '
+             "transition. Yellow: evidence a judge quoted (hover for the condition, score and reason). Red: a flag's "
+             "evidence.</p>", *map(episode, shown[:limit])]
     prov = [["created", run["created_at"]], ["nextstep version", run["version"]], ["backend", spec.backend],
             ["models", json.dumps(spec.models)], ["episodes by status", json.dumps(run["counts"])],
+            ["tokens", "unknown" if spent["tokens"] is None else f"{spent['tokens']:,.0f}"],
+            ["cost", money(spent["cost_usd"]) + (f" ({money(spent['cost_per_episode'])} per succeeded episode)"
+                                                 if spent["cost_per_episode"] is not None else "")],
             ["experiment", json.dumps(spec.experiment)],
             *[[f"prompt {k}", ", ".join(v) + " (mixed)" if isinstance(v, tuple) else v]
               for k, v in sorted(run_prompts(run, records).items())],
             *[[k, v] for k, v in sorted((spec.catalog or {}).items())]]
     body += ["<h2>Provenance</h2>", table(["", ""], prov)]
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>nextstep report {escape(run_id)}'
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>nextstep report {escape(run_id)}'
             f"</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -5,6 +5,8 @@ Each function returns (head, rows) of plain strings; '*' marks figures resting o
 
 from __future__ import annotations
 
+from simulator.models.prices import money
+
 from .compare import SHORT, fmt, fmt_ci
 
 COMPONENTS = ("cell", "rep", "judge")
@@ -20,15 +22,25 @@ def _star(n, small: bool) -> str:
 
 def variance_rows(v: dict) -> tuple[list[str], list[list[str]]]:
     """Per measure: cells, episodes, values, each component's share of the variance, the total, what was clipped."""
-    head = ["measure", "cells", "episodes", "values", "between cells", "repetition (seed)", "judge", "total var", "note"]
+    head = ["measure", "cells", "eps", "values", "cell", "rep", "judge", "total", "set to 0"]
     rows = []
     for m, r in v["measures"].items():
-        note = ("judge noise is inside repetition (one value per episode)" if r["components"]["judge"] is None
-                and r["n"]["values"] else "") + ("; " if r["clipped"] else "") + ", ".join(f"{c} < 0 set to 0" for c in r["clipped"])
-        shares = [_pct(r["share"][c]) if r["components"][c] is not None else "-" for c in COMPONENTS]
+        inside = r["components"]["judge"] is None and r["n"]["values"]
+        shares = [_pct(r["share"][c]) if r["components"][c] is not None else "in rep." if c == "judge" and inside else "-"
+                  for c in COMPONENTS]  # fmt: skip
         rows.append([SHORT.get(m, m), _star(r["n"]["cells"], r["small"]), str(r["n"]["episodes"]), str(r["n"]["values"]),
-                     *shares, fmt(r["total"], 3), note.strip("; ")])  # fmt: skip
+                     *shares, fmt(r["total"], 3), ", ".join(r["clipped"])])  # fmt: skip
     return head, rows
+
+
+def variance_note(v: dict) -> str:
+    """What a variance table's columns mean, said once under it rather than in every row."""
+    note = ("eps: episodes; values: scores (one per judge); cell, rep, judge: each one's share of the measure's total "
+            "variance (between cells, between repetitions of a cell, each with its own seed, and between judges); "
+            "set to 0: components estimated below 0")
+    if any(r["components"]["judge"] is None and r["n"]["values"] for r in v["measures"].values()):
+        note += "; judge 'in rep.': one value per episode, so judge noise is inside repetition"
+    return note
 
 
 def agreement_rows(a: dict) -> tuple[list[str], list[list[str]]]:
@@ -56,6 +68,19 @@ def plan_rows(p: dict) -> tuple[list[str], list[list[str]]]:
                      str(r["pairs"] or "-"), _pct(r["usable_pair_rate"]), str(r["reps_per_cell"] or "-"),
                      r["reason"] or ""])  # fmt: skip
     return head, rows
+
+
+def plan_costs(p: dict) -> list[str]:
+    """What each reachable plan costs, both runs at its repetitions, at this run's spend per succeeded episode:
+    '$4.20 (1,234,000 tokens) to detect +0.15 contact at 80% power: 2 runs x 5 reps x 9 cells = 90 episodes'."""
+    lines = []
+    for m, r in p["measures"].items():
+        if r["episodes"]:
+            tokens = "unknown" if r["tokens"] is None else f"{r['tokens']:,.0f}"
+            lines.append(f"{money(r['cost_usd'])} ({tokens} tokens) to detect {r['change']:+} {SHORT.get(m, m)} at "
+                         f"{p['power']:.0%} power: 2 runs x {r['reps_per_cell']} reps x {p['cells']} cells = "
+                         f"{r['episodes']} episodes")  # fmt: skip
+    return lines
 
 
 def detectable_rows(d: dict) -> tuple[list[str], list[list[str]]]:

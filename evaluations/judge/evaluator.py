@@ -255,7 +255,7 @@ async def grade_outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> di
     table = sentence_table(turns)
     persona = contact_turns(turns)
     for attempt in range(judge.reasks + 1):
-        prompt = judge.prompts.render("evaluator_outcome", transcript=numbered(turns), feedback=feedback)
+        prompt = judge.prompts.render("evaluator_outcome", setting=ep["setting_entry"], transcript=numbered(turns), feedback=feedback)
         try:
             answer = await judge.ask(prompt, _outcome_model(), "outcome", calls, k + attempt, 200,
                                   {"outcome": _ids(table, persona)})

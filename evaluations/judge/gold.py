@@ -46,6 +46,9 @@ class GoldItem(_Strict):
     flags: list[Literal[FLAGS]] = []
     exchanged: Exchanged
     rationale: Optional[str] = None  # why the labels are what they are, for the next reader who disputes one
+    labeller: Optional[str] = None  # who labelled it, when and from which run (`nextstep label`)
+    labelled_at: Optional[str] = None
+    run_id: Optional[str] = None
 
     def episode(self) -> dict:
         """The transcript in the shape the evaluator grades (numbered turns, no telemetry)."""

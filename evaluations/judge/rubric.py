@@ -8,7 +8,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from simulator.conversation.prompts import text_hash
 from simulator.core.files import data_dir, read_yaml, validate
 
 CONDITIONS = ("agenda_clarity", "congruence", "genuine_interest", "timing", "natural_bridge", "setting_fit")
@@ -60,6 +59,8 @@ def rubric_path(rubric_file: Path | None = None, prompts_dir: Path | None = None
 
 def load_rubric(rubric_file: Path | None = None, prompts_dir: Path | None = None) -> tuple[Rubric, str]:
     """The validated rubric and its hash (recorded with every verdict)."""
+    from simulator.conversation.prompts import text_hash  # with jinja2: CONDITIONS alone (the CLI's tables) stays light
+
     path = rubric_path(rubric_file, prompts_dir)
     rubric = validate(Rubric, read_yaml(path), str(path))
     return rubric, text_hash(rubric.model_dump_json())

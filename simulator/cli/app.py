@@ -5,18 +5,34 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import Annotated
 
 import typer
 
 from simulator.core.errors import UserError
 from simulator.core.redact import RedactingFilter, redact
 
-from . import batch, branch, cache, compare, grade, play, run, serve, store
+from . import batch, branch, cache, compare, grade, play, run, serve, store, view
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
-                  add_completion=False, pretty_exceptions_enable=False)
-for group in (run, grade, batch, store, serve, compare, branch, play, cache):
+                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
+for group in (run, grade, batch, store, serve, compare, branch, play, cache, view):
     app.add_typer(group.app)
+
+
+def _version(given: bool) -> None:
+    if given:
+        from simulator.core.records import package_version
+
+        typer.echo(f"nextstep {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:  # fmt: skip
+    """Simulate the step from a pleasant chat to swapping contact details, and grade it."""
 
 
 def main() -> None:
@@ -34,7 +50,8 @@ def main() -> None:
         code = 130
     except typer.TyperException as e:  # usage errors from the command-line parser
         ctx = getattr(e, "ctx", None)
-        _fail(f"{ctx.command_path}: {e.format_message()}" if ctx else e.format_message(), getattr(e, "exit_code", 2))
+        command = ctx.command_path.removeprefix("nextstep").strip() if ctx else ""  # 'nextstep: error:' says the rest
+        _fail(f"{command}: {e.format_message()}" if command else e.format_message(), getattr(e, "exit_code", 2))
     if code == 130:  # typer returns 130 for a KeyboardInterrupt inside a command
         _fail("interrupted", 130)
     _exit(code if isinstance(code, int) else 0)

@@ -12,6 +12,7 @@ import simulator.api as api
 from simulator.core.records import Episode
 
 from .options import Db, Judges, PromptsDir, RoleModel, config_options
+from .progress import progress_bar
 from .show import console
 
 app = typer.Typer()
@@ -29,10 +30,10 @@ def branch(
     prompts_dir: PromptsDir = None, practitioner_model: RoleModel = None, persona_model: RoleModel = None,
     reps: Annotated[int, typer.Option(min=1, help="Continuations per prefix in each arm (treatment and control).")] = 4,
     judges: Judges = 1,
-    max_turns: Annotated[Optional[int], typer.Option(min=1, help="Most rounds in all \\[default: the parent's].")] = None,
+    max_turns: Annotated[Optional[int], typer.Option(min=1, help="Most rounds in all [default: the parent's].")] = None,
     base_prompts: Annotated[Optional[Path], typer.Option(help="The prompt directory the parents were made with, if "
                                                               "their run did not record it.")] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="Name the branch run \\[default: a hash of what it does].")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Name the branch run [default: a hash of what it does].")] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests in flight to the endpoint, judges' included "
                                                                    "(so also continuations).")] = None,
     db: Db = Path("nextstep.db"), *, config: dict,
@@ -42,21 +43,26 @@ def branch(
     The treatment is any of --strategy, --persona, --prompts-dir, --practitioner-model, --persona-model; the endpoint
     and the other settings are the parent run's unless given.
     """
+    plan = api.plan_branch(source, at=at, strategy=strategy, persona=persona, prompts_dir=prompts_dir,
+                           practitioner_model=practitioner_model, persona_model=persona_model, reps=reps, db=db)  # fmt: skip
+    for warning in plan["warnings"]:  # said before the first call is spent
+        console.print(f"[bold yellow]warning[/]: {escape(warning)}")
     counts: dict[str, list[int]] = {}
     failed = 0
+    with progress_bar(console, "continuations") as show:
+        def saved(record: Episode) -> None:
+            nonlocal failed
+            failed += record.status == "failed"
+            arm, exchanged = record.branch.arm, record.outcome and record.outcome.exchanged
+            k, n = counts.setdefault(arm, [0, 0])
+            counts[arm] = [k + (exchanged not in (None, "none")), n + 1]
+            done = sum(n for _, n in counts.values())
+            show(done, plan["continuations"], " · ".join(f"{a} {n} done, {k} exchanged" for a, (k, n) in sorted(counts.items())))
 
-    def saved(record: Episode) -> None:
-        nonlocal failed
-        failed += record.status == "failed"
-        arm, exchanged = record.branch.arm, record.outcome and record.outcome.exchanged
-        k, n = counts.setdefault(arm, [0, 0])
-        counts[arm] = [k + (exchanged not in (None, "none")), n + 1]
-        console.print(f"[dim]{record.branch.prefix} {arm} rep {record.rep}: {record.status}, exchanged {exchanged}[/]")
-
-    run, skipped, treatment = api.branch(source, at=at, strategy=strategy, persona=persona, prompts_dir=prompts_dir,
-                                         practitioner_model=practitioner_model, persona_model=persona_model, reps=reps,
-                                         judges=judges, max_turns=max_turns, base_prompts=base_prompts, run_id=run_id,
-                                         concurrency=concurrency, db=db, on_saved=saved, **config)  # fmt: skip
+        run, skipped, treatment = api.branch(source, at=at, strategy=strategy, persona=persona, prompts_dir=prompts_dir,
+                                             practitioner_model=practitioner_model, persona_model=persona_model, reps=reps,
+                                             judges=judges, max_turns=max_turns, base_prompts=base_prompts, run_id=run_id,
+                                             concurrency=concurrency, db=db, on_saved=saved, **config)  # fmt: skip
     for line in skipped:
         console.print(f"[yellow]left out[/] {escape(line)}")
     for arm, (k, n) in sorted(counts.items()):

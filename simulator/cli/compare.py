@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -32,10 +33,19 @@ def _n(row: dict) -> str:
     return f"{row['n']}*" if row["small"] else str(row["n"])
 
 
+def whole_headers(t: Table) -> Table:
+    """Each column at least as wide as its header's longest word: a header wraps between words, never cut in one."""
+    for column in t.columns:
+        column.min_width = max(map(len, str(column.header).split() or [""]))
+    return t
+
+
 def print_rows(console, title: str, head_rows: tuple[list[str], list[list[str]]]) -> None:
     """A (head, rows) pair from `evaluations.tables` as a rich table, every cell escaped."""
     head, rows = head_rows
-    t = Table(*map(escape, head), title=escape(title), title_justify="left")
+    t = Table(*map(escape, head), title=escape(title), title_justify="left", box=box.SIMPLE_HEAD)  # no rules: 80 columns
+    t.columns[0].no_wrap = True  # the row's name whole
+    whole_headers(t)
     for row in rows:
         t.add_row(*map(escape, row))
     console.print(t)
@@ -43,10 +53,11 @@ def print_rows(console, title: str, head_rows: tuple[list[str], list[list[str]]]
 
 def print_variance(r: dict, console) -> None:
     """Where the variance comes from, the judges' agreement, and contact@k."""
-    from evaluations.analysis.tables import agreement_rows, repeats_rows, variance_rows
+    from evaluations.analysis.tables import agreement_rows, repeats_rows, variance_note, variance_rows
 
     print_rows(console, "where the variance comes from (share of each measure's variance; * fewer than 5 cells)",
                variance_rows(r["variance"]))
+    console.print(f"[dim]{escape(variance_note(r['variance']))}[/]")
     if r["variance"]["agreement"]["judges"] > 1:
         print_rows(console, "agreement between judges (effective judges = k / (1 + (k - 1) mean r))",
                    agreement_rows(r["variance"]["agreement"]))
@@ -96,23 +107,61 @@ def print_reactions(run_id: str, r: dict, console) -> None:
         rates = Table("persona", by, "n", "contact [95% CI]", "interest", "comfort",
                       title=f"persona x {by} (* fewer than {r['small_below']} episodes)", title_justify="left")
         scores = Table("persona", by, *[SHORT[c] for c in CONDITIONS], title=f"mean score 1-5, persona x {by}",
-                       title_justify="left")
+                       title_justify="left", box=box.SIMPLE_HEAD)  # no rules: names whole within 80 columns
         for row in r[f"persona_{by}"]:
             key = (escape(str(row["persona"])), escape(str(row[by])))
             rates.add_row(*key, _n(row), fmt_ci(row["contact"], percent=True), fmt(row["mean_interest"]["mean"]),
                           fmt(row["mean_comfort"]["mean"]))
             scores.add_row(*key, *[fmt(row[c]["mean"]) for c in CONDITIONS])
+        for t in (rates, scores):
+            whole_headers(t)
+            for column in t.columns[:2]:
+                column.no_wrap = True
         console.print(rates, scores)
-    t = Table("measure", "test", "statistic", "p", "effect", "pairwise: p (Holm), effect",
-              title="differences between personas", title_justify="left")
-    for measure, test in r["tests"].items():
-        o = test["omnibus"]
-        pairs = "\n".join(f"{p['a']}-{p['b']}: {fmt_p(p['p_holm'])}, {fmt(p['effect'])}" for p in test["pairwise"])
-        t.add_row(SHORT.get(measure, measure), escape(which_test(o)), fmt(o["statistic"]), fmt_p(o["p"]),
-                  f"{fmt(o['effect'])} {o['effect_name']}", escape(pairs))
+    print_group_tests("differences between personas", r["tests"], console)
+    print_strategies(r, console)
+
+
+def print_group_tests(title: str, tests: dict, console) -> None:
+    """Omnibus then pairwise (Holm) tests across groups, stacked so that the table fits 80 columns: per measure a
+    row for all groups (the test), then a row per pair."""
+    from evaluations.analysis.compare import SHORT, fmt, fmt_p, which_test
+
+    t = Table("measure", "groups", "test", "p", "effect", title=f"{title} (pairs: p Holm-adjusted per measure)",
+              title_justify="left")  # fmt: skip
+    for measure, test in tests.items():
+        o, pairs = test["omnibus"], test["pairwise"]
+        kind = {"Cra": "V", "eps": "ε²", "Coh": "h"}.get(o["effect_name"][:3], "r")
+        pair_kind = "h" if measure == "contact" else "r"
+        t.add_row(SHORT.get(measure, measure), f"all {len(o['compared'])}", escape(which_test(o)), fmt_p(o["p"]),
+                  f"{kind} {fmt(o['effect'])}", end_section=not pairs)
+        for k, p in enumerate(pairs):
+            t.add_row("", escape(f"{p['a']}-{p['b']}"), "", fmt_p(p["p_holm"]), f"{pair_kind} {fmt(p['effect'])}",
+                      end_section=k == len(pairs) - 1)
     console.print(t)
-    console.print("[dim]contact: chi-squared (Fisher exact for two groups), effect Cramér's V (pairs: Cohen's h); "
-                  "scores: Kruskal-Wallis, effect epsilon-squared (pairs: Mann-Whitney, rank-biserial).[/]")
+    console.print("[dim]contact: chi-squared (Fisher exact for two groups), V Cramér's V, pairs Fisher with h Cohen's h; "
+                  "scores: Kruskal-Wallis, ε² epsilon-squared, pairs Mann-Whitney with r rank-biserial (second > first "
+                  "positive).[/]")
+
+
+def print_strategies(r: dict, console) -> None:
+    """Contact and private state per strategy, then the tests between strategies (when there are two or more)."""
+    from evaluations.analysis.compare import fmt, fmt_ci
+
+    if len(r["strategies"]) < 2:
+        names = ", ".join(str(row["strategy"]) for row in r["strategies"])
+        console.print(f"one strategy ({escape(names)}): nothing to compare between strategies")
+        return
+    t = Table("strategy", "n", "contact [95% CI]", "next meeting", "interest", "comfort",
+              title=f"contact by strategy (* fewer than {r['small_below']} episodes; interest and comfort: means 0-10)",
+              title_justify="left")  # fmt: skip
+    for row in r["strategies"]:
+        t.add_row(escape(str(row["strategy"])), _n(row), fmt_ci(row["contact"], percent=True),
+                  fmt_ci(row["next_meeting"], percent=True), fmt(row["mean_interest"]["mean"]), fmt(row["mean_comfort"]["mean"]))
+    for column in t.columns[:4]:
+        column.no_wrap = True  # names and intervals whole
+    console.print(t)
+    print_group_tests("differences between strategies", r["strategy_tests"], console)
 
 
 def print_paired_tests(tests: dict, title: str, console, a: str = "A", b: str = "B") -> None:
@@ -272,7 +321,7 @@ def plan(
     db: Db = Path("nextstep.db"), fmt: Format = "text", include_unfaithful: IncludeUnfaithful = False,
 ) -> None:
     """Repetitions per cell a paired `compare A B` needs to detect given changes, from this run's variance."""
-    from evaluations.analysis.tables import plan_rows
+    from evaluations.analysis.tables import plan_costs, plan_rows
 
     _check_format(fmt)
     result = api.plan_reps(run_id, contact_change=contact_change, score_change=score_change, alpha=alpha, power=power, db=db,
@@ -286,6 +335,8 @@ def plan(
                   "cells, enough to keep that many pairs. contact: exact McNemar power, twins independent given their "
                   "cell; scores (spread: sd of a pair's difference): paired t sample size divided by the Wilcoxon "
                   "efficiency 3/pi.[/]")
+    for line in plan_costs(result):
+        console.print(line)
 
 
 @app.command()
@@ -306,8 +357,10 @@ def report(
     run_id: Annotated[str, typer.Argument(help="The run to report on.")],
     vs: Annotated[Optional[str], typer.Option(help="A baseline run: adds the paired comparison (deltas: RUN_ID - VS).")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path("report.html"),
-    db: Db = Path("nextstep.db"), personas_dir: PersonasDir = None,
+    db: Db = Path("nextstep.db"), personas_dir: PersonasDir = None, include_unfaithful: IncludeUnfaithful = False,
+    all_transcripts: Annotated[bool, typer.Option(help="Every transcript, not the first 300.")] = False,
 ) -> None:
     """Write one self-contained HTML report (plots, tests, transcripts), viewable offline."""
-    api.report(run_id, vs=vs, db=db, personas_dir=personas_dir, output=output)
+    api.report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
+               all_transcripts=all_transcripts, output=output)
     console.print(f"wrote {output}")

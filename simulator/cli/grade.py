@@ -13,6 +13,7 @@ import simulator.api as api
 from simulator.core.records import Verdict
 
 from .options import ENDPOINT, FILES, Db, FidelityJudge, Judges, JudgeSeed, RubricFile, config_options
+from .progress import progress_bar
 from .show import console, print_verdict
 from .summary import print_alpha
 
@@ -25,23 +26,30 @@ JUDGE = (*ENDPOINT, "evaluator_model", *FILES)
 def grade(
     episodes: Annotated[list[str], typer.Argument(help="Episode JSON files or directories, run ids or episode ids.", show_default=False)],
     db: Db = Path("nextstep.db"), judges: Judges = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the first judge \\[default: 0].", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the first judge [default: 0].", show_default=False)] = None,
     rubric_file: RubricFile = None, fidelity_judge: FidelityJudge = False,
     replay: Annotated[Optional[Path], typer.Option(help="Answer from this bundle (`export --bundle`) alone, no endpoint, with "
                                                         "the judges and seeds of its verdicts.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every verdict as it comes.")] = False,
     *, config: dict,
 ) -> None:
     """Re-grade stored episodes without re-simulating, with their run's stored settings unless flags say otherwise;
     earlier verdicts are kept as history. New verdicts replace the old only where every judge answered; run again,
-    it grades only what is missing."""
+    it grades only what is missing. A progress bar, then a summary table; every verdict with --verbose."""
+    tally = {"verdicts": 0, "ungraded": 0}
+    with progress_bar(console, "grading") as show:
+        def graded(n: int, total: int, label: str, verdicts: list[Verdict]) -> None:
+            tally["verdicts"] += len(verdicts)
+            tally["ungraded"] += sum(not v.graded for v in verdicts)
+            if verbose:
+                console.print(f"[dim]graded {escape(label)}[/]")
+                for verdict in verdicts:
+                    print_verdict(verdict)
+            show(n, total, f"{tally['verdicts']} verdicts, {tally['ungraded']} ungraded")
 
-    def graded(n: int, total: int, label: str, verdicts: list[Verdict]) -> None:
-        console.print(f"[dim]graded {label}[/]")
-        for verdict in verdicts:
-            print_verdict(verdict)
-
-    result = api.grade(episodes, db=db, judges=judges, seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge,
-                       on_graded=graded, replay=replay, **config)  # fmt: skip
+        result = api.grade(episodes, db=db, judges=judges, seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge,
+                           on_graded=graded, replay=replay, **config)  # fmt: skip
+    print_grading(result["summary"])
     if result["judge_alpha"] is not None:
         print_alpha(result["judge_alpha"])
     if result["skipped"]:
@@ -72,6 +80,23 @@ def print_differences(differences: list[str], bundle: Path) -> None:
     for line in differences:
         console.print(f"  {line}", soft_wrap=True)
     raise typer.Exit(1)
+
+
+def print_grading(s: dict) -> None:
+    """What a grading pass found: verdicts by status, then per condition its grades by status and mean score."""
+    from evaluations.analysis.compare import fmt
+
+    ungraded = f", {s['ungraded']} ungraded (the endpoint failed; grade them again)" if s["ungraded"] else ", 0 ungraded"
+    console.print(f"{s['episodes']} episodes graded by {s['judges']} judge{'s' * (s['judges'] != 1)}: {s['verdicts']} "
+                  f"verdicts{ungraded}; {s['unscored_parts']} part(s) unscored")  # fmt: skip
+    t = Table("condition", "scored", "n/a", "unscored", "mean 1-5", title="grades over the new verdicts (n/a: does not "
+              "apply)", title_justify="left")  # fmt: skip
+    for c, r in s["conditions"].items():
+        t.add_row(c, str(r["scored"]), str(r["not_applicable"]), str(r["unscored"]), fmt(r["mean"]))
+    console.print(t)
+    console.print("flags raised: " + (", ".join(f"{f} {n}" for f, n in s["flags"].items()) or "none"))
+    console.print("judged exchanged: " + (", ".join(f"{x} {n}" for x, n in s["exchanged"].items()) or "-"))
+    console.print("[dim]every verdict: nextstep show EPISODE, or grade again with --verbose[/]")
 
 
 def _ci(x, ci) -> str:

@@ -10,10 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from simulator.models.config import Config
-from simulator.runs.batch import Experiment
-from simulator.runs.one import RUN_MAX_TURNS
+from simulator.runs.experiment import RUN_MAX_TURNS, Experiment
 
-_MAX_TURNS = "Most rounds (practitioner + persona) per episode \\[default: {}; or NEXTSTEP_MAX_TURNS, or max_turns in the config file]."
+_MAX_TURNS = "Most rounds (practitioner + persona) per episode [default: {}; or NEXTSTEP_MAX_TURNS, or max_turns in the config file]."
 
 # What an episode is: run and play.
 Setting = Annotated[str, typer.Option(help="Where they meet (see `nextstep catalog`).")]
@@ -24,7 +23,7 @@ PersonaGender = Annotated[str, typer.Option(help="man, woman or nonbinary.")]
 Seed = Annotated[int, typer.Option(help="Seed for every request; same seed, same conversation (local backend).")]
 
 # Grading.
-Judges = Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Independent judges per episode, 0 for none \\[default: 1].")]
+Judges = Annotated[Optional[int], typer.Option(min=0, show_default=False, help="Independent judges per episode, 0 for none [default: 1].")]
 JudgeSeed = Annotated[int, typer.Option(help="Seed of the first judge; a stored episode adds its own seed (as a batch does).")]
 RubricFile = Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML overriding the shipped one.")]
 FidelityJudge = Annotated[bool, typer.Option(help="Also ask the judge whether the persona stayed in character.")]
@@ -36,7 +35,7 @@ IncludeUnfaithful = Annotated[bool, typer.Option(help="Keep fidelity-flagged epi
 
 # The grid's own max_turns and temperature (batch); the same as config flags elsewhere.
 Temperature = Annotated[Optional[float], typer.Option(
-    help=f"Sampling temperature of the dialogue \\[default: {Config.model_fields['temperature'].default}].")]
+    help=f"Sampling temperature of the dialogue [default: {Config.model_fields['temperature'].default}].")]
 GridMaxTurns = Annotated[Optional[int], typer.Option(help=_MAX_TURNS.format(Experiment.model_fields["max_turns"].default))]
 
 # Config fields as flags (see `config_options`); the directories are also read on their own.
@@ -47,7 +46,7 @@ RoleModel = Annotated[Optional[str], typer.Option(help="Model for this role (ove
 CONFIG_OPTIONS = {
     "backend": Annotated[Optional[str], typer.Option(help="local (embedded model, default) or openai.", show_default=False)],
     "base_url": Annotated[Optional[str], typer.Option(help="Any OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")],
-    "api_key_env": Annotated[Optional[str], typer.Option(help="Environment variable holding the API key \\[default: OPENAI_API_KEY].")],
+    "api_key_env": Annotated[Optional[str], typer.Option(help="Environment variable holding the API key [default: OPENAI_API_KEY].")],
     "output_mode": Annotated[Optional[str], typer.Option(help="json_schema (OpenAI, vLLM, Ollama), json_object (llama.cpp) or "
                                                               "llguidance (llama.cpp built with it; the local default).")],
     "model": Annotated[Optional[str], typer.Option(help="Model for every role.")],
@@ -56,18 +55,20 @@ CONFIG_OPTIONS = {
     "evaluator_model": Annotated[Optional[str], typer.Option(help="Evaluator model(s), comma-separated; judges take them in turn.")],
     "timeout": Annotated[Optional[float], typer.Option(help="Seconds one request to the model may take in all, from sending it to "
                                                         "the answer's last byte; then it is abandoned (and retried) "
-                                                        f"\\[default: {Config.model_fields['timeout'].default:g}].")],
+                                                        f"[default: {Config.model_fields['timeout'].default:g}].")],
     "temperature": Temperature,
     "max_turns": Annotated[Optional[int], typer.Option(help=_MAX_TURNS.format(RUN_MAX_TURNS))],
     "personas_dir": PersonasDir,
     "prompts_dir": PromptsDir,
-    "config_file": Annotated[Optional[Path], typer.Option("--config", help="TOML config file \\[default: ./nextstep.toml if present].")],
+    "prices_file": Annotated[Optional[Path], typer.Option("--prices", help="TOML of US dollars per million tokens (input, "
+                                                          "cached_input, output) per model [default: ./prices.toml if present].")],
+    "config_file": Annotated[Optional[Path], typer.Option("--config", help="TOML config file [default: ./nextstep.toml if present].")],
     "cache": Annotated[Optional[bool], typer.Option("--cache/--no-cache", show_default=False, help="Answer requests asked before "
-                                                    "from the response cache \\[default: on; NEXTSTEP_CACHE=0 turns it off].")],
-    "cache_dir": Annotated[Optional[Path], typer.Option(help="Directory of the response cache \\[default: the user cache "
+                                                    "from the response cache [default: on; NEXTSTEP_CACHE=0 turns it off].")],
+    "cache_dir": Annotated[Optional[Path], typer.Option(help="Directory of the response cache [default: the user cache "
                                                             "directory, see `nextstep cache info`].")],
 }
-ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model", "timeout", "cache", "cache_dir")
+ENDPOINT = ("backend", "base_url", "api_key_env", "output_mode", "model", "timeout", "cache", "cache_dir", "prices_file")
 ROLES = ("practitioner_model", "persona_model", "evaluator_model")
 FILES = ("personas_dir", "prompts_dir")
 

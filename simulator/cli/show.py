@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from simulator.core.records import Episode, Grade, Turn, Verdict
+from simulator.models.prices import money
 
 console = Console(highlight=False)
 # Characters that reorder the text around them (Trojan Source): shown escaped like control characters.
@@ -116,6 +117,6 @@ def print_result(record: Episode, path) -> None:
         print_verdict(verdict)
     if u:
         console.print(f"\n[bold]tokens[/]: {_count(u.prompt_tokens)} prompt + {_count(u.completion_tokens)} completion in "
-                      f"{u.calls} calls; [bold]time[/]: {record.duration_s or 0:.1f}s")
+                      f"{u.calls} calls; [bold]cost[/]: {money(u.cost_usd)}; [bold]time[/]: {record.duration_s or 0:.1f}s")
     if path:
         console.print(f"[bold]saved[/]: {path}")

@@ -13,6 +13,7 @@ from rich.table import Table
 
 import simulator.api as api
 from simulator.core.errors import UserError
+from simulator.models.prices import money
 
 from .options import Db, Format, config_options
 from .show import console, print_caution, print_result, print_turn
@@ -42,7 +43,7 @@ def _id_column(table: Table, name: str, ids: list[str]) -> None:
 
 @app.command()
 def runs(db: Db = Path("nextstep.db"), fmt: Format = "text") -> None:
-    """List the runs in the database: episodes done of planned, failures, tokens spent and saved."""
+    """List the runs in the database: episodes done of planned, failures, tokens spent and saved, cost."""
     _check(fmt)
     found = api.runs(db)
     if fmt == "json":
@@ -51,21 +52,22 @@ def runs(db: Db = Path("nextstep.db"), fmt: Format = "text") -> None:
     table = Table(title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
     _id_column(table, "run", [r["id"] for r in found])
     table.add_column("created")
-    for column in ("done", "failed", "ungraded", "spent", "saved"):
+    for column in ("done", "failed", "ungraded", "spent", "saved", "cost"):
         table.add_column(column, justify="right", no_wrap=True)
     rows = [(r["id"], r["created_at"][:16].replace("T", " "), f"{r['done']}/{r['planned']}" if r["planned"] is not None
-             else str(r["done"]), str(r["failed"]), str(r["ungraded"]), count(r["tokens"]), count(r["saved_tokens"]))
-            for r in found]  # fmt: skip
+             else str(r["done"]), str(r["failed"]), str(r["ungraded"]), count(r["tokens"]), count(r["saved_tokens"]),
+             money(r["cost_usd"])) for r in found]  # fmt: skip
     for row in rows:
         table.add_row(*row)
     if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
         console.print(table)
     else:
-        for run, created, done, failed, ungraded, spent, saved in rows:  # too narrow: one block per run, ids whole
+        for run, created, done, failed, ungraded, spent, saved, cost in rows:  # too narrow: one block per run, ids whole
             console.print(f"[bold]{run}[/]  created {created}\n  done {done} · failed {failed} · ungraded {ungraded}\n"
-                          f"  tokens spent {spent} · saved {saved}")  # fmt: skip
+                          f"  tokens spent {spent} · saved {saved} · cost {cost}")  # fmt: skip
     console.print("[dim]created: UTC; done: succeeded episodes of those planned (a played or watched run plans none); "
-                  "tokens spent at the endpoint, and saved: what the calls the response cache answered had cost[/]")
+                  "tokens spent at the endpoint, and saved: what the calls the response cache answered had cost; cost in US dollars "
+                  "(unknown: a model has no price)[/]")
     for r in found:
         if r["complete"] is False and r["resume"]:
             console.print(f"[yellow]incomplete[/] {r['id']}: {r['resume']}")
@@ -134,9 +136,9 @@ def episodes(
 def export(
     run_id: Annotated[str, typer.Argument(help="The run to export.")],
     fmt: Annotated[Optional[str], typer.Option("--format", show_default=False, help="jsonl (full records), csv or parquet "
-                                               "(one row per episode) \\[default: from the -o name, else jsonl].")] = None,
+                                               "(one row per episode) [default: from the -o name, else jsonl].")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", show_default=False,
-                                                   help="File to write \\[default: RUN_ID.FORMAT].")] = None,
+                                                   help="File to write [default: RUN_ID.FORMAT].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
     db: Db = Path("nextstep.db"),
     bundle: Annotated[Optional[Path], typer.Option(help="Write a replay bundle instead: the records and every response the run "

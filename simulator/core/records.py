@@ -90,6 +90,7 @@ class Call(_Record):
     ok: bool = True
     error: str | None = None
     cached_tokens: int | None = None  # of the prompt tokens, where the server says
+    cost_usd: float | None = None  # US dollars; None: no known price (or no usage), never a made-up zero
     from_cache: bool = False  # answered by the response cache: its tokens were saved, not spent
     key: str | None = None  # the request's response-cache key (a hash of what decides the answer)
 
@@ -102,6 +103,7 @@ class Usage(_Record):
     prompt_tokens: int | None  # spent: calls that reached the endpoint
     completion_tokens: int | None
     cached_tokens: int | None = None
+    cost_usd: float | None = None
     latency_s: float
     cache_hits: int = 0
     saved_prompt_tokens: int | None = 0  # what the calls the cache answered had cost when first asked
@@ -380,6 +382,7 @@ def usage(calls: list[Call]) -> Usage:
         prompt_tokens=total([c.prompt_tokens for c in asked]),
         completion_tokens=total([c.completion_tokens for c in asked]),
         cached_tokens=total([c.cached_tokens for c in asked]),
+        cost_usd=total([c.cost_usd for c in asked]),  # what was paid: an answer from the response cache costs nothing
         latency_s=round(sum(c.latency_s for c in calls), 3),
         cache_hits=len(hits),
         saved_prompt_tokens=total([c.prompt_tokens for c in hits]),

@@ -19,6 +19,7 @@ from .config import Config
 from .limiter import Limiter
 from .local import DEFAULT_SLOTS, MODEL_FILE, MODEL_NAME, local_server
 from .openai_backend import OpenAIChatModel, OutputMode, async_client
+from .prices import Rates, load_prices, price_of
 
 OPENAI_DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -36,6 +37,7 @@ class Endpoint:
     exit_reason: Callable[[], str | None] = lambda: None  # the local server: why it is gone, if it died
     identity: str = ""  # what answers, for the response cache's keys: never a credential, never the local port
     replay: Responses | None = None  # a replay bundle's responses: every call is answered from them, none reaches a server
+    prices: dict[str, Rates] = field(default_factory=dict)  # the user's prices.toml
     limiter: Limiter = field(init=False)  # shared by every model of this endpoint: one bound for all their requests
 
     def __post_init__(self):
@@ -59,7 +61,9 @@ class Endpoint:
             async with async_client(self.base_url, self.api_key, config.timeout) as client:
 
                 def model(name: str | None):
-                    chat = OpenAIChatModel(client, name or default, output_mode=self.output_mode, limiter=self.limiter)
+                    name = name or default
+                    price = price_of(name, backend=self.backend, base_url=self.base_url, prices=self.prices)
+                    chat = OpenAIChatModel(client, name, output_mode=self.output_mode, limiter=self.limiter, price=price)
                     return CachedModel(chat, cache, self.identity) if cache else chat
 
                 yield _roles(names, model)
@@ -121,6 +125,30 @@ def _version(package: str) -> str:
         return "unknown"
 
 
+def backend_of(config: Config) -> str:
+    """The backend a config names, as Endpoint.backend and the records say it."""
+    return "openai-compatible" if config.base_url else config.backend
+
+
+def default_model(config: Config) -> str:
+    """The model a role gets when no flag names one."""
+    if config.model:
+        return config.model
+    return {"openai-compatible": "default", "openai": OPENAI_DEFAULT_MODEL}.get(backend_of(config), MODEL_NAME)
+
+
+def role_prices(config: Config) -> dict:
+    """Each role's price ('evaluators': a list, as `Endpoint.models` gives them), without starting an endpoint."""
+    prices = load_prices(config.prices_file)
+    evaluators = [n.strip() for n in (config.evaluator_model or "").split(",") if n.strip()] or [None]
+
+    def price(name: str | None):
+        return price_of(name or default_model(config), backend=backend_of(config), base_url=config.base_url, prices=prices)
+
+    return {"practitioner": price(config.practitioner_model), "persona": price(config.persona_model),
+            "evaluators": [price(n) for n in evaluators]}  # fmt: skip
+
+
 def check_reachable(base_url: str, timeout: float = 5.0) -> None:
     """A UserError if nothing answers at base_url; any HTTP answer (even 401) counts as reachable.
 
@@ -143,18 +171,19 @@ def endpoint(config: Config, concurrency: int | None = None, *, local_slots: int
     """The endpoint the config names, with at most `concurrency` requests in flight (default 8); the local server runs
     only inside this block, with that many parallel slots (default `local_slots`, else DEFAULT_SLOTS).
     `send_key=False`: a --base-url the user did not give (a stored run's) gets no key unless the user named the variable."""
+    prices = load_prices(config.prices_file)
     if config.base_url:
         check_reachable(config.base_url)
         key = (os.environ.get(config.api_key_env) if send_key else None) or "none"  # many self-hosted servers need no key
-        yield Endpoint("openai-compatible", config.base_url, key, config.output_mode or "json_schema", config.model or "default",
-                       concurrency or 8, identity=endpoint_identity("openai-compatible", config.base_url))
+        yield Endpoint("openai-compatible", config.base_url, key, config.output_mode or "json_schema", default_model(config),
+                       concurrency or 8, identity=endpoint_identity("openai-compatible", config.base_url), prices=prices)
     elif config.backend == "openai":
         key = os.environ.get(config.api_key_env)
         if not key:
             raise UserError(f"--backend openai needs an API key in ${config.api_key_env}")
-        yield Endpoint("openai", None, key, config.output_mode or "json_schema", OPENAI_DEFAULT_MODEL, concurrency or 8,
-                       identity=endpoint_identity("openai", None))
+        yield Endpoint("openai", None, key, config.output_mode or "json_schema", default_model(config), concurrency or 8,
+                       identity=endpoint_identity("openai", None), prices=prices)
     else:
         with local_server(slots=concurrency or local_slots or DEFAULT_SLOTS) as server:
             yield Endpoint("local", server.url, "local", config.output_mode or "llguidance", MODEL_NAME,
-                           server.slots, server.exit_reason, endpoint_identity("local", None))  # fmt: skip
+                           server.slots, server.exit_reason, endpoint_identity("local", None), prices=prices)  # fmt: skip

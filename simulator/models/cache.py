@@ -242,6 +242,7 @@ class CachedModel:
         self.model, self.cache, self.endpoint = model, cache, endpoint
         self.name = model.name
         self.output_mode = getattr(model, "output_mode", None)
+        self.price = getattr(model, "price", None)  # what a call that reaches the endpoint costs (models/prices.py)
 
     async def complete(self, messages: list[Message], *, schema: dict | None = None, max_tokens: int = 128,
                        temperature: float = 0.7, seed: int | None = None, stop: list[str] | None = None) -> Completion:
@@ -252,7 +253,7 @@ class CachedModel:
                                                      temperature=temperature, seed=seed, stop=stop), key=key)  # fmt: skip
         start = time.perf_counter()
         if (hit := self.cache.get(key)) is not None:
-            return replace(hit, latency_s=time.perf_counter() - start, from_cache=True, key=key)
+            return replace(hit, latency_s=time.perf_counter() - start, from_cache=True, key=key, cost_usd=0.0)  # nothing paid
         completion = await self.model.complete(messages, schema=schema, max_tokens=max_tokens, temperature=temperature,
                                                seed=seed, stop=stop)  # fmt: skip
         self.cache.put(key, completion)

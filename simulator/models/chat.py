@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, ValidationError
 
 from simulator.core.errors import OutputError
@@ -38,6 +37,7 @@ class Completion:
     model: str = ""
     retries: int = 0
     cached_tokens: int | None = None  # prompt tokens the server reused from its cache, where it says
+    cost_usd: float | None = None  # None: the price or the tokens are unknown (models/prices.py)
     from_cache: bool = False  # answered by the response cache (simulator.models.cache), not the endpoint
     key: str | None = None  # the request's cache key
 
@@ -62,8 +62,8 @@ class ChatModel(Protocol):
 def _call(role: str, purpose: str, model: ChatModel, seed: int | None, c: Completion, error: str | None = None) -> Call:
     return Call(role=role, purpose=purpose, model=c.model or model.name, seed=seed, prompt_tokens=c.prompt_tokens,
                 completion_tokens=c.completion_tokens, latency_s=round(c.latency_s, 4), finish_reason=c.finish_reason,
-                retries=c.retries, ok=error is None, error=error, cached_tokens=c.cached_tokens, from_cache=c.from_cache,
-                key=c.key)
+                retries=c.retries, ok=error is None, error=error, cached_tokens=c.cached_tokens, cost_usd=c.cost_usd,
+                from_cache=c.from_cache, key=c.key)
 
 
 async def chat(model: ChatModel, messages: list[Message], *, role: str, purpose: str, calls: list[Call], **options) -> str:
@@ -81,6 +81,8 @@ def json_schema(output_type: type[BaseModel]) -> dict:
     types keep inside the subset every strict provider takes (no length or range keywords: bounded
     values are enums, lengths are checked by pydantic after parsing), which tests/test_schemas.py checks.
     """
+    from openai.lib._pydantic import to_strict_json_schema  # here: the chat interface alone must not load the client
+
     return to_strict_json_schema(output_type)
 
 

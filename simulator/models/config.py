@@ -35,6 +35,7 @@ class Config(BaseSettings):
     timeout: float = Field(120.0, gt=0, description="Seconds one request may take in all before it is abandoned (and retried).")
     personas_dir: Path | None = None
     prompts_dir: Path | None = None
+    prices_file: Path | None = Field(None, description="TOML of prices per million tokens for self-hosted models.")
     cache: bool = Field(True, description="Answer a request asked before from the response cache (NEXTSTEP_CACHE=0: off).")
     cache_dir: Path | None = Field(None, description="Directory of the response cache; unset, the user cache directory.")
     cache_expiry: str | None = Field(None, description="Entries older than this (90s, 30m, 12h, 7d) are asked again.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import random
@@ -18,6 +19,7 @@ from simulator.core.redact import redact
 
 from .chat import MAX_REQUEST_CHARS, MAX_STRING_CHARS, Completion, Message
 from .limiter import Limiter
+from .prices import Price, call_cost
 
 OutputMode = Literal["json_schema", "json_object", "llguidance"]
 # Compact JSON: llama.cpp's default JSON grammar lets a small model pad between tokens with newlines until
@@ -126,12 +128,14 @@ class OpenAIChatModel:
     """One model name on one OpenAI-compatible endpoint; several roles may share the client and the limiter."""
 
     def __init__(self, client: openai.AsyncOpenAI, name: str, *, output_mode: OutputMode = "json_schema",
-                 retry: RetryPolicy = RetryPolicy(), deadline: float | None = None, limiter: Limiter | None = None):
+                 retry: RetryPolicy = RetryPolicy(), deadline: float | None = None, limiter: Limiter | None = None,
+                 price: Price | None = None):
         # Ours is the only retry layer: the client's own retries would multiply with it.
         self.client = client.with_options(max_retries=0)
         self.name = name
         self.output_mode = output_mode
         self.retry = retry
+        self.price = price  # None: unknown, so every call's cost is unknown
         self.limiter = limiter or Limiter(10**6)  # alone, no bound; Endpoint.models gives its roles one limiter
         # The client's timeout bounds each read; `deadline` (default: the same seconds) bounds a request from sending
         # it to the answer's last byte, so a server that trickles bytes cannot hold a call for minutes.
@@ -184,7 +188,8 @@ class OpenAIChatModel:
                                               f"longer than the {self.retry.max_retry_after_s:.0f} s nextstep waits"))
             await asyncio.sleep(self.retry.delay(attempt, wait))
         latency = time.perf_counter() - start
-        return completion(response, self.name, latency, attempt)
+        c = completion(response, self.name, latency, attempt)
+        return dataclasses.replace(c, cost_usd=call_cost(self.price, c.prompt_tokens, c.cached_tokens, c.completion_tokens))
 
     def _hidden(self, message: str) -> str:
         """An error message without the key or other credentials an endpoint may quote back (it is stored and logged)."""

@@ -6,77 +6,35 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from simulator.conversation.catalog import Catalog, Profile, entry_hash, load_catalog, profile_of
+from simulator.conversation.catalog import Catalog, entry_hash, load_catalog
 from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
 from simulator.conversation.episode import max_rounds
 from simulator.conversation.runner import crashed_episode, run_episode
 from simulator.core.records import Call, Episode, RunSpec
 from simulator.core.errors import StorageError, UserError
-from simulator.core.files import read_yaml, validate
 from simulator.core.redact import redact
-from simulator.models.backends import Endpoint, endpoint, role_models
+from simulator.models.backends import Endpoint, endpoint, role_models, role_prices
 from simulator.models.config import Config, load_config
+from simulator.models.prices import money
 from simulator.storage.store import Store
 
 from .collection import fewer_collections
 from .preflight import preflight, roles_of
+from .experiment import FAIL_FAST, Experiment, Progress, as_experiment, grid, load_experiment, profiles_from  # noqa: F401 (the grid's home)
 
 log = logging.getLogger(__name__)
 
-FAIL_FAST = 3  # a batch stops when its first this-many finished episodes all failed with one error (0: never)
 # Config fields stored with a run, so that `nextstep batch --resume RUN_ID` needs nothing else. Never the key, nor the
 # name of its variable; the endpoint is stored too, but a resume takes it only as `run_config` says.
 RESUME_SETTINGS = ("backend", "model", "practitioner_model", "persona_model", "evaluator_model", "output_mode", "reasks",
-                   "timeout", "personas_dir", "prompts_dir")
-
-
-class Experiment(BaseModel):
-    """The grid: settings x personas x strategies x profiles x reps, each cell seeded from `seed`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    settings: list[str] = ["supermarket"]
-    personas: list[str] = ["friendly", "aloof", "unsure"]
-    strategies: list[str] = ["common_interest"]
-    profiles: list[Profile] = [Profile()]
-    reps: int = Field(1, ge=1)
-    seed: int = 0
-    max_turns: int = Field(3, ge=1, le=100)
-    temperature: float = Field(0.7, ge=0, le=2)
-    judges: int = Field(1, ge=0, le=10)
-
-    @field_validator("settings", "personas", "strategies", "profiles", mode="before")
-    @classmethod
-    def _comma_list(cls, value):
-        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
-
-    def resolved(self, catalog: Catalog) -> Experiment:
-        """With 'all' expanded and every name checked against the catalog."""
-        names = {kind: catalog.names(kind, ",".join(getattr(self, kind))) for kind in ("settings", "personas", "strategies")}
-        return self.model_copy(update=names)
-
-
-def load_experiment(path: Path) -> Experiment:
-    return validate(Experiment, read_yaml(path), str(path))
-
-
-def as_experiment(experiment: Experiment | dict | Path | None) -> Experiment:
-    """An Experiment from itself, a dict of its fields, or an experiment YAML path."""
-    if isinstance(experiment, (str, Path)):
-        return load_experiment(Path(experiment))
-    if isinstance(experiment, Experiment):
-        return experiment
-    return validate(Experiment, experiment or {}, "experiment")
+                   "timeout", "personas_dir", "prompts_dir", "prices_file")
 
 
 def with_config(exp: Experiment, config: Config) -> Experiment:
@@ -86,17 +44,6 @@ def with_config(exp: Experiment, config: Config) -> Experiment:
     """
     ambient = {"max_turns": config.max_turns, "temperature": config.temperature}
     return exp.model_copy(update={k: v for k, v in ambient.items() if v is not None and k not in exp.model_fields_set})
-
-
-def profiles_from(spec: str) -> list[Profile]:
-    """`profiles_from('man-woman,woman-man')` -> two profiles (practitioner-persona genders)."""
-    profiles = []
-    for pair in filter(None, (p.strip() for p in spec.split(","))):
-        genders = pair.split("-")
-        if len(genders) != 2:
-            raise UserError(f"--profiles {pair!r}: write practitioner-persona genders, e.g. man-woman")
-        profiles.append(profile_of(*genders, flags=(f"--profiles {pair}",) * 2))
-    return profiles
 
 
 @dataclass(frozen=True)
@@ -129,20 +76,42 @@ def expand(exp: Experiment) -> list[Cell]:
     return cells
 
 
+# What a dry run assumes a call takes: 500 tokens, 400 of them prompt (the embedded default batch spends about 4 prompt
+# tokens per completion token: benchmarks/B5.md), none served from a cache.
+CALL_PROMPT_TOKENS, CALL_COMPLETION_TOKENS = 400, 100
+
+
 def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog,
-             test_calls: int = 0) -> dict:
-    """A true upper bound on calls, and tokens at roughly 500 a call if nothing is re-asked.
+             prices: dict | None = None, test_calls: int = 0) -> dict:
+    """A true upper bound on calls, tokens at roughly 500 a call if nothing is re-asked, and their cost at most and then.
 
     A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
     each tried up to reasks + 1 times; a cell has at most `max_rounds` rounds (one more where its strategy has a
-    parting line); `judge_max_calls(rounds, reasks)` bounds one judge on one episode of that many rounds;
-    `test_calls` are the preflight's, one per distinct model, made once before the episodes.
+    parting line); `judge_max_calls(rounds, reasks)` bounds one judge on one episode of that many rounds.
+    `prices` ({'practitioner', 'persona', 'evaluators'}: a Price or None each) prices the calls, judge j at evaluator
+    model j modulo their number; a cost is None if a role's price is unknown (or no prices are given). `test_calls`
+    are the preflight's, one per distinct model, made once before the episodes: counted in calls and tokens.
     """
     rounds = [max_rounds(exp.max_turns, catalog.strategies[c.scenario.strategy].parting is not None) for c in cells]
-    at_most = sum(4 * (reasks + 1) * r + exp.judges * judge_max_calls(r, reasks) for r in rounds) + test_calls
-    typical = sum(4 * r + exp.judges * judge_max_calls(r, 0) for r in rounds) + test_calls
-    return {"episodes": len(cells), "reasks": reasks, "test_calls": test_calls, "calls_at_most": at_most,
-            "tokens_roughly": typical * 500}  # fmt: skip
+
+    def calls(tries: int) -> dict[str, int]:
+        """Calls per role over the grid."""
+        per_role = {"practitioner": sum(2 * tries * r for r in rounds), "persona": sum(2 * tries * r for r in rounds)}
+        return per_role | {f"judge {j}": sum(judge_max_calls(r, tries - 1) for r in rounds) for j in range(exp.judges)}
+
+    def cost(per_role: dict[str, int]) -> float | None:
+        if prices is None:
+            return None
+        evaluators = prices["evaluators"]
+        by_role = {role: prices[role] if role in prices else evaluators[int(role.split()[1]) % len(evaluators)] for role in per_role}
+        if any(p is None for p in by_role.values()):
+            return None
+        return sum(n * by_role[r].cost(CALL_PROMPT_TOKENS, 0, CALL_COMPLETION_TOKENS) for r, n in per_role.items())
+
+    at_most, typical = calls(reasks + 1), calls(1)
+    return {"episodes": len(cells), "reasks": reasks, "test_calls": test_calls, "calls_at_most": sum(at_most.values()) + test_calls,
+            "tokens_roughly": (sum(typical.values()) + test_calls) * (CALL_PROMPT_TOKENS + CALL_COMPLETION_TOKENS),
+            "cost_at_most": cost(at_most), "cost_roughly": cost(typical)}  # fmt: skip
 
 
 def run_spec(exp: Experiment, catalog: Catalog, config: Config, backend: str, models: dict, rubric_hash: str | None,
@@ -210,37 +179,6 @@ def stored_run(db: Path | str, run_id: str) -> tuple[dict, dict]:
     return run["spec"].experiment, run["settings"] or {}
 
 
-@dataclass
-class Progress:
-    """Counters a batch updates as episodes end; the CLI renders them."""
-
-    run_id: str
-    total: int
-    skipped: int = 0
-    done: int = 0
-    ungraded: int = 0  # simulated, but a judge's endpoint failed: graded on resume; not a failure
-    failed: int = 0
-    running: int = 0
-    tokens: int = 0  # spent: reported by the endpoint, the preflight's test calls included; calls without usage apart
-    unknown_usage_calls: int = 0
-    test_calls: int = 0  # the preflight's: one per distinct model, before the episodes
-    cache_hits: int = 0  # calls the response cache answered
-    saved_tokens: int = 0  # what those calls had cost when first asked
-    started: float = field(default_factory=time.monotonic)
-    stopped: str | None = None
-    fault: bool = False  # stopped because something broke (not a budget): the CLI exits 1
-    finished: bool = False
-
-    @property
-    def per_minute(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return 60 * self.ended / elapsed if elapsed > 0 else 0.0
-
-    @property
-    def ended(self) -> int:
-        return self.done + self.ungraded + self.failed
-
-
 def _crashed(cell: Cell, error: BaseException) -> Episode:
     """The record of an episode that raised instead of ending: stored as failed, with the error."""
     log.debug("episode crashed: %s", "".join(traceback.format_exception(error)))
@@ -263,12 +201,18 @@ class Batch:
     rubric_file: Path | None = None
     on_progress: Callable[[Progress], None] | None = None
     fail_fast: int = FAIL_FAST
+    max_cost: float | None = None  # US dollars
     expected: RunSpec | None = None  # a replay: the spec the run was made with, which this one must match
     episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
     settings: dict | None = None  # a replay: the run's settings as it was made (not the bundle's temporary files)
 
     async def run(self) -> tuple[str, Progress]:
         async with self.endpoint.models(self.config) as models:
+            if self.max_cost is not None:
+                unpriced = sorted({m.name for m in [models["practitioner"], models["persona"], *models["evaluators"]] if m.price is None})
+                if unpriced:
+                    raise UserError(f"--max-cost: no price known for {', '.join(unpriced)}; give one in prices.toml "
+                                    "(--prices FILE; see README 'Cost')")
             return await self._run(models)
 
     async def _run(self, models: dict) -> tuple[str, Progress]:
@@ -382,6 +326,8 @@ class Batch:
                     progress.fault = True
             if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
                 progress.stopped = f"token budget of {self.max_tokens:,} reached"
+            if self.max_cost is not None and progress.cost_usd >= self.max_cost and not progress.stopped:
+                progress.stopped = f"cost budget of {money(self.max_cost)} reached"
             if self.max_failures is not None and progress.failed >= self.max_failures and not progress.stopped:
                 progress.stopped, progress.fault = f"{progress.failed} failures reached --max-failures", True
             self._report(progress)
@@ -412,6 +358,8 @@ class Batch:
                         "not counted in token totals%s", budget)  # fmt: skip
         progress.unknown_usage_calls += unknown
         progress.tokens += sum((c.prompt_tokens or 0) + (c.completion_tokens or 0) for c in calls)
+        progress.unknown_cost_calls += sum(c.cost_usd is None for c in calls)
+        progress.cost_usd += sum(c.cost_usd or 0.0 for c in calls)
 
     def _report(self, progress: Progress) -> None:
         if self.on_progress:
@@ -427,6 +375,7 @@ async def run_grid(
     concurrency: int | None = None,
     max_tokens: int | None = None,
     max_failures: int | None = None,
+    max_cost: float | None = None,
     config: Config | None = None,
     config_file: Path | None = None,
     rubric_file: Path | None = None,
@@ -450,7 +399,7 @@ async def run_grid(
     concurrency = concurrency or stored.get("concurrency")
     with Store(Path(db)) as store, endpoint(config, concurrency, send_key=send_key) as ep:
         batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
-                      on_progress, fail_fast)  # fmt: skip
+                      on_progress, fail_fast, max_cost)  # fmt: skip
         run_id, _ = await batch.run()
     return run_id
 
@@ -476,22 +425,8 @@ def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | 
     cells = expand(experiment)
     roles = role_models(config)
     models = {roles["practitioner"], roles["persona"], *roles["evaluators"][: experiment.judges]}
-    return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog, len(models) if cells else 0)
-
-
-def grid(experiment: Experiment | dict | Path | None = None, **fields) -> Experiment | None:
-    """An experiment (file, dict or Experiment) with the `fields` given (not None) over it; None if neither is given.
-
-    Only what the file or the fields set counts as set, so the environment and the config file fill in the rest
-    (`with_config`). `profiles` may be written 'man-woman,woman-man'.
-    """
-    fields = {k: v for k, v in fields.items() if v is not None}
-    if experiment is None and not fields:
-        return None
-    if isinstance(fields.get("profiles"), str):
-        fields["profiles"] = profiles_from(fields["profiles"])
-    base = as_experiment(experiment).model_dump(exclude_unset=True) if experiment is not None else {}
-    return validate(Experiment, base | fields, str(experiment) if isinstance(experiment, (str, Path)) else "grid flags")
+    return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog, role_prices(config),
+                                       len(models) if cells else 0)
 
 
 def run_grid_sync(*args, **kwargs) -> str:

@@ -16,7 +16,7 @@ from simulator.core.records import Episode, Turn
 from simulator.models.backends import endpoint
 from simulator.models.config import Config
 
-RUN_MAX_TURNS = 8  # one episode watched turn by turn; the default batch is a quick demo of 3 (Experiment.max_turns)
+from .experiment import RUN_MAX_TURNS
 
 
 def about(catalog: Catalog, scenario: Scenario, seed: int, backend: str) -> dict:

@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 SCHEMA = "nextstep/1"
 BUSY_TIMEOUT_S = 30  # how long a connection waits for another's write before it gives up
 # Columns added after databases were made: created on open when missing, so older files keep working.
-ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT", "usable": "INTEGER"}
-ADDED_CALL_COLUMNS = {"from_cache": "INTEGER NOT NULL DEFAULT 0"}  # older calls never came from the response cache
+ADDED_COLUMNS = {"parent_id": "TEXT", "fork_turn": "INTEGER", "arm": "TEXT", "person": "TEXT", "usable": "INTEGER",
+                 "cost_usd": "REAL"}  # fmt: skip
+ADDED_CALL_COLUMNS = {"from_cache": "INTEGER NOT NULL DEFAULT 0",  # older calls never came from the response cache
+                      "cached_tokens": "INTEGER", "cost_usd": "REAL"}  # fmt: skip
 # Tables added after databases were made: created on open when missing (a read-only open skips this and finds none).
 ADDED_TABLES = """
 CREATE TABLE IF NOT EXISTS episode_history (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, cell TEXT NOT NULL, rep INTEGER NOT NULL,
@@ -150,12 +152,12 @@ def closest(given: str, ids: list[str]) -> list[str]:
 class Store:
     """A nextstep database: `with Store(path) as db: db.create_run('r1', spec)`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, read_only: bool = False):
         self.path = Path(path)
         self._claims: dict[str, str] = {}  # run id -> the token of this Store's claim on it
         self._beating: threading.Event | None = None  # set to stop the heartbeat thread
         # A file that cannot be written here (read-only media, an archive) is opened for reading only: nothing to migrate.
-        self.read_only = self.path.is_file() and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        self.read_only = read_only or (self.path.is_file() and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)))
         self.conn = self._connect()
         try:
             self._open_read_only() if self.read_only else self._open()
@@ -168,6 +170,25 @@ class Store:
         except UserError:
             self.conn.close()
             raise
+
+    @classmethod
+    def reader(cls, path: Path) -> Store:
+        """Open a database for reading only (SQLite `mode=ro`), even one this user could write: it never writes the file
+        nor waits for a writer's lock, so a viewer can read while a batch writes (WAL readers see the last commit)."""
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such database")
+        store = cls(path, read_only=True)
+        have = {t: {row[1] for row in store.conn.execute(f"PRAGMA table_info({t})")} for t in ("episodes", "calls")}
+        if missing := [f"{t}.{c}" for t, cols in (("episodes", ADDED_COLUMNS), ("calls", ADDED_CALL_COLUMNS)) for c in cols
+                       if c not in have[t]]:  # fmt: skip
+            store.close()
+            raise UserError(f"{path}: made by an older nextstep (no {', '.join(missing)}); any nextstep command that writes it "
+                            f"(e.g. `nextstep runs --db {path}`) brings it up to date")  # fmt: skip
+        return store
+
+    def last_saved(self, run_id: str) -> str | None:
+        """When the run's newest episode was saved (ISO, UTC), None before its first."""
+        return self.conn.execute("SELECT max(saved_at) FROM episodes WHERE run_id = ?", (run_id,)).fetchone()[0]
 
     def _connect(self, immutable: bool = False) -> sqlite3.Connection:
         # Autocommit mode: every write goes through `_tx`, which takes the write lock up front.
@@ -353,9 +374,9 @@ class Store:
                 "settings": settings, "version": row["version"], "counts": dict(counts.fetchall())}  # fmt: skip
 
     def runs(self) -> list[dict]:
-        """Every run, newest first, with episode counts, the episodes planned (None: open-ended),
-        tokens spent at the endpoint and tokens saved by the response
-        cache (either None: some call's endpoint reported no usage)."""
+        """Every run, newest first, with episode counts, the episodes planned (None: open-ended), tokens spent at the
+        endpoint and tokens saved by the response cache (either None: some call's endpoint reported no usage), and what
+        was spent in US dollars (None: some call's price or usage is unknown)."""
         rows = self.conn.execute("""
             SELECT r.id, r.created_at, count(e.id) AS episodes, json_extract(r.spec_json, '$.planned') AS planned,
                    coalesce(sum(e.status = 'succeeded'), 0) AS succeeded, coalesce(sum(e.status = 'ungraded'), 0) AS ungraded,
@@ -364,7 +385,8 @@ class Store:
                         ELSE coalesce(sum(e.prompt_tokens + e.completion_tokens), 0) END AS tokens,
                    (SELECT CASE WHEN sum(c.prompt_tokens IS NULL OR c.completion_tokens IS NULL) > 0 THEN NULL
                                 ELSE coalesce(sum(c.prompt_tokens + c.completion_tokens), 0) END
-                    FROM calls c JOIN episodes x ON x.id = c.episode_id WHERE x.run_id = r.id AND c.from_cache) AS saved_tokens
+                    FROM calls c JOIN episodes x ON x.id = c.episode_id WHERE x.run_id = r.id AND c.from_cache) AS saved_tokens,
+                   CASE WHEN sum(e.n_calls > 0 AND e.cost_usd IS NULL) > 0 THEN NULL ELSE coalesce(sum(e.cost_usd), 0) END AS cost_usd
             FROM runs r LEFT JOIN episodes e ON e.run_id = r.id
             GROUP BY r.id ORDER BY r.created_at DESC, r.rowid DESC""")  # fmt: skip
         return [dict(row) for row in rows]
@@ -489,7 +511,7 @@ class Store:
             "parent_id": branch and branch.parent, "fork_turn": branch and branch.at,
             "arm": branch and (branch.treatment or branch.arm),
             "fidelity_ok": e.in_character, "usable": e.usable, "n_turns": len(e.turns),
-            "n_calls": e.usage and e.usage.calls, **pick(e.usage, "prompt_tokens", "completion_tokens", "latency_s"),
+            "n_calls": e.usage and e.usage.calls, **pick(e.usage, "prompt_tokens", "completion_tokens", "latency_s", "cost_usd"),
             "saved_at": now(), "provenance_json": prov and prov.model_dump_json(), "record_json": e.model_dump_json(),
         }  # fmt: skip
 
@@ -497,7 +519,7 @@ class Store:
         for n, call in enumerate(calls):
             insert(self.conn, "calls", {"episode_id": episode_id, "n": n, "judge": judge, **pick(
                 call, "role", "purpose", "model", "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason",
-                "retries", "ok", "error", "from_cache")})  # fmt: skip
+                "retries", "ok", "error", "from_cache", "cached_tokens", "cost_usd")})  # fmt: skip
 
     def _insert_verdicts(self, episode_id: str, verdicts: list[Verdict]) -> None:
         for v in verdicts:
@@ -587,9 +609,9 @@ class Store:
             self._insert_verdicts(eid, verdicts)
             e = self._episode(conn.execute("SELECT id, record_json FROM episodes WHERE id = ?", (eid,)).fetchone()).with_verdicts(verdicts)
             conn.execute("""UPDATE episodes SET record_json = ?, status = ?, error = ?, n_calls = ?, prompt_tokens = ?,
-                            completion_tokens = ?, latency_s = ?, fidelity_ok = ?, usable = ? WHERE id = ?""",
+                            completion_tokens = ?, latency_s = ?, fidelity_ok = ?, usable = ?, cost_usd = ? WHERE id = ?""",
                          (e.model_dump_json(), e.status, e.error, e.usage.calls, e.usage.prompt_tokens,
-                          e.usage.completion_tokens, e.usage.latency_s, e.in_character, e.usable, eid))  # fmt: skip
+                          e.usage.completion_tokens, e.usage.latency_s, e.in_character, e.usable, e.usage.cost_usd, eid))  # fmt: skip
 
     def replaced_verdicts(self, run_id: str) -> list[Verdict]:
         """The verdicts re-grading displaced from a run's episodes (verdict_history), oldest first."""

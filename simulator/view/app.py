@@ -1,0 +1,135 @@
+"""`nextstep view`: a Starlette app over one store, server-rendered (Jinja, autoescaped), polled for live parts."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from starlette.routing import Route
+
+from simulator.core.errors import UserError
+
+from . import labels, pages
+
+TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("simulator.view", "templates"), autoescape=True,
+                               undefined=jinja2.StrictUndefined)  # fmt: skip
+COOKIE = "nextstep_token"
+
+
+def render(name: str, status: int = 200, **context) -> HTMLResponse:
+    return HTMLResponse(TEMPLATES.get_template(name).render(**context), status_code=status)
+
+
+def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession | None = None) -> Starlette:
+    """The viewer over `db`; with `token`, every request must carry it (?token=, then a cookie), as Jupyter's does;
+    with `label`, its Label pages save each entry to the session's file."""
+    db = Path(db)
+
+    def _filters(request: Request) -> dict[str, str]:
+        return {k: request.query_params.get(k, "") for k in pages.FILTERS}
+
+    async def runs(request: Request):
+        return render("runs.html", db=str(db), runs=pages.runs_page(db))
+
+    async def runs_live(request: Request):
+        return render("runs_table.html", runs=pages.runs_page(db))
+
+    async def run(request: Request):
+        live = _found(pages.live_run, db, request.path_params["run_id"], _filters(request))
+        return render("run.html", db=str(db), live=live, tables=pages.contact_tables(live["frame"]))
+
+    async def run_live(request: Request):  # the counts or the episode list
+        if request.path_params["part"] not in ("counts", "list"):
+            raise HTTPException(404, f"no part {request.path_params['part']!r} of a run page")
+        live = _found(pages.live_run, db, request.path_params["run_id"], _filters(request))
+        return render(f"run_{request.path_params['part']}.html", live=live)
+
+    async def episode(request: Request):
+        return render("episode.html", **_found(pages.episode_page, db, request.path_params["episode_id"]))
+
+    async def compare(request: Request):
+        a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
+        if not a:
+            raise HTTPException(404, "choose a run to compare (?a=RUN&b=RUN, or ?a=BRANCH_RUN)")
+        return render("compare.html", **_found(pages.compare_page, db, a, b or None))
+
+    async def label_start(request: Request):
+        if label is None:
+            raise HTTPException(404, "no labelling session: start one with `nextstep label RUN --sample N`")
+        todo = next((n for n, i in enumerate(label.ids) if i not in label.saved), None)
+        return RedirectResponse(f"/label/{0 if todo is None else todo}", 303)
+
+    async def label_page(request: Request):
+        n = request.path_params["n"]
+        if label is None or not 0 <= n < len(label.ids):
+            raise HTTPException(404, f"no item {n} in this labelling session")
+        e = _found(pages.blind_episode, db, label.ids[n])
+        if request.method == "POST":
+            origin = request.headers.get("origin")
+            if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host')}":  # another site's form
+                raise HTTPException(403, f"a label may only be saved from this viewer's own page, not from {origin}")
+            labels.save(label, labels.gold_line(e, label, parse_qs((await request.body()).decode())))
+            return RedirectResponse(f"/label/{n + 1}" if n + 1 < len(label.ids) else "/label/done", 303)
+        return render("label.html", e=e, n=n, session=label, entry=label.saved.get(e.id))
+
+    async def label_done(request: Request):
+        if label is None:
+            raise HTTPException(404, "no labelling session")
+        return render("label_done.html", session=label)
+
+    async def not_found(request: Request, exc: HTTPException):
+        if exc.status_code == 403:
+            return PlainTextResponse(f"403: {exc.detail}", 403)
+        return render("404.html", status=exc.status_code, detail=exc.detail)
+
+    app = Starlette(routes=[
+        Route("/", runs), Route("/live/runs", runs_live), Route("/run/{run_id}", run), Route("/live/run/{run_id}/{part:str}", run_live),
+        Route("/episode/{episode_id}", episode), Route("/compare", compare),
+        Route("/label", label_start), Route("/label/done", label_done),
+        Route("/label/{n:int}", label_page, methods=["GET", "POST"]),
+    ], exception_handlers={HTTPException: not_found})  # fmt: skip
+
+    if token is None:
+        return loopback_only(app)
+
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http":
+            request = Request(scope)
+            given = request.query_params.get("token") or request.cookies.get(COOKIE) or ""
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return await PlainTextResponse("403: this viewer needs its token in the URL (?token=...)", 403)(scope, receive, send)
+            if "token" in request.query_params:  # keep it in a cookie, and out of the address bar
+                reply = RedirectResponse(str(request.url.remove_query_params("token")), 303)
+                reply.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+                return await reply(scope, receive, send)
+        await app(scope, receive, send)
+
+    return guarded
+
+
+def _found(page, db: Path, key: str, *args):
+    """The page, or a 404 naming what is not in the store (an unknown run or episode, a broken record)."""
+    try:
+        return page(db, key, *args)
+    except UserError as e:
+        raise HTTPException(404, str(e)) from None
+
+
+def loopback_only(app):
+    """Answer only requests addressed to the loopback name (a page elsewhere that rebinds its own name to 127.0.0.1 is
+    refused), as Jupyter does without a token."""
+
+    async def checked(scope, receive, send):
+        if scope["type"] == "http":
+            host = Request(scope).headers.get("host", "").rsplit(":", 1)[0]
+            if host not in ("127.0.0.1", "localhost", "[::1]"):
+                return await PlainTextResponse(f"403: this viewer answers only at 127.0.0.1, not {host}", 403)(scope, receive, send)
+        await app(scope, receive, send)
+
+    return checked
