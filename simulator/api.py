@@ -28,7 +28,7 @@ from simulator.core.errors import UserError
 from simulator.core.files import output_file, write_atomic
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
-from simulator.runs.experiment import Experiment, Progress, grid
+from simulator.runs.experiment import FAIL_FAST, Experiment, Progress, grid
 from simulator.storage.store import Store
 
 if TYPE_CHECKING:
@@ -42,9 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "cache_info", "calibrate", "catalog", "clear_cache",
-    "compare", "config", "export", "export_bundle", "grade", "grid", "load_episode", "load_episodes", "load_frame", "load_run",
-    "play", "plan_batch", "plan_branch", "plan_reps", "report", "run_batch", "run_episode", "runs", "save_episode", "serve",
-    "show", "summarize",
+    "compare", "config", "episodes", "export", "export_bundle", "grade", "grid", "load_episode", "load_episodes", "load_frame",
+    "load_run", "play", "plan_batch", "plan_branch", "plan_reps", "report", "run_batch", "run_episode", "runs", "save_episode",
+    "serve", "show", "summarize",
 ]  # fmt: skip
 
 DB = Path("nextstep.db")
@@ -67,6 +67,12 @@ def _existing(db: Path | str) -> Path:
     return Path(db)
 
 
+def _run_id(run_id: str, db: Path | str) -> str:
+    """A run's whole id from its id or a unique prefix; an ambiguous or unknown one lists the candidates or the closest."""
+    with Store(_existing(db)) as store:
+        return store.resolve_run(run_id)
+
+
 # --- configuration and catalog -------------------------------------------------------------------------------------
 
 
@@ -86,20 +92,28 @@ def catalog(config_file: Path | None = None, **config_flags) -> Catalog:
 
 def run_episode(setting: str = "supermarket", persona: str = "unsure", strategy: str = "common_interest", *,
                 practitioner_gender: str = "man", persona_gender: str = "woman", seed: int = 0, judges: int = 1,
-                rubric_file: Path | None = None, fidelity_judge: bool = False, on_start: Callable[[dict], None] | None = None,
-                on_turn: Callable[[Turn], None] | None = None, config_file: Path | None = None, **config_flags) -> Episode:
+                rubric_file: Path | None = None, fidelity_judge: bool = False, db: Path | str | None = None,
+                on_start: Callable[[dict], None] | None = None, on_turn: Callable[[Turn], None] | None = None,
+                config_file: Path | None = None, **config_flags) -> Episode:
     """Simulate one episode and grade it with `judges` judges; returns the episode record (a failure is in it, not raised).
 
-    `on_start(about)` once the endpoint is up (`about`: the scenario, seed, backend and the strategy's caution);
-    `on_turn(turn)` after each turn. `max_turns` defaults to 8 here.
+    `db`: also store it there, in run 'watch' (the path is checked first). `on_start(about)` once the endpoint is up
+    (`about`: the scenario, seed, backend and the strategy's caution); `on_turn(turn)` after each turn. `max_turns`
+    defaults to 8 here.
     """
+    if db is not None:
+        output_file(db, "--db")
     from simulator.conversation.graph import Scenario
     from simulator.runs.one import run_one
+    from simulator.runs.played import save_watched
 
     c = config(config_file, **config_flags)
     scenario = Scenario(setting, persona, strategy, profile_of(practitioner_gender, persona_gender))
-    return _wait(run_one(c, load_catalog(c.personas_dir, c.prompts_dir), scenario, seed=seed, judges=judges,
-                         rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_start=on_start, on_turn=on_turn))  # fmt: skip
+    record = _wait(run_one(c, load_catalog(c.personas_dir, c.prompts_dir), scenario, seed=seed, judges=judges,
+                           rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_start=on_start, on_turn=on_turn))  # fmt: skip
+    if db is not None:
+        save_watched(db, record)
+    return record
 
 
 def save_episode(record: Episode, out: Path | str = "episodes") -> Path:
@@ -123,6 +137,7 @@ def play(role: str, setting: str = "supermarket", persona: str = "unsure", strat
 
     if role not in ROLES:
         raise UserError(f"--as {role!r}: choose practitioner or persona")
+    output_file(db, "--db")
     c = config(config_file, **config_flags)
     scenario = Scenario(setting, persona, strategy, profile_of(practitioner_gender, persona_gender))
     record = _wait(run_one(c, load_catalog(c.personas_dir, c.prompts_dir), scenario, seed=seed, judges=judges,
@@ -145,18 +160,22 @@ def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: st
     """What `run_batch` with these arguments would run, nothing run: (grid, cells, bound on calls and tokens)."""
     from simulator.runs.batch import plan_grid
 
+    resume = resume and _run_id(resume, db)
     return plan_grid(experiment, db=db, resume=resume, config_file=config_file, **config_flags)
 
 
 def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
               run_id: str | None = None, concurrency: int | None = None, max_tokens: int | None = None,
-              max_failures: int | None = None, max_cost: float | None = None, rubric_file: Path | None = None,
+              max_failures: int | None = None, max_cost: float | None = None, fail_fast: int = FAIL_FAST,
+              rubric_file: Path | None = None,
               on_progress: Callable[[Progress], None] | None = None, replay: Path | str | None = None,
               config_file: Path | None = None, **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
 
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
     `resume=RUN_ID` continues a stored run with its grid and settings (config flags given override them).
+    Before any episode, one test call per distinct model: an endpoint that refuses it raises UserError, nothing run.
+    `fail_fast` N stops the batch when the first N episodes to end all failed with the same error (0: never).
     `max_tokens` and `max_cost` (US dollars; every model needs a known price) stop scheduling episodes once spent.
     `replay=BUNDLE` makes a bundled run again (`export_bundle`) with no endpoint: every answer comes from the bundle.
     """
@@ -164,6 +183,7 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
     from simulator.runs.bundle import replay_batch
 
     output_file(db, "--db")
+    resume = resume and _run_id(resume, db)
     final: list[Progress] = []
 
     def remember(p: Progress) -> None:
@@ -179,8 +199,7 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
                          max_failures=max_failures, max_cost=max_cost, config_file=config_file, rubric_file=rubric_file,
-                         on_progress=remember,
-                         **config_flags))  # fmt: skip
+                         on_progress=remember, fail_fast=fail_fast, **config_flags))  # fmt: skip
     return BatchResult(run, final[0])
 
 
@@ -332,20 +351,19 @@ def rubric_anchors(rubric_file: Path | None = None) -> tuple[dict[str, dict[int,
 def runs(db: Path | str = DB) -> list[dict]:
     """Every run in `db`, with its counts of episodes by status and its tokens."""
     with Store(_existing(db)) as store:
-        return store.runs()
+        return [r | store.completion(r["id"]) for r in store.runs()]
 
 
 def load_run(run_id: str, db: Path | str = DB) -> dict:
     """A stored run: its id, spec (grid, models, prompt hashes) and the settings it resumes with."""
     with Store(_existing(db)) as store:
-        return store.run(run_id)
+        return store.run(store.resolve_run(run_id))
 
 
 def load_episodes(run_id: str, db: Path | str = DB) -> list[Episode]:
     """A run's episode records (turns, calls, verdicts), as the store keeps them."""
     with Store(_existing(db)) as store:
-        store.run(run_id)
-        return store.episodes(run_id)
+        return store.episodes(store.resolve_run(run_id))
 
 
 def load_episode(episode_id: str, db: Path | str = DB) -> Episode:
@@ -354,27 +372,45 @@ def load_episode(episode_id: str, db: Path | str = DB) -> Episode:
         return store.episode(episode_id)
 
 
+def episodes(run_id: str, db: Path | str = DB, *, persona: str | None = None, setting: str | None = None,
+             strategy: str | None = None, status: str | None = None, contact: bool | None = None,
+             unusable: bool = False) -> list[dict]:
+    """A run's episodes as rows (id, cell, status, outcome), filtered: `contact` True or False keeps those that did or
+    did not end in contact (number or email); `unusable` keeps only those the statistics leave out."""
+    from evaluations.analysis.frame import episode_list
+
+    return episode_list(_frame_of(run_id, db), persona=persona, setting=setting, strategy=strategy, status=status,
+                        contact=contact, unusable=unusable)  # fmt: skip
+
+
+def _frame_of(run_id: str, db: Path | str):
+    from evaluations.analysis.frame import load_run as _frame
+
+    return _frame(_run_id(run_id, db), db)
+
+
 def load_frame(run_id: str, db: Path | str = DB) -> pd.DataFrame:
     """A run as a pandas DataFrame, one row per episode: status, outcome, private state, a column per condition."""
     from evaluations.analysis.frame import load_run as _frame
 
-    return _frame(run_id, _existing(db))
+    return _frame(_run_id(run_id, db), db)
 
 
 def summarize(run_id: str, db: Path | str = DB) -> dict:
     """Per persona x setting: episodes, exclusions, contact rates and mean scores; cautions, judge agreement, tokens."""
     from evaluations.analysis.summary import run_summary
 
-    return run_summary(run_id, _existing(db))
+    return run_summary(_run_id(run_id, db), db)
 
 
 def show(run_or_episode: str, db: Path | str = DB) -> dict:
     """{'run': the stored run, 'summary': `summarize`} for a run id, else {'episode': the record} (an id or prefix)."""
     with Store(_existing(db)) as store:
-        if not any(r["id"] == run_or_episode for r in store.runs()):
-            return {"episode": store.episode(run_or_episode)}
-        run = store.run(run_or_episode)
-    return {"run": run, "summary": summarize(run_or_episode, db)}
+        kind, found = store.find(run_or_episode)
+        if kind == "episode":
+            return {"episode": store.episode(found)}
+        run = store.run(found)
+    return {"run": run, "summary": summarize(found, db)}
 
 
 def export(run_id: str, output: Path | str | None = None, fmt: str | None = None, db: Path | str = DB, *,
@@ -386,7 +422,7 @@ def export(run_id: str, output: Path | str | None = None, fmt: str | None = None
     """
     from evaluations.analysis.frame import export as _export, export_target
 
-    db = _existing(db)
+    run_id = _run_id(run_id, db)
     fmt, output = export_target(run_id, Path(output) if output is not None else None, fmt)
     output_file(output, "-o", force=force)
     return _export(run_id, db, fmt, output), output
@@ -418,17 +454,22 @@ def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, includ
     from evaluations.analysis import compare as _compare
     from evaluations.analysis.frame import scan_run
 
-    db = _existing(db)
+    run_a, run_b = _run_id(run_a, db), run_b and _run_id(run_b, db)
+    db = Path(db)
     branches = _compare.load_branches(run_a, db) if run_b is None else None
     if branches:
-        return _compare.compare_branches(*branches, include_unfaithful=include_unfaithful)
-    if run_b is None:
+        result = _compare.compare_branches(*branches, include_unfaithful=include_unfaithful)
+    elif run_b is None:
         scan = scan_run(run_a, db)  # one pass over the run, its records never held at once
-        return _compare.run_analysis(scan.frame, scan.judges, include_unfaithful=include_unfaithful)
-    runs = _compare.load_pair(run_a, run_b, db)
-    if _compare.played_persona(runs[0]) or _compare.played_persona(runs[1]):  # people beside models, unpaired
-        return _compare.people_vs_models(*runs, include_unfaithful=include_unfaithful)
-    return _compare.compare_runs(*runs, include_unfaithful=include_unfaithful)
+        result = _compare.run_analysis(scan.frame, scan.judges, include_unfaithful=include_unfaithful)
+    else:
+        runs = _compare.load_pair(run_a, run_b, db)
+        if _compare.played_persona(runs[0]) or _compare.played_persona(runs[1]):  # people beside models, unpaired
+            result = _compare.people_vs_models(*runs, include_unfaithful=include_unfaithful)
+        else:
+            result = _compare.compare_runs(*runs, include_unfaithful=include_unfaithful)
+    with Store(db) as store:  # how far each run is: a half-done grid must not pass for the run
+        return result | {"completion": {r: store.completion(r) for r in (run_a, run_b) if r}}
 
 
 def plan_reps(run_id: str, *, contact_change: float = 0.1, score_change: float = 0.5, alpha: float = 0.05,
@@ -439,7 +480,7 @@ def plan_reps(run_id: str, *, contact_change: float = 0.1, score_change: float =
 
     if not (0 < alpha < 1 and 0 < power < 1):
         raise UserError(f"--alpha {alpha} and --power {power} must both lie between 0 and 1")
-    return plan(_frame(run_id, _existing(db)), contact_change=contact_change, score_change=score_change, alpha=alpha,
+    return plan(_frame(_run_id(run_id, db), db), contact_change=contact_change, score_change=score_change, alpha=alpha,
                 power=power, include_unfaithful=include_unfaithful)  # fmt: skip
 
 
@@ -448,6 +489,7 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
     from evaluations.analysis.fidelity import audit
 
     with Store(_existing(db)) as store:
+        run_id = store.resolve_run(run_id)
         run, records = store.run(run_id), store.episodes(run_id)
     return audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
 
@@ -465,8 +507,8 @@ def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_
                       all_transcripts=all_transcripts)
         write_atomic(Path(output), html)
         return html
-    return render_report(run_id, _existing(db), vs=vs, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
-                         all_transcripts=all_transcripts)
+    return render_report(_run_id(run_id, db), _existing(db), vs=vs and _run_id(vs, db), personas_dir=personas_dir,
+                         include_unfaithful=include_unfaithful, all_transcripts=all_transcripts)
 
 
 # --- the response cache ---------------------------------------------------------------------------------------------

@@ -279,6 +279,8 @@ def _judge(name: str, prompt: str, schema: dict, mode: str = "rules") -> dict:
         return {"reason": f"The stranger gave her {kind}.", "exchanged": kind, "sentence": gave["ids"][-1], "next_meeting": day}
     if name == "fidelity":
         return {"reason": "She keeps to her rules.", "in_character": True}
+    if name == "preflight":  # the one test call a command makes to each model before it fans out
+        return {"ok": True}
     raise ValueError(f"rule stub: no rule for a structured request named {name!r}")
 
 

@@ -33,6 +33,7 @@ COMMANDS = [
     (["calibrate", "gold.jsonl", "--seed", "5"], "calibrate", {"seed": 5}),
     (["runs", "--db", "x.db"], "runs", {}),
     (["show", "r1"], "show", {}),
+    (["episodes", "r1", "--persona", "aloof", "--no-contact"], "episodes", {"persona": "aloof", "contact": False}),
     (["export", "r1", "--format", "csv", "-o", "r.csv"], "export", {}),
     (["compare", "a", "b", "--include-unfaithful"], "compare", {"include_unfaithful": True}),
     (["plan", "a", "--power", "0.9"], "plan_reps", {"power": 0.9}),

@@ -142,16 +142,23 @@ async def test_export_round_trips(tmp_path):
 
 async def test_token_budget_stops_scheduling(tmp_path):
     seen = []
-    with StubServer() as url:
-        run_id = await run_grid({"personas": "all", "strategies": "all", "max_turns": 2, "judges": 0}, db=tmp_path / "n.db",
-                                base_url=url, concurrency=2, max_tokens=1, on_progress=seen.append)
+    grid = {"personas": "all", "strategies": "all", "max_turns": 2, "judges": 0}
+    with StubServer() as url:  # the stub reports 60 tokens a call; the model's test call comes first
+        run_id = await run_grid(grid, db=tmp_path / "n.db", base_url=url, concurrency=2, max_tokens=61, on_progress=seen.append)
     final = seen[-1]
-    assert final.finished and final.stopped == "token budget of 1 reached" and final.total == 21
+    assert final.finished and final.stopped == "token budget of 61 reached" and final.total == 21
     # the first episode to end spends the budget; the one already in flight beside it still ends and is kept
     assert final.done == 2 and len(load_run(run_id, tmp_path / "n.db")) == 2
+    with StubServer() as url:  # a budget the test call spends already: no episode starts
+        await run_grid(grid, db=tmp_path / "m.db", base_url=url, max_tokens=60, on_progress=seen.append)
+    assert (seen[-1].stopped, seen[-1].done, seen[-1].failed, seen[-1].tokens) == ("token budget of 60 reached", 0, 0, 60)
 
 
 JUDGE_OUTPUTS = {"transition_turns", "transition_grades", "flags", "outcome"}
+
+
+def _test_call(body: dict) -> bool:
+    return ((body.get("response_format") or {}).get("json_schema") or {}).get("name") == "preflight"
 
 
 def _judge_call(body: dict) -> bool:
@@ -176,7 +183,9 @@ async def test_an_episode_whose_judge_endpoint_failed_is_graded_again_on_resume_
     resumed = StubServer()
     with resumed as url:
         await run_grid(resume=run_id, db=db, base_url=url)
-    assert resumed.requests and all(_judge_call(body) for body in resumed.requests)  # graded again, never re-simulated
+    graded = [body for body in resumed.requests if not _test_call(body)]  # the evaluator model's one test call aside
+    assert len(resumed.requests) == len(graded) + 1
+    assert graded and all(_judge_call(body) for body in graded)  # graded again, never re-simulated
     with Store(db) as store:
         after = {e.id: e for e in store.episodes(run_id)}
         history = store.conn.execute("SELECT count(*) FROM verdict_history").fetchone()[0]
@@ -216,7 +225,7 @@ def test_cli_batch_runs_show_grade_export(tmp_path):
     assert nextstep("export", "r1", "--format", "csv", "-o", str(out), "--db", db).returncode == 0
     assert len(pd.read_csv(out)) == 2
     missing = nextstep("show", "nope", "--db", db)
-    assert missing.returncode == 2 and "no episode" in missing.stderr.lower()
+    assert missing.returncode == 2 and "no run or episode 'nope'" in missing.stderr.lower()
     not_ours = tmp_path / "other.db"
     sqlite3.connect(not_ours).execute("CREATE TABLE t (x)").connection.commit()
     bad = nextstep("runs", "--db", str(not_ours))

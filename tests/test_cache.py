@@ -47,8 +47,8 @@ def drifting(n: int, body: dict):
 
 
 def outcomes(records: list[Episode]) -> list:
-    """What a run found, without how it was asked (latency, whether the cache answered)."""
-    strip = {"latency_s", "from_cache"}
+    """What a run found, without how it was asked (latency, whether the cache answered, so what it cost: a hit is $0)."""
+    strip = {"latency_s", "from_cache", "cost_usd"}
     return [(e.cell, e.rep, e.status, [t.model_dump() for t in e.turns], e.outcome, e.fidelity,
              [v.model_dump(exclude={"calls": {"__all__": strip}}) for v in e.verdicts],
              [c.model_dump(exclude=strip) for c in e.calls]) for e in records]  # fmt: skip
@@ -60,7 +60,8 @@ async def test_the_same_batch_into_a_new_database_asks_nothing_and_stores_the_sa
         first = await run_grid(GRID, db=tmp_path / "a.db", base_url=url)
         asked = len(stub.requests)
         second = await run_grid(GRID, db=tmp_path / "b.db", base_url=url)
-    assert asked > 2 and len(stub.requests) == asked  # the second batch asked nothing
+    assert asked > 2 and len(stub.requests) == asked  # the second batch asked nothing (its test call was cached too)
+    asked -= 1  # the model's test call before the episodes: counted by the session, stored with no episode
     with Store(tmp_path / "a.db") as a, Store(tmp_path / "b.db") as b:
         before, after = a.episodes(first), b.episodes(second)
         runs_a, runs_b = a.runs()[0], b.runs()[0]
@@ -89,9 +90,10 @@ async def test_grading_a_run_twice_asks_the_endpoint_once(tmp_path, cache_on):
         first = (await regrade([run_id], config, catalog, db=db, judges=2)).verdicts
         asked = len(stub.requests)
         second = (await regrade([run_id], config, catalog, db=tmp_path / "copy.db", judges=2)).verdicts
-    assert asked == sum(len(v.calls) for vs in first for v in vs) > 0 and len(stub.requests) == asked  # the second time none
+    assert asked == sum(len(v.calls) for vs in first for v in vs) + 1 > 1 and len(stub.requests) == asked  # the second time none
+    # (+ 1: the evaluator model's test call, asked the first time, answered from the cache the second)
     assert all(c.from_cache for vs in second for v in vs for c in v.calls)
-    strip = {"calls": {"__all__": {"latency_s", "from_cache"}}}
+    strip = {"calls": {"__all__": {"latency_s", "from_cache", "cost_usd"}}}  # a hit costs $0
     assert [[v.model_dump(exclude=strip) for v in vs] for vs in second] == [[v.model_dump(exclude=strip) for v in vs] for vs in first]
 
 
@@ -154,7 +156,8 @@ async def test_any_change_to_prompt_model_parameter_or_seed_misses(tmp_path, cac
             run_id = await run_grid(GRID | change.get("grid", {}), db=tmp_path / f"{n}.db", base_url=url, **change.get("flags", {}))
             with Store(tmp_path / f"{n}.db") as store:
                 calls = [c for e in store.episodes(run_id) for c in e.all_calls()]
-            assert len(stub.requests) - before == len(calls) and not any(c.from_cache for c in calls), change  # all missed
+            tested = 1 if "model" in change.get("flags", {}) else 0  # a new model gets its own test call
+            assert len(stub.requests) - before == len(calls) + tested and not any(c.from_cache for c in calls), change
         before = len(stub.requests)
         await run_grid(GRID, db=tmp_path / "same.db", base_url=url)
     assert len(stub.requests) == before  # ... and the unchanged grid still hits
@@ -199,7 +202,8 @@ async def test_with_the_cache_off_every_call_reaches_the_endpoint(tmp_path, monk
         await run_grid(GRID, db=tmp_path / "c.db", base_url=url)
     assert whole > 0 and len(stub.requests) == 3 * whole
     with Store(tmp_path / "c.db") as store:
-        assert tuple(store.conn.execute("SELECT count(*), sum(from_cache) FROM calls").fetchone()) == (whole, 0)
+        # every call the episodes made (a run's requests are those and the model's one test call, stored with none)
+        assert tuple(store.conn.execute("SELECT count(*), sum(from_cache) FROM calls").fetchone()) == (whole - 1, 0)
 
 
 def test_the_cli_flags_turn_the_cache_on_and_off_and_move_it(tmp_path):
@@ -209,15 +213,15 @@ def test_the_cli_flags_turn_the_cache_on_and_off_and_move_it(tmp_path):
     with stub as url:
         cache = tmp_path / "moved"
         assert run("--cache", "--cache-dir", str(cache), "--db", str(tmp_path / "a.db")).returncode == 0
-        assert len(stub.requests) == 4 and (cache / "responses.db").is_file()
+        assert len(stub.requests) == 5 and (cache / "responses.db").is_file()  # 4 and the model's test call
         hit = run("--cache", "--cache-dir", str(cache), "--db", str(tmp_path / "b.db"))
-        assert len(stub.requests) == 4 and "4 cached calls" in hit.stdout, hit.stdout
+        assert len(stub.requests) == 5 and "5 cached calls" in hit.stdout, hit.stdout
         run("--no-cache", "--cache-dir", str(cache), "--db", str(tmp_path / "c.db"))
-        assert len(stub.requests) == 8
+        assert len(stub.requests) == 10
     info = subprocess.run([sys.executable, "-m", "simulator", "cache", "info", "--cache-dir", str(cache)], capture_output=True, text=True)
-    assert "entries: 4" in info.stdout and str(cache / "responses.db") in info.stdout.replace("\n", "")
+    assert "entries: 5" in info.stdout and str(cache / "responses.db") in info.stdout.replace("\n", "")
     cleared = subprocess.run([sys.executable, "-m", "simulator", "cache", "clear", "--cache-dir", str(cache)], capture_output=True, text=True)
-    assert "removed 4 responses" in cleared.stdout
+    assert "removed 5 responses" in cleared.stdout
     with sqlite3.connect(cache / "responses.db") as conn:
         assert conn.execute("SELECT count(*) FROM responses").fetchone() == (0,)
     (tmp_path / "a-file").write_text("")
@@ -237,7 +241,7 @@ async def test_a_damaged_cache_is_reported_once_and_bypassed(tmp_path, cache_on,
     with Store(tmp_path / "n.db") as store:
         records = store.episodes(run_id)
     assert {e.status for e in records} == {"succeeded"}
-    assert len(stub.requests) == sum(len(e.all_calls()) for e in records)  # every call went to the endpoint
+    assert len(stub.requests) == sum(len(e.all_calls()) for e in records) + 1  # every call went to the endpoint (+ the test call)
     cleared = subprocess.run([sys.executable, "-m", "simulator", "cache", "clear"], capture_output=True, text=True)
     assert "removed a damaged cache" in cleared.stdout and not (cache_on / "responses.db").exists()
 

@@ -106,7 +106,8 @@ def _sigint_default() -> None:
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 130), (signal.SIGINT, 130), (signal.SIGKILL, -9)])
 def test_no_server_outlives_the_command(tmp_path, sig, code):
-    cmd = [sys.executable, "-m", "simulator", "run", "--max-turns", "30", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "simulator", "run", "--max-turns", "30", "--out", str(tmp_path),
+           "--db", str(tmp_path / "n.db")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
     try:
         proc.stdout.readline()  # the header line is printed once the server answers
@@ -183,7 +184,7 @@ def test_no_server_outlives_success_or_error(tmp_path, case):
     else:  # a prompt with an undefined variable fails the first turn, after the server has started
         (tmp_path / "persona.j2").write_text("You are {{ mood }}.")
         args, code = ["--prompts-dir", str(tmp_path)], 2
-    proc = subprocess.Popen([sys.executable, "-m", "simulator", "run", "--out", str(tmp_path), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "run", "--out", str(tmp_path), "--db", str(tmp_path / "n.db"), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = set()
     while proc.poll() is None:

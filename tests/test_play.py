@@ -6,6 +6,7 @@ import io
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ScriptedModel, persona_says, practitioner_says
@@ -53,8 +54,7 @@ async def test_a_person_plays_the_persona_through_interrupts(make_context):
     assert {k: getattr(record.turns[1], k) for k in ("interest", "comfort", "intent", "shares_contact", "would_share")} == {
         "interest": 6, "comfort": 5, "intent": "chat", "shares_contact": False, "would_share": False}  # fmt: skip
     assert record.outcome.end_reason == "exchanged"  # the stop rules read the person's answers as a model's
-    assert said == ["  11 is outside 0-10; try again (an empty line ends the episode)",
-                    "  'x': answer y or n; try again (an empty line ends the episode)"]  # fmt: skip
+    assert said == ["  11 is outside 0-10; try again", "  'x': answer y or n; try again"]
 
 
 @pytest.mark.parametrize("ending", ["", EOFError(), KeyboardInterrupt()])
@@ -66,6 +66,31 @@ async def test_an_empty_line_end_of_input_or_ctrl_c_ends_the_episode_cleanly(mak
     assert record.status == "succeeded" and len(record.turns) == 3  # the line left unanswered is kept
     assert (record.outcome.end_reason, record.outcome.ended_by) == ("ended_by_person", "persona")
     assert said == ["(you ended the episode)"]
+
+
+async def test_enter_at_a_question_about_a_typed_line_keeps_the_line(make_context):
+    # Enter at the contact question used to end the episode and drop "Hello!" with the four answers given for it.
+    p = ScriptedModel(practitioner_says("Hi there.", "small_talk") + practitioner_says("Nice shoes.", "small_talk"), "p")
+    person, said = scripted_person(["Hello!", "", "6", "5", "", "c", "", "n", ""])
+    record = await run_episode(make_context(p, ScriptedModel([], "q"), person="persona"), backend="scripted", answer=person.answer)
+    p.assert_used_up()
+    assert [(t.text, t.by) for t in record.turns] == [("Hi there.", None), ("Hello!", "person"), ("Nice shoes.", None)]
+    assert (record.turns[1].interest, record.turns[1].comfort, record.turns[1].would_share) == (6, 5, False)
+    assert said == ["  your line is kept: answer the question (end of input or Ctrl-C ends the episode without it)"] * 3 + [
+        "(you ended the episode)"]
+
+
+def asked(role: str) -> list[str]:
+    """The prompts `Person.answer` shows for one turn of `role`, in order."""
+    prompts, replies = [], iter(["Hello!", "5", "5", "c", "n"])
+    Person(read=lambda prompt: prompts.append(prompt.strip()) or next(replies), say=lambda _: None).answer({"role": role})
+    return prompts
+
+
+def test_the_readme_shows_the_prompts_play_asks():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for prompt in asked("persona") + asked("practitioner"):
+        assert f"`{prompt}`" in readme, prompt
 
 
 async def test_a_person_plays_the_practitioner_and_the_model_labels_their_intent(make_context):

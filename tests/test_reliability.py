@@ -71,7 +71,11 @@ async def test_chaos_batch_stores_every_episode_once_and_resume_completes_it(tmp
 
 
 def test_max_failures_stops_scheduling(tmp_path):
-    with StubServer(fault=lambda n, body: (400, {}, {"error": {"message": "no"}})) as url:
+    def fault(n, body):  # the model's test call passes (else nothing would run), every episode's call fails
+        tested = ((body.get("response_format") or {}).get("json_schema") or {}).get("name") == "preflight"
+        return None if tested else (400, {}, {"error": {"message": "no"}})
+
+    with StubServer(fault=fault) as url:
         result = nextstep("batch", "--personas", "all", "--strategies", "all", "--judges", "0", "--max-failures", "2",
                           "--concurrency", "1", "--base-url", url, "--db", str(tmp_path / "n.db"))
     assert result.returncode == 1
@@ -121,7 +125,7 @@ def test_a_sentinel_key_reaches_no_file(tmp_path):
     with stub as url:
         common = ["--base-url", url, "--api-key-env", "MY_KEY"]
         batch = nextstep("batch", "--personas", "aloof", "--max-turns", "2", "--run-id", "s", "--db", str(out / "n.db"), *common, env=env)
-        run = nextstep("run", "--max-turns", "2", "--out", str(out / "episodes"), *common, env=env)
+        run = nextstep("run", "--max-turns", "2", "--out", str(out / "episodes"), "--db", str(out / "n.db"), *common, env=env)
     assert batch.returncode == 0 and run.returncode == 0, batch.stderr + run.stderr
     for fmt in ("jsonl", "csv", "parquet"):
         assert nextstep("export", "s", "--format", fmt, "-o", str(out / f"e.{fmt}"), "--db", str(out / "n.db")).returncode == 0

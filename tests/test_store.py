@@ -86,7 +86,8 @@ def test_round_trip(db):
     assert db.conn.execute("SELECT text FROM prompts WHERE hash = 'h1'").fetchone()[0] == "You are {{ x }}."
     assert db.run("r1")["counts"] == {"succeeded": 1}
     assert db.runs()[0] | {"created_at": None} == {"id": "r1", "created_at": None, "episodes": 1, "succeeded": 1, "ungraded": 0,
-                                                    "failed": 0, "tokens": 126, "saved_tokens": 0, "cost_usd": None}  # fmt: skip
+                                                    "failed": 0, "tokens": 126, "saved_tokens": 0, "cost_usd": None,
+                                                    "planned": None}  # fmt: skip
     with pytest.raises(UserError, match="no episode 'zzz'"):
         db.episode("zzz")
 
@@ -256,3 +257,29 @@ def test_out_of_character_and_usable_have_one_definition(db):
         "j": (False, False), "p": (True, False), "f": (None, False), "ok": (True, True)}
     db.replace_verdicts("j", [_judged_in_character(verdict(), True)])  # re-graded: now in character
     assert tuple(db.conn.execute("SELECT fidelity_ok, usable FROM episodes WHERE id = 'j'").fetchone()) == (1, 1)
+
+
+def test_a_run_id_resolves_from_a_unique_prefix_and_names_candidates_or_the_closest(db):
+    for run_id in ("run-aa11", "run-aa22", "run-bb33"):
+        db.create_run(run_id, RunSpec(play={}))
+    assert db.resolve_run("run-b") == "run-bb33" and db.resolve_run("r1") == "r1"
+    with pytest.raises(UserError, match=r"'run-aa' is the start of more than one run id in .*: run-aa11, run-aa22; give more"):
+        db.resolve_run("run-aa")
+    with pytest.raises(UserError, match=r"no run 'run-bx33' in .*; the closest: run-bb33$"):
+        db.resolve_run("run-bx33")
+    assert db.find("run-bb") == ("run", "run-bb33")
+
+
+def test_completion_counts_done_of_planned_and_balance_by_cell(db):
+    db.create_run("g", RunSpec(experiment={"reps": 2}, planned=6))  # three cells of two repetitions
+    for cell, rep, failed in (("a", 0, False), ("a", 1, False), ("b", 0, False), ("b", 1, True)):
+        db.save_episode("g", cell, rep, record(f"{cell}{rep}0000000000", failed=failed))
+    c = db.completion("g")
+    assert (c["done"], c["planned"], c["failed"], c["complete"], c["balanced"]) == (3, 6, 1, False, False)
+    assert c["resume"] == f"nextstep batch --resume g --db {db.path}"
+    db.save_episode("g", "b", 1, record("b1ok00000000"))
+    for rep in (0, 1):
+        db.save_episode("g", "c", rep, record(f"c{rep}ok00000000"))
+    c = db.completion("g")
+    assert (c["done"], c["complete"], c["balanced"]) == (6, True, True)
+    assert db.completion("r1")["planned"] is None and db.completion("r1")["complete"] is None

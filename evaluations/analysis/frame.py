@@ -165,6 +165,37 @@ def usable(frame, *, include_unfaithful: bool = False):
     return frame[frame["completed" if include_unfaithful else "usable"].astype(bool)]
 
 
+STATUSES = ("succeeded", "ungraded", "failed")
+LISTED = ("episode_id", "setting", "persona", "strategy", "rep", "status", "exchanged", "contact", "end_reason", "turns",
+          "fidelity_ok", "usable", "error")  # fmt: skip
+
+
+def episode_list(frame, *, persona: str | None = None, setting: str | None = None, strategy: str | None = None,
+                 status: str | None = None, contact: bool | None = None, unusable: bool = False) -> list[dict]:
+    """The episodes of a run's frame that pass the filters, as rows of `LISTED` (None where unknown).
+
+    `contact` True / False: those that ended in contact (number or email) / did not (an unknown outcome passes
+    neither); `unusable`: only those `usable` leaves out of the statistics.
+    """
+    import pandas as pd
+
+    if status is not None and status not in STATUSES:
+        raise UserError(f"--status {status!r}: choose from {', '.join(STATUSES)}")
+    if not len(frame):
+        return []
+    frame = frame.assign(usable=frame["episode_id"].isin(usable(frame)["episode_id"]))
+    keep = pd.Series(True, index=frame.index)
+    for column, value in (("persona", persona), ("setting", setting), ("strategy", strategy), ("status", status)):
+        if value is not None:
+            keep &= frame[column] == value
+    if contact is not None:
+        keep &= frame["contact"].map(lambda c: c is not None and bool(c) == contact)
+    if unusable:
+        keep &= ~frame["usable"]
+    rows = frame.loc[keep, list(LISTED)].astype(object)
+    return rows.where(rows.notna(), None).to_dict("records")
+
+
 def summary(frame, by=("persona", "setting"), *, include_unfaithful: bool = False) -> list[dict]:
     """Per group: episodes, failed, ungraded, excluded by fidelity, the rates of contact (number or email), of a
     social handle and of a concrete next meeting, and the mean score per condition (over `usable` episodes)."""

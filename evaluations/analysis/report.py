@@ -338,8 +338,11 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
     from simulator.conversation.catalog import load_catalog
     from simulator.storage.store import Store
 
+    from .summary import completion_note
+
     with Store(Path(db)) as store:
         run, records = store.run(run_id), store.episodes(run_id)
+        notes = [completion_note(r, store.completion(r)) for r in (run_id, vs) if r]
     frame = pd.DataFrame([episode_row(r) for r in records])
     r, spec = run_analysis(frame, judges_frame(records), include_unfaithful=include_unfaithful), run["spec"]
     fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.catalog)
@@ -347,7 +350,7 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
     spent = spend(frame)
     abandoned = f', {r["excluded"]["abandoned"]} abandoned by a person' if r["excluded"]["abandoned"] else ""
     kept = " (out-of-character episodes kept: --include-unfaithful)" if include_unfaithful else ""
-    body = [f"<h1>nextstep report: {escape(run_id)}</h1>",
+    body = [f"<h1>nextstep report: {escape(run_id)}</h1>", f"<p><b>{'<br>'.join(map(escape, notes))}</b></p>",
             f'<p class="muted">{r["episodes"]} episodes, {r["n"]} used in the statistics; excluded '
             f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
             f'out of character{abandoned}{kept}. '

@@ -22,7 +22,7 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
     scan = scan_run(run_id, db)
     frame, judges = scan.frame, scan.judges
     with Store(Path(db)) as store:
-        rubrics = store.rubrics(run_id)
+        rubrics, completion = store.rubrics(run_id), store.completion(run_id)
         totals = next(r for r in store.runs() if r["id"] == run_id)
         spec = store.run(run_id)["spec"]
     ok = frame[frame["status"] == "succeeded"] if len(frame) else frame
@@ -30,6 +30,7 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
     several = bool(len(ok)) and ok["judges"].max() > 1
     return {
         "run": run_id,
+        "completion": completion,
         "backend": spec.backend,
         "rows": summary(frame) if len(frame) else [],
         "rows_with_unfaithful": summary(frame, include_unfaithful=True) if len(frame) else [],
@@ -50,10 +51,25 @@ def _panel_scores(judges, episodes: set[str]) -> list[list[dict]]:
     rows = judges[judges["episode_id"].isin(episodes)]
     per_episode: dict[str, list[dict]] = {}
     for row in rows[["episode_id", *CONDITIONS]].itertuples(index=False):
-        per_episode.setdefault(row[0], []).append({c: (None if v != v else int(v)) for c, v in zip(CONDITIONS, row[1:])})
+        per_episode.setdefault(row[0], []).append({c: (None if v is None or v != v else int(v)) for c, v in zip(CONDITIONS, row[1:])})
     return list(per_episode.values())
 
 
+def completion_note(run_id: str, c: dict) -> str:
+    """One line on how far a run is (`Store.completion`): 'run r1: 40/168 episodes done; incomplete, unbalanced
+    (the cells hold different numbers of episodes); continue with: nextstep batch --resume r1 --db n.db'."""
+    done = f"{c['done']}/{c['planned']}" if c["planned"] is not None else f"{c['done']}"
+    line = f"run {run_id}: {done} episodes done"
+    if c["complete"] is False:
+        line += "; incomplete"
+    if not c["balanced"]:
+        line += ", unbalanced (the cells hold different numbers of episodes)" if c["complete"] is False else \
+            "; unbalanced (the cells hold different numbers of episodes)"
+    if c["failed"] or c["ungraded"]:
+        line += f"; {c['failed']} failed, {c['ungraded']} ungraded"
+    if c["resume"] and (c["complete"] is False or c["failed"] or c["ungraded"]):
+        line += f"; continue with: {c['resume']}"
+    return line
 def grading_summary(verdicts: list[list[Verdict]]) -> dict:
     """What a grading pass found, for `nextstep grade`: verdicts by status, each condition's grades by status with
     the mean score, flags raised and what the judges read as exchanged (one count per verdict)."""

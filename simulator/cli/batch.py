@@ -23,8 +23,8 @@ app = typer.Typer()
 
 def print_plan(grid, cells: list, e: dict) -> None:
     """The dry run: the bound on calls first, the settings that shape an episode, then the cells with their seeds."""
-    console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls (every possible re-ask counted), "
-                  f"roughly {e['tokens_roughly']:,} tokens")
+    console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls (every possible re-ask counted, and "
+                  f"{e['test_calls']} test call(s), one per distinct model), roughly {e['tokens_roughly']:,} tokens")
     console.print(f"cost: at most {money(e['cost_at_most'])} if every re-ask happens, typically {money(e['cost_roughly'])} "
                   "(at roughly 500 tokens a call, none from a cache; unknown: a model has no price, see --prices)")
     console.print(f"max_turns {grid.max_turns} · temperature {grid.temperature} · judges {grid.judges} · reasks {e['reasks']}")
@@ -58,6 +58,8 @@ def batch(
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes once this many tokens are spent "
                                                                   "(counting the calls whose endpoint reports usage).")] = None,
     max_failures: Annotated[Optional[int], typer.Option(min=1, help="Stop scheduling episodes after this many failures.")] = None,
+    fail_fast: Annotated[int, typer.Option(min=0, help="Stop when the first N episodes to end all failed with the same "
+                                                       "error (0: never).")] = api.FAIL_FAST,
     max_cost: Annotated[Optional[float], typer.Option(min=0, help="Stop scheduling episodes once this many US dollars are "
                                                                   "spent (every model needs a known price).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the cells and an upper bound on calls, run nothing.")] = False,
@@ -80,15 +82,16 @@ def batch(
                                        + (f" · {p.saved_tokens:,} saved" if p.cache_hits else ""))  # fmt: skip
 
             result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
-                                   max_failures=max_failures, max_cost=max_cost, rubric_file=rubric_file, on_progress=report,
-                                   replay=replay, **config)  # fmt: skip
+                                   max_failures=max_failures, max_cost=max_cost, fail_fast=fail_fast, rubric_file=rubric_file,
+                                   on_progress=report, replay=replay, **config)  # fmt: skip
     except KeyboardInterrupt:
         if seen:  # the episodes that were in flight run again on resume
             seen[0].stopped = "interrupted"
             print_session(seen[0].run_id, db, seen[0])
         raise
     print_summary(api.summarize(result.run_id, db), db, result.progress)
-    if result.progress.fault:
+    p = result.progress
+    if p.fault or ((p.failed or p.ungraded) and not p.done):  # something broke, or no episode of this session succeeded
         raise typer.Exit(1)
     if replay is not None:
         print_differences(result.differences, replay)

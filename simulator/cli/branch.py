@@ -48,8 +48,11 @@ def branch(
     for warning in plan["warnings"]:  # said before the first call is spent
         console.print(f"[bold yellow]warning[/]: {escape(warning)}")
     counts: dict[str, list[int]] = {}
+    failed = 0
     with progress_bar(console, "continuations") as show:
         def saved(record: Episode) -> None:
+            nonlocal failed
+            failed += record.status == "failed"
             arm, exchanged = record.branch.arm, record.outcome and record.outcome.exchanged
             k, n = counts.setdefault(arm, [0, 0])
             counts[arm] = [k + (exchanged not in (None, "none")), n + 1]
@@ -66,3 +69,5 @@ def branch(
         console.print(f"{arm}: {n} continuations this session, {k} ended in an exchange")
     console.print(f"branch run {run} ({escape(treatment.label())} vs control)\n"
                   f"see more: nextstep compare {run} --db {db}\n          nextstep report {run} --db {db} -o {run}.html")
+    if failed and failed == sum(n for _, n in counts.values()):  # every continuation of this session failed
+        raise typer.Exit(1)

@@ -295,8 +295,12 @@ def compare(
     _check_format(fmt)
     result = api.compare(run_a, run_b, db=db, include_unfaithful=include_unfaithful)
     if fmt == "json":
-        _emit(result)
-    elif "branch" in result:
+        return _emit(result)
+    from evaluations.analysis.summary import completion_note
+
+    for run, completion in result["completion"].items():  # first: whether the runs are whole
+        console.print(completion_note(run, completion))
+    if "branch" in result:
         print_branches(result, console)
     elif "people" in result:
         print_people(result, console)

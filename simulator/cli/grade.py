@@ -62,6 +62,14 @@ def grade(
         raise typer.Exit(1)
     if replay is not None:
         print_differences(result["differences"], replay)
+    _exit_if_all_ungraded(result["verdicts"])
+
+
+def _exit_if_all_ungraded(verdicts: list[list[Verdict]]) -> None:
+    """Exit 1 when no verdict was graded at all: the endpoint failed every time (each is stored as ungraded)."""
+    if verdicts and not any(v.graded for vs in verdicts for v in vs):
+        console.print("[red]every verdict is ungraded[/]: the endpoint failed each time")
+        raise typer.Exit(1)
 
 
 def print_differences(differences: list[str], bundle: Path) -> None:
@@ -140,3 +148,4 @@ def calibrate(
     print_calibration(result["report"])
     if output:
         console.print(f"[bold]saved[/]: {output}")
+    _exit_if_all_ungraded(list(result["verdicts"].values()))

@@ -47,12 +47,15 @@ def run(
     setting: Setting = "supermarket", persona: Persona = "unsure", strategy: Strategy = "common_interest",
     practitioner_gender: PractitionerGender = "man", persona_gender: PersonaGender = "woman", seed: Seed = 0,
     out: Annotated[Path, typer.Option(help="Directory for the episode JSON.")] = Path("episodes"),
-    judges: Judges = 1, rubric_file: RubricFile = None, fidelity_judge: FidelityJudge = False, *, config: dict,
+    judges: Judges = 1, rubric_file: RubricFile = None, fidelity_judge: FidelityJudge = False,
+    db: Annotated[Path, typer.Option(help="SQLite database the episode is stored in too, in run 'watch'.")] = Path("nextstep.db"),
+    *, config: dict,
 ) -> None:
-    """Simulate one episode, print it turn by turn, and grade it."""
+    """Simulate one episode, print it turn by turn, grade it, and save it (JSON, and run 'watch' of the database)."""
     record = api.run_episode(setting, persona, strategy, practitioner_gender=practitioner_gender, persona_gender=persona_gender,
-                             seed=seed, judges=judges, rubric_file=rubric_file, fidelity_judge=fidelity_judge,
+                             seed=seed, judges=judges, rubric_file=rubric_file, fidelity_judge=fidelity_judge, db=db,
                              on_start=print_start, on_turn=print_turn, **config)  # fmt: skip
     print_result(record, api.save_episode(record, out))
+    console.print(f"[bold]stored[/]: episode {record.id} in run watch of {db} (nextstep show {record.id} --db {db})")
     if record.status != "succeeded":
         raise typer.Exit(1)

@@ -57,7 +57,10 @@ def print_summary(s: dict, db: Path, progress: Progress | None = None) -> None:
     next. A row without a usable episode shows its out-of-character ones instead, marked †."""
     from evaluations.analysis.compare import SHORT, fmt  # with the statistics stack: loaded once a summary is printed
 
+    from evaluations.analysis.summary import completion_note
+
     run_id = s["run"]
+    console.print(completion_note(run_id, s["completion"]))
     print_headline(s, db)
     counts = Table("persona", "setting", "eps", "fail", "ungr", "ooc", "contact", "meeting", "handle",
                    title=f"run {run_id}", title_justify="left")  # fmt: skip
@@ -116,10 +119,11 @@ def print_session(run_id: str, db: Path, progress: Progress) -> None:
     """What this batch session did, and how to continue it."""
     unknown = (f" + {progress.unknown_usage_calls:,} calls whose endpoint reported no usage (not counted, so not "
                "held to --max-tokens)") if progress.unknown_usage_calls else ""  # fmt: skip
+    tested = f" (with {progress.test_calls} test call(s) before the episodes)" if progress.test_calls else ""
     saved = f"; {progress.saved_tokens:,} tokens saved by {progress.cache_hits:,} cached calls" if progress.cache_hits else ""
     console.print(f"this session: {progress.done} succeeded, {progress.ungraded} ungraded, {progress.failed} failed, "
                   f"{progress.skipped} already done; "
-                  f"{progress.tokens:,} tokens spent{unknown}{saved}; cost {money(progress.cost)}")
+                  f"{progress.tokens:,} tokens spent{tested}{unknown}{saved}; cost {money(progress.cost)}")
     resume = f"nextstep batch --resume {run_id} --db {db}"
     if progress.stopped:
         console.print(f"[yellow]stopped scheduling[/]: {progress.stopped}; continue with: {resume}")

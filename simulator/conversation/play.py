@@ -1,7 +1,8 @@
 """`nextstep play`: a person takes one role; the graph pauses (LangGraph's interrupt) for each of their turns.
 
-An empty line, the end of input or Ctrl-C at any prompt ends the episode: it is finished, graded and stored as
-ended by the person. A rating that is not a whole number from 0 to 10 is asked again with the reason.
+An empty line at `you:`, the end of input or Ctrl-C at any prompt ends the episode: it is finished, graded and stored
+as ended by the person. An empty answer to a question about a line already typed asks again (the line is kept), as
+does a rating that is not a whole number from 0 to 10, with the reason.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from typing import get_args
 from .episode import PersonaIntent
 
 ROLES = ("practitioner", "persona")
+# What a person playing the persona is asked after each line they type (the README shows the same).
+PROMPTS = {"interest": "your interest in them (0-10):", "comfort": "your comfort (0-10):",
+           "intent": "what did your line do? chat, decline, leave or give_contact (c/d/l/g):",
+           "would_share": "would you share your contact now? (y/n):"}  # fmt: skip
 
 
 class Ended(Exception):
@@ -65,22 +70,32 @@ class Person:
         return text
 
     def ask(self, prompt: str, parse: Callable[[str], object]):
-        """Ask until `parse` accepts the answer; each refusal is one line saying why."""
+        """Ask about the line just typed until `parse` accepts the answer; each refusal is one line saying why.
+
+        An empty answer asks again, so Enter cannot drop a typed line; the end of input or Ctrl-C still ends the episode.
+        """
         while True:
             try:
-                return parse(self.line(prompt))
+                text = self.read(prompt).strip()
+            except (EOFError, KeyboardInterrupt):
+                raise Ended from None
+            if not text:
+                self.say("  your line is kept: answer the question (end of input or Ctrl-C ends the episode without it)")
+                continue
+            try:
+                return parse(text)
             except ValueError as e:
-                self.say(f"  {e}; try again (an empty line ends the episode)")
+                self.say(f"  {e}; try again")
 
     def answer(self, request: dict) -> object:
         """The value a paused graph resumes with: {'text'} (and, as the persona, their state); an empty text ends it."""
         try:
             if request["role"] == "practitioner":
                 return {"text": self.line("you: ")}
-            return {"text": self.line("you: "), "interest": self.ask("  your interest in them (0-10): ", parse_rating),
-                    "comfort": self.ask("  your comfort (0-10): ", parse_rating),
-                    "intent": self.ask("  what did your line do? chat, decline, leave or give_contact (c/d/l/g): ", parse_intent),
-                    "would_share": self.ask("  would you share your contact now? (y/n): ", parse_yes_no)}  # fmt: skip
+            return {"text": self.line("you: "), "interest": self.ask(f"  {PROMPTS['interest']} ", parse_rating),
+                    "comfort": self.ask(f"  {PROMPTS['comfort']} ", parse_rating),
+                    "intent": self.ask(f"  {PROMPTS['intent']} ", parse_intent),
+                    "would_share": self.ask(f"  {PROMPTS['would_share']} ", parse_yes_no)}  # fmt: skip
         except Ended:
             self.say("(you ended the episode)")
             return {"text": ""}

@@ -357,10 +357,13 @@ class RunSpec(_Versioned):
     prompts: dict[str, str] | None = None  # name -> hash
     rubric_hash: str | None = None
     catalog: dict[str, str] | None = None  # 'personas/NAME' -> hash
+    # How many episodes the run is meant to have (a grid's cells x reps, a branch's continuations); None: open-ended
+    # (played and watched episodes) or stored before it was kept. No part of the run's identity.
+    planned: int | None = None
 
     def identity(self) -> dict:
-        """The fields that were given, without the schema version: `RunSpec(play={}).identity()` -> {'play': {}}."""
-        return self.model_dump(mode="json", exclude_unset=True, exclude={"schema_version"})
+        """The fields that were given, without the schema version or the plan: `RunSpec(play={}).identity()` -> {'play': {}}."""
+        return self.model_dump(mode="json", exclude_unset=True, exclude={"schema_version", "planned"})
 
 
 def total(values: list[int | None]) -> int | None:

@@ -72,6 +72,14 @@ class Endpoint:
                 cache.close()
 
 
+def role_models(config: Config) -> dict:
+    """The model each role is set to, None for the endpoint's default: {'practitioner', 'persona', 'evaluators': [...]}
+    (what `Endpoint.models` makes; the dry run counts the distinct ones)."""
+    evaluators = [n.strip() for n in (config.evaluator_model or "").split(",") if n.strip()] or [None]
+    return {"practitioner": config.practitioner_model or config.model, "persona": config.persona_model or config.model,
+            "evaluators": [n or config.model for n in evaluators]}  # fmt: skip
+
+
 def _roles(names: dict, model: Callable) -> dict:
     return {"practitioner": model(names["practitioner"]), "persona": model(names["persona"]),
             "evaluators": [model(n) for n in names["evaluators"]]}  # fmt: skip

@@ -20,13 +20,14 @@ from simulator.conversation.runner import crashed_episode, run_episode
 from simulator.core.records import Call, Episode, RunSpec
 from simulator.core.errors import StorageError, UserError
 from simulator.core.redact import redact
-from simulator.models.backends import Endpoint, endpoint, role_prices
+from simulator.models.backends import Endpoint, endpoint, role_models, role_prices
 from simulator.models.config import Config, load_config
 from simulator.models.prices import money
 from simulator.storage.store import Store
 
 from .collection import fewer_collections
-from .experiment import Experiment, Progress, as_experiment, grid, load_experiment, profiles_from  # noqa: F401 (the grid's home)
+from .preflight import preflight, roles_of
+from .experiment import FAIL_FAST, Experiment, Progress, as_experiment, grid, load_experiment, profiles_from  # noqa: F401 (the grid's home)
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,15 @@ CALL_PROMPT_TOKENS, CALL_COMPLETION_TOKENS = 400, 100
 
 
 def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog,
-             prices: dict | None = None) -> dict:
+             prices: dict | None = None, test_calls: int = 0) -> dict:
     """A true upper bound on calls, tokens at roughly 500 a call if nothing is re-asked, and their cost at most and then.
 
     A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
     each tried up to reasks + 1 times; a cell has at most `max_rounds` rounds (one more where its strategy has a
     parting line); `judge_max_calls(rounds, reasks)` bounds one judge on one episode of that many rounds.
     `prices` ({'practitioner', 'persona', 'evaluators'}: a Price or None each) prices the calls, judge j at evaluator
-    model j modulo their number; a cost is None if a role's price is unknown (or no prices are given).
+    model j modulo their number; a cost is None if a role's price is unknown (or no prices are given). `test_calls`
+    are the preflight's, one per distinct model, made once before the episodes: counted in calls and tokens.
     """
     rounds = [max_rounds(exp.max_turns, catalog.strategies[c.scenario.strategy].parting is not None) for c in cells]
 
@@ -107,8 +109,8 @@ def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: C
         return sum(n * by_role[r].cost(CALL_PROMPT_TOKENS, 0, CALL_COMPLETION_TOKENS) for r, n in per_role.items())
 
     at_most, typical = calls(reasks + 1), calls(1)
-    return {"episodes": len(cells), "reasks": reasks, "calls_at_most": sum(at_most.values()),
-            "tokens_roughly": sum(typical.values()) * (CALL_PROMPT_TOKENS + CALL_COMPLETION_TOKENS),
+    return {"episodes": len(cells), "reasks": reasks, "test_calls": test_calls, "calls_at_most": sum(at_most.values()) + test_calls,
+            "tokens_roughly": (sum(typical.values()) + test_calls) * (CALL_PROMPT_TOKENS + CALL_COMPLETION_TOKENS),
             "cost_at_most": cost(at_most), "cost_roughly": cost(typical)}  # fmt: skip
 
 
@@ -198,6 +200,7 @@ class Batch:
     max_failures: int | None = None
     rubric_file: Path | None = None
     on_progress: Callable[[Progress], None] | None = None
+    fail_fast: int = FAIL_FAST
     max_cost: float | None = None  # US dollars
     expected: RunSpec | None = None  # a replay: the spec the run was made with, which this one must match
     episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
@@ -233,14 +236,23 @@ class Batch:
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextstep-store")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(writer, self.store.claim, run_id)  # refused while another live process writes the run
-        await loop.run_in_executor(writer, self.store.create_run, run_id, spec, settings)
         done = await loop.run_in_executor(writer, self.store.done, run_id)
         regrade = await loop.run_in_executor(writer, self.store.ungraded, run_id)  # simulated; a judge's endpoint failed
         stored = done | {(r.cell, r.rep) for r in regrade}
-        cells = [c for c in expand(exp) if (c.key, c.rep) not in stored]
+        planned = expand(exp)
+        cells = [c for c in planned if (c.key, c.rep) not in stored]
+        # Before anything is stored or fanned out: a wrong model name, path or key fails here, once.
+        roles = roles_of(models, simulate=bool(cells), judges=exp.judges if cells or regrade else 0)
+        tested = [] if self.endpoint.replay else await preflight(roles)  # a replay reaches no endpoint
+        spec = spec.model_copy(update={"planned": len(planned)})
+        await loop.run_in_executor(writer, self.store.create_run, run_id, spec, settings)
         if texts:
             await loop.run_in_executor(writer, self.store.save_texts, texts)
-        progress = Progress(run_id, total=len(cells) + len(regrade), skipped=len(done))
+        progress = Progress(run_id, total=len(cells) + len(regrade), skipped=len(done), test_calls=len(tested))
+        self._count_tokens(progress, tested)
+        if self.max_tokens is not None and progress.tokens >= self.max_tokens:
+            progress.stopped = f"token budget of {self.max_tokens:,} reached"
+        first_errors: list[str] = []  # of the episodes that ended, while none has succeeded
         limit = asyncio.Semaphore(self.concurrency or self.endpoint.concurrency)
 
         broken: list[StorageError] = []
@@ -304,9 +316,14 @@ class Batch:
                     progress.ungraded += 1
                 else:
                     progress.failed += 1
+                    if not (progress.done or progress.ungraded) and len(first_errors) < self.fail_fast:
+                        first_errors.append(record.error or "")  # the first episodes to end, while every one failed
                 log.warning("episode %s (%s rep %d) %s: %s", record.id, record.cell, record.rep, record.status, record.error)
                 if (reason := self.endpoint.exit_reason()) and not progress.stopped:
                     progress.stopped, progress.fault = reason, True
+                if self.fail_fast and first_errors == [record.error or ""] * self.fail_fast and not progress.stopped:
+                    progress.stopped = f"the first {self.fail_fast} episodes all failed with the same error ({record.error})"
+                    progress.fault = True
             if self.max_tokens is not None and progress.tokens >= self.max_tokens and not progress.stopped:
                 progress.stopped = f"token budget of {self.max_tokens:,} reached"
             if self.max_cost is not None and progress.cost_usd >= self.max_cost and not progress.stopped:
@@ -363,6 +380,7 @@ async def run_grid(
     config_file: Path | None = None,
     rubric_file: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    fail_fast: int = FAIL_FAST,
     **config_flags,
 ) -> str:
     """Run a grid (an Experiment, a dict of its fields, or an experiment YAML path) and return the run id.
@@ -371,7 +389,9 @@ async def run_grid(
     `resume=RUN_ID` does the same for a run by id, with the grid and settings stored in it.
     `config_flags` are Config fields (backend, base_url, model, ...), as on the command line; they beat
     a resumed run's stored settings, which beat the environment and `config_file`.
-    `on_progress` gets the counters whenever an episode starts or ends, and once at the end.
+    `on_progress` gets the counters whenever an episode starts or ends, and once at the end. Before any episode, one
+    test call per distinct model (a UserError if the endpoint refuses it); `fail_fast` N stops the batch when the
+    first N episodes to end all failed with the same error (0: never).
     """
     experiment, stored, (config, send_key), catalog = _prepare(experiment, db, resume, config, config_file, config_flags)
     run_id = resume or run_id
@@ -379,7 +399,7 @@ async def run_grid(
     concurrency = concurrency or stored.get("concurrency")
     with Store(Path(db)) as store, endpoint(config, concurrency, send_key=send_key) as ep:
         batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
-                      on_progress, max_cost)  # fmt: skip
+                      on_progress, fail_fast, max_cost)  # fmt: skip
         run_id, _ = await batch.run()
     return run_id
 
@@ -403,7 +423,10 @@ def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | 
 
     experiment, _, (config, _), catalog = _prepare(experiment, db, resume, None, config_file, config_flags)
     cells = expand(experiment)
-    return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog, role_prices(config))
+    roles = role_models(config)
+    models = {roles["practitioner"], roles["persona"], *roles["evaluators"][: experiment.judges]}
+    return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog, role_prices(config),
+                                       len(models) if cells else 0)
 
 
 def run_grid_sync(*args, **kwargs) -> str:

@@ -26,6 +26,7 @@ from simulator.storage.store import Store
 
 from .batch import cell_seed
 from .collection import fewer_collections
+from .preflight import preflight, roles_of
 
 log = logging.getLogger(__name__)
 
@@ -212,15 +213,13 @@ class BranchSet:
 
 def parents(store: Store, source: str, at: str) -> tuple[list[tuple[Episode, int]], list[str]]:
     """(parent, fork turn) pairs from a run id (each episode that can be forked) or one episode id, and what was left out."""
-    if any(r["id"] == source for r in store.runs()):
-        points, skipped = fork_points(store.episodes(source), at)
+    kind, found = store.find(source)
+    if kind == "run":
+        points, skipped = fork_points(store.episodes(found), at)
         if not points:
-            raise UserError(f"no episode of run {source} can be forked --at {at}: {skipped[0] if skipped else 'it is empty'}")
+            raise UserError(f"no episode of run {found} can be forked --at {at}: {skipped[0] if skipped else 'it is empty'}")
         return points, skipped
-    try:
-        record = store.episode(source)
-    except UserError:
-        raise UserError(f"no run or episode {source!r} in {store.path}") from None
+    record = store.episode(found)
     if record.status == "failed":
         raise UserError(f"episode {record.id} failed: there is no conversation to fork")
     return [(record, fork_turn(record.turns, at, record.id))], []
@@ -247,6 +246,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
     if not treatment.label():
         raise UserError("nothing to change: give --strategy, --persona, --prompts-dir, --practitioner-model or --persona-model")
     with Store(Path(db)) as store:
+        source = store.find(source)[1]  # the whole id, so a prefix names the same branch run
         points, skipped = parents(store, source, at)
         parent_run = points[0][0].run_id
         stored = (store.run(parent_run)["settings"] or {}) if parent_run else {}
@@ -276,7 +276,12 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
             async with ep.models(config) as control, ep.models(treated) as models:
                 spec = spec.model_copy(update={"backend": ep.backend, "models": {
                     arm: {r: m[r].name for r in ("practitioner", "persona")} for arm, m in (("control", control), ("treatment", models))}})
-                store.create_run(run_id, spec, run_settings(config, concurrency=concurrency, rubric_file=rubric_file))
+                done, todo = store.done(run_id), continuations(points, reps)
+                if any((c.cell, c.rep) not in done for c in todo):  # one test call per distinct model before fanning out
+                    treated_roles = roles_of(models, simulate=True, judges=0, arm="treatment")
+                    await preflight(roles_of(control, simulate=True, judges=judges) | treated_roles)
+                store.create_run(run_id, spec.model_copy(update={"planned": len(todo)}),
+                                 run_settings(config, concurrency=concurrency, rubric_file=rubric_file))  # fmt: skip
 
                 def evaluator(seed: int):
                     panel = judge_panel(control["evaluators"], Prompts(base.prompt_dirs), rubric, rubric_hash, judges=judges,
@@ -286,5 +291,5 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
                 branches = BranchSet(run_id, {"control": control, "treatment": models}, catalogs, treatment, store, ep.backend,
                                      max_turns=max_turns, reasks=config.reasks, evaluator=evaluator,
                                      concurrency=concurrency or ep.concurrency)  # fmt: skip
-                await branches.run(continuations(points, reps), on_saved)
+                await branches.run(todo, on_saved)
     return run_id, skipped

@@ -16,6 +16,7 @@ from simulator.conversation.catalog import Catalog, Profile, profile_of
 from simulator.core.errors import UserError
 from simulator.core.files import read_yaml, validate
 
+FAIL_FAST = 3  # a batch stops when its first this-many finished episodes all failed with one error (0: never)
 RUN_MAX_TURNS = 8  # one episode watched turn by turn; the default batch is a quick demo of 3 (Experiment.max_turns)
 
 
@@ -95,8 +96,9 @@ class Progress:
     ungraded: int = 0  # simulated, but a judge's endpoint failed: graded on resume; not a failure
     failed: int = 0
     running: int = 0
-    tokens: int = 0  # spent: reported by the endpoint; calls without usage are counted apart
+    tokens: int = 0  # spent: reported by the endpoint, the preflight's test calls included; calls without usage apart
     unknown_usage_calls: int = 0
+    test_calls: int = 0  # the preflight's: one per distinct model, before the episodes
     cost_usd: float = 0.0  # of the calls whose cost is known
     unknown_cost_calls: int = 0  # no known price (or no usage): their cost is not in cost_usd
     cache_hits: int = 0  # calls the response cache answered

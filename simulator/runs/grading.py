@@ -24,6 +24,7 @@ from simulator.storage.episode_files import read_episode, write_episode
 from simulator.storage.store import Store
 
 from .batch import RESUME_SETTINGS
+from .preflight import preflight, roles_of
 
 OnGraded = Callable[[int, int, str, list[Verdict]], None]  # (1-based position, how many in all, label, every verdict)
 
@@ -53,8 +54,8 @@ def grading_targets(names: list[str], db: Path, stores: ExitStack) -> list[Targe
         if not db.is_file():
             raise UserError(f"{name}: no such episode file or directory, and no database {db} to look it up in")
         store = store or stores.enter_context(Store(db))
-        is_run = any(r["id"] == name for r in store.runs())
-        records = [r for r in store.episodes(name) if r.status != "failed"] if is_run else [store.episode(name)]
+        kind, found = store.find(name)
+        records = [r for r in store.episodes(found) if r.status != "failed"] if kind == "run" else [store.episode(found)]
         for run_id in {r.run_id for r in records if r.run_id}:
             store.claim(run_id)
         targets += [Target(f"{r.id} ({r.cell or r.setting})", r, lambda record, s=store: s.replace_verdicts(record.id, record.verdicts))
@@ -72,12 +73,12 @@ def stored_settings(names: list[str], db: Path) -> dict:
         return {}
     found: dict[str, dict] = {}
     with Store(db) as store:
-        runs = {r["id"] for r in store.runs()}
         for name in names:
             if Path(name).exists():
                 continue
             try:
-                run_id = name if name in runs else store.episode(name).run_id
+                kind, found_id = store.find(name)
+                run_id = found_id if kind == "run" else store.episode(found_id).run_id
             except UserError:  # not in the store: grading_targets says so
                 continue
             if run_id:
@@ -110,6 +111,8 @@ async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[
     rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir)
     with contextlib.nullcontext(replay) if replay else endpoint(config, local_slots=1, send_key=send_key) as ep:
         async with ep.models(config) as models:
+            if episodes and not replay:  # one test call per distinct evaluator model before grading anything
+                await preflight(roles_of(models, simulate=False, judges=judges))
             prompts, results = Prompts(catalog.prompt_dirs), []
             for n, (label, episode) in enumerate(episodes, start=1):
                 panel = judge_panel(models["evaluators"], prompts, rubric, rubric_hash, judges=judges,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import logging
 import os
@@ -120,6 +121,32 @@ def insert(conn: sqlite3.Connection, table: str, row: dict, verb: str = "INSERT"
     """Insert a dict as one row; column names come from our own code, never from records."""
     cols = ", ".join(row)
     conn.execute(f"{verb} INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", [plain(v) for v in row.values()])
+
+
+def resolve(given: str, ids: list[str], kind: str, where: Path) -> str:
+    """The id `given` names, whole or as a unique prefix of one of `ids`; else a UserError listing the candidates
+    (ambiguous) or the closest ids (unknown): `resolve('run-3e', ['run-3efd', 'run-77aa'], 'run', p)` -> 'run-3efd'."""
+    if given in ids:
+        return given
+    found = sorted(i for i in ids if i.startswith(given))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+        raise UserError(f"{given!r} is the start of more than one {kind} id in {where}: {shown}; give more of it")
+    close = closest(given, ids)
+    raise UserError(f"no {kind} {given!r} in {where}" + (f"; the closest: {', '.join(close)}" if close else ""))
+
+
+def closest(given: str, ids: list[str]) -> list[str]:
+    """Up to three ids `given` may have meant, compared whole and by their start (a mistyped prefix):
+    `closest('alpah', ['alpha-1', 'beta'])` -> ['alpha-1']."""
+    starts: dict[str, list[str]] = {}
+    for i in ids:
+        starts.setdefault(i[: len(given)], []).append(i)
+    near = difflib.get_close_matches(given, list(starts), n=3, cutoff=0.7)
+    found = [i for start in near for i in starts[start]] + difflib.get_close_matches(given, ids, n=3, cutoff=0.6)
+    return list(dict.fromkeys(found))[:3]
 
 
 class Store:
@@ -273,7 +300,7 @@ class Store:
         has fewer spec fields: it resumes as long as every field it has is unchanged. The schema version is kept
         beside the spec and is no part of its identity either, so a run stored by 0.1.0 resumes.
         """
-        version = {"schema_version": spec.schema_version}
+        version = {"schema_version": spec.schema_version} | ({"planned": spec.planned} if spec.planned is not None else {})
         spec = spec.identity()
         with self._tx() as conn:
             row = conn.execute("SELECT spec_json FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -285,17 +312,61 @@ class Store:
             older = SETTINGS_KEY not in stored
             stored.pop(SETTINGS_KEY, None)
             stored.pop("schema_version", None)
+            planned = stored.pop("planned", None)
+            version.setdefault("planned", planned)
             same = (lambda k: covers(spec.get(k), stored[k])) if older else (lambda k: spec.get(k) == stored.get(k))
             if differ := [k for k in sorted(stored.keys() | spec.keys()) if (k in stored or not older) and not same(k)]:
                 raise UserError(f"run {run_id!r} in {self.path} was made with a different {', '.join(differ)}; start a new run instead")
-            if settings is not None:
-                conn.execute("UPDATE runs SET spec_json = ? WHERE id = ?", (dumps(spec | version | {SETTINGS_KEY: settings}), run_id))
+            if settings is not None or version.get("planned") != planned:
+                settings = settings if settings is not None else json.loads(row[0]).get(SETTINGS_KEY)
+                kept = {SETTINGS_KEY: settings} if settings is not None else {}
+                conn.execute("UPDATE runs SET spec_json = ? WHERE id = ?", (dumps(spec | version | kept), run_id))
+
+    def resolve_run(self, run_id: str) -> str:
+        """A run's full id from its id or a unique prefix (a UserError lists the candidates, or the closest)."""
+        return resolve(run_id, [r[0] for r in self.conn.execute("SELECT id FROM runs")], "run", self.path)
+
+    def find(self, given: str) -> tuple[str, str]:
+        """('run', id) or ('episode', id) for a run or episode id, or a unique prefix of one of them."""
+        runs = [r[0] for r in self.conn.execute("SELECT id FROM runs")]
+        if given in runs:
+            return "run", given
+        if self.conn.execute("SELECT 1 FROM episodes WHERE id = ?", (given,)).fetchone():
+            return "episode", given
+        episodes = [r[0] for r in self.conn.execute("SELECT id FROM episodes WHERE substr(id, 1, ?) = ?", (len(given), given))]
+        found = [("run", i) for i in runs if i.startswith(given)] + [("episode", i) for i in episodes]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            shown = ", ".join(f"{kind} {i}" for kind, i in found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+            raise UserError(f"{given!r} is the start of more than one id in {self.path}: {shown}; give more of it")
+        every = runs + [r[0] for r in self.conn.execute("SELECT id FROM episodes")]
+        close = closest(given, every)
+        raise UserError(f"no run or episode {given!r} in {self.path}" + (f"; the closest: {', '.join(close)}" if close else ""))
+
+    def completion(self, run_id: str) -> dict:
+        """How far a run is: {'done' (succeeded), 'planned' (None: open-ended), 'failed', 'ungraded', 'complete'
+        (None if nothing was planned), 'balanced' (every planned cell holds as many succeeded episodes), 'resume'
+        (the command that continues it, None if there is none)}. Every view of a run says this."""
+        run = self.run(run_id)
+        spec, counts = run["spec"], run["counts"]
+        done, planned = counts.get("succeeded", 0), spec.planned
+        cells = dict(self.conn.execute("SELECT cell, sum(status = 'succeeded') FROM episodes WHERE run_id = ? GROUP BY cell",
+                                       (run_id,)).fetchall())  # fmt: skip
+        reps = (spec.experiment or spec.branch or {}).get("reps")
+        expected = planned // reps if planned and reps else None  # cells of the plan
+        filled = [n for n in cells.values() if n]
+        balanced = len(set(filled)) <= 1 and (expected is None or len(filled) in (0, expected))
+        return {"done": done, "planned": planned, "failed": counts.get("failed", 0), "ungraded": counts.get("ungraded", 0),
+                "complete": None if planned is None else done >= planned, "balanced": balanced,
+                "resume": resume_command(run["id"], spec, self.path)}  # fmt: skip
 
     def run(self, run_id: str) -> dict:
         """{'id', 'created_at', 'spec' (a RunSpec), 'settings' (None: stored before settings were kept), 'version', 'counts'}."""
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise UserError(f"no run {run_id!r} in {self.path}")
+            self.resolve_run(run_id)  # says which runs were meant
+            raise UserError(f"no run {run_id!r} in {self.path} (give its whole id here)")
         counts = self.conn.execute("SELECT status, count(*) FROM episodes WHERE run_id = ? GROUP BY status", (run_id,))
         spec = json.loads(row["spec_json"])
         settings = spec.pop(SETTINGS_KEY, None)
@@ -303,11 +374,11 @@ class Store:
                 "settings": settings, "version": row["version"], "counts": dict(counts.fetchall())}  # fmt: skip
 
     def runs(self) -> list[dict]:
-        """Every run, newest first, with episode counts, tokens spent at the endpoint and tokens saved by the response
-        cache (either None: some call's endpoint reported no usage), and what was spent in US dollars (None: some call's
-        price or usage is unknown)."""
+        """Every run, newest first, with episode counts, the episodes planned (None: open-ended), tokens spent at the
+        endpoint and tokens saved by the response cache (either None: some call's endpoint reported no usage), and what
+        was spent in US dollars (None: some call's price or usage is unknown)."""
         rows = self.conn.execute("""
-            SELECT r.id, r.created_at, count(e.id) AS episodes,
+            SELECT r.id, r.created_at, count(e.id) AS episodes, json_extract(r.spec_json, '$.planned') AS planned,
                    coalesce(sum(e.status = 'succeeded'), 0) AS succeeded, coalesce(sum(e.status = 'ungraded'), 0) AS ungraded,
                    coalesce(sum(e.status = 'failed'), 0) AS failed,
                    CASE WHEN sum(e.n_calls > 0 AND (e.prompt_tokens IS NULL OR e.completion_tokens IS NULL)) > 0 THEN NULL
@@ -511,15 +582,12 @@ class Store:
         return dict(self.conn.execute("SELECT hash, text FROM prompts").fetchall())
 
     def _resolve(self, episode_id: str) -> str:
-        """The full id for an id or a unique prefix of one."""
+        """The full id for an id or a unique prefix of one (a UserError lists the candidates, or the closest)."""
         if self.conn.execute("SELECT 1 FROM episodes WHERE id = ?", (episode_id,)).fetchone():
             return episode_id
-        rows = self.conn.execute("SELECT id FROM episodes WHERE substr(id, 1, ?) = ? LIMIT 2",
-                                 (len(episode_id), episode_id)).fetchall()  # fmt: skip
-        if len(rows) != 1:
-            found = "no episode" if not rows else "more than one episode starting with"
-            raise UserError(f"{found} {episode_id!r} in {self.path}")
-        return rows[0][0]
+        rows = self.conn.execute("SELECT id FROM episodes WHERE substr(id, 1, ?) = ?", (len(episode_id), episode_id)).fetchall()
+        ids = [r[0] for r in rows] or [r[0] for r in self.conn.execute("SELECT id FROM episodes")]
+        return resolve(episode_id, ids, "episode", self.path)
 
     def episode(self, episode_id: str) -> Episode:
         """An episode by its id or a unique prefix of it."""
@@ -559,3 +627,16 @@ class Store:
 
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def resume_command(run_id: str, spec: RunSpec, db: Path) -> str | None:
+    """The command that continues a run: a grid's `batch --resume`, a branch run's own `branch` again; None for runs
+    that are not continued (played, watched)."""
+    if spec.experiment is not None:
+        return f"nextstep batch --resume {run_id} --db {db}"
+    if b := spec.branch:
+        changed = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (b.get("treatment") or {}).items() if v is not None)
+        turns = f" --max-turns {b['max_turns']}" if b.get("max_turns") else ""
+        return (f"nextstep branch {b['source']} --at {b['at']} {changed} --reps {b['reps']} --judges {b['judges']}{turns} "
+                f"--run-id {run_id} --db {db}")
+    return None
