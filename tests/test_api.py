@@ -55,6 +55,7 @@ def test_every_command_calls_the_api(monkeypatch, argv, name, expected):
     def stand_in(*args, **kwargs):
         raise Called(name, args, kwargs)
 
+    monkeypatch.setattr(api, "plan_branch", lambda *args, **kwargs: {"warnings": []})  # branch reads the store first
     monkeypatch.setattr(api, name, stand_in)
     result = CliRunner().invoke(app, argv)
     assert isinstance(result.exception, Called), result.output
