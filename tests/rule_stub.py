@@ -244,6 +244,8 @@ def _from_labels(name: str, turns: list[dict], schema: dict, item: dict | None, 
 
 
 def _judge(name: str, prompt: str, schema: dict, mode: str = "rules") -> dict:
+    if name == "preflight":  # the one test call a command makes to each model before it fans out
+        return {"ok": True}
     turns = _turns(prompt)
     if mode == "random_judge":
         return _from_labels(name, turns, schema, None, random.Random(prompt))
@@ -279,8 +281,6 @@ def _judge(name: str, prompt: str, schema: dict, mode: str = "rules") -> dict:
         return {"reason": f"The stranger gave her {kind}.", "exchanged": kind, "sentence": gave["ids"][-1], "next_meeting": day}
     if name == "fidelity":
         return {"reason": "She keeps to her rules.", "in_character": True}
-    if name == "preflight":  # the one test call a command makes to each model before it fans out
-        return {"ok": True}
     raise ValueError(f"rule stub: no rule for a structured request named {name!r}")
 
 

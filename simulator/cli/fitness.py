@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-import simulator.fitness as _fitness
-from simulator.core.files import output_file
+from simulator.core.files import output_file, write_atomic
 
 from .options import ENDPOINT, FILES, ROLES, Db, config_options
 
@@ -32,13 +31,15 @@ def fitness(
     db: Db = Path("nextstep.db"), *, config: dict,
 ) -> None:
     """Run the fixed fitness protocol and print a verdict per criterion (exit 1 when one fails)."""
+    import simulator.fitness as _fitness  # here, not at startup: it brings the statistics stack
+
     if dry_run:
         return _print_plan(_fitness.plan(db=db, reps=reps, **config))
     if output is not None:
         output_file(output, "-o")
     verdict = _fitness.fitness(db=db, reps=reps, budget=budget, **config)
     if output is not None:
-        output.write_text(json.dumps(verdict, indent=1, allow_nan=False), encoding="utf-8")
+        write_atomic(output, json.dumps(verdict, indent=1, allow_nan=False))
     if as_json:
         typer.echo(json.dumps(verdict, indent=1, allow_nan=False))
     else:

@@ -32,9 +32,9 @@ from .batch import Batch, as_experiment
 from .grading import regrade
 
 FORMAT = "nextstep-bundle/1"
-# What a replay cannot repeat: when it ran, how long calls took, and whether they reached an endpoint.
+# What a replay cannot repeat: when it ran, how long calls took, whether they reached an endpoint and what they cost.
 UNREPEATABLE = {"started_at", "duration_s", "usage"}
-CALL_UNREPEATABLE = {"latency_s", "from_cache", "retries"}
+CALL_UNREPEATABLE = {"latency_s", "from_cache", "retries", "cost_usd"}  # a replayed call costs nothing
 
 
 def replayable(record: Episode, *, verdicts: bool = True) -> dict:
