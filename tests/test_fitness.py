@@ -140,20 +140,6 @@ def test_a_model_that_never_answers_in_json_fails_the_run_criterion(tmp_path):
     assert {c["criterion"]: c["status"] for c in v["criteria"]} == {1: "not run", 2: "not run", 3: "not run", 4: "not run", 5: "fail"}
 
 
-@pytest.mark.local_model
-def test_the_embedded_model_fails_personas_and_character_plainly(tmp_path):
-    """SmolLM2-135M plays no persona: criteria 1 and 2 fail, with figures, and nothing crashes (one rep a cell, the grid only)."""
-    from simulator.cli.fitness import render
-    from simulator.fitness import plan
-
-    grid = plan(db=tmp_path / "n.db", reps=1)["stages"][0]["calls_at_most"]
-    v = fitness(db=tmp_path / "n.db", reps=1, budget=grid)
-    assert {c["criterion"]: c["status"] for c in v["criteria"]}[1] == "fail"
-    assert {c["criterion"]: c["status"] for c in v["criteria"]}[2] == "fail"
-    page = render(v)
-    assert "1. personas told apart: FAIL" in page and "2. staying in character: FAIL" in page
-    assert max(map(len, page.splitlines())) <= 80
-
 
 @pytest.mark.parametrize("mode, code", [("rules", 0), ("always_share", 1)])
 def test_the_command_prints_80_columns_and_writes_json(tmp_path, mode, code):
