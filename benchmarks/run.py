@@ -88,7 +88,8 @@ def episode_calls(capture: Path, grid: dict) -> tuple[list[int], list[int]]:
     rows = defaultdict(list)
     for line in capture.open():
         row = json.loads(line)
-        rows[row["episode"]].append(row)
+        if row["episode"]:  # untagged: the command's preflight test call, made before any episode
+            rows[row["episode"]].append(row)
     order = [str(c.seed) for c in expand(Experiment(**grid).resolved(load_catalog()))]
     assert set(rows) == set(order), "every episode's requests must be tagged with its seed"
     return [len(rows[s]) for s in order], [sum(max(map(len, parts)) for parts in stages(rows[s])) for s in order]

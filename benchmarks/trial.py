@@ -146,7 +146,8 @@ def load_requests(path: Path) -> list[tuple[list[list[dict]], list[list[list[dic
     with path.open() as f:
         for line in f:
             row = json.loads(line)
-            episodes[row["episode"]].append(row)
+            if row["episode"]:  # untagged: the command's preflight test call, made before any episode
+                episodes[row["episode"]].append(row)
     return [plan(rows) for rows in episodes.values()]
 
 

@@ -49,6 +49,7 @@ def test_a_prefix_cache_can_serve_much_of_every_kind_of_call(requests):
     # Within an episode the same instructions come first and the transcript only grows, so a call can reuse its
     # predecessor's prompt up to the new lines; the judges reuse their instructions from episode to episode.
     # (The shipped layout before issue 25: 36% in all, the transition grades 5%, the flags 12%.)
-    low = {k: v["share"] for k, v in shares.items() if v["share"] < 0.35}
+    # (the preflight is one test call per model before any episode: no earlier prompt to share with)
+    low = {k: v["share"] for k, v in shares.items() if v["share"] < 0.35 and k != "preflight"}
     assert not low, f"kinds a prefix cache serves little of: {low}"
     assert shares["all"]["share"] >= 0.55, shares["all"]
