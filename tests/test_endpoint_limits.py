@@ -4,6 +4,7 @@ limiter for every request in flight, backoff with jitter, a rate that comes down
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from stub_server import StubServer
@@ -44,7 +45,10 @@ async def test_a_trickling_answer_is_abandoned_at_the_call_deadline(client):
 
 def test_batch_takes_timeout(tmp_path):
     db = tmp_path / "n.db"
-    with StubServer(fault=lambda n, body: "trickle") as url:
+    def trickle(n, body):  # every call but the batch's preflight test call (so that an episode runs and fails)
+        return None if '"preflight"' in json.dumps(body) else "trickle"
+
+    with StubServer(fault=trickle) as url:
         start = time.monotonic()
         result = nextstep("batch", "--personas", "aloof", "--max-turns", "1", "--judges", "0", "--run-id", "t",
                           "--timeout", "0.5", "--base-url", url, "--db", str(db))

@@ -3,6 +3,8 @@ prompt templates that try to run code (issue 24, items 9-13)."""
 
 from __future__ import annotations
 
+import json
+
 import csv
 import subprocess
 import sys
@@ -119,7 +121,9 @@ def test_a_key_the_endpoint_echoes_is_redacted_from_errors_logs_and_the_store(tm
 
     key = "sk-live-0123456789abcdef"
 
-    def echo(n, body):  # as some servers do: the key sent, quoted back in a 401 and in a 500
+    def echo(n, body):  # as some servers do: the key sent, quoted back in a 401 and in a 500 (the preflight passes)
+        if '"preflight"' in json.dumps(body):
+            return None
         status = 401 if n % 2 else 500
         return status, {}, {"error": {"message": f"Incorrect API key provided: {stub.authorizations[n]}; see ?api_key={key}"}}
 
