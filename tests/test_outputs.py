@@ -21,12 +21,14 @@ def nextstep(*args, cwd=None):
                           env={**os.environ, "COLUMNS": "80"})
 
 
-def one_line_error(result, *fragments) -> None:
+def one_line_error(result, *fragments) -> str:
+    """The command's one error line, after checking it is one line, exit 2, and holds each fragment."""
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nextstep: error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -4,30 +4,16 @@ filters, JSON for scripts, and `run` stored too."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 from stub_server import StubServer
+from test_outputs import nextstep, one_line_error
 
 import simulator.api as api
 from simulator.storage.store import Store
 
 
-def nextstep(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "COLUMNS": "80"})
-
-
-def one_line_error(result, *fragments) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nextstep: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
