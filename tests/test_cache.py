@@ -16,6 +16,7 @@ import time
 
 import pytest
 from stub_server import StubServer, answer, completion, instance
+from test_batch import _stored
 
 from simulator.core.records import Episode
 from simulator.models.cache import ResponseCache, request_key
@@ -95,14 +96,6 @@ async def test_grading_a_run_twice_asks_the_endpoint_once(tmp_path, cache_on):
     assert all(c.from_cache for vs in second for v in vs for c in v.calls)
     strip = {"calls": {"__all__": {"latency_s", "from_cache", "cost_usd"}}}  # a hit costs $0
     assert [[v.model_dump(exclude=strip) for v in vs] for vs in second] == [[v.model_dump(exclude=strip) for v in vs] for vs in first]
-
-
-def _stored(db) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            return conn.execute("SELECT count(*) FROM episodes").fetchone()[0]
-    except sqlite3.Error:
-        return 0
 
 
 def test_a_resume_after_sigkill_asks_again_only_what_never_completed(tmp_path, cache_on):
