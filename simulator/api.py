@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from simulator.conversation.catalog import Catalog, load_catalog, profile_of
 from simulator.core.errors import UserError
-from simulator.core.files import output_file, write_atomic
+from simulator.core.files import export_target, output_file, write_atomic
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
 from simulator.runs.experiment import FAIL_FAST, Experiment, Progress, grid
@@ -377,16 +377,9 @@ def episodes(run_id: str, db: Path | str = DB, *, persona: str | None = None, se
              unusable: bool = False) -> list[dict]:
     """A run's episodes as rows (id, cell, status, outcome), filtered: `contact` True or False keeps those that did or
     did not end in contact (number or email); `unusable` keeps only those the statistics leave out."""
-    from evaluations.analysis.frame import episode_list
-
-    return episode_list(_frame_of(run_id, db), persona=persona, setting=setting, strategy=strategy, status=status,
-                        contact=contact, unusable=unusable)  # fmt: skip
-
-
-def _frame_of(run_id: str, db: Path | str):
-    from evaluations.analysis.frame import load_run as _frame
-
-    return _frame(_run_id(run_id, db), db)
+    with Store(_existing(db)) as store:
+        return store.listing(store.resolve_run(run_id), persona=persona, setting=setting, strategy=strategy, status=status,
+                             contact=contact, unusable=unusable)  # fmt: skip
 
 
 def load_frame(run_id: str, db: Path | str = DB) -> pd.DataFrame:
@@ -420,11 +413,14 @@ def export(run_id: str, output: Path | str | None = None, fmt: str | None = None
     The format follows `output`'s extension, `output` defaults to RUN_ID.FORMAT, and an existing file is replaced
     only with `force`.
     """
-    from evaluations.analysis.frame import export as _export, export_target
-
     run_id = _run_id(run_id, db)
     fmt, output = export_target(run_id, Path(output) if output is not None else None, fmt)
     output_file(output, "-o", force=force)
+    if fmt == "jsonl":  # the records as stored: no analysis to import
+        with Store(_existing(db)) as store:
+            return store.export_jsonl(run_id, output), output
+    from evaluations.analysis.frame import export as _export
+
     return _export(run_id, db, fmt, output), output
 
 

@@ -14,7 +14,7 @@ from simulator.conversation.catalog import Persona, entry_hash
 from simulator.core.records import Episode, Turn
 
 from .compare import SMALL, clean, mean_ci, rate
-from .frame import is_contact
+from simulator.core.records import is_contact
 from .stats import cohens_h_ci, hedges_g_ci
 
 
