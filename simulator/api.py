@@ -67,7 +67,7 @@ def _existing(db: Path | str) -> Path:
     return Path(db)
 
 
-def _run_id(run_id: str, db: Path | str) -> str:
+def resolve_run(run_id: str, db: Path | str) -> str:
     """A run's whole id from its id or a unique prefix; an ambiguous or unknown one lists the candidates or the closest."""
     with Store(_existing(db)) as store:
         return store.resolve_run(run_id)
@@ -160,7 +160,7 @@ def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: st
     """What `run_batch` with these arguments would run, nothing run: (grid, cells, bound on calls and tokens)."""
     from simulator.runs.batch import plan_grid
 
-    resume = resume and _run_id(resume, db)
+    resume = resume and resolve_run(resume, db)
     return plan_grid(experiment, db=db, resume=resume, config_file=config_file, **config_flags)
 
 
@@ -183,7 +183,7 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
     from simulator.runs.bundle import replay_batch
 
     output_file(db, "--db")
-    resume = resume and _run_id(resume, db)
+    resume = resume and resolve_run(resume, db)
     final: list[Progress] = []
 
     def remember(p: Progress) -> None:
@@ -386,14 +386,14 @@ def load_frame(run_id: str, db: Path | str = DB) -> pd.DataFrame:
     """A run as a pandas DataFrame, one row per episode: status, outcome, private state, a column per condition."""
     from evaluations.analysis.frame import load_run as _frame
 
-    return _frame(_run_id(run_id, db), db)
+    return _frame(resolve_run(run_id, db), db)
 
 
 def summarize(run_id: str, db: Path | str = DB) -> dict:
     """Per persona x setting: episodes, exclusions, contact rates and mean scores; cautions, judge agreement, tokens."""
     from evaluations.analysis.summary import run_summary
 
-    return run_summary(_run_id(run_id, db), db)
+    return run_summary(resolve_run(run_id, db), db)
 
 
 def show(run_or_episode: str, db: Path | str = DB) -> dict:
@@ -413,7 +413,7 @@ def export(run_id: str, output: Path | str | None = None, fmt: str | None = None
     The format follows `output`'s extension, `output` defaults to RUN_ID.FORMAT, and an existing file is replaced
     only with `force`.
     """
-    run_id = _run_id(run_id, db)
+    run_id = resolve_run(run_id, db)
     fmt, output = export_target(run_id, Path(output) if output is not None else None, fmt)
     output_file(output, "-o", force=force)
     if fmt == "jsonl":  # the records as stored: no analysis to import
@@ -450,7 +450,7 @@ def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, includ
     from evaluations.analysis import compare as _compare
     from evaluations.analysis.frame import scan_run
 
-    run_a, run_b = _run_id(run_a, db), run_b and _run_id(run_b, db)
+    run_a, run_b = resolve_run(run_a, db), run_b and resolve_run(run_b, db)
     db = Path(db)
     branches = _compare.load_branches(run_a, db) if run_b is None else None
     if branches:
@@ -476,7 +476,7 @@ def plan_reps(run_id: str, *, contact_change: float = 0.1, score_change: float =
 
     if not (0 < alpha < 1 and 0 < power < 1):
         raise UserError(f"--alpha {alpha} and --power {power} must both lie between 0 and 1")
-    return plan(_frame(_run_id(run_id, db), db), contact_change=contact_change, score_change=score_change, alpha=alpha,
+    return plan(_frame(resolve_run(run_id, db), db), contact_change=contact_change, score_change=score_change, alpha=alpha,
                 power=power, include_unfaithful=include_unfaithful)  # fmt: skip
 
 
@@ -491,19 +491,21 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
 
 
 def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None,
-           include_unfaithful: bool = False, all_transcripts: bool = False, output: Path | str | None = None) -> str:
+           include_unfaithful: bool = False, all_transcripts: bool = False, output: Path | str | None = None,
+           force: bool = False) -> str:
     """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string; also written to
-    `output` if given (its folder checked first). `include_unfaithful` keeps out-of-character episodes in the
-    statistics, as `compare` does; `all_transcripts` shows every transcript, not the first 300."""
+    `output` if given (checked first: its folder must exist, and an existing file is replaced only with `force`).
+    `include_unfaithful` keeps out-of-character episodes in the statistics, as `compare` does; `all_transcripts`
+    shows every transcript, not the first 300."""
     from evaluations.analysis.report import render_report
 
     if output is not None:
-        output_file(output, "-o")
+        output_file(output, "-o", force=force)
         html = report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
                       all_transcripts=all_transcripts)
         write_atomic(Path(output), html)
         return html
-    return render_report(_run_id(run_id, db), _existing(db), vs=vs and _run_id(vs, db), personas_dir=personas_dir,
+    return render_report(resolve_run(run_id, db), _existing(db), vs=vs and resolve_run(vs, db), personas_dir=personas_dir,
                          include_unfaithful=include_unfaithful, all_transcripts=all_transcripts)
 
 
