@@ -486,8 +486,8 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
 
     with Store(_existing(db)) as store:
         run_id = store.resolve_run(run_id)
-        run, records = store.run(run_id), store.episodes(run_id)
-    return audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
+        run = store.run(run_id)
+        return audit(store.each_episode(run_id), load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
 
 
 def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None,

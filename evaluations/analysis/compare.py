@@ -217,11 +217,11 @@ class Judging:
         return {k: sorted(vs, key=str)[0] if len(vs) == 1 else tuple(sorted(vs, key=str)) for k, vs in self.seen.items() if vs}
 
 
-def run_prompts(run: dict, records: list[Episode]) -> dict:
+def run_prompts(run: dict, judging: dict) -> dict:
     """{name: hash} of every prompt a run used: simulation prompts, the rubric and the judges' prompts, the judges' as
-    their verdicts record them (a tuple where they are mixed within the run)."""
+    their verdicts record them (`judging`: `judge_provenance`; a tuple where they are mixed within the run)."""
     spec = run["spec"]
-    judged = {k.removeprefix("prompts."): v for k, v in judge_provenance(records).items() if k.startswith("prompts.")}
+    judged = {k.removeprefix("prompts."): v for k, v in judging.items() if k.startswith("prompts.")}
     return {**(spec.prompts or {}), "rubric": spec.rubric_hash, **judged}
 
 
