@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -10,7 +11,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from simulator.core.errors import UserError
@@ -42,13 +43,18 @@ def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession
 
     async def run(request: Request):
         live = _found(pages.live_run, db, request.path_params["run_id"], _filters(request))
-        return render("run.html", db=str(db), live=live, tables=pages.contact_tables(live["frame"]))
+        return render("run.html", db=str(db), live=live)
 
-    async def run_live(request: Request):  # the counts or the episode list
-        if request.path_params["part"] not in ("counts", "list"):
-            raise HTTPException(404, f"no part {request.path_params['part']!r} of a run page")
-        live = _found(pages.live_run, db, request.path_params["run_id"], _filters(request))
-        return render(f"run_{request.path_params['part']}.html", live=live)
+    async def run_live(request: Request):
+        """All that changes while a batch writes, in one read of the store; 304 while nothing did (an idle open page
+        costs a few small queries a second, not the run's records and tables)."""
+        run_id = request.path_params["run_id"]
+        tag = '"%s"' % hashlib.sha256((_found(pages.run_stamp, db, run_id) + request.url.query).encode()).hexdigest()[:20]
+        if request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers={"ETag": tag})
+        reply = render("run_live.html", live=_found(pages.live_run, db, run_id, _filters(request)))
+        reply.headers["ETag"] = tag
+        return reply
 
     async def episode(request: Request):
         return render("episode.html", **_found(pages.episode_page, db, request.path_params["episode_id"]))
@@ -89,7 +95,7 @@ def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession
         return render("404.html", status=exc.status_code, detail=exc.detail)
 
     app = Starlette(routes=[
-        Route("/", runs), Route("/live/runs", runs_live), Route("/run/{run_id}", run), Route("/live/run/{run_id}/{part:str}", run_live),
+        Route("/", runs), Route("/live/runs", runs_live), Route("/run/{run_id}", run), Route("/live/run/{run_id}", run_live),
         Route("/episode/{episode_id}", episode), Route("/compare", compare),
         Route("/label", label_start), Route("/label/done", label_done),
         Route("/label/{n:int}", label_page, methods=["GET", "POST"]),
