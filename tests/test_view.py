@@ -37,10 +37,10 @@ def _port() -> int:
 class Viewer:
     """The viewer app served by uvicorn in a thread: `with Viewer(db) as url: ...`."""
 
-    def __init__(self, db, token: str | None = None, label=None):
+    def __init__(self, db, token: str | None = None, label=None, **options):
         self.port = _port()
-        self.server = uvicorn.Server(uvicorn.Config(create_app(db, token=token, label=label), host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))  # fmt: skip
+        self.server = uvicorn.Server(uvicorn.Config(create_app(db, token=token, label=label, **options), host="127.0.0.1",
+                                                    port=self.port, log_level="warning"))  # fmt: skip
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:
@@ -370,3 +370,51 @@ def test_label_three_episodes_then_calibrate_on_the_file(store, tmp_path, browse
     with rule_server() as url:
         result = api.calibrate(out, base_url=url)
     assert sorted(result["verdicts"]) == sorted(session.ids)
+
+
+def test_the_sample_button_draws_a_sample_and_opens_the_label_page(store, tmp_path, browser):
+    """The run page's button does what `nextstep label RUN --sample 3 --labeller bo` does: 3 of the 6 episodes, one per
+    persona (stratified), labelled blind into bo's gold file beside the viewer."""
+    import json
+
+    from simulator import api
+
+    db, run_id, _ = store
+    with Store(db) as s:
+        persona = {e.id: e.persona for e in s.episodes(run_id)}
+    with Viewer(db, rubric=api.rubric_anchors(), labels_dir=tmp_path) as site:
+        page = browser.new_page()
+        page.goto(f"{site}/run/{run_id}")
+        page.fill("#sample input[name=labeller]", "bo")
+        page.fill("#sample input[name=sample]", "3")
+        page.click("#sample button")
+        page.wait_for_url("**/label/0")
+        assert page.locator("h1").inner_text().startswith("Label 1 of 3")
+        assert f"labelling {run_id} as bo" in page.inner_text("header")
+        seen = []
+        for n in range(3):
+            seen.append(page.locator("h1 .id").inner_text())
+            for key in "333333":
+                page.keyboard.press(key)
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"**/label/{'done' if n == 2 else n + 1}")
+    assert sorted(persona[i] for i in seen) == ["aloof", "friendly", "unsure"]
+    lines = [json.loads(x) for x in (tmp_path / f"{run_id}-labels-bo.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == seen and {(x["labeller"], x["run_id"]) for x in lines} == {("bo", run_id)}
+    assert all(set(x["labels"].values()) == {3} for x in lines)
+
+
+def test_the_sample_button_refuses_a_bad_form_or_another_site(store, tmp_path):
+    from simulator import api
+
+    with Viewer(store[0], rubric=api.rubric_anchors(), labels_dir=tmp_path) as site:
+        post = lambda body, origin=site: urllib.request.Request(f"{site}/run/{store[1]}/label", data=body.encode(),  # noqa: E731
+                                                                headers={"Origin": origin}, method="POST")  # fmt: skip
+        assert get(post("labeller=bo&sample=3&seed=0", "http://evil.example"))[0] == 403
+        status, page = get(post("labeller=../../etc/x&sample=3&seed=0"))
+        assert status == 400 and "labeller" in page
+        status, page = get(post("labeller=bo&sample=none&seed=0"))
+        assert status == 400 and "sample" in page
+        assert get(urllib.request.Request(f"{site}/run/no-such-run/label", data=b"labeller=bo&sample=3&seed=0",
+                                          headers={"Origin": site}, method="POST"))[0] == 404  # fmt: skip
+        assert list(tmp_path.iterdir()) == []
