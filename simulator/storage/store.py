@@ -36,7 +36,9 @@ ADDED_TABLES = """
 CREATE TABLE IF NOT EXISTS episode_history (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, cell TEXT NOT NULL, rep INTEGER NOT NULL,
     episode_id TEXT NOT NULL, status TEXT NOT NULL, error TEXT, record_json TEXT NOT NULL, replaced_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS writers (run_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, token TEXT NOT NULL,
-    since TEXT NOT NULL, beat REAL NOT NULL)
+    since TEXT NOT NULL, beat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS fitness (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, ablation_run_id TEXT,
+    protocol_hash TEXT NOT NULL, overall TEXT NOT NULL, saved_at TEXT NOT NULL, verdict_json TEXT NOT NULL)
 """
 STATUS_RANK = {"failed": 0, "ungraded": 1, "succeeded": 2}  # a save never puts a lower one in place of a higher one
 LEASE_S = 120  # a writer on another host that has not beaten its heartbeat for this long has stopped
@@ -660,6 +662,21 @@ class Store:
         with self._tx() as conn:
             for digest, (name, text) in texts.items():
                 insert(conn, "prompts", {"hash": digest, "name": name, "text": text}, "INSERT OR IGNORE")
+
+    def save_fitness(self, verdict: dict) -> None:
+        """Keep a `nextstep fitness` verdict beside the runs it read (its 'runs': 'grid' and, if run, 'ablation')."""
+        with self._tx() as conn:
+            insert(conn, "fitness", {"run_id": verdict["runs"]["grid"], "ablation_run_id": verdict["runs"].get("ablation"),
+                                     "protocol_hash": verdict["protocol"]["hash"], "overall": verdict["overall"],
+                                     "saved_at": now(), "verdict_json": json.dumps(verdict, allow_nan=False)})  # fmt: skip
+
+    def fitness(self, run_id: str) -> dict | None:
+        """The latest fitness verdict that read this run (as its grid or its ablation), or None."""
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'fitness'").fetchone():
+            return None  # an older file opened read-only: no verdict was ever stored in it
+        row = self.conn.execute("SELECT verdict_json FROM fitness WHERE ? IN (run_id, ablation_run_id) ORDER BY id DESC",
+                                (run_id,)).fetchone()  # fmt: skip
+        return json.loads(row["verdict_json"]) if row else None
 
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
