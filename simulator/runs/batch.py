@@ -368,7 +368,8 @@ class Batch:
 
         try:
             concurrency = self.concurrency or self.endpoint.concurrency
-            async with self.executor(episodes, self.endpoint, config, concurrency) as (where, at_once):
+            executor = self.executor if cells or regrade else here  # nothing to run: no actors to start
+            async with executor(episodes, self.endpoint, config, concurrency) as (where, at_once):
                 limit = asyncio.Semaphore(at_once)
                 with fewer_collections():
                     await asyncio.gather(*(grade_again(r) for r in regrade), *(one(c) for c in cells))
@@ -418,6 +419,8 @@ async def run_grid(
     rubric_file: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     fail_fast: int = FAIL_FAST,
+    ray: str | None = None,
+    actors: int | None = None,
     **config_flags,
 ) -> str:
     """Run a grid (an Experiment, a dict of its fields, or an experiment YAML path) and return the run id.
@@ -429,16 +432,33 @@ async def run_grid(
     `on_progress` gets the counters whenever an episode starts or ends, and once at the end. Before any episode, one
     test call per distinct model (a UserError if the endpoint refuses it); `fail_fast` N stops the batch when the
     first N episodes to end all failed with the same error (0: never).
+    `ray` runs the episodes on Ray actors (`ray_pool.actors`): the cluster's address, or "" for $NEXTSTEP_RAY_ADDRESS or
+    a new local instance; `actors` of them (default: one per CPU), each with `concurrency` requests in flight.
     """
     experiment, stored, (config, send_key), catalog = _prepare(experiment, db, resume, config, config_file, config_flags)
     run_id = resume or run_id
     rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
     concurrency = concurrency or stored.get("concurrency")
+    executor = ray_executor(ray, actors, config) if ray is not None else here
     with Store(Path(db)) as store, endpoint(config, concurrency, send_key=send_key) as ep:
         batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
-                      on_progress, fail_fast, max_cost)  # fmt: skip
+                      on_progress, fail_fast, max_cost, executor=executor)  # fmt: skip
         run_id, _ = await batch.run()
     return run_id
+
+
+def ray_executor(address: str, actors: int | None, config: Config) -> Callable:
+    """`ray_pool.actors`, once it is clear that Ray can be used: it is installed, and the endpoint is shared."""
+    import importlib.util
+
+    if not config.base_url and config.backend == "local":
+        raise UserError("--ray needs an endpoint every machine can reach: give --base-url (a vLLM, Ray Serve or other "
+                        "OpenAI-compatible server) or --backend openai; the embedded engine runs on this machine only")
+    if importlib.util.find_spec("ray") is None:
+        raise UserError("--ray needs Ray: pip install 'nextstep[ray]'")
+    from .ray_pool import actors as on_actors
+
+    return on_actors(address or None, actors)
 
 
 def _prepare(experiment, db, resume: str | None, config: Config | None, config_file: Path | None, flags: dict):
