@@ -128,12 +128,17 @@ async def test_more_actors_than_the_cluster_has_cpus_is_refused(cluster, tmp_pat
                            ray="", actors=3)  # fmt: skip
 
 
-def test_ray_without_a_shared_endpoint_is_one_line_and_exit_2(tmp_path):
+def test_ray_without_a_shared_endpoint_or_with_a_silent_cluster_is_one_line_and_exit_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "simulator", "batch", "--ray", "--db", str(tmp_path / "n.db")],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("nextstep: error: --ray needs an endpoint every machine can reach: give --base-url")
     assert "the embedded engine runs on this machine only" in result.stderr and result.stderr.count("\n") == 1
+    with StubServer() as url:  # Ray would wait minutes for a cluster at a port where nothing listens
+        result = subprocess.run([sys.executable, "-m", "simulator", "batch", "--ray", "127.0.0.1:1", "--base-url", url,
+                                 "--db", str(tmp_path / "n.db")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == "nextstep: error: --ray 127.0.0.1:1: no Ray cluster answers there (Connection refused)\n"
     assert not (tmp_path / "n.db").exists()
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator
 
@@ -105,11 +106,10 @@ class Pool:
 
 
 def connect(address: str | None) -> bool:
-    """Join the Ray cluster at `address` (else $NEXTSTEP_RAY_ADDRESS, else a new local instance on 127.0.0.1), unless
-    this process already has; True if it joined (and so leaves at the end)."""
+    """Join the Ray cluster at `address`, or start a new local instance (its node at 127.0.0.1) for None, unless this
+    process already has; True if it joined (and so leaves at the end)."""
     if ray.is_initialized():
         return False
-    address = address or os.environ.get(ADDRESS_ENV) or None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray would report its use over the network
     main = threading.current_thread() is threading.main_thread()
     term = signal.getsignal(signal.SIGTERM) if main else None
@@ -125,9 +125,26 @@ def connect(address: str | None) -> bool:
     return True
 
 
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """A UserError at once if nothing listens at a cluster's host:port (Ray itself would wait minutes, deaf to
+    signals, in its own code): `reachable('10.0.0.5:6379')`; 'auto' and other forms are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e})") from None
+
+
 def actors(address: str | None = None, count: int | None = None):
     """A `Batch.executor` that runs the episodes on `count` Ray actors (default: one per CPU of the cluster), each with
-    the batch's concurrency; joins the cluster at `address` (`connect`) and leaves it when the batch ends."""
+    the batch's concurrency; joins the cluster at `address` (else $NEXTSTEP_RAY_ADDRESS, else a new local instance)
+    when the batch starts its episodes, and leaves it when the batch ends. A cluster that does not answer is refused
+    here, before anything is run."""
+    address = address or os.environ.get(ADDRESS_ENV) or None
+    if address:
+        reachable(address)
 
     @contextlib.asynccontextmanager
     async def executor(episodes: Episodes, endpoint: Endpoint, config: Config, concurrency: int) -> AsyncIterator[tuple[Pool, int]]:
