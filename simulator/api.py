@@ -169,7 +169,8 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
               max_failures: int | None = None, max_cost: float | None = None, fail_fast: int = FAIL_FAST,
               rubric_file: Path | None = None,
               on_progress: Callable[[Progress], None] | None = None, replay: Path | str | None = None,
-              config_file: Path | None = None, **config_flags) -> BatchResult:
+              ray: str | None = None, actors: int | None = None, config_file: Path | None = None,
+              **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
 
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
@@ -178,6 +179,9 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
     `fail_fast` N stops the batch when the first N episodes to end all failed with the same error (0: never).
     `max_tokens` and `max_cost` (US dollars; every model needs a known price) stop scheduling episodes once spent.
     `replay=BUNDLE` makes a bundled run again (`export_bundle`) with no endpoint: every answer comes from the bundle.
+    `ray` spreads the episodes over Ray actors (the extra `nextstep[ray]`) against a shared endpoint (`base_url`): a
+    cluster's address, or "" for $NEXTSTEP_RAY_ADDRESS or else a new local instance; `actors` of them (default: one per
+    CPU of the cluster), each with `concurrency` requests in flight; this process alone writes `db`.
     """
     from simulator.runs.batch import run_grid
     from simulator.runs.bundle import replay_batch
@@ -192,6 +196,8 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
             on_progress(p)
 
     if replay is not None:
+        if ray is not None:
+            raise UserError("--replay reaches no endpoint: leave out --ray")
         if experiment is not None or resume or run_id:
             raise UserError("--replay makes the bundled run again: leave out the grid flags, --experiment, --resume and --run-id")
         run, differences = _wait(replay_batch(Path(replay), db=Path(db), on_progress=remember))
@@ -199,7 +205,7 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
                          max_failures=max_failures, max_cost=max_cost, config_file=config_file, rubric_file=rubric_file,
-                         on_progress=remember, fail_fast=fail_fast, **config_flags))  # fmt: skip
+                         on_progress=remember, fail_fast=fail_fast, ray=ray, actors=actors, **config_flags))  # fmt: skip
     return BatchResult(run, final[0])
 
 
