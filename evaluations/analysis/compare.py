@@ -96,20 +96,35 @@ def mean_ci(values) -> dict:
     return {"n": int(x.size), "mean": float(x.mean()) if x.size else None, "ci": list(bootstrap_ci(x))}
 
 
+def contact_stats(ok: pd.DataFrame) -> dict:
+    """What a table of contact shows for one group of usable episodes: n, contact, mean private interest and comfort."""
+    return {"n": len(ok), "small": len(ok) < SMALL, "contact": rate(ok["contact"]),
+            **{m: mean_ci(ok[m]) for m in ("mean_interest", "mean_comfort")}}  # fmt: skip
+
+
 def group_stats(ok: pd.DataFrame) -> dict:
     """What one group of usable episodes did: contact, private state, condition scores, flags."""
+    shown = contact_stats(ok)
     return {
-        "n": len(ok), "small": len(ok) < SMALL, "contact": rate(ok["contact"]), "social_handle": rate(ok["social_handle"]),
+        **{k: shown[k] for k in ("n", "small", "contact")}, "social_handle": rate(ok["social_handle"]),
         "next_meeting": rate(ok["next_meeting"]),
-        **{m: mean_ci(ok[m]) for m in MEASURES},
+        **{m: shown[m] if m in shown else mean_ci(ok[m]) for m in MEASURES},
         "flags": {f: rate(ok[f"flag_{f}"]) for f in FLAGS},
     }  # fmt: skip
 
 
-def _by(frame: pd.DataFrame, ok: pd.DataFrame, by: list[str]) -> list[dict]:
+def _by(frame: pd.DataFrame, ok: pd.DataFrame, by: list[str], stats=group_stats) -> list[dict]:
     """Stats per group; groups come from every episode, so a group whose episodes all failed still shows (n 0)."""
     keys = frame[by].drop_duplicates().sort_values(by).itertuples(index=False)
-    return [dict(zip(by, key)) | group_stats(ok[(ok[by] == list(key)).all(axis=1)]) for key in keys]
+    return [dict(zip(by, key)) | stats(ok[(ok[by] == list(key)).all(axis=1)]) for key in keys]
+
+
+def contact_cells(frame: pd.DataFrame, by: list[str], *, include_unfaithful: bool = False) -> list[dict]:
+    """`contact_stats` per group of `by` (e.g. ['persona', 'setting']): the cells of `persona_reactions`' tables without
+    the scores, flags and tests, cheap enough to recompute while a batch writes (the viewer's live tables)."""
+    if frame.empty:
+        return []
+    return _by(frame, usable(frame, include_unfaithful=include_unfaithful), by, contact_stats)
 
 
 def _test(groups: dict[str, pd.Series], kind: str) -> dict:
@@ -218,11 +233,11 @@ class Judging:
         return {k: sorted(vs, key=str)[0] if len(vs) == 1 else tuple(sorted(vs, key=str)) for k, vs in self.seen.items() if vs}
 
 
-def run_prompts(run: dict, records: list[Episode]) -> dict:
+def run_prompts(run: dict, judging: dict) -> dict:
     """{name: hash} of every prompt a run used: simulation prompts, the rubric and the judges' prompts, the judges' as
-    their verdicts record them (a tuple where they are mixed within the run)."""
+    their verdicts record them (`judging`: `judge_provenance`; a tuple where they are mixed within the run)."""
     spec = run["spec"]
-    judged = {k.removeprefix("prompts."): v for k, v in judge_provenance(records).items() if k.startswith("prompts.")}
+    judged = {k.removeprefix("prompts."): v for k, v in judging.items() if k.startswith("prompts.")}
     return {**(spec.prompts or {}), "rubric": spec.rubric_hash, **judged}
 
 

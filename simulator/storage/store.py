@@ -19,8 +19,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from simulator.core.errors import StorageError, UserError
-from simulator.core.files import validation_message
-from simulator.core.records import Episode, RunSpec, Verdict, package_version
+from simulator.core.files import replacing, validation_message
+from simulator.core.records import Episode, RunSpec, Verdict, is_contact, package_version
 
 log = logging.getLogger(__name__)
 
@@ -568,6 +568,42 @@ class Store:
         rows = self.conn.cursor().execute(f"SELECT id, record_json FROM episodes WHERE run_id = ?{only} ORDER BY cell, rep", (run_id,))
         for row in rows:
             yield self._episode(row)
+
+    def listing(self, run_id: str, *, persona: str | None = None, setting: str | None = None, strategy: str | None = None,
+                status: str | None = None, contact: bool | None = None, unusable: bool = False) -> list[dict]:
+        """The run's episodes that pass the filters, in cell order, as the columns `nextstep episodes` lists, read from
+        the episodes table: a record is parsed only where an older nextstep left `usable` unset.
+
+        `contact` True / False: those that ended in contact (number or email) / did not (an unknown outcome passes
+        neither); `unusable`: only those the statistics leave out (`Episode.usable`)."""
+        if status is not None and status not in STATUS_RANK:
+            raise UserError(f"--status {status!r}: choose from {', '.join(reversed(STATUS_RANK))}")
+        where = [f"{c} = ?" for c, v in (("persona", persona), ("setting", setting), ("strategy", strategy),
+                                         ("status", status)) if v is not None]  # fmt: skip
+        rows = self.conn.execute(
+            f"""SELECT id AS episode_id, setting, persona, strategy, rep, status, exchanged, NULL AS contact, end_reason, n_turns AS turns,
+                       fidelity_ok, usable, error FROM episodes WHERE {" AND ".join(["run_id = ?", *where])} ORDER BY cell, rep""",
+            (run_id, *(v for v in (persona, setting, strategy, status) if v is not None)))  # fmt: skip
+        found = []
+        for row in map(dict, rows):
+            if row["usable"] is None:  # saved before the column existed
+                record = self.episode(row["episode_id"])
+                row["fidelity_ok"], row["usable"] = record.in_character, record.usable
+            row["contact"] = is_contact(row["exchanged"])
+            row["usable"] = bool(row["usable"])
+            row["fidelity_ok"] = None if row["fidelity_ok"] is None else bool(row["fidelity_ok"])
+            if (contact is None or (row["contact"] is not None and row["contact"] == contact)) and not (unusable and row["usable"]):
+                found.append(row)
+        return found
+
+    def export_jsonl(self, run_id: str, output: Path) -> int:
+        """Write the run's records to `output`, one JSON line each, a record in memory at a time; returns how many."""
+        self.run(run_id)
+        n = 0
+        with replacing(output) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for n, record in enumerate(self.each_episode(run_id), 1):
+                f.write(record.model_dump_json() + "\n")
+        return n
 
     def _episode(self, row) -> Episode:
         return self._valid(Episode, row["record_json"], f"episode {row['id']}")
