@@ -418,3 +418,36 @@ def test_the_sample_button_refuses_a_bad_form_or_another_site(store, tmp_path):
         assert get(urllib.request.Request(f"{site}/run/no-such-run/label", data=b"labeller=bo&sample=3&seed=0",
                                           headers={"Origin": site}, method="POST"))[0] == 404  # fmt: skip
         assert list(tmp_path.iterdir()) == []
+
+
+def test_the_label_page_shows_agreement_with_another_labeller_of_the_run(store, tmp_path):
+    """ana's and bo's files of the same two episodes, by hand: timing (5, 5) and (3, 4): exact 1/2, within one 2/2,
+    linear-weighted kappa 1 - (1/8)/(1/4) = 0.5; both raise rude on the first only (kappa 1); exchanged the same on both."""
+    import json
+
+    from simulator import api
+    from simulator.view import default_output, new_session
+
+    db, run_id, _ = store
+    with Store(db) as s:
+        two = [e for e in s.episodes(run_id)][:2]
+
+    def line(e, who, timing, flags):
+        return {"id": e.id, "setting": e.setting, "persona": e.persona, "strategy": e.strategy,
+                "turns": [{"speaker": t.speaker, "text": t.text} for t in e.turns], "labels": {"timing": timing},
+                "flags": flags, "exchanged": "none", "labeller": who, "run_id": run_id}  # fmt: skip
+
+    for who, timings in (("ana", (5, 3)), ("bo", (5, 4))):
+        lines = [line(e, who, t, ["rude"] if n == 0 else []) for n, (e, t) in enumerate(zip(two, timings))]
+        (tmp_path / default_output(run_id, who)).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    anchors, flags = api.rubric_anchors()
+    session = new_session(db, run_id, sample=6, seed=0, labeller="ana", output=tmp_path / default_output(run_id, "ana"),
+                          anchors=anchors, flags=flags)  # fmt: skip
+    with Viewer(db, label=session, agree=api.labellers_agreement) as site:
+        status, page = get(site + "/label/done")
+    assert status == 200 and "with bo: 2 episodes labelled by both" in page
+    row = page[page.index('data-condition="timing"'):].split("</tr>")[0]
+    cells = [c.split("</td>")[0].split(">")[-1] for c in row.split("<td ")[1:]]  # the condition is the row's <th>
+    assert cells == ["2", "1.000", "0.500", "1.000", "0.500"]  # both scored, applies, exact, within 1, kappa
+    assert 'data-flag="rude"' in page and "the same on 1.000 of 2" in page
+    assert f"nextstep agreement {tmp_path / default_output(run_id, 'ana')} {tmp_path / default_output(run_id, 'bo')}" in page
