@@ -187,6 +187,14 @@ def test_the_live_run_part_is_304_until_the_store_changes(store, tmp_path):
             assert r.status == 200 and r.headers["ETag"] != tag and 'id="count">7<' in r.read().decode()
 
 
+def test_a_run_whose_plan_is_done_is_complete_even_just_after_its_last_save():
+    from simulator.view.pages import run_status
+
+    assert run_status(6, 6, 2.0) == "complete"  # 6 of 6 planned, saved 2 s ago: nothing left to run
+    assert [run_status(3, 6, 2.0), run_status(3, 6, 400.0), run_status(3, None, 400.0), run_status(3, None, 2.0)] == [
+        "running", "incomplete", "stored", "running"]
+
+
 # --- in a real browser ----------------------------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium")

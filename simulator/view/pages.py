@@ -23,13 +23,13 @@ def _age_s(saved_at: str | None, now: dt.datetime) -> float | None:
 
 
 def run_status(done: int, planned: int | None, age_s: float | None) -> str:
-    """'running' (an episode saved in the last RUNNING_S seconds), 'complete', 'incomplete', or 'stored' (nothing planned
-    to compare with): `run_status(3, 6, 400.0)` -> 'incomplete'."""
+    """'complete' (every planned episode done), 'running' (an episode saved in the last RUNNING_S seconds),
+    'incomplete', or 'stored' (nothing planned to compare with): `run_status(3, 6, 400.0)` -> 'incomplete'."""
+    if planned is not None and done >= planned:
+        return "complete"
     if age_s is not None and age_s < RUNNING_S:
         return "running"
-    if planned is None:
-        return "stored"
-    return "complete" if done >= planned else "incomplete"
+    return "stored" if planned is None else "incomplete"
 
 
 def _models(spec) -> str:
