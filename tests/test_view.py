@@ -195,6 +195,19 @@ def test_a_run_whose_plan_is_done_is_complete_even_just_after_its_last_save():
         "running", "incomplete", "stored", "running"]
 
 
+def test_an_incomplete_branch_run_page_gives_the_command_that_continues_it(tmp_path):
+    """As `show` does: a branch run is continued by its own `branch` command, not `batch --resume` (which it has no
+    grid for). Written out by hand from the run's spec."""
+    db = tmp_path / "b.db"
+    branch = {"source": "r1", "at": 2, "treatment": {"strategy": "common_interest"}, "reps": 2, "judges": 1}
+    with Store(db) as s:
+        s.create_run("br", RunSpec(branch=branch, planned=4))
+    with Viewer(db) as site:
+        status, page = get(f"{site}/run/br")
+    assert status == 200 and "incomplete" in page
+    assert f"nextstep branch r1 --at 2 --strategy common_interest --reps 2 --judges 1 --run-id br --db {db}" in page
+
+
 # --- in a real browser ----------------------------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium")

@@ -12,7 +12,7 @@ from evaluations.analysis.compare import (compare_branches, compare_runs, contac
 from evaluations.analysis.frame import episode_row
 from simulator.core.errors import UserError
 from simulator.core.records import Episode
-from simulator.storage.store import Store
+from simulator.storage.store import Store, resume_command
 
 RUNNING_S = 30  # a run that saved an episode this recently is shown as running
 FILTERS = ("persona", "setting", "strategy", "status", "exchanged")
@@ -87,8 +87,7 @@ def live_run(db: Path, run_id: str, filters: dict[str, str]) -> dict:
         "run": run, "frame": frame, "records": records, "done": done, "planned": planned, "status": status,
         "episodes": len(records), "failed": counts.get("failed", 0), "ungraded": counts.get("ungraded", 0),
         "excluded": excluded(frame), "out_of_character": sum(r.in_character is False for r in records),
-        "resume": None if status in ("complete", "running") or run["spec"].experiment is None
-        else f"nextstep batch --resume {run_id} --db {db}",
+        "resume": None if status in ("complete", "running") else resume_command(run_id, run["spec"], db),
         "rows": episode_list(frame, filters), "filters": filters, "tables": contact_tables(frame),
         "choices": {k: sorted({str(v) for v in frame[k].dropna()}) if len(frame) else [] for k in FILTERS},
     }  # fmt: skip
