@@ -472,3 +472,48 @@ def test_the_label_page_shows_agreement_with_another_labeller_of_the_run(store, 
     assert cells == ["2", "1.000", "0.500", "1.000", "0.500"]  # both scored, applies, exact, within 1, kappa
     assert 'data-flag="rude"' in page and "the same on 1.000 of 2" in page
     assert f"nextstep agreement {tmp_path / default_output(run_id, 'ana')} {tmp_path / default_output(run_id, 'bo')}" in page
+
+
+def test_flags_and_the_outcome_have_keys_too(store, tmp_path, browser):
+    """After the six conditions the highlight moves to the flags (1-8 toggle the n-th, in the rubric's order), then j
+    to what was exchanged (1-4: none, number, email, social_handle)."""
+    import json
+
+    from simulator import api
+    from simulator.view import new_session
+
+    anchors, flags = api.rubric_anchors()
+    session = new_session(store[0], store[1], sample=1, seed=0, labeller="cy", output=tmp_path / "cy.jsonl", anchors=anchors,
+                          flags=flags)  # fmt: skip
+    with Viewer(store[0], label=session) as site:
+        page = browser.new_page()
+        page.goto(site + "/label/0")
+        for key in "333333" + "61" + "6" + "j" + "3":  # nervous, rude, nervous again (off), then email
+            page.keyboard.press(key)
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/label/done")
+    saved = json.loads((tmp_path / "cy.jsonl").read_text())
+    assert flags[:6] == ("rude", "demanding", "crude", "creepy", "over_deferential", "nervous")
+    assert (saved["flags"], saved["exchanged"]) == (["rude"], "email")
+    assert set(saved["labels"].values()) == {3}
+
+
+def test_the_live_part_waits_while_its_filter_form_is_in_use(store, tmp_path, browser):
+    """A filter's dropdown that is open (focused) is not replaced under the user's hand while a batch writes; the page
+    catches up once it is left."""
+    db = tmp_path / "copy.db"
+    with sqlite3.connect(store[0]) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    with Viewer(db) as site:
+        page = browser.new_page()
+        page.goto(f"{site}/run/{store[1]}")
+        page.focus("select[name=persona]")
+        page.evaluate("window.held = document.activeElement")
+        with Store(db) as s:
+            e = s.episodes(store[1])[0]
+            s.add_episode(store[1], "extra", e.model_copy(update={"id": "one-more"}))
+        page.wait_for_timeout(3000)  # three polls
+        assert page.evaluate("window.held.isConnected && document.activeElement === window.held")
+        assert page.inner_text("#count") == "6"
+        page.evaluate("document.activeElement.blur()")
+        page.wait_for_function("document.querySelector('#count').textContent == '7'", timeout=10_000)
