@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
 
@@ -200,6 +201,26 @@ def test_a_continuation_as_another_persona_is_judged_on_the_turns_it_generated(t
     assert sorted((r.branch.arm, r.persona, r.fidelity.ok) for r in records) == [
         ("control", "unsure", True), ("control", "unsure", True), ("treatment", "aloof", True), ("treatment", "aloof", True)]
     assert api.compare(run, db=db)["pairing"]["paired"] == 2
+
+
+def test_a_branch_run_another_live_writer_holds_is_refused(tmp_path):
+    """Issue 24 item 1 for branch: the same branch started twice is one run id; the second is refused, naming the holder."""
+    from simulator import api
+    from simulator.core.records import Fidelity
+
+    db = tmp_path / "n.db"
+    with Store(db) as store:
+        store.create_run("base", RunSpec(experiment={}))
+        store.save_episode("base", "supermarket/unsure/common_interest/man-woman", 0, Episode(
+            id="parent000001", setting="supermarket", persona="unsure", strategy="common_interest", seed=5,
+            status="succeeded", turns=TURNS, fidelity=Fidelity(ok=True), run_id="base"))  # fmt: skip
+    branch = lambda: api.branch("parent000001", at="2", persona="aloof", reps=1, judges=0, max_turns=3, db=db, base_url=url)  # noqa: E731
+    with StubServer(fault=keep_talking) as url:
+        run, _, _ = branch()
+        with Store(db) as other:  # another writer (this pid is alive) holds the run
+            other.claim(run)
+            with pytest.raises(UserError, match=rf"run '{run}' in .* is being written by pid {os.getpid()}"):
+                branch()
 
 
 def test_the_kept_prefix_keeps_the_parents_verdict_and_a_generated_first_turn_is_checked():
