@@ -435,7 +435,9 @@ def test_the_sample_button_refuses_a_bad_form_or_another_site(store, tmp_path):
         status, page = get(post("labeller=../../etc/x&sample=3&seed=0"))
         assert status == 400 and "labeller" in page
         status, page = get(post("labeller=bo&sample=none&seed=0"))
-        assert status == 400 and "sample" in page
+        assert status == 400 and "sample &#39;none&#39; is not a whole number" in page
+        assert "seed &#39;&#39; is not a whole number" in get(post("labeller=bo&sample=3&seed="))[1]
+        assert "sample 0 (at least 1)" in get(post("labeller=bo&sample=0&seed=0"))[1]
         assert get(urllib.request.Request(f"{site}/run/no-such-run/label", data=b"labeller=bo&sample=3&seed=0",
                                           headers={"Origin": site}, method="POST"))[0] == 404  # fmt: skip
         assert list(tmp_path.iterdir()) == []

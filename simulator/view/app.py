@@ -81,7 +81,8 @@ def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession
         run_id = request.path_params["run_id"]
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
         try:
-            labeller, size, seed = labels.labeller_name(form.get("labeller", "")), int(form.get("sample", "")), int(form.get("seed", "0"))
+            labeller = labels.labeller_name(form.get("labeller", ""))
+            size, seed = _whole(form, "sample"), _whole(form, "seed")
         except ValueError as e:
             raise HTTPException(400, f"cannot draw a sample: {e}") from None
         if size < 1:
@@ -160,6 +161,15 @@ def _found(page, db: Path, key: str, *args, **kwargs):
         return page(db, key, *args, **kwargs)
     except UserError as e:
         raise HTTPException(404, str(e)) from None
+
+
+def _whole(form: dict[str, str], key: str) -> int:
+    """A form field's whole number, or a ValueError naming the field: `_whole({'seed': '3'}, 'seed')` -> 3."""
+    value = form.get(key, "")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{key} {value!r} is not a whole number") from None
 
 
 def _same_origin(request: Request) -> None:
