@@ -343,6 +343,21 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
     return result
 
 
+def labellers_agreement(first: Path | str, second: Path | str, *, config_file: Path | None = None, **config_flags) -> dict:
+    """How far two labellers of the same sample agree (two gold files, e.g. two `nextstep label` passes of a run): per
+    condition whether both find it applicable, then exact, within-one and weighted kappa where both scored; per flag
+    kappa; what was exchanged. Over the episodes both labelled; the ones only one did are listed. No model is called."""
+    from evaluations.analysis.agreement import labellers_agreement as agree
+    from evaluations.judge.gold import load_gold
+
+    c = config(config_file, **config_flags)
+    cat = load_catalog(c.personas_dir, c.prompts_dir)
+    a, b = load_gold(Path(first), cat), load_gold(Path(second), cat)
+    if not {x.id for x in a} & {x.id for x in b}:
+        raise UserError(f"{first} and {second}: no episode labelled in both (give two labellers' files of the same sample)")
+    return agree(a, b)
+
+
 def rubric_anchors(rubric_file: Path | None = None) -> tuple[dict[str, dict[int, str]], tuple[str, ...]]:
     """What a labeller sees beside each condition: ({condition: {1: text, 3: text, 5: text}}, the flag ids)."""
     from evaluations.judge.rubric import load_rubric
