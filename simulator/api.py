@@ -244,11 +244,13 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
            practitioner_model: str | None = None, persona_model: str | None = None, reps: int = 4, judges: int = 1,
            max_turns: int | None = None, base_prompts: Path | None = None, run_id: str | None = None,
            concurrency: int | None = None, db: Path | str = DB, on_saved: Callable[[Episode], None] | None = None,
-           config_file: Path | None = None, **config_flags) -> tuple[str, list[str], Treatment]:
+           ray: str | None = None, actors: int | None = None, config_file: Path | None = None,
+           **config_flags) -> tuple[str, list[str], Treatment]:
     """Continue stored episodes (an episode id or a run id) from the turn `at`, under a change and unchanged, paired.
 
     The change is any of `strategy`, `persona`, `prompts_dir`, `practitioner_model`, `persona_model`;
     `base_prompts` is the prompt directory the parents were made with, if their run did not record it.
+    `ray` and `actors` run the continuations on Ray actors, as `run_batch`'s do.
     Returns (branch run id, the episodes left out with why, the treatment).
     """
     from simulator.runs.branch import Treatment, run_branches
@@ -257,7 +259,8 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
                           practitioner_model=practitioner_model, persona_model=persona_model)  # fmt: skip
     run, skipped = _wait(run_branches(source, at=at, treatment=treatment, reps=reps, db=_existing(db), judges=judges,
                                       run_id=run_id, max_turns=max_turns, concurrency=concurrency, config_file=config_file,
-                                      on_saved=on_saved, **({"prompts_dir": base_prompts} | config_flags)))  # fmt: skip
+                                      on_saved=on_saved, ray=ray, actors=actors,
+                                      **({"prompts_dir": base_prompts} | config_flags)))  # fmt: skip
     return run, skipped, treatment
 
 
