@@ -11,12 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import orjson
 
 from simulator.core.errors import ModelError
 
@@ -64,14 +68,39 @@ def duration(text: str) -> float:
     return value
 
 
+def canonical_json(value) -> bytes:
+    """`json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))` in UTF-8, byte for byte, made
+    by orjson (a tenth of the CPU, on every call) where it writes the same bytes: `canonical_json({'b': 1, 'a': 'é'})`
+    -> b'{"a":"\xc3\xa9","b":1}'.
+
+    orjson writes some floats otherwise (1e-7 and 0.00001 where json writes 1e-07 and 1e-05; NaN as null) and refuses
+    keys that are not strings: such values go through `json`. A request's floats are its sampling parameters, at the top.
+    """
+    try:
+        data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError: a key that is not a string, an integer over 64 bits, a lone surrogate
+        data = None
+    if data is None or _ORJSON_FLOAT.search(data) or _not_finite(value):  # a match inside a text only costs the slow way
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return data
+
+
+# Where orjson's number may differ from json's: one with an exponent, or a small one (a text that looks so costs only time)
+_ORJSON_FLOAT = re.compile(rb"[:,[]-?(?:\d+(?:\.\d+)?[eE]|0\.0000)")
+
+
+def _not_finite(value) -> bool:
+    """Whether a dict's own values hold a NaN or an infinity (orjson writes null, json NaN or Infinity)."""
+    return isinstance(value, dict) and any(isinstance(v, float) and not math.isfinite(v) for v in value.values())
+
+
 def request_key(endpoint: str, model: str, output_mode: str | None, messages: list[Message], *, schema: dict | None,
                 max_tokens: int, temperature: float, seed: int | None, stop: list[str] | None, top_p: float | None = None) -> str:
     """The sha256 of what decides an answer, as canonical JSON; the same request always has the same key."""
     request = {"endpoint": endpoint, "model": model, "messages": messages, "max_tokens": max_tokens,
                "temperature": temperature, "top_p": top_p, "stop": stop, "seed": seed,
                "constraint": schema and {"schema": schema, "mode": output_mode}}  # fmt: skip
-    data = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(data.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(request)).hexdigest()
 
 
 def stored(completion: Completion) -> str:
