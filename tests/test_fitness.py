@@ -1,11 +1,13 @@
 """`nextstep fitness` on scripted endpoints whose answer is known: rule-following personas and a judge answering as
-people labelled pass, random personas are not told apart, personas that always share are too cooperative, a judge
+people labelled pass, random personas are not told apart, personas that always share are too cooperative, personas
+that follow their rules only when the rules are in their prompt make the ranking depend on the rules, a judge
 answering at random disagrees with people."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from rule_stub import rule_server
 
 from simulator.fitness import PROTOCOL, fitness
+from simulator.storage.store import Store
 
 GRID_EPISODES = 3 * 2 * 6  # personas x strategies (common_interest, friends_pretext) x reps, as protocol.yaml says
 
@@ -27,7 +30,7 @@ def nextstep(*args):
 def verdicts(tmp_path_factory):
     """The verdict against each scripted endpoint: {mode: verdict}."""
     out = {}
-    for mode in ("rules", "random", "always_share", "random_judge"):
+    for mode in ("rules", "random", "always_share", "random_judge", "rules_in_prompt"):
         with rule_server(mode=mode) as url:
             out[mode] = fitness(db=tmp_path_factory.mktemp(mode) / "n.db", base_url=url, cache=False)
     return out
@@ -44,7 +47,7 @@ def status(verdict: dict) -> dict[int, str]:
 
 def test_rule_following_personas_pass(verdicts):
     v = verdicts["rules"]
-    assert status(v) == {1: "pass", 2: "pass", 3: "not run", 4: "pass", 5: "pass"} and v["overall"] == "pass"
+    assert status(v) == {1: "pass", 2: "pass", 3: "pass", 4: "pass", 5: "pass"} and v["overall"] == "pass"
     assert v["episodes"] == GRID_EPISODES
     assert check(v, 1, "first private state")["figure"] == 1.0  # the stub draws every first state inside the file's range
     assert check(v, 1, "pairs")["of"] == "3 of 3 pairs"
@@ -55,6 +58,45 @@ def test_rule_following_personas_pass(verdicts):
     assert check(v, 5, "episodes failed")["of"] == f"0 of {GRID_EPISODES}"
 
 
+def test_rule_following_personas_keep_their_ranking_without_the_rules(verdicts):
+    """The rules stub plays the ablation set's people by the same rules (same seeds, same first states), so every
+    persona ranks the strategies the same on both sides: aloof common_interest 6 of 6 > friends_pretext 0 of 6, unsure
+    2 of 6 > 0 of 6 (her interest above 4 in 2 reps), friendly 6 of 6 = 6 of 6 on both sides. Two untied pairs, both
+    kept: tau 1; every resample keeps them (or ties unsure on both sides): interval [1, 1]."""
+    rank = check(verdicts["rules"], 3, "strategy ranking")
+    assert rank["status"] == "pass" and rank["figure"] == 1.0 and rank["ci"] == [1.0, 1.0]
+    assert rank["details"] == [
+        "aloof: with the rules common_interest 1.00 > friends_pretext 0.00; without common_interest 1.00 > friends_pretext 0.00",
+        "friendly: with the rules common_interest 1.00 = friends_pretext 1.00; without common_interest 1.00 = friends_pretext 1.00",
+        "unsure: with the rules common_interest 0.33 > friends_pretext 0.00; without common_interest 0.33 > friends_pretext 0.00"]
+    assert verdicts["rules"]["runs"]["ablation"] != verdicts["rules"]["runs"]["grid"]
+
+
+def test_personas_that_follow_rules_only_when_told_make_the_ranking_depend_on_them(verdicts):
+    """'rules_in_prompt': with the article's files as above; with the ablation set (no rules in the prompt) every
+    persona shares to the pretext (6 of 6) and declines the plain ask (0 of 6). By hand: aloof and unsure reverse their
+    order (2 discordant pairs, none concordant); friendly is tied with the rules and ranked without them: untied pairs
+    2 with, 3 without, tau = -2 / sqrt(2 * 3). The interval by enumeration: a resample loses unsure's order with the
+    rules when none of her 2 sharing reps of 6 is drawn, (4/6)^6 = 0.09 > 0.025 of the time, and then tau is
+    -1 / sqrt(1 * 3): the 97.5th percentile. The verdict: clearly failed, so the calibration is not run."""
+    v = verdicts["rules_in_prompt"]
+    assert status(v) == {1: "pass", 2: "pass", 3: "fail", 4: "not run", 5: "pass"} and v["overall"] == "fail"
+    rank = check(v, 3, "strategy ranking")
+    assert rank["figure"] == pytest.approx(-2 / math.sqrt(6)) and rank["clearly"]
+    assert rank["ci"] == pytest.approx([-2 / math.sqrt(6), -1 / math.sqrt(3)])
+    assert rank["of"].startswith("the order depends on the rules being spelled out; over 3 pairs")
+    assert "aloof: with the rules common_interest 1.00 > friends_pretext 0.00; without friends_pretext 1.00 > " \
+           "common_interest 0.00" in rank["details"]
+    judge = next(c for c in v["criteria"] if c["criterion"] == 4)
+    assert judge["note"] == "stopped early: criterion 3 clearly failed"
+
+
+def test_the_verdict_is_stored_beside_both_runs(verdicts):
+    v = verdicts["rules_in_prompt"]
+    with Store(Path(v["db"])) as store:
+        assert store.fitness(v["runs"]["grid"]) == store.fitness(v["runs"]["ablation"]) == v
+
+
 def test_random_personas_are_not_told_apart(verdicts):
     v = verdicts["random"]
     assert status(v)[1] == "fail" and v["overall"] == "fail"
@@ -63,7 +105,7 @@ def test_random_personas_are_not_told_apart(verdicts):
     assert first["status"] == "fail" and first["figure"] < 0.5 and first["ci"][1] < 0.7
     assert check(v, 1, "pairs")["status"] == "fail"
     assert status(v)[2] == "fail"  # a fresh random state every turn leaves the envelope before the ask
-    assert status(v)[4] == "not run"  # no calibration spent once the personas clearly failed
+    assert status(v)[3] == status(v)[4] == "not run"  # no ablation or calibration spent once the personas clearly failed
     assert all("stopped early" in c["note"] for c in v["criteria"] if c["status"] == "not run")
 
 
@@ -87,7 +129,7 @@ def test_a_judge_answering_as_people_labelled_agrees_with_them(verdicts):
 
 def test_a_judge_answering_at_random_fails_the_judge_criterion(verdicts):
     v = verdicts["random_judge"]
-    assert status(v)[1] == status(v)[2] == "pass" and status(v)[4] == "fail" and v["overall"] == "fail"
+    assert status(v)[1] == status(v)[2] == status(v)[3] == "pass" and status(v)[4] == "fail" and v["overall"] == "fail"
     kappa = check(v, 4, "judge's scores")
     assert kappa["status"] == "fail" and kappa["figure"] < 0.4 and kappa["ci"][1] < 0.6  # chance agreement is 0
     # any of four outcomes at random: about 1 in 4 right, far below 0.7
@@ -101,7 +143,7 @@ def test_the_verdict_records_the_protocol_hash(verdicts):
 def test_dry_run_says_what_it_will_spend():
     result = nextstep("fitness", "--dry-run", "--base-url", "http://127.0.0.1:9/v1")
     assert result.returncode == 0, result.stderr
-    assert f"in all: {GRID_EPISODES} episodes, at most" in result.stdout
+    assert f"in all: {2 * GRID_EPISODES} episodes, at most" in result.stdout  # the grid, and again without the rules
 
 
 def test_budget_below_the_bound_is_refused_before_any_call(tmp_path):
@@ -110,14 +152,21 @@ def test_budget_below_the_bound_is_refused_before_any_call(tmp_path):
     assert not (tmp_path / "n.db").exists()
 
 
-def test_a_budget_that_covers_only_the_grid_skips_the_calibration(tmp_path):
+def test_a_budget_that_covers_only_the_grids_skips_what_comes_after(tmp_path):
     from simulator.fitness import plan
 
-    grid = plan(db=tmp_path / "n.db")["stages"][0]["calls_at_most"]
+    grid, ablation, judge = (s["calls_at_most"] for s in plan(db=tmp_path / "n.db")["stages"])
     with rule_server() as url:
-        v = fitness(db=tmp_path / "n.db", base_url=url, cache=False, budget=grid)
-    judge = next(c for c in v["criteria"] if c["criterion"] == 4)
-    assert judge["status"] == "not run" and f"past --budget {grid}" in judge["note"] and v["overall"] == "pass"
+        only_grid = fitness(db=tmp_path / "n.db", base_url=url, cache=False, budget=grid)
+        both = fitness(db=tmp_path / "n.db", base_url=url, cache=False, budget=grid + ablation)  # resumes the grid
+    skipped = lambda v: {c["criterion"]: c.get("note") for c in v["criteria"] if c["status"] == "not run"}  # noqa: E731
+    assert skipped(only_grid) == {
+        3: f"not run: this stage may spend up to {ablation:,} calls, past --budget {grid} with the {grid:,} before it",
+        4: f"not run: this stage may spend up to {judge:,} calls, past --budget {grid} with the {grid:,} before it"}
+    assert only_grid["overall"] == "pass" and "ablation" not in only_grid["runs"]
+    assert skipped(both) == {4: f"not run: this stage may spend up to {judge:,} calls, past --budget {grid + ablation} "
+                                f"with the {grid + ablation:,} before it"}
+    assert status(both)[3] == "pass" and both["runs"]["grid"] == only_grid["runs"]["grid"]
 
 
 def test_a_model_that_never_answers_in_json_fails_the_run_criterion(tmp_path):
@@ -138,6 +187,7 @@ def test_a_model_that_never_answers_in_json_fails_the_run_criterion(tmp_path):
     # by hand: each episode's practitioner line (plain text, fine), then its intent tried 3 times (2 re-asks), all prose
     assert check(v, 5, "calls whose answer")["figure"] == 3 / 4
     assert {c["criterion"]: c["status"] for c in v["criteria"]} == {1: "not run", 2: "not run", 3: "not run", 4: "not run", 5: "fail"}
+    assert "ablation" not in v["runs"]
 
 
 

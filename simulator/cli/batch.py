@@ -65,6 +65,12 @@ def batch(
     dry_run: Annotated[bool, typer.Option(help="Print the cells and an upper bound on calls, run nothing.")] = False,
     replay: Annotated[Optional[Path], typer.Option(help="Make a bundled run (`export --bundle`) again from the bundle alone: "
                                                         "no endpoint, no key.")] = None,
+    ray: Annotated[Optional[str], typer.Option(metavar="[ADDRESS]", show_default=False,
+                                               help="Run the episodes on Ray actors (pip install 'nextstep[ray]') against the "
+                                                    "shared --base-url; this process alone writes the store. ADDRESS joins a "
+                                                    "cluster [default: $NEXTSTEP_RAY_ADDRESS, else a new local instance].")] = None,
+    actors: Annotated[Optional[int], typer.Option(min=1, help="With --ray: actors, each with --concurrency requests in flight "
+                                                              "[default: one per CPU of the cluster].")] = None,
     db: Db = Path("nextstep.db"), rubric_file: RubricFile = None, *, config: dict,
 ) -> None:
     """Run a grid of episodes concurrently into the SQLite store (resumable)."""
@@ -83,7 +89,7 @@ def batch(
 
             result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
                                    max_failures=max_failures, max_cost=max_cost, fail_fast=fail_fast, rubric_file=rubric_file,
-                                   on_progress=report, replay=replay, **config)  # fmt: skip
+                                   on_progress=report, replay=replay, ray=ray, actors=actors, **config)  # fmt: skip
     except KeyboardInterrupt:
         if seen:  # the episodes that were in flight run again on resume
             seen[0].stopped = "interrupted"

@@ -71,6 +71,8 @@ def render(verdict: dict) -> str:
              _wrap(f"models: practitioner {m.get('practitioner')}, persona {m.get('persona')}, judges "
                    f"{', '.join(m.get('evaluators') or []) or 'none'} ({m.get('backend')})"),
              _wrap(f"stored run: {verdict['runs']['grid']} in {verdict['db']} ({verdict['episodes']} episodes)")]  # fmt: skip
+    if "ablation" in verdict["runs"]:
+        lines.append(_wrap(f"without the article's rules: {verdict['runs']['ablation']}"))
     for c in verdict["criteria"]:
         lines += ["", f"{c['criterion']}. {c['name']}: {c['status'].upper()}"]
         if c.get("note"):

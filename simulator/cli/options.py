@@ -95,3 +95,24 @@ def config_options(*names: str):
         return wrapper
 
     return decorate
+
+
+def ray_address(argv: list[str]) -> list[str]:
+    """`--ray [ADDRESS]` for the parser, which knows no option whose value may be left out: a bare --ray becomes --ray=
+    (no address), and takes the next word as its address only when it is one (host:port, ray://..., auto or local).
+
+    `ray_address(['batch', '--ray', '--reps', '2'])` -> ['batch', '--ray=', '--reps', '2'];
+    `ray_address(['batch', '--ray', '10.0.0.5:6379'])` -> ['batch', '--ray=10.0.0.5:6379'].
+    """
+    out, words = [], iter(range(len(argv)))
+    for i in words:
+        if argv[i] != "--ray":
+            out.append(argv[i])
+            continue
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        if not following.startswith("-") and (":" in following or following in ("auto", "local")):
+            out.append(f"--ray={following}")
+            next(words)
+        else:
+            out.append("--ray=")
+    return out
