@@ -192,11 +192,32 @@ def test_request_keys_stay_what_json_makes_them():
 
     # where orjson writes other bytes (exponents, small floats, NaN, keys that are not strings), and texts that look so
     odd = [(msgs, 1e-07, None, None), (msgs, 5e-05, None, 1e-05), (msgs, float("nan"), None, None), (msgs, 1e16, None, None),
-           (msgs, 0.7, {"type": "object", "x": [1e-7, 2.5e300, 0.0001]}, None), (msgs, 0.7, {1: "int key"}, None),
-           ([{"role": "user", "content": 'say ,1e5 and :0.00001 or [2E-3'}], 0.0, None, 1.0)]  # fmt: skip
+           (msgs, 0.0001, None, 9.9e15), ([{"role": "user", "content": None}, {"role": "user", "content": [1e-7]}], 0.7, None, None),
+           (msgs, 0.7, {1: "int key"}, None), ([{"role": "user", "content": 'say ,1e5 and :0.00001 or [2E-3'}], 0.0, None, 1.0)]
     for messages, temperature, schema, top_p in odd:
         assert request_key("e", "m", "json_schema", messages, schema=schema, max_tokens=8, temperature=temperature, seed=None,
                            stop=None, top_p=top_p) == by_json(messages, temperature, schema, top_p)  # fmt: skip
+
+
+def test_no_output_schema_holds_a_float():
+    """What lets request keys be made by orjson: a request's floats are its sampling parameters (simulator/models/cache.py
+    `canonical_json`), so no JSON schema a call sends may hold one."""
+    from evaluations.judge import evaluator
+    from evaluations.judge.rubric import CONDITIONS, FLAGS
+    from simulator.conversation.episode import PersonaState, PractitionerLabel
+    from simulator.models.chat import json_schema
+
+    def floats(value) -> list:
+        if isinstance(value, dict):
+            return [f for v in value.values() for f in floats(v)]
+        if isinstance(value, list):
+            return [f for v in value for f in floats(v)]
+        return [value] if isinstance(value, float) else []
+
+    types = [PractitionerLabel, PersonaState, evaluator._grades_model(tuple(CONDITIONS)), evaluator._flags_model(tuple(FLAGS)),
+             evaluator._transitions_model((0, 2)), evaluator._transitions_model(()), evaluator._outcome_model(), evaluator._Fidelity]
+    for output_type in types:
+        assert floats(json_schema(output_type)) == [], output_type.__name__
 
 def test_the_endpoint_identity_carries_no_credential():
     from simulator.models.backends import endpoint_identity

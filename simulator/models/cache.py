@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
-import re
 import sqlite3
 import sys
 import time
@@ -69,29 +67,37 @@ def duration(text: str) -> float:
 
 
 def canonical_json(value) -> bytes:
-    """`json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))` in UTF-8, byte for byte, made
-    by orjson (a tenth of the CPU, on every call) where it writes the same bytes: `canonical_json({'b': 1, 'a': 'é'})`
-    -> b'{"a":"\xc3\xa9","b":1}'.
+    """`json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))` in UTF-8, made by orjson (a tenth
+    of the CPU, on every call) where it writes the same bytes: `canonical_json({'b': 1, 'a': 'é'})` ->
+    b'{"a":"\xc3\xa9","b":1}'.
 
-    orjson writes some floats otherwise (1e-7 and 0.00001 where json writes 1e-07 and 1e-05; NaN as null) and refuses
-    keys that are not strings: such values go through `json`. A request's floats are its sampling parameters, at the top.
+    orjson writes a float json would write with an exponent otherwise (1e-7 and 0.00001 where json writes 1e-07 and
+    1e-05; NaN as null), and refuses keys that are not strings: such values go through `json`. Floats are looked for
+    among the dict's own values and in its 'messages' (their texts); a request has no others (its JSON schema comes
+    from our output types, which hold none: tests/test_cache.py checks every one).
     """
+    if not _plain_floats(value):
+        return _json_bytes(value)
     try:
-        data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # orjson.JSONEncodeError: a key that is not a string, an integer over 64 bits, a lone surrogate
-        data = None
-    if data is None or _ORJSON_FLOAT.search(data) or _not_finite(value):  # a match inside a text only costs the slow way
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-    return data
+        return _json_bytes(value)
 
 
-# Where orjson's number may differ from json's: one with an exponent, or a small one (a text that looks so costs only time)
-_ORJSON_FLOAT = re.compile(rb"[:,[]-?(?:\d+(?:\.\d+)?[eE]|0\.0000)")
+def _json_bytes(value) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _not_finite(value) -> bool:
-    """Whether a dict's own values hold a NaN or an infinity (orjson writes null, json NaN or Infinity)."""
-    return isinstance(value, dict) and any(isinstance(v, float) and not math.isfinite(v) for v in value.values())
+def _plain_floats(value) -> bool:
+    """Whether every float among a dict's own values is one json writes without an exponent (as orjson does), and its
+    'messages' hold only texts."""
+    if not isinstance(value, dict):
+        return False
+    for v in value.values():
+        if isinstance(v, float) and not (v == 0 or 1e-4 <= abs(v) < 1e16):  # NaN and infinities fail both
+            return False
+    messages = value.get("messages") or []
+    return all(isinstance(m, dict) and all(type(v) is str for v in m.values()) for m in messages)
 
 
 def request_key(endpoint: str, model: str, output_mode: str | None, messages: list[Message], *, schema: dict | None,
