@@ -41,10 +41,11 @@ if TYPE_CHECKING:
     from simulator.runs.grading import OnGraded
 
 __all__ = [
-    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "cache_info", "calibrate", "catalog", "clear_cache",
-    "compare", "config", "episodes", "export", "export_bundle", "grade", "grid", "load_episode", "load_episodes", "load_frame",
-    "load_run", "play", "plan_batch", "plan_branch", "plan_reps", "report", "run_batch", "run_episode", "runs", "save_episode",
-    "serve", "show", "summarize",
+    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "cache_info", "calibrate", "catalog",
+    "clear_cache", "compare", "config", "episodes", "export", "export_bundle", "grade", "grid", "labellers_agreement",
+    "load_episode", "load_episodes", "load_frame", "load_run", "plan_batch", "plan_branch", "plan_reps", "play",
+    "report", "resolve_run", "rubric_anchors", "run_batch", "run_episode", "runs", "save_episode", "serve", "show",
+    "summarize", "write_report",
 ]  # fmt: skip
 
 DB = Path("nextstep.db")
@@ -515,22 +516,23 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
 
 
 def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None,
-           include_unfaithful: bool = False, all_transcripts: bool = False, output: Path | str | None = None,
-           force: bool = False) -> str:
-    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string; also written to
-    `output` if given (checked first: its folder must exist, and an existing file is replaced only with `force`).
+           include_unfaithful: bool = False, all_transcripts: bool = False) -> str:
+    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string.
     `include_unfaithful` keeps out-of-character episodes in the statistics, as `compare` does; `all_transcripts`
     shows every transcript, not the first 300."""
     from evaluations.analysis.report import render_report
 
-    if output is not None:
-        output_file(output, "-o", force=force)
-        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
-                      all_transcripts=all_transcripts)
-        write_atomic(Path(output), html)
-        return html
     return render_report(resolve_run(run_id, db), _existing(db), vs=vs and resolve_run(vs, db), personas_dir=personas_dir,
                          include_unfaithful=include_unfaithful, all_transcripts=all_transcripts)
+
+
+def write_report(run_id: str, output: Path | str | None = None, *, force: bool = False, db: Path | str = DB,
+                 **report_flags) -> Path:
+    """Write `report` to `output` (default RUN_ID.html), checked before the work: its folder must exist, and an
+    existing file is replaced only with `force`. Returns the file."""
+    output = Path(output) if output is not None else Path(f"{resolve_run(run_id, db)}.html")
+    output_file(output, "-o", force=force)
+    return write_atomic(output, report(run_id, db=db, **report_flags))
 
 
 # --- the response cache ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ COMMANDS = [
     (["compare", "a", "b", "--include-unfaithful"], "compare", {"include_unfaithful": True}),
     (["plan", "a", "--power", "0.9"], "plan_reps", {"power": 0.9}),
     (["personas", "a", "--personas-dir", "ablation"], "audit_personas", {"personas_dir": Path("ablation")}),
-    (["report", "a", "--vs", "b"], "report", {"vs": "b"}),
+    (["report", "a", "--vs", "b"], "write_report", {"vs": "b"}),
     (["branch", "r1", "--at", "first-ask", "--strategy", "no_ask", "--base-url", "http://x/v1"], "branch",
      {"at": "first-ask", "strategy": "no_ask", "base_url": "http://x/v1"}),
     (["play", "--as", "persona", "--model", "m"], "play", {"model": "m"}),
