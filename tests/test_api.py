@@ -31,6 +31,7 @@ COMMANDS = [
     (["batch", "--dry-run", "--resume", "r1"], "plan_batch", {"resume": "r1"}),
     (["grade", "r1", "--judges", "3", "--evaluator-model", "m"], "grade", {"judges": 3, "evaluator_model": "m"}),
     (["calibrate", "gold.jsonl", "--seed", "5"], "calibrate", {"seed": 5}),
+    (["agreement", "a.jsonl", "b.jsonl", "--personas-dir", "ablation"], "labellers_agreement", {"personas_dir": Path("ablation")}),
     (["runs", "--db", "x.db"], "runs", {}),
     (["show", "r1"], "show", {}),
     (["episodes", "r1", "--persona", "aloof", "--no-contact"], "episodes", {"persona": "aloof", "contact": False}),

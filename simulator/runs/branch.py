@@ -327,6 +327,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
                     await preflight(roles_of(control, simulate=True, judges=judges) | treated_roles)
                 store.create_run(run_id, spec.model_copy(update={"planned": len(todo)}),
                                  run_settings(config, concurrency=concurrency, rubric_file=rubric_file))  # fmt: skip
+                store.claim(run_id)  # refused while another live process writes this branch run
 
                 work = Continuations(run_id, catalogs, treatment, config, ep.backend, judges, rubric, rubric_hash,
                                      max_turns=max_turns, models={"control": control, "treatment": models})  # fmt: skip
