@@ -270,7 +270,8 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
 
 def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None, seed: int | None = None,
           rubric_file: Path | None = None, fidelity_judge: bool = False, on_graded: OnGraded | None = None,
-          replay: Path | str | None = None, config_file: Path | None = None, **config_flags) -> dict:
+          replay: Path | str | None = None, ray: str | None = None, actors: int | None = None,
+          config_file: Path | None = None, **config_flags) -> dict:
     """Grade stored episodes again, without re-simulating: episode JSON files or directories, run ids or episode ids.
 
     Stored episodes are graded with their run's stored settings (endpoint, models, prompt and persona directories,
@@ -283,14 +284,18 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None
     'summary': `grading_summary`, the counts `nextstep grade` prints}.
     `replay=BUNDLE` answers from the bundle alone, with the judges and seeds of its verdicts unless `judges`/`seed`
     are given, and adds 'differences': where the run's records now differ from the bundle's.
+    `ray` and `actors` grade the episodes on Ray actors, as many at once as they take (`run_batch`'s); without, one at
+    a time. Either way they are saved, and passed to `on_graded`, in order.
     """
     from evaluations.analysis.agreement import judge_alpha
     from evaluations.analysis.summary import grading_summary
-    from simulator.runs.batch import run_config
+    from simulator.runs.batch import here, ray_executor, run_config
     from simulator.runs.bundle import replay_grading
     from simulator.runs.grading import regrade, stored_settings
 
     replayed = {}
+    if replay is not None and ray is not None:
+        raise UserError("--replay reaches no endpoint: leave out --ray")
     if replay is not None:
         done, replayed["differences"] = _wait(replay_grading(Path(replay), episodes, db=Path(db), judges=judges, seed=seed,
                                                              on_graded=on_graded))  # fmt: skip
@@ -300,9 +305,10 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None
         stored = stored_settings(episodes, Path(db))
         c, send_key = run_config(config_file, stored, **config_flags)
         rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
+        executor = ray_executor(ray, actors, c) if ray is not None else here
         done = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
                              seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded,
-                             send_key=send_key))  # fmt: skip
+                             send_key=send_key, executor=executor))  # fmt: skip
         several = judges > 1
     return {"verdicts": done.verdicts, "judge_alpha": judge_alpha(done.verdicts) if several else None,
             "graded": done.graded, "skipped": done.skipped, "failed": done.failed, "summary": grading_summary(done.verdicts),

@@ -193,3 +193,20 @@ async def test_a_branch_on_ray_continues_as_one_here_does(cluster, tmp_path):
     assert len(mine) == 4 * 2 * 2  # 4 parents, each continued twice in each arm
     assert {e["status"] for e in theirs.values()} == {"succeeded"} and all(e["verdicts"] for e in theirs.values())
     assert [key for key in mine if mine[key] != theirs[key]] == []
+
+
+def test_grade_on_ray_gives_the_verdicts_grading_here_gives(cluster, tmp_path):
+    import sqlite3
+
+    from simulator import api
+
+    here, there = tmp_path / "here.db", tmp_path / "ray.db"
+    with StubServer(latency=0.01) as url:
+        api.run_batch({"personas": "all", "reps": 2, "max_turns": 2, "judges": 0}, db=here, run_id="r", base_url=url)
+        with sqlite3.connect(here) as a, sqlite3.connect(there) as b:
+            a.backup(b)
+        graded = [api.grade(["r"], db=db, judges=2, base_url=url, ray=ray) for db, ray in ((here, None), (there, ""))]
+    assert [g["graded"] for g in graded] == [6, 6] and not graded[1]["failed"]
+    mine, theirs = stored(here, "r"), stored(there, "r")
+    assert all(len(e["verdicts"]) == 2 and all(v["status"] == "graded" for v in e["verdicts"]) for e in theirs.values())
+    assert [key for key in mine if mine[key] != theirs[key]] == []

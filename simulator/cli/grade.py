@@ -13,7 +13,7 @@ from rich.table import Column, Table
 import simulator.api as api
 from simulator.core.records import Verdict
 
-from .options import ENDPOINT, FILES, Db, FidelityJudge, Judges, JudgeSeed, RubricFile, config_options
+from .options import ENDPOINT, FILES, Actors, Db, FidelityJudge, Judges, JudgeSeed, Ray, RubricFile, config_options
 from .progress import progress_bar
 from .show import console, print_verdict
 from .summary import print_alpha
@@ -32,7 +32,7 @@ def grade(
     replay: Annotated[Optional[Path], typer.Option(help="Answer from this bundle (`export --bundle`) alone, no endpoint, with "
                                                         "the judges and seeds of its verdicts.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every verdict as it comes.")] = False,
-    *, config: dict,
+    ray: Ray = None, actors: Actors = None, *, config: dict,
 ) -> None:
     """Re-grade stored episodes without re-simulating, with their run's stored settings unless flags say otherwise;
     earlier verdicts are kept as history. New verdicts replace the old only where every judge answered; run again,
@@ -49,7 +49,7 @@ def grade(
             show(n, total, f"{tally['verdicts']} verdicts, {tally['ungraded']} ungraded")
 
         result = api.grade(episodes, db=db, judges=judges, seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge,
-                           on_graded=graded, replay=replay, **config)  # fmt: skip
+                           on_graded=graded, replay=replay, ray=ray, actors=actors, **config)  # fmt: skip
     print_grading(result["summary"])
     if result["judge_alpha"] is not None:
         print_alpha(result["judge_alpha"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -209,18 +210,23 @@ class Episodes:
         """A copy with models of its own on `endpoint`, open until `stack` closes (what a Ray actor runs with)."""
         return dataclasses.replace(self, models=await stack.enter_async_context(endpoint.models(self.config)))
 
+    @functools.cached_property
+    def prompts(self) -> Prompts:
+        """Loaded once for every episode this copy runs (a copy starts without them, so they are never shipped)."""
+        return Prompts(self.catalog.prompt_dirs)
+
     def evaluator(self, seed: int):
         from evaluations.judge.graph import make_evaluator
         from evaluations.judge.panel import judge_panel
 
-        judges = judge_panel(self.models["evaluators"], Prompts(self.catalog.prompt_dirs), self.rubric, self.rubric_hash,
+        judges = judge_panel(self.models["evaluators"], self.prompts, self.rubric, self.rubric_hash,
                              judges=self.experiment.judges, seed=seed, reasks=self.config.reasks)  # fmt: skip
         return make_evaluator(judges, self.catalog) if judges else None
 
     async def simulate(self, cell: Cell) -> Episode:
         """The cell's episode, simulated and graded; a crash is a failed record, bad input (a UserError) is raised."""
         exp, cat = self.experiment, self.catalog
-        ctx = Context(self.models["practitioner"], self.models["persona"], cat, Prompts(cat.prompt_dirs), cell.scenario,
+        ctx = Context(self.models["practitioner"], self.models["persona"], cat, self.prompts, cell.scenario,
                       cell.seed, temperature=exp.temperature, max_turns=exp.max_turns, reasks=self.config.reasks,
                       evaluate=self.evaluator(cell.seed))  # fmt: skip
         try:

@@ -4,7 +4,8 @@ Only where an episode runs changes: each actor runs `Episodes.simulate` (the sam
 against the shared endpoint, and hands the record back; the driver's batch counts it, enforces the budgets and alone
 writes the store. An actor whose process dies is started again by Ray, and the episodes it had in flight are run
 again (on it, or wherever Ray places it when its node is gone); the driver got no record of theirs, so none is stored
-twice. Imported only under --ray: Ray is the optional extra `nextstep[ray]`.
+twice. `branch --ray` and `grade --ray` run their continuations and gradings the same way. Imported only under --ray:
+Ray is the optional extra `nextstep[ray]`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ RETRIES = 3  # times an episode is run again after the process running it died; 
 
 @ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=RETRIES)
 class EpisodeActor:
-    """Runs the episodes of `work` (a batch's Episodes, a branch's Continuations) with models of its own: its own
-    client, its own limit of `endpoint['concurrency']` requests in flight."""
+    """Runs the episodes of `work` (a batch's Episodes, a branch's Continuations, a grading pass's Grading) with models
+    of its own: its own client, its own limit of `endpoint['concurrency']` requests in flight."""
 
     def __init__(self, work, endpoint: dict):
         self._work, self._endpoint = work, endpoint
@@ -60,13 +61,14 @@ class EpisodeActor:
 
 
 def prompt_hashes(work) -> dict[str, str]:
-    """{'DIR-KEY/NAME': hash} of the simulation prompts of each catalog `work` reads."""
+    """{'NAME' (or 'ARM/NAME' for a branch's arms): hash} of the simulation prompts of each catalog `work` reads."""
     catalogs = work.catalogs if hasattr(work, "catalogs") else {"": work.catalog}
-    return {f"{key}/{name}".lstrip("/"): Prompts(c.prompt_dirs).hash(name) for key, c in catalogs.items() for name in SIMULATION_PROMPTS}
+    return {f"{key}/{name}".lstrip("/"): Prompts(c.prompt_dirs).hash(name)
+            for key, c in catalogs.items() for name in SIMULATION_PROMPTS}  # fmt: skip
 
 
 class Pool:
-    """The actors, each given an episode when it has the fewest in flight; the methods of Episodes and Continuations."""
+    """The actors, each given an episode when it has the fewest in flight, behind the methods of the work they run."""
 
     def __init__(self, actors: list, pids: list[int], work):
         self.actors, self.pids, self.work = actors, pids, work  # `work`: the driver's own, for a lost episode's record
@@ -102,6 +104,12 @@ class Pool:
         except RayActorError:  # it stays ungraded, as when a judge's endpoint fails
             return record.verdicts
 
+    async def graded(self, item) -> list[Verdict]:
+        try:
+            return await self._call("graded", item)
+        except RayActorError as e:  # kept as it was; grading again grades only what is missing
+            return self.work.ungraded(item, str(lost(e)))
+
     async def continued(self, c) -> Episode:
         try:
             return await self._call("continued", c)
@@ -110,7 +118,9 @@ class Pool:
 
 
 def lost(error: RayActorError) -> RuntimeError:
-    return RuntimeError(f"the Ray worker running it died {RETRIES + 1} times: {error}")
+    """Why an episode's work was lost: `lost(e)` -> 'the Ray worker running it died 4 times: The actor died ...'."""
+    first = next(iter(str(error).splitlines()), "")
+    return RuntimeError(f"the Ray worker running it died {RETRIES + 1} times: {first}")
 
 
 def connect(address: str | None) -> bool:
