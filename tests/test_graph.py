@@ -215,7 +215,7 @@ async def test_provenance_records_prompts_and_catalog(make_context):
     record = await episode(make_context, p, q)
     prov = record.provenance
     assert record.outcome.end_reason == "goodbye"
-    assert set(prov.prompts) == {"practitioner", "practitioner_intent", "persona", "persona_state"}
+    assert set(prov.prompts) == {"practitioner", "practitioner_parting", "practitioner_intent", "persona", "persona_now", "persona_state"}
     assert set(prov.prompt_texts) == set(prov.prompts.values())
     assert set(prov.catalog) == {"setting/supermarket", "persona/unsure", "strategy/common_interest"}
     assert prov.models == {"practitioner": "p", "persona": "q"} and prov.seed == 7
