@@ -1,10 +1,10 @@
-"""B6: memory and time of `nextstep show RUN` as a run grows (issue 24, item 14).
+"""B6: memory and time of `nextstep show`, `report` and `personas` as a run grows (issue 24, item 14).
 
-    python benchmarks/show_scale.py --episodes 20000            # make (or reuse) a database of 20,000 episodes, time `show`
-    python benchmarks/show_scale.py --episodes 2000,20000 --db-dir /tmp/b6
+    python benchmarks/show_scale.py --episodes 20000            # make (or reuse) a database of 20,000 episodes, time each
+    python benchmarks/show_scale.py --episodes 2000,20000 --db-dir /tmp/b6 --commands show
 
 A synthetic run: one real episode (simulated and graded by the toolkit against the loopback stub) copied N times under
-new ids, cells, seeds and personas, saved through `Store.save_episode` as a batch saves. `show` then runs in a fresh
+new ids, cells, seeds and personas, saved through `Store.save_episode` as a batch saves. Each command then runs in a fresh
 process; its peak RSS (ru_maxrss of the child) and wall time are printed as JSON, one line per size.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -44,21 +44,27 @@ def generate(db: Path, episodes: int, run_id: str = "big") -> None:
             store.save_episode(run_id, f"supermarket/{persona}/common_interest/man-woman", n // 3, record)
 
 
-def measure(db: Path, run_id: str = "big") -> dict:
-    """Peak RSS (MB) and wall time (s) of `nextstep show RUN` in a fresh process."""
+COMMANDS = ("show", "report", "personas")  # the summaries that read a whole run
+
+
+def measure(db: Path, run_id: str = "big", command: str = "show") -> dict:
+    """Peak RSS (MB) and wall time (s) of `nextstep COMMAND RUN` in a fresh process (its own rusage, from wait4)."""
+    out = ["-o", str(db.with_suffix(".html")), "--force"] if command == "report" else []
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "simulator", "show", run_id, "--db", str(db)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    _, err = child.communicate()
+    child = subprocess.Popen([sys.executable, "-m", "simulator", command, run_id, "--db", str(db), *out],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    err = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
-    if child.returncode != 0:
-        raise SystemExit(f"show failed: {err[-2000:]}")
-    return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1), "wall_s": round(wall, 2)}
+    if status != 0:
+        raise SystemExit(f"{command} failed: {err[-2000:]}")
+    return {"command": command, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "wall_s": round(wall, 2)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", default="20000", help="comma list of run sizes")
+    parser.add_argument("--commands", default=",".join(COMMANDS), help=f"comma list of {', '.join(COMMANDS)}")
     parser.add_argument("--db-dir", type=Path, default=Path("/tmp/nextstep-b6"), help="where the databases are made (and reused)")
     args = parser.parse_args()
     args.db_dir.mkdir(parents=True, exist_ok=True)
@@ -68,12 +74,8 @@ def main() -> None:
             started = time.perf_counter()
             generate(db, size)
             print(f"generated {size} episodes in {time.perf_counter() - started:.0f} s: {db}", file=sys.stderr)
-        # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: measure each size in a process of its own
-        result = json.loads(subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
-                                            f"import json, show_scale; print(json.dumps(show_scale.measure(__import__('pathlib').Path({str(db)!r}))))"],
-                                           capture_output=True, text=True, check=True).stdout)  # fmt: skip
-        print(json.dumps({"episodes": size, **result}), flush=True)
-
+        for command in args.commands.split(","):
+            print(json.dumps({"episodes": size, **measure(db, command=command)}), flush=True)
 
 if __name__ == "__main__":
     main()

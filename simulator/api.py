@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from simulator.conversation.catalog import Catalog, load_catalog, profile_of
 from simulator.core.errors import UserError
-from simulator.core.files import output_file, write_atomic
+from simulator.core.files import export_target, output_file, write_atomic
 from simulator.models.config import Config, load_config
 from simulator.models.local import DEFAULT_SLOTS, serve as _serve
 from simulator.runs.experiment import FAIL_FAST, Experiment, Progress, grid
@@ -41,10 +41,11 @@ if TYPE_CHECKING:
     from simulator.runs.grading import OnGraded
 
 __all__ = [
-    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "cache_info", "calibrate", "catalog", "clear_cache",
-    "compare", "config", "episodes", "export", "export_bundle", "grade", "grid", "load_episode", "load_episodes", "load_frame",
-    "load_run", "play", "plan_batch", "plan_branch", "plan_reps", "report", "run_batch", "run_episode", "runs", "save_episode",
-    "serve", "show", "summarize",
+    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "cache_info", "calibrate", "catalog",
+    "clear_cache", "compare", "config", "episodes", "export", "export_bundle", "grade", "grid", "labellers_agreement",
+    "load_episode", "load_episodes", "load_frame", "load_run", "plan_batch", "plan_branch", "plan_reps", "play",
+    "report", "resolve_run", "rubric_anchors", "run_batch", "run_episode", "runs", "save_episode", "serve", "show",
+    "summarize", "write_report",
 ]  # fmt: skip
 
 DB = Path("nextstep.db")
@@ -67,7 +68,7 @@ def _existing(db: Path | str) -> Path:
     return Path(db)
 
 
-def _run_id(run_id: str, db: Path | str) -> str:
+def resolve_run(run_id: str, db: Path | str) -> str:
     """A run's whole id from its id or a unique prefix; an ambiguous or unknown one lists the candidates or the closest."""
     with Store(_existing(db)) as store:
         return store.resolve_run(run_id)
@@ -160,7 +161,7 @@ def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: st
     """What `run_batch` with these arguments would run, nothing run: (grid, cells, bound on calls and tokens)."""
     from simulator.runs.batch import plan_grid
 
-    resume = resume and _run_id(resume, db)
+    resume = resume and resolve_run(resume, db)
     return plan_grid(experiment, db=db, resume=resume, config_file=config_file, **config_flags)
 
 
@@ -169,7 +170,8 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
               max_failures: int | None = None, max_cost: float | None = None, fail_fast: int = FAIL_FAST,
               rubric_file: Path | None = None,
               on_progress: Callable[[Progress], None] | None = None, replay: Path | str | None = None,
-              config_file: Path | None = None, **config_flags) -> BatchResult:
+              ray: str | None = None, actors: int | None = None, config_file: Path | None = None,
+              **config_flags) -> BatchResult:
     """Run a grid (an Experiment, a dict of its fields, an experiment YAML path, or None for the default) into `db`.
 
     Resumable: the same call again skips succeeded episodes, retries failed ones and grades ungraded ones;
@@ -178,12 +180,15 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
     `fail_fast` N stops the batch when the first N episodes to end all failed with the same error (0: never).
     `max_tokens` and `max_cost` (US dollars; every model needs a known price) stop scheduling episodes once spent.
     `replay=BUNDLE` makes a bundled run again (`export_bundle`) with no endpoint: every answer comes from the bundle.
+    `ray` spreads the episodes over Ray actors (the extra `nextstep[ray]`) against a shared endpoint (`base_url`): a
+    cluster's address, or "" for $NEXTSTEP_RAY_ADDRESS or else a new local instance; `actors` of them (default: one per
+    CPU of the cluster), each with `concurrency` requests in flight; this process alone writes `db`.
     """
     from simulator.runs.batch import run_grid
     from simulator.runs.bundle import replay_batch
 
     output_file(db, "--db")
-    resume = resume and _run_id(resume, db)
+    resume = resume and resolve_run(resume, db)
     final: list[Progress] = []
 
     def remember(p: Progress) -> None:
@@ -192,6 +197,8 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
             on_progress(p)
 
     if replay is not None:
+        if ray is not None:
+            raise UserError("--replay reaches no endpoint: leave out --ray")
         if experiment is not None or resume or run_id:
             raise UserError("--replay makes the bundled run again: leave out the grid flags, --experiment, --resume and --run-id")
         run, differences = _wait(replay_batch(Path(replay), db=Path(db), on_progress=remember))
@@ -199,7 +206,7 @@ def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str
 
     run = _wait(run_grid(experiment, db=db, run_id=run_id, resume=resume, concurrency=concurrency, max_tokens=max_tokens,
                          max_failures=max_failures, max_cost=max_cost, config_file=config_file, rubric_file=rubric_file,
-                         on_progress=remember, fail_fast=fail_fast, **config_flags))  # fmt: skip
+                         on_progress=remember, fail_fast=fail_fast, ray=ray, actors=actors, **config_flags))  # fmt: skip
     return BatchResult(run, final[0])
 
 
@@ -238,11 +245,13 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
            practitioner_model: str | None = None, persona_model: str | None = None, reps: int = 4, judges: int = 1,
            max_turns: int | None = None, base_prompts: Path | None = None, run_id: str | None = None,
            concurrency: int | None = None, db: Path | str = DB, on_saved: Callable[[Episode], None] | None = None,
-           config_file: Path | None = None, **config_flags) -> tuple[str, list[str], Treatment]:
+           ray: str | None = None, actors: int | None = None, config_file: Path | None = None,
+           **config_flags) -> tuple[str, list[str], Treatment]:
     """Continue stored episodes (an episode id or a run id) from the turn `at`, under a change and unchanged, paired.
 
     The change is any of `strategy`, `persona`, `prompts_dir`, `practitioner_model`, `persona_model`;
     `base_prompts` is the prompt directory the parents were made with, if their run did not record it.
+    `ray` and `actors` run the continuations on Ray actors, as `run_batch`'s do.
     Returns (branch run id, the episodes left out with why, the treatment).
     """
     from simulator.runs.branch import Treatment, run_branches
@@ -251,7 +260,8 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
                           practitioner_model=practitioner_model, persona_model=persona_model)  # fmt: skip
     run, skipped = _wait(run_branches(source, at=at, treatment=treatment, reps=reps, db=_existing(db), judges=judges,
                                       run_id=run_id, max_turns=max_turns, concurrency=concurrency, config_file=config_file,
-                                      on_saved=on_saved, **({"prompts_dir": base_prompts} | config_flags)))  # fmt: skip
+                                      on_saved=on_saved, ray=ray, actors=actors,
+                                      **({"prompts_dir": base_prompts} | config_flags)))  # fmt: skip
     return run, skipped, treatment
 
 
@@ -337,6 +347,21 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
     return result
 
 
+def labellers_agreement(first: Path | str, second: Path | str, *, config_file: Path | None = None, **config_flags) -> dict:
+    """How far two labellers of the same sample agree (two gold files, e.g. two `nextstep label` passes of a run): per
+    condition whether both find it applicable, then exact, within-one and weighted kappa where both scored; per flag
+    kappa; what was exchanged. Over the episodes both labelled; the ones only one did are listed. No model is called."""
+    from evaluations.analysis.agreement import labellers_agreement as agree
+    from evaluations.judge.gold import load_gold
+
+    c = config(config_file, **config_flags)
+    cat = load_catalog(c.personas_dir, c.prompts_dir)
+    a, b = load_gold(Path(first), cat), load_gold(Path(second), cat)
+    if not {x.id for x in a} & {x.id for x in b}:
+        raise UserError(f"{first} and {second}: no episode labelled in both (give two labellers' files of the same sample)")
+    return agree(a, b)
+
+
 def rubric_anchors(rubric_file: Path | None = None) -> tuple[dict[str, dict[int, str]], tuple[str, ...]]:
     """What a labeller sees beside each condition: ({condition: {1: text, 3: text, 5: text}}, the flag ids)."""
     from evaluations.judge.rubric import load_rubric
@@ -377,30 +402,23 @@ def episodes(run_id: str, db: Path | str = DB, *, persona: str | None = None, se
              unusable: bool = False) -> list[dict]:
     """A run's episodes as rows (id, cell, status, outcome), filtered: `contact` True or False keeps those that did or
     did not end in contact (number or email); `unusable` keeps only those the statistics leave out."""
-    from evaluations.analysis.frame import episode_list
-
-    return episode_list(_frame_of(run_id, db), persona=persona, setting=setting, strategy=strategy, status=status,
-                        contact=contact, unusable=unusable)  # fmt: skip
-
-
-def _frame_of(run_id: str, db: Path | str):
-    from evaluations.analysis.frame import load_run as _frame
-
-    return _frame(_run_id(run_id, db), db)
+    with Store(_existing(db)) as store:
+        return store.listing(store.resolve_run(run_id), persona=persona, setting=setting, strategy=strategy, status=status,
+                             contact=contact, unusable=unusable)  # fmt: skip
 
 
 def load_frame(run_id: str, db: Path | str = DB) -> pd.DataFrame:
     """A run as a pandas DataFrame, one row per episode: status, outcome, private state, a column per condition."""
     from evaluations.analysis.frame import load_run as _frame
 
-    return _frame(_run_id(run_id, db), db)
+    return _frame(resolve_run(run_id, db), db)
 
 
 def summarize(run_id: str, db: Path | str = DB) -> dict:
     """Per persona x setting: episodes, exclusions, contact rates and mean scores; cautions, judge agreement, tokens."""
     from evaluations.analysis.summary import run_summary
 
-    return run_summary(_run_id(run_id, db), db)
+    return run_summary(resolve_run(run_id, db), db)
 
 
 def show(run_or_episode: str, db: Path | str = DB) -> dict:
@@ -420,11 +438,14 @@ def export(run_id: str, output: Path | str | None = None, fmt: str | None = None
     The format follows `output`'s extension, `output` defaults to RUN_ID.FORMAT, and an existing file is replaced
     only with `force`.
     """
-    from evaluations.analysis.frame import export as _export, export_target
-
-    run_id = _run_id(run_id, db)
+    run_id = resolve_run(run_id, db)
     fmt, output = export_target(run_id, Path(output) if output is not None else None, fmt)
     output_file(output, "-o", force=force)
+    if fmt == "jsonl":  # the records as stored: no analysis to import
+        with Store(_existing(db)) as store:
+            return store.export_jsonl(run_id, output), output
+    from evaluations.analysis.frame import export as _export
+
     return _export(run_id, db, fmt, output), output
 
 
@@ -454,7 +475,7 @@ def compare(run_a: str, run_b: str | None = None, *, db: Path | str = DB, includ
     from evaluations.analysis import compare as _compare
     from evaluations.analysis.frame import scan_run
 
-    run_a, run_b = _run_id(run_a, db), run_b and _run_id(run_b, db)
+    run_a, run_b = resolve_run(run_a, db), run_b and resolve_run(run_b, db)
     db = Path(db)
     branches = _compare.load_branches(run_a, db) if run_b is None else None
     if branches:
@@ -480,7 +501,7 @@ def plan_reps(run_id: str, *, contact_change: float = 0.1, score_change: float =
 
     if not (0 < alpha < 1 and 0 < power < 1):
         raise UserError(f"--alpha {alpha} and --power {power} must both lie between 0 and 1")
-    return plan(_frame(_run_id(run_id, db), db), contact_change=contact_change, score_change=score_change, alpha=alpha,
+    return plan(_frame(resolve_run(run_id, db), db), contact_change=contact_change, score_change=score_change, alpha=alpha,
                 power=power, include_unfaithful=include_unfaithful)  # fmt: skip
 
 
@@ -490,25 +511,28 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
 
     with Store(_existing(db)) as store:
         run_id = store.resolve_run(run_id)
-        run, records = store.run(run_id), store.episodes(run_id)
-    return audit(records, load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
+        run = store.run(run_id)
+        return audit(store.each_episode(run_id), load_catalog(personas_dir).personas, run_catalog=run["spec"].catalog)
 
 
 def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None,
-           include_unfaithful: bool = False, all_transcripts: bool = False, output: Path | str | None = None) -> str:
-    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string; also written to
-    `output` if given (its folder checked first). `include_unfaithful` keeps out-of-character episodes in the
-    statistics, as `compare` does; `all_transcripts` shows every transcript, not the first 300."""
+           include_unfaithful: bool = False, all_transcripts: bool = False) -> str:
+    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string.
+    `include_unfaithful` keeps out-of-character episodes in the statistics, as `compare` does; `all_transcripts`
+    shows every transcript, not the first 300."""
     from evaluations.analysis.report import render_report
 
-    if output is not None:
-        output_file(output, "-o")
-        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
-                      all_transcripts=all_transcripts)
-        write_atomic(Path(output), html)
-        return html
-    return render_report(_run_id(run_id, db), _existing(db), vs=vs and _run_id(vs, db), personas_dir=personas_dir,
+    return render_report(resolve_run(run_id, db), _existing(db), vs=vs and resolve_run(vs, db), personas_dir=personas_dir,
                          include_unfaithful=include_unfaithful, all_transcripts=all_transcripts)
+
+
+def write_report(run_id: str, output: Path | str | None = None, *, force: bool = False, db: Path | str = DB,
+                 **report_flags) -> Path:
+    """Write `report` to `output` (default RUN_ID.html), checked before the work: its folder must exist, and an
+    existing file is replaced only with `force`. Returns the file."""
+    output = Path(output) if output is not None else Path(f"{resolve_run(run_id, db)}.html")
+    output_file(output, "-o", force=force)
+    return write_atomic(output, report(run_id, db=db, **report_flags))
 
 
 # --- the response cache ---------------------------------------------------------------------------------------------

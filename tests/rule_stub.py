@@ -18,7 +18,11 @@ character and its numbers mean little. Here every call is answered by a small sc
 Variants for checks that must fail for a known reason (`rule_server(mode=...)`): 'random' personas report a state
 drawn uniformly from 0-10 on every turn and share or refuse at random; 'always_share' personas follow the rules in
 all else but give whatever is asked for; with 'random_judge' the people follow the rules and the judge answers at
-random (a score 1-5 or not applicable per condition, each flag one time in two, any outcome).
+random (a score 1-5 or not applicable per condition, each flag one time in two, any outcome); 'rules_in_prompt'
+personas follow their rules only when their file's rules are in their prompt: given the ablation set's prompt
+(`--personas-dir ablation`, no rules) every persona turns the rules around, sharing when the ask does not say it wants
+to see her again and declining when it does (`without_rules`). Every mode knows the ablation set's people by their
+summary or temperament, so outside 'rules_in_prompt' the same grid with the ablation personas plays the same way.
 A transcript of the shipped gold set (`evaluations/gold/team.jsonl`, as `calibrate` sends it) is graded, outside
 'random_judge', with the labels people gave it: a stand-in for a judge that agrees with people, so that a check
 reading calibration has a known pass; it says nothing about any real judge.
@@ -90,6 +94,12 @@ def _catalog():
 
 
 @lru_cache(maxsize=1)
+def _ablation():
+    """The shipped ablation set: the same people, their files' decision rules left out."""
+    return load_catalog(Path("ablation"))
+
+
+@lru_cache(maxsize=1)
 def _gold() -> dict[tuple[str, ...], dict]:
     """The shipped gold items by their turns' texts."""
     lines = (Path(__file__).resolve().parents[1] / "evaluations" / "gold" / "team.jsonl").read_text().splitlines()
@@ -132,7 +142,21 @@ def _last_line(prompt: str) -> str:
 
 
 def _persona_in(text: str) -> str:
-    return next((p.id for p in _catalog().personas.values() if p.summary in text or p.temperament in text), "friendly")
+    """Whose prompt this is, from her summary or temperament in the article's set or the ablation set."""
+    people = [*_catalog().personas.values(), *_ablation().personas.values()]
+    return next((p.id for p in people if p.summary in text or p.temperament in text), "friendly")
+
+
+def rules_stated(persona: str, prompt: str) -> bool:
+    """Whether the persona's decision rules from her file are in the prompt (they are not in the ablation set's)."""
+    p = _catalog().personas[persona]
+    return any(rule and rule in prompt for rule in (p.on_agendas, p.on_ambiguity, p.on_pressure))
+
+
+def without_rules(line: str) -> bool:
+    """'rules_in_prompt' personas told no rules: wary of an ask that says it wants to see them again, at ease with one
+    that does not (a friendship, an app): `without_rules(MOVES['friends_pretext'])` -> True."""
+    return manner(line) != "plain"
 
 
 def _practitioner(messages: list[dict]) -> str:
@@ -160,7 +184,11 @@ def _persona(messages: list[dict], mode: str = "rules") -> str:
         return BYE[len([m for m in mine if m in BYE])]
     if ASK.search(heard):
         coin = random.Random(json.dumps(messages)).random() < 0.5  # the random persona's answer, fixed by the request
-        if mode == "always_share" or (coin if mode == "random" else would_share(persona, heard, interest)):
+        if mode == "rules_in_prompt" and not rules_stated(persona, system):
+            shares = without_rules(heard)
+        else:
+            shares = mode == "always_share" or (coin if mode == "random" else would_share(persona, heard, interest))
+        if shares:
             return GIVES[kind_asked(heard)]
         return NO[persona] if manner(heard) == "plain" or persona == "aloof" else HEDGE
     return CHAT[persona][min(len(mine), len(CHAT[persona]) - 1)] + ("" if len(mine) < len(CHAT[persona]) else f" ({len(mine)})")
@@ -284,7 +312,7 @@ def _judge(name: str, prompt: str, schema: dict, mode: str = "rules") -> dict:
     raise ValueError(f"rule stub: no rule for a structured request named {name!r}")
 
 
-MODES = ("rules", "random", "always_share", "random_judge")
+MODES = ("rules", "random", "always_share", "random_judge", "rules_in_prompt")
 
 
 def answer(body: dict, mode: str = "rules") -> str:

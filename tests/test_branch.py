@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
+from pathlib import Path
 
 import pytest
 import yaml
@@ -182,24 +184,44 @@ def test_a_branch_run_id_hashes_the_treatment_prompts_and_the_rubric_contents(tm
     assert [s.rubric_hash == specs[0].rubric_hash for s in specs] == [True, True, False]
 
 
-def test_a_continuation_as_another_persona_is_judged_on_the_turns_it_generated(tmp_path):
-    """Issue 22 item 1: the kept first persona turn (unsure's comfort 5) is the parent's, judged as the parent was; it
-    is not aloof's first turn (her range is 1-3), so the treatment is in character and every pair is compared."""
-    from simulator import api
+def unsure_parent(db: Path) -> Path:
+    """A database with run 'base' holding one succeeded unsure episode, 'parent000001', of TURNS."""
     from simulator.core.records import Fidelity
 
-    db = tmp_path / "n.db"
     with Store(db) as store:
         store.create_run("base", RunSpec(experiment={}))
         store.save_episode("base", "supermarket/unsure/common_interest/man-woman", 0, Episode(
             id="parent000001", setting="supermarket", persona="unsure", strategy="common_interest", seed=5,
             status="succeeded", turns=TURNS, fidelity=Fidelity(ok=True), run_id="base"))  # fmt: skip
+    return db
+
+
+def test_a_continuation_as_another_persona_is_judged_on_the_turns_it_generated(tmp_path):
+    """Issue 22 item 1: the kept first persona turn (unsure's comfort 5) is the parent's, judged as the parent was; it
+    is not aloof's first turn (her range is 1-3), so the treatment is in character and every pair is compared."""
+    from simulator import api
+
+    db = unsure_parent(tmp_path / "n.db")
     with StubServer(fault=keep_talking) as url:  # every later persona turn reports interest 5, comfort 5
         run, _, _ = api.branch("parent000001", at="2", persona="aloof", reps=2, judges=0, max_turns=3, db=db, base_url=url)
     records = api.load_episodes(run, db=db)
     assert sorted((r.branch.arm, r.persona, r.fidelity.ok) for r in records) == [
         ("control", "unsure", True), ("control", "unsure", True), ("treatment", "aloof", True), ("treatment", "aloof", True)]
     assert api.compare(run, db=db)["pairing"]["paired"] == 2
+
+
+def test_a_branch_run_another_live_writer_holds_is_refused(tmp_path):
+    """Issue 24 item 1 for branch: the same branch started twice is one run id; the second is refused, naming the holder."""
+    from simulator import api
+
+    db = unsure_parent(tmp_path / "n.db")
+    branch = lambda: api.branch("parent000001", at="2", persona="aloof", reps=1, judges=0, max_turns=3, db=db, base_url=url)  # noqa: E731
+    with StubServer(fault=keep_talking) as url:
+        run, _, _ = branch()
+        with Store(db) as other:  # another writer (this pid is alive) holds the run
+            other.claim(run)
+            with pytest.raises(UserError, match=rf"run '{run}' in .* is being written by pid {os.getpid()}"):
+                branch()
 
 
 def test_the_kept_prefix_keeps_the_parents_verdict_and_a_generated_first_turn_is_checked():

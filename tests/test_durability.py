@@ -330,19 +330,24 @@ def test_a_database_on_read_only_media_can_be_read(tmp_path):
 # --- 14: summaries read scalars, not records held at once ---------------------------------------------------------
 
 
-def test_show_memory_grows_with_scalars_not_records(tmp_path):
-    """`show` on 200 and on 2,000 synthetic episodes (benchmarks/show_scale.py): holding every record cost about 60 kB
-    an episode (1.15 GB for 20,160); one record at a time and a frame of scalars, a few kB."""
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory):
+    """Runs of 200 and of 2,000 synthetic episodes (benchmarks/show_scale.py)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import show_scale
 
-    rss = {}
-    for n in (200, 2_000):
-        show_scale.generate(tmp_path / f"{n}.db", n)
-        rss[n] = json.loads(subprocess.run([sys.executable, "-c", "import json, sys, show_scale, pathlib; "
-                                            f"print(json.dumps(show_scale.measure(pathlib.Path({str(tmp_path / f'{n}.db')!r}))))"],
-                                           capture_output=True, text=True, check=True,
-                                           env={**os.environ, "PYTHONPATH": str(Path(show_scale.__file__).parent)}).stdout)["peak_rss_mb"]  # fmt: skip
+    made = {n: tmp_path_factory.mktemp("scale") / f"{n}.db" for n in (200, 2_000)}
+    for n, db in made.items():
+        show_scale.generate(db, n)
+    return show_scale, made
+
+
+@pytest.mark.parametrize("command", ["show", "report", "personas"])
+def test_summary_memory_grows_with_scalars_not_records(scaled, command):
+    """Holding every record cost about 60 kB an episode (1.15 GB for 20,160); one record at a time and a frame of
+    scalars (and, for the audit, each persona's states), a few kB."""
+    show_scale, made = scaled
+    rss = {n: show_scale.measure(db, command=command)["peak_rss_mb"] for n, db in made.items()}
     per_episode_kb = (rss[2_000] - rss[200]) * 1024 / 1_800
     assert per_episode_kb < 15, rss
 

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from evaluations.analysis.report import highlight, render_report
 import simulator.cli.compare as compare_cli
+from simulator.core.errors import UserError
 from simulator.core.files import data_dir
 from simulator.runs.batch import run_grid
 from simulator.storage.store import Store
@@ -131,6 +132,20 @@ def test_report_command_writes_the_file(runs, tmp_path, monkeypatch):
     result = CliRunner().invoke(compare_cli.app, ["report", b, "--vs", a, "-o", str(out), "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert out.read_text().startswith("<!doctype html>")
+
+
+def test_report_names_its_file_after_the_run_and_replaces_one_only_with_force(runs, tmp_path, monkeypatch):
+    db, a, _ = runs
+    monkeypatch.setattr(compare_cli, "console", Console(file=io.StringIO()))
+    monkeypatch.chdir(tmp_path)
+    report = lambda *flags: CliRunner().invoke(compare_cli.app, ["report", a[:6], "--db", str(db), *flags])  # noqa: E731
+    assert report().exit_code == 0
+    written = tmp_path / f"{a}.html"  # the whole id, from a prefix
+    written.write_text("kept")
+    result = report()
+    assert isinstance(result.exception, UserError) and "the file exists; pass --force" in str(result.exception)  # exit 2 in main
+    assert written.read_text() == "kept"
+    assert report("--force").exit_code == 0 and written.read_text().startswith("<!doctype html>")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")

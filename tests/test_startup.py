@@ -49,6 +49,18 @@ def test_runs_and_show_episode_import_nothing_heavy(db):
     assert sorted(names & set(HEAVY)) == []
 
 
+def test_episodes_and_a_jsonl_export_import_nothing_heavy(db, tmp_path):
+    """Both read the store's columns or its records as stored: no frame, so no pandas or scipy (issue 23, item 12)."""
+    result, names = imported("episodes", "old-batch", "--db", str(db))
+    assert result.returncode == 0 and "2aa7561c5cd7" in result.stdout, result.stderr[-2000:]
+    assert sorted(names & set(HEAVY)) == []
+    out = tmp_path / "old.jsonl"
+    result, names = imported("export", "old-batch", "-o", str(out), "--db", str(db))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(out.read_text().splitlines()) == 3  # the fixture's three episodes
+    assert sorted(names & set(HEAVY)) == []
+
+
 def test_the_check_sees_a_heavy_import(db):
     """The check can fail: `show RUN` computes a summary and so loads pandas."""
     result, names = imported("show", "old-batch", "--db", str(db))

@@ -306,3 +306,26 @@ def test_pearson_r_and_kendall_tau_by_hand():
     # tau-b with one tie: concordant 2, discordant 0, tied in b 1 -> 2 / sqrt(3 * 2)
     assert kendall_tau([1, 2, 3], [1, 2, 2]) == pytest.approx(2 / math.sqrt(6))
     assert math.isnan(kendall_tau([1], [1]))
+
+
+def test_kendall_tau_within_groups_by_hand_and_against_scipy():
+    from evaluations.analysis.stats import kendall_tau_within
+
+    # By hand: group x keeps (0,1) and (0,2) in order and swaps (1,2); group y keeps its one pair: 3 - 1 of 4 pairs.
+    # The 6 pairs across the groups are never counted (all concordant here: scipy's tau over the five items is 8/10).
+    a, b, groups = [3, 2, 1, 5, 6], [3, 1, 2, 5, 6], ["x", "x", "x", "y", "y"]
+    assert kendall_tau_within(a, b, groups) == pytest.approx(0.5)
+    assert stats.kendalltau(a, b).statistic == pytest.approx(0.8)
+    # One group is tau-b itself, ties included: scipy on random integer data with many ties.
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        x, y = rng.integers(0, 4, 9), rng.integers(0, 4, 9)
+        assert kendall_tau_within(x, y, ["g"] * 9) == pytest.approx(stats.kendalltau(x, y).statistic)
+    # A side tied in every pair: undefined; a missing value counts as a tie (a pair untied on one side only: 0 of 1).
+    assert math.isnan(kendall_tau_within([1, 1], [1, 0], ["g", "g"]))
+    assert kendall_tau_within([1, 0, 5], [1, 0, float("nan")], ["g", "g", "h"]) == pytest.approx(1.0)
+    # One row per resample: each row's tau as the one-row call gives it.
+    rows_a, rows_b = np.array([a, b, a]), np.array([b, b, a[::-1]])
+    expected = [kendall_tau_within(x, y, groups) for x, y in zip(rows_a, rows_b)]
+    assert kendall_tau_within(rows_a, rows_b, groups) == pytest.approx(expected)
+    assert expected[1] == pytest.approx(1.0)

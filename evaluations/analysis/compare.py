@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import warnings
 from collections.abc import Iterable
 from itertools import combinations
 from pathlib import Path
@@ -20,7 +21,7 @@ from simulator.core.records import Episode, RunSpec, Verdict
 
 from .frame import MEASURES, scan_run, usable
 from .power import detectable
-from .stats import bootstrap_ci, holm, kendall_tau, mcnemar, paired_bootstrap_ci, rates_test, scores_test, wilcoxon_paired, wilson_ci
+from .stats import bootstrap_ci, holm, kendall_tau, kendall_tau_within, mcnemar, paired_bootstrap_ci, rates_test, scores_test, wilcoxon_paired, wilson_ci
 from .variance import contact_at_k, variance_report
 
 SMALL = 5  # groups with fewer usable episodes are marked small: shown, but read with care
@@ -95,20 +96,35 @@ def mean_ci(values) -> dict:
     return {"n": int(x.size), "mean": float(x.mean()) if x.size else None, "ci": list(bootstrap_ci(x))}
 
 
+def contact_stats(ok: pd.DataFrame) -> dict:
+    """What a table of contact shows for one group of usable episodes: n, contact, mean private interest and comfort."""
+    return {"n": len(ok), "small": len(ok) < SMALL, "contact": rate(ok["contact"]),
+            **{m: mean_ci(ok[m]) for m in ("mean_interest", "mean_comfort")}}  # fmt: skip
+
+
 def group_stats(ok: pd.DataFrame) -> dict:
     """What one group of usable episodes did: contact, private state, condition scores, flags."""
+    shown = contact_stats(ok)
     return {
-        "n": len(ok), "small": len(ok) < SMALL, "contact": rate(ok["contact"]), "social_handle": rate(ok["social_handle"]),
+        **{k: shown[k] for k in ("n", "small", "contact")}, "social_handle": rate(ok["social_handle"]),
         "next_meeting": rate(ok["next_meeting"]),
-        **{m: mean_ci(ok[m]) for m in MEASURES},
+        **{m: shown[m] if m in shown else mean_ci(ok[m]) for m in MEASURES},
         "flags": {f: rate(ok[f"flag_{f}"]) for f in FLAGS},
     }  # fmt: skip
 
 
-def _by(frame: pd.DataFrame, ok: pd.DataFrame, by: list[str]) -> list[dict]:
+def _by(frame: pd.DataFrame, ok: pd.DataFrame, by: list[str], stats=group_stats) -> list[dict]:
     """Stats per group; groups come from every episode, so a group whose episodes all failed still shows (n 0)."""
     keys = frame[by].drop_duplicates().sort_values(by).itertuples(index=False)
-    return [dict(zip(by, key)) | group_stats(ok[(ok[by] == list(key)).all(axis=1)]) for key in keys]
+    return [dict(zip(by, key)) | stats(ok[(ok[by] == list(key)).all(axis=1)]) for key in keys]
+
+
+def contact_cells(frame: pd.DataFrame, by: list[str], *, include_unfaithful: bool = False) -> list[dict]:
+    """`contact_stats` per group of `by` (e.g. ['persona', 'setting']): the cells of `persona_reactions`' tables without
+    the scores, flags and tests, cheap enough to recompute while a batch writes (the viewer's live tables)."""
+    if frame.empty:
+        return []
+    return _by(frame, usable(frame, include_unfaithful=include_unfaithful), by, contact_stats)
 
 
 def _test(groups: dict[str, pd.Series], kind: str) -> dict:
@@ -217,11 +233,11 @@ class Judging:
         return {k: sorted(vs, key=str)[0] if len(vs) == 1 else tuple(sorted(vs, key=str)) for k, vs in self.seen.items() if vs}
 
 
-def run_prompts(run: dict, records: list[Episode]) -> dict:
+def run_prompts(run: dict, judging: dict) -> dict:
     """{name: hash} of every prompt a run used: simulation prompts, the rubric and the judges' prompts, the judges' as
-    their verdicts record them (a tuple where they are mixed within the run)."""
+    their verdicts record them (`judging`: `judge_provenance`; a tuple where they are mixed within the run)."""
     spec = run["spec"]
-    judged = {k.removeprefix("prompts."): v for k, v in judge_provenance(records).items() if k.startswith("prompts.")}
+    judged = {k.removeprefix("prompts."): v for k, v in judging.items() if k.startswith("prompts.")}
     return {**(spec.prompts or {}), "rubric": spec.rubric_hash, **judged}
 
 
@@ -429,6 +445,44 @@ def strategy_ranking(frame_a: pd.DataFrame, frame_b: pd.DataFrame, *, include_un
                            for s, x, y, ra, rb in zip(shared, a, b, rank(a), rank(b))],
                   "n_a": len(ua), "n_b": len(ub), "tau": kendall_tau(a, b)}  # fmt: skip
     return out
+
+
+def ranking_within(frame_a: pd.DataFrame, frame_b: pd.DataFrame, by: str = "persona", *, n_resamples: int = 2000,
+                   seed: int = 0, include_unfaithful: bool = False) -> dict:
+    """Does each `by` group's order of the strategies by contact survive from run A to run B? Per group,
+    `strategy_ranking`'s contact rows; over all groups, Kendall's tau-b counted within groups (`kendall_tau_within`)
+    with a 95% percentile interval from a paired bootstrap: in each cell the repetitions are drawn with replacement,
+    the same draw on both sides (paired by seed, as `compare` pairs), so the interval says how far the two orders
+    could move on another draw of the episodes. {'groups': {name: ranking}, 'tau', 'ci', 'undefined', 'pairs'}.
+    """
+    ua, ub = (usable(f, include_unfaithful=include_unfaithful) for f in (frame_a, frame_b))
+    names = sorted(set(ua.get(by, [])) | set(ub.get(by, [])))
+    groups = {g: strategy_ranking(ua[ua[by] == g], ub[ub[by] == g], include_unfaithful=True) for g in names}
+    cells = [(g, row["strategy"]) for g, r in groups.items() if "reason" not in r for row in r["contact"]["rows"]]
+    if not cells:
+        return {"groups": groups, "tau": None, "ci": None, "undefined": None, "pairs": 0,
+                "reason": f"no {by} has two strategies with usable episodes in both runs"}
+    rng = np.random.default_rng(seed)
+    draws_a, draws_b = [], []
+    for g, strategy in cells:  # per cell: contact by rep on each side, NaN where a side's episode is not usable
+        sides = [f[(f[by] == g) & (f["strategy"] == strategy)].set_index(["setting", "rep"])["contact"] for f in (ua, ub)]
+        reps = sides[0].index.union(sides[1].index)
+        values = [side.reindex(reps).astype(float).to_numpy() for side in sides]
+        pick = rng.integers(0, len(reps), size=(n_resamples, len(reps)))
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a draw with no usable episode on a side: NaN, a tie
+            draws_a.append(np.nanmean(values[0][pick], axis=1))
+            draws_b.append(np.nanmean(values[1][pick], axis=1))
+    names_of = [g for g, _ in cells]
+    point_a = [row["a"] for r in groups.values() if "reason" not in r for row in r["contact"]["rows"]]
+    point_b = [row["b"] for r in groups.values() if "reason" not in r for row in r["contact"]["rows"]]
+    tau = kendall_tau_within(_floats(point_a), _floats(point_b), names_of)
+    boot = kendall_tau_within(np.array(draws_a).T, np.array(draws_b).T, names_of)
+    defined = boot[~np.isnan(boot)]
+    ci = [float(np.percentile(defined, 2.5)), float(np.percentile(defined, 97.5))] if defined.size else None
+    pairs = sum(math.comb(sum(n == g for n in names_of), 2) for g in set(names_of))
+    return {"groups": groups, "tau": None if math.isnan(tau) else tau, "ci": ci, "pairs": pairs,
+            "undefined": float(np.isnan(boot).mean())}
 
 
 def load_pair(run_a: str, run_b: str, db: Path | str) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame, dict]:

@@ -6,51 +6,75 @@ the audit looks for); each warning lists the episodes behind it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
 
 from simulator.conversation.catalog import Persona, entry_hash
-from simulator.core.records import Episode, Turn
+from simulator.core.records import Episode, is_contact
 
 from .compare import SMALL, clean, mean_ci, rate
-from .frame import is_contact
 from .stats import cohens_h_ci, hedges_g_ci
 
 
-def persona_turns(record: Episode) -> list[Turn]:
-    """The persona's turns that carry a private state, in order."""
-    return [t for t in record.turns if t.speaker == "persona" and t.interest is not None]
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What the audit and the interest plot read of an episode, small enough to hold for every episode of a long run:
+    `Reading.of(record)`. `states` are the persona's (turn index, interest, comfort) where she reported a state."""
+
+    id: str
+    persona: str
+    status: str
+    in_character: bool | None
+    asked: bool
+    exchanged: str | None
+    first_ask_turn: int | None
+    states: tuple[tuple[int, int, int], ...]
+
+    @classmethod
+    def of(cls, record: Episode | Reading) -> Reading:
+        if isinstance(record, Reading):
+            return record
+        o = record.outcome
+        states = tuple((t.index, t.interest, t.comfort) for t in record.turns if t.speaker == "persona" and t.interest is not None)
+        return cls(record.id, record.persona, record.status, record.in_character, bool(o and o.asked), o and o.exchanged,
+                   o and o.first_ask_turn, states)  # fmt: skip
+
+    def series(self, key: str) -> list[int]:
+        """The persona's `key` (interest or comfort) turn by turn."""
+        return [s[1] if key == "interest" else s[2] for s in self.states]
 
 
-def first_turn_check(records: list[Episode], persona: Persona, key: str) -> dict:
+def first_turn_check(records: list[Reading], persona: Persona, key: str) -> dict:
     """The first turn's `key` (interest or comfort) against the file's range: mean, share inside, episodes out."""
     low, high = getattr(persona.expected_first_turn, key)
-    firsts = [(r.id, getattr(persona_turns(r)[0], key)) for r in records if persona_turns(r)]
+    firsts = [(r.id, r.series(key)[0]) for r in records if r.states]
     return {"declared": [low, high], "baseline": getattr(persona.baseline, key), **mean_ci([x for _, x in firsts]),
             "inside": rate([low <= x <= high for _, x in firsts]),
             "above": [i for i, x in firsts if x > high], "below": [i for i, x in firsts if x < low]}  # fmt: skip
 
 
-def curve(records: list[Episode], key: str) -> list[dict]:
+def curve(records: list[Reading], key: str) -> list[dict]:
     """Mean `key` at each persona turn (1st, 2nd, ...) with how many episodes reached that turn."""
     by_turn: dict[int, list[float]] = {}
     for r in records:
-        for i, t in enumerate(persona_turns(r), start=1):
-            by_turn.setdefault(i, []).append(getattr(t, key))
+        for i, x in enumerate(Reading.of(r).series(key), start=1):
+            by_turn.setdefault(i, []).append(x)
     return [{"turn": i, "n": len(xs), "mean": float(np.mean(xs))} for i, xs in sorted(by_turn.items())]
 
 
-def episode_mean(record: Episode, key: str) -> float | None:
+def episode_mean(record: Episode | Reading, key: str) -> float | None:
     """The persona's mean `key` over an episode's turns (None without turns)."""
-    turns = persona_turns(record)
-    return float(np.mean([getattr(t, key) for t in turns])) if turns else None
+    xs = Reading.of(record).series(key)
+    return float(np.mean(xs)) if xs else None
 
 
-def type_profile(records: list[Episode], persona: Persona) -> dict:
+def type_profile(records: list[Reading], persona: Persona) -> dict:
     """One persona type: how often she shared when asked, her first turn against her file, her curves."""
-    asked = [r for r in records if r.outcome and r.outcome.asked]
-    shared = [r.id for r in asked if is_contact(r.outcome.exchanged)]  # a number or an email, as compare counts contact
+    asked = [r for r in records if r.asked]
+    shared = [r.id for r in asked if is_contact(r.exchanged)]  # a number or an email, as compare counts contact
     return {
         "n": len(records), "small": len(records) < SMALL,
         "out_of_character": sum(r.in_character is False for r in records),
@@ -61,7 +85,7 @@ def type_profile(records: list[Episode], persona: Persona) -> dict:
     }  # fmt: skip
 
 
-def separation(a: list[Episode], b: list[Episode], pa: dict, pb: dict) -> dict:
+def separation(a: list[Reading], b: list[Reading], pa: dict, pb: dict) -> dict:
     """Effect sizes of type b against type a with 95% intervals: Cohen's h on sharing when asked, Hedges' g on state."""
     sa, sb = pa["shares_when_asked"], pb["shares_when_asked"]
     effects = {"shares_when_asked": cohens_h_ci(sa["k"], sa["n"], sb["k"], sb["n"])}
@@ -83,7 +107,7 @@ def _n_note(*ns: int) -> str:
     return f" (n {' and '.join(map(str, ns))}" + (f"; fewer than {SMALL}: read with care)" if min(ns) < SMALL else ")")
 
 
-def warnings(by_type: dict[str, list[Episode]], personas: dict[str, Persona], profiles: dict, pairs: list[dict]) -> list[dict]:
+def warnings(by_type: dict[str, list[Reading]], personas: dict[str, Persona], profiles: dict, pairs: list[dict]) -> list[dict]:
     """Plain warnings: types not told apart, types more cooperative than their file says, first turns out of range."""
     out = []
     for pair in pairs:
@@ -114,8 +138,10 @@ def warnings(by_type: dict[str, list[Episode]], personas: dict[str, Persona], pr
     return out
 
 
-def audit(records: list[Episode], personas: dict[str, Persona], *, run_catalog: dict | None = None) -> dict:
-    """The audit of a run's succeeded episodes against the persona files (`run_catalog`: the run's stored hashes)."""
+def audit(records: Iterable[Episode | Reading], personas: dict[str, Persona], *, run_catalog: dict | None = None) -> dict:
+    """The audit of a run's succeeded episodes against the persona files (`run_catalog`: the run's stored hashes).
+    `records` may be a stream of records: each is read and let go."""
+    records = [Reading.of(r) for r in records]
     done = [r for r in records if r.status == "succeeded"]
     names = sorted({r.persona for r in done})
     unknown = [n for n in names if n not in personas]

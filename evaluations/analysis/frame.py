@@ -10,21 +10,13 @@ from typing import Any
 from evaluations.judge.rubric import CONDITIONS, FLAGS
 from evaluations.judge.rules import episode_scores
 from simulator.core.errors import UserError
-from simulator.core.files import replacing, write_atomic
-from simulator.core.records import Episode, usage
+from simulator.core.files import replacing
+from simulator.core.records import Episode, is_contact, usage
 from simulator.storage.store import Store
 
 from .agreement import panel_exchanged, panel_flags, panel_next_meeting, panel_scores
 
 MEASURES = ("mean_interest", "mean_comfort", *CONDITIONS)  # per-episode numbers compared with rank tests
-CONTACT = ("number", "email")  # a social handle only puts the real next step off (the article), so it is counted apart
-
-
-def is_contact(exchanged: str | None) -> bool | None:
-    """Whether what was exchanged is contact: `is_contact('email')` -> True, `is_contact('social_handle')` -> False."""
-    return None if exchanged is None else exchanged in CONTACT
-
-
 def _mean(values: list[int | None]) -> float | None:
     """`_mean([4, 6])` -> 5.0; `_mean([])` -> None."""
     return sum(values) / len(values) if values else None
@@ -165,37 +157,6 @@ def usable(frame, *, include_unfaithful: bool = False):
     return frame[frame["completed" if include_unfaithful else "usable"].astype(bool)]
 
 
-STATUSES = ("succeeded", "ungraded", "failed")
-LISTED = ("episode_id", "setting", "persona", "strategy", "rep", "status", "exchanged", "contact", "end_reason", "turns",
-          "fidelity_ok", "usable", "error")  # fmt: skip
-
-
-def episode_list(frame, *, persona: str | None = None, setting: str | None = None, strategy: str | None = None,
-                 status: str | None = None, contact: bool | None = None, unusable: bool = False) -> list[dict]:
-    """The episodes of a run's frame that pass the filters, as rows of `LISTED` (None where unknown).
-
-    `contact` True / False: those that ended in contact (number or email) / did not (an unknown outcome passes
-    neither); `unusable`: only those `usable` leaves out of the statistics.
-    """
-    import pandas as pd
-
-    if status is not None and status not in STATUSES:
-        raise UserError(f"--status {status!r}: choose from {', '.join(STATUSES)}")
-    if not len(frame):
-        return []
-    frame = frame.assign(usable=frame["episode_id"].isin(usable(frame)["episode_id"]))
-    keep = pd.Series(True, index=frame.index)
-    for column, value in (("persona", persona), ("setting", setting), ("strategy", strategy), ("status", status)):
-        if value is not None:
-            keep &= frame[column] == value
-    if contact is not None:
-        keep &= frame["contact"].map(lambda c: c is not None and bool(c) == contact)
-    if unusable:
-        keep &= ~frame["usable"]
-    rows = frame.loc[keep, list(LISTED)].astype(object)
-    return rows.where(rows.notna(), None).to_dict("records")
-
-
 def summary(frame, by=("persona", "setting"), *, include_unfaithful: bool = False) -> list[dict]:
     """Per group: episodes, failed, ungraded, excluded by fidelity, the rates of contact (number or email), of a
     social handle and of a concrete next meeting, and the mean score per condition (over `usable` episodes)."""
@@ -227,35 +188,11 @@ def spreadsheet_safe(value):
     return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
-EXPORT_FORMATS = ("jsonl", "csv", "parquet")
-
-
-def export_target(run_id: str, output: Path | None, fmt: str | None) -> tuple[str, Path]:
-    """The format and file of an export: the format follows the file's extension, the file is named after the run.
-
-    `export_target('r1', None, 'csv')` -> ('csv', Path('r1.csv')); `export_target('r1', Path('a.parquet'), None)` ->
-    ('parquet', Path('a.parquet')); a name and a format that disagree are a UserError.
-    """
-    named = output.suffix.lstrip(".").lower() if output is not None else None
-    if fmt is not None and fmt not in EXPORT_FORMATS:
-        raise UserError(f"--format {fmt!r}: choose from {', '.join(EXPORT_FORMATS)}")
-    if named is not None and named not in EXPORT_FORMATS:
-        raise UserError(f"-o {output}: name the file .jsonl, .csv or .parquet (the format follows the name: "
-                        f"{', '.join(EXPORT_FORMATS)})")  # fmt: skip
-    if fmt and named and fmt != named:
-        raise UserError(f"-o {output} is a .{named} file but --format is {fmt}; give one of them")
-    fmt = fmt or named or "jsonl"
-    return fmt, output if output is not None else Path(f"{run_id}.{fmt}")
-
-
 def export(run_id: str, db: Path | str, fmt: str, output: Path) -> int:
     """Write a run as jsonl (full records), csv or parquet (flat rows); returns the number of episodes."""
     if fmt == "jsonl":
         with Store(Path(db)) as store:
-            store.run(run_id)
-            records = store.episodes(run_id)
-        write_atomic(output, "".join(r.model_dump_json() + "\n" for r in records))
-        return len(records)
+            return store.export_jsonl(run_id, output)
     if fmt not in ("csv", "parquet"):
         raise UserError(f"--format {fmt!r}: choose from jsonl, csv, parquet")
     frame = load_run(run_id, db)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -12,7 +13,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from evaluations.judge.rubric import CONDITIONS
-from simulator.core.records import Episode
+
+if TYPE_CHECKING:
+    from .fidelity import Reading
 
 
 def svg(fig: Figure) -> str:
@@ -87,7 +90,7 @@ def condition_bars(rows: list[dict], colors: dict) -> str:
     return svg(fig)
 
 
-def interest_curves(records: list[Episode], colors: dict) -> str:
+def interest_curves(records: list[Reading], colors: dict) -> str:
     """Mean private interest per persona by turn; ▼ and a dotted line mark the median turn of the first ask."""
     fig = Figure(figsize=(6, 3.2))
     ax = fig.add_subplot()
@@ -95,15 +98,14 @@ def interest_curves(records: list[Episode], colors: dict) -> str:
         mine = [r for r in records if r.persona == persona]
         by_turn: dict[int, list[int]] = {}
         for r in mine:
-            for t in r.turns:
-                if t.speaker == "persona" and t.interest is not None:
-                    by_turn.setdefault(t.index, []).append(t.interest)
+            for index, interest, _ in r.states:
+                by_turn.setdefault(index, []).append(interest)
         if not by_turn:
             continue
         xs = sorted(by_turn)
         ys = [float(np.mean(by_turn[i])) for i in xs]
         ax.plot(xs, ys, marker="o", color=colors[persona], label=f"{persona} (n={len(mine)})")
-        asks = [r.outcome.first_ask_turn for r in mine if r.outcome and r.outcome.first_ask_turn is not None]
+        asks = [r.first_ask_turn for r in mine if r.first_ask_turn is not None]
         if asks:
             # A dotted line, not a point on the curve: the ask may come before any reading. Nudged apart so ties show.
             at = float(np.median(asks)) + (k - (len(colors) - 1) / 2) * 0.1

@@ -10,16 +10,15 @@ import json
 from html import escape
 from pathlib import Path
 
-import pandas as pd
 
-from .compare import (SHORT, compare_branches, compare_runs, fmt, fmt_ci, fmt_p, load_pair, run_analysis, run_prompts,
-                      which_test)
+from .compare import (SHORT, Judging, compare_branches, compare_runs, fmt, fmt_ci, fmt_p, load_pair, run_analysis,
+                      run_prompts, which_test)
 from evaluations.judge.rubric import CONDITIONS
 from simulator.core.records import Episode, Turn
 from simulator.models.prices import money
 
-from .fidelity import audit
-from .frame import episode_row, judges_frame, spend, usable
+from .fidelity import Reading, audit
+from .frame import scan_run, spend, usable
 from .plots import condition_bars, heatmap, interest_curves, paired_differences, strategy_bars
 from .tables import (agreement_rows, curve_rows, detectable_rows, pair_rows, persona_rows, repeats_rows,
                      variance_note, variance_rows)
@@ -43,6 +42,8 @@ details{border:1px solid #ddd;border-radius:4px;margin:4px 0;padding:4px 8px} su
 .caution{background:#fff3c4;padding:2px 6px;margin:4px 0}
 .badge.flag{background:#ffb3b3} .badge.contact{background:#b7e4b7} .badge.bad{background:#f3c6a5}
 pre.diff{background:#f7f7f7;padding:8px;white-space:pre-wrap} .add{color:#161} .del{color:#a11} .hunk{color:#16a}
+.badge.pass{background:#b7e4b7} .badge.warn{background:#ffe58a} .badge.fail{background:#ffb3b3}
+.check{margin:6px 0 10px;overflow-wrap:anywhere} .id{white-space:nowrap} .check ul{margin:2px 0;padding-left:20px}
 """
 
 
@@ -162,7 +163,7 @@ def _pairs(test: dict) -> Html:
     return Html("<br>".join(map(escape, lines)))
 
 
-def reactions_section(r: dict, records: list[Episode]) -> list[str]:
+def reactions_section(r: dict, records: list[Reading]) -> list[str]:
     """Plots and tables for the persona reactions."""
     if not r["n"]:
         return ["<p>No usable episodes: nothing to compare.</p>"]
@@ -209,9 +210,8 @@ def strategies_section(r: dict) -> list[str]:
     ]
 
 
-def cautions(records: list[Episode]) -> list[str]:
+def cautions(found: dict[str, str]) -> list[str]:
     """One warning per strategy that carries a caution (a negative baseline), wherever its numbers are shown."""
-    found = {r.strategy: r.caution for r in records if r.caution}
     return [f'<div class="caution">{escape(s)}: {escape(c)}</div>' for s, c in sorted(found.items())]
 
 
@@ -331,6 +331,35 @@ def branches_section(c: dict, records: list[Episode]) -> list[str]:
     return out
 
 
+def _badge(status: str) -> Html:
+    return Html(f'<span class="badge {escape(status.replace(" ", "-"))}">{escape(status)}</span>')
+
+
+def fitness_section(verdict: dict) -> list[str]:
+    """A stored `nextstep fitness` verdict: per criterion its checks, each with the figure, interval, threshold and why."""
+    p, m = verdict["protocol"], verdict["model"]
+    reduced = f" Not the shipped protocol's verdict (protocol file {p['file']}, reps {p['reps']})." if p["reduced"] else ""
+    judges = ", ".join(m.get("evaluators") or []) or "none"
+    runs = "; ".join(f'{escape(k)} <span class="id">{escape(v)}</span>' for k, v in verdict["runs"].items())
+    out = [f"<p>{_badge(verdict['overall'])} <b>overall</b> · protocol v{escape(str(p['version']))} (sha256 "
+           f"{escape(p['hash'])}).{escape(reduced)}</p>",
+           f'<p class="muted">practitioner {escape(str(m.get("practitioner")))}, persona {escape(str(m.get("persona")))}, '
+           f"judges {escape(judges)} ({escape(str(m.get('backend')))}); runs {runs}</p>"]  # fmt: skip
+    for c in verdict["criteria"]:
+        out.append(f"<h3>{_badge(c['status'])} {escape(str(c['criterion']))}. {escape(c['name'])}</h3>")
+        if c.get("note"):
+            out.append(f"<p>{escape(c['note'])}</p>")
+        for k in c["checks"]:
+            figure = "" if k["figure"] is None else fmt(k["figure"], 0 if isinstance(k["figure"], int) else 2)
+            ci = f" [{fmt(k['ci'][0])}, {fmt(k['ci'][1])}]" if k.get("ci") else ""
+            details = "".join(f"<li>{escape(d)}</li>" for d in k.get("details", []))
+            out.append(Html(f'<div class="check">{_badge(k["status"])} <b>{escape(k["check"])}</b>: '
+                            f"{escape(figure + ci + ('; ' if figure else '') + k['of'])}"
+                            + (f"<ul>{details}</ul>" if details else "")
+                            + f'<div class="muted">threshold: {escape(k["threshold"])}. {escape(k["why"])}</div></div>'))
+    return out
+
+
 def render_report(run_id: str, db: Path | str, *, vs: str | None = None, personas_dir: Path | None = None,
                   include_unfaithful: bool = False, all_transcripts: bool = False) -> str:
     """The whole report as one HTML string; `vs` names a baseline run to compare this one with, paired;
@@ -340,12 +369,22 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
 
     from .summary import completion_note
 
+    readings, branched, judging = [], [], Judging()
+
+    def keep(record: Episode) -> None:  # what the sections need of each record; the record itself is let go
+        readings.append(Reading.of(record))
+        judging.add(record)
+        if record.branch:
+            branched.append(record)
+
+    scan = scan_run(run_id, db, each=keep)
+    frame = scan.frame
     with Store(Path(db)) as store:
-        run, records = store.run(run_id), store.episodes(run_id)
+        run = store.run(run_id)
         notes = [completion_note(r, store.completion(r)) for r in (run_id, vs) if r]
-    frame = pd.DataFrame([episode_row(r) for r in records])
-    r, spec = run_analysis(frame, judges_frame(records), include_unfaithful=include_unfaithful), run["spec"]
-    fidelity = audit(records, load_catalog(personas_dir).personas, run_catalog=spec.catalog)
+        verdict = store.fitness(run_id)
+    r, spec = run_analysis(frame, scan.judges, include_unfaithful=include_unfaithful), run["spec"]
+    fidelity = audit(readings, load_catalog(personas_dir).personas, run_catalog=spec.catalog)
     used = set(usable(frame, include_unfaithful=include_unfaithful)["episode_id"]) if len(frame) else set()
     spent = spend(frame)
     abandoned = f', {r["excluded"]["abandoned"]} abandoned by a person' if r["excluded"]["abandoned"] else ""
@@ -355,26 +394,30 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
             f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
             f'out of character{abandoned}{kept}. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
+            *(["<h2>Is this model fit to run the study? (nextstep fitness)</h2>", *fitness_section(verdict)]
+              if verdict else []),
             *(["<h2>What changed</h2>",
                *comparison_section(compare_runs(*load_pair(vs, run_id, db), include_unfaithful=include_unfaithful))]
               if vs else []),  # a --vs report is read for the comparison: it comes first
-            "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in records if x.id in used]), *cautions(records),
+            "<h2>Persona reactions</h2>", *reactions_section(r, [x for x in readings if x.id in used]), *cautions(scan.cautions),
             "<h2>Strategies</h2>", *strategies_section(r),
             "<h2>Persona fidelity audit</h2>", *audit_section(fidelity),
             "<h2>Where the variance comes from</h2>", *variance_section(r)]
     if spec.branch is not None:
         body += ["<h2>Branches: treatment and control from identical prefixes</h2>",
                  *branches_section(compare_branches(run, frame, include_unfaithful=include_unfaithful),
-                                   [x for x in records if x.branch])]
-    order = lambda x: (x.persona, x.setting, x.strategy, x.rep or 0)  # noqa: E731
-    shown = sorted(records, key=order)
+                                   branched)]
+    rows = frame.to_dict("records") if len(frame) else []
+    shown = [x["episode_id"] for x in sorted(rows, key=lambda x: (x["persona"], x["setting"], x["strategy"], x["rep"] or 0))]
     limit = len(shown) if all_transcripts else MAX_EPISODES
     every = "" if len(shown) <= limit else (f" (the first {limit} in persona, setting, strategy order; all of them: "
                                              f"nextstep report {escape(run_id)} --all-transcripts)")  # fmt: skip
+    with Store(Path(db)) as store:  # read one at a time, as they are drawn
+        transcripts = [episode(store.episode(i)) for i in shown[:limit]]
     body += [f"<h2>Transcripts: {min(limit, len(shown))} of {len(shown)}</h2>",
              f'<p class="muted">Showing {min(limit, len(shown))} of {len(shown)} episodes{every}. Orange: turns in a '
              "transition. Yellow: evidence a judge quoted (hover for the condition, score and reason). Red: a flag's "
-             "evidence.</p>", *map(episode, shown[:limit])]
+             "evidence.</p>", *transcripts]
     prov = [["created", run["created_at"]], ["nextstep version", run["version"]], ["backend", spec.backend],
             ["models", json.dumps(spec.models)], ["episodes by status", json.dumps(run["counts"])],
             ["tokens", "unknown" if spent["tokens"] is None else f"{spent['tokens']:,.0f}"],
@@ -382,7 +425,7 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
                                                  if spent["cost_per_episode"] is not None else "")],
             ["experiment", json.dumps(spec.experiment)],
             *[[f"prompt {k}", ", ".join(v) + " (mixed)" if isinstance(v, tuple) else v]
-              for k, v in sorted(run_prompts(run, records).items())],
+              for k, v in sorted(run_prompts(run, judging.result()).items())],
             *[[k, v] for k, v in sorted((spec.catalog or {}).items())]]
     body += ["<h2>Provenance</h2>", table(["", ""], prov)]
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>nextstep report {escape(run_id)}'

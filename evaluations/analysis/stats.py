@@ -33,6 +33,7 @@ __all__ = [
     "mean_pairwise_r",
     "cohens_h_ci",
     "hedges_g_ci",
+    "kendall_tau_within",
 ]
 
 NAN = float("nan")
@@ -347,3 +348,22 @@ def kendall_tau(a, b) -> float:
     if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return NAN
     return float(stats.kendalltau(a, b).statistic)
+
+
+def kendall_tau_within(a, b, groups) -> float | np.ndarray:
+    """Kendall's tau-b over the pairs of items in the same group only: each group ranks its own items, and the
+    concordant and discordant pairs of all groups are pooled. With one group it is `kendall_tau`.
+
+    `a` and `b` hold one value per item, or one row per resample (then one tau per row); a missing value (NaN) counts
+    as tied with every item. NaN when no pair is untied on both sides' counts.
+    `kendall_tau_within([1, 0, 1, 0], [1, 0, 0, 1], ['x', 'x', 'y', 'y'])` -> 0.0 (x keeps its order, y reverses).
+    """
+    a, b, groups = np.asarray(a, dtype=float), np.asarray(b, dtype=float), np.asarray(groups)
+    rows_a, rows_b = np.atleast_2d(a), np.atleast_2d(b)
+    i, j = np.triu_indices(groups.size, 1)
+    i, j = i[groups[i] == groups[j]], j[groups[i] == groups[j]]
+    sa, sb = (np.nan_to_num(np.sign(x[:, i] - x[:, j])) for x in (rows_a, rows_b))
+    untied = (sa != 0).sum(axis=1) * (sb != 0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = np.where(untied > 0, (sa * sb).sum(axis=1) / np.sqrt(untied), NAN)
+    return float(tau[0]) if a.ndim == 1 else tau

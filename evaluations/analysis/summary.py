@@ -26,8 +26,8 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
         totals = next(r for r in store.runs() if r["id"] == run_id)
         spec = store.run(run_id)["spec"]
     ok = frame[frame["status"] == "succeeded"] if len(frame) else frame
-    known = ok[ok["prompt_tokens"].notna() & ok["completion_tokens"].notna()] if len(ok) else ok
     several = bool(len(ok)) and ok["judges"].max() > 1
+    spent = spend(frame)
     return {
         "run": run_id,
         "completion": completion,
@@ -38,11 +38,11 @@ def run_summary(run_id: str, db: Path | str = "nextstep.db") -> dict:
         "judge_alpha": scores_alpha(_panel_scores(judges, set(usable(frame)["episode_id"]))) if several else None,  # as compare's
         "rubrics": rubrics,  # {rubric hash: episodes}: two or more, and a re-grade was left part way
         "succeeded": len(ok),
-        "usage_known": len(known),
-        "tokens_per_episode": float((known["prompt_tokens"] + known["completion_tokens"]).mean()) if len(known) else None,
+        "usage_known": spent["tokens_known"],
+        "tokens_per_episode": spent["tokens_per_episode"],
         "tokens_spent": totals["tokens"],  # at the endpoint, over every episode (None: some call reported no usage)
         "tokens_saved": totals["saved_tokens"],  # by calls the response cache answered
-        **{k: v for k, v in spend(frame).items() if k in ("cost_usd", "cost_per_episode")},
+        "cost_usd": spent["cost_usd"], "cost_per_episode": spent["cost_per_episode"],
     }  # fmt: skip
 
 

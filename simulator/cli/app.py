@@ -13,6 +13,7 @@ from simulator.core.errors import UserError
 from simulator.core.redact import RedactingFilter, redact
 
 from . import batch, branch, cache, compare, fitness, grade, play, run, serve, store, view
+from .options import ray_address
 
 app = typer.Typer(help="Simulate the step from a pleasant chat to swapping contact details, and grade it.",
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -43,7 +44,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind (and stop servers) on SIGTERM too
     command = typer.main.get_command(app)
     try:
-        code = command.main(sys.argv[1:] or ["--help"], standalone_mode=False, prog_name="nextstep")
+        code = command.main(ray_address(sys.argv[1:]) or ["--help"], standalone_mode=False, prog_name="nextstep")
     except UserError as e:
         _fail(str(e), 2)
     except (typer.Abort, KeyboardInterrupt):

@@ -12,7 +12,7 @@ import simulator.api as api
 from simulator.models.local import DEFAULT_SLOTS
 from simulator.models.prices import money
 
-from .options import ENDPOINT, FILES, ROLES, Db, GridMaxTurns, Judges, RubricFile, Temperature, config_options
+from .options import ENDPOINT, FILES, ROLES, Actors, Db, GridMaxTurns, Judges, Ray, RubricFile, Temperature, config_options
 from .progress import progress_bar
 from .show import console
 from .grade import print_differences
@@ -65,6 +65,7 @@ def batch(
     dry_run: Annotated[bool, typer.Option(help="Print the cells and an upper bound on calls, run nothing.")] = False,
     replay: Annotated[Optional[Path], typer.Option(help="Make a bundled run (`export --bundle`) again from the bundle alone: "
                                                         "no endpoint, no key.")] = None,
+    ray: Ray = None, actors: Actors = None,
     db: Db = Path("nextstep.db"), rubric_file: RubricFile = None, *, config: dict,
 ) -> None:
     """Run a grid of episodes concurrently into the SQLite store (resumable)."""
@@ -83,7 +84,7 @@ def batch(
 
             result = api.run_batch(grid, resume=resume, db=db, run_id=run_id, concurrency=concurrency, max_tokens=max_tokens,
                                    max_failures=max_failures, max_cost=max_cost, fail_fast=fail_fast, rubric_file=rubric_file,
-                                   on_progress=report, replay=replay, **config)  # fmt: skip
+                                   on_progress=report, replay=replay, ray=ray, actors=actors, **config)  # fmt: skip
     except KeyboardInterrupt:
         if seen:  # the episodes that were in flight run again on resume
             seen[0].stopped = "interrupted"

@@ -356,11 +356,13 @@ def personas(
 def report(
     run_id: Annotated[str, typer.Argument(help="The run to report on.")],
     vs: Annotated[Optional[str], typer.Option(help="A baseline run: adds the paired comparison (deltas: RUN_ID - VS).")] = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path("report.html"),
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", show_default=False,
+                                                   help="HTML file to write [default: RUN_ID.html].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
     db: Db = Path("nextstep.db"), personas_dir: PersonasDir = None, include_unfaithful: IncludeUnfaithful = False,
     all_transcripts: Annotated[bool, typer.Option(help="Every transcript, not the first 300.")] = False,
 ) -> None:
     """Write one self-contained HTML report (plots, tests, transcripts), viewable offline."""
-    api.report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
-               all_transcripts=all_transcripts, output=output)
+    output = api.write_report(run_id, output, force=force, vs=vs, db=db, personas_dir=personas_dir,
+                              include_unfaithful=include_unfaithful, all_transcripts=all_transcripts)
     console.print(f"wrote {output}")

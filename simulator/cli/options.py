@@ -28,6 +28,14 @@ JudgeSeed = Annotated[int, typer.Option(help="Seed of the first judge; a stored 
 RubricFile = Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML overriding the shipped one.")]
 FidelityJudge = Annotated[bool, typer.Option(help="Also ask the judge whether the persona stayed in character.")]
 
+# Where episodes run (batch, branch).
+Ray = Annotated[Optional[str], typer.Option(metavar="[ADDRESS]", show_default=False,
+                                            help="Run the episodes on Ray actors (pip install 'nextstep[ray]') against the "
+                                                 "shared --base-url; this process alone writes the store. ADDRESS joins a "
+                                                 "cluster [default: $NEXTSTEP_RAY_ADDRESS, else a new local instance].")]
+Actors = Annotated[Optional[int], typer.Option(min=1, help="With --ray: actors, each with --concurrency requests in flight "
+                                                           "[default: one per CPU of the cluster].")]
+
 # Stored runs.
 Db = Annotated[Path, typer.Option(help="SQLite database of runs.")]
 Format = Annotated[str, typer.Option("--format", help="text (tables) or json (for scripts).")]
@@ -95,3 +103,24 @@ def config_options(*names: str):
         return wrapper
 
     return decorate
+
+
+def ray_address(argv: list[str]) -> list[str]:
+    """`--ray [ADDRESS]` for the parser, which knows no option whose value may be left out: a bare --ray becomes --ray=
+    (no address), and takes the next word as its address only when it is one (host:port, ray://..., auto or local).
+
+    `ray_address(['batch', '--ray', '--reps', '2'])` -> ['batch', '--ray=', '--reps', '2'];
+    `ray_address(['batch', '--ray', '10.0.0.5:6379'])` -> ['batch', '--ray=10.0.0.5:6379'].
+    """
+    out, words = [], iter(range(len(argv)))
+    for i in words:
+        if argv[i] != "--ray":
+            out.append(argv[i])
+            continue
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        if not following.startswith("-") and (":" in following or following in ("auto", "local")):
+            out.append(f"--ray={following}")
+            next(words)
+        else:
+            out.append("--ray=")
+    return out

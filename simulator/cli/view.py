@@ -22,11 +22,13 @@ def view(
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the address only.")] = False,
 ) -> None:
     """Serve a web viewer of the store's runs and episodes (read-only; pages update while a batch writes)."""
+    import simulator.api as api
+
     try:
         from simulator.view import serve
     except ImportError as e:
         raise UserError(f"nextstep view needs the 'view' extra ({e.name} is missing): pip install 'nextstep[view]'") from None
-    serve(db, host=host, port=port, open_browser=not no_browser)
+    serve(db, host=host, port=port, open_browser=not no_browser, rubric=api.rubric_anchors(), agree=api.labellers_agreement)
 
 
 @app.command()
@@ -46,13 +48,17 @@ def label(
     import simulator.api as api
 
     try:
-        from simulator.view import new_session, serve
+        from simulator.view import default_output, labeller_name, new_session, serve
     except ImportError as e:
         raise UserError(f"nextstep label needs the 'view' extra ({e.name} is missing): pip install 'nextstep[view]'") from None
-    output = output or Path(f"{run_id}-labels-{labeller}.jsonl")
+    try:
+        labeller = labeller_name(labeller)
+    except ValueError as e:
+        raise UserError(f"--labeller: {e}") from None
+    output = output or default_output(run_id, labeller)
     if not output.parent.is_dir():
         raise UserError(f"-o {output}: no such directory {output.parent}")
     anchors, flags = api.rubric_anchors()
     session = new_session(db, run_id, sample=sample, seed=seed, labeller=labeller, output=output, anchors=anchors, flags=flags)
     print(f"labelling {len(session.ids)} episodes of {run_id} as {labeller} into {output}", flush=True)
-    serve(db, port=port, open_browser=not no_browser, label=session)
+    serve(db, port=port, open_browser=not no_browser, label=session, rubric=(anchors, flags), agree=api.labellers_agreement)

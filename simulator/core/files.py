@@ -135,3 +135,24 @@ def output_file(path: Path | str, flag: str, *, force: bool = True) -> Path:
     if not os.access(path if path.exists() else folder, os.W_OK):
         raise UserError(f"{flag} {path}: not writable")
     return path
+
+
+EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+
+
+def export_target(run_id: str, output: Path | None, fmt: str | None) -> tuple[str, Path]:
+    """The format and file of an export: the format follows the file's extension, the file is named after the run.
+
+    `export_target('r1', None, 'csv')` -> ('csv', Path('r1.csv')); `export_target('r1', Path('a.parquet'), None)` ->
+    ('parquet', Path('a.parquet')); a name and a format that disagree are a UserError.
+    """
+    named = output.suffix.lstrip(".").lower() if output is not None else None
+    if fmt is not None and fmt not in EXPORT_FORMATS:
+        raise UserError(f"--format {fmt!r}: choose from {', '.join(EXPORT_FORMATS)}")
+    if named is not None and named not in EXPORT_FORMATS:
+        raise UserError(f"-o {output}: name the file .jsonl, .csv or .parquet (the format follows the name: "
+                        f"{', '.join(EXPORT_FORMATS)})")  # fmt: skip
+    if fmt and named and fmt != named:
+        raise UserError(f"-o {output} is a .{named} file but --format is {fmt}; give one of them")
+    fmt = fmt or named or "jsonl"
+    return fmt, output if output is not None else Path(f"{run_id}.{fmt}")

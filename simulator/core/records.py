@@ -14,6 +14,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_serializer
 
 SCHEMA_VERSION = 2  # 1: nextstep 0.1.0 (no schema_version field); 2: typed records (0.2.0)
+CONTACT = ("number", "email")  # a social handle only puts the real next step off (the article), so it is counted apart
+
+
+def is_contact(exchanged: str | None) -> bool | None:
+    """Whether what was exchanged is contact: `is_contact('email')` -> True, `is_contact('social_handle')` -> False."""
+    return None if exchanged is None else exchanged in CONTACT
+
+
 Gender = Literal["man", "woman", "nonbinary"]
 Status = Literal["succeeded", "ungraded", "failed"]
 

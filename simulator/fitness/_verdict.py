@@ -158,6 +158,40 @@ def judge_agrees(report: dict, people: dict, limits: dict) -> dict:
     return _criterion(4, "the judge agrees with people", checks)
 
 
+def ranking_survives(ranking: dict, limits: dict, *, runs: tuple[str, str], stopped: str | None = None) -> dict:
+    """Criterion 3 from `ranking_within` of the grid (A, the article's personas) and its ablation (B, the same people
+    without the article's rules): each persona's strategies ranked by contact on both sides, and Kendall's tau."""
+    lim = limits["tau"]
+    s, clearly = status(ranking["tau"], ranking["ci"], lim, higher_is_better=True)
+    details = []
+    for persona, r in ranking["groups"].items():
+        if "reason" in r:
+            details.append(f"{persona}: not ranked ({r['reason']})")
+            continue
+        rows = r["contact"]["rows"]
+
+        def order(side: str) -> str:  # 'common_interest 1.00 > friends_pretext 0.00', '=' between ties
+            ranked = sorted(rows, key=lambda row: (row[f"rank_{side}"], row["strategy"]))
+            text = f"{ranked[0]['strategy']} {_num(ranked[0][side])}"
+            for before, row in zip(ranked, ranked[1:]):
+                text += f" {'=' if row[f'rank_{side}'] == before[f'rank_{side}'] else '>'} {row['strategy']} {_num(row[side])}"
+            return text
+
+        details.append(f"{persona}: with the rules {order('a')}; without {order('b')}")
+    if stopped:
+        details.append(f"the grid without the rules stopped scheduling: {stopped}")
+    reading = {"pass": "the order survives without the rules; ", "warn": "the order partly survives; ",
+               "fail": "the order depends on the rules being spelled out; "}[s]
+    measured = (f"{reading}over {ranking['pairs']} pairs of strategies within a persona; "
+                f"{ranking['undefined']:.0%} of resamples without an untied pair") if ranking["tau"] is not None else \
+        f"not measurable: {ranking.get('reason') or 'every pair of strategies is tied in one of the runs'}"
+    check = {"check": "strategy ranking kept without the article's rules (Kendall's tau-b)", "status": s,
+             "clearly": clearly, "figure": ranking["tau"], "ci": ranking["ci"], "of": measured, "details": details,
+             "threshold": _limits(lim, "pass >= {}, fail < {}"), "why": lim["why"],
+             "runs": {"with_rules": runs[0], "without_rules": runs[1]}}  # fmt: skip
+    return _criterion(3, "the article's rules matter", [check])
+
+
 def _limits(limits: dict, text: str) -> str:
     return text.format(limits["pass"], limits["fail"])
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
 from simulator.conversation.episode import max_rounds
 from simulator.conversation.runner import crashed_episode, run_episode
-from simulator.core.records import Call, Episode, RunSpec
+from simulator.core.records import Call, Episode, RunSpec, Verdict
 from simulator.core.errors import StorageError, UserError
 from simulator.core.redact import redact
 from simulator.models.backends import Endpoint, endpoint, role_models, role_prices
@@ -185,6 +187,61 @@ def _crashed(cell: Cell, error: BaseException) -> Episode:
     return crashed_episode(cell.scenario, cell.seed, error)
 
 
+@dataclass(frozen=True)
+class Episodes:
+    """Where a batch's episodes run: here, on `models`, through the graph and the judges. All but the models can be
+    pickled, so a Ray actor (`ray_pool.py`) makes its own copy with models of its own and runs the same code."""
+
+    experiment: Experiment
+    catalog: Catalog
+    config: Config
+    backend: str
+    rubric: object = None  # evaluations.judge.rubric.Rubric, when episodes are graded
+    rubric_hash: str | None = None
+    episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
+    models: dict | None = None
+
+    def shipped(self) -> Episodes:
+        """What a Ray actor gets: all but the models."""
+        return dataclasses.replace(self, models=None)
+
+    async def opened(self, endpoint: Endpoint, stack: contextlib.AsyncExitStack) -> Episodes:
+        """A copy with models of its own on `endpoint`, open until `stack` closes (what a Ray actor runs with)."""
+        return dataclasses.replace(self, models=await stack.enter_async_context(endpoint.models(self.config)))
+
+    def evaluator(self, seed: int):
+        from evaluations.judge.graph import make_evaluator
+        from evaluations.judge.panel import judge_panel
+
+        judges = judge_panel(self.models["evaluators"], Prompts(self.catalog.prompt_dirs), self.rubric, self.rubric_hash,
+                             judges=self.experiment.judges, seed=seed, reasks=self.config.reasks)  # fmt: skip
+        return make_evaluator(judges, self.catalog) if judges else None
+
+    async def simulate(self, cell: Cell) -> Episode:
+        """The cell's episode, simulated and graded; a crash is a failed record, bad input (a UserError) is raised."""
+        exp, cat = self.experiment, self.catalog
+        ctx = Context(self.models["practitioner"], self.models["persona"], cat, Prompts(cat.prompt_dirs), cell.scenario,
+                      cell.seed, temperature=exp.temperature, max_turns=exp.max_turns, reasks=self.config.reasks,
+                      evaluate=self.evaluator(cell.seed))  # fmt: skip
+        try:
+            return await run_episode(ctx, backend=self.backend, episode_id=(self.episode_ids or {}).get((cell.key, cell.rep)))
+        except UserError:
+            raise  # bad input (e.g. a prompt with an undefined variable) fails every episode alike
+        except Exception as e:  # a bug must not lose the episode: it is stored as failed
+            return _crashed(cell, e)
+
+    async def grade(self, record: Episode) -> list[Verdict]:
+        """An ungraded episode's verdicts, asking only the judges that did not answer; its conversation is kept."""
+        return await self.evaluator(record.seed)(record.transcript(), previous=record.verdicts)
+
+
+@contextlib.asynccontextmanager
+async def here(work, endpoint: Endpoint, concurrency: int) -> AsyncIterator[tuple[object, int]]:
+    """Run the episodes of `work` (Episodes, or a branch's Continuations) in this process, `concurrency` at a time:
+    (where they run, how many at once)."""
+    yield work, concurrency
+
+
 @dataclass
 class Batch:
     """Everything one batch needs; `run()` works through the cells not yet succeeded."""
@@ -205,6 +262,9 @@ class Batch:
     expected: RunSpec | None = None  # a replay: the spec the run was made with, which this one must match
     episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
     settings: dict | None = None  # a replay: the run's settings as it was made (not the bundle's temporary files)
+    # Where episodes run (`here`, or `ray_pool.actors`): given the Episodes, the endpoint and the concurrency, it yields
+    # an object with their `simulate(cell)` and `grade(record)`, and how many episodes may be in flight through it.
+    executor: Callable = here
 
     async def run(self) -> tuple[str, Progress]:
         async with self.endpoint.models(self.config) as models:
@@ -217,8 +277,6 @@ class Batch:
 
     async def _run(self, models: dict) -> tuple[str, Progress]:
         from evaluations.judge.evaluator import Judge
-        from evaluations.judge.graph import make_evaluator
-        from evaluations.judge.panel import judge_panel
         from evaluations.judge.rubric import load_rubric
 
         exp, cat, config = self.experiment, self.catalog, self.config
@@ -253,7 +311,7 @@ class Batch:
         if self.max_tokens is not None and progress.tokens >= self.max_tokens:
             progress.stopped = f"token budget of {self.max_tokens:,} reached"
         first_errors: list[str] = []  # of the episodes that ended, while none has succeeded
-        limit = asyncio.Semaphore(self.concurrency or self.endpoint.concurrency)
+        episodes = Episodes(exp, cat, config, self.endpoint.backend, rubric, rubric_hash, self.episode_ids, models)
 
         broken: list[StorageError] = []
 
@@ -268,27 +326,13 @@ class Batch:
                 progress.stopped, progress.fault = progress.stopped or str(e), True
                 return False
 
-        def evaluator(seed: int):
-            judges = judge_panel(models["evaluators"], prompts, rubric, rubric_hash, judges=exp.judges, seed=seed,
-                                 reasks=config.reasks)  # fmt: skip
-            return make_evaluator(judges, cat) if judges else None
-
         async def one(cell: Cell) -> None:
             async with limit:
                 if progress.stopped:
                     return
                 progress.running += 1
                 self._report(progress)
-                ctx = Context(models["practitioner"], models["persona"], cat, prompts, cell.scenario, cell.seed,
-                              temperature=exp.temperature, max_turns=exp.max_turns, reasks=config.reasks,
-                              evaluate=evaluator(cell.seed))  # fmt: skip
-                try:
-                    record = await run_episode(ctx, backend=self.endpoint.backend,
-                                               episode_id=(self.episode_ids or {}).get((cell.key, cell.rep)))
-                except UserError:
-                    raise  # bad input (e.g. a prompt with an undefined variable) fails every episode alike
-                except Exception as e:  # a bug must not lose the episode: it is stored as failed
-                    record = _crashed(cell, e)
+                record = await where.simulate(cell)
                 record = record.model_copy(update={"run_id": run_id, "cell": cell.key, "rep": cell.rep})
                 if await saved(self.store.save_episode, run_id, cell.key, cell.rep, record):
                     ended(record, record.all_calls())
@@ -300,7 +344,7 @@ class Batch:
                     return
                 progress.running += 1
                 self._report(progress)
-                verdicts = await evaluator(record.seed)(record.transcript(), previous=record.verdicts)
+                verdicts = await where.grade(record)
                 if await saved(self.store.replace_verdicts, record.id, verdicts):
                     new = [c for v in verdicts if v not in record.verdicts for c in v.calls]
                     ended(record.with_verdicts(verdicts), new)
@@ -333,8 +377,12 @@ class Batch:
             self._report(progress)
 
         try:
-            with fewer_collections():
-                await asyncio.gather(*(grade_again(r) for r in regrade), *(one(c) for c in cells))
+            concurrency = self.concurrency or self.endpoint.concurrency
+            executor = self.executor if cells or regrade else here  # nothing to run: no actors to start
+            async with executor(episodes, self.endpoint, concurrency) as (where, at_once):
+                limit = asyncio.Semaphore(at_once)
+                with fewer_collections():
+                    await asyncio.gather(*(grade_again(r) for r in regrade), *(one(c) for c in cells))
         finally:
             writer.shutdown(wait=True)
         if broken:
@@ -381,6 +429,8 @@ async def run_grid(
     rubric_file: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     fail_fast: int = FAIL_FAST,
+    ray: str | None = None,
+    actors: int | None = None,
     **config_flags,
 ) -> str:
     """Run a grid (an Experiment, a dict of its fields, or an experiment YAML path) and return the run id.
@@ -392,16 +442,33 @@ async def run_grid(
     `on_progress` gets the counters whenever an episode starts or ends, and once at the end. Before any episode, one
     test call per distinct model (a UserError if the endpoint refuses it); `fail_fast` N stops the batch when the
     first N episodes to end all failed with the same error (0: never).
+    `ray` runs the episodes on Ray actors (`ray_pool.actors`): the cluster's address, or "" for $NEXTSTEP_RAY_ADDRESS or
+    a new local instance; `actors` of them (default: one per CPU), each with `concurrency` requests in flight.
     """
     experiment, stored, (config, send_key), catalog = _prepare(experiment, db, resume, config, config_file, config_flags)
     run_id = resume or run_id
     rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
     concurrency = concurrency or stored.get("concurrency")
+    executor = ray_executor(ray, actors, config) if ray is not None else here
     with Store(Path(db)) as store, endpoint(config, concurrency, send_key=send_key) as ep:
         batch = Batch(experiment, catalog, config, ep, store, run_id, concurrency, max_tokens, max_failures, rubric_file,
-                      on_progress, fail_fast, max_cost)  # fmt: skip
+                      on_progress, fail_fast, max_cost, executor=executor)  # fmt: skip
         run_id, _ = await batch.run()
     return run_id
+
+
+def ray_executor(address: str, actors: int | None, config: Config) -> Callable:
+    """`ray_pool.actors`, once it is clear that Ray can be used: it is installed, and the endpoint is shared."""
+    import importlib.util
+
+    if not config.base_url and config.backend == "local":
+        raise UserError("--ray needs an endpoint every machine can reach: give --base-url (a vLLM, Ray Serve or other "
+                        "OpenAI-compatible server) or --backend openai; the embedded engine runs on this machine only")
+    if importlib.util.find_spec("ray") is None:
+        raise UserError("--ray needs Ray: pip install 'nextstep[ray]'")
+    from .ray_pool import actors as on_actors
+
+    return on_actors(address or None, actors)
 
 
 def _prepare(experiment, db, resume: str | None, config: Config | None, config_file: Path | None, flags: dict):

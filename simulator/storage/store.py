@@ -19,8 +19,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from simulator.core.errors import StorageError, UserError
-from simulator.core.files import validation_message
-from simulator.core.records import Episode, RunSpec, Verdict, package_version
+from simulator.core.files import replacing, validation_message
+from simulator.core.records import Episode, RunSpec, Verdict, is_contact, package_version
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,9 @@ ADDED_TABLES = """
 CREATE TABLE IF NOT EXISTS episode_history (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, cell TEXT NOT NULL, rep INTEGER NOT NULL,
     episode_id TEXT NOT NULL, status TEXT NOT NULL, error TEXT, record_json TEXT NOT NULL, replaced_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS writers (run_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, token TEXT NOT NULL,
-    since TEXT NOT NULL, beat REAL NOT NULL)
+    since TEXT NOT NULL, beat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS fitness (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, ablation_run_id TEXT,
+    protocol_hash TEXT NOT NULL, overall TEXT NOT NULL, saved_at TEXT NOT NULL, verdict_json TEXT NOT NULL)
 """
 STATUS_RANK = {"failed": 0, "ungraded": 1, "succeeded": 2}  # a save never puts a lower one in place of a higher one
 LEASE_S = 120  # a writer on another host that has not beaten its heartbeat for this long has stopped
@@ -119,8 +121,15 @@ def dumps(value) -> str:
 
 def insert(conn: sqlite3.Connection, table: str, row: dict, verb: str = "INSERT") -> None:
     """Insert a dict as one row; column names come from our own code, never from records."""
-    cols = ", ".join(row)
-    conn.execute(f"{verb} INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", [plain(v) for v in row.values()])
+    insert_rows(conn, table, [row], verb)
+
+
+def insert_rows(conn: sqlite3.Connection, table: str, rows: list[dict], verb: str = "INSERT") -> None:
+    """Insert dicts with the same keys, in one statement run for each (an episode's calls, turns, scores)."""
+    if rows:
+        cols = ", ".join(rows[0])
+        conn.executemany(f"{verb} INTO {table} ({cols}) VALUES ({', '.join('?' * len(rows[0]))})",
+                         [[plain(v) for v in row.values()] for row in rows])  # fmt: skip
 
 
 def resolve(given: str, ids: list[str], kind: str, where: Path) -> str:
@@ -433,14 +442,14 @@ class Store:
         """The episode's row and child rows, inside the caller's transaction."""
         conn, episode = self.conn, episode.model_copy(update={"run_id": run_id, "cell": cell, "rep": rep})
         insert(conn, "episodes", self._episode_row(episode))
-        for t in episode.turns:
-            insert(conn, "turns", {"episode_id": episode.id, "turn": t.index,
-                                   **pick(t, "speaker", "text", "intent", "interest", "comfort", "shares_contact")})
+        insert_rows(conn, "turns", [{"episode_id": episode.id, "turn": t.index,
+                                     **pick(t, "speaker", "text", "intent", "interest", "comfort", "shares_contact")}
+                                    for t in episode.turns])  # fmt: skip
         self._insert_calls(episode.id, None, episode.calls)
         self._insert_verdicts(episode.id, episode.verdicts)
         if prov := episode.provenance:
-            for name, digest in prov.prompts.items():
-                insert(conn, "prompts", {"hash": digest, "name": name, "text": prov.prompt_texts.get(digest)}, "INSERT OR IGNORE")
+            insert_rows(conn, "prompts", [{"hash": digest, "name": name, "text": prov.prompt_texts.get(digest)}
+                                          for name, digest in prov.prompts.items()], "INSERT OR IGNORE")  # fmt: skip
         if episode.status != "succeeded":
             insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode.id,
                                     "error": episode.error, "at": now()})  # fmt: skip
@@ -516,10 +525,9 @@ class Store:
         }  # fmt: skip
 
     def _insert_calls(self, episode_id: str, judge: int | None, calls: list) -> None:
-        for n, call in enumerate(calls):
-            insert(self.conn, "calls", {"episode_id": episode_id, "n": n, "judge": judge, **pick(
-                call, "role", "purpose", "model", "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason",
-                "retries", "ok", "error", "from_cache", "cached_tokens", "cost_usd")})  # fmt: skip
+        insert_rows(self.conn, "calls", [{"episode_id": episode_id, "n": n, "judge": judge, **pick(
+            call, "role", "purpose", "model", "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason",
+            "retries", "ok", "error", "from_cache", "cached_tokens", "cost_usd")} for n, call in enumerate(calls)])  # fmt: skip
 
     def _insert_verdicts(self, episode_id: str, verdicts: list[Verdict]) -> None:
         for v in verdicts:
@@ -528,13 +536,11 @@ class Store:
                 "n_unscored": len(v.unscored), "flags_status": v.flags and v.flags.status,
                 "outcome_status": v.outcome and v.outcome.status, "verdict_json": v.model_dump_json(),
             })  # fmt: skip
-            for n, t in enumerate(v.transitions):
-                for condition, g in t.conditions.items():
-                    insert(self.conn, "scores", {
-                        "episode_id": episode_id, "judge": v.judge, "transition": n, "transition_turn": t.turn,
-                        **pick(t, "ask_turn", "has_ask", "source"), "condition": condition,
-                        **pick(g, "status", "score", "turn", "quote", "reason"),
-                    })  # fmt: skip
+            insert_rows(self.conn, "scores", [{
+                "episode_id": episode_id, "judge": v.judge, "transition": n, "transition_turn": t.turn,
+                **pick(t, "ask_turn", "has_ask", "source"), "condition": condition,
+                **pick(g, "status", "score", "turn", "quote", "reason"),
+            } for n, t in enumerate(v.transitions) for condition, g in t.conditions.items()])  # fmt: skip
             for f in v.flags.raised if v.flags else []:
                 insert(self.conn, "flags", {"episode_id": episode_id, "judge": v.judge, **pick(f, "flag", "turn", "quote", "reason")})
             self._insert_calls(episode_id, v.judge, v.calls)
@@ -566,6 +572,42 @@ class Store:
         rows = self.conn.cursor().execute(f"SELECT id, record_json FROM episodes WHERE run_id = ?{only} ORDER BY cell, rep", (run_id,))
         for row in rows:
             yield self._episode(row)
+
+    def listing(self, run_id: str, *, persona: str | None = None, setting: str | None = None, strategy: str | None = None,
+                status: str | None = None, contact: bool | None = None, unusable: bool = False) -> list[dict]:
+        """The run's episodes that pass the filters, in cell order, as the columns `nextstep episodes` lists, read from
+        the episodes table: a record is parsed only where an older nextstep left `usable` unset.
+
+        `contact` True / False: those that ended in contact (number or email) / did not (an unknown outcome passes
+        neither); `unusable`: only those the statistics leave out (`Episode.usable`)."""
+        if status is not None and status not in STATUS_RANK:
+            raise UserError(f"--status {status!r}: choose from {', '.join(reversed(STATUS_RANK))}")
+        where = [f"{c} = ?" for c, v in (("persona", persona), ("setting", setting), ("strategy", strategy),
+                                         ("status", status)) if v is not None]  # fmt: skip
+        rows = self.conn.execute(
+            f"""SELECT id AS episode_id, setting, persona, strategy, rep, status, exchanged, NULL AS contact, end_reason, n_turns AS turns,
+                       fidelity_ok, usable, error FROM episodes WHERE {" AND ".join(["run_id = ?", *where])} ORDER BY cell, rep""",
+            (run_id, *(v for v in (persona, setting, strategy, status) if v is not None)))  # fmt: skip
+        found = []
+        for row in map(dict, rows):
+            if row["usable"] is None:  # saved before the column existed
+                record = self.episode(row["episode_id"])
+                row["fidelity_ok"], row["usable"] = record.in_character, record.usable
+            row["contact"] = is_contact(row["exchanged"])
+            row["usable"] = bool(row["usable"])
+            row["fidelity_ok"] = None if row["fidelity_ok"] is None else bool(row["fidelity_ok"])
+            if (contact is None or (row["contact"] is not None and row["contact"] == contact)) and not (unusable and row["usable"]):
+                found.append(row)
+        return found
+
+    def export_jsonl(self, run_id: str, output: Path) -> int:
+        """Write the run's records to `output`, one JSON line each, a record in memory at a time; returns how many."""
+        self.run(run_id)
+        n = 0
+        with replacing(output) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for n, record in enumerate(self.each_episode(run_id), 1):
+                f.write(record.model_dump_json() + "\n")
+        return n
 
     def _episode(self, row) -> Episode:
         return self._valid(Episode, row["record_json"], f"episode {row['id']}")
@@ -624,6 +666,21 @@ class Store:
         with self._tx() as conn:
             for digest, (name, text) in texts.items():
                 insert(conn, "prompts", {"hash": digest, "name": name, "text": text}, "INSERT OR IGNORE")
+
+    def save_fitness(self, verdict: dict) -> None:
+        """Keep a `nextstep fitness` verdict beside the runs it read (its 'runs': 'grid' and, if run, 'ablation')."""
+        with self._tx() as conn:
+            insert(conn, "fitness", {"run_id": verdict["runs"]["grid"], "ablation_run_id": verdict["runs"].get("ablation"),
+                                     "protocol_hash": verdict["protocol"]["hash"], "overall": verdict["overall"],
+                                     "saved_at": now(), "verdict_json": json.dumps(verdict, allow_nan=False)})  # fmt: skip
+
+    def fitness(self, run_id: str) -> dict | None:
+        """The latest fitness verdict that read this run (as its grid or its ablation), or None."""
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'fitness'").fetchone():
+            return None  # an older file opened read-only: no verdict was ever stored in it
+        row = self.conn.execute("SELECT verdict_json FROM fitness WHERE ? IN (run_id, ablation_run_id) ORDER BY id DESC",
+                                (run_id,)).fetchone()  # fmt: skip
+        return json.loads(row["verdict_json"]) if row else None
 
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -10,10 +11,12 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from simulator.core.errors import UserError
+
+from evaluations.analysis.compare import fmt
 
 from . import labels, pages
 
@@ -26,10 +29,16 @@ def render(name: str, status: int = 200, **context) -> HTMLResponse:
     return HTMLResponse(TEMPLATES.get_template(name).render(**context), status_code=status)
 
 
-def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession | None = None) -> Starlette:
+def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession | None = None,
+               rubric: tuple[dict[str, dict[int, str]], tuple[str, ...]] | None = None, labels_dir: Path | None = None,
+               agree=None) -> Starlette:
     """The viewer over `db`; with `token`, every request must carry it (?token=, then a cookie), as Jupyter's does;
-    with `label`, its Label pages save each entry to the session's file."""
+    with `label`, its Label pages save each entry to the session's file; with `rubric` (the anchors and flags a labeller
+    sees), a run page's button starts a session of its own, saving into `labels_dir` (default: the working directory);
+    with `agree(first, second)` (`api.labellers_agreement`), the Label pages show the agreement with every other
+    labeller of the run whose file lies beside the session's."""
     db = Path(db)
+    current = {"label": label}  # the labelling session the Label pages serve; the run page's button replaces it
 
     def _filters(request: Request) -> dict[str, str]:
         return {k: request.query_params.get(k, "") for k in pages.FILTERS}
@@ -42,13 +51,18 @@ def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession
 
     async def run(request: Request):
         live = _found(pages.live_run, db, request.path_params["run_id"], _filters(request))
-        return render("run.html", db=str(db), live=live, tables=pages.contact_tables(live["frame"]))
+        return render("run.html", db=str(db), live=live, can_label=rubric is not None)
 
-    async def run_live(request: Request):  # the counts or the episode list
-        if request.path_params["part"] not in ("counts", "list"):
-            raise HTTPException(404, f"no part {request.path_params['part']!r} of a run page")
-        live = _found(pages.live_run, db, request.path_params["run_id"], _filters(request))
-        return render(f"run_{request.path_params['part']}.html", live=live)
+    async def run_live(request: Request):
+        """All that changes while a batch writes, in one read of the store; 304 while nothing did (an idle open page
+        costs a few small queries a second, not the run's records and tables)."""
+        run_id = request.path_params["run_id"]
+        tag = '"%s"' % hashlib.sha256((_found(pages.run_stamp, db, run_id) + request.url.query).encode()).hexdigest()[:20]
+        if request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers={"ETag": tag})
+        reply = render("run_live.html", live=_found(pages.live_run, db, run_id, _filters(request)))
+        reply.headers["ETag"] = tag
+        return reply
 
     async def episode(request: Request):
         return render("episode.html", **_found(pages.episode_page, db, request.path_params["episode_id"]))
@@ -59,37 +73,65 @@ def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession
             raise HTTPException(404, "choose a run to compare (?a=RUN&b=RUN, or ?a=BRANCH_RUN)")
         return render("compare.html", **_found(pages.compare_page, db, a, b or None))
 
+    async def sample(request: Request):
+        """The run page's button: draw a stratified sample as `nextstep label RUN` does, then open the Label page."""
+        _same_origin(request)
+        if rubric is None:
+            raise HTTPException(404, "this viewer has no rubric to label with: start it with `nextstep view`")
+        run_id = request.path_params["run_id"]
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        try:
+            labeller = labels.labeller_name(form.get("labeller", ""))
+            size, seed = _whole(form, "sample"), _whole(form, "seed")
+        except ValueError as e:
+            raise HTTPException(400, f"cannot draw a sample: {e}") from None
+        if size < 1:
+            raise HTTPException(400, f"cannot draw a sample: sample {size} (at least 1)")
+        output = Path(labels_dir or Path.cwd()) / labels.default_output(run_id, labeller)
+        session = _found(labels.new_session, db, run_id, sample=size, seed=seed, labeller=labeller, output=output,
+                         anchors=rubric[0], flags=rubric[1])  # fmt: skip
+        if not session.ids:
+            raise HTTPException(404, f"run {run_id!r} has no succeeded episode to label")
+        current["label"] = session
+        return RedirectResponse("/label", 303)
+
     async def label_start(request: Request):
+        label = current["label"]
         if label is None:
-            raise HTTPException(404, "no labelling session: start one with `nextstep label RUN --sample N`")
+            raise HTTPException(404, "no labelling session: start one with `nextstep label RUN --sample N` or a run page's button")
         todo = next((n for n, i in enumerate(label.ids) if i not in label.saved), None)
         return RedirectResponse(f"/label/{0 if todo is None else todo}", 303)
 
     async def label_page(request: Request):
-        n = request.path_params["n"]
+        n, label = request.path_params["n"], current["label"]
         if label is None or not 0 <= n < len(label.ids):
             raise HTTPException(404, f"no item {n} in this labelling session")
         e = _found(pages.blind_episode, db, label.ids[n])
         if request.method == "POST":
-            origin = request.headers.get("origin")
-            if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host')}":  # another site's form
-                raise HTTPException(403, f"a label may only be saved from this viewer's own page, not from {origin}")
+            _same_origin(request)
             labels.save(label, labels.gold_line(e, label, parse_qs((await request.body()).decode())))
             return RedirectResponse(f"/label/{n + 1}" if n + 1 < len(label.ids) else "/label/done", 303)
         return render("label.html", e=e, n=n, session=label, entry=label.saved.get(e.id))
 
     async def label_done(request: Request):
-        if label is None:
+        session = current["label"]
+        if session is None:
             raise HTTPException(404, "no labelling session")
-        return render("label_done.html", session=label)
+        others = []
+        for other in labels.other_labellers(session) if agree is not None and session.output.is_file() else []:
+            try:
+                others.append({"file": other, "result": agree(session.output, other), "error": None})
+            except UserError as e:  # a broken or unrelated file beside it: said, not a failed page
+                others.append({"file": other, "result": None, "error": str(e)})
+        return render("label_done.html", session=session, others=others, fmt=fmt)
 
     async def not_found(request: Request, exc: HTTPException):
         if exc.status_code == 403:
             return PlainTextResponse(f"403: {exc.detail}", 403)
-        return render("404.html", status=exc.status_code, detail=exc.detail)
+        return render("404.html", status=exc.status_code, detail=exc.detail, heading="Not found" if exc.status_code == 404 else "Cannot do that")
 
     app = Starlette(routes=[
-        Route("/", runs), Route("/live/runs", runs_live), Route("/run/{run_id}", run), Route("/live/run/{run_id}/{part:str}", run_live),
+        Route("/", runs), Route("/live/runs", runs_live), Route("/run/{run_id}", run), Route("/run/{run_id}/label", sample, methods=["POST"]), Route("/live/run/{run_id}", run_live),
         Route("/episode/{episode_id}", episode), Route("/compare", compare),
         Route("/label", label_start), Route("/label/done", label_done),
         Route("/label/{n:int}", label_page, methods=["GET", "POST"]),
@@ -113,12 +155,29 @@ def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession
     return guarded
 
 
-def _found(page, db: Path, key: str, *args):
+def _found(page, db: Path, key: str, *args, **kwargs):
     """The page, or a 404 naming what is not in the store (an unknown run or episode, a broken record)."""
     try:
-        return page(db, key, *args)
+        return page(db, key, *args, **kwargs)
     except UserError as e:
         raise HTTPException(404, str(e)) from None
+
+
+def _whole(form: dict[str, str], key: str) -> int:
+    """A form field's whole number, or a ValueError naming the field: `_whole({'seed': '3'}, 'seed')` -> 3."""
+    value = form.get(key, "")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{key} {value!r} is not a whole number") from None
+
+
+def _same_origin(request: Request) -> None:
+    """Refuse a form posted from another site's page (a browser names the page's origin; a script without one is let
+    through, as it could not have been sent by a page the labeller visits)."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host')}":
+        raise HTTPException(403, f"this may only be sent from this viewer's own page, not from {origin}")
 
 
 def loopback_only(app):

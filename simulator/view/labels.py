@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,27 @@ def stratified_sample(records: list[Episode], n: int, seed: int = 0) -> list[str
             if cells[key] and len(picked) < n:
                 picked.append(cells[key].pop(0))
     return picked
+
+
+def labeller_name(name: str) -> str:
+    """A labeller's name as it goes into a file name: letters, digits, '.', '_' and '-' (`labeller_name('ana')` ->
+    'ana'); anything else is a ValueError saying so."""
+    if not re.fullmatch(r"[\w.-]{1,40}", name) or name.strip(".") == "":
+        raise ValueError(f"labeller {name!r}: use 1-40 letters, digits, '.', '_' or '-'")
+    return name
+
+
+def default_output(run_id: str, labeller: str) -> Path:
+    """Where a labeller's labels of a run go unless told: `default_output('r1', 'ana')` -> Path('r1-labels-ana.jsonl')
+    (a character of the run id a file name cannot hold becomes '_')."""
+    safe = re.sub(r"[^\w.-]", "_", run_id)
+    return Path(f"{safe}-labels-{labeller}.jsonl")
+
+
+def other_labellers(session: LabelSession) -> list[Path]:
+    """Other labellers' files of the session's run beside its own, as `default_output` names them."""
+    pattern = default_output(session.run_id, "*").name
+    return sorted(p for p in session.output.parent.glob(pattern) if p.resolve() != session.output.resolve())
 
 
 def new_session(db: Path, run_id: str, *, sample: int, seed: int, labeller: str, output: Path,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluations.analysis.compare import (compare_branches, compare_runs, excluded, fmt, fmt_ci, fmt_p, judge_provenance,
-                                          persona_reactions)
+from evaluations.analysis.compare import (compare_branches, compare_runs, contact_cells, excluded, fmt, fmt_ci, fmt_p,
+                                          judge_provenance)
 from evaluations.analysis.frame import episode_row
 from simulator.core.errors import UserError
 from simulator.core.records import Episode
-from simulator.storage.store import Store
+from simulator.storage.store import Store, resume_command
 
 RUNNING_S = 30  # a run that saved an episode this recently is shown as running
 FILTERS = ("persona", "setting", "strategy", "status", "exchanged")
@@ -23,13 +23,13 @@ def _age_s(saved_at: str | None, now: dt.datetime) -> float | None:
 
 
 def run_status(done: int, planned: int | None, age_s: float | None) -> str:
-    """'running' (an episode saved in the last RUNNING_S seconds), 'complete', 'incomplete', or 'stored' (nothing planned
-    to compare with): `run_status(3, 6, 400.0)` -> 'incomplete'."""
+    """'complete' (every planned episode done), 'running' (an episode saved in the last RUNNING_S seconds),
+    'incomplete', or 'stored' (nothing planned to compare with): `run_status(3, 6, 400.0)` -> 'incomplete'."""
+    if planned is not None and done >= planned:
+        return "complete"
     if age_s is not None and age_s < RUNNING_S:
         return "running"
-    if planned is None:
-        return "stored"
-    return "complete" if done >= planned else "incomplete"
+    return "stored" if planned is None else "incomplete"
 
 
 def _models(spec) -> str:
@@ -71,7 +71,8 @@ def episode_list(frame: pd.DataFrame, filters: dict[str, str]) -> list[dict]:
 
 
 def live_run(db: Path, run_id: str, filters: dict[str, str]) -> dict:
-    """The part of a run page that changes while a batch writes: counts, status and the filtered episode list."""
+    """The part of a run page that changes while a batch writes: counts, status, the contact tables and the filtered
+    episode list."""
     now = dt.datetime.now(dt.timezone.utc)
     with Store.reader(db) as store:
         run = store.run(run_id)
@@ -86,11 +87,22 @@ def live_run(db: Path, run_id: str, filters: dict[str, str]) -> dict:
         "run": run, "frame": frame, "records": records, "done": done, "planned": planned, "status": status,
         "episodes": len(records), "failed": counts.get("failed", 0), "ungraded": counts.get("ungraded", 0),
         "excluded": excluded(frame), "out_of_character": sum(r.in_character is False for r in records),
-        "resume": None if status in ("complete", "running") or run["spec"].experiment is None
-        else f"nextstep batch --resume {run_id} --db {db}",
-        "rows": episode_list(frame, filters), "filters": filters,
+        "resume": None if status in ("complete", "running") else resume_command(run_id, run["spec"], db),
+        "rows": episode_list(frame, filters), "filters": filters, "tables": contact_tables(frame),
         "choices": {k: sorted({str(v) for v in frame[k].dropna()}) if len(frame) else [] for k in FILTERS},
     }  # fmt: skip
+
+
+def run_stamp(db: Path, run_id: str) -> str:
+    """Changes whenever a run's live part may: a write to the store file (to its write-ahead log while a batch writes),
+    the run's episode count or newest save, and its status (running turns complete with time alone). Cheap: no record
+    is read."""
+    with Store.reader(db) as store:  # opened first: a reader may make the log file
+        written = [(f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None for f in (Path(db), Path(f"{db}-wal"))]
+        run, last = store.run(run_id), store.last_saved(run_id)
+    counts, planned = run["counts"], getattr(run["spec"], "planned", None)
+    status = run_status(counts.get("succeeded", 0), planned, _age_s(last, dt.datetime.now(dt.timezone.utc)))
+    return repr((written, sorted(counts.items()), last, status))
 
 
 def _cell(s: dict) -> dict:
@@ -103,10 +115,9 @@ def contact_tables(frame: pd.DataFrame) -> dict:
     """persona x setting and strategy x persona: {'rows', 'cols', 'cells': {(row, col): cell}} each."""
     if frame.empty:
         return {}
-    r = persona_reactions(frame)
     tables = {}
     for key, row_by, col_by in (("persona_setting", "persona", "setting"), ("persona_strategy", "strategy", "persona")):
-        cells = {(g[row_by], g[col_by]): _cell(g) for g in r[key]}
+        cells = {(g[row_by], g[col_by]): _cell(g) for g in contact_cells(frame, [row_by, col_by])}
         tables[key] = {"row_by": row_by, "col_by": col_by, "rows": sorted({k[0] for k in cells}),
                        "cols": sorted({k[1] for k in cells}), "cells": cells}  # fmt: skip
     return tables
