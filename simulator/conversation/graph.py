@@ -133,12 +133,15 @@ async def practitioner_node(state: State, config: RunnableConfig) -> dict:
             if not text:
                 return _ended_by_person("practitioner")
         else:
+            strategy = catalog.strategies[s.strategy]
             system = ctx.prompts.render(
-                "practitioner", setting=catalog.settings[s.setting], strategy=catalog.strategies[s.strategy],
-                practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender, parting=parting,
+                "practitioner", setting=catalog.settings[s.setting], strategy=strategy,
+                practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
             )  # fmt: skip
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": OPENING_CUE}]
-            text = await _say(ctx, ctx.practitioner, messages + _history(turns, "practitioner"), "practitioner", len(turns), calls)
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": OPENING_CUE}, *_history(turns, "practitioner")]
+            if parting:  # after the conversation, so the turns before it reuse this one's prompt (prefix caches)
+                messages.append({"role": "system", "content": ctx.prompts.render("practitioner_parting", strategy=strategy)})
+            text = await _say(ctx, ctx.practitioner, messages, "practitioner", len(turns), calls)
         label_prompt = ctx.prompts.render(
             "practitioner_intent", transcript=_transcript(turns, "practitioner"), utterance=text
         )
@@ -175,9 +178,11 @@ async def persona_node(state: State, config: RunnableConfig) -> dict:
     system = ctx.prompts.render(
         "persona", setting=setting, persona=persona,
         practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
-        interest=previous["interest"], comfort=previous["comfort"],
     )  # fmt: skip
-    messages = [{"role": "system", "content": system}, *_history(turns, "persona")]
+    # Her feelings change every turn: they come after the conversation, so the system message and the turns stay one
+    # prefix that the endpoint's cache serves from her last line's request.
+    now = ctx.prompts.render("persona_now", interest=previous["interest"], comfort=previous["comfort"])
+    messages = [{"role": "system", "content": system}, *_history(turns, "persona"), {"role": "system", "content": now}]
     try:
         text = await _say(ctx, ctx.persona, messages, "persona", len(turns), calls)
         rating_prompt = ctx.prompts.render(
