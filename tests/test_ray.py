@@ -171,3 +171,25 @@ def test_ray_takes_the_next_word_as_its_address_only_when_it_is_one():
     assert ray_address(["batch", "--ray", "10.0.0.5:6379", "--reps", "2"]) == ["batch", "--ray=10.0.0.5:6379", "--reps", "2"]
     assert ray_address(["grade", "--ray", "run-1dd45ef2d2"]) == ["grade", "--ray=", "run-1dd45ef2d2"]  # a run id, not an address
     assert ray_address(["batch", "--ray=ray://head:10001"]) == ["batch", "--ray=ray://head:10001"]
+
+
+async def test_a_branch_on_ray_continues_as_one_here_does(cluster, tmp_path):
+    import sqlite3
+
+    from test_branch import keep_talking
+
+    from simulator.runs.branch import Treatment, run_branches
+
+    here, there = tmp_path / "here.db", tmp_path / "ray.db"
+    with StubServer(fault=keep_talking) as url:
+        await run_grid({"personas": ["aloof", "friendly"], "reps": 2, "max_turns": 3, "judges": 0}, db=here, run_id="base",
+                       base_url=url)  # fmt: skip
+        with sqlite3.connect(here) as a, sqlite3.connect(there) as b:
+            a.backup(b)  # the same parents in both
+        runs = [await run_branches("base", at="2", treatment=Treatment(strategy="high_point_exit"), reps=2, db=db,
+                                   base_url=url, ray=ray) for db, ray in ((here, None), (there, ""))]  # fmt: skip
+    assert runs[0] == runs[1]
+    mine, theirs = stored(here, runs[0][0]), stored(there, runs[1][0])
+    assert len(mine) == 4 * 2 * 2  # 4 parents, each continued twice in each arm
+    assert {e["status"] for e in theirs.values()} == {"succeeded"} and all(e["verdicts"] for e in theirs.values())
+    assert [key for key in mine if mine[key] != theirs[key]] == []

@@ -42,6 +42,8 @@ details{border:1px solid #ddd;border-radius:4px;margin:4px 0;padding:4px 8px} su
 .caution{background:#fff3c4;padding:2px 6px;margin:4px 0}
 .badge.flag{background:#ffb3b3} .badge.contact{background:#b7e4b7} .badge.bad{background:#f3c6a5}
 pre.diff{background:#f7f7f7;padding:8px;white-space:pre-wrap} .add{color:#161} .del{color:#a11} .hunk{color:#16a}
+.badge.pass{background:#b7e4b7} .badge.warn{background:#ffe58a} .badge.fail{background:#ffb3b3}
+.check{margin:6px 0 10px;overflow-wrap:anywhere} .id{white-space:nowrap} .check ul{margin:2px 0;padding-left:20px}
 """
 
 
@@ -329,6 +331,35 @@ def branches_section(c: dict, records: list[Episode]) -> list[str]:
     return out
 
 
+def _badge(status: str) -> Html:
+    return Html(f'<span class="badge {escape(status.replace(" ", "-"))}">{escape(status)}</span>')
+
+
+def fitness_section(verdict: dict) -> list[str]:
+    """A stored `nextstep fitness` verdict: per criterion its checks, each with the figure, interval, threshold and why."""
+    p, m = verdict["protocol"], verdict["model"]
+    reduced = f" Not the shipped protocol's verdict (protocol file {p['file']}, reps {p['reps']})." if p["reduced"] else ""
+    judges = ", ".join(m.get("evaluators") or []) or "none"
+    runs = "; ".join(f'{escape(k)} <span class="id">{escape(v)}</span>' for k, v in verdict["runs"].items())
+    out = [f"<p>{_badge(verdict['overall'])} <b>overall</b> · protocol v{escape(str(p['version']))} (sha256 "
+           f"{escape(p['hash'])}).{escape(reduced)}</p>",
+           f'<p class="muted">practitioner {escape(str(m.get("practitioner")))}, persona {escape(str(m.get("persona")))}, '
+           f"judges {escape(judges)} ({escape(str(m.get('backend')))}); runs {runs}</p>"]  # fmt: skip
+    for c in verdict["criteria"]:
+        out.append(f"<h3>{_badge(c['status'])} {escape(str(c['criterion']))}. {escape(c['name'])}</h3>")
+        if c.get("note"):
+            out.append(f"<p>{escape(c['note'])}</p>")
+        for k in c["checks"]:
+            figure = "" if k["figure"] is None else fmt(k["figure"], 0 if isinstance(k["figure"], int) else 2)
+            ci = f" [{fmt(k['ci'][0])}, {fmt(k['ci'][1])}]" if k.get("ci") else ""
+            details = "".join(f"<li>{escape(d)}</li>" for d in k.get("details", []))
+            out.append(Html(f'<div class="check">{_badge(k["status"])} <b>{escape(k["check"])}</b>: '
+                            f"{escape(figure + ci + ('; ' if figure else '') + k['of'])}"
+                            + (f"<ul>{details}</ul>" if details else "")
+                            + f'<div class="muted">threshold: {escape(k["threshold"])}. {escape(k["why"])}</div></div>'))
+    return out
+
+
 def render_report(run_id: str, db: Path | str, *, vs: str | None = None, personas_dir: Path | None = None,
                   include_unfaithful: bool = False, all_transcripts: bool = False) -> str:
     """The whole report as one HTML string; `vs` names a baseline run to compare this one with, paired;
@@ -351,6 +382,7 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
     with Store(Path(db)) as store:
         run = store.run(run_id)
         notes = [completion_note(r, store.completion(r)) for r in (run_id, vs) if r]
+        verdict = store.fitness(run_id)
     r, spec = run_analysis(frame, scan.judges, include_unfaithful=include_unfaithful), run["spec"]
     fidelity = audit(readings, load_catalog(personas_dir).personas, run_catalog=spec.catalog)
     used = set(usable(frame, include_unfaithful=include_unfaithful)["episode_id"]) if len(frame) else set()
@@ -362,6 +394,8 @@ def render_report(run_id: str, db: Path | str, *, vs: str | None = None, persona
             f'{r["excluded"]["failed"]} failed, {r["excluded"]["ungraded"]} ungraded and {r["excluded"]["unfaithful"]} '
             f'out of character{abandoned}{kept}. '
             f'* marks groups of fewer than {r["small_below"]}.</p>',
+            *(["<h2>Is this model fit to run the study? (nextstep fitness)</h2>", *fitness_section(verdict)]
+              if verdict else []),
             *(["<h2>What changed</h2>",
                *comparison_section(compare_runs(*load_pair(vs, run_id, db), include_unfaithful=include_unfaithful))]
               if vs else []),  # a --vs report is read for the comparison: it comes first

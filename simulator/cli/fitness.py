@@ -15,6 +15,7 @@ from .options import ENDPOINT, FILES, ROLES, Db, config_options
 
 app = typer.Typer()
 WIDTH = 80
+SHIPPED = "simulator/fitness/protocol.yaml"  # how a verdict names the protocol in the package
 
 
 @app.command()
@@ -65,7 +66,8 @@ def _print_plan(p: dict) -> None:
 def render(verdict: dict) -> str:
     """The one-page verdict, every line within 80 columns, ids whole."""
     p, m = verdict["protocol"], verdict["model"]
-    reduced = f", reduced to {p['reps']} reps: not the protocol's verdict" if p["reduced"] else ""
+    reduced = "" if not p["reduced"] else f", reduced to {p['reps']} reps" if p["file"] == SHIPPED else f", from {p['file']}"
+    reduced += ": not the shipped protocol's verdict" if p["reduced"] else ""
     lines = [f"fitness: {verdict['overall'].upper()}",
              _wrap(f"protocol v{p['version']} (sha256 {p['hash']}){reduced}"),
              _wrap(f"models: practitioner {m.get('practitioner')}, persona {m.get('persona')}, judges "

@@ -24,15 +24,15 @@ NAMES = {1: "personas told apart", 2: "staying in character", 3: "the article's 
          4: "the judge agrees with people", 5: "the run works"}  # fmt: skip
 
 
-def protocol() -> tuple[dict, str]:
-    """The protocol file's contents and the first 12 hex digits of its sha256."""
-    raw = PROTOCOL.read_bytes()
+def protocol(path: Path = PROTOCOL) -> tuple[dict, str]:
+    """A protocol file's contents (the shipped one by default) and the first 12 hex digits of its sha256."""
+    raw = Path(path).read_bytes()
     return yaml.safe_load(raw), hashlib.sha256(raw).hexdigest()[:12]
 
 
-def plan(*, db: Path | str = api.DB, reps: int | None = None, **config_flags) -> dict:
+def plan(*, db: Path | str = api.DB, reps: int | None = None, protocol_file: Path = PROTOCOL, **config_flags) -> dict:
     """What `fitness` would spend, nothing run: {'protocol', 'hash', 'stages': [{'stage', 'episodes', 'calls_at_most', ...}]}."""
-    p, digest = protocol()
+    p, digest = protocol(protocol_file)
     stages = []
     for stage, flags in (("persona grid (criteria 1, 2, 5)", config_flags),
                          ("the same grid without the article's rules (criterion 3)", _ablation(p, config_flags))):
@@ -46,7 +46,7 @@ def plan(*, db: Path | str = api.DB, reps: int | None = None, **config_flags) ->
             "calls_at_most": sum(s["calls_at_most"] for s in stages), "episodes": sum(s["episodes"] for s in stages)}
 
 
-def fitness(*, db: Path | str = api.DB, reps: int | None = None, budget: int | None = None,
+def fitness(*, db: Path | str = api.DB, reps: int | None = None, budget: int | None = None, protocol_file: Path = PROTOCOL,
             on_progress: Callable[[api.Progress], None] | None = None, **config_flags) -> dict:
     """Run the protocol into `db` (stored runs like any batch's, resumable) and read the verdict per criterion; the
     verdict is stored beside the runs (`nextstep report` shows it).
@@ -54,10 +54,11 @@ def fitness(*, db: Path | str = api.DB, reps: int | None = None, budget: int | N
     Stages in order: the persona grid (criteria 1, 2, 5), the same grid with the ablation personas (3), the calibration
     (4). Once a criterion has clearly failed, the later stages are not run. `reps` overrides the protocol's
     repetitions (the verdict says so); `budget` is the most LLM calls it may spend: a persona grid whose bound is above
-    it is refused before any call, and a later stage that could take the total past it is not run.
+    it is refused before any call, and a later stage that could take the total past it is not run. `protocol_file`
+    reads another protocol (a smaller one for a test, say): the verdict names it and says it is not the shipped one's.
     """
-    p, digest = protocol()
-    spend = plan(db=db, reps=reps, **config_flags)
+    p, digest = protocol(protocol_file)
+    spend = plan(db=db, reps=reps, protocol_file=protocol_file, **config_flags)
     grid_bound, ablation_bound, judge_bound = (s["calls_at_most"] for s in spend["stages"])
     if budget is not None and grid_bound > budget:
         raise UserError(f"--budget {budget}: the protocol's persona grid may spend up to {grid_bound:,} calls "
@@ -102,10 +103,12 @@ def fitness(*, db: Path | str = api.DB, reps: int | None = None, budget: int | N
             people = labelling_agreement(items, _gold.load_second_pass(GOLD / judge["second_pass"], items))
             criteria.append(v.judge_agrees(report, people, judge))
     criteria.sort(key=lambda c: c["criterion"])
+    shipped = Path(protocol_file).resolve() == PROTOCOL.resolve()
     graded = [c["status"] for c in criteria if c["status"] != "not run"]
     verdict = {
-        "protocol": {"file": "simulator/fitness/protocol.yaml", "version": p["version"], "hash": digest,
-                     "reps": grid["reps"], "reduced": reps is not None and reps != p["grid"]["reps"]},
+        "protocol": {"file": "simulator/fitness/protocol.yaml" if shipped else str(protocol_file), "version": p["version"],
+                     "hash": digest, "reps": grid["reps"],
+                     "reduced": not shipped or (reps is not None and reps != p["grid"]["reps"])},
         "model": _models(api.load_run(result.run_id, db=db)), "runs": runs, "db": str(db),
         "episodes": len(records), "calls_at_most": spend["calls_at_most"],
         "overall": v.worst(*graded) if graded else "not run", "criteria": criteria,
