@@ -64,8 +64,8 @@ def trial(url: str, actors: int, concurrency: int, reps: int) -> dict:
         ray.init(address="local", num_cpus=actors, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
         made = ray_pool.Pool.__init__
 
-        def watched(self, handles, pids):
-            made(self, handles, pids)
+        def watched(self, handles, pids, work):
+            made(self, handles, pids, work)
             actor_cpu.update({pid: [0.0, 0.0] for pid in pids})
 
             def sample():  # until the actors are killed at the batch's end

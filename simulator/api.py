@@ -41,10 +41,11 @@ if TYPE_CHECKING:
     from simulator.runs.grading import OnGraded
 
 __all__ = [
-    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "cache_info", "calibrate", "catalog", "clear_cache",
-    "compare", "config", "episodes", "export", "export_bundle", "grade", "grid", "load_episode", "load_episodes", "load_frame",
-    "load_run", "play", "plan_batch", "plan_branch", "plan_reps", "report", "run_batch", "run_episode", "runs", "save_episode",
-    "serve", "show", "summarize",
+    "BatchResult", "Experiment", "Progress", "audit_personas", "branch", "cache_info", "calibrate", "catalog",
+    "clear_cache", "compare", "config", "episodes", "export", "export_bundle", "grade", "grid", "labellers_agreement",
+    "load_episode", "load_episodes", "load_frame", "load_run", "plan_batch", "plan_branch", "plan_reps", "play",
+    "report", "resolve_run", "rubric_anchors", "run_batch", "run_episode", "runs", "save_episode", "serve", "show",
+    "summarize", "write_report",
 ]  # fmt: skip
 
 DB = Path("nextstep.db")
@@ -244,11 +245,13 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
            practitioner_model: str | None = None, persona_model: str | None = None, reps: int = 4, judges: int = 1,
            max_turns: int | None = None, base_prompts: Path | None = None, run_id: str | None = None,
            concurrency: int | None = None, db: Path | str = DB, on_saved: Callable[[Episode], None] | None = None,
-           config_file: Path | None = None, **config_flags) -> tuple[str, list[str], Treatment]:
+           ray: str | None = None, actors: int | None = None, config_file: Path | None = None,
+           **config_flags) -> tuple[str, list[str], Treatment]:
     """Continue stored episodes (an episode id or a run id) from the turn `at`, under a change and unchanged, paired.
 
     The change is any of `strategy`, `persona`, `prompts_dir`, `practitioner_model`, `persona_model`;
     `base_prompts` is the prompt directory the parents were made with, if their run did not record it.
+    `ray` and `actors` run the continuations on Ray actors, as `run_batch`'s do.
     Returns (branch run id, the episodes left out with why, the treatment).
     """
     from simulator.runs.branch import Treatment, run_branches
@@ -257,7 +260,8 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
                           practitioner_model=practitioner_model, persona_model=persona_model)  # fmt: skip
     run, skipped = _wait(run_branches(source, at=at, treatment=treatment, reps=reps, db=_existing(db), judges=judges,
                                       run_id=run_id, max_turns=max_turns, concurrency=concurrency, config_file=config_file,
-                                      on_saved=on_saved, **({"prompts_dir": base_prompts} | config_flags)))  # fmt: skip
+                                      on_saved=on_saved, ray=ray, actors=actors,
+                                      **({"prompts_dir": base_prompts} | config_flags)))  # fmt: skip
     return run, skipped, treatment
 
 
@@ -266,7 +270,8 @@ def branch(source: str, *, at: str, strategy: str | None = None, persona: str | 
 
 def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None, seed: int | None = None,
           rubric_file: Path | None = None, fidelity_judge: bool = False, on_graded: OnGraded | None = None,
-          replay: Path | str | None = None, config_file: Path | None = None, **config_flags) -> dict:
+          replay: Path | str | None = None, ray: str | None = None, actors: int | None = None,
+          config_file: Path | None = None, **config_flags) -> dict:
     """Grade stored episodes again, without re-simulating: episode JSON files or directories, run ids or episode ids.
 
     Stored episodes are graded with their run's stored settings (endpoint, models, prompt and persona directories,
@@ -279,14 +284,18 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None
     'summary': `grading_summary`, the counts `nextstep grade` prints}.
     `replay=BUNDLE` answers from the bundle alone, with the judges and seeds of its verdicts unless `judges`/`seed`
     are given, and adds 'differences': where the run's records now differ from the bundle's.
+    `ray` and `actors` grade the episodes on Ray actors, as many at once as they take (`run_batch`'s); without, one at
+    a time. Either way they are saved, and passed to `on_graded`, in order.
     """
     from evaluations.analysis.agreement import judge_alpha
     from evaluations.analysis.summary import grading_summary
-    from simulator.runs.batch import run_config
+    from simulator.runs.batch import here, ray_executor, run_config
     from simulator.runs.bundle import replay_grading
     from simulator.runs.grading import regrade, stored_settings
 
     replayed = {}
+    if replay is not None and ray is not None:
+        raise UserError("--replay reaches no endpoint: leave out --ray")
     if replay is not None:
         done, replayed["differences"] = _wait(replay_grading(Path(replay), episodes, db=Path(db), judges=judges, seed=seed,
                                                              on_graded=on_graded))  # fmt: skip
@@ -296,9 +305,10 @@ def grade(episodes: list[str], *, db: Path | str = DB, judges: int | None = None
         stored = stored_settings(episodes, Path(db))
         c, send_key = run_config(config_file, stored, **config_flags)
         rubric_file = rubric_file or (Path(stored["rubric_file"]) if stored.get("rubric_file") else None)
+        executor = ray_executor(ray, actors, c) if ray is not None else here
         done = _wait(regrade(episodes, c, load_catalog(c.personas_dir, c.prompts_dir), db=Path(db), judges=judges,
                              seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=on_graded,
-                             send_key=send_key))  # fmt: skip
+                             send_key=send_key, executor=executor))  # fmt: skip
         several = judges > 1
     return {"verdicts": done.verdicts, "judge_alpha": judge_alpha(done.verdicts) if several else None,
             "graded": done.graded, "skipped": done.skipped, "failed": done.failed, "summary": grading_summary(done.verdicts),
@@ -341,6 +351,21 @@ def calibrate(gold: Path | str, *, judges: int = 1, seed: int = 0, rubric_file: 
     if output is not None:
         save_calibration(output, result["report"], result["verdicts"])
     return result
+
+
+def labellers_agreement(first: Path | str, second: Path | str, *, config_file: Path | None = None, **config_flags) -> dict:
+    """How far two labellers of the same sample agree (two gold files, e.g. two `nextstep label` passes of a run): per
+    condition whether both find it applicable, then exact, within-one and weighted kappa where both scored; per flag
+    kappa; what was exchanged. Over the episodes both labelled; the ones only one did are listed. No model is called."""
+    from evaluations.analysis.agreement import labellers_agreement as agree
+    from evaluations.judge.gold import load_gold
+
+    c = config(config_file, **config_flags)
+    cat = load_catalog(c.personas_dir, c.prompts_dir)
+    a, b = load_gold(Path(first), cat), load_gold(Path(second), cat)
+    if not {x.id for x in a} & {x.id for x in b}:
+        raise UserError(f"{first} and {second}: no episode labelled in both (give two labellers' files of the same sample)")
+    return agree(a, b)
 
 
 def rubric_anchors(rubric_file: Path | None = None) -> tuple[dict[str, dict[int, str]], tuple[str, ...]]:
@@ -497,22 +522,23 @@ def audit_personas(run_id: str, *, db: Path | str = DB, personas_dir: Path | Non
 
 
 def report(run_id: str, *, vs: str | None = None, db: Path | str = DB, personas_dir: Path | None = None,
-           include_unfaithful: bool = False, all_transcripts: bool = False, output: Path | str | None = None,
-           force: bool = False) -> str:
-    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string; also written to
-    `output` if given (checked first: its folder must exist, and an existing file is replaced only with `force`).
+           include_unfaithful: bool = False, all_transcripts: bool = False) -> str:
+    """One self-contained HTML report of a run (with `vs`, paired against that baseline), as a string.
     `include_unfaithful` keeps out-of-character episodes in the statistics, as `compare` does; `all_transcripts`
     shows every transcript, not the first 300."""
     from evaluations.analysis.report import render_report
 
-    if output is not None:
-        output_file(output, "-o", force=force)
-        html = report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
-                      all_transcripts=all_transcripts)
-        write_atomic(Path(output), html)
-        return html
     return render_report(resolve_run(run_id, db), _existing(db), vs=vs and resolve_run(vs, db), personas_dir=personas_dir,
                          include_unfaithful=include_unfaithful, all_transcripts=all_transcripts)
+
+
+def write_report(run_id: str, output: Path | str | None = None, *, force: bool = False, db: Path | str = DB,
+                 **report_flags) -> Path:
+    """Write `report` to `output` (default RUN_ID.html), checked before the work: its folder must exist, and an
+    existing file is replaced only with `force`. Returns the file."""
+    output = Path(output) if output is not None else Path(f"{resolve_run(run_id, db)}.html")
+    output_file(output, "-o", force=force)
+    return write_atomic(output, report(run_id, db=db, **report_flags))
 
 
 # --- the response cache ---------------------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def _practitioner(messages: list[dict]) -> str:
     system = messages[0]["content"]
     mine = [m["content"] for m in messages if m["role"] == "assistant"]
     heard = [m["content"] for m in messages[2:] if m["role"] == "user"]
-    if "Now: " in system:  # the parting line
+    if messages[-1]["role"] == "system" and "Now: " in messages[-1]["content"]:  # the parting cue, after the conversation
         return PARTING
     if heard and heard[-1] in set(NO.values()) | {HEDGE}:
         return ACCEPT_NO
@@ -176,10 +176,10 @@ def _practitioner(messages: list[dict]) -> str:
 
 
 def _persona(messages: list[dict], mode: str = "rules") -> str:
-    system, persona = messages[0]["content"], _persona_in(messages[0]["content"])
+    persona = _persona_in(messages[0]["content"])
     mine = [m["content"] for m in messages if m["role"] == "assistant"]
-    heard = messages[-1]["content"] if messages[-1]["role"] == "user" else ""
-    interest = int(re.search(r"your interest in them is (\d+)", system).group(1))
+    heard = messages[-2]["content"] if messages[-2]["role"] == "user" else ""  # the line she answers, before her feelings now
+    interest = int(re.search(r"your interest in them is (\d+)", messages[-1]["content"]).group(1))
     if heard in (GOODBYE, ACCEPT_NO):
         return BYE[len([m for m in mine if m in BYE])]
     if ASK.search(heard):

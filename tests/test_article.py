@@ -228,8 +228,8 @@ async def test_turn_back_parts_then_turns_back_and_asks_for_email(make_context, 
     record = await _run(make_context, p, q, strategy="turn_back", max_turns=2)  # the parting may pass the limit by one round
     parting = record.turns[4]
     assert parting.phase == "parting" and record.turns[2].phase is None
-    systems = [r["messages"][0]["content"] for r in p.requests if r["schema"] is None]
-    assert catalog.strategies["turn_back"].parting in systems[2] and catalog.strategies["turn_back"].parting not in systems[1]
+    cues = [r["messages"][-1]["content"] for r in p.requests if r["schema"] is None]  # after the conversation
+    assert catalog.strategies["turn_back"].parting in cues[2] and catalog.strategies["turn_back"].parting not in cues[1]
     assert "email" in catalog.strategies["turn_back"].parting
     o = record.outcome
     assert (o.end_reason, o.exchanged, o.turned_back, o.first_ask_turn) == ("exchanged", "email", True, 4)

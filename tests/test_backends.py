@@ -80,3 +80,17 @@ def test_a_grammar_bounds_free_strings_but_not_choices():
     assert bounded(schema)["properties"] == {"reason": {"type": "string", "maxLength": MAX_STRING_CHARS},
                                              "flag": {"type": "string", "enum": ["rude"]},
                                              "items": {"type": "array", "items": {"type": "string", "maxLength": 5}}}
+
+
+def test_a_grammar_allows_one_item_per_choice_in_a_list():
+    # The evaluator's two lists: turn indices to pick from, and flags each led by its name (the item in $defs, as
+    # pydantic writes it). Three turns can be picked at most three times without a repeat; two flags, twice.
+    turns = {"type": "object", "properties": {"turns": {"type": "array", "items": {"type": "integer", "enum": [0, 2, 4]}}}}
+    assert bounded(turns)["properties"]["turns"].get("maxItems") == 3
+    flag = {"type": "object", "properties": {"flag": {"type": "string", "enum": ["rude", "creepy"]},
+                                             "reason": {"type": "string"}}}  # fmt: skip
+    flags = {"$defs": {"raised_flag": flag}, "type": "object",
+             "properties": {"flags": {"type": "array", "items": {"$ref": "#/$defs/raised_flag"}}}}  # fmt: skip
+    assert bounded(flags)["properties"]["flags"].get("maxItems") == 2
+    free = {"type": "array", "items": {"type": "object", "properties": {"reason": {"type": "string"}}}}
+    assert "maxItems" not in bounded(free)  # no choice decides an item: nothing to count

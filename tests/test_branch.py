@@ -68,7 +68,7 @@ async def test_continuations_fork_from_one_checkpoint_with_the_prefix_kept_exact
         assert record.outcome.end_reason == "exchanged"
         assert len(record.calls) == 6  # only the continuation's own calls
     # the persona continued from the prefix: its first request carried the kept lines, seen from its side
-    history = q1.requests[0]["messages"][1:]
+    history = q1.requests[0]["messages"][1:-1]  # between the system message and her feelings now
     assert [m["content"] for m in history] == ["Hi.", "Hello.", "Nice day."]
     assert [m["role"] for m in history] == ["user", "assistant", "user"]
 

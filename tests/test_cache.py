@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -174,6 +175,49 @@ def test_request_keys_differ_in_every_field_and_hold_no_secret():
     # without a schema the output mode decides nothing, so it is no part of the key
     assert request_key("http://h/v1", "m", "json_object", msgs, **base) == keys[0]
 
+
+def test_request_keys_stay_what_json_makes_them():
+    """The key is made by orjson where it writes json's bytes (issue 28): every key stays what the json module makes,
+    so caches and replay bundles made before still answer."""
+    msgs = [{"role": "system", "content": "Café — «quoted» \"x\" \\ \n\t\x01 😀"}, {"role": "user", "content": "hi"}]
+    schema = {"type": "object", "properties": {"n": {"enum": [1, 2]}}}
+    # made by the code before the change (json.dumps), by hand
+    assert request_key("http://h/v1", "m", "json_schema", msgs, schema=schema, max_tokens=64, temperature=0.7, seed=3,
+                       stop=["\n"]) == "93761d6e0b58e8d472d320f24df06cb0041d64898799f693d2f54bd65c24938b"  # fmt: skip
+
+    def by_json(messages, temperature, schema=None, top_p=None):
+        request = {"endpoint": "e", "model": "m", "messages": messages, "max_tokens": 8, "temperature": temperature,
+                   "top_p": top_p, "stop": None, "seed": None, "constraint": schema and {"schema": schema, "mode": "json_schema"}}
+        return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+    # where orjson writes other bytes (exponents, small floats, NaN, keys that are not strings), and texts that look so
+    odd = [(msgs, 1e-07, None, None), (msgs, 5e-05, None, 1e-05), (msgs, float("nan"), None, None), (msgs, 1e16, None, None),
+           (msgs, 0.0001, None, 9.9e15), ([{"role": "user", "content": None}, {"role": "user", "content": [1e-7]}], 0.7, None, None),
+           (msgs, 0.7, {1: "int key"}, None), ([{"role": "user", "content": 'say ,1e5 and :0.00001 or [2E-3'}], 0.0, None, 1.0)]
+    for messages, temperature, schema, top_p in odd:
+        assert request_key("e", "m", "json_schema", messages, schema=schema, max_tokens=8, temperature=temperature, seed=None,
+                           stop=None, top_p=top_p) == by_json(messages, temperature, schema, top_p)  # fmt: skip
+
+
+def test_no_output_schema_holds_a_float():
+    """What lets request keys be made by orjson: a request's floats are its sampling parameters (simulator/models/cache.py
+    `canonical_json`), so no JSON schema a call sends may hold one."""
+    from evaluations.judge import evaluator
+    from evaluations.judge.rubric import CONDITIONS, FLAGS
+    from simulator.conversation.episode import PersonaState, PractitionerLabel
+    from simulator.models.chat import json_schema
+
+    def floats(value) -> list:
+        if isinstance(value, dict):
+            return [f for v in value.values() for f in floats(v)]
+        if isinstance(value, list):
+            return [f for v in value for f in floats(v)]
+        return [value] if isinstance(value, float) else []
+
+    types = [PractitionerLabel, PersonaState, evaluator._grades_model(tuple(CONDITIONS)), evaluator._flags_model(tuple(FLAGS)),
+             evaluator._transitions_model((0, 2)), evaluator._transitions_model(()), evaluator._outcome_model(), evaluator._Fidelity]
+    for output_type in types:
+        assert floats(json_schema(output_type)) == [], output_type.__name__
 
 def test_the_endpoint_identity_carries_no_credential():
     from simulator.models.backends import endpoint_identity

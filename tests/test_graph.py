@@ -196,8 +196,8 @@ async def test_persona_private_state_never_reaches_the_practitioner(make_context
     assert (await episode(make_context, p, q)).outcome.end_reason == "goodbye"
     seen = " ".join(m["content"] for r in p.requests for m in r["messages"])
     assert "comfort" not in seen and "interest" not in seen.replace("interested", "")
-    # ... while the persona is reminded of its own state
-    assert "interest in them is 9 out of 10" in q.requests[2]["messages"][0]["content"]
+    # ... while the persona is reminded of its own state, after the conversation (tests/test_prompt_layout.py)
+    assert "interest in them is 9 out of 10" in q.requests[2]["messages"][-1]["content"]
 
 
 async def test_seeds_follow_the_episode_seed(make_context):
@@ -215,7 +215,7 @@ async def test_provenance_records_prompts_and_catalog(make_context):
     record = await episode(make_context, p, q)
     prov = record.provenance
     assert record.outcome.end_reason == "goodbye"
-    assert set(prov.prompts) == {"practitioner", "practitioner_intent", "persona", "persona_state"}
+    assert set(prov.prompts) == {"practitioner", "practitioner_parting", "practitioner_intent", "persona", "persona_now", "persona_state"}
     assert set(prov.prompt_texts) == set(prov.prompts.values())
     assert set(prov.catalog) == {"setting/supermarket", "persona/unsure", "strategy/common_interest"}
     assert prov.models == {"practitioner": "p", "persona": "q"} and prov.seed == 7

@@ -171,3 +171,42 @@ def test_ray_takes_the_next_word_as_its_address_only_when_it_is_one():
     assert ray_address(["batch", "--ray", "10.0.0.5:6379", "--reps", "2"]) == ["batch", "--ray=10.0.0.5:6379", "--reps", "2"]
     assert ray_address(["grade", "--ray", "run-1dd45ef2d2"]) == ["grade", "--ray=", "run-1dd45ef2d2"]  # a run id, not an address
     assert ray_address(["batch", "--ray=ray://head:10001"]) == ["batch", "--ray=ray://head:10001"]
+
+
+async def test_a_branch_on_ray_continues_as_one_here_does(cluster, tmp_path):
+    import sqlite3
+
+    from test_branch import keep_talking
+
+    from simulator.runs.branch import Treatment, run_branches
+
+    here, there = tmp_path / "here.db", tmp_path / "ray.db"
+    with StubServer(fault=keep_talking) as url:
+        await run_grid({"personas": ["aloof", "friendly"], "reps": 2, "max_turns": 3, "judges": 0}, db=here, run_id="base",
+                       base_url=url)  # fmt: skip
+        with sqlite3.connect(here) as a, sqlite3.connect(there) as b:
+            a.backup(b)  # the same parents in both
+        runs = [await run_branches("base", at="2", treatment=Treatment(strategy="high_point_exit"), reps=2, db=db,
+                                   base_url=url, ray=ray) for db, ray in ((here, None), (there, ""))]  # fmt: skip
+    assert runs[0] == runs[1]
+    mine, theirs = stored(here, runs[0][0]), stored(there, runs[1][0])
+    assert len(mine) == 4 * 2 * 2  # 4 parents, each continued twice in each arm
+    assert {e["status"] for e in theirs.values()} == {"succeeded"} and all(e["verdicts"] for e in theirs.values())
+    assert [key for key in mine if mine[key] != theirs[key]] == []
+
+
+def test_grade_on_ray_gives_the_verdicts_grading_here_gives(cluster, tmp_path):
+    import sqlite3
+
+    from simulator import api
+
+    here, there = tmp_path / "here.db", tmp_path / "ray.db"
+    with StubServer(latency=0.01) as url:
+        api.run_batch({"personas": "all", "reps": 2, "max_turns": 2, "judges": 0}, db=here, run_id="r", base_url=url)
+        with sqlite3.connect(here) as a, sqlite3.connect(there) as b:
+            a.backup(b)
+        graded = [api.grade(["r"], db=db, judges=2, base_url=url, ray=ray) for db, ray in ((here, None), (there, ""))]
+    assert [g["graded"] for g in graded] == [6, 6] and not graded[1]["failed"]
+    mine, theirs = stored(here, "r"), stored(there, "r")
+    assert all(len(e["verdicts"]) == 2 and all(v["status"] == "graded" for v in e["verdicts"]) for e in theirs.values())
+    assert [key for key in mine if mine[key] != theirs[key]] == []

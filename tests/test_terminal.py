@@ -149,7 +149,7 @@ def test_branch_warns_before_any_call(embedded_like_run):
 
 
 COMMANDS = ["catalog", "run", "grade", "calibrate", "batch", "runs", "show", "export", "compare", "plan", "personas",
-            "report", "branch", "play", "serve"]  # fmt: skip
+            "report", "branch", "play", "serve", "view", "label", "agreement"]  # fmt: skip
 
 
 def test_every_help_fits_80_columns():

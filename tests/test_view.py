@@ -187,6 +187,27 @@ def test_the_live_run_part_is_304_until_the_store_changes(store, tmp_path):
             assert r.status == 200 and r.headers["ETag"] != tag and 'id="count">7<' in r.read().decode()
 
 
+def test_a_run_whose_plan_is_done_is_complete_even_just_after_its_last_save():
+    from simulator.view.pages import run_status
+
+    assert run_status(6, 6, 2.0) == "complete"  # 6 of 6 planned, saved 2 s ago: nothing left to run
+    assert [run_status(3, 6, 2.0), run_status(3, 6, 400.0), run_status(3, None, 400.0), run_status(3, None, 2.0)] == [
+        "running", "incomplete", "stored", "running"]
+
+
+def test_an_incomplete_branch_run_page_gives_the_command_that_continues_it(tmp_path):
+    """As `show` does: a branch run is continued by its own `branch` command, not `batch --resume` (which it has no
+    grid for). Written out by hand from the run's spec."""
+    db = tmp_path / "b.db"
+    branch = {"source": "r1", "at": 2, "treatment": {"strategy": "common_interest"}, "reps": 2, "judges": 1}
+    with Store(db) as s:
+        s.create_run("br", RunSpec(branch=branch, planned=4))
+    with Viewer(db) as site:
+        status, page = get(f"{site}/run/br")
+    assert status == 200 and "incomplete" in page
+    assert f"nextstep branch r1 --at 2 --strategy common_interest --reps 2 --judges 1 --run-id br --db {db}" in page
+
+
 # --- in a real browser ----------------------------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium")
@@ -414,7 +435,87 @@ def test_the_sample_button_refuses_a_bad_form_or_another_site(store, tmp_path):
         status, page = get(post("labeller=../../etc/x&sample=3&seed=0"))
         assert status == 400 and "labeller" in page
         status, page = get(post("labeller=bo&sample=none&seed=0"))
-        assert status == 400 and "sample" in page
+        assert status == 400 and "sample &#39;none&#39; is not a whole number" in page
+        assert "seed &#39;&#39; is not a whole number" in get(post("labeller=bo&sample=3&seed="))[1]
+        assert "sample 0 (at least 1)" in get(post("labeller=bo&sample=0&seed=0"))[1]
         assert get(urllib.request.Request(f"{site}/run/no-such-run/label", data=b"labeller=bo&sample=3&seed=0",
                                           headers={"Origin": site}, method="POST"))[0] == 404  # fmt: skip
         assert list(tmp_path.iterdir()) == []
+
+
+def test_the_label_page_shows_agreement_with_another_labeller_of_the_run(store, tmp_path):
+    """ana's and bo's files of the same two episodes, by hand: timing (5, 5) and (3, 4): exact 1/2, within one 2/2,
+    linear-weighted kappa 1 - (1/8)/(1/4) = 0.5; both raise rude on the first only (kappa 1); exchanged the same on both."""
+    import json
+
+    from simulator import api
+    from simulator.view import default_output, new_session
+
+    db, run_id, _ = store
+    with Store(db) as s:
+        two = [e for e in s.episodes(run_id)][:2]
+
+    def line(e, who, timing, flags):
+        return {"id": e.id, "setting": e.setting, "persona": e.persona, "strategy": e.strategy,
+                "turns": [{"speaker": t.speaker, "text": t.text} for t in e.turns], "labels": {"timing": timing},
+                "flags": flags, "exchanged": "none", "labeller": who, "run_id": run_id}  # fmt: skip
+
+    for who, timings in (("ana", (5, 3)), ("bo", (5, 4))):
+        lines = [line(e, who, t, ["rude"] if n == 0 else []) for n, (e, t) in enumerate(zip(two, timings))]
+        (tmp_path / default_output(run_id, who)).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    anchors, flags = api.rubric_anchors()
+    session = new_session(db, run_id, sample=6, seed=0, labeller="ana", output=tmp_path / default_output(run_id, "ana"),
+                          anchors=anchors, flags=flags)  # fmt: skip
+    with Viewer(db, label=session, agree=api.labellers_agreement) as site:
+        status, page = get(site + "/label/done")
+    assert status == 200 and "with bo: 2 episodes labelled by both" in page
+    row = page[page.index('data-condition="timing"'):].split("</tr>")[0]
+    cells = [c.split("</td>")[0].split(">")[-1] for c in row.split("<td ")[1:]]  # the condition is the row's <th>
+    assert cells == ["2", "1.000", "0.500", "1.000", "0.500"]  # both scored, applies, exact, within 1, kappa
+    assert 'data-flag="rude"' in page and "the same on 1.000 of 2" in page
+    assert f"nextstep agreement {tmp_path / default_output(run_id, 'ana')} {tmp_path / default_output(run_id, 'bo')}" in page
+
+
+def test_flags_and_the_outcome_have_keys_too(store, tmp_path, browser):
+    """After the six conditions the highlight moves to the flags (1-8 toggle the n-th, in the rubric's order), then j
+    to what was exchanged (1-4: none, number, email, social_handle)."""
+    import json
+
+    from simulator import api
+    from simulator.view import new_session
+
+    anchors, flags = api.rubric_anchors()
+    session = new_session(store[0], store[1], sample=1, seed=0, labeller="cy", output=tmp_path / "cy.jsonl", anchors=anchors,
+                          flags=flags)  # fmt: skip
+    with Viewer(store[0], label=session) as site:
+        page = browser.new_page()
+        page.goto(site + "/label/0")
+        for key in "333333" + "61" + "6" + "j" + "3":  # nervous, rude, nervous again (off), then email
+            page.keyboard.press(key)
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/label/done")
+    saved = json.loads((tmp_path / "cy.jsonl").read_text())
+    assert flags[:6] == ("rude", "demanding", "crude", "creepy", "over_deferential", "nervous")
+    assert (saved["flags"], saved["exchanged"]) == (["rude"], "email")
+    assert set(saved["labels"].values()) == {3}
+
+
+def test_the_live_part_waits_while_its_filter_form_is_in_use(store, tmp_path, browser):
+    """A filter's dropdown that is open (focused) is not replaced under the user's hand while a batch writes; the page
+    catches up once it is left."""
+    db = tmp_path / "copy.db"
+    with sqlite3.connect(store[0]) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    with Viewer(db) as site:
+        page = browser.new_page()
+        page.goto(f"{site}/run/{store[1]}")
+        page.focus("select[name=persona]")
+        page.evaluate("window.held = document.activeElement")
+        with Store(db) as s:
+            e = s.episodes(store[1])[0]
+            s.add_episode(store[1], "extra", e.model_copy(update={"id": "one-more"}))
+        page.wait_for_timeout(3000)  # three polls
+        assert page.evaluate("window.held.isConnected && document.activeElement === window.held")
+        assert page.inner_text("#count") == "6"
+        page.evaluate("document.activeElement.blur()")
+        page.wait_for_function("document.querySelector('#count').textContent == '7'", timeout=10_000)

@@ -174,7 +174,7 @@ def condition_correlations(items: list[GoldItem]) -> list[dict]:
     return rows
 
 
-def labelling_agreement(first: list[GoldItem], second: list[SecondPass]) -> dict:
+def labelling_agreement(first: list[GoldItem], second: list[SecondPass] | list[GoldItem]) -> dict:
     """Agreement between two labelling passes of the same items: per condition whether both found it applicable,
     then on the items both scored exact, within-one and linearly weighted kappa; per flag Cohen's kappa; outcome."""
     conditions = {}
@@ -192,3 +192,20 @@ def labelling_agreement(first: list[GoldItem], second: list[SecondPass]) -> dict
     same = [x.exchanged == y.exchanged for x, y in zip(first, second)]
     return {"items": len(first), "conditions": conditions, "flags": flags,
             "exchanged": {"n": len(same), "agree": _nan_to_none(sum(same) / len(same)) if same else None}}
+
+
+def _labeller(items: list[GoldItem]) -> str | None:
+    """Who labelled a file: its one `labeller`, several joined by ', ', or None where the lines do not say."""
+    names = sorted({x.labeller for x in items if x.labeller})
+    return ", ".join(names) or None
+
+
+def labellers_agreement(first: list[GoldItem], second: list[GoldItem]) -> dict:
+    """Two labellers' gold files of the same sample (`nextstep label`): `labelling_agreement` over the episodes both
+    labelled, with who they are and the ids only one of them labelled."""
+    theirs = {x.id: x for x in second}
+    both = [x for x in first if x.id in theirs]
+    mine = {x.id for x in first}
+    return {"first": _labeller(first), "second": _labeller(second),
+            "only_first": [x.id for x in first if x.id not in theirs], "only_second": [x.id for x in second if x.id not in mine],
+            **labelling_agreement(both, [theirs[x.id] for x in both])}  # fmt: skip

@@ -12,7 +12,7 @@ import simulator.api as api
 from simulator.models.local import DEFAULT_SLOTS
 from simulator.models.prices import money
 
-from .options import ENDPOINT, FILES, ROLES, Db, GridMaxTurns, Judges, RubricFile, Temperature, config_options
+from .options import ENDPOINT, FILES, ROLES, Actors, Db, GridMaxTurns, Judges, Ray, RubricFile, Temperature, config_options
 from .progress import progress_bar
 from .show import console
 from .grade import print_differences
@@ -65,12 +65,7 @@ def batch(
     dry_run: Annotated[bool, typer.Option(help="Print the cells and an upper bound on calls, run nothing.")] = False,
     replay: Annotated[Optional[Path], typer.Option(help="Make a bundled run (`export --bundle`) again from the bundle alone: "
                                                         "no endpoint, no key.")] = None,
-    ray: Annotated[Optional[str], typer.Option(metavar="[ADDRESS]", show_default=False,
-                                               help="Run the episodes on Ray actors (pip install 'nextstep[ray]') against the "
-                                                    "shared --base-url; this process alone writes the store. ADDRESS joins a "
-                                                    "cluster [default: $NEXTSTEP_RAY_ADDRESS, else a new local instance].")] = None,
-    actors: Annotated[Optional[int], typer.Option(min=1, help="With --ray: actors, each with --concurrency requests in flight "
-                                                              "[default: one per CPU of the cluster].")] = None,
+    ray: Ray = None, actors: Actors = None,
     db: Db = Path("nextstep.db"), rubric_file: RubricFile = None, *, config: dict,
 ) -> None:
     """Run a grid of episodes concurrently into the SQLite store (resumable)."""

@@ -11,7 +11,7 @@ from rich.markup import escape
 import simulator.api as api
 from simulator.core.records import Episode
 
-from .options import Db, Judges, PromptsDir, RoleModel, config_options
+from .options import Actors, Db, Judges, PromptsDir, Ray, RoleModel, config_options
 from .progress import progress_bar
 from .show import console
 
@@ -36,7 +36,7 @@ def branch(
     run_id: Annotated[Optional[str], typer.Option(help="Name the branch run [default: a hash of what it does].")] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests in flight to the endpoint, judges' included "
                                                                    "(so also continuations).")] = None,
-    db: Db = Path("nextstep.db"), *, config: dict,
+    ray: Ray = None, actors: Actors = None, db: Db = Path("nextstep.db"), *, config: dict,
 ) -> None:
     """Continue stored episodes from an identical prefix, under a change and unchanged (the control), paired.
 
@@ -62,7 +62,8 @@ def branch(
         run, skipped, treatment = api.branch(source, at=at, strategy=strategy, persona=persona, prompts_dir=prompts_dir,
                                              practitioner_model=practitioner_model, persona_model=persona_model, reps=reps,
                                              judges=judges, max_turns=max_turns, base_prompts=base_prompts, run_id=run_id,
-                                             concurrency=concurrency, db=db, on_saved=saved, **config)  # fmt: skip
+                                             concurrency=concurrency, db=db, on_saved=saved, ray=ray, actors=actors,
+                                             **config)  # fmt: skip
     for line in skipped:
         console.print(f"[yellow]left out[/] {escape(line)}")
     for arm, (k, n) in sorted(counts.items()):

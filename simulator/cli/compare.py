@@ -363,7 +363,6 @@ def report(
     all_transcripts: Annotated[bool, typer.Option(help="Every transcript, not the first 300.")] = False,
 ) -> None:
     """Write one self-contained HTML report (plots, tests, transcripts), viewable offline."""
-    output = output or Path(f"{api.resolve_run(run_id, db)}.html")
-    api.report(run_id, vs=vs, db=db, personas_dir=personas_dir, include_unfaithful=include_unfaithful,
-               all_transcripts=all_transcripts, output=output, force=force)
+    output = api.write_report(run_id, output, force=force, vs=vs, db=db, personas_dir=personas_dir,
+                              include_unfaithful=include_unfaithful, all_transcripts=all_transcripts)
     console.print(f"wrote {output}")

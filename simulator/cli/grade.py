@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 import simulator.api as api
 from simulator.core.records import Verdict
 
-from .options import ENDPOINT, FILES, Db, FidelityJudge, Judges, JudgeSeed, RubricFile, config_options
+from .options import ENDPOINT, FILES, Actors, Db, FidelityJudge, Judges, JudgeSeed, Ray, RubricFile, config_options
 from .progress import progress_bar
 from .show import console, print_verdict
 from .summary import print_alpha
@@ -31,7 +32,7 @@ def grade(
     replay: Annotated[Optional[Path], typer.Option(help="Answer from this bundle (`export --bundle`) alone, no endpoint, with "
                                                         "the judges and seeds of its verdicts.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every verdict as it comes.")] = False,
-    *, config: dict,
+    ray: Ray = None, actors: Actors = None, *, config: dict,
 ) -> None:
     """Re-grade stored episodes without re-simulating, with their run's stored settings unless flags say otherwise;
     earlier verdicts are kept as history. New verdicts replace the old only where every judge answered; run again,
@@ -48,7 +49,7 @@ def grade(
             show(n, total, f"{tally['verdicts']} verdicts, {tally['ungraded']} ungraded")
 
         result = api.grade(episodes, db=db, judges=judges, seed=seed, rubric_file=rubric_file, fidelity_judge=fidelity_judge,
-                           on_graded=graded, replay=replay, **config)  # fmt: skip
+                           on_graded=graded, replay=replay, ray=ray, actors=actors, **config)  # fmt: skip
     print_grading(result["summary"])
     if result["judge_alpha"] is not None:
         print_alpha(result["judge_alpha"])
@@ -149,3 +150,36 @@ def calibrate(
     if output:
         console.print(f"[bold]saved[/]: {output}")
     _exit_if_all_ungraded(list(result["verdicts"].values()))
+
+
+@app.command()
+@config_options(*FILES)
+def agreement(
+    first: Annotated[Path, typer.Argument(help="One labeller's gold file (e.g. RUN-labels-ana.jsonl from `nextstep label`).")],
+    second: Annotated[Path, typer.Argument(help="Another labeller's file of the same sample.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    *, config: dict,
+) -> None:
+    """How far two people who labelled the same episodes agree: the human-human agreement a judge is read against
+    (`calibrate`). No model is called."""
+    from evaluations.analysis.compare import fmt
+
+    r = api.labellers_agreement(first, second, **config)
+    if as_json:
+        typer.echo(json.dumps(r, indent=1, ensure_ascii=False, allow_nan=False))
+        return
+    who = [r["first"] or str(first), r["second"] or str(second)]
+    console.print(f"[bold]agreement between {escape(who[0])} and {escape(who[1])}[/]: {r['items']} episodes labelled by both")
+    for name, ids in zip(who, (r["only_first"], r["only_second"])):
+        if ids:
+            console.print(f"only {escape(name)} ({len(ids)}): " + ", ".join(map(escape, ids)))
+    table = Table(Column("condition", no_wrap=True), "both scored", "applies", "exact", "within 1", "weighted κ",
+                  title="applies: both find it applicable, or both not; the rest where both scored", title_justify="left")
+    for c, x in r["conditions"].items():  # 3 digits: the figures come rounded to 3, a second rounding could move them
+        table.add_row(c, str(x["n"]), *(fmt(x[k], 3) for k in ("applicable_agree", "exact", "within_1", "kappa")))
+    flags = Table(Column("flag", no_wrap=True), escape(who[0]), escape(who[1]), "both", "κ", title_justify="left")
+    for f, x in r["flags"].items():
+        flags.add_row(f, str(x["first"]), str(x["second"]), str(x["both"]), fmt(x["kappa"], 3))
+    console.print(table, flags)
+    e = r["exchanged"]
+    console.print(f"[bold]what was exchanged[/]: the same on {fmt(e['agree'], 3)} of {e['n']}")

@@ -28,6 +28,14 @@ JudgeSeed = Annotated[int, typer.Option(help="Seed of the first judge; a stored 
 RubricFile = Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML overriding the shipped one.")]
 FidelityJudge = Annotated[bool, typer.Option(help="Also ask the judge whether the persona stayed in character.")]
 
+# Where episodes run (batch, branch).
+Ray = Annotated[Optional[str], typer.Option(metavar="[ADDRESS]", show_default=False,
+                                            help="Run the episodes on Ray actors (pip install 'nextstep[ray]') against the "
+                                                 "shared --base-url; this process alone writes the store. ADDRESS joins a "
+                                                 "cluster [default: $NEXTSTEP_RAY_ADDRESS, else a new local instance].")]
+Actors = Annotated[Optional[int], typer.Option(min=1, help="With --ray: actors, each with --concurrency requests in flight "
+                                                           "[default: one per CPU of the cluster].")]
+
 # Stored runs.
 Db = Annotated[Path, typer.Option(help="SQLite database of runs.")]
 Format = Annotated[str, typer.Option("--format", help="text (tables) or json (for scripts).")]

@@ -28,7 +28,7 @@ def view(
         from simulator.view import serve
     except ImportError as e:
         raise UserError(f"nextstep view needs the 'view' extra ({e.name} is missing): pip install 'nextstep[view]'") from None
-    serve(db, host=host, port=port, open_browser=not no_browser, rubric=api.rubric_anchors())
+    serve(db, host=host, port=port, open_browser=not no_browser, rubric=api.rubric_anchors(), agree=api.labellers_agreement)
 
 
 @app.command()
@@ -61,4 +61,4 @@ def label(
     anchors, flags = api.rubric_anchors()
     session = new_session(db, run_id, sample=sample, seed=seed, labeller=labeller, output=output, anchors=anchors, flags=flags)
     print(f"labelling {len(session.ids)} episodes of {run_id} as {labeller} into {output}", flush=True)
-    serve(db, port=port, open_browser=not no_browser, label=session, rubric=(anchors, flags))
+    serve(db, port=port, open_browser=not no_browser, label=session, rubric=(anchors, flags), agree=api.labellers_agreement)

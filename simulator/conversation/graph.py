@@ -1,4 +1,5 @@
-"""The conversation as a LangGraph StateGraph: practitioner -> persona -> route -> ... -> finish [-> evaluate]."""
+"""The conversation as a LangGraph StateGraph: practitioner -> persona -> ... -> finish [-> evaluate]; each turn's node
+says which comes next."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated, Any, Protocol, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import interrupt
+from langgraph.types import Command, interrupt
 
 from simulator.core.errors import ModelError, OutputError
 from simulator.models.chat import MAX_LINE_CHARS, Call, ChatModel, chat, structured
@@ -132,12 +133,15 @@ async def practitioner_node(state: State, config: RunnableConfig) -> dict:
             if not text:
                 return _ended_by_person("practitioner")
         else:
+            strategy = catalog.strategies[s.strategy]
             system = ctx.prompts.render(
-                "practitioner", setting=catalog.settings[s.setting], strategy=catalog.strategies[s.strategy],
-                practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender, parting=parting,
+                "practitioner", setting=catalog.settings[s.setting], strategy=strategy,
+                practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
             )  # fmt: skip
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": OPENING_CUE}]
-            text = await _say(ctx, ctx.practitioner, messages + _history(turns, "practitioner"), "practitioner", len(turns), calls)
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": OPENING_CUE}, *_history(turns, "practitioner")]
+            if parting:  # after the conversation, so the turns before it reuse this one's prompt (prefix caches)
+                messages.append({"role": "system", "content": ctx.prompts.render("practitioner_parting", strategy=strategy)})
+            text = await _say(ctx, ctx.practitioner, messages, "practitioner", len(turns), calls)
         label_prompt = ctx.prompts.render(
             "practitioner_intent", transcript=_transcript(turns, "practitioner"), utterance=text
         )
@@ -174,9 +178,11 @@ async def persona_node(state: State, config: RunnableConfig) -> dict:
     system = ctx.prompts.render(
         "persona", setting=setting, persona=persona,
         practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
-        interest=previous["interest"], comfort=previous["comfort"],
     )  # fmt: skip
-    messages = [{"role": "system", "content": system}, *_history(turns, "persona")]
+    # Her feelings change every turn: they come after the conversation, so the system message and the turns stay one
+    # prefix that the endpoint's cache serves from her last line's request.
+    now = ctx.prompts.render("persona_now", interest=previous["interest"], comfort=previous["comfort"])
+    messages = [{"role": "system", "content": system}, *_history(turns, "persona"), {"role": "system", "content": now}]
     try:
         text = await _say(ctx, ctx.persona, messages, "persona", len(turns), calls)
         rating_prompt = ctx.prompts.render(
@@ -219,11 +225,24 @@ def _evaluate(evaluator):
     return evaluate
 
 
-def _route(next_node: str):
-    async def route(state: State) -> str:  # a coroutine: LangGraph runs a plain function's edge on a worker thread
-        return "finish" if state.get("end") else next_node
+def then(update: dict, next_node: str) -> Command:
+    """A turn's update, going on to `next_node`, or to `finish` once the update ends the episode.
 
-    return route
+    The node routes itself: a conditional edge after each turn cost LangGraph a traced run and a task of its own
+    (issue 28). A fork point (`runner.fork_point`) is set up with the same Command, as if its last speaker's node had
+    returned it.
+    """
+    return Command(update=update, goto="finish" if update.get("end") else next_node)
+
+
+def _routed(node, next_node: str):
+    """`node`, its update sent on with `then`."""
+
+    async def turn(state: State, config: RunnableConfig) -> Command:
+        return then(await node(state, config), next_node)
+
+    turn.__name__ = node.__name__
+    return turn
 
 
 def build_graph(checkpointer=None, evaluator=None):
@@ -234,12 +253,10 @@ def build_graph(checkpointer=None, evaluator=None):
     none: the caller gives it), runs after `finish` in an `evaluate` node, grading with the Context's `evaluate`.
     """
     graph = StateGraph(State)
-    graph.add_node("practitioner", practitioner_node)
-    graph.add_node("persona", persona_node)
+    graph.add_node("practitioner", _routed(practitioner_node, "persona"), destinations=("persona", "finish"))
+    graph.add_node("persona", _routed(persona_node, "practitioner"), destinations=("practitioner", "finish"))
     graph.add_node("finish", finish_node)
     graph.add_edge(START, "practitioner")
-    graph.add_conditional_edges("practitioner", _route("persona"), ["persona", "finish"])
-    graph.add_conditional_edges("persona", _route("practitioner"), ["practitioner", "finish"])
     if evaluator is None:
         graph.add_edge("finish", END)
     else:

@@ -13,7 +13,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from simulator.core.errors import UserError
 from simulator.core.files import read_text
 
-SIMULATION_PROMPTS = ("practitioner", "practitioner_intent", "persona", "persona_state")  # what the conversation renders
+SIMULATION_PROMPTS = ("practitioner", "practitioner_parting", "practitioner_intent", "persona", "persona_now", "persona_state")  # what the conversation renders
 
 
 def text_hash(text: str) -> str:

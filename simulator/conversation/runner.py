@@ -15,7 +15,7 @@ from simulator.core.records import Episode, Provenance, Turn, package_version, u
 from simulator.core.redact import redact
 
 from .catalog import entry_hash
-from .graph import Context, Scenario, build_graph
+from .graph import Context, Scenario, build_graph, then
 from .prompts import SIMULATION_PROMPTS
 
 
@@ -44,7 +44,9 @@ async def fork_point(prefix: list[Turn], thread: str) -> dict:
     `prefix` must be a stored episode's first turns (at least one), kept as they are, private states included.
     """
     values = {"turns": [t.model_dump() for t in prefix], "calls": [], "end": None, "error": None}
-    return await checkpointed_graph().aupdate_state({"configurable": {"thread_id": thread}}, values, as_node=prefix[-1].speaker)
+    after = "persona" if prefix[-1].speaker == "practitioner" else "practitioner"
+    return await checkpointed_graph().aupdate_state({"configurable": {"thread_id": thread}}, then(values, after),
+                                                    as_node=prefix[-1].speaker)
 
 
 def provenance(ctx: Context, backend: str) -> Provenance:

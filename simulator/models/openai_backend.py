@@ -25,17 +25,36 @@ OutputMode = Literal["json_schema", "json_object", "llguidance"]
 # Compact JSON: llama.cpp's default JSON grammar lets a small model pad between tokens with newlines until
 # max_tokens runs out; LLGuidance's options fix the separators instead.
 COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-def bounded(schema):
-    """Every free string capped at MAX_STRING_CHARS, which a grammar enforces while decoding (so a small model
-    cannot ramble until max_tokens runs out): `bounded({'type': 'string'})` -> {'type': 'string', 'maxLength': 300}."""
+def bounded(schema, defs: dict | None = None):
+    """The schema with the bounds a grammar enforces while decoding, so a small model cannot ramble or repeat itself
+    until max_tokens runs out: every free string capped at MAX_STRING_CHARS, and a list of choices (items from an enum,
+    or objects led by one, as a flag with its evidence) at one item per choice, since a repeated choice says nothing
+    more (`choices`). Strict json_schema forbids these keywords; lengths are checked after parsing on every backend.
+    `bounded({'type': 'string'})` -> {'type': 'string', 'maxLength': 300}."""
     if isinstance(schema, list):
-        return [bounded(v) for v in schema]
+        return [bounded(v, defs) for v in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: bounded(v) for k, v in schema.items()}
+    defs = schema.get("$defs", {}) if defs is None else defs
+    out = {k: bounded(v, defs) for k, v in schema.items()}
     if out.get("type") == "string" and "enum" not in out:
         out.setdefault("maxLength", MAX_STRING_CHARS)
+    if out.get("type") == "array" and (n := choices(out.get("items"), defs)):
+        out.setdefault("maxItems", n)
     return out
+
+
+def choices(item, defs: dict) -> int | None:
+    """How many distinct values a list item can take, where an enum decides it (its own, or its first property's):
+    `choices({'enum': [0, 2]}, {})` -> 2; None where it is free."""
+    if isinstance(item, dict) and "$ref" in item:
+        item = defs.get(item["$ref"].rpartition("/")[2])
+    if not isinstance(item, dict):
+        return None
+    if "enum" in item:
+        return len(item["enum"])
+    first = next(iter((item.get("properties") or {}).values()), None)
+    return len(first["enum"]) if isinstance(first, dict) and "enum" in first else None
 
 
 def structured_fields(schema: dict, mode: OutputMode) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -193,26 +195,39 @@ class Episodes:
 
     experiment: Experiment
     catalog: Catalog
-    reasks: int
+    config: Config
     backend: str
     rubric: object = None  # evaluations.judge.rubric.Rubric, when episodes are graded
     rubric_hash: str | None = None
     episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
     models: dict | None = None
 
+    def shipped(self) -> Episodes:
+        """What a Ray actor gets: all but the models."""
+        return dataclasses.replace(self, models=None)
+
+    async def opened(self, endpoint: Endpoint, stack: contextlib.AsyncExitStack) -> Episodes:
+        """A copy with models of its own on `endpoint`, open until `stack` closes (what a Ray actor runs with)."""
+        return dataclasses.replace(self, models=await stack.enter_async_context(endpoint.models(self.config)))
+
+    @functools.cached_property
+    def prompts(self) -> Prompts:
+        """Loaded once for every episode this copy runs (a copy starts without them, so they are never shipped)."""
+        return Prompts(self.catalog.prompt_dirs)
+
     def evaluator(self, seed: int):
         from evaluations.judge.graph import make_evaluator
         from evaluations.judge.panel import judge_panel
 
-        judges = judge_panel(self.models["evaluators"], Prompts(self.catalog.prompt_dirs), self.rubric, self.rubric_hash,
-                             judges=self.experiment.judges, seed=seed, reasks=self.reasks)  # fmt: skip
+        judges = judge_panel(self.models["evaluators"], self.prompts, self.rubric, self.rubric_hash,
+                             judges=self.experiment.judges, seed=seed, reasks=self.config.reasks)  # fmt: skip
         return make_evaluator(judges, self.catalog) if judges else None
 
     async def simulate(self, cell: Cell) -> Episode:
         """The cell's episode, simulated and graded; a crash is a failed record, bad input (a UserError) is raised."""
         exp, cat = self.experiment, self.catalog
-        ctx = Context(self.models["practitioner"], self.models["persona"], cat, Prompts(cat.prompt_dirs), cell.scenario,
-                      cell.seed, temperature=exp.temperature, max_turns=exp.max_turns, reasks=self.reasks,
+        ctx = Context(self.models["practitioner"], self.models["persona"], cat, self.prompts, cell.scenario,
+                      cell.seed, temperature=exp.temperature, max_turns=exp.max_turns, reasks=self.config.reasks,
                       evaluate=self.evaluator(cell.seed))  # fmt: skip
         try:
             return await run_episode(ctx, backend=self.backend, episode_id=(self.episode_ids or {}).get((cell.key, cell.rep)))
@@ -227,9 +242,10 @@ class Episodes:
 
 
 @contextlib.asynccontextmanager
-async def here(episodes: Episodes, endpoint: Endpoint, config: Config, concurrency: int) -> AsyncIterator[tuple[Episodes, int]]:
-    """Run the episodes in this process, `concurrency` at a time: (where they run, how many at once)."""
-    yield episodes, concurrency
+async def here(work, endpoint: Endpoint, concurrency: int) -> AsyncIterator[tuple[object, int]]:
+    """Run the episodes of `work` (Episodes, or a branch's Continuations) in this process, `concurrency` at a time:
+    (where they run, how many at once)."""
+    yield work, concurrency
 
 
 @dataclass
@@ -252,8 +268,8 @@ class Batch:
     expected: RunSpec | None = None  # a replay: the spec the run was made with, which this one must match
     episode_ids: dict[tuple[str, int], str] | None = None  # a replay: each (cell, rep)'s episode id as it was
     settings: dict | None = None  # a replay: the run's settings as it was made (not the bundle's temporary files)
-    # Where episodes run (`here`, or `ray_pool.actors`): given the episodes, endpoint, config and concurrency, it yields
-    # an object with `simulate(cell)` and `grade(record)` and how many episodes may be in flight through it.
+    # Where episodes run (`here`, or `ray_pool.actors`): given the Episodes, the endpoint and the concurrency, it yields
+    # an object with their `simulate(cell)` and `grade(record)`, and how many episodes may be in flight through it.
     executor: Callable = here
 
     async def run(self) -> tuple[str, Progress]:
@@ -301,7 +317,7 @@ class Batch:
         if self.max_tokens is not None and progress.tokens >= self.max_tokens:
             progress.stopped = f"token budget of {self.max_tokens:,} reached"
         first_errors: list[str] = []  # of the episodes that ended, while none has succeeded
-        episodes = Episodes(exp, cat, config.reasks, self.endpoint.backend, rubric, rubric_hash, self.episode_ids, models)
+        episodes = Episodes(exp, cat, config, self.endpoint.backend, rubric, rubric_hash, self.episode_ids, models)
 
         broken: list[StorageError] = []
 
@@ -369,7 +385,7 @@ class Batch:
         try:
             concurrency = self.concurrency or self.endpoint.concurrency
             executor = self.executor if cells or regrade else here  # nothing to run: no actors to start
-            async with executor(episodes, self.endpoint, config, concurrency) as (where, at_once):
+            async with executor(episodes, self.endpoint, concurrency) as (where, at_once):
                 limit = asyncio.Semaphore(at_once)
                 with fewer_collections():
                     await asyncio.gather(*(grade_again(r) for r in regrade), *(one(c) for c in cells))

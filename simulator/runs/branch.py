@@ -7,11 +7,12 @@ identical state; treatment rep k and control rep k share a seed, so they are pai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -21,10 +22,12 @@ from simulator.conversation.graph import Context, Scenario
 from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
 from simulator.conversation.runner import crashed_episode, fork_point, run_episode
 from simulator.core.errors import UserError
-from simulator.core.records import Branch, Episode, Fidelity, RunSpec, Turn, Verdict
+from simulator.core.records import Branch, Episode, Fidelity, RunSpec, Turn
+from simulator.models.backends import Endpoint
+from simulator.models.config import Config
 from simulator.storage.store import Store
 
-from .batch import cell_seed
+from .batch import cell_seed, here
 from .collection import fewer_collections
 from .preflight import preflight, roles_of
 
@@ -150,20 +153,35 @@ def check_prompts(parent: Episode, prompts: Prompts) -> None:
 
 
 @dataclass
-class BranchSet:
-    """Everything a branch run needs: the control and treatment models and catalogs, the store, the evaluator."""
+class Continuations:
+    """What a branch run's continuations are made with, and making one: here, or on a Ray actor, which gets a copy of
+    all but the models and fork points (`shipped`) and opens its own (`opened`), as a batch's Episodes do."""
 
     run_id: str
-    models: dict[str, dict]  # arm -> {'practitioner', 'persona'}
     catalogs: dict[str, Catalog]  # arm -> catalog
     treatment: Treatment
-    store: Store
+    config: Config  # the control's; the treatment's models are changed by the treatment
     backend: str
+    judges: int = 1
+    rubric: object = None  # evaluations.judge.rubric.Rubric, when continuations are graded
+    rubric_hash: str | None = None
     temperature: float | None = None  # None: the parent's
     max_turns: int | None = None  # None: the parent's
-    reasks: int = 2
-    evaluator: Callable[[int], Callable[[dict], Awaitable[list[Verdict]]] | None] = lambda seed: None
-    concurrency: int = 4
+    models: dict[str, dict] | None = None  # arm -> {'practitioner', 'persona', 'evaluators'}
+    forks: dict[str, asyncio.Future] = field(default_factory=dict)  # prefix -> its one checkpoint, made in this process
+
+    def treated(self) -> Config:
+        return self.config.model_copy(update=self.treatment.model_dump(include={"practitioner_model", "persona_model"},
+                                                                       exclude_none=True))  # fmt: skip
+
+    def shipped(self) -> Continuations:
+        return replace(self, models=None, forks={})
+
+    async def opened(self, endpoint: Endpoint, stack: contextlib.AsyncExitStack) -> Continuations:
+        """A copy with models of its own on `endpoint`, open until `stack` closes."""
+        control = await stack.enter_async_context(endpoint.models(self.config))
+        treatment = await stack.enter_async_context(endpoint.models(self.treated()))
+        return replace(self, models={"control": control, "treatment": treatment}, forks={})
 
     def scenario(self, c: Continuation) -> Scenario:
         p = c.parent
@@ -173,42 +191,69 @@ class BranchSet:
             scenario = replace(scenario, **change)
         return scenario
 
+    def evaluator(self, seed: int):
+        """The judges of both arms: the control's evaluator models, prompts and rubric."""
+        from evaluations.judge.graph import make_evaluator
+        from evaluations.judge.panel import judge_panel
+
+        base = self.catalogs["control"]
+        panel = judge_panel(self.models["control"]["evaluators"], Prompts(base.prompt_dirs), self.rubric, self.rubric_hash,
+                            judges=self.judges, seed=seed, reasks=self.config.reasks)  # fmt: skip
+        return make_evaluator(panel, base) if panel else None
+
     def context(self, c: Continuation) -> Context:
         prov, cat, models = c.parent.provenance, self.catalogs[c.arm], self.models[c.arm]
         return Context(models["practitioner"], models["persona"], cat, Prompts(cat.prompt_dirs), self.scenario(c), c.seed,
                        temperature=self.temperature if self.temperature is not None else prov.temperature if prov else 0.7,
-                       max_turns=self.max_turns or (prov and prov.max_turns) or 8, reasks=self.reasks,
+                       max_turns=self.max_turns or (prov and prov.max_turns) or 8, reasks=self.config.reasks,
                        evaluate=self.evaluator(c.seed), kept=c.at)  # fmt: skip
+
+    async def continued(self, c: Continuation) -> Episode:
+        """The continuation run from its prefix's checkpoint (made once per process); a crash is a failed record."""
+        if c.prefix not in self.forks:
+            self.forks[c.prefix] = asyncio.ensure_future(fork_point(c.parent.turns[: c.at], f"{self.run_id}/{c.prefix}"))
+        try:
+            return await run_episode(self.context(c), backend=self.backend, fork=await self.forks[c.prefix])
+        except UserError:
+            raise
+        except Exception as e:  # a bug must not lose the continuation: it is stored as failed
+            log.debug("continuation crashed", exc_info=True)
+            return crashed_episode(self.scenario(c), c.seed, e)
+
+
+@dataclass
+class BranchSet:
+    """A branch run's continuations, run where `executor` says (`batch.here`, or Ray actors), stored here alone."""
+
+    continuations: Continuations
+    store: Store
+    endpoint: Endpoint | None = None
+    concurrency: int = 4
+    executor: Callable = here
 
     async def run(self, todo: list[Continuation], on_saved: Callable[[Episode], None] | None = None) -> None:
         """Run the continuations not yet succeeded; each forks from its prefix's one checkpoint."""
-        done = self.store.done(self.run_id)
+        work = self.continuations
+        done = self.store.done(work.run_id)
         todo = [c for c in todo if (c.cell, c.rep) not in done]
-        forks: dict[str, dict] = {}
-        for c in todo:
-            if c.prefix not in forks:
-                forks[c.prefix] = await fork_point(c.parent.turns[: c.at], f"{self.run_id}/{c.prefix}")
-        limit = asyncio.Semaphore(self.concurrency)
+        if not todo:
+            return
 
         async def one(c: Continuation) -> None:
             async with limit:
-                try:
-                    record = await run_episode(self.context(c), backend=self.backend, fork=forks[c.prefix])
-                except UserError:
-                    raise
-                except Exception as e:  # a bug must not lose the continuation: it is stored as failed
-                    log.debug("continuation crashed", exc_info=True)
-                    record = crashed_episode(self.scenario(c), c.seed, e)
-                record = record.model_copy(update={"run_id": self.run_id, "cell": c.cell, "rep": c.rep,
+                record = await where.continued(c)
+                record = record.model_copy(update={"run_id": work.run_id, "cell": c.cell, "rep": c.rep,
                                                    "fidelity": continued_fidelity(c.parent, c.at, record.fidelity), "branch": Branch(
                     parent=c.parent.id, at=c.at, prefix=c.prefix, arm=c.arm,
-                    treatment=self.treatment.label() if c.arm == "treatment" else None)})  # fmt: skip
-                self.store.save_episode(self.run_id, c.cell, c.rep, record)
+                    treatment=work.treatment.label() if c.arm == "treatment" else None)})  # fmt: skip
+                self.store.save_episode(work.run_id, c.cell, c.rep, record)
                 if on_saved:
                     on_saved(record)
 
-        with fewer_collections():
-            await asyncio.gather(*(one(c) for c in todo))
+        async with self.executor(work, self.endpoint, self.concurrency) as (where, at_once):
+            limit = asyncio.Semaphore(at_once)
+            with fewer_collections():
+                await asyncio.gather(*(one(c) for c in todo))
 
 
 def parents(store: Store, source: str, at: str) -> tuple[list[tuple[Episode, int]], list[str]]:
@@ -228,19 +273,18 @@ def parents(store: Store, source: str, at: str) -> tuple[list[tuple[Episode, int
 async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int = 4, db: Path | str = "nextstep.db",
                        judges: int = 1, run_id: str | None = None, max_turns: int | None = None,
                        concurrency: int | None = None, config_file: Path | None = None, rubric_file: Path | None = None,
-                       on_saved: Callable[[Episode], None] | None = None, **config_flags) -> tuple[str, list[str]]:
+                       on_saved: Callable[[Episode], None] | None = None, ray: str | None = None, actors: int | None = None,
+                       **config_flags) -> tuple[str, list[str]]:
     """Continue every prefix of `source` (a run or an episode id) `reps` times per arm; returns (branch run id, skipped).
 
     The base settings (endpoint, models, prompt and persona directories) are those the parent run was made with;
-    `config_flags` (Config fields) override them, as on `batch --resume`.
+    `config_flags` (Config fields) override them, as on `batch --resume`. `ray` and `actors`: as `run_grid`'s.
     """
     from evaluations.judge.evaluator import PROMPTS as EVALUATOR_PROMPTS
-    from evaluations.judge.graph import make_evaluator
-    from evaluations.judge.panel import judge_panel
     from evaluations.judge.rubric import load_rubric
 
     from simulator.models.backends import endpoint
-    from .batch import run_config, run_settings
+    from .batch import ray_executor, run_config, run_settings
     from simulator.conversation.catalog import load_catalog
 
     if not treatment.label():
@@ -259,6 +303,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
         for parent, _ in points:
             check_prompts(parent, Prompts(base.prompt_dirs))
         rubric, rubric_hash = load_rubric(rubric_file, config.prompts_dir) if judges else (None, None)
+        executor = ray_executor(ray, actors, config) if ray is not None else here
         # The id hashes what the continuations are made and graded with, by content (as a batch's does): each arm's
         # prompts, the judges' prompts and rubric, the catalog entries and the temperature (the parents', as sampled).
         judged = {name: Prompts(base.prompt_dirs).hash(name) for name in EVALUATOR_PROMPTS} if judges else {}
@@ -272,7 +317,7 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
         )  # fmt: skip
         run_id = run_id or branch_id(spec)
         with endpoint(config, concurrency, send_key=send_key) as ep:
-            treated = config.model_copy(update=treatment.model_dump(include={"practitioner_model", "persona_model"}, exclude_none=True))
+            treated = Continuations(run_id, catalogs, treatment, config, ep.backend).treated()
             async with ep.models(config) as control, ep.models(treated) as models:
                 spec = spec.model_copy(update={"backend": ep.backend, "models": {
                     arm: {r: m[r].name for r in ("practitioner", "persona")} for arm, m in (("control", control), ("treatment", models))}})
@@ -284,13 +329,8 @@ async def run_branches(source: str, *, at: str, treatment: Treatment, reps: int 
                                  run_settings(config, concurrency=concurrency, rubric_file=rubric_file))  # fmt: skip
                 store.claim(run_id)  # refused while another live process writes this branch run
 
-                def evaluator(seed: int):
-                    panel = judge_panel(control["evaluators"], Prompts(base.prompt_dirs), rubric, rubric_hash, judges=judges,
-                                        seed=seed, reasks=config.reasks)  # fmt: skip
-                    return make_evaluator(panel, base) if panel else None
-
-                branches = BranchSet(run_id, {"control": control, "treatment": models}, catalogs, treatment, store, ep.backend,
-                                     max_turns=max_turns, reasks=config.reasks, evaluator=evaluator,
-                                     concurrency=concurrency or ep.concurrency)  # fmt: skip
+                work = Continuations(run_id, catalogs, treatment, config, ep.backend, judges, rubric, rubric_hash,
+                                     max_turns=max_turns, models={"control": control, "treatment": models})  # fmt: skip
+                branches = BranchSet(work, store, ep, concurrency or ep.concurrency, executor)
                 await branches.run(todo, on_saved)
     return run_id, skipped

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from evaluations.judge.evaluator import judge_texts
@@ -23,7 +25,7 @@ from simulator.models.config import Config
 from simulator.storage.episode_files import read_episode, write_episode
 from simulator.storage.store import Store
 
-from .batch import RESUME_SETTINGS
+from .batch import RESUME_SETTINGS, here
 from .preflight import preflight, roles_of
 
 OnGraded = Callable[[int, int, str, list[Verdict]], None]  # (1-based position, how many in all, label, every verdict)
@@ -94,17 +96,61 @@ def with_new_verdicts(record: Episode, verdicts: list[Verdict]) -> Episode:
     return record.with_verdicts(verdicts).model_copy(update={"verdict_history": record.verdict_history + record.verdicts})
 
 
+@dataclass
+class Grading:
+    """The judges every episode of a grading pass gets, and grading one: here, or on a Ray actor, which gets a copy of
+    all but the models (`shipped`) and opens its own (`opened`), as a batch's Episodes do."""
+
+    config: Config
+    catalog: Catalog
+    rubric: object  # evaluations.judge.rubric.Rubric
+    rubric_hash: str
+    judges: int
+    fidelity_judge: bool = False
+    models: dict | None = None
+
+    def shipped(self) -> Grading:
+        return replace(self, models=None)
+
+    async def opened(self, endpoint: Endpoint, stack: contextlib.AsyncExitStack) -> Grading:
+        return replace(self, models=await stack.enter_async_context(endpoint.models(self.config)))
+
+    @functools.cached_property
+    def prompts(self) -> Prompts:
+        """Loaded once for every episode this copy grades (a copy starts without them, so they are never shipped)."""
+        return Prompts(self.catalog.prompt_dirs)
+
+    def panel(self, seed: int) -> list:
+        return judge_panel(self.models["evaluators"], self.prompts, self.rubric, self.rubric_hash,
+                           judges=self.judges, seed=seed, reasks=self.config.reasks, fidelity_judge=self.fidelity_judge)  # fmt: skip
+
+    async def graded(self, item: tuple[dict, int, list[Verdict]]) -> list[Verdict]:
+        """Every judge's verdict on (transcript, first judge's seed, the verdicts kept), by the evaluator graph alone."""
+        episode, seed, kept = item
+        return await make_evaluator(self.panel(seed), self.catalog)(episode, previous=kept)
+
+    def ungraded(self, item: tuple[dict, int, list[Verdict]], error: str) -> list[Verdict]:
+        """The verdicts of `item` when its grading was lost (its Ray worker died): the kept ones, the others ungraded."""
+        _, seed, kept = item
+        done = {v.judge: v for v in kept}
+        return [done.get(j.index) or Verdict(judge=j.index, model=j.model.name, seed=j.seed, temperature=j.temperature,
+                                             rubric_hash=j.rubric_hash, status="ungraded", error=error)
+                for j in self.panel(seed)]  # fmt: skip
+
+
 async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[str, dict]], *, judges: int, seed: int = 0,
                          rubric_file: Path | None = None, fidelity_judge: bool = False, on_graded: OnGraded | None = None,
                          episode_seeds: list[int] | None = None, send_key: bool = True,
-                         replay: Endpoint | None = None, previous: list[list[Verdict]] | None = None) -> list[list[Verdict]]:
-    """Every judge's verdict on each (label, episode), in order, one episode at a time; `on_graded` after each.
+                         replay: Endpoint | None = None, previous: list[list[Verdict]] | None = None,
+                         executor: Callable = here) -> list[list[Verdict]]:
+    """Every judge's verdict on each (label, episode), in order; `on_graded` after each, in order.
 
     Judge i of episode n is seeded `seed + episode_seeds[n] + i` (a batch seeds them its episode's seed + i), or
     `seed + i` for every episode without `episode_seeds` (a gold set's items have no seed of their own).
     `replay`: a bundle's endpoint, which answers instead of the configured one.
     `previous` (each episode's verdicts so far) makes it resume: a verdict that this very judge completed
     (`graded_by`) is kept without asking again, and an episode all of whose judges are kept is not passed to `on_graded`.
+    `executor` (`batch.here`: one episode at a time; Ray actors: as many as they take) is where episodes are graded.
     """
     if judges < 1:
         raise UserError(f"--judges {judges}: grading needs at least one judge")
@@ -113,15 +159,28 @@ async def grade_episodes(config: Config, catalog: Catalog, episodes: list[tuple[
         async with ep.models(config) as models:
             if episodes and not replay:  # one test call per distinct evaluator model before grading anything
                 await preflight(roles_of(models, simulate=False, judges=judges))
-            prompts, results = Prompts(catalog.prompt_dirs), []
-            for n, (label, episode) in enumerate(episodes, start=1):
-                panel = judge_panel(models["evaluators"], prompts, rubric, rubric_hash, judges=judges,
-                                    seed=seed + (episode_seeds[n - 1] if episode_seeds else 0), reasks=config.reasks,
-                                    fidelity_judge=fidelity_judge)  # fmt: skip
-                kept = [v for v in (previous[n - 1] if previous else []) if any(graded_by(v, j) for j in panel)]
-                results.append(await make_evaluator(panel, catalog)(episode, previous=kept))  # the evaluator graph, alone
-                if on_graded and len(kept) < len(panel):
-                    on_graded(n, len(episodes), label, results[-1])
+            work = Grading(config, catalog, rubric, rubric_hash, judges, fidelity_judge, models)
+            panels = [work.panel(seed + (episode_seeds[n] if episode_seeds else 0)) for n in range(len(episodes))]
+            kept = [[v for v in (previous[n] if previous else []) if any(graded_by(v, j) for j in panel)]
+                    for n, panel in enumerate(panels)]  # fmt: skip
+            async with executor(work, ep, ep.concurrency) as (where, at_once):
+                # here, one episode at a time as ever (its judges' calls run at once); on actors, as many as they take
+                limit = asyncio.Semaphore(1 if executor is here else at_once)
+
+                async def one(n: int) -> list[Verdict]:
+                    async with limit:
+                        return await where.graded((episodes[n][1], panels[n][0].seed, kept[n]))
+
+                tasks = [asyncio.ensure_future(one(n)) for n in range(len(episodes))]
+                results = []
+                try:
+                    for n, task in enumerate(tasks):  # saved in order, however many are graded at once
+                        results.append(await task)
+                        if on_graded and len(kept[n]) < len(panels[n]):
+                            on_graded(n + 1, len(episodes), episodes[n][0], results[-1])
+                finally:
+                    for task in tasks:
+                        task.cancel()
             return results
 
 
@@ -136,11 +195,11 @@ class Regraded:
 
 
 async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Path, judges: int, seed: int = 0,
-                  rubric_file: Path | None = None, fidelity_judge: bool = False,
-                  on_graded: OnGraded | None = None, send_key: bool = True, replay: Endpoint | None = None) -> Regraded:
+                  rubric_file: Path | None = None, fidelity_judge: bool = False, on_graded: OnGraded | None = None,
+                  send_key: bool = True, replay: Endpoint | None = None, executor: Callable = here) -> Regraded:
     """Grade stored episodes again and save each as it is graded; earlier verdicts are kept as history. The rubric and
     judges' prompts are kept in the store by hash, as a batch keeps them, so `compare` can show how they differ.
-    `replay`: a bundle's endpoint, which answers instead of the configured one.
+    `replay`: a bundle's endpoint, which answers instead of the configured one. `executor`: as `grade_episodes`'s.
 
     New verdicts take the old ones' place only when every judge completed: where an endpoint failed, the earlier
     verdicts stay current (and `failed` names the episode). Run again, it resumes: verdicts already given by this
@@ -167,7 +226,7 @@ async def regrade(names: list[str], config: Config, catalog: Catalog, *, db: Pat
         await grade_episodes(config, catalog, [(t.label, t.record.transcript()) for t in targets], judges=judges, seed=seed,
                              rubric_file=rubric_file, fidelity_judge=fidelity_judge, on_graded=save,
                              episode_seeds=[t.record.seed or 0 for t in targets], send_key=send_key, replay=replay,
-                             previous=[t.record.verdicts for t in targets])  # fmt: skip
+                             previous=[t.record.verdicts for t in targets], executor=executor)  # fmt: skip
         done.skipped = len(targets) - done.graded - len(done.failed)
         return done
 

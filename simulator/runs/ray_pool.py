@@ -4,7 +4,8 @@ Only where an episode runs changes: each actor runs `Episodes.simulate` (the sam
 against the shared endpoint, and hands the record back; the driver's batch counts it, enforces the budgets and alone
 writes the store. An actor whose process dies is started again by Ray, and the episodes it had in flight are run
 again (on it, or wherever Ray places it when its node is gone); the driver got no record of theirs, so none is stored
-twice. Imported only under --ray: Ray is the optional extra `nextstep[ray]`.
+twice. `branch --ray` and `grade --ray` run their continuations and gradings the same way. Imported only under --ray:
+Ray is the optional extra `nextstep[ray]`.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from simulator.conversation.runner import crashed_episode
 from simulator.core.errors import UserError
 from simulator.core.records import Episode, Verdict
 from simulator.models.backends import Endpoint
-from simulator.models.config import Config
 
-from .batch import Cell, Episodes
+from .batch import Cell
 
 log = logging.getLogger(__name__)
 
@@ -39,39 +39,39 @@ RETRIES = 3  # times an episode is run again after the process running it died; 
 
 @ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=RETRIES)
 class EpisodeActor:
-    """Runs episodes with models of its own: its own client, its own limit of `endpoint.concurrency` requests."""
+    """Runs the episodes of `work` (a batch's Episodes, a branch's Continuations, a grading pass's Grading) with models
+    of its own: its own client, its own limit of `endpoint['concurrency']` requests in flight."""
 
-    def __init__(self, episodes: Episodes, endpoint: dict, config: Config):
-        self._episodes, self._endpoint, self._config = episodes, endpoint, config
-        self._ready: Episodes | None = None
+    def __init__(self, work, endpoint: dict):
+        self._work, self._endpoint = work, endpoint
+        self._ready = None
         self._models = contextlib.AsyncExitStack()  # open as long as the actor lives
         self._lock = asyncio.Lock()
 
-    async def _here(self) -> Episodes:
-        async with self._lock:  # the client is made on the actor's own event loop, once
-            if self._ready is None:
-                models = await self._models.enter_async_context(Endpoint(**self._endpoint).models(self._config))
-                self._ready = dataclasses.replace(self._episodes, models=models)
-        return self._ready
-
     def hello(self) -> dict:
         """Its process and the hashes of the prompts it reads, which must be the driver's."""
-        prompts = Prompts(self._episodes.catalog.prompt_dirs)
-        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                "prompts": {name: prompts.hash(name) for name in SIMULATION_PROMPTS}}  # fmt: skip
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "prompts": prompt_hashes(self._work)}
 
-    async def simulate(self, cell: Cell) -> Episode:
-        return await (await self._here()).simulate(cell)
+    async def call(self, method: str, arg):
+        """`work.method(arg)`, on models made once, on the actor's own event loop."""
+        async with self._lock:
+            if self._ready is None:
+                self._ready = await self._work.opened(Endpoint(**self._endpoint), self._models)
+        return await getattr(self._ready, method)(arg)
 
-    async def grade(self, record: Episode) -> list[Verdict]:
-        return await (await self._here()).grade(record)
+
+def prompt_hashes(work) -> dict[str, str]:
+    """{'NAME' (or 'ARM/NAME' for a branch's arms): hash} of the simulation prompts of each catalog `work` reads."""
+    catalogs = work.catalogs if hasattr(work, "catalogs") else {"": work.catalog}
+    return {f"{key}/{name}".lstrip("/"): Prompts(c.prompt_dirs).hash(name)
+            for key, c in catalogs.items() for name in SIMULATION_PROMPTS}  # fmt: skip
 
 
 class Pool:
-    """The actors, each given a cell when it has the fewest in flight."""
+    """The actors, each given an episode when it has the fewest in flight, behind the methods of the work they run."""
 
-    def __init__(self, actors: list, pids: list[int]):
-        self.actors, self.pids = actors, pids
+    def __init__(self, actors: list, pids: list[int], work):
+        self.actors, self.pids, self.work = actors, pids, work  # `work`: the driver's own, for a lost episode's record
         self.load = [0] * len(actors)
 
     @staticmethod
@@ -88,7 +88,7 @@ class Pool:
         i = min(range(len(self.actors)), key=self.load.__getitem__)
         self.load[i] += 1
         try:
-            return await self.unwrapped(getattr(self.actors[i], method).remote(arg))
+            return await self.unwrapped(self.actors[i].call.remote(method, arg))
         finally:
             self.load[i] -= 1
 
@@ -96,13 +96,31 @@ class Pool:
         try:
             return await self._call("simulate", cell)
         except RayActorError as e:  # its process died RETRIES + 1 times: a failure like any other, run again on resume
-            return crashed_episode(cell.scenario, cell.seed, RuntimeError(f"the Ray worker running it died {RETRIES + 1} times: {e}"))
+            return crashed_episode(cell.scenario, cell.seed, lost(e))
 
     async def grade(self, record: Episode) -> list[Verdict]:
         try:
             return await self._call("grade", record)
         except RayActorError:  # it stays ungraded, as when a judge's endpoint fails
             return record.verdicts
+
+    async def graded(self, item) -> list[Verdict]:
+        try:
+            return await self._call("graded", item)
+        except RayActorError as e:  # kept as it was; grading again grades only what is missing
+            return self.work.ungraded(item, str(lost(e)))
+
+    async def continued(self, c) -> Episode:
+        try:
+            return await self._call("continued", c)
+        except RayActorError as e:
+            return crashed_episode(self.work.scenario(c), c.seed, lost(e))
+
+
+def lost(error: RayActorError) -> RuntimeError:
+    """Why an episode's work was lost: `lost(e)` -> 'the Ray worker running it died 4 times: The actor died ...'."""
+    first = next(iter(str(error).splitlines()), "")
+    return RuntimeError(f"the Ray worker running it died {RETRIES + 1} times: {first}")
 
 
 def connect(address: str | None) -> bool:
@@ -138,7 +156,7 @@ def reachable(address: str, timeout: float = 5.0) -> None:
 
 
 def actors(address: str | None = None, count: int | None = None):
-    """A `Batch.executor` that runs the episodes on `count` Ray actors (default: one per CPU of the cluster), each with
+    """A `Batch.executor` (and a branch's) that runs the episodes on `count` Ray actors (default: one per CPU of the cluster), each with
     the batch's concurrency; joins the cluster at `address` (else $NEXTSTEP_RAY_ADDRESS, else a new local instance)
     when the batch starts its episodes, and leaves it when the batch ends. A cluster that does not answer is refused
     here, before anything is run."""
@@ -147,7 +165,7 @@ def actors(address: str | None = None, count: int | None = None):
         reachable(address)
 
     @contextlib.asynccontextmanager
-    async def executor(episodes: Episodes, endpoint: Endpoint, config: Config, concurrency: int) -> AsyncIterator[tuple[Pool, int]]:
+    async def executor(work, endpoint: Endpoint, concurrency: int) -> AsyncIterator[tuple[Pool, int]]:
         joined = connect(address)
         handles = []
         try:
@@ -157,16 +175,15 @@ def actors(address: str | None = None, count: int | None = None):
                 raise UserError(f"--actors {n}: the Ray cluster has {cpus} CPU(s), and each actor takes one")
             fields = {f.name: getattr(endpoint, f.name) for f in dataclasses.fields(Endpoint)
                       if f.init and f.name not in ("exit_reason", "replay")} | {"concurrency": concurrency}  # fmt: skip
-            shipped = dataclasses.replace(episodes, models=None)
-            handles = [EpisodeActor.remote(shipped, fields, config) for _ in range(n)]
+            shipped = work.shipped()
+            handles = [EpisodeActor.remote(shipped, fields) for _ in range(n)]
             hello = await asyncio.gather(*(Pool.unwrapped(a.hello.remote()) for a in handles))
-            prompts = Prompts(episodes.catalog.prompt_dirs)
-            mine = {name: prompts.hash(name) for name in SIMULATION_PROMPTS}
-            if differ := sorted({n for h in hello for n, digest in h["prompts"].items() if mine[n] != digest}):
+            mine = prompt_hashes(work)
+            if differ := sorted({n.split("/")[-1] for h in hello for n, digest in h["prompts"].items() if mine[n] != digest}):
                 raise UserError(f"--ray: the workers read other {', '.join(differ)} prompt(s) than this machine: install "
                                 "the same nextstep and prompt directories on every node")  # fmt: skip
             log.info("%d Ray actor(s) on %d node(s), %d requests in flight each", n, len({h["node"] for h in hello}), concurrency)
-            yield Pool(handles, [h["pid"] for h in hello]), n * concurrency
+            yield Pool(handles, [h["pid"] for h in hello], work), n * concurrency
         finally:
             for a in handles:
                 ray.kill(a)

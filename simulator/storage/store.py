@@ -121,8 +121,15 @@ def dumps(value) -> str:
 
 def insert(conn: sqlite3.Connection, table: str, row: dict, verb: str = "INSERT") -> None:
     """Insert a dict as one row; column names come from our own code, never from records."""
-    cols = ", ".join(row)
-    conn.execute(f"{verb} INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", [plain(v) for v in row.values()])
+    insert_rows(conn, table, [row], verb)
+
+
+def insert_rows(conn: sqlite3.Connection, table: str, rows: list[dict], verb: str = "INSERT") -> None:
+    """Insert dicts with the same keys, in one statement run for each (an episode's calls, turns, scores)."""
+    if rows:
+        cols = ", ".join(rows[0])
+        conn.executemany(f"{verb} INTO {table} ({cols}) VALUES ({', '.join('?' * len(rows[0]))})",
+                         [[plain(v) for v in row.values()] for row in rows])  # fmt: skip
 
 
 def resolve(given: str, ids: list[str], kind: str, where: Path) -> str:
@@ -435,14 +442,14 @@ class Store:
         """The episode's row and child rows, inside the caller's transaction."""
         conn, episode = self.conn, episode.model_copy(update={"run_id": run_id, "cell": cell, "rep": rep})
         insert(conn, "episodes", self._episode_row(episode))
-        for t in episode.turns:
-            insert(conn, "turns", {"episode_id": episode.id, "turn": t.index,
-                                   **pick(t, "speaker", "text", "intent", "interest", "comfort", "shares_contact")})
+        insert_rows(conn, "turns", [{"episode_id": episode.id, "turn": t.index,
+                                     **pick(t, "speaker", "text", "intent", "interest", "comfort", "shares_contact")}
+                                    for t in episode.turns])  # fmt: skip
         self._insert_calls(episode.id, None, episode.calls)
         self._insert_verdicts(episode.id, episode.verdicts)
         if prov := episode.provenance:
-            for name, digest in prov.prompts.items():
-                insert(conn, "prompts", {"hash": digest, "name": name, "text": prov.prompt_texts.get(digest)}, "INSERT OR IGNORE")
+            insert_rows(conn, "prompts", [{"hash": digest, "name": name, "text": prov.prompt_texts.get(digest)}
+                                          for name, digest in prov.prompts.items()], "INSERT OR IGNORE")  # fmt: skip
         if episode.status != "succeeded":
             insert(conn, "errors", {"run_id": run_id, "cell": cell, "rep": rep, "episode_id": episode.id,
                                     "error": episode.error, "at": now()})  # fmt: skip
@@ -518,10 +525,9 @@ class Store:
         }  # fmt: skip
 
     def _insert_calls(self, episode_id: str, judge: int | None, calls: list) -> None:
-        for n, call in enumerate(calls):
-            insert(self.conn, "calls", {"episode_id": episode_id, "n": n, "judge": judge, **pick(
-                call, "role", "purpose", "model", "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason",
-                "retries", "ok", "error", "from_cache", "cached_tokens", "cost_usd")})  # fmt: skip
+        insert_rows(self.conn, "calls", [{"episode_id": episode_id, "n": n, "judge": judge, **pick(
+            call, "role", "purpose", "model", "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason",
+            "retries", "ok", "error", "from_cache", "cached_tokens", "cost_usd")} for n, call in enumerate(calls)])  # fmt: skip
 
     def _insert_verdicts(self, episode_id: str, verdicts: list[Verdict]) -> None:
         for v in verdicts:
@@ -530,13 +536,11 @@ class Store:
                 "n_unscored": len(v.unscored), "flags_status": v.flags and v.flags.status,
                 "outcome_status": v.outcome and v.outcome.status, "verdict_json": v.model_dump_json(),
             })  # fmt: skip
-            for n, t in enumerate(v.transitions):
-                for condition, g in t.conditions.items():
-                    insert(self.conn, "scores", {
-                        "episode_id": episode_id, "judge": v.judge, "transition": n, "transition_turn": t.turn,
-                        **pick(t, "ask_turn", "has_ask", "source"), "condition": condition,
-                        **pick(g, "status", "score", "turn", "quote", "reason"),
-                    })  # fmt: skip
+            insert_rows(self.conn, "scores", [{
+                "episode_id": episode_id, "judge": v.judge, "transition": n, "transition_turn": t.turn,
+                **pick(t, "ask_turn", "has_ask", "source"), "condition": condition,
+                **pick(g, "status", "score", "turn", "quote", "reason"),
+            } for n, t in enumerate(v.transitions) for condition, g in t.conditions.items()])  # fmt: skip
             for f in v.flags.raised if v.flags else []:
                 insert(self.conn, "flags", {"episode_id": episode_id, "judge": v.judge, **pick(f, "flag", "turn", "quote", "reason")})
             self._insert_calls(episode_id, v.judge, v.calls)

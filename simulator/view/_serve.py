@@ -18,9 +18,10 @@ def address(host: str, port: int, token: str | None) -> str:
 
 
 def serve(db: Path, *, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True, say=None, label=None,
-          rubric=None) -> None:
+          rubric=None, agree=None) -> None:
     """Serve the viewer over `db` until interrupted; with a `label` session, start on its Label page; with `rubric`
-    (anchors and flags), run pages offer to label a sample (the labels saved in the working directory)."""
+    (anchors and flags), run pages offer to label a sample (the labels saved in the working directory); with `agree`,
+    the Label pages compare the labeller with the others (`create_app`)."""
     import uvicorn
 
     from .app import create_app
@@ -34,6 +35,6 @@ def serve(db: Path, *, host: str = "127.0.0.1", port: int = 8765, open_browser: 
     if open_browser:
         webbrowser.open(url)
     try:
-        uvicorn.run(create_app(Path(db), token=token, label=label, rubric=rubric), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(Path(db), token=token, label=label, rubric=rubric, agree=agree), host=host, port=port, log_level="warning")
     except OSError as e:
         raise UserError(f"cannot serve on {host}:{port}: {e}") from None

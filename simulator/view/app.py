@@ -16,6 +16,8 @@ from starlette.routing import Route
 
 from simulator.core.errors import UserError
 
+from evaluations.analysis.compare import fmt
+
 from . import labels, pages
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("simulator.view", "templates"), autoescape=True,
@@ -28,10 +30,13 @@ def render(name: str, status: int = 200, **context) -> HTMLResponse:
 
 
 def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession | None = None,
-               rubric: tuple[dict[str, dict[int, str]], tuple[str, ...]] | None = None, labels_dir: Path | None = None) -> Starlette:
+               rubric: tuple[dict[str, dict[int, str]], tuple[str, ...]] | None = None, labels_dir: Path | None = None,
+               agree=None) -> Starlette:
     """The viewer over `db`; with `token`, every request must carry it (?token=, then a cookie), as Jupyter's does;
     with `label`, its Label pages save each entry to the session's file; with `rubric` (the anchors and flags a labeller
-    sees), a run page's button starts a session of its own, saving into `labels_dir` (default: the working directory)."""
+    sees), a run page's button starts a session of its own, saving into `labels_dir` (default: the working directory);
+    with `agree(first, second)` (`api.labellers_agreement`), the Label pages show the agreement with every other
+    labeller of the run whose file lies beside the session's."""
     db = Path(db)
     current = {"label": label}  # the labelling session the Label pages serve; the run page's button replaces it
 
@@ -76,7 +81,8 @@ def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession
         run_id = request.path_params["run_id"]
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
         try:
-            labeller, size, seed = labels.labeller_name(form.get("labeller", "")), int(form.get("sample", "")), int(form.get("seed", "0"))
+            labeller = labels.labeller_name(form.get("labeller", ""))
+            size, seed = _whole(form, "sample"), _whole(form, "seed")
         except ValueError as e:
             raise HTTPException(400, f"cannot draw a sample: {e}") from None
         if size < 1:
@@ -108,9 +114,16 @@ def create_app(db: Path, *, token: str | None = None, label: labels.LabelSession
         return render("label.html", e=e, n=n, session=label, entry=label.saved.get(e.id))
 
     async def label_done(request: Request):
-        if current["label"] is None:
+        session = current["label"]
+        if session is None:
             raise HTTPException(404, "no labelling session")
-        return render("label_done.html", session=current["label"])
+        others = []
+        for other in labels.other_labellers(session) if agree is not None and session.output.is_file() else []:
+            try:
+                others.append({"file": other, "result": agree(session.output, other), "error": None})
+            except UserError as e:  # a broken or unrelated file beside it: said, not a failed page
+                others.append({"file": other, "result": None, "error": str(e)})
+        return render("label_done.html", session=session, others=others, fmt=fmt)
 
     async def not_found(request: Request, exc: HTTPException):
         if exc.status_code == 403:
@@ -148,6 +161,15 @@ def _found(page, db: Path, key: str, *args, **kwargs):
         return page(db, key, *args, **kwargs)
     except UserError as e:
         raise HTTPException(404, str(e)) from None
+
+
+def _whole(form: dict[str, str], key: str) -> int:
+    """A form field's whole number, or a ValueError naming the field: `_whole({'seed': '3'}, 'seed')` -> 3."""
+    value = form.get(key, "")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{key} {value!r} is not a whole number") from None
 
 
 def _same_origin(request: Request) -> None:

@@ -64,6 +64,12 @@ def default_output(run_id: str, labeller: str) -> Path:
     return Path(f"{safe}-labels-{labeller}.jsonl")
 
 
+def other_labellers(session: LabelSession) -> list[Path]:
+    """Other labellers' files of the session's run beside its own, as `default_output` names them."""
+    pattern = default_output(session.run_id, "*").name
+    return sorted(p for p in session.output.parent.glob(pattern) if p.resolve() != session.output.resolve())
+
+
 def new_session(db: Path, run_id: str, *, sample: int, seed: int, labeller: str, output: Path,
                 anchors: dict[str, dict[int, str]], flags: tuple[str, ...]) -> LabelSession:
     """Draw the sample from the store (read-only) and read back what `output` already holds, to carry on a pass."""

@@ -12,7 +12,7 @@ from evaluations.analysis.compare import (compare_branches, compare_runs, contac
 from evaluations.analysis.frame import episode_row
 from simulator.core.errors import UserError
 from simulator.core.records import Episode
-from simulator.storage.store import Store
+from simulator.storage.store import Store, resume_command
 
 RUNNING_S = 30  # a run that saved an episode this recently is shown as running
 FILTERS = ("persona", "setting", "strategy", "status", "exchanged")
@@ -23,13 +23,13 @@ def _age_s(saved_at: str | None, now: dt.datetime) -> float | None:
 
 
 def run_status(done: int, planned: int | None, age_s: float | None) -> str:
-    """'running' (an episode saved in the last RUNNING_S seconds), 'complete', 'incomplete', or 'stored' (nothing planned
-    to compare with): `run_status(3, 6, 400.0)` -> 'incomplete'."""
+    """'complete' (every planned episode done), 'running' (an episode saved in the last RUNNING_S seconds),
+    'incomplete', or 'stored' (nothing planned to compare with): `run_status(3, 6, 400.0)` -> 'incomplete'."""
+    if planned is not None and done >= planned:
+        return "complete"
     if age_s is not None and age_s < RUNNING_S:
         return "running"
-    if planned is None:
-        return "stored"
-    return "complete" if done >= planned else "incomplete"
+    return "stored" if planned is None else "incomplete"
 
 
 def _models(spec) -> str:
@@ -87,8 +87,7 @@ def live_run(db: Path, run_id: str, filters: dict[str, str]) -> dict:
         "run": run, "frame": frame, "records": records, "done": done, "planned": planned, "status": status,
         "episodes": len(records), "failed": counts.get("failed", 0), "ungraded": counts.get("ungraded", 0),
         "excluded": excluded(frame), "out_of_character": sum(r.in_character is False for r in records),
-        "resume": None if status in ("complete", "running") or run["spec"].experiment is None
-        else f"nextstep batch --resume {run_id} --db {db}",
+        "resume": None if status in ("complete", "running") else resume_command(run_id, run["spec"], db),
         "rows": episode_list(frame, filters), "filters": filters, "tables": contact_tables(frame),
         "choices": {k: sorted({str(v) for v in frame[k].dropna()}) if len(frame) else [] for k in FILTERS},
     }  # fmt: skip
