@@ -184,7 +184,7 @@ def _persona(messages: list[dict], mode: str = "rules") -> str:
         return BYE[len([m for m in mine if m in BYE])]
     if ASK.search(heard):
         coin = random.Random(json.dumps(messages)).random() < 0.5  # the random persona's answer, fixed by the request
-        if mode == "rules_in_prompt" and not rules_stated(persona, system):
+        if mode == "rules_in_prompt" and not rules_stated(persona, messages[0]["content"]):
             shares = without_rules(heard)
         else:
             shares = mode == "always_share" or (coin if mode == "random" else would_share(persona, heard, interest))
