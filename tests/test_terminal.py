@@ -11,7 +11,7 @@ import sys
 import pytest
 from rich.console import Console
 from conftest import lenient_personas
-from stub_server import StubServer
+from stub_server import StubServer, pinned
 
 from simulator.runs.batch import run_grid
 
@@ -83,8 +83,9 @@ def test_dry_run_prints_the_totals_first():
 
 @pytest.fixture(scope="module")
 def embedded_like_run(tmp_path_factory):
-    """A stub run whose every episode is out of character (the stub answers random private states), stored as the
-    embedded model's run would be (backend 'local'): the first screen a new user sees."""
+    """A stub run whose every episode is out of character (each persona turn says interest 9: above aloof's and
+    unsure's first-turn ranges, 3-7 and 2-6), stored as the embedded model's run would be (backend 'local'): the
+    first screen a new user sees."""
     import asyncio
     import json
     import sqlite3
@@ -92,7 +93,7 @@ def embedded_like_run(tmp_path_factory):
     db = tmp_path_factory.mktemp("first") / "n.db"
 
     async def run():
-        with StubServer() as url:
+        with StubServer(fault=pinned(persona_state={"interest": 9, "comfort": 5, "intent": "chat"})) as url:
             return await run_grid({"personas": "aloof,unsure", "reps": 2, "max_turns": 2}, db=db, base_url=url, run_id="r1")
 
     asyncio.run(run())
@@ -117,10 +118,24 @@ def test_first_screen_says_what_happened_and_what_next(embedded_like_run):
     flat = " ".join(text.split())
     assert "all 4 episodes are out of character" in flat
     assert "embedded model" in flat and "stronger model" in flat
-    row = next(line for line in text.splitlines() if line.split("│")[1:2] and "aloof" in line.split("│")[1])
+    row = next(line for line in text.splitlines() if line.split()[:1] == ["aloof"])
     assert f"{contact:.0%}†" in row  # the figure with out-of-character episodes included, marked
     assert "† over out-of-character episodes" in flat and "next: nextstep personas r1" in flat
     assert WIDE.findall(text) == [] and "…" not in text  # nothing cut at 80 columns
+
+
+def test_the_summary_of_the_default_batch_s_cells_fits_80_columns(tmp_path):
+    """The default batch's cells (supermarket, the three personas) are the widest names its summary shows: with
+    them, 'meeting' was cut to 'meeti…' at 80 columns (issue 23 item 15)."""
+    import asyncio
+
+    db = tmp_path / "n.db"
+    with StubServer() as url:
+        asyncio.run(run_grid({"settings": "supermarket", "personas": "all", "max_turns": 2}, db=db, base_url=url, run_id="r1"))
+    result = nextstep("show", "r1", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert "friendly" in result.stdout and "supermarket" in result.stdout and "meeting" in result.stdout
+    assert WIDE.findall(result.stdout) == [] and "…" not in result.stdout
 
 
 @pytest.mark.parametrize("args, expected", [(["--bogus"], "nextstep: error: No such option: --bogus"),

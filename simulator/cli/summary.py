@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -62,10 +63,10 @@ def print_summary(s: dict, db: Path, progress: Progress | None = None) -> None:
     run_id = s["run"]
     console.print(completion_note(run_id, s["completion"]))
     print_headline(s, db)
-    counts = Table("persona", "setting", "eps", "fail", "ungr", "ooc", "contact", "meeting", "handle",
-                   title=f"run {run_id}", title_justify="left")  # fmt: skip
-    scores = Table("persona", "setting", *(SHORT[c] for c in CONDITIONS),
-                   title="mean score 1-5 per condition", title_justify="left")  # fmt: skip
+    # No column rules: with them, the widest cells ('friendly', 'supermarket') cut a header at 80 columns.
+    plain = {"title_justify": "left", "box": box.SIMPLE_HEAD, "pad_edge": False, "show_edge": False}
+    counts = Table("persona", "setting", "eps", "fail", "ungr", "ooc", "contact", "meeting", "handle", title=f"run {run_id}", **plain)
+    scores = Table("persona", "setting", *(SHORT[c] for c in CONDITIONS), title="mean score 1-5 per condition", **plain)
     marked = False
     for r, everyone in zip(s["rows"], s["rows_with_unfaithful"]):
         shown, mark = (everyone, "†") if r["n"] == 0 and r["unfaithful"] else (r, "")
