@@ -265,7 +265,6 @@ def test_the_embedded_model_gets_a_verdict_on_a_small_protocol(tmp_path):
     assert by[3]["note"].startswith("not run: this stage may spend up to") or by[3]["note"].startswith("stopped early")
     assert by[4]["note"].startswith("not run: this stage may spend up to") or by[4]["note"].startswith("stopped early")
     assert by[5]["status"] != "not run"
-    if by[1]["status"] != "not run":  # some episode succeeded: she is not played apart
-        assert by[1]["status"] == "fail"
+    assert by[1]["status"] == by[2]["status"] == "fail"  # the personas are not played apart, nor kept up (the ask)
     print(render(v))  # the embedded model's verdict, for the log (pytest -rP)
     assert max(map(len, render(v).splitlines())) <= 80

@@ -134,9 +134,11 @@ async def practitioner_node(state: State, config: RunnableConfig) -> dict:
                 return _ended_by_person("practitioner")
         else:
             strategy = catalog.strategies[s.strategy]
+            # `parting` stays a variable for templates written before the cue had a message of its own (a user's
+            # --prompts-dir, an old run resumed with its prompts); the shipped one does not use it.
             system = ctx.prompts.render(
                 "practitioner", setting=catalog.settings[s.setting], strategy=strategy,
-                practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
+                practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender, parting=False,
             )  # fmt: skip
             messages = [{"role": "system", "content": system}, {"role": "user", "content": OPENING_CUE}, *_history(turns, "practitioner")]
             if parting:  # after the conversation, so the turns before it reuse this one's prompt (prefix caches)
@@ -175,9 +177,11 @@ async def persona_node(state: State, config: RunnableConfig) -> dict:
     s, persona = ctx.scenario, ctx.catalog.personas[ctx.scenario.persona]
     setting = ctx.catalog.settings[s.setting]
     previous = next((t for t in reversed(turns) if t["speaker"] == "persona"), persona.baseline.model_dump())
+    # `interest` and `comfort` stay variables for templates written before her feelings had a message of their own.
     system = ctx.prompts.render(
         "persona", setting=setting, persona=persona,
         practitioner_gender=s.profile.practitioner_gender, persona_gender=s.profile.persona_gender,
+        interest=previous["interest"], comfort=previous["comfort"],
     )  # fmt: skip
     # Her feelings change every turn: they come after the conversation, so the system message and the turns stay one
     # prefix that the endpoint's cache serves from her last line's request.

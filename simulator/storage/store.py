@@ -323,7 +323,8 @@ class Store:
             stored.pop("schema_version", None)
             planned = stored.pop("planned", None)
             version.setdefault("planned", planned)
-            same = (lambda k: covers(spec.get(k), stored[k])) if older else (lambda k: spec.get(k) == stored.get(k))
+            # A template added since the run was made (a newer nextstep) is no change to the ones it has.
+            same = lambda k: covers(spec.get(k), stored.get(k)) if older or k == "prompts" else spec.get(k) == stored.get(k)  # noqa: E731
             if differ := [k for k in sorted(stored.keys() | spec.keys()) if (k in stored or not older) and not same(k)]:
                 raise UserError(f"run {run_id!r} in {self.path} was made with a different {', '.join(differ)}; start a new run instead")
             if settings is not None or version.get("planned") != planned:
