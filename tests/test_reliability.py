@@ -45,7 +45,9 @@ async def test_chaos_batch_stores_every_episode_once_and_resume_completes_it(tmp
     db = tmp_path / "n.db"
     stub = StubServer(fault=chaos(0.2))
     with stub as url:
-        run_id = await run_grid(grid, db=db, base_url=url, concurrency=8)
+        # fail_fast=0: whether the first three episodes to end all meet the seeded 400 depends on the order requests
+        # arrive in; stopping early is test_batch's subject, every episode kept under faults is this one's.
+        run_id = await run_grid(grid, db=db, base_url=url, concurrency=8, fail_fast=0)
     with Store(db) as store:
         first = store.episodes(run_id)
         errors = store.conn.execute("SELECT count(*) FROM errors").fetchone()[0]
