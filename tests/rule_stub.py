@@ -284,7 +284,7 @@ def _judge(name: str, prompt: str, schema: dict, mode: str = "rules") -> dict:
     if name == "transition_turns":
         return {"turns": [t["index"] for t in asks]}
     if name == "transition_grades":
-        found = re.search(r"The move to grade is at turns ([\d, ]+)\.", prompt)
+        found = re.search(r"Grade the move at turns ([\d, ]+) by", prompt)
         at = [t for t in turns if found and str(t["index"]) in found.group(1).replace(" ", "").split(",")]
         how = manner(at[-1]["text"]) if at else "none"
         out = {}
@@ -318,7 +318,9 @@ MODES = ("rules", "random", "always_share", "random_judge", "rules_in_prompt")
 def answer(body: dict, mode: str = "rules") -> str:
     """The scripted answer to one chat completion request (`mode`: see the module's docstring)."""
     messages, schema = body["messages"], _schema(body)
-    prompt = next(m["content"] for m in messages if m["role"] == "user")  # a re-ask appends to the first prompt
+    # The judge's parts share a system message (the rubric and the transcript) before their question; a re-ask
+    # appends to the first prompt.
+    prompt = "\n".join(m["content"] for m in messages[: next(i for i, m in enumerate(messages) if m["role"] == "user") + 1])
     if schema is None:
         first = messages[0]["content"]
         return _practitioner(messages) if "You have just started chatting" in first else _persona(messages, mode)

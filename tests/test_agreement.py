@@ -235,7 +235,7 @@ def test_unscored_flags_on_a_stub_batch(tmp_path):
 
     def garbled_flags(n, body):
         flags = (body.get("response_format") or {}).get("json_schema", {}).get("name") == "flags"
-        if flags and (body["seed"] % 2 or len(body["messages"]) > 1):
+        if flags and (body["seed"] % 2 or any(m["role"] == "assistant" for m in body["messages"])):  # or a re-ask
             return 200, {}, completion(body, "not json")
         return by_the_rules(n, body)
 

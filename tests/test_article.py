@@ -71,9 +71,8 @@ def test_the_judge_prompt_shows_the_anchors_and_null_rules(catalog):
     from evaluations.judge.rubric import load_rubric
 
     rubric, _ = load_rubric()
-    prompt = Prompts(catalog.prompt_dirs).render(
-        "evaluator_transition", setting=catalog.settings["bar_club"], persona=catalog.personas["aloof"], transcript="[0] x",
-        transition_turns=[0], conditions=rubric.conditions, scope={c: [0] for c in rubric.conditions}, feedback=[])  # fmt: skip
+    prompt = Prompts(catalog.prompt_dirs).render("evaluator", setting=catalog.settings["bar_club"], persona=catalog.personas["aloof"],
+                                                 transcript="[0] x", conditions=rubric.conditions, flags=rubric.flags)
     for c in rubric.conditions.values():
         assert c.anchors[1] in prompt and c.anchors[5] in prompt
     assert "Null: never; always give a score." in prompt

@@ -191,8 +191,8 @@ async def test_flags_need_a_practitioner_sentence_and_only_rejected_flags_are_as
         {"flag": "demanding", "sentence": "4.2", "turn": 4, "quote": ASK, "reason": "Pushy."}]})
     reask = model.requests[3]
     assert reask["schema"]["$defs"]["raised_flag"]["properties"]["flag"]["enum"] == ["creepy"]
-    assert "creepy: sentence 3.2 is not from turns 0, 2, 4" in reask["messages"][0]["content"]
-    assert "- demanding:" not in reask["messages"][0]["content"]  # an accepted flag is not asked about again
+    assert "creepy: sentence 3.2 is not from turns 0, 2, 4" in reask["messages"][-1]["content"]
+    assert "- demanding:" not in reask["messages"][-1]["content"]  # an accepted flag is not asked about again
     assert reask["schema"]["$defs"]["raised_flag"]["properties"]["sentence"]["enum"] == ["0.1", "2.1", "4.1", "4.2"]
 
 

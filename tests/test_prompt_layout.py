@@ -64,3 +64,64 @@ async def test_the_practitioner_is_asked_with_one_system_message_and_the_parting
     assert asked[-1][-2]["content"] == "Bye then."  # the persona's goodbye, then the cue
     assert all(parting not in m["content"] for r in asked[:-1] for m in r)  # no cue before the parting
     assert asked[0] == asked[1][:2] and asked[1] == asked[2][: len(asked[1])]  # no trailing message before it
+
+
+# --- the judge's parts (issue 25 §4) ---------------------------------------------------------------------------------
+
+JUDGED = [
+    {"index": 0, "speaker": "practitioner", "text": "These peaches smell amazing.", "intent": "small_talk"},
+    {"index": 1, "speaker": "persona", "text": "They do, I always get too many.", "interest": 4, "comfort": 6},
+    {"index": 2, "speaker": "practitioner", "text": "Here's my number, what's yours?", "intent": "ask"},
+    {"index": 3, "speaker": "persona", "text": "Sure, it's 555 0199.", "interest": 6, "comfort": 7, "shares_contact": True},
+]
+GRADES = {"sentence": "2.1", "reason": "Plain.", "score": 4}
+OUTCOME = {"reason": "She gave it.", "exchanged": "number", "sentence": "3.1", "next_meeting": False}
+
+
+def _judge(catalog, replies, prompt_dirs=None):
+    from evaluations.judge.evaluator import Judge
+    from evaluations.judge.rubric import load_rubric
+    from simulator.conversation.prompts import Prompts
+
+    rubric, rubric_hash = load_rubric()
+    model = ScriptedModel(replies, "judge")
+    return Judge(model, Prompts(prompt_dirs or catalog.prompt_dirs), rubric, rubric_hash), model, rubric
+
+
+async def test_the_judges_parts_begin_with_one_system_message_holding_the_rubric_and_the_transcript(catalog):
+    from evaluations.judge.graph import grade
+    from evaluations.judge.rubric import CONDITIONS
+
+    replies = [{"turns": [2]}, {c: GRADES for c in CONDITIONS}, {"flags": []}, OUTCOME]
+    judge, model, rubric = _judge(catalog, replies)
+    verdict = await grade({"turns": JUDGED, "setting": "supermarket", "persona": "unsure", "strategy": "common_interest"},
+                          judge, catalog)  # fmt: skip
+    assert verdict.status == "graded"
+    model.assert_used_up()
+    firsts = [r["messages"][0] for r in model.requests]
+    assert len(firsts) == 4 and firsts[0]["role"] == "system"
+    assert all(f == firsts[0] for f in firsts), "the judge's parts do not share their first message"
+    shared = firsts[0]["content"]
+    # Everything that does not change between episodes comes before the episode's own text, the transcript last.
+    statics = [a for c in rubric.conditions.values() for a in c.anchors.values()] + [f.description for f in rubric.flags.values()]
+    assert all(s in shared for s in statics)
+    assert max(shared.index(s) for s in statics) < shared.index("fruit aisle") < shared.index("[0.1] These peaches")
+    assert shared.rstrip().endswith("[3.1] Sure, it's 555 0199.")
+    questions = [r["messages"][1:] for r in model.requests]
+    assert all(len(q) == 1 and q[0]["role"] == "user" for q in questions)
+    assert not any("peaches" in q[0]["content"] or "555" in q[0]["content"] for q in questions)  # the transcript once
+
+
+async def test_a_judge_prompt_written_with_the_transcript_in_it_is_sent_alone(catalog, tmp_path):
+    """A --prompts-dir written for 0.2.0 puts the transcript in each part's own template: it is sent as it was, as one
+    user message, not after a second copy of the transcript."""
+    from evaluations.judge.evaluator import find_transitions
+
+    old = "Conversation:\n{{ transcript }}\nWhich practitioner turns move toward contact? Answer with JSON: {\"turns\": [...]}"
+    (tmp_path / "evaluator_transitions.j2").write_text(old)
+    judge, model, _ = _judge(catalog, [{"turns": [2]}], (tmp_path, *catalog.prompt_dirs))
+    ep = {"turns": JUDGED, "setting_entry": catalog.settings["supermarket"], "persona_entry": catalog.personas["unsure"]}
+    await find_transitions(judge, ep, [])
+    [messages] = [r["messages"] for r in model.requests]
+    assert [m["role"] for m in messages] == ["user"]
+    assert messages[0]["content"].count("[0.1] These peaches") == 1

@@ -22,7 +22,7 @@ from .rules import (citation_problem, contact_problem, contact_turns, evidence_t
 Score = Literal[1, 2, 3, 4, 5]
 _STRICT = ConfigDict(extra="forbid")
 REASON_CHARS = MAX_STRING_CHARS  # one sentence, with room; checked after parsing (strict schemas carry no length limits)
-PROMPTS = ("evaluator_transitions", "evaluator_transition", "evaluator_flags", "evaluator_outcome", "evaluator_fidelity")
+PROMPTS = ("evaluator", "evaluator_transitions", "evaluator_transition", "evaluator_flags", "evaluator_outcome", "evaluator_fidelity")
 
 
 def _short(text: str) -> str:
@@ -58,11 +58,21 @@ class Judge:
         """{hash: (name, text)} of the rubric and every evaluator prompt, for the store's provenance."""
         return judge_texts(self.prompts, self.rubric, self.rubric_hash)
 
-    async def ask(self, prompt: str, output_type: type[BaseModel], purpose: str, calls: list[Call], k: int, max_tokens: int,
+    def messages(self, ep: dict, part: str, **variables) -> list[dict]:
+        """A part's request: the system message every part of the episode shares (the rubric, then the episode and its
+        transcript: one prefix, which an endpoint's prefix cache serves after the first part), then the part's question.
+        A part's template that renders the transcript itself (as a --prompts-dir written for 0.2.0 does) is sent alone."""
+        context = {"setting": ep["setting_entry"], "persona": ep["persona_entry"], "transcript": numbered(ep["turns"])}
+        if "transcript" in self.prompts.variables(part):
+            return [{"role": "user", "content": self.prompts.render(part, **context, **variables)}]
+        shared = self.prompts.render("evaluator", conditions=self.rubric.conditions, flags=self.rubric.flags, **context)
+        return [{"role": "system", "content": shared}, {"role": "user", "content": self.prompts.render(part, **variables)}]
+
+    async def ask(self, messages: list[dict], output_type: type[BaseModel], purpose: str, calls: list[Call], k: int, max_tokens: int,
                   citable: dict[str, tuple[str, ...]] | None = None):
         """The answer as `output_type`; `citable` fills in the sentence ids each of its `_cited` fields may name."""
         return await structured(
-            self.model, [{"role": "user", "content": prompt}], output_type, role="evaluator", purpose=purpose,
+            self.model, messages, output_type, role="evaluator", purpose=purpose,
             calls=calls, reasks=self.reasks, seed=(self.seed * 7_919 + k * 16) % 2**31,
             temperature=self.temperature, max_tokens=max_tokens,
             schema=cited_schema(output_type, citable) if citable is not None else None,
@@ -179,15 +189,14 @@ async def grade_transition(judge: Judge, ep: dict, transition: dict, calls: list
     scope = {c: evidence_turns(turns, transition["turns"], c) for c in CONDITIONS}
     pending = list(CONDITIONS)
     for attempt in range(judge.reasks + 1):
-        prompt = judge.prompts.render(
-            "evaluator_transition", setting=ep["setting_entry"], persona=ep["persona_entry"], transcript=numbered(turns),
-            transition_turns=transition["turns"] or ["(none: grade the whole conversation)"],
+        messages = judge.messages(
+            ep, "evaluator_transition", transition_turns=transition["turns"] or ["(none: grade the whole conversation)"],
             conditions={c: judge.rubric.conditions[c] for c in pending}, scope={c: scope[c] for c in pending},
             feedback=feedback,
         )  # fmt: skip
         citable = {c: _ids(table, scope[c]) for c in pending}
         try:
-            answer = await judge.ask(prompt, _grades_model(tuple(pending)), "transition", calls, k + attempt, 800, citable)
+            answer = await judge.ask(messages, _grades_model(tuple(pending)), "transition", calls, k + attempt, 800, citable)
         except OutputError as e:
             return results | {c: _unscored(str(e)) for c in pending}
         feedback = []
@@ -226,10 +235,9 @@ async def grade_flags(judge: Judge, ep: dict, calls: list[Call], k: int) -> dict
     ids = _ids(table, practitioner)
     asked, raised, rejected, feedback = FLAGS, {}, {}, []
     for attempt in range(judge.reasks + 1):
-        prompt = judge.prompts.render("evaluator_flags", setting=ep["setting_entry"], transcript=numbered(turns),
-                                      flags={f: judge.rubric.flags[f] for f in asked}, feedback=feedback)  # fmt: skip
+        messages = judge.messages(ep, "evaluator_flags", flags={f: judge.rubric.flags[f] for f in asked}, feedback=feedback)
         try:
-            answer = await judge.ask(prompt, _flags_model(asked), "flags", calls, k + attempt, 400, {"flags": ids})
+            answer = await judge.ask(messages, _flags_model(asked), "flags", calls, k + attempt, 400, {"flags": ids})
         except OutputError as e:
             return {"status": "unscored", "reason": str(e), "raised": list(raised.values()), "rejected": list(rejected.values())}
         rejected = {}
@@ -255,9 +263,9 @@ async def grade_outcome(judge: Judge, ep: dict, calls: list[Call], k: int) -> di
     table = sentence_table(turns)
     persona = contact_turns(turns)
     for attempt in range(judge.reasks + 1):
-        prompt = judge.prompts.render("evaluator_outcome", setting=ep["setting_entry"], transcript=numbered(turns), feedback=feedback)
+        messages = judge.messages(ep, "evaluator_outcome", feedback=feedback)
         try:
-            answer = await judge.ask(prompt, _outcome_model(), "outcome", calls, k + attempt, 200,
+            answer = await judge.ask(messages, _outcome_model(), "outcome", calls, k + attempt, 200,
                                   {"outcome": _ids(table, persona)})
         except OutputError as e:
             return _unscored(str(e))
@@ -275,9 +283,9 @@ async def check_fidelity(judge: Judge, ep: dict, calls: list[Call], k: int) -> d
     """The optional judge check (`fidelity_judge`) of whether the persona stayed in character (rules run in the graph),
     on her own lines: a branch's kept prefix (`ep['kept']` turns) was said by the parent's persona."""
     lines = [t["text"] for t in ep["turns"] if t["speaker"] == "persona" and t["index"] >= ep.get("kept", 0)]
-    prompt = judge.prompts.render("evaluator_fidelity", persona=ep["persona_entry"], lines=lines)
+    messages = [{"role": "user", "content": judge.prompts.render("evaluator_fidelity", persona=ep["persona_entry"], lines=lines)}]
     try:
-        return (await judge.ask(prompt, _Fidelity, "fidelity", calls, k, 200)).model_dump() | {"status": "scored"}
+        return (await judge.ask(messages, _Fidelity, "fidelity", calls, k, 200)).model_dump() | {"status": "scored"}
     except OutputError as e:
         return _unscored(str(e))
 
@@ -288,8 +296,8 @@ async def find_transitions(judge: Judge, ep: dict, calls: list[Call]) -> dict:
     turns, unscored, judged = ep["turns"], [], []
     practitioner = tuple(t["index"] for t in turns if t["speaker"] == "practitioner")
     try:
-        prompt = judge.prompts.render("evaluator_transitions", setting=ep["setting_entry"], transcript=numbered(turns))
-        judged = sorted(set((await judge.ask(prompt, _transitions_model(practitioner), "transitions", calls, 0, 60)).turns))
+        messages = judge.messages(ep, "evaluator_transitions")
+        judged = sorted(set((await judge.ask(messages, _transitions_model(practitioner), "transitions", calls, 0, 60)).turns))
     except OutputError as e:
         unscored.append(f"transitions: {e}")
     found = transitions(turns, judged) or [{"turns": [], "turn": None, "ask_turn": None, "has_ask": False, "source": "none"}]

@@ -70,6 +70,10 @@ class Prompts:
         """The template's `text_hash`, as provenance records it."""
         return self._load(name)[4]
 
+    def variables(self, name: str) -> set[str]:
+        """The variables the template uses."""
+        return self._load(name)[2]
+
     def render(self, name: str, **variables) -> str:
         """The rendered template; a missing variable fails naming every missing one."""
         _, template, needed, path, _ = self._load(name)

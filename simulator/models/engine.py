@@ -28,10 +28,12 @@ def params(model: str, alias: str, port: int, slots: int, threads: int):
     p.cpuparams.n_threads = threads  # generation on every core (llama.cpp's default leaves some idle)
     p.cpuparams_batch.n_threads = threads
     p.verbosity = 0
-    # The prompt cache reuses a slot's KV for a shared prefix, but logits then differ in the last bits from a
-    # full prefill (llama.cpp documents it), and a sampled transcript with them. One slot without it is
-    # reproducible; several slots batch requests together and are not anyway, so they take the speed-up.
-    p.cache_prompt = slots > 1
+    # The prompt cache reuses a slot's KV for a shared prefix (the judge's parts share the rubric and the transcript:
+    # without it `nextstep run` took 53 s instead of 28). The logits then differ in their last bits from a full
+    # prefill (llama.cpp documents it), so what a slot held before a request can change a sampled answer: one slot
+    # is reproducible from a fresh engine, as every command that starts one has, not from whatever a long-lived
+    # `nextstep serve` last answered. Several slots batch requests together and are not reproducible anyway.
+    p.cache_prompt = True
     return p
 
 
