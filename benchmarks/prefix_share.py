@@ -9,7 +9,7 @@ caching, llama.cpp's slots and its host-memory prompt cache). Computed from the 
 the longest prefix its rendered messages share with any earlier request's: what an unbounded cache could serve,
 counted in characters (tokens follow characters closely within one prompt language). From a stored run, the share is
 the endpoint's own `cached_tokens` over `prompt_tokens`, per call kind. With --engine the captured prompts are sent
-in their order to the embedded engine (its default 2 slots) for one token each, no output constraint: its prefill,
+in their order to the embedded engine (2 slots) for one token each, no output constraint: its prefill,
 and so what its prompt cache serves, is the batch's, without waiting for a tiny model's answers.
 """
 

@@ -171,7 +171,7 @@ def test_a_server_that_dies_mid_batch_stops_the_batch_and_keeps_the_episode_in_f
     with Store(db) as store:
         episodes = store.episodes("dies")
         assert store.integrity_ok()
-    # one episode in flight per slot: each stored as failed; the third never started
+    # one episode in flight per slot: each stored as failed; the others never started
     assert len(episodes) == DEFAULT_SLOTS and all(e.status == "failed" for e in episodes)
     assert all("APIConnectionError" in e.error for e in episodes)
 
