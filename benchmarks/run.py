@@ -106,6 +106,16 @@ def scheduled_makespan(durations: list[float], slots: int) -> float:
     return max(free)
 
 
+def ideal_makespan(calls: list[int], path: list[int], latency: float, slots: int) -> float:
+    """The least time the batch can take with every call taking `latency` and at most `slots` requests in flight
+    (`--concurrency` counts requests, the judge's parts included): the longer of its own schedule of critical paths and
+    all its calls spread over the slots.
+
+    `ideal_makespan([4, 4], [2, 2], 1.0, 2)` -> 4.0 (its schedule alone says 2.0: each episode's parts at once).
+    """
+    return max(scheduled_makespan([k * latency for k in path], slots), sum(calls) * latency / slots)
+
+
 def dialogue_prompts(capture: Path, n: int) -> list[list[dict]]:
     """The first n distinct plain-text requests the toolkit sent: real practitioner and persona prompts."""
     prompts, seen = [], set()
@@ -191,12 +201,15 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
     cpu_ms = lambda r: 1000 * r["cpu_s"] / r["calls"]  # noqa: E731
     ideal_sum = sum(path) * plan.latency / plan.b1_concurrency
     ideal_sched = scheduled_makespan([k * plan.latency for k in path], plan.b1_concurrency)
+    ideal = ideal_makespan(calls, path, plan.latency, plan.b1_concurrency)
     check(results["b1"], n, total)
     lines = [
         "| figure | median | min | max | target |",
         "| --- | ---: | ---: | ---: | --- |",
+        row(f"B1 efficiency, ideal = the longer of scheduled makespan and Σ calls × {plan.latency} s / {plan.b1_concurrency}, "
+            f"/ measured (c={plan.b1_concurrency})", [ideal / r["wall_s"] for r in results["b1"]], "≥ 0.95", 3),
         row(f"B1 efficiency, ideal = scheduled makespan / measured (c={plan.b1_concurrency})",
-            [ideal_sched / r["wall_s"] for r in results["b1"]], "≥ 0.95", 3),
+            [ideal_sched / r["wall_s"] for r in results["b1"]], "", 3),
         row(f"B1 efficiency, ideal = Σ critical-path calls × {plan.latency} s / {plan.b1_concurrency} / measured",
             [ideal_sum / r["wall_s"] for r in results["b1"]], "", 3),
         row("B1 wall time, s", [r["wall_s"] for r in results["b1"]]),
@@ -267,7 +280,9 @@ def report(plan: Plan, results: dict, smoke: bool) -> str:
         f"- B1 ideal: the batch's own schedule (episodes start in grid order as one of the {plan.b1_concurrency} slots frees), "
         f"each episode as long as its critical path with every call taking exactly {plan.latency} s = {ideal_sched:.1f} s; "
         f"Σ critical-path calls × latency / {plan.b1_concurrency} = {ideal_sum:.1f} s ignores the tail of the last "
-        "episodes, so it is the stricter row.",
+        f"episodes. `--concurrency` counts requests in flight, the judge's parts included, so the batch also takes at "
+        f"least Σ calls × latency / {plan.b1_concurrency} = {sum(calls) * plan.latency / plan.b1_concurrency:.1f} s; "
+        f"the target row's ideal is the longer of the two, {ideal:.1f} s.",
         "- B2 bare loop: the request bodies the toolkit sent (captured at the stub, tagged per episode), sent the way "
         "the toolkit sends them: `client.post(\"/chat/completions\", body=..., cast_to=object)` on openai's aiohttp "
         "transport (`openai.DefaultAioHttpClient`), one episode's requests in the toolkit's order (the judge's parts at "

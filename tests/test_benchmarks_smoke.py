@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [
+    r"B1 efficiency, ideal = the longer of scheduled makespan",
     r"B1 efficiency, ideal = scheduled makespan",
     r"B1 efficiency, ideal = Σ critical-path calls",
     r"B2 c=64 toolkit / bare episodes/s",
@@ -43,6 +44,16 @@ def test_smoke_run_writes_every_row(tmp_path):
 def test_smoke_needs_an_output_path():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke"], capture_output=True, text=True)
     assert done.returncode == 2 and "--smoke needs --out" in done.stderr
+
+
+def test_the_b1_ideal_counts_every_request_against_the_concurrency_limit():
+    """Two episodes of 4 calls, each with its parts at once (a critical path of 2), 2 requests in flight, 1 s a call:
+    their schedule says 2 s, but the 8 calls take 2 slots at least 4 s."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import ideal_makespan
+
+    assert ideal_makespan([4, 4], [2, 2], 1.0, 2) == 4.0
+    assert ideal_makespan([2, 2, 2], [2, 2, 2], 1.0, 2) == 4.0  # here the schedule's tail is the longer: 3 calls of 2 s on 2 slots
 
 
 def test_the_bare_loop_replays_an_episode_in_the_toolkits_order():
