@@ -58,15 +58,20 @@ class Judge:
         """{hash: (name, text)} of the rubric and every evaluator prompt, for the store's provenance."""
         return judge_texts(self.prompts, self.rubric, self.rubric_hash)
 
+    def system(self, ep: dict) -> str:
+        """The system message every part of the episode shares: the rubric, then the episode and its transcript (one
+        prefix, which an endpoint's prefix cache serves after the first part)."""
+        return self.prompts.render("evaluator", conditions=self.rubric.conditions, flags=self.rubric.flags, **_context(ep))
+
     def messages(self, ep: dict, part: str, **variables) -> list[dict]:
-        """A part's request: the system message every part of the episode shares (the rubric, then the episode and its
-        transcript: one prefix, which an endpoint's prefix cache serves after the first part), then the part's question.
-        A part's template that renders the transcript itself (as a --prompts-dir written for 0.2.0 does) is sent alone."""
-        context = {"setting": ep["setting_entry"], "persona": ep["persona_entry"], "transcript": numbered(ep["turns"])}
+        """A part's request: the shared system message, rendered once into `ep['system']` for all the parts that share
+        `ep`, then the part's question. A part's template that renders the transcript itself (as a
+        --prompts-dir written for 0.2.0 does) is sent alone."""
         if "transcript" in self.prompts.variables(part):
-            return [{"role": "user", "content": self.prompts.render(part, **context, **variables)}]
-        shared = self.prompts.render("evaluator", conditions=self.rubric.conditions, flags=self.rubric.flags, **context)
-        return [{"role": "system", "content": shared}, {"role": "user", "content": self.prompts.render(part, **variables)}]
+            return [{"role": "user", "content": self.prompts.render(part, **_context(ep), **variables)}]
+        if "system" not in ep:
+            ep["system"] = self.system(ep)
+        return [{"role": "system", "content": ep["system"]}, {"role": "user", "content": self.prompts.render(part, **variables)}]
 
     async def ask(self, messages: list[dict], output_type: type[BaseModel], purpose: str, calls: list[Call], k: int, max_tokens: int,
                   citable: dict[str, tuple[str, ...]] | None = None):
@@ -83,6 +88,10 @@ class Judge:
 # is costly). The sentences that may be cited differ with every transcript: they go into the schema sent (`cited_schema`),
 # not into the model, so no model is built per call.
 _IDS = "ids of "  # a `_cited` field's enum is one placeholder, `_IDS + key`, until `cited_schema` fills it in
+
+
+def _context(ep: dict) -> dict:
+    return {"setting": ep["setting_entry"], "persona": ep["persona_entry"], "transcript": numbered(ep["turns"])}
 
 
 def _one_of(values: tuple):

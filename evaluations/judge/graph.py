@@ -121,32 +121,41 @@ async def _assign(state: State, config: RunnableConfig) -> list[Send] | str:
     return sends or "verdict"
 
 
+def _episode(branch: dict, config: RunnableConfig) -> dict:
+    """The episode as a judge's steps read it: with its setting's and persona's catalog entries, and the system message
+    its parts share once the transitions step has rendered it (carried in the parts' branches: rendered once a judge)."""
+    catalog, episode = config["configurable"]["catalog"], branch["episode"]
+    entries = {"setting_entry": catalog.settings[episode["setting"]], "persona_entry": catalog.personas[episode["persona"]]}
+    return episode | entries | ({"system": branch["system"]} if "system" in branch else {})
+
+
+async def _answer(step: str, ask: Callable[..., Awaitable[dict]], branch: dict, config: RunnableConfig, ep: dict) -> dict:
+    """One judge's grading step, `ask(judge, ep, calls, branch)`: its answer or the endpoint's error, as a Part."""
+    judge, calls = _judges(config)[branch["judge"]], []
+    part: Part = {"judge": branch["judge"], "step": step, "n": branch.get("n", 0)}
+    try:
+        part["value"] = await ask(judge, ep, calls, branch)
+    except ModelError as e:  # OutputError never gets here: each step turns it into 'unscored'
+        part["error"] = str(e)
+    return {"parts": [part | {"calls": calls}]}
+
+
 def _step(step: str, ask: Callable[..., Awaitable[dict]]):
-    """A node for one judge's grading step, `ask(judge, episode, calls, branch)`: its answer or the endpoint's error is a Part."""
+    """A node for one judge's grading step (see _answer)."""
 
     async def node(branch: dict, config: RunnableConfig) -> dict:
-        judge, catalog, calls = _judges(config)[branch["judge"]], config["configurable"]["catalog"], []
-        episode = branch["episode"]
-        ep = episode | {"setting_entry": catalog.settings[episode["setting"]], "persona_entry": catalog.personas[episode["persona"]]}
-        part: Part = {"judge": branch["judge"], "step": step, "n": branch.get("n", 0)}
-        try:
-            part["value"] = await ask(judge, ep, calls, branch)
-        except ModelError as e:  # OutputError never gets here: each step turns it into 'unscored'
-            part["error"] = str(e)
-        return {"parts": [part | {"calls": calls}]}
+        return await _answer(step, ask, branch, config, _episode(branch, config))
 
     return node
-
-
-_find = _step("transitions", lambda j, ep, calls, _: find_transitions(j, ep, calls))
 
 
 async def _transitions(branch: dict, config: RunnableConfig) -> Command:
     """One judge finds the transitions, then every part of its verdict goes on a branch of its own. After an endpoint
     error the parts still run, failing at once (see _Failfast), so that every judge's branches end together."""
-    update = await _find(branch, config)
+    ep = _episode(branch, config)
+    update = await _answer("transitions", lambda j, ep, calls, _: find_transitions(j, ep, calls), branch, config, ep)
     [part] = update["parts"]
-    b = {"episode": branch["episode"], "judge": branch["judge"]}
+    b = {"episode": branch["episode"], "judge": branch["judge"]} | ({"system": ep["system"]} if "system" in ep else {})
     found = part["value"]["transitions"] if "value" in part else []
     return Command(update=update, goto=[Send("transition", b | {"n": n, "transition": t}) for n, t in enumerate(found)]
                    + [Send("flags", b), Send("outcome", b)]
