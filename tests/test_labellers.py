@@ -41,9 +41,9 @@ def files(tmp_path):
 #   kappa 1 - (1/12)/(13/36) = 10/13.
 # rude (1,1) (0,0) (0,1) (0,0): observed 3/4, chance 1/4*2/4 + 3/4*2/4 = 1/2, kappa 1/2; nervous: ana alone, kappa 0.
 # exchanged: number=number, none=none, none=none, email!=number: 3/4.
-EXPECTED = {"timing": {"n": 4, "applicable_agree": 1.0, "exact": 0.5, "within_1": 0.75, "kappa": round(5 / 11, 3)},
-            "agenda_clarity": {"n": 3, "applicable_agree": 0.75, "exact": round(2 / 3, 3), "within_1": 1.0,
-                               "kappa": round(10 / 13, 3)}}  # fmt: skip
+EXPECTED = {"timing": {"n": 4, "applicable_agree": 1.0, "exact": 0.5, "within_1": 0.75, "kappa": pytest.approx(5 / 11)},
+            "agenda_clarity": {"n": 3, "applicable_agree": 0.75, "exact": pytest.approx(2 / 3), "within_1": 1.0,
+                               "kappa": pytest.approx(10 / 13)}}  # fmt: skip
 
 
 def test_two_labellers_agreement_by_hand(files):
@@ -68,7 +68,7 @@ def test_agreement_command(files):
     assert [x for x in row.replace("│", " ").split()][1:] == ["4", "1.000", "0.500", "0.750", "0.455"]  # kappa 5/11
     assert max(len(x) for x in out.splitlines()) <= 80
     done = nextstep("agreement", *map(str, files), "--json")
-    assert json.loads(done.stdout)["conditions"]["agenda_clarity"]["kappa"] == round(10 / 13, 3)
+    assert json.loads(done.stdout)["conditions"]["agenda_clarity"]["kappa"] == pytest.approx(10 / 13)
 
 
 def test_agreement_command_bad_input(files, tmp_path):

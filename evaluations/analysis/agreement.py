@@ -73,7 +73,8 @@ def panel_next_meeting(verdicts: list[Verdict]) -> bool | None:
 
 
 def _nan_to_none(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else round(x, 3)
+    """NaN (undefined) as None; the value itself unrounded: whoever shows it rounds it once."""
+    return None if x is None or math.isnan(x) else float(x)
 
 
 def judge_alpha(verdicts_per_episode: list[list[Verdict]]) -> dict[str, float | None]:
