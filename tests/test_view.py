@@ -78,7 +78,8 @@ def store(tmp_path_factory):
         del os.environ["NEXTSTEP_VIEW_TEST_KEY"]
     assert f"Bearer {KEY}" in stub.authorizations  # the batch used the key the pages must never show
     with Store(db) as s:
-        e = next(x for x in s.episodes(run_id) if x.persona == "aloof" and x.verdicts and x.verdicts[0].transitions)
+        e = next(x for x in sorted(s.episodes(run_id), key=lambda x: x.strategy)  # the same one whichever finished first
+                 if x.persona == "aloof" and x.verdicts and x.verdicts[0].transitions)  # fmt: skip
         turn = next(t for t in e.turns if t.speaker == "persona")
         turns = [t.model_copy(update={"text": XSS}) if t.index == turn.index else t for t in e.turns]
         verdicts = []
@@ -228,7 +229,9 @@ def test_xss_renders_as_text_in_the_browser(store, site, browser):
     page = browser.new_page()
     page.goto(f"{site}/episode/{store[2]}")
     assert page.evaluate("window.pwned") is None
-    assert XSS in page.inner_text("#turn-" + page.eval_on_selector("[data-cites]", "e => e.closest('.turn').id")[5:])
+    # The sentence agenda_clarity cites (the page's first citation may be another grade's, in an earlier turn).
+    gid = page.locator("tr.grade", has_text="agenda_clarity").first.get_attribute("data-grade")
+    assert XSS in page.inner_text("#" + page.eval_on_selector(f"[data-cites~='{gid}']", "e => e.closest('.turn').id"))
     assert page.locator("img").count() == 0
 
 
