@@ -112,6 +112,24 @@ async def test_the_judges_parts_begin_with_one_system_message_holding_the_rubric
     assert not any("peaches" in q[0]["content"] or "555" in q[0]["content"] for q in questions)  # the transcript once
 
 
+async def test_the_judges_shared_message_is_rendered_once_for_all_its_parts(catalog, monkeypatch):
+    """Issue 28: the four parts (and their re-asks) send one system message; it is rendered once a judge and episode,
+    in the transitions step, not again by every part (about 0.1 ms each)."""
+    from evaluations.judge.graph import grade
+    from evaluations.judge.rubric import CONDITIONS
+    from simulator.conversation.prompts import Prompts
+
+    rendered = []
+    render = Prompts.render
+    monkeypatch.setattr(Prompts, "render", lambda self, name, **v: rendered.append(name) or render(self, name, **v))
+    replies = [{"turns": [2]}, {c: GRADES for c in CONDITIONS}, {"flags": []}, OUTCOME]
+    judge, model, _ = _judge(catalog, replies)
+    verdict = await grade({"turns": JUDGED, "setting": "supermarket", "persona": "unsure", "strategy": "common_interest"},
+                          judge, catalog)  # fmt: skip
+    assert verdict.status == "graded" and len(model.requests) == 4
+    assert rendered.count("evaluator") == 1
+
+
 async def test_a_judge_prompt_written_with_the_transcript_in_it_is_sent_alone(catalog, tmp_path):
     """A --prompts-dir written for 0.2.0 puts the transcript in each part's own template: it is sent as it was, as one
     user message, not after a second copy of the transcript."""
