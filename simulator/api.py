@@ -157,12 +157,12 @@ class BatchResult:
 
 
 def plan_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,
-               config_file: Path | None = None, **config_flags) -> tuple[Experiment, list[Cell], dict]:
+               config_file: Path | None = None, rubric_file: Path | None = None, **config_flags) -> tuple[Experiment, list[Cell], dict]:
     """What `run_batch` with these arguments would run, nothing run: (grid, cells, bound on calls and tokens)."""
     from simulator.runs.batch import plan_grid
 
     resume = resume and resolve_run(resume, db)
-    return plan_grid(experiment, db=db, resume=resume, config_file=config_file, **config_flags)
+    return plan_grid(experiment, db=db, resume=resume, config_file=config_file, rubric_file=rubric_file, **config_flags)
 
 
 def run_batch(experiment: Experiment | dict | Path | None = None, *, resume: str | None = None, db: Path | str = DB,

@@ -128,16 +128,27 @@ def test_max_cost_stops_scheduling_and_needs_a_known_price(tmp_path):
 
 
 def test_dry_run_prices_its_bound_and_a_typical_batch(tmp_path):
+    """The judge's calls are priced at their own size: the shared system message here is 400 characters (100 tokens),
+    its transcript 2 lines a round of 48 tokens, its question 150 tokens. By hand, over 3 cells of 2 rounds and 1 judge:
+    typically 8 conversation calls a cell (2 roles x 2 calls x 2 rounds) at 400 + 100 tokens, and 4 judge calls (the
+    transitions, one transition, the flags, the outcome) at 100 + 2 x 2 x 48 + 150 = 442 + 100; at most 3 tries each,
+    24 conversation calls a cell and 3 + 3 x 9 = 30 judge calls."""
     (tmp_path / "prices.toml").write_text(PRICES)
-    result = nextstep("batch", "--dry-run", *GRID, "--base-url", "http://127.0.0.1:1/v1", "--model", "stub", cwd=tmp_path)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "evaluator.j2").write_text("x" * 400)
+    args = ["batch", "--dry-run", *GRID, "--prompts-dir", "p"]
+    result = nextstep(*args, "--base-url", "http://127.0.0.1:1/v1", "--model", "stub", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    at_most = int(re.search(r"at most ([\d,]+) LLM calls", result.stdout).group(1).replace(",", ""))
-    tokens = int(re.search(r"roughly ([\d,]+) tokens", result.stdout).group(1).replace(",", ""))
-    per_call = (400 * 1.0 + 100 * 2.0) / 1e6  # 500 tokens a call, 400 of them prompt, none cached
-    assert f"cost: at most ${at_most * per_call:.2f} if every re-ask happens, typically ${tokens / 500 * per_call:.2f}" in result.stdout
-    unpriced = nextstep("batch", "--dry-run", *GRID, "--base-url", "http://127.0.0.1:1/v1", "--model", "other", cwd=tmp_path)
+    out = " ".join(result.stdout.split())
+    assert f"at most {3 * (24 + 30) + 1} LLM calls" in out
+    assert f"roughly {3 * (8 * 500 + 4 * 542) + 500:,} tokens" in out  # and the test call
+    talk, judge = (400 * 1.0 + 100 * 2.0) / 1e6, (442 * 1.0 + 100 * 2.0) / 1e6  # $1 and $2 a million, none cached
+    at_most, typical = 3 * (24 * talk + 30 * judge), 3 * (8 * talk + 4 * judge)
+    assert f"cost: at most ${at_most:.2f} if every re-ask happens, typically ${typical:.2f}" in out
+    assert "500 tokens a conversation call and 542 a judge's" in out
+    unpriced = nextstep(*args, "--base-url", "http://127.0.0.1:1/v1", "--model", "other", cwd=tmp_path)
     assert "cost: at most unknown" in unpriced.stdout
-    local = nextstep("batch", "--dry-run", *GRID, cwd=tmp_path)
+    local = nextstep(*args, cwd=tmp_path)
     assert "cost: at most $0 if every re-ask happens, typically $0" in local.stdout
 
 

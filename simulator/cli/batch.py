@@ -25,8 +25,10 @@ def print_plan(grid, cells: list, e: dict) -> None:
     """The dry run: the bound on calls first, the settings that shape an episode, then the cells with their seeds."""
     console.print(f"{e['episodes']} episodes; at most {e['calls_at_most']:,} LLM calls (every possible re-ask counted, and "
                   f"{e['test_calls']} test call(s), one per distinct model), roughly {e['tokens_roughly']:,} tokens")
+    judge = f" and {e['judge_call_tokens']:,} a judge's, its rubric included" if e["judge_call_tokens"] else ""
     console.print(f"cost: at most {money(e['cost_at_most'])} if every re-ask happens, typically {money(e['cost_roughly'])} "
-                  "(at roughly 500 tokens a call, none from a cache; unknown: a model has no price, see --prices)")
+                  f"(at roughly 500 tokens a conversation call{judge}, none from a cache; unknown: a model has no price, "
+                  "see --prices)")
     console.print(f"max_turns {grid.max_turns} · temperature {grid.temperature} · judges {grid.judges} · reasks {e['reasks']}")
     table = Table(title="cells", title_justify="left")
     for column in ("cell", "reps", "seeds"):
@@ -72,7 +74,7 @@ def batch(
     grid = api.grid(experiment, settings=settings, personas=personas, strategies=strategies, profiles=profiles, reps=reps,
                     seed=seed, max_turns=max_turns, temperature=temperature, judges=judges)  # fmt: skip
     if dry_run:
-        return print_plan(*api.plan_batch(grid, resume=resume, db=db, **config))
+        return print_plan(*api.plan_batch(grid, resume=resume, db=db, rubric_file=rubric_file, **config))
     seen: list[api.Progress] = []  # the batch's counters, to say after Ctrl-C what was stored and how to go on
     try:
         with progress_bar(console, "episodes") as show:

@@ -19,6 +19,7 @@ from .episode import PersonaState, PractitionerLabel, fidelity_problems, outcome
 from .prompts import Prompts
 
 OPENING_CUE = "(You notice them nearby. Start the conversation.)"
+LINE_TOKENS = 48  # the most tokens a line of dialogue is asked for
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Context:
     temperature: float = 0.7
     max_turns: int = 8
     reasks: int = 2
-    max_tokens: int = 48
+    max_tokens: int = LINE_TOKENS
     evaluate: Evaluator | None = None  # graded after `finish` when given; the graph must be built with its .graph
     person: str | None = None  # 'practitioner' or 'persona' when a person plays that role (`nextstep play`)
     kept: int = 0  # a branch's continuation: how many turns are the parent's stored prefix (not judged here)

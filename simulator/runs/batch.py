@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.conversation.catalog import Catalog, entry_hash, load_catalog
-from simulator.conversation.graph import Context, Scenario
+from simulator.conversation.graph import LINE_TOKENS, Context, Scenario
 from simulator.conversation.prompts import SIMULATION_PROMPTS, Prompts
 from simulator.conversation.episode import max_rounds
 from simulator.conversation.runner import crashed_episode, run_episode
@@ -79,41 +79,51 @@ def expand(exp: Experiment) -> list[Cell]:
     return cells
 
 
-# What a dry run assumes a call takes: 500 tokens, 400 of them prompt (the embedded default batch spends about 4 prompt
-# tokens per completion token: benchmarks/B5.md), none served from a cache.
+# What a dry run assumes a conversation call takes: 500 tokens, 400 of them prompt (the embedded default batch spends
+# about 4 prompt tokens per completion token: benchmarks/B5.md), none served from a cache. A judge's call carries the
+# rubric as well: its prompt is estimated from the rendered prompt (`judge_prompt`).
 CALL_PROMPT_TOKENS, CALL_COMPLETION_TOKENS = 400, 100
 
 
 def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog,
-             prices: dict | None = None, test_calls: int = 0) -> dict:
-    """A true upper bound on calls, tokens at roughly 500 a call if nothing is re-asked, and their cost at most and then.
+             prices: dict | None = None, test_calls: int = 0, judge_prompt: Callable[[Cell, int], int] | None = None) -> dict:
+    """A true upper bound on calls; tokens, roughly, if nothing is re-asked; and their cost at most and then.
 
     A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
     each tried up to reasks + 1 times; a cell has at most `max_rounds` rounds (one more where its strategy has a
     parting line); `judge_max_calls(rounds, reasks)` bounds one judge on one episode of that many rounds.
+    A conversation call is taken as CALL_PROMPT_TOKENS of prompt, a judge's as `judge_prompt(cell, rounds)` (the same
+    when not given), each with CALL_COMPLETION_TOKENS of answer.
     `prices` ({'practitioner', 'persona', 'evaluators'}: a Price or None each) prices the calls, judge j at evaluator
     model j modulo their number; a cost is None if a role's price is unknown (or no prices are given). `test_calls`
     are the preflight's, one per distinct model, made once before the episodes: counted in calls and tokens.
     """
     rounds = [max_rounds(exp.max_turns, catalog.strategies[c.scenario.strategy].parting is not None) for c in cells]
+    judged = [judge_prompt(c, r) if judge_prompt else CALL_PROMPT_TOKENS for c, r in zip(cells, rounds)]
 
-    def calls(tries: int) -> dict[str, int]:
-        """Calls per role over the grid."""
-        per_role = {"practitioner": sum(2 * tries * r for r in rounds), "persona": sum(2 * tries * r for r in rounds)}
-        return per_role | {f"judge {j}": sum(judge_max_calls(r, tries - 1) for r in rounds) for j in range(exp.judges)}
+    def calls(tries: int) -> dict[str, list[tuple[int, int]]]:
+        """Per role, (calls, prompt tokens a call) of each cell."""
+        talk = [(2 * tries * r, CALL_PROMPT_TOKENS) for r in rounds]
+        judge = [(judge_max_calls(r, tries - 1), p) for r, p in zip(rounds, judged)]
+        return {"practitioner": talk, "persona": talk} | {f"judge {j}": judge for j in range(exp.judges)}
 
-    def cost(per_role: dict[str, int]) -> float | None:
+    def count(per_role: dict) -> int:
+        return sum(n for cells in per_role.values() for n, _ in cells)
+
+    def cost(per_role: dict) -> float | None:
         if prices is None:
             return None
         evaluators = prices["evaluators"]
         by_role = {role: prices[role] if role in prices else evaluators[int(role.split()[1]) % len(evaluators)] for role in per_role}
         if any(p is None for p in by_role.values()):
             return None
-        return sum(n * by_role[r].cost(CALL_PROMPT_TOKENS, 0, CALL_COMPLETION_TOKENS) for r, n in per_role.items())
+        return sum(n * by_role[r].cost(p, 0, CALL_COMPLETION_TOKENS) for r, cells in per_role.items() for n, p in cells)
 
     at_most, typical = calls(reasks + 1), calls(1)
-    return {"episodes": len(cells), "reasks": reasks, "test_calls": test_calls, "calls_at_most": sum(at_most.values()) + test_calls,
-            "tokens_roughly": (sum(typical.values()) + test_calls) * (CALL_PROMPT_TOKENS + CALL_COMPLETION_TOKENS),
+    tokens = sum(n * (p + CALL_COMPLETION_TOKENS) for cells in typical.values() for n, p in cells)
+    return {"episodes": len(cells), "reasks": reasks, "test_calls": test_calls, "calls_at_most": count(at_most) + test_calls,
+            "tokens_roughly": tokens + test_calls * (CALL_PROMPT_TOKENS + CALL_COMPLETION_TOKENS),
+            "judge_call_tokens": round(sum(judged) / len(judged)) + CALL_COMPLETION_TOKENS if exp.judges and cells else None,
             "cost_at_most": cost(at_most), "cost_roughly": cost(typical)}  # fmt: skip
 
 
@@ -490,16 +500,28 @@ def _prepare(experiment, db, resume: str | None, config: Config | None, config_f
 
 
 def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | str = "nextstep.db", resume: str | None = None,
-              config_file: Path | None = None, **config_flags) -> tuple[Experiment, list[Cell], dict]:
+              config_file: Path | None = None, rubric_file: Path | None = None, **config_flags) -> tuple[Experiment, list[Cell], dict]:
     """The dry run of `run_grid` with the same arguments: the grid as it would run, its cells, and `estimate`."""
-    from evaluations.judge.evaluator import judge_max_calls
+    from evaluations.judge.evaluator import judge_max_calls, judge_prompt_tokens
+    from evaluations.judge.rubric import load_rubric
 
     experiment, _, (config, _), catalog = _prepare(experiment, db, resume, None, config_file, config_flags)
     cells = expand(experiment)
     roles = role_models(config)
     models = {roles["practitioner"], roles["persona"], *roles["evaluators"][: experiment.judges]}
+    judge_prompt = None
+    if experiment.judges:
+        prompts, (rubric, _) = Prompts(catalog.prompt_dirs), load_rubric(rubric_file, config.prompts_dir)
+
+        @functools.cache  # rendered once per setting, persona and length, not per cell
+        def tokens(setting: str, persona: str, rounds: int) -> int:
+            return judge_prompt_tokens(prompts, rubric, catalog.settings[setting], catalog.personas[persona], rounds, LINE_TOKENS)
+
+        def judge_prompt(cell: Cell, rounds: int) -> int:
+            return tokens(cell.scenario.setting, cell.scenario.persona, rounds)
+
     return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog, role_prices(config),
-                                       len(models) if cells else 0)
+                                       len(models) if cells else 0, judge_prompt)
 
 
 def run_grid_sync(*args, **kwargs) -> str:
