@@ -87,3 +87,31 @@ def test_an_interrupt_inside_a_string_exec_still_exits_130(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "interrupted_cli", "interrupted"], capture_output=True, text=True, env=env)
     assert (result.returncode, result.stderr) == (130, "nextstep: interrupted\n")
+
+
+IN_A_TASK = """
+import asyncio
+from simulator.api import _wait
+from simulator.cli.app import app, main
+
+async def child():
+    raise KeyboardInterrupt  # as Ctrl-C or SIGTERM landing while an episode's task runs
+
+async def batch():
+    await asyncio.gather(child(), asyncio.sleep(1))
+
+@app.command()
+def interrupted() -> None:
+    _wait(batch())
+
+main()
+"""
+
+
+def test_an_interrupt_inside_a_task_is_reported_once(tmp_path):
+    """The interrupt also ends the task that awaited the interrupted one, and asyncio logged that task's exception as
+    'never retrieved', a traceback after 'interrupted' (a Ray batch's SIGTERM test met it in CI)."""
+    (tmp_path / "in_a_task.py").write_text(IN_A_TASK)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "in_a_task", "interrupted"], capture_output=True, text=True, env=env)
+    assert (result.returncode, result.stderr) == (130, "nextstep: interrupted\n")

@@ -41,6 +41,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # no credential in any log line, whichever module logs it
         handler.addFilter(RedactingFilter())
+    logging.getLogger("asyncio").addFilter(_not_the_interrupt)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind (and stop servers) on SIGTERM too
     command = typer.main.get_command(app)
     try:
@@ -56,6 +57,12 @@ def main() -> None:
     if code == 130:  # typer returns 130 for a KeyboardInterrupt inside a command
         _fail("interrupted", 130)
     _exit(code if isinstance(code, int) else 0)
+
+
+def _not_the_interrupt(record: logging.LogRecord) -> bool:
+    """An interrupt that lands while a task runs ends the task awaiting it too, which asyncio logs as an exception
+    'never retrieved' once that task is collected; the command has said "interrupted" already."""
+    return not (record.exc_info and issubclass(record.exc_info[0], KeyboardInterrupt))
 
 
 def _fail(message: str, code: int) -> None:
