@@ -320,6 +320,9 @@ async def grade_found(judge: Judge, ep: dict, transition: dict, calls: list[Call
     return transition | {"conditions": conditions, "timing_objective": objective_timing(ep["turns"], ask) if ask is not None else None}
 
 
+QUESTION_TOKENS = 150  # a part's question and a re-ask's feedback, roughly
+
+
 def judge_prompt_tokens(prompts: Prompts, rubric: Rubric, setting, persona, rounds: int, line_tokens: int) -> int:
     """Roughly the prompt of one judge call on an episode of `rounds` rounds, for a dry run's cost: the shared system
     message for this setting and stranger with no transcript (characters / 4), the transcript at two lines a round of
@@ -327,9 +330,6 @@ def judge_prompt_tokens(prompts: Prompts, rubric: Rubric, setting, persona, roun
     system = prompts.render("evaluator", conditions=rubric.conditions, flags=rubric.flags, setting=setting, persona=persona,
                             transcript="")  # fmt: skip
     return len(system) // 4 + 2 * rounds * line_tokens + QUESTION_TOKENS
-
-
-QUESTION_TOKENS = 150  # a part's question and a re-ask's feedback, roughly
 
 
 def judge_max_calls(rounds: int, reasks: int, fidelity_judge: bool = False) -> int:
