@@ -59,9 +59,8 @@ class Judge:
         return judge_texts(self.prompts, self.rubric, self.rubric_hash)
 
     def system(self, ep: dict) -> str:
-        """The system message every part of the episode shares: the rubric, then the episode and its transcript (one
-        prefix, which an endpoint's prefix cache serves after the first part)."""
-        return self.prompts.render("evaluator", conditions=self.rubric.conditions, flags=self.rubric.flags, **_context(ep))
+        """The system message every part of the episode shares (see `shared_system`)."""
+        return shared_system(self.prompts, self.rubric, **_context(ep))
 
     def messages(self, ep: dict, part: str, **variables) -> list[dict]:
         """A part's request: the shared system message, rendered once into `ep['system']` for all the parts that share
@@ -88,6 +87,13 @@ class Judge:
 # is costly). The sentences that may be cited differ with every transcript: they go into the schema sent (`cited_schema`),
 # not into the model, so no model is built per call.
 _IDS = "ids of "  # a `_cited` field's enum is one placeholder, `_IDS + key`, until `cited_schema` fills it in
+
+
+def shared_system(prompts: Prompts, rubric: Rubric, setting, persona, transcript: str) -> str:
+    """The judge's system message for an episode: the rubric, then the episode's setting, stranger and transcript (one
+    prefix, which an endpoint's prefix cache serves after the first part)."""
+    return prompts.render("evaluator", conditions=rubric.conditions, flags=rubric.flags, setting=setting, persona=persona,
+                          transcript=transcript)  # fmt: skip
 
 
 def _context(ep: dict) -> dict:
@@ -327,9 +333,7 @@ def judge_prompt_tokens(prompts: Prompts, rubric: Rubric, setting, persona, roun
     """Roughly the prompt of one judge call on an episode of `rounds` rounds, for a dry run's cost: the shared system
     message for this setting and stranger with no transcript (characters / 4), the transcript at two lines a round of
     `line_tokens` each (the lines' cap), and the part's question (`QUESTION_TOKENS`)."""
-    system = prompts.render("evaluator", conditions=rubric.conditions, flags=rubric.flags, setting=setting, persona=persona,
-                            transcript="")  # fmt: skip
-    return len(system) // 4 + 2 * rounds * line_tokens + QUESTION_TOKENS
+    return len(shared_system(prompts, rubric, setting, persona, "")) // 4 + 2 * rounds * line_tokens + QUESTION_TOKENS
 
 
 def judge_max_calls(rounds: int, reasks: int, fidelity_judge: bool = False) -> int:
