@@ -86,20 +86,21 @@ CALL_PROMPT_TOKENS, CALL_COMPLETION_TOKENS = 400, 100
 
 
 def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog,
-             prices: dict | None = None, test_calls: int = 0, judge_prompt: Callable[[Cell, int], int] | None = None) -> dict:
+             prices: dict | None = None, test_calls: int = 0, judge_prompt: Callable[[str, str, int], int] | None = None) -> dict:
     """A true upper bound on calls; tokens, roughly, if nothing is re-asked; and their cost at most and then.
 
     A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
     each tried up to reasks + 1 times; a cell has at most `max_rounds` rounds (one more where its strategy has a
     parting line); `judge_max_calls(rounds, reasks)` bounds one judge on one episode of that many rounds.
-    A conversation call is taken as CALL_PROMPT_TOKENS of prompt, a judge's as `judge_prompt(cell, rounds)` (the same
-    when not given), each with CALL_COMPLETION_TOKENS of answer.
+    A conversation call is taken as CALL_PROMPT_TOKENS of prompt, a judge's as `judge_prompt(setting, persona, rounds)`
+    (the same when not given), each with CALL_COMPLETION_TOKENS of answer.
     `prices` ({'practitioner', 'persona', 'evaluators'}: a Price or None each) prices the calls, judge j at evaluator
     model j modulo their number; a cost is None if a role's price is unknown (or no prices are given). `test_calls`
     are the preflight's, one per distinct model, made once before the episodes: counted in calls and tokens.
     """
     rounds = [max_rounds(exp.max_turns, catalog.strategies[c.scenario.strategy].parting is not None) for c in cells]
-    judged = [judge_prompt(c, r) if judge_prompt else CALL_PROMPT_TOKENS for c, r in zip(cells, rounds)]
+    judged = [judge_prompt(c.scenario.setting, c.scenario.persona, r) if judge_prompt else CALL_PROMPT_TOKENS
+              for c, r in zip(cells, rounds)]  # fmt: skip
 
     def calls(tries: int) -> dict[str, list[tuple[int, int]]]:
         """Per role, (calls, prompt tokens a call) of each cell."""
@@ -502,26 +503,29 @@ def _prepare(experiment, db, resume: str | None, config: Config | None, config_f
 def plan_grid(experiment: Experiment | dict | Path | None = None, *, db: Path | str = "nextstep.db", resume: str | None = None,
               config_file: Path | None = None, rubric_file: Path | None = None, **config_flags) -> tuple[Experiment, list[Cell], dict]:
     """The dry run of `run_grid` with the same arguments: the grid as it would run, its cells, and `estimate`."""
-    from evaluations.judge.evaluator import judge_max_calls, judge_prompt_tokens
-    from evaluations.judge.rubric import load_rubric
+    from evaluations.judge.evaluator import judge_max_calls
 
     experiment, _, (config, _), catalog = _prepare(experiment, db, resume, None, config_file, config_flags)
     cells = expand(experiment)
     roles = role_models(config)
     models = {roles["practitioner"], roles["persona"], *roles["evaluators"][: experiment.judges]}
-    judge_prompt = None
-    if experiment.judges:
-        prompts, (rubric, _) = Prompts(catalog.prompt_dirs), load_rubric(rubric_file, config.prompts_dir)
-
-        @functools.cache  # rendered once per setting, persona and length, not per cell
-        def tokens(setting: str, persona: str, rounds: int) -> int:
-            return judge_prompt_tokens(prompts, rubric, catalog.settings[setting], catalog.personas[persona], rounds, LINE_TOKENS)
-
-        def judge_prompt(cell: Cell, rounds: int) -> int:
-            return tokens(cell.scenario.setting, cell.scenario.persona, rounds)
-
+    judge_prompt = _judge_prompt(catalog, rubric_file, config.prompts_dir) if experiment.judges else None
     return experiment, cells, estimate(experiment, cells, config.reasks, judge_max_calls, catalog, role_prices(config),
                                        len(models) if cells else 0, judge_prompt)
+
+
+def _judge_prompt(catalog: Catalog, rubric_file: Path | None, prompts_dir: Path | None) -> Callable[[str, str, int], int]:
+    """A judge call's prompt tokens, roughly, by setting, persona and rounds (`judge_prompt_tokens`), each rendered once."""
+    from evaluations.judge.evaluator import judge_prompt_tokens
+    from evaluations.judge.rubric import load_rubric
+
+    prompts, (rubric, _) = Prompts(catalog.prompt_dirs), load_rubric(rubric_file, prompts_dir)
+
+    @functools.cache
+    def tokens(setting: str, persona: str, rounds: int) -> int:
+        return judge_prompt_tokens(prompts, rubric, catalog.settings[setting], catalog.personas[persona], rounds, LINE_TOKENS)
+
+    return tokens
 
 
 def run_grid_sync(*args, **kwargs) -> str:
