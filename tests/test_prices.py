@@ -128,11 +128,12 @@ def test_max_cost_stops_scheduling_and_needs_a_known_price(tmp_path):
 
 
 def test_dry_run_prices_its_bound_and_a_typical_batch(tmp_path):
-    """The judge's calls are priced at their own size: the shared system message here is 400 characters (100 tokens),
-    its transcript 2 lines a round of 48 tokens, its question 150 tokens. By hand, over 3 cells of 2 rounds and 1 judge:
-    typically 8 conversation calls a cell (2 roles x 2 calls x 2 rounds) at 400 + 100 tokens, and 4 judge calls (the
-    transitions, one transition, the flags, the outcome) at 100 + 2 x 2 x 48 + 150 = 442 + 100; at most 3 tries each,
-    24 conversation calls a cell and 3 + 3 x 9 = 30 judge calls."""
+    """Each call is priced at its own size. A conversation call at 2 rounds: 280 tokens of instructions and 2 lines of
+    48 tokens, 376 in all. A judge's: its shared system message here is 400 characters (100 tokens), its transcript
+    2 lines a round of 48 tokens, its question 150 tokens: 100 + 2 x 2 x 48 + 150 = 442. Each answers 100 tokens; the
+    test call is 50 tokens. By hand, over 3 cells of 2 rounds and 1 judge: typically 8 conversation calls a cell
+    (2 roles x 2 calls x 2 rounds) and 4 judge calls (the transitions, one transition, the flags, the outcome); at most
+    3 tries each, 24 conversation calls a cell and 3 + 3 x 9 = 30 judge calls."""
     (tmp_path / "prices.toml").write_text(PRICES)
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "evaluator.j2").write_text("x" * 400)
@@ -141,15 +142,26 @@ def test_dry_run_prices_its_bound_and_a_typical_batch(tmp_path):
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stdout.split())
     assert f"at most {3 * (24 + 30) + 1} LLM calls" in out
-    assert f"roughly {3 * (8 * 500 + 4 * 542) + 500:,} tokens" in out  # and the test call
-    talk, judge = (400 * 1.0 + 100 * 2.0) / 1e6, (442 * 1.0 + 100 * 2.0) / 1e6  # $1 and $2 a million, none cached
+    assert f"roughly {3 * (8 * 476 + 4 * 542) + 50:,} tokens" in out  # 17,978
+    talk, judge = (376 * 1.0 + 100 * 2.0) / 1e6, (442 * 1.0 + 100 * 2.0) / 1e6  # $1 and $2 a million, none cached
     at_most, typical = 3 * (24 * talk + 30 * judge), 3 * (8 * talk + 4 * judge)
     assert f"cost: at most ${at_most:.2f} if every re-ask happens, typically ${typical:.2f}" in out
-    assert "500 tokens a conversation call and 542 a judge's" in out
+    assert "476 tokens a conversation call and 542 a judge's" in out
     unpriced = nextstep(*args, "--base-url", "http://127.0.0.1:1/v1", "--model", "other", cwd=tmp_path)
     assert "cost: at most unknown" in unpriced.stdout
     local = nextstep(*args, cwd=tmp_path)
     assert "cost: at most $0 if every re-ask happens, typically $0" in local.stdout
+
+
+def test_a_dry_runs_conversation_calls_grow_with_its_rounds(tmp_path):
+    """A conversation call sees more of the transcript the longer the episode: at 8 rounds 280 + 8 x 48 = 664 tokens
+    of prompt and 100 of answer, where a flat 400 + 100 was assumed whatever the rounds. By hand, 3 cells of 8 rounds
+    and no judge: typically 2 roles x 2 calls x 8 rounds = 32 calls a cell at 764 tokens, and the test call's 50."""
+    result = nextstep("batch", "--dry-run", "--personas", "all", "--max-turns", "8", "--judges", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert f"roughly {3 * 32 * 764 + 50:,} tokens" in out  # 73,394
+    assert "roughly 764 tokens a conversation call, none from a cache" in out
 
 
 def test_plan_states_what_its_recommendation_costs():

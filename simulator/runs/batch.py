@@ -79,10 +79,13 @@ def expand(exp: Experiment) -> list[Cell]:
     return cells
 
 
-# What a dry run assumes a conversation call takes: 500 tokens, 400 of them prompt (the embedded default batch spends
-# about 4 prompt tokens per completion token: benchmarks/B5.md), none served from a cache. A judge's call carries the
-# rubric as well: its prompt is estimated from the rendered prompt (`judge_prompt`).
-CALL_PROMPT_TOKENS, CALL_COMPLETION_TOKENS = 400, 100
+# What a dry run assumes a conversation call takes: TALK_BASE_TOKENS of instructions, then the transcript at the lines'
+# cap (LINE_TOKENS). At round k a call has 2k - 1 lines in view on average over its four kinds (the practitioner's line
+# sees 2(k - 1), its intent and the persona's line 2k - 1, her state 2k), so over R rounds R lines a call. The base is
+# measured: the default batch's first-round prompts are 189, 195, 312 and 574 tokens (mean 318) with one line of about
+# 40 in view. Each call, a judge's too, has CALL_COMPLETION_TOKENS of answer, and none is served from a cache; the
+# preflight's test call (`{"ok": true}`) is 38 + 6 tokens there.
+TALK_BASE_TOKENS, CALL_COMPLETION_TOKENS, TEST_CALL_TOKENS = 280, 100, 50
 
 
 def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: Callable[[int, int], int], catalog: Catalog,
@@ -92,19 +95,21 @@ def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: C
     A round is at most 4 calls (the practitioner's line and its intent, the persona's line and its private state),
     each tried up to reasks + 1 times; a cell has at most `max_rounds` rounds (one more where its strategy has a
     parting line); `judge_max_calls(rounds, reasks)` bounds one judge on one episode of that many rounds.
-    A conversation call is taken as CALL_PROMPT_TOKENS of prompt, a judge's as `judge_prompt(setting, persona, rounds)`
-    (the same when not given), each with CALL_COMPLETION_TOKENS of answer.
+    A conversation call in a cell of R rounds is taken as TALK_BASE_TOKENS + R x LINE_TOKENS of prompt, a judge's as
+    `judge_prompt(setting, persona, rounds)` (the same as a conversation call when not given), each with
+    CALL_COMPLETION_TOKENS of answer.
     `prices` ({'practitioner', 'persona', 'evaluators'}: a Price or None each) prices the calls, judge j at evaluator
     model j modulo their number; a cost is None if a role's price is unknown (or no prices are given). `test_calls`
     are the preflight's, one per distinct model, made once before the episodes: counted in calls and tokens.
     """
     rounds = [max_rounds(exp.max_turns, catalog.strategies[c.scenario.strategy].parting is not None) for c in cells]
-    judged = [judge_prompt(c.scenario.setting, c.scenario.persona, r) if judge_prompt else CALL_PROMPT_TOKENS
-              for c, r in zip(cells, rounds)]  # fmt: skip
+    talked = [TALK_BASE_TOKENS + r * LINE_TOKENS for r in rounds]
+    judged = [judge_prompt(c.scenario.setting, c.scenario.persona, r) if judge_prompt else t
+              for c, r, t in zip(cells, rounds, talked)]  # fmt: skip
 
     def calls(tries: int) -> dict[str, list[tuple[int, int]]]:
         """Per role, (calls, prompt tokens a call) of each cell."""
-        talk = [(2 * tries * r, CALL_PROMPT_TOKENS) for r in rounds]
+        talk = [(2 * tries * r, t) for r, t in zip(rounds, talked)]
         judge = [(judge_max_calls(r, tries - 1), p) for r, p in zip(rounds, judged)]
         return {"practitioner": talk, "persona": talk} | {f"judge {j}": judge for j in range(exp.judges)}
 
@@ -123,7 +128,8 @@ def estimate(exp: Experiment, cells: list[Cell], reasks: int, judge_max_calls: C
     at_most, typical = calls(reasks + 1), calls(1)
     tokens = sum(n * (p + CALL_COMPLETION_TOKENS) for cells in typical.values() for n, p in cells)
     return {"episodes": len(cells), "reasks": reasks, "test_calls": test_calls, "calls_at_most": count(at_most) + test_calls,
-            "tokens_roughly": tokens + test_calls * (CALL_PROMPT_TOKENS + CALL_COMPLETION_TOKENS),
+            "tokens_roughly": tokens + test_calls * TEST_CALL_TOKENS,
+            "talk_call_tokens": round(sum(talked) / len(talked)) + CALL_COMPLETION_TOKENS if cells else None,
             "judge_call_tokens": round(sum(judged) / len(judged)) + CALL_COMPLETION_TOKENS if exp.judges and cells else None,
             "cost_at_most": cost(at_most), "cost_roughly": cost(typical)}  # fmt: skip
 
