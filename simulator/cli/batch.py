@@ -27,8 +27,8 @@ def print_plan(grid, cells: list, e: dict) -> None:
                   f"{e['test_calls']} test call(s), one per distinct model), roughly {e['tokens_roughly']:,} tokens")
     judge = f" and {e['judge_call_tokens']:,} a judge's, its rubric included" if e["judge_call_tokens"] else ""
     console.print(f"cost: at most {money(e['cost_at_most'])} if every re-ask happens, typically {money(e['cost_roughly'])} "
-                  f"(at roughly {e['talk_call_tokens'] or 0:,} tokens a conversation call{judge}, none from a cache; unknown: a model has no price, "
-                  "see --prices)")
+                  f"(at roughly {e['talk_call_tokens'] or 0:,} tokens a conversation call{judge}, none from a cache; "
+                  "unknown: a model has no price, see --prices)")
     console.print(f"max_turns {grid.max_turns} · temperature {grid.temperature} · judges {grid.judges} · reasks {e['reasks']}")
     table = Table(title="cells", title_justify="left")
     for column in ("cell", "reps", "seeds"):
