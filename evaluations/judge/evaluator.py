@@ -58,10 +58,6 @@ class Judge:
         """{hash: (name, text)} of the rubric and every evaluator prompt, for the store's provenance."""
         return judge_texts(self.prompts, self.rubric, self.rubric_hash)
 
-    def system(self, ep: dict) -> str:
-        """The system message every part of the episode shares (see `shared_system`)."""
-        return shared_system(self.prompts, self.rubric, **_context(ep))
-
     def messages(self, ep: dict, part: str, **variables) -> list[dict]:
         """A part's request: the shared system message, rendered once into `ep['system']` for all the parts that share
         `ep`, then the part's question. A part's template that renders the transcript itself (as a
@@ -69,7 +65,7 @@ class Judge:
         if "transcript" in self.prompts.variables(part):
             return [{"role": "user", "content": self.prompts.render(part, **_context(ep), **variables)}]
         if "system" not in ep:
-            ep["system"] = self.system(ep)
+            ep["system"] = shared_system(self.prompts, self.rubric, **_context(ep))
         return [{"role": "system", "content": ep["system"]}, {"role": "user", "content": self.prompts.render(part, **variables)}]
 
     async def ask(self, messages: list[dict], output_type: type[BaseModel], purpose: str, calls: list[Call], k: int, max_tokens: int,
